@@ -1,0 +1,182 @@
+"""The ``cotrecipe`` command line (click).
+
+Heavy libraries (torch, transformers, TRL) are imported inside the commands that need them, so ``cotrecipe presets``
+and ``cotrecipe config`` answer instantly. Known error types become one ``error: ...`` line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import wraps
+
+import click
+
+from recipe import config as config_mod
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [config_mod.ConfigError]
+    for module, name in (("recipe.data", "DataError"), ("recipe.model", "ModelError"),
+                         ("recipe.curriculum", "RunError"), ("recipe.evaluate", "EvalError")):
+        mod = sys.modules.get(module)
+        if mod is not None and hasattr(mod, name):
+            errors.append(getattr(mod, name))
+    return tuple(errors)
+
+
+def friendly(fn):
+    """Turn the recipe's own errors into one clear line (no traceback)."""
+
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - filtered right below
+            if isinstance(exc, _known_errors()):
+                click.echo(f"error: {exc}", err=True)
+                sys.exit(2)
+            raise
+
+    return wrapper
+
+
+def config_options(fn):
+    fn = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                      help="Override one config value, e.g. --set stage2.learning_rate=1e-5 (repeatable).")(fn)
+    fn = click.option("--config", "config_file", type=click.Path(dir_okay=False),
+                      help="A YAML file laid over the preset.")(fn)
+    fn = click.option("--preset", default=None, help="A shipped preset (see `cotrecipe presets`).")(fn)
+    return fn
+
+
+def _resolve(preset, config_file, overrides, output_dir=None):
+    overrides = list(overrides)
+    if output_dir:
+        overrides.append(f"run.output_dir={output_dir}")
+    return config_mod.resolve(preset=preset, config_file=config_file, overrides=overrides)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="cotrecipe")
+def main():
+    """Distil chain-of-thought into a small model: structure (SFT) -> brevity (GRPO) -> internalisation (GRPO)."""
+
+
+@main.command()
+@friendly
+def presets():
+    """List the shipped presets."""
+    names = config_mod.preset_names()
+    width = max(len(n) for n in names)
+    for name in names:
+        click.echo(f"{name.ljust(width)}  {config_mod.preset_summary(name)}")
+
+
+@main.command("config")
+@config_options
+@friendly
+def show_config(preset, config_file, overrides):
+    """Print the resolved configuration as YAML (after validation)."""
+    click.echo(config_mod.dump_yaml(_resolve(preset, config_file, overrides)), nl=False)
+
+
+@main.command()
+@click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False), help="A generations .jsonl.")
+@click.option("--completion-field", default="completion", show_default=True)
+@click.option("--answer-field", default="answer", show_default=True,
+              help="Gold: a GSM8K answer ('... #### 72') or a bare number.")
+@click.option("--output", "output_path", type=click.Path(dir_okay=False), help="Write per-row scores here (.jsonl).")
+@friendly
+def score(input_path, completion_field, answer_field, output_path):
+    """Score any generations file: extracted answer, correctness, reward values; prints a summary."""
+    from recipe.scoring import format_summary, score_file
+
+    summary = score_file(input_path, completion_field=completion_field, answer_field=answer_field,
+                         output_path=output_path)
+    click.echo(format_summary(summary))
+
+
+@main.command("run-all")
+@config_options
+@click.option("--output-dir", default=None, help="Run directory (default: the preset's run.output_dir).")
+@click.option("--force", is_flag=True, help="Rerun stages whose config changed instead of refusing.")
+@friendly
+def run_all(preset, config_file, overrides, output_dir, force):
+    """Run stage 1 -> 2 -> 3 -> eval + report in one run directory; rerun the same command to resume."""
+    from recipe.curriculum import run_all as run
+
+    run(_resolve(preset, config_file, overrides, output_dir), force=force)
+
+
+def _stage_command(stage: str, help_text: str):
+    @config_options
+    @click.option("--output-dir", default=None, help="Run directory (default: the preset's run.output_dir).")
+    @click.option("--from", "init_from", default=None, type=click.Path(),
+                  help="Starting weights: a stage output folder (adapter or full model).")
+    @click.option("--force", is_flag=True, help="Rerun the stage even if it is done or its config changed.")
+    @friendly
+    def command(preset, config_file, overrides, output_dir, init_from, force):
+        from recipe.curriculum import run_stage
+
+        run_stage(_resolve(preset, config_file, overrides, output_dir), stage, init_from=init_from, force=force)
+
+    command.__doc__ = help_text
+    return main.command(stage)(command)
+
+
+_stage_command("stage1", "Stage 1: SFT on masked shuffled reconstruction.")
+_stage_command("stage2", "Stage 2: GRPO on masked completion with the gated brevity reward.")
+_stage_command("stage3", "Stage 3: mine persistent failures, GRPO on shorter rewrites of the teacher solution.")
+
+
+@main.command("eval")
+@config_options
+@click.option("--model", "model_path", default=None, help="Hub id or local folder (default: the config's model).")
+@click.option("--adapter", default=None, type=click.Path(), help="A LoRA adapter folder to apply.")
+@click.option("--run", "run_dir", default=None, type=click.Path(), help="A run directory to evaluate.")
+@click.option("--stage", default=None, help="With --run: base, stage1, stage2 or stage3 (default: all done).")
+@click.option("--split", default=None, help="Dataset split (default: eval.split).")
+@click.option("--limit", default=None, type=int, help="Evaluate the first N problems only.")
+@click.option("--batch-size", default=None, type=int)
+@click.option("--output-dir", default=None, type=click.Path(), help="Where results.json/generations.jsonl go.")
+@friendly
+def eval_command(preset, config_file, overrides, model_path, adapter, run_dir, stage, split, limit, batch_size,
+                 output_dir):
+    """Evaluate with the paper's protocol (zero-shot, greedy, 512 new tokens, 'Final Answer:')."""
+    from recipe.evaluate import eval_command as run_eval
+
+    run_eval(preset=preset, config_file=config_file, overrides=list(overrides), model_path=model_path,
+             adapter=adapter, run_dir=run_dir, stage=stage, split=split, limit=limit, batch_size=batch_size,
+             output_dir=output_dir)
+
+
+@main.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False), help="A run directory.")
+@friendly
+def report(run_dir):
+    """Rebuild report.md and report.png from a run's stored results."""
+    from recipe.report import build_report
+
+    paths = build_report(run_dir)
+    for path in paths:
+        click.echo(str(path))
+
+
+@main.group()
+def baseline():
+    """Baselines evaluated the same way as the curriculum."""
+
+
+@baseline.command("sft")
+@config_options
+@click.option("--output-dir", default=None, help="Run directory to add the baseline to.")
+@friendly
+def baseline_sft(preset, config_file, overrides, output_dir):
+    """Plain SFT distillation on full teacher rationales, same data and budget; added as a report row."""
+    from recipe.baseline import run_sft_baseline
+
+    run_sft_baseline(_resolve(preset, config_file, overrides, output_dir))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

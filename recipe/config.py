@@ -1,0 +1,524 @@
+"""Typed configuration: one schema, YAML presets, ``key=value`` overrides, fix-it errors.
+
+Everything the recipe can be told lives in the dataclasses below; their defaults are the ONE place a default is
+written. A preset is a partial YAML mapping over these defaults. Validation happens here, before any model or dataset
+is touched, and every error names the key, the bad value and what is allowed.
+
+This module is also the one place the TRL trainer configs are built (:func:`sft_args`, :func:`grpo_args`); TRL is
+imported lazily inside them so that ``cotrecipe config`` stays fast.
+
+>>> cfg = resolve(preset="smoke", overrides=["stage2.learning_rate=1e-4"])
+>>> cfg.stage2.learning_rate
+0.0001
+>>> resolve(preset="smoke", overrides=["stage2.lerning_rate=1"])
+Traceback (most recent call last):
+...
+recipe.config.ConfigError: unknown key 'stage2.lerning_rate' (did you mean 'stage2.learning_rate'?)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased so the user can fix it."""
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Schema
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = "Qwen/Qwen2.5-3B"  # hub id, local folder, or builtin:tiny-qwen2 | builtin:smollm2-135m
+    backend: Literal["auto", "hf", "unsloth"] = "auto"
+    load_in_4bit: bool = True  # only honoured on CUDA
+    max_seq_length: int = 1024
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    use_lora: bool = True
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    gradient_checkpointing: bool = False
+    fast_inference: bool = False  # unsloth + vLLM generation for GRPO and eval
+    gpu_memory_utilization: float = 0.6
+    trust_remote_code: bool = False
+    cache_dir: str = "~/.cache/cotrecipe"
+
+
+@dataclass
+class DataConfig:
+    source: str = "openai/gsm8k"  # hub id | local .jsonl/.json/.parquet | folder with train/test files | synthetic[:N]
+    eval_source: str = ""  # empty = same as source
+    annotations: Literal["strip", "keep"] = "strip"
+    answer_label: str = "Final Answer:"
+    mask_token: str = "[MASK]"
+    strict: bool = False
+    # Row ranges [start, end) of the train split; end -1 means "to the end". Disjoint by default (paper).
+    stage1_rows: list[int] = field(default_factory=lambda: [0, 2000])
+    stage2_rows: list[int] = field(default_factory=lambda: [2000, 4000])
+    stage3_rows: list[int] = field(default_factory=lambda: [4000, -1])
+
+
+@dataclass
+class RewardSpec:
+    name: str = "correctness"
+    weight: float = 1.0
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    """Fields shared by every trainer stage (they map 1:1 to transformers TrainingArguments)."""
+
+    enabled: bool = True
+    learning_rate: float = 1e-5
+    num_train_epochs: float = 1.0
+    max_steps: int = -1  # > 0 overrides epochs
+    per_device_train_batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    warmup_ratio: float = 0.0
+    lr_scheduler_type: str = "linear"
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    optim: str = "adamw_torch"
+    logging_steps: int = 1
+    save_steps: int = 50  # a checkpoint every N steps: resume point after a crash
+    save_total_limit: int = 2
+
+
+@dataclass
+class Stage1Config(TrainConfig):
+    learning_rate: float = 1e-5
+    mask_prob: float = 0.7
+    max_length: int = 1024
+
+
+@dataclass
+class GRPOStageConfig(TrainConfig):
+    num_generations: int = 8
+    max_completion_length: int = 512
+    temperature: float = 1.0
+    top_p: float = 1.0
+    beta: float = 0.0  # KL coefficient; 0 means no reference model is kept
+    epsilon: float = 0.2  # PPO-style clip range
+    loss_type: str = "dapo"
+    scale_rewards: str = "group"
+    num_iterations: int = 1
+    log_completions: bool = True
+    num_completions_to_print: int = 2
+    length_unit: Literal["words", "tokens"] = "words"
+    rewards: list[RewardSpec] = field(default_factory=list)
+
+
+@dataclass
+class Stage2Config(GRPOStageConfig):
+    min_masked: int = 3
+    mask_ratio: float = 0.5
+    rewards: list[RewardSpec] = field(default_factory=lambda: [RewardSpec("gated_brevity")])
+
+
+@dataclass
+class Stage3Config(GRPOStageConfig):
+    mining_k: int = 1  # answers per mined problem
+    mining_temperature: float = 0.0  # 0 = greedy
+    mining_max_new_tokens: int = 512
+    mining_batch_size: int = 16
+    failure_threshold: float = 0.0  # a problem fails persistently when its correct fraction <= this
+    mining_limit: int = -1  # -1 = mine the whole stage-3 slice
+    rewards: list[RewardSpec] = field(
+        default_factory=lambda: [RewardSpec("correctness"), RewardSpec("compression_ratio")]
+    )
+
+
+@dataclass
+class EvalConfig:
+    enabled: bool = True
+    split: str = "test"
+    limit: int = -1  # -1 = the whole split
+    batch_size: int = 16
+    max_new_tokens: int = 512
+    prompt: Literal["paper", "fewshot", "chat"] = "paper"
+    stages: list[str] = field(default_factory=lambda: ["base", "stage1", "stage2", "stage3"])
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = "runs/cotrecipe"
+    seed: int = 42
+    report_to: list[str] = field(default_factory=lambda: ["none"])
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    stage1: Stage1Config = field(default_factory=Stage1Config)
+    stage2: Stage2Config = field(default_factory=Stage2Config)
+    stage3: Stage3Config = field(default_factory=Stage3Config)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    description: str = ""
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# dict <-> dataclass with typed checks
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if dataclasses.is_dataclass(tp):
+        return "mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return the (lightly coerced) value or raise ConfigError."""
+    origin = typing.get_origin(tp)
+    bad = ConfigError(f"bad value for '{key}': {value!r} (expected {_type_name(tp)})")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise bad
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise bad
+        (item_tp,) = typing.get_args(tp)
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad
+        return dict(value)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                continue
+        raise bad
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise bad
+        return _from_dict(tp, value, key)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    raise ConfigError(f"internal: unsupported annotation {tp!r} for '{key}'")
+
+
+def _fields(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _unknown_key(key: str, known: list[str], prefix: str) -> ConfigError:
+    full = f"{prefix}{key}"
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (allowed: {', '.join(sorted(known))})"
+    return ConfigError(f"unknown key '{full}'{hint}")
+
+
+def _from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+    fields_ = _fields(cls)
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields_:
+            raise _unknown_key(key, list(fields_), f"{prefix}." if prefix else "")
+        kwargs[key] = _coerce(value, fields_[key], f"{prefix}.{key}" if prefix else key)
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict:
+    """The config as plain data (what ``config.yaml`` holds)."""
+    return dataclasses.asdict(cfg)
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "params":
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Presets, files and overrides
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def preset_names() -> list[str]:
+    folder = resources.files("recipe") / "presets"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def preset_text(name: str) -> str:
+    names = preset_names()
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise ConfigError(f"unknown preset '{name}' ({hint}available: {', '.join(names)})")
+    return (resources.files("recipe") / "presets" / f"{name}.yaml").read_text(encoding="utf-8")
+
+
+def preset_summary(name: str) -> str:
+    """The preset's one-line description (its ``description:`` key)."""
+    data = yaml.safe_load(preset_text(name)) or {}
+    return str(data.get("description", "")).strip()
+
+
+def _load_yaml(text: str, origin: str) -> dict:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{origin} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin} must hold a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``a.b=value`` -> (["a", "b"], value) with the value read as YAML.
+
+    >>> parse_override("stage2.temperature=0.7")
+    (['stage2', 'temperature'], 0.7)
+    >>> parse_override("run.report_to=[tensorboard]")
+    (['run', 'report_to'], ['tensorboard'])
+    """
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' must look like key.path=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override '{item}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def _apply_override(data: dict, path: list[str], value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[path[-1]] = value
+
+
+def resolve(
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> Config:
+    """Defaults, then the preset, then a YAML file, then ``--set`` overrides; validated."""
+    data: dict = {}
+    if preset:
+        data = _deep_merge(data, _load_yaml(preset_text(preset), f"preset '{preset}'"))
+    if config_file:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        data = _deep_merge(data, _load_yaml(path.read_text(encoding="utf-8"), str(path)))
+    for item in overrides:
+        keys, value = parse_override(item)
+        _apply_override(data, keys, value)
+    cfg = _from_dict(Config, data)
+    validate(cfg)
+    return cfg
+
+
+def from_dict(data: dict) -> Config:
+    cfg = _from_dict(Config, data)
+    validate(cfg)
+    return cfg
+
+
+def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"bad value for '{key}': {value!r} ({allowed})")
+
+
+def validate(cfg: Config) -> None:
+    """Range checks that types alone cannot express."""
+    from recipe.rewards import REWARDS  # local: rewards are pure Python, cheap to import
+
+    for name in ("stage1", "stage2", "stage3"):
+        st = getattr(cfg, name)
+        _check(st.learning_rate > 0, f"{name}.learning_rate", st.learning_rate, "must be > 0")
+        _check(st.per_device_train_batch_size >= 1, f"{name}.per_device_train_batch_size",
+               st.per_device_train_batch_size, "must be >= 1")
+        _check(st.max_steps != 0, f"{name}.max_steps", st.max_steps, "use -1 for epochs or a positive count")
+        _check(st.save_steps >= 1, f"{name}.save_steps", st.save_steps, "must be >= 1")
+        rows = getattr(cfg.data, f"{name}_rows")
+        _check(len(rows) == 2 and rows[0] >= 0 and (rows[1] == -1 or rows[1] > rows[0]), f"data.{name}_rows", rows,
+               "expected [start, end) with 0 <= start < end, end -1 for 'to the end'")
+    _check(0.0 <= cfg.stage1.mask_prob <= 1.0, "stage1.mask_prob", cfg.stage1.mask_prob, "must be in [0, 1]")
+    _check(0.0 <= cfg.stage2.mask_ratio <= 1.0, "stage2.mask_ratio", cfg.stage2.mask_ratio, "must be in [0, 1]")
+    _check(cfg.stage2.min_masked >= 0, "stage2.min_masked", cfg.stage2.min_masked, "must be >= 0")
+    for name in ("stage2", "stage3"):
+        st = getattr(cfg, name)
+        _check(st.num_generations >= 2, f"{name}.num_generations", st.num_generations,
+               "GRPO needs at least 2 generations per prompt")
+        _check(st.max_completion_length >= 1, f"{name}.max_completion_length", st.max_completion_length,
+               "must be >= 1")
+        _check(st.temperature > 0, f"{name}.temperature", st.temperature, "must be > 0 for sampling")
+        per_step = st.per_device_train_batch_size * st.gradient_accumulation_steps
+        _check(per_step % st.num_generations == 0, f"{name}.per_device_train_batch_size", st.per_device_train_batch_size,
+               f"batch size x gradient_accumulation_steps ({per_step}) must be a multiple of "
+               f"{name}.num_generations ({st.num_generations}): each prompt's group is generated together")
+        _check(bool(st.rewards), f"{name}.rewards", st.rewards, "at least one reward is needed")
+        for i, spec in enumerate(st.rewards):
+            _check(spec.name in REWARDS, f"{name}.rewards[{i}].name", spec.name,
+                   f"allowed: {', '.join(sorted(REWARDS))}")
+    _check(cfg.stage3.mining_k >= 1, "stage3.mining_k", cfg.stage3.mining_k, "must be >= 1")
+    _check(0.0 <= cfg.stage3.failure_threshold < 1.0, "stage3.failure_threshold", cfg.stage3.failure_threshold,
+           "must be in [0, 1)")
+    _check(cfg.model.lora_r >= 1, "model.lora_r", cfg.model.lora_r, "must be >= 1")
+    _check(cfg.model.max_seq_length >= 16, "model.max_seq_length", cfg.model.max_seq_length, "must be >= 16")
+    allowed_stages = {"base", "stage1", "stage2", "stage3"}
+    for s in cfg.eval.stages:
+        _check(s in allowed_stages, "eval.stages", s, f"allowed: {', '.join(sorted(allowed_stages))}")
+    _check(cfg.eval.batch_size >= 1, "eval.batch_size", cfg.eval.batch_size, "must be >= 1")
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None, width=120)
+
+
+def diff_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dicts.
+
+    >>> diff_keys({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "c": 3}})
+    ['a.c']
+    """
+    keys = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        name = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += diff_keys(a, b, name + ".")
+        elif a != b:
+            keys.append(name)
+    return keys
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# TRL configs: built here and nowhere else
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _common_args(cfg: Config, st: TrainConfig, output_dir: str) -> dict:
+    import torch
+
+    use_cpu = cfg.run.device == "cpu" or not torch.cuda.is_available()
+    bf16 = (not use_cpu) and torch.cuda.is_bf16_supported() and cfg.model.dtype in ("auto", "bfloat16")
+    fp16 = (not use_cpu) and not bf16 and cfg.model.dtype in ("auto", "float16")
+    return dict(
+        output_dir=output_dir,
+        learning_rate=st.learning_rate,
+        num_train_epochs=st.num_train_epochs,
+        max_steps=st.max_steps,
+        per_device_train_batch_size=st.per_device_train_batch_size,
+        gradient_accumulation_steps=st.gradient_accumulation_steps,
+        warmup_ratio=st.warmup_ratio,
+        lr_scheduler_type=st.lr_scheduler_type,
+        weight_decay=st.weight_decay,
+        max_grad_norm=st.max_grad_norm,
+        optim=st.optim,
+        logging_steps=st.logging_steps,
+        save_strategy="steps",
+        save_steps=st.save_steps,
+        save_total_limit=st.save_total_limit,
+        seed=cfg.run.seed,
+        report_to=[r for r in cfg.run.report_to if r != "none"] or "none",
+        use_cpu=use_cpu,
+        bf16=bf16,
+        fp16=fp16,
+        gradient_checkpointing=cfg.model.gradient_checkpointing,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+
+
+def sft_args(cfg: Config, output_dir: str):
+    """TRL SFTConfig for stage 1 (and the SFT baseline): prompt-completion data, loss on the completion only."""
+    from trl import SFTConfig
+
+    st = cfg.stage1
+    return SFTConfig(
+        **_common_args(cfg, st, output_dir),
+        max_length=min(st.max_length, cfg.model.max_seq_length),
+        completion_only_loss=True,
+        packing=False,
+        dataset_num_proc=None,
+    )
+
+
+def grpo_args(cfg: Config, stage: Literal["stage2", "stage3"], output_dir: str):
+    """TRL GRPOConfig for stage 2 or 3."""
+    from trl import GRPOConfig
+
+    st: GRPOStageConfig = getattr(cfg, stage)
+    args = _common_args(cfg, st, output_dir)
+    use_vllm = cfg.model.fast_inference and not args["use_cpu"]
+    return GRPOConfig(
+        **args,
+        num_generations=st.num_generations,
+        max_completion_length=st.max_completion_length,
+        temperature=st.temperature,
+        top_p=st.top_p,
+        beta=st.beta,
+        epsilon=st.epsilon,
+        loss_type=st.loss_type,
+        scale_rewards=st.scale_rewards,
+        num_iterations=st.num_iterations,
+        reward_weights=[spec.weight for spec in st.rewards],
+        log_completions=st.log_completions,
+        num_completions_to_print=st.num_completions_to_print,
+        use_vllm=use_vllm,
+        vllm_mode="colocate",
+        vllm_gpu_memory_utilization=cfg.model.gpu_memory_utilization,
+        remove_unused_columns=False,
+    )

@@ -1,0 +1,133 @@
+"""Prompt templates and pure render functions for the three BRIDGE stages and evaluation.
+
+Every template ends with ``"Solution:\\n"`` so that a completion starts naturally with
+``"Step 1: ..."``. Nothing here calls a model; all functions are pure string builders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+MASK_TOKEN = "[MASK]"
+ANSWER_LABEL = "Final Answer:"
+
+STAGE1_TEMPLATE = (
+    "Problem: {question}\n\n"
+    "Below are the steps of a solution to this problem. The steps are shuffled, and one of "
+    "them may be hidden as {mask_token}. Write the complete solution with every step in the "
+    "correct order, filling in any hidden step. Number the steps \"Step 1:\", \"Step 2:\", ... "
+    "and end with a line \"{answer_label} <number>\".\n\n"
+    "Shuffled steps:\n{steps}\n\n"
+    "Solution:\n"
+)
+
+STAGE2_TEMPLATE = (
+    "Problem: {question}\n\n"
+    "Below is a partial solution to this problem with its steps in order. Some steps are "
+    "hidden as {mask_token}. Write the complete solution, numbering the steps \"Step 1:\", "
+    "\"Step 2:\", ... and ending with a line \"{answer_label} <number>\".\n\n"
+    "Partial solution:\n{steps}\n\n"
+    "Solution:\n"
+)
+
+STAGE3_TEMPLATE = (
+    "Problem: {question}\n\n"
+    "Here is a correct solution written by a teacher:\n{teacher_solution}\n\n"
+    "Rewrite it much shorter: keep only the essential steps, number them \"Step 1:\", "
+    "\"Step 2:\", ... and end with a line \"{answer_label} <number>\".\n\n"
+    "Solution:\n"
+)
+
+EVAL_TEMPLATE = (
+    "Solve this math problem step by step. Write each step on its own line as \"Step 1:\", "
+    "\"Step 2:\", ... and end your response with \"{answer_label} [number]\".\n\n"
+    "Problem: {question}\n\n"
+    "Solution:\n"
+)
+
+
+def render_solution(steps: Sequence[str], answer: str, answer_label: str = ANSWER_LABEL) -> str:
+    """Render steps and answer in the canonical ``Step k:`` format.
+
+    >>> print(render_solution(["Half of 48 is 24.", "48 + 24 = 72."], "72"))
+    Step 1: Half of 48 is 24.
+    Step 2: 48 + 24 = 72.
+    Final Answer: 72
+    >>> render_solution([], "5", answer_label="####")
+    '#### 5'
+    """
+    lines = [f"Step {k}: {step}" for k, step in enumerate(steps, start=1)]
+    lines.append(f"{answer_label} {answer}")
+    return "\n".join(lines)
+
+
+def _bullets(steps: Sequence[str]) -> str:
+    return "\n".join(f"- {step}" for step in steps)
+
+
+def _numbered(steps: Sequence[str]) -> str:
+    return "\n".join(f"Step {k}: {step}" for k, step in enumerate(steps, start=1))
+
+
+def stage1_prompt(
+    question: str,
+    shuffled_steps_with_mask: Sequence[str],
+    mask_token: str = MASK_TOKEN,
+    answer_label: str = ANSWER_LABEL,
+) -> str:
+    """Stage 1 (structure) prompt: shuffled steps as an unnumbered bullet list.
+
+    >>> p = stage1_prompt("What is 2 + 3 * 4?", ["2 + 12 = 14.", "[MASK]"])
+    >>> "- 2 + 12 = 14.\\n- [MASK]" in p, p.endswith("Solution:\\n"), "Step 1: 2" in p
+    (True, True, False)
+    """
+    return STAGE1_TEMPLATE.format(
+        question=question.strip(),
+        steps=_bullets(shuffled_steps_with_mask),
+        mask_token=mask_token,
+        answer_label=answer_label,
+    )
+
+
+def stage2_prompt(
+    question: str,
+    partial_steps_with_masks: Sequence[str],
+    mask_token: str = MASK_TOKEN,
+    answer_label: str = ANSWER_LABEL,
+) -> str:
+    """Stage 2 (brevity) prompt: the steps in order, hidden ones already replaced by the mask.
+
+    >>> p = stage2_prompt("Q?", ["[MASK]", "3 + 4 = 7."])
+    >>> "Step 1: [MASK]\\nStep 2: 3 + 4 = 7." in p, p.endswith("Solution:\\n")
+    (True, True)
+    """
+    return STAGE2_TEMPLATE.format(
+        question=question.strip(),
+        steps=_numbered(partial_steps_with_masks),
+        mask_token=mask_token,
+        answer_label=answer_label,
+    )
+
+
+def stage3_prompt(question: str, teacher_solution: str, answer_label: str = ANSWER_LABEL) -> str:
+    """Stage 3 (internalisation) prompt: show the teacher solution, ask for a much shorter rewrite.
+
+    >>> p = stage3_prompt("Q?", "Step 1: 3 + 4 = 7.\\nFinal Answer: 7")
+    >>> "much shorter" in p, "Final Answer: 7" in p, p.endswith("Solution:\\n")
+    (True, True, True)
+    """
+    return STAGE3_TEMPLATE.format(
+        question=question.strip(),
+        teacher_solution=teacher_solution.strip(),
+        answer_label=answer_label,
+    )
+
+
+def eval_prompt(question: str, answer_label: str = ANSWER_LABEL) -> str:
+    """Zero-shot evaluation prompt; the answer is read from the ``Final Answer:`` line.
+
+    >>> p = eval_prompt("What is 2 + 2?")
+    >>> p.startswith("Solve this math problem step by step"), 'Final Answer: [number]' in p
+    (True, True)
+    """
+    return EVAL_TEMPLATE.format(question=question.strip(), answer_label=answer_label)
