@@ -6,6 +6,7 @@ and ``cotrecipe config`` answer instantly. Known error types become one ``error:
 
 from __future__ import annotations
 
+import logging
 import sys
 from functools import wraps
 
@@ -60,6 +61,19 @@ def _resolve(preset, config_file, overrides, output_dir=None):
 @click.version_option(package_name="cotrecipe")
 def main():
     """Distil chain-of-thought into a small model: structure (SFT) -> brevity (GRPO) -> internalisation (GRPO)."""
+    setup_logging()
+
+
+def setup_logging() -> None:
+    logger = logging.getLogger("recipe")
+    if logger.handlers:
+        return
+    from rich.logging import RichHandler
+
+    handler = RichHandler(show_path=False, rich_tracebacks=False, markup=False)
+    handler.setFormatter(logging.Formatter("%(message)s", datefmt="[%X]"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 @main.command()

@@ -91,7 +91,7 @@ class TrainConfig:
     max_steps: int = -1  # > 0 overrides epochs
     per_device_train_batch_size: int = 4
     gradient_accumulation_steps: int = 1
-    warmup_ratio: float = 0.0
+    warmup_steps: float = 0.0  # >= 1: a step count; < 1: a fraction of the training steps
     lr_scheduler_type: str = "linear"
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
@@ -462,7 +462,7 @@ def _common_args(cfg: Config, st: TrainConfig, output_dir: str) -> dict:
         max_steps=st.max_steps,
         per_device_train_batch_size=st.per_device_train_batch_size,
         gradient_accumulation_steps=st.gradient_accumulation_steps,
-        warmup_ratio=st.warmup_ratio,
+        warmup_steps=st.warmup_steps,
         lr_scheduler_type=st.lr_scheduler_type,
         weight_decay=st.weight_decay,
         max_grad_norm=st.max_grad_norm,

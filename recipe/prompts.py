@@ -1,7 +1,9 @@
 """Prompt templates and pure render functions for the three BRIDGE stages and evaluation.
 
-Every template ends with ``"Solution:\\n"`` so that a completion starts naturally with
-``"Step 1: ..."``. Nothing here calls a model; all functions are pure string builders.
+The evaluation prompt is the paper's zero-shot protocol verbatim (it ends with ``"Reasoning:"`` and no newline, as
+in the official eval script). The training prompts follow the paper's layout ("Question: ..." then an instruction
+and the steps) in English; they end with ``"Solution:\\n"`` so a completion starts naturally with ``"Step 1: ..."``.
+Nothing here calls a model; all functions are pure string builders.
 """
 
 from __future__ import annotations
@@ -12,37 +14,36 @@ MASK_TOKEN = "[MASK]"
 ANSWER_LABEL = "Final Answer:"
 
 STAGE1_TEMPLATE = (
-    "Problem: {question}\n\n"
-    "Below are the steps of a solution to this problem. The steps are shuffled, and one of "
-    "them may be hidden as {mask_token}. Write the complete solution with every step in the "
-    "correct order, filling in any hidden step. Number the steps \"Step 1:\", \"Step 2:\", ... "
-    "and end with a line \"{answer_label} <number>\".\n\n"
+    "Question: {question}\n\n"
+    "The steps below solve this question, but they are shuffled and one of them may be hidden as {mask_token}. "
+    "Write the complete solution with every step in the correct order, filling in any hidden step. "
+    'Number the steps "Step 1:", "Step 2:", ... and end with "{answer_label} [number]".\n\n'
     "Shuffled steps:\n{steps}\n\n"
     "Solution:\n"
 )
 
 STAGE2_TEMPLATE = (
-    "Problem: {question}\n\n"
-    "Below is a partial solution to this problem with its steps in order. Some steps are "
-    "hidden as {mask_token}. Write the complete solution, numbering the steps \"Step 1:\", "
-    "\"Step 2:\", ... and ending with a line \"{answer_label} <number>\".\n\n"
+    "Question: {question}\n\n"
+    "Below is a partial solution with its steps in order; some steps are hidden as {mask_token}. "
+    'Write the complete solution, numbering the steps "Step 1:", "Step 2:", ... and ending with '
+    '"{answer_label} [number]".\n\n'
     "Partial solution:\n{steps}\n\n"
     "Solution:\n"
 )
 
 STAGE3_TEMPLATE = (
-    "Problem: {question}\n\n"
-    "Here is a correct solution written by a teacher:\n{teacher_solution}\n\n"
-    "Rewrite it much shorter: keep only the essential steps, number them \"Step 1:\", "
-    "\"Step 2:\", ... and end with a line \"{answer_label} <number>\".\n\n"
+    "Question: {question}\n\n"
+    "Teacher's solution:\n{teacher_solution}\n\n"
+    "Rewrite this solution much shorter while keeping the same answer: keep only the essential steps, "
+    'merge steps where you can, number them "Step 1:", "Step 2:", ... and end with "{answer_label} [number]".\n\n'
     "Solution:\n"
 )
 
 EVAL_TEMPLATE = (
-    "Solve this math problem step by step. Write each step on its own line as \"Step 1:\", "
-    "\"Step 2:\", ... and end your response with \"{answer_label} [number]\".\n\n"
-    "Problem: {question}\n\n"
-    "Solution:\n"
+    "Solve this math problem step by step, showing your complete reasoning.\n"
+    "Question: {question}\n"
+    'You must end your response with "{answer_label} [number]"\n'
+    "Reasoning:"
 )
 
 
@@ -63,10 +64,6 @@ def render_solution(steps: Sequence[str], answer: str, answer_label: str = ANSWE
 
 def _bullets(steps: Sequence[str]) -> str:
     return "\n".join(f"- {step}" for step in steps)
-
-
-def _numbered(steps: Sequence[str]) -> str:
-    return "\n".join(f"Step {k}: {step}" for k, step in enumerate(steps, start=1))
 
 
 def stage1_prompt(
@@ -95,15 +92,16 @@ def stage2_prompt(
     mask_token: str = MASK_TOKEN,
     answer_label: str = ANSWER_LABEL,
 ) -> str:
-    """Stage 2 (brevity) prompt: the steps in order, hidden ones already replaced by the mask.
+    """Stage 2 (brevity) prompt: the steps in order as an unnumbered list (as in the paper, so the teacher's step
+    count is not handed over as numbering), hidden ones already replaced by the mask.
 
     >>> p = stage2_prompt("Q?", ["[MASK]", "3 + 4 = 7."])
-    >>> "Step 1: [MASK]\\nStep 2: 3 + 4 = 7." in p, p.endswith("Solution:\\n")
-    (True, True)
+    >>> "- [MASK]\\n- 3 + 4 = 7." in p, p.endswith("Solution:\\n"), "Step 1: [MASK]" in p
+    (True, True, False)
     """
     return STAGE2_TEMPLATE.format(
         question=question.strip(),
-        steps=_numbered(partial_steps_with_masks),
+        steps=_bullets(partial_steps_with_masks),
         mask_token=mask_token,
         answer_label=answer_label,
     )
@@ -124,10 +122,13 @@ def stage3_prompt(question: str, teacher_solution: str, answer_label: str = ANSW
 
 
 def eval_prompt(question: str, answer_label: str = ANSWER_LABEL) -> str:
-    """Zero-shot evaluation prompt; the answer is read from the ``Final Answer:`` line.
+    """The paper's zero-shot evaluation prompt (plain text, no chat template); answers are read from the
+    ``Final Answer:`` line.
 
-    >>> p = eval_prompt("What is 2 + 2?")
-    >>> p.startswith("Solve this math problem step by step"), 'Final Answer: [number]' in p
-    (True, True)
+    >>> print(eval_prompt("What is 2 + 2?"))
+    Solve this math problem step by step, showing your complete reasoning.
+    Question: What is 2 + 2?
+    You must end your response with "Final Answer: [number]"
+    Reasoning:
     """
     return EVAL_TEMPLATE.format(question=question.strip(), answer_label=answer_label)

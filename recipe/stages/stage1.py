@@ -1,0 +1,45 @@
+"""Stage 1 — structure: SFT on masked shuffled reconstruction.
+
+Each teacher rationale is split into steps; the steps are shuffled (always) and, with probability
+``stage1.mask_prob``, one is replaced by the mask token. The student reads the question and the jumbled steps and must
+write the full, ordered, complete solution. Prompt-completion rows go to TRL's SFTTrainer, which puts the loss on the
+completion only (``completion_only_loss=True`` in :func:`recipe.config.sft_args`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from recipe import data as data_mod
+from recipe import model as model_mod
+from recipe.config import Config, sft_args
+from recipe.stages.common import (
+    TRAINER_DIR,
+    peft_config_for,
+    train_and_save,
+    train_problems,
+)
+
+
+def build_rows(cfg: Config) -> list[dict]:
+    problems = train_problems(cfg, "stage1")
+    return data_mod.build_stage1(problems, seed=cfg.run.seed, mask_prob=cfg.stage1.mask_prob,
+                                 mask_token=cfg.data.mask_token, answer_label=cfg.data.answer_label)
+
+
+def run(cfg: Config, stage_dir: Path, init_from: str | None = None) -> dict:
+    from trl import SFTTrainer
+
+    rows = build_rows(cfg)
+    dataset = data_mod.to_dataset([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+
+    model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=True)
+    args = sft_args(cfg, str(stage_dir / TRAINER_DIR))
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config_for(cfg.model, model),
+    )
+    return train_and_save(trainer, tokenizer, stage_dir, rows, args)

@@ -1,0 +1,48 @@
+"""Stage 2 — brevity: GRPO on masked completion.
+
+Some of the teacher's steps are masked in place (no shuffle): ``max(min_masked, int(mask_ratio * steps))``, capped at
+steps - 1. The student sees the question and the partial solution and writes a complete solution. TRL's GRPOTrainer
+samples ``num_generations`` completions per prompt and optimises the clipped, prompt-conditioned GRPO objective on the
+configured reward (default: the paper's gated reward — wrong answer -2, bad format -1, else 1 + step bonus + length
+term against 35 words per teacher step).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from recipe import data as data_mod
+from recipe import model as model_mod
+from recipe.config import Config, grpo_args
+from recipe.stages.common import (
+    TRAINER_DIR,
+    make_rewards,
+    peft_config_for,
+    train_and_save,
+    train_problems,
+)
+
+
+def build_rows(cfg: Config, tokenizer=None) -> list[dict]:
+    problems = train_problems(cfg, "stage2")
+    rows = data_mod.build_stage2(problems, seed=cfg.run.seed, min_masked=cfg.stage2.min_masked,
+                                 mask_ratio=cfg.stage2.mask_ratio, mask_token=cfg.data.mask_token,
+                                 answer_label=cfg.data.answer_label)
+    return data_mod.add_token_lengths(rows, tokenizer) if tokenizer is not None else rows
+
+
+def run(cfg: Config, stage_dir: Path, init_from: str | None = None) -> dict:
+    from trl import GRPOTrainer
+
+    model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=True)
+    rows = build_rows(cfg, tokenizer)
+    args = grpo_args(cfg, "stage2", str(stage_dir / TRAINER_DIR))
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=make_rewards(cfg.stage2),
+        args=args,
+        train_dataset=data_mod.to_dataset(rows),
+        processing_class=tokenizer,
+        peft_config=peft_config_for(cfg.model, model),
+    )
+    return train_and_save(trainer, tokenizer, stage_dir, rows, args)

@@ -1,0 +1,182 @@
+"""The three stages on TRL trainers with the tiny local model: training changes weights, rewards steer length,
+run-all resumes after a crash or a SIGKILL, and bad input gives one clear error."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+from recipe import config as C
+from recipe import curriculum
+from recipe.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("model-cache")
+
+
+def smoke(cache_dir: Path, run_dir: Path, *extra: str) -> C.Config:
+    return C.resolve(preset="smoke", overrides=[f"model.cache_dir={cache_dir}", f"run.output_dir={run_dir}",
+                                                "eval.enabled=false", *extra])
+
+
+def adapter_weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(model_dir / "adapter_model.safetensors"))
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_each_stage_trains_and_changes_the_lora_weights(cache_dir, tmp_path):
+    cfg = smoke(cache_dir, tmp_path / "run", "stage1.max_steps=2", "stage2.max_steps=2", "stage3.max_steps=2")
+    run_dir = curriculum.run_all(cfg)
+    manifest = curriculum.load_manifest(run_dir)
+    assert [manifest["stages"][s]["status"] for s in curriculum.STAGES] == ["done"] * 3
+
+    s1 = adapter_weights(run_dir / "stage1" / "model")
+    lora_b = [v for k, v in s1.items() if "lora_B" in k]
+    assert lora_b and any(v.abs().sum() > 0 for v in lora_b), "stage 1 left LoRA B at its zero init"
+
+    s2 = adapter_weights(run_dir / "stage2" / "model")
+    assert s2.keys() == s1.keys(), "stage 2 must keep training the stage-1 adapter"
+    assert any(not torch.equal(s1[k], s2[k]) for k in s1), "stage 2 did not change the adapter"
+
+    stage3 = manifest["stages"]["stage3"]
+    assert stage3["metrics"]["failures"] > 0  # an untrained tiny model gets (nearly) everything wrong
+    assert (run_dir / "stage3" / "failures.jsonl").is_file()
+    s3 = adapter_weights(run_dir / "stage3" / "model")
+    assert any(not torch.equal(s2[k], s3[k]) for k in s2), "stage 3 did not change the adapter"
+
+    for stage in curriculum.STAGES:
+        entry = manifest["stages"][stage]
+        assert entry["data"]["n_rows"] > 0 and len(entry["data"]["sha256"]) == 64
+        assert entry["wall_s"] > 0 and entry["trainer_config"]["max_steps"] == 2
+    assert (run_dir / "config.yaml").is_file()
+
+
+def _length_curve(cache_dir: Path, run_dir: Path, sign: int) -> list[float]:
+    cfg = smoke(cache_dir, run_dir, "model.use_lora=false", "stage2.learning_rate=3e-3", "stage2.max_steps=40",
+                "stage2.max_completion_length=32", "stage2.save_steps=100", "stage2.log_completions=false",
+                f"stage2.rewards=[{{name: length, params: {{sign: {sign}}}}}]", "stage2.length_unit=tokens")
+    curriculum.run_stage(cfg, "stage2")
+    log = json.loads((run_dir / "stage2" / "trainer_log.json").read_text())
+    return [row["completions/mean_length"] for row in log if "completions/mean_length" in row]
+
+
+def test_sign_check_length_reward_steers_completion_length(cache_dir, tmp_path):
+    """GRPO through the stage-2 code with only a length reward: -length shortens, +length does not."""
+    shorter = _length_curve(cache_dir, tmp_path / "neg", sign=-1)
+    longer = _length_curve(cache_dir, tmp_path / "pos", sign=+1)
+    head = sum(shorter[:5]) / 5
+    tail = sum(shorter[-5:]) / 5
+    assert tail < 0.5 * head, f"-length reward should shorten completions: {head:.1f} -> {tail:.1f}"
+    assert sum(longer[-5:]) / 5 > tail + 10, "+length reward should keep completions long"
+
+
+def test_crash_after_stage1_resumes_without_redoing_it(cache_dir, tmp_path, monkeypatch):
+    cfg = smoke(cache_dir, tmp_path / "run", "stage1.max_steps=2", "stage2.max_steps=1", "stage3.max_steps=1")
+    from recipe.stages import stage2
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("simulated crash")
+
+    with monkeypatch.context() as m:
+        m.setattr(stage2, "run", boom)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            curriculum.run_all(cfg)
+    manifest = curriculum.load_manifest(tmp_path / "run")
+    assert manifest["stages"]["stage1"]["status"] == "done"
+    assert manifest["stages"]["stage2"]["status"] == "failed"
+    before = tree_digest(tmp_path / "run" / "stage1")
+    stage1_entry = manifest["stages"]["stage1"]
+
+    from recipe.stages import stage1
+
+    with monkeypatch.context() as m:
+        m.setattr(stage1, "run", lambda *a, **k: pytest.fail("finished stage 1 was recomputed"))
+        curriculum.run_all(cfg)
+    manifest = curriculum.load_manifest(tmp_path / "run")
+    assert [manifest["stages"][s]["status"] for s in curriculum.STAGES] == ["done"] * 3
+    assert manifest["stages"]["stage1"] == stage1_entry
+    assert tree_digest(tmp_path / "run" / "stage1") == before
+
+
+def test_changed_config_of_a_finished_stage_is_refused_unless_forced(cache_dir, tmp_path):
+    cfg = smoke(cache_dir, tmp_path / "run", "stage1.max_steps=1", "stage2.enabled=false", "stage3.enabled=false")
+    curriculum.run_all(cfg)
+    changed = smoke(cache_dir, tmp_path / "run", "stage1.max_steps=1", "stage1.learning_rate=0.5",
+                    "stage2.enabled=false", "stage3.enabled=false")
+    with pytest.raises(curriculum.RunError, match="stage1.learning_rate"):
+        curriculum.run_all(changed)
+    # a key that no finished stage depends on may change freely
+    curriculum.run_all(smoke(cache_dir, tmp_path / "run", "stage1.max_steps=1", "stage2.enabled=false",
+                             "stage3.enabled=false", "eval.limit=3"))
+    curriculum.run_all(changed, force=True)
+    entry = curriculum.load_manifest(tmp_path / "run")["stages"]["stage1"]
+    assert entry["status"] == "done" and entry["trainer_config"]["learning_rate"] == 0.5
+
+
+def test_sigkill_mid_stage2_then_rerun_resumes_and_finishes(cache_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    args = ["run-all", "--preset", "smoke", "--output-dir", str(run_dir), "--set", f"model.cache_dir={cache_dir}",
+            "--set", "eval.enabled=false", "--set", "stage1.max_steps=1", "--set", "stage2.max_steps=60",
+            "--set", "stage2.save_steps=2", "--set", "stage2.log_completions=false", "--set", "stage3.max_steps=1"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "recipe.cli", *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    trainer_dir = run_dir / "stage2" / "trainer"
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if curriculum.stage_done(curriculum.load_manifest(run_dir), "stage1") and \
+                    any((p / "trainer_state.json").is_file() for p in trainer_dir.glob("checkpoint-*")):
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    manifest = curriculum.load_manifest(run_dir)
+    assert manifest["stages"]["stage2"]["status"] == "running"
+    stage1_digest = tree_digest(run_dir / "stage1")
+
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    manifest = curriculum.load_manifest(run_dir)
+    stage2 = manifest["stages"]["stage2"]
+    assert stage2["status"] == "done" and stage2["resumed_from"], "stage 2 should resume from its checkpoint"
+    assert stage2["attempts"] == 2
+    assert manifest["stages"]["stage3"]["status"] == "done"
+    assert tree_digest(run_dir / "stage1") == stage1_digest
+
+
+def test_bad_inputs_give_one_clear_error(cache_dir, tmp_path):
+    runner = CliRunner()
+    bad_data = tmp_path / "broken.parquet"
+    bad_data.write_text("this is not parquet")
+    result = runner.invoke(main, ["stage1", "--preset", "smoke", "--output-dir", str(tmp_path / "a"),
+                                  "--set", f"model.cache_dir={cache_dir}", "--set", f"data.source={bad_data}"])
+    assert result.exit_code == 2 and "broken.parquet" in result.output and "Traceback" not in result.output
+
+    missing = tmp_path / "no-such-model"
+    result = runner.invoke(main, ["stage1", "--preset", "smoke", "--output-dir", str(tmp_path / "b"),
+                                  "--set", f"model.name_or_path={missing}"])
+    assert result.exit_code == 2 and "no-such-model" in result.output and "Traceback" not in result.output

