@@ -1,8 +1,8 @@
 """Reading numeric final answers out of model text, regex-only.
 
 Nothing here evaluates text: GSM8K ``<<48/2=24>>`` annotations and model output are only
-matched against pre-compiled patterns. Every pattern is linear-time (possessive quantifiers,
-no nested repetition), so a 1 MB completion is read in milliseconds.
+matched against pre-compiled patterns. Patterns have no nested unbounded repetition and numbers
+cannot start mid-number, so matching stays linear: a 1 MB completion takes well under a second.
 """
 
 from __future__ import annotations
@@ -11,12 +11,15 @@ import math
 import re
 import unicodedata
 from collections import deque
+from collections.abc import Sequence
 from decimal import Context, Decimal, InvalidOperation
+from functools import lru_cache
 
 __all__ = [
     "ABS_TOL",
     "REL_TOL",
     "answers_match",
+    "clear_answer_cache",
     "extract_answer",
     "gold_from_gsm8k",
     "has_final_answer_line",
@@ -33,7 +36,7 @@ _MAX_TOKEN_CHARS = 400  # longer digit runs are not answers; also bounds Decimal
 _MAX_EXPONENT = 300  # keeps every accepted value well inside the finite float range
 _SEGMENT_CHARS = 500  # how far after a marker the answer may start
 _CHUNK_CHARS = 8192  # backwards scan step when looking for the last number
-_TAIL_MATCHES = 32  # matches per chunk parsed before stepping further back
+_TAIL_MATCHES = 32  # newest matches of an oversized chunk tried before reading all of it
 _DIVIDE = Context(prec=17)  # fractions become 17-significant-digit decimals
 
 # One number: optional sign (not glued to a word, so "COVID-19" is 19 and "10-3" is 10, 3),
@@ -42,37 +45,43 @@ _DIVIDE = Context(prec=17)  # fractions become 17-significant-digit decimals
 # The leading look-ahead lets the engine skip non-candidates fast; the look-behind stops a
 # match starting mid-number.
 _NUMBER = re.compile(
-    r"(?=[$-]{0,2}+\.?\d)(?<![\d.])"
+    r"(?=[$-]{0,2}\.?\d)(?<![\d.])"
     r"\$?(?:(?<![\w.)\]])(?P<sign>-))?\$?"
     r"(?:"
-    r"(?P<num>\d++)/(?P<den>\d++)(?!\.\d)"
-    r"|(?P<mant>(?:\d{1,3}+(?:,\d{3}+(?!\d))++|\d++)(?:\.\d++)?+|\.\d++)"
-    r"(?:[eE](?P<exp>[+-]?\d++))?+"
+    r"(?P<num>\d+)/(?P<den>\d+)(?!\.?\d)"
+    r"|(?P<mant>(?:\d{1,3}(?:,\d{3}(?!\d))+|\d+)(?:\.\d+)?|\.\d+)"
+    r"(?:[eE](?P<exp>[+-]?\d+))?"
     r")"
 )
+# (pattern, a lower-case word it contains): a marker is only searched for when a casefolded
+# copy of the text contains its word, which skips most regex scans on ordinary text.
 _MARKERS = (
-    re.compile(r"final[ \t]*+answer[ \t*]*+:", re.IGNORECASE),
-    re.compile(r"answer[ \t*]*+:", re.IGNORECASE),
-    re.compile(r"the[ \t]++(?:final[ \t]++)?answer[ \t]++is\b[ \t]*+:?", re.IGNORECASE),
-    re.compile(r"####"),
+    (re.compile(r"final[ \t]*answer[ \t*]*:", re.IGNORECASE), "final"),
+    (re.compile(r"answer[ \t*]*:", re.IGNORECASE), "answer"),
+    (re.compile(r"the[ \t]+(?:final[ \t]+)?answer[ \t]+is\b[ \t]*:?", re.IGNORECASE), "answer"),
+    (re.compile(r"####"), "####"),
 )
 _NON_NUMBER_CHAR = re.compile(r"[^\d,.$/eE+-]")
-_BOXED = re.compile(r"\\boxed[ \t]*+\{")
-_LATEX_FRAC = re.compile(r"\\[dt]?frac[ \t]*+\{([^{}]{0,60})\}[ \t]*+\{([^{}]{0,60})\}")
+_BOXED = re.compile(r"\\boxed[ \t]*\{")
+_LATEX_FRAC = re.compile(r"\\[dt]?frac[ \t]*\{([^{}]{0,60})\}[ \t]*\{([^{}]{0,60})\}")
 _LATEX_CMD = re.compile(r"\\(?:left|right|text|mathrm|mathbf|boxed|[,!;:])")
-_CHAR_FIXES = str.maketrans({"\u2212": "-", "\u2044": "/", "\u2215": "/", "{": None, "}": None})
+_UNICODE_FIXES = str.maketrans({"\u2212": "-", "\u2044": "/", "\u2215": "/"})  # minus, fraction slashes
+_NO_BRACES = str.maketrans({"{": None, "}": None})
 
 
 def _normalise(text: str) -> str:
     """Fold unicode digits/fractions/minus signs to ASCII-compatible forms (NFKC)."""
     if text.isascii():
         return text
-    return unicodedata.normalize("NFKC", text).translate({0x2212: "-", 0x2044: "/", 0x2215: "/"})
+    return unicodedata.normalize("NFKC", text).translate(_UNICODE_FIXES)
 
 
-def _canonical(value: Decimal) -> str | None:
-    if not value.is_finite() or abs(value.adjusted()) > _MAX_EXPONENT:
-        return None if value != 0 else "0"
+def _canonical(value: Decimal, sign: str | None = None) -> str | None:
+    """Canonical text such as "72", "0.75" or "-3.5" (no exponent, no trailing zeros), or None."""
+    if value != 0 and (not value.is_finite() or abs(value.adjusted()) > _MAX_EXPONENT):
+        return None
+    if sign:
+        value = -value
     if value == value.to_integral_value():
         return str(int(value))
     return format(value.normalize(), "f")
@@ -80,21 +89,23 @@ def _canonical(value: Decimal) -> str | None:
 
 def _read_match(m: re.Match[str]) -> str | None:
     """Canonical string for one regex match, or None when it is not a usable finite number."""
-    if m.end() - m.start() > _MAX_TOKEN_CHARS:
-        return None
-    sign = "-" if m.group("sign") else ""
+    sign, num, den, mant, exp = m.group("sign", "num", "den", "mant", "exp")
+    if (exp is not None and len(exp) > 4) or m.end() - m.start() > _MAX_TOKEN_CHARS:
+        return None  # over 4 exponent characters (sign included) is out of range or padded
     try:
-        if m.group("num") is not None:
-            den = Decimal(m.group("den"))
-            if den == 0:
+        if num is not None:
+            divisor = Decimal(den)
+            if divisor == 0:
                 return None
-            return _canonical(_DIVIDE.divide(Decimal(sign + m.group("num")), den))
-        exp = m.group("exp")
+            return _canonical(_DIVIDE.divide(Decimal(num), divisor), sign)
+        digits = mant.replace(",", "")
+        if exp is None and digits.isdecimal() and len(digits) <= _MAX_EXPONENT:  # integer: skip Decimal
+            value = int(digits)
+            return str(-value if sign else value)
         if exp is not None and abs(int(exp)) > _MAX_EXPONENT:
             return None
-        text = sign + m.group("mant").replace(",", "") + ("e" + exp if exp else "")
-        return _canonical(Decimal(text))
-    except (InvalidOperation, ValueError):
+        return _canonical(Decimal(digits + ("e" + exp if exp else "")), sign)
+    except (InvalidOperation, ValueError):  # pragma: no cover - the regex admits only valid digits
         return None
 
 
@@ -114,28 +125,41 @@ def _safe_cut(text: str, pos: int) -> int:
     return pos - found.start() if found else 0
 
 
+def _newest_usable(matches: Sequence[re.Match[str]]) -> str | None:
+    for m in reversed(matches):
+        value = _read_match(m)
+        if value is not None:
+            return value
+    return None
+
+
 def _last_number(text: str) -> str | None:
     """Last usable number, scanning backwards chunk by chunk.
 
     Chunks are cut after a character that no number contains, so each chunk tokenises
-    exactly as the whole text would; only the last few matches of a chunk are parsed.
+    exactly as the whole text would; a chunk's matches are parsed newest first.
     """
     end = len(text)
     while end > 0:
         start = _safe_cut(text, end - _CHUNK_CHARS)
-        tail = deque(_NUMBER.finditer(text, start, end), maxlen=_TAIL_MATCHES)
-        for m in reversed(tail):
-            value = _read_match(m)
-            if value is not None:
-                return value
-        end = tail[0].start() if len(tail) == _TAIL_MATCHES else start
+        if end - start <= 2 * _CHUNK_CHARS:
+            value = _newest_usable(list(_NUMBER.finditer(text, start, end)))
+        else:  # no cut point near: keep only the newest matches unless none of them is usable
+            tail = deque(_NUMBER.finditer(text, start, end), maxlen=_TAIL_MATCHES)
+            value = _newest_usable(tail)
+            if value is None and len(tail) == _TAIL_MATCHES:
+                value = _newest_usable(list(_NUMBER.finditer(text, start, tail[0].start())))
+        if value is not None:
+            return value
+        end = start
     return None
 
 
 def _answer_in(segment: str) -> str | None:
     """First number of an answer segment, after light LaTeX cleanup; "a = b" reads b."""
-    segment = _LATEX_FRAC.sub(r"\1/\2", segment.replace("{,}", ","))
-    segment = _LATEX_CMD.sub(" ", segment).translate(_CHAR_FIXES)
+    if "\\" in segment or "{" in segment or "}" in segment:
+        segment = _LATEX_FRAC.sub(r"\1/\2", segment.replace("{,}", ","))
+        segment = _LATEX_CMD.sub(" ", segment).translate(_NO_BRACES)
     if "=" in segment:
         segment = segment.rsplit("=", 1)[1]
     return _first_number(segment)
@@ -153,10 +177,13 @@ def _segment_after(text: str, start: int) -> str:
     return ""
 
 
+def _last_match(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
+    tail = deque(pattern.finditer(text), maxlen=1)
+    return tail[0] if tail else None
+
+
 def _boxed_content(text: str) -> str | None:
-    found = None
-    for found in _BOXED.finditer(text):
-        pass
+    found = _last_match(_BOXED, text)
     if found is None:
         return None
     depth, start = 1, found.end()
@@ -188,15 +215,14 @@ def extract_answer(text: str) -> str | None:
     if not isinstance(text, str) or not text:
         return None
     text = _normalise(text)
-    for marker in _MARKERS:
-        found = None
-        for found in marker.finditer(text):
-            pass
+    folded = text.casefold()
+    for marker, word in _MARKERS:
+        found = _last_match(marker, text) if word in folded else None
         if found is not None:
             value = _answer_in(_segment_after(text, found.end()))
             if value is not None:
                 return value
-    boxed = _boxed_content(text)
+    boxed = _boxed_content(text) if "\\boxed" in text else None
     if boxed is not None:
         value = _answer_in(boxed)
         if value is not None:
@@ -206,9 +232,23 @@ def extract_answer(text: str) -> str | None:
 
 def _whole_number(text: str) -> str | None:
     """Canonical string when ``text`` is exactly one number (ignoring $, %, a trailing period)."""
+    return _whole_number_short(text) if len(text) <= 64 else _whole_number_uncached(text)
+
+
+def _whole_number_uncached(text: str) -> str | None:
     text = _normalise(text).strip().rstrip(".%").strip()
     m = _NUMBER.fullmatch(text)
     return _read_match(m) if m else None
+
+
+# Gold answers and predictions repeat across a GRPO group; caching only short strings keeps
+# the cache's memory small whatever the input.
+_whole_number_short = lru_cache(maxsize=1 << 16)(_whole_number_uncached)
+
+
+def clear_answer_cache() -> None:
+    """Forget cached parses of short answer strings (for benchmarks; results never change)."""
+    _whole_number_short.cache_clear()
 
 
 def parse_number(text: str) -> float | None:

@@ -21,7 +21,7 @@ from recipe import config as config_mod
 from recipe import prompts
 from recipe.config import Config
 from recipe.evaluate import EvalError, evaluate_stage
-from recipe.fsio import read_json, write_json
+from recipe.fsio import read_json, write_json, write_text
 
 log = logging.getLogger("recipe")
 
@@ -54,13 +54,13 @@ def _train(cfg: Config, out: Path, rows: list[dict]) -> dict:
 
     from recipe import data as data_mod
     from recipe import model as model_mod
-    from recipe.stages.common import TRAINER_DIR, peft_config_for, train_and_save
+    from recipe.stages.common import TRAINER_DIR, train_and_save
 
     dataset = data_mod.to_dataset([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     model, tokenizer = model_mod.load(cfg.model, init_from=None, trainable=True)
     args = config_mod.sft_args(cfg, str(out / TRAINER_DIR))
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=peft_config_for(cfg.model, model))
+                         peft_config=model_mod.trainer_peft_config(model, cfg.model))
     return train_and_save(trainer, tokenizer, out, rows, args)
 
 
@@ -73,6 +73,8 @@ def run_sft_baseline(cfg: Config) -> list[Path]:
     out = run_dir / BASELINE_DIR
     record_path = out / "baseline.json"
     wanted = baseline_config(cfg)
+    if not (run_dir / "config.yaml").is_file():  # a fresh folder: make it usable with `cotrecipe eval --run`
+        write_text(run_dir / "config.yaml", config_mod.dump_yaml(cfg))
     if (out / MODEL_DIR).is_dir() and record_path.is_file():
         record = read_json(record_path)
         changed = config_mod.diff_keys(record.get("config", {}), wanted)
@@ -85,7 +87,8 @@ def run_sft_baseline(cfg: Config) -> list[Path]:
         rows = baseline_rows(problems, cfg.data.answer_label)
         log.info("baseline: SFT on %d full teacher rationales (stage-1 budget: max_steps=%d, epochs=%g)", len(rows),
                  cfg.stage1.max_steps, cfg.stage1.num_train_epochs)
-        record = {"config": wanted, **_train(cfg, out, rows), "ended": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        record = {"config": wanted, **_train(cfg, out, rows),
+                  "ended": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         write_json(record_path, record)
     evaluate_stage(cfg, run_dir, EVAL_NAME, str(out / MODEL_DIR), record.get("ended"))
     return build_report(run_dir)

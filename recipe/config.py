@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -140,9 +141,8 @@ class Stage3Config(GRPOStageConfig):
     mining_batch_size: int = 16
     failure_threshold: float = 0.0  # a problem fails persistently when its correct fraction <= this
     mining_limit: int = -1  # -1 = mine the whole stage-3 slice
-    rewards: list[RewardSpec] = field(
-        default_factory=lambda: [RewardSpec("correctness"), RewardSpec("compression_ratio")]
-    )
+    # the paper's reward: correctness and format gates (-2 / -1), then 1 + a compression-ratio bonus
+    rewards: list[RewardSpec] = field(default_factory=lambda: [RewardSpec("compression_ratio")])
 
 
 @dataclass
@@ -233,7 +233,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise bad
         return value
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, str):  # YAML 1.1 reads "1e-5" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise bad from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise bad
         return float(value)
     if tp is str:
@@ -382,7 +387,7 @@ def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
 
 def validate(cfg: Config) -> None:
     """Range checks that types alone cannot express."""
-    from recipe.rewards import REWARDS  # local: rewards are pure Python, cheap to import
+    from recipe.rewards import REWARDS, build_reward  # local: rewards are pure Python, cheap to import
 
     for name in ("stage1", "stage2", "stage3"):
         st = getattr(cfg, name)
@@ -412,6 +417,10 @@ def validate(cfg: Config) -> None:
         for i, spec in enumerate(st.rewards):
             _check(spec.name in REWARDS, f"{name}.rewards[{i}].name", spec.name,
                    f"allowed: {', '.join(sorted(REWARDS))}")
+            try:
+                build_reward(spec.name, **spec.params)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"bad value for '{name}.rewards[{i}].params': {spec.params!r} ({exc})") from None
     _check(cfg.stage3.mining_k >= 1, "stage3.mining_k", cfg.stage3.mining_k, "must be >= 1")
     _check(0.0 <= cfg.stage3.failure_threshold < 1.0, "stage3.failure_threshold", cfg.stage3.failure_threshold,
            "must be in [0, 1)")

@@ -17,7 +17,6 @@ import gc
 import hashlib
 import json
 import logging
-import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,16 +24,18 @@ from typing import Any
 
 from recipe import config as config_mod
 from recipe import prompts
-from recipe.answers import answers_match, extract_answer, has_final_answer_line
+from recipe.answers import answers_match, extract_answer
 from recipe.config import Config, EvalConfig
-from recipe.fsio import read_json, write_json, write_jsonl
+from recipe.fsio import read_json, read_jsonl, write_json, write_jsonl
+from recipe.rewards import step_format_ok
 
 log = logging.getLogger("recipe")
 
 RESULTS = "results.json"
 GENERATIONS = "generations.jsonl"
 EVAL_DIR = "eval"
-_STEP_LINE = re.compile(r"^[ \t]*Step[ \t]*\d+[ \t]*:", re.MULTILINE)
+# The paper's eval stops a row after its final-answer line, or as soon as it starts a new "Question:".
+STOP_TEXTS = ("Question:",)
 
 # Worked examples for ``eval.prompt=fewshot``, written for this project in the target format.
 FEWSHOT_EXAMPLES = (
@@ -59,17 +60,6 @@ class EvalError(RuntimeError):
 
 def _get(item: Any, name: str) -> Any:
     return item[name] if isinstance(item, Mapping) else getattr(item, name)
-
-
-def is_well_formatted(text: str, answer_label: str = prompts.ANSWER_LABEL) -> bool:
-    """The target format: at least one ``Step k:`` line and a ``Final Answer: <number>`` line.
-
-    >>> is_well_formatted("Step 1: 2 + 2 = 4.\\nFinal Answer: 4")
-    True
-    >>> is_well_formatted("2 + 2 = 4.\\nFinal Answer: 4"), is_well_formatted("Step 1: 2 + 2 = 4.")
-    (False, False)
-    """
-    return bool(_STEP_LINE.search(text)) and has_final_answer_line(text, answer_label)
 
 
 def fewshot_prefix(answer_label: str = prompts.ANSWER_LABEL) -> str:
@@ -121,11 +111,12 @@ def score_generations(problems: Sequence[Any], generations: Sequence[Any], token
     plain completion string (tokens counted with ``tokenizer`` when given, else unknown; not truncated).
 
     Metrics: ``accuracy`` (fraction), ``n``, ``n_correct``, ``avg_tokens``, ``avg_words``, ``truncation_rate`` and
-    ``format_rate`` (:func:`is_well_formatted`), all averaged over every problem, wrong answers included.
+    ``format_rate`` (:func:`recipe.rewards.step_format_ok`, strict: ``Step 1:``, ``Step 2:``, ... in order, then
+    one final ``Final Answer: <number>`` line), all averaged over every problem, wrong answers included.
 
     >>> m, rows = score_generations([{"id": "t-0", "question": "Q?", "answer": "4"}], ["Step 1: 2+2=4\\nFinal Answer: 4"])
     >>> m["accuracy"], m["avg_words"], m["format_rate"], m["avg_tokens"], rows[0]["extracted_answer"]
-    (1.0, 5.0, 1.0, None, '4')
+    (1.0, 6.0, 1.0, None, '4')
     """
     if len(problems) != len(generations):
         raise EvalError(f"{len(problems)} problems but {len(generations)} generations")
@@ -149,7 +140,7 @@ def score_generations(problems: Sequence[Any], generations: Sequence[Any], token
             "n_tokens": n_tokens,
             "n_words": len(text.split()),
             "truncated": truncated,
-            "format_ok": is_well_formatted(text, answer_label),
+            "format_ok": step_format_ok(text, "strict", answer_label),
         })
     n = len(rows)
     tokens = [r["n_tokens"] for r in rows if r["n_tokens"] is not None]
@@ -181,7 +172,7 @@ def dataset_hash(problems: Sequence[Any]) -> str:
 def protocol(ecfg: EvalConfig, answer_label: str) -> dict:
     """What makes two evaluations comparable (stored in results.json, checked on resume)."""
     return {"prompt": ecfg.prompt, "greedy": True, "max_new_tokens": ecfg.max_new_tokens,
-            "answer_label": answer_label, "split": ecfg.split, "limit": ecfg.limit}
+            "answer_label": answer_label, "stop_texts": list(STOP_TEXTS), "split": ecfg.split, "limit": ecfg.limit}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -199,7 +190,8 @@ def evaluate_model(model, tokenizer, problems: Sequence[Any], ecfg: EvalConfig, 
     texts = [build_prompt(_get(p, "question"), ecfg.prompt, answer_label, tokenizer) for p in problems]
     with tqdm(total=len(texts), desc="eval", unit="problem") as bar:
         generations = generate(model, tokenizer, texts, max_new_tokens=ecfg.max_new_tokens,
-                               batch_size=ecfg.batch_size, temperature=0.0, seed=seed, progress=bar.update)
+                               batch_size=ecfg.batch_size, temperature=0.0, seed=seed, stop_texts=STOP_TEXTS,
+                               progress=bar.update)
     return score_generations(problems, [g[0] for g in generations], answer_label=answer_label)
 
 
@@ -243,6 +235,14 @@ def evaluate_to_dir(cfg: Config, out_dir: str | Path, model_record: dict, init_f
         log.info("%s: already evaluated with this protocol, model and data; kept (delete %s to redo)", out_dir.name,
                  out_dir / RESULTS)
         return read_json(out_dir / RESULTS)
+    for other in sorted(out_dir.parent.glob(f"*/{RESULTS}")) if reuse else []:
+        if other.parent != out_dir and _matches(other, key):  # e.g. stage 3 found no failures: stage-2 weights
+            log.info("%s: same weights, protocol and data as %s; its results are copied", out_dir.name,
+                     other.parent.name)
+            write_jsonl(out_dir / GENERATIONS, read_jsonl(other.parent / GENERATIONS))
+            results = {**read_json(other), "name": out_dir.name, "copied_from": other.parent.name}
+            write_json(out_dir / RESULTS, results)
+            return results
     from recipe import model as model_mod
 
     model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=False, seed=cfg.run.seed)
@@ -284,6 +284,18 @@ def evaluate_stage(cfg: Config, run_dir: Path, name: str, init_from: str | None,
     return evaluate_to_dir(cfg, Path(run_dir) / EVAL_DIR / name, _model_record(cfg, init_from, finished), init_from)
 
 
+def _finished(run_dir: Path, manifest: dict, weights: str | None) -> str | None:
+    """When the stage that wrote ``weights`` finished (the first one whose output they are: a stage 3 that found no
+    failures hands on the stage-2 weights), so a rerun stage is never mistaken for the old one."""
+    from recipe.curriculum import STAGES, stage_output
+
+    for stage in STAGES:
+        entry = manifest.get("stages", {}).get(stage, {})
+        if weights is not None and entry.get("status") == "done" and stage_output(run_dir, stage) == weights:
+            return entry.get("ended")
+    return None
+
+
 def evaluate_run(cfg: Config, run_dir: str | Path, stages: Sequence[str] | None = None) -> list[Path]:
     """Evaluate ``stages`` (default: ``eval.stages``, skipping any that is not done) of a run, then rebuild the
     report. A stage named in ``stages`` that is not finished is an error naming it."""
@@ -306,7 +318,7 @@ def evaluate_run(cfg: Config, run_dir: str | Path, stages: Sequence[str] | None 
         if name != "base" and not getattr(cfg, name).enabled:
             log.info("eval: %s is disabled in the config but finished in the run; evaluating it", name)
         init_from = stage_output(run_dir, name)
-        evaluate_stage(cfg, run_dir, name, init_from, entry.get("ended"))
+        evaluate_stage(cfg, run_dir, name, init_from, _finished(run_dir, manifest, init_from))
     return build_report(run_dir)
 
 

@@ -7,6 +7,7 @@ model carries a ``fast_generate`` method (Unsloth with ``fast_inference=True``) 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -26,27 +27,32 @@ class Generation:
 
 
 class StopAfterAnswerLine(StoppingCriteria):
-    """Per-row stop once ``Final Answer: ...<digit>...\\n`` has been generated."""
+    """Per-row stop once ``Final Answer: ...<digit>...\\n`` has been generated, or any of ``stop_texts``."""
 
-    def __init__(self, tokenizer, prompt_len: int):
+    def __init__(self, tokenizer, prompt_len: int, stop_texts: Sequence[str] = ()):
         self.tokenizer = tokenizer
         self.prompt_len = prompt_len
+        self.stop_texts = tuple(stop_texts)
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
         tails = input_ids[:, max(self.prompt_len, input_ids.shape[1] - _TAIL_TOKENS):]
         texts = self.tokenizer.batch_decode(tails, skip_special_tokens=True)
-        done = [bool(_ANSWER_LINE.search(t)) for t in texts]
+        done = [bool(_ANSWER_LINE.search(t)) or any(s in t for s in self.stop_texts) for t in texts]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
-def cut_after_answer(text: str) -> str:
-    """Drop whatever follows the first complete final-answer line.
+def cut_after_answer(text: str, stop_texts: Sequence[str] = ()) -> str:
+    """Drop whatever follows the first complete final-answer line, and anything from the first stop text on.
 
     >>> cut_after_answer("Step 1: 2+2=4\\nFinal Answer: 4\\nStep 9: junk")
     'Step 1: 2+2=4\\nFinal Answer: 4'
     >>> cut_after_answer("no answer here")
     'no answer here'
+    >>> cut_after_answer("Step 1: 2+2=4\\nQuestion: next one\\nFinal Answer: 9", stop_texts=["Question:"])
+    'Step 1: 2+2=4'
     """
+    for stop in stop_texts:
+        text = text.split(stop, 1)[0].rstrip()
     match = _ANSWER_LINE.search(text)
     return text[: match.end()].rstrip("\n") if match else text
 
@@ -54,8 +60,12 @@ def cut_after_answer(text: str) -> str:
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 512, batch_size: int = 16,
              temperature: float = 0.0, top_p: float = 1.0, num_return_sequences: int = 1, seed: int = 0,
-             stop_at_answer: bool = True, progress=None) -> list[list[Generation]]:
-    """Generate for every prompt; returns one list of ``num_return_sequences`` generations per prompt."""
+             stop_at_answer: bool = True, stop_texts: Sequence[str] = (), progress=None) -> list[list[Generation]]:
+    """Generate for every prompt; returns one list of ``num_return_sequences`` generations per prompt.
+
+    With ``stop_at_answer`` a row stops after its final-answer line, or as soon as it writes one of ``stop_texts``
+    (the evaluation protocol passes ``["Question:"]``: a base model that starts a new problem is done); the text is
+    cut there, while ``n_tokens`` counts every generated token (as the paper's length does)."""
     model.eval()
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
@@ -75,7 +85,7 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 512,
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if stop_at_answer:
-            kwargs["stopping_criteria"] = StoppingCriteriaList([StopAfterAnswerLine(tokenizer, prompt_len)])
+            kwargs["stopping_criteria"] = StoppingCriteriaList([StopAfterAnswerLine(tokenizer, prompt_len, stop_texts)])
         out = model.generate(**enc, **kwargs)
         new = out[:, prompt_len:].tolist()
         for i, prompt in enumerate(chunk):
@@ -85,8 +95,9 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 512,
                 ended = any(t in special for t in ids)
                 ids = [t for t in ids if t not in special]
                 raw = tokenizer.decode(ids, skip_special_tokens=True)
-                text = cut_after_answer(raw) if stop_at_answer else raw
-                finished = ended or bool(_ANSWER_LINE.search(raw + "\n")) and stop_at_answer
+                text = cut_after_answer(raw, stop_texts) if stop_at_answer else raw
+                finished = ended or stop_at_answer and (bool(_ANSWER_LINE.search(raw + "\n"))
+                                                        or any(s in raw for s in stop_texts))
                 gens.append(Generation(prompt=prompt, text=text, n_tokens=len(ids),
                                        truncated=len(ids) >= max_new_tokens and not finished))
             results.append(gens)

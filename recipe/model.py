@@ -16,7 +16,8 @@ What :func:`load` returns, as ``(model, tokenizer)``:
     ========================  =====================================  ===========================================
     ``init_from``             hf backend                             unsloth backend
     ========================  =====================================  ===========================================
-    None                      the plain base model                   base model already wrapped in fresh LoRA
+    None                      the plain base model                   base model wrapped in fresh LoRA (plain
+                                                                     for full fine-tuning when use_lora=False)
     folder with config.json   the plain model saved there            (same, loaded from that folder)
     folder with adapter       base + ``PeftModel`` adapter,          unsloth's own adapter loading (always
     (adapter_config.json)     trainable iff ``trainable``            trainable; ``for_inference`` when not)

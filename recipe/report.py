@@ -101,7 +101,8 @@ def render_markdown(results: Sequence[tuple[str, dict]], png_name: str = "report
         format_table(results),
         "",
         f"Protocol: prompt `{proto.get('prompt')}`, greedy, max {proto.get('max_new_tokens')} new tokens, answer "
-        f"read from `{proto.get('answer_label')}`; data `{data.get('source')}` split `{data.get('split')}`, "
+        f"read from `{proto.get('answer_label')}`, a row stops at its answer line or at "
+        f"{', '.join(f'`{t}`' for t in proto.get('stop_texts', [])) or '-'}; data `{data.get('source')}` split `{data.get('split')}`, "
         f"{data.get('n')} problems (sha256 `{str(data.get('sha256'))[:12]}`). Tokens are the student tokenizer's "
         "generated tokens, averaged over all problems; Δ are against `base` (accuracy in points, length in %).",
         "",

@@ -42,6 +42,11 @@ def test_override_precedence_and_yaml_values(tmp_path):
     assert cfg.model.name_or_path == "builtin:tiny-qwen2"  # preset over defaults
 
 
+def test_exponent_floats_without_a_dot_are_numbers():
+    # YAML 1.1 reads 1e-5 as a string; users type it that way on the command line
+    assert C.resolve(preset="smoke", overrides=["stage2.learning_rate=1e-5"]).stage2.learning_rate == 1e-5
+
+
 def test_reward_list_override():
     cfg = C.resolve(preset="smoke", overrides=['stage2.rewards=[{name: cosine_length, weight: 2.0}]'])
     assert cfg.stage2.rewards[0].name == "cosine_length" and cfg.stage2.rewards[0].weight == 2.0
@@ -56,12 +61,14 @@ def test_reward_list_override():
         ("stage2.num_generations=1", "at least 2 generations"),
         ("model.backend=tpu", "'auto' | 'hf' | 'unsloth'"),
         ("stage1.learning_rate=fast", "stage1.learning_rate"),
+        ("stage1.learning_rate=.nan", "stage1.learning_rate"),
         ("model.use_lora=maybe", "model.use_lora"),
         ("stage2.rewards=[{name: shortest}]", "stage2.rewards[0].name"),
         ("data.stage2_rows=[5, 2]", "data.stage2_rows"),
         ("stage2.per_device_train_batch_size=3", "multiple of stage2.num_generations"),
         ("eval.stages=[base, stage9]", "eval.stages"),
         ("nonsense", "key.path=value"),
+        ("stage3.rewards=[{name: compression_ratio, params: {ratio_cap: 2}}]", "stage3.rewards[0].params"),
     ],
 )
 def test_bad_values_name_key_value_and_allowed(override, needle):

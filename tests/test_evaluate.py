@@ -19,11 +19,12 @@ from recipe.evaluate import (
     EvalError,
     build_prompt,
     dataset_hash,
-    is_well_formatted,
+    evaluate_run,
     score_generations,
 )
-from recipe.fsio import read_json, read_jsonl, write_text
+from recipe.fsio import read_json, read_jsonl, write_jsonl, write_text
 from recipe.generation import Generation
+from recipe.rewards import step_format_ok
 
 PROBLEMS = [
     {"id": "test-0", "question": "Natalia sold 48 clips in April and half as many in May. How many in all?",
@@ -67,6 +68,15 @@ def test_metrics_on_fixed_generations():
     assert first["prompt"].endswith("Reasoning:")
 
 
+def test_fixed_generations_rescore_identically_with_score_file(tmp_path):
+    from recipe.scoring import score_file
+
+    metrics, rows = score_generations(PROBLEMS, fixed_generations())
+    write_jsonl(tmp_path / "generations.jsonl", rows)
+    summary = score_file(str(tmp_path / "generations.jsonl"), completion_field="completion", answer_field="answer")
+    assert (summary["accuracy"], summary["n_correct"], summary["mean_words"]) == (0.75, 3, 9.25)
+
+
 class WordTokenizer:
     """Counts whitespace words as tokens: enough to check that plain strings get counted by the tokenizer."""
 
@@ -92,7 +102,7 @@ def test_prompt_styles():
     for q, steps, answer in FEWSHOT_EXAMPLES:  # the worked examples are in the target format and self-consistent
         solution = prompts.render_solution(steps, answer)
         assert f"Question: {q}\n" in fewshot and solution in fewshot
-        assert is_well_formatted(solution) and answers_match(extract_answer(solution), answer)
+        assert step_format_ok(solution) and answers_match(extract_answer(solution), answer)
     with pytest.raises(EvalError, match="chat template"):
         build_prompt(question, "chat", tokenizer=WordTokenizer())
 
@@ -122,6 +132,26 @@ def test_chat_prompt_uses_the_tokenizer_template(cache_dir):
     assert text == f"<|im_start|>user\n{prompts.eval_prompt('What is 2 + 3?')}<|im_end|>\n<|im_start|>assistant\n"
 
 
+def test_rows_stop_at_the_answer_line_or_a_new_question(cache_dir):
+    """The paper's stopping rule, checked on the criterion generate() uses: a row is done after its final-answer
+    line or once it writes "Question:" (in the generated part only: the prompt itself contains "Question:")."""
+    import torch
+
+    from recipe.evaluate import STOP_TEXTS
+    from recipe.generation import StopAfterAnswerLine
+    from recipe.model import load_tokenizer
+    from recipe.tiny import build_tiny_qwen2
+
+    tokenizer = load_tokenizer(str(build_tiny_qwen2(cache_dir / "tiny-qwen2")))
+    prompt = tokenizer(prompts.eval_prompt("What is 2 + 3?"), add_special_tokens=False)["input_ids"]
+    tails = ["\nStep 1: 2 + 3 = 5.", "\nStep 1: 2 + 3 = 5.\nFinal Answer: 5\n", "\nStep 1: 5.\n\nQuestion: Tom"]
+    generated = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in tails]
+    width = max(map(len, generated))  # rows that finished early are padded on the right, as generate() does
+    batch = torch.tensor([prompt + g + [tokenizer.pad_token_id] * (width - len(g)) for g in generated])
+    stop = StopAfterAnswerLine(tokenizer, prompt_len=len(prompt), stop_texts=STOP_TEXTS)
+    assert stop(batch, None).tolist() == [False, True, True]
+
+
 def test_eval_command_on_a_model_writes_results_that_rescore_identically(cache_dir, tmp_path):
     from recipe.data import load_gsm8k
     from recipe.scoring import score_file
@@ -140,13 +170,19 @@ def test_eval_command_on_a_model_writes_results_that_rescore_identically(cache_d
     assert [r["prompt"] for r in rows] == [prompts.eval_prompt(p.question) for p in problems]
     assert results["metrics"]["n"] == 4 and results["data"]["sha256"] == dataset_hash(problems)
     assert results["protocol"] == {"prompt": "paper", "greedy": True, "max_new_tokens": cfg.eval.max_new_tokens,
-                                   "answer_label": "Final Answer:", "split": "test", "limit": 4}
+                                   "answer_label": "Final Answer:", "stop_texts": ["Question:"], "split": "test",
+                                   "limit": 4}
     assert all(0 < r["n_tokens"] <= cfg.eval.max_new_tokens for r in rows)
     assert results["metrics"]["avg_tokens"] == sum(r["n_tokens"] for r in rows) / 4
     assert results["versions"]["torch"]
 
-    summary = score_file(str(out / "generations.jsonl"), completion_field="completion", answer_field="answer")
-    assert summary["accuracy"] == results["metrics"]["accuracy"]
+    rescored = tmp_path / "rescored.jsonl"
+    summary = score_file(str(out / "generations.jsonl"), completion_field="completion", answer_field="answer",
+                         output_path=str(rescored))
+    assert summary["accuracy"] == results["metrics"]["accuracy"] and summary["n_scored"] == 4
+    assert summary["mean_words"] == results["metrics"]["avg_words"]
+    assert [(r["extracted_answer"], r["correct"]) for r in read_jsonl(rescored)] == \
+        [(r["extracted_answer"], r["correct"]) for r in rows]
 
 
 def make_run(cache_dir: Path, run_dir: Path) -> C.Config:
@@ -205,6 +241,23 @@ def test_eval_run_evaluates_done_stages_reports_and_resumes(cache_dir, tmp_path)
     assert "different protocol" in (run_dir / "report.md").read_text(encoding="utf-8")
 
 
+def test_a_stage_that_handed_on_earlier_weights_reuses_their_results(cache_dir, tmp_path):
+    """Stage 3 with no persistent failures finishes with the stage-before's weights as its output (faked here on
+    top of the faked stage 1): its evaluation is copied, not recomputed."""
+    run_dir = tmp_path / "run"
+    cfg = make_run(cache_dir, run_dir)
+    manifest = curriculum.load_manifest(run_dir)
+    manifest["stages"]["stage3"] = {"status": "done", "output": "stage1/model", "ended": "2026-01-02T00:00:00+00:00"}
+    curriculum.save_manifest(run_dir, manifest)
+    evaluate_run(cfg, run_dir, stages=["stage1"])
+    evaluate_run(cfg, run_dir, stages=["stage3"])
+    stage1 = read_json(run_dir / "eval" / "stage1" / "results.json")
+    stage3 = read_json(run_dir / "eval" / "stage3" / "results.json")
+    assert stage3["copied_from"] == "stage1" and stage3["metrics"] == stage1["metrics"]
+    assert stage3["model"]["init_from_finished"] == "2026-01-01T00:00:00+00:00"  # stage 1's weights
+    assert table_names((run_dir / "report.md").read_text(encoding="utf-8")) == ["stage1", "stage3"]
+
+
 def test_eval_run_missing_stage_is_a_one_line_error(cache_dir, tmp_path):
     run_dir = tmp_path / "run"
     make_run(cache_dir, run_dir)
@@ -228,3 +281,34 @@ def test_eval_command_bad_options(cache_dir, tmp_path, args, message):
     result = CliRunner().invoke(main, ["eval", *args])
     assert result.exit_code == 2 and message in result.output, result.output
 
+
+
+def test_sft_baseline_trains_on_full_rationales_evaluates_and_resumes(cache_dir, tmp_path):
+    from recipe.baseline import BASELINE_DIR, baseline_rows, run_sft_baseline
+    from recipe.stages.common import train_problems
+
+    run_dir = tmp_path / "run"
+    cfg = C.resolve(preset="smoke", overrides=[f"model.cache_dir={cache_dir}", f"run.output_dir={run_dir}",
+                                               "stage1.max_steps=1", "eval.limit=2"])
+    problems = train_problems(cfg, "stage1") + train_problems(cfg, "stage2")
+    rows = baseline_rows(problems)
+    assert len(rows) == 128 and [r["id"] for r in rows] == [f"train-{i}" for i in range(128)]  # smoke: [0, 128)
+    assert rows[5]["prompt"] == prompts.eval_prompt(problems[5].question)
+    assert rows[5]["completion"] == "\n" + prompts.render_solution(problems[5].steps, problems[5].answer)
+
+    paths = run_sft_baseline(cfg)
+    model_dir = run_dir / BASELINE_DIR / "model"
+    assert (model_dir / "adapter_model.safetensors").is_file()
+    assert read_json(run_dir / BASELINE_DIR / "baseline.json")["data"]["n_rows"] == 128
+    results = read_json(run_dir / "eval" / "sft-baseline" / "results.json")
+    assert results["model"]["init_from"] == str(model_dir) and results["metrics"]["n"] == 2
+    assert table_names(paths[0].read_text(encoding="utf-8")) == ["sft-baseline"]
+    assert C.resolve(config_file=run_dir / "config.yaml") == cfg  # a fresh run folder gets the config for `eval --run`
+
+    weights = (model_dir / "adapter_model.safetensors").stat().st_mtime_ns
+    run_sft_baseline(cfg)  # resume: neither trained nor evaluated again
+    assert (model_dir / "adapter_model.safetensors").stat().st_mtime_ns == weights
+    changed = C.resolve(preset="smoke", overrides=[f"model.cache_dir={cache_dir}", f"run.output_dir={run_dir}",
+                                                   "stage1.max_steps=1", "stage1.learning_rate=0.5"])
+    with pytest.raises(EvalError, match="changed keys: stage1.learning_rate"):
+        run_sft_baseline(changed)

@@ -92,17 +92,6 @@ def record_rows(rows: list[dict]) -> dict:
     return {"n_rows": len(rows), "sha256": digest.hexdigest()}
 
 
-def peft_config_for(model_cfg, model):
-    """A fresh LoRA config for TRL when the model is not already a PEFT model (else None: keep training its adapter)."""
-    from peft import PeftModel
-
-    from recipe import model as model_mod
-
-    if not model_cfg.use_lora or isinstance(model, PeftModel):
-        return None
-    return model_mod.lora_config(model_cfg)
-
-
 def train_and_save(trainer, tokenizer, stage_dir: Path, rows: list[dict], args) -> dict:
     """Train (resuming from the newest complete checkpoint), save the weights atomically, return the stage record."""
     from recipe import model as model_mod

@@ -15,7 +15,6 @@ from recipe import model as model_mod
 from recipe.config import Config, sft_args
 from recipe.stages.common import (
     TRAINER_DIR,
-    peft_config_for,
     train_and_save,
     train_problems,
 )
@@ -40,6 +39,6 @@ def run(cfg: Config, stage_dir: Path, init_from: str | None = None) -> dict:
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
-        peft_config=peft_config_for(cfg.model, model),
+        peft_config=model_mod.trainer_peft_config(model, cfg.model),
     )
     return train_and_save(trainer, tokenizer, stage_dir, rows, args)

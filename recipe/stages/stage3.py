@@ -23,7 +23,6 @@ from recipe.generation import generate
 from recipe.stages.common import (
     TRAINER_DIR,
     make_rewards,
-    peft_config_for,
     train_and_save,
     train_problems,
 )
@@ -84,7 +83,7 @@ def run(cfg: Config, stage_dir: Path, init_from: str | None = None) -> dict:
         args=args,
         train_dataset=data_mod.to_dataset(rows),
         processing_class=tokenizer,
-        peft_config=peft_config_for(cfg.model, model),
+        peft_config=model_mod.trainer_peft_config(model, cfg.model),
     )
     result = train_and_save(trainer, tokenizer, stage_dir, rows, args)
     result["metrics"] = {**mined, **result["metrics"]}

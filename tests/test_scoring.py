@@ -1,0 +1,126 @@
+"""Scoring generation files: bad lines are reported and skipped, the rest is scored and written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from recipe.scoring import ScoreSummary, format_summary, score_file
+
+GOOD = "Step 1: 6 * 12 = 72\nFinal Answer: 72"
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def row(completion, answer, **extra) -> str:
+    return json.dumps({"completion": completion, "answer": answer, **extra})
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_malformed_line_in_the_middle_is_reported_and_the_rest_scored(tmp_path: Path) -> None:
+    src = write_lines(
+        tmp_path / "gen.jsonl",
+        [
+            row(GOOD, "#### 72", id="a"),
+            row("The answer is 5.", "4", id="b"),
+            '{"completion": "Final Answer: 3", "answer": ',  # truncated JSON on line 3
+            row("no number", "#### 1,000", id="d"),
+            row("Step 1: 10 * 100 = 1000\nFinal Answer: 1,000", 1000, id="e"),
+        ],
+    )
+    out = tmp_path / "scored" / "out.jsonl"
+    summary = score_file(src, output_path=out)
+    assert (summary.n_rows, summary.n_scored, summary.n_correct) == (5, 4, 2)
+    assert summary.accuracy == 0.5 and summary["accuracy"] == 0.5
+    assert summary.n_unreadable == 1
+    assert [no for no, _ in summary.bad_lines] == [3]
+    assert "invalid JSON" in summary.bad_lines[0][1]
+
+    rows = read_jsonl(out)
+    assert [r["id"] for r in rows] == ["a", "b", "d", "e"]
+    assert [r["extracted_answer"] for r in rows] == ["72", "5", None, "1000"]
+    assert [r["correct"] for r in rows] == [True, False, False, True]
+    assert [r["reward_correctness"] for r in rows] == [1.0, 0.0, 0.0, 1.0]
+    assert [r["reward_format"] for r in rows] == [1.0, 0.0, 0.0, 1.0]
+    assert rows[0]["answer"] == "#### 72"  # original fields kept as they were
+    assert summary.reward_means == {"correctness": 0.5, "format": 0.5}
+    assert summary.mean_words == pytest.approx(sum(len(r["completion"].split()) for r in rows) / 4)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('["a list"]', "expected a JSON object"),
+        (json.dumps({"answer": "3"}), "missing field(s) ['completion']"),
+        (json.dumps({"completion": "x"}), "missing field(s) ['answer']"),
+        (json.dumps({"completion": 3, "answer": "3"}), "'completion' is not text"),
+        (json.dumps({"completion": "x", "answer": "#### three"}), "no numeric gold"),
+        (json.dumps({"completion": "x", "answer": None}), "must be text or a number"),
+    ],
+    ids=["not-an-object", "no-completion", "no-answer", "completion-not-text", "gold-not-a-number", "gold-null"],
+)
+def test_bad_rows_are_named_by_line_number(tmp_path: Path, line: str, message: str) -> None:
+    src = write_lines(tmp_path / "gen.jsonl", [row(GOOD, "72"), "", line])
+    summary = score_file(src)
+    assert summary.n_scored == 1 and summary.n_correct == 1
+    assert len(summary.bad_lines) == 1
+    line_no, got = summary.bad_lines[0]
+    assert line_no == 3 and message in got  # the blank line 2 still counts for numbering
+
+
+def test_custom_fields_conversational_completions_and_extra_rewards(tmp_path: Path) -> None:
+    chat = [{"role": "assistant", "content": GOOD}]
+    lines = [
+        json.dumps({"response": chat, "gold": "72", "prompt": "q", "teacher_steps": 3, "teacher_words": 40}),
+        json.dumps({"response": "Final Answer: 70", "gold": "72", "prompt": "q", "teacher_steps": 3}),
+    ]
+    src = write_lines(tmp_path / "gen.jsonl", lines)
+    out = tmp_path / "out.jsonl"
+    summary = score_file(
+        src, completion_field="response", answer_field="gold", output_path=out, rewards=("gated_brevity",)
+    )
+    rows = read_jsonl(out)
+    assert summary.n_correct == 1
+    assert rows[1]["reward_gated_brevity"] == -2.0
+    assert rows[0]["reward_gated_brevity"] > 1.0  # correct, formatted, 1 step under a 3-step teacher
+
+
+def test_output_replaces_old_file_atomically(tmp_path: Path) -> None:
+    src = write_lines(tmp_path / "gen.jsonl", [row(GOOD, "72")])
+    out = tmp_path / "out.jsonl"
+    out.write_text("stale\n", encoding="utf-8")
+    score_file(src, output_path=out)
+    assert len(read_jsonl(out)) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gen.jsonl", "out.jsonl"]  # no temp file left
+
+
+def test_unknown_reward_fails_before_writing(tmp_path: Path) -> None:
+    src = write_lines(tmp_path / "gen.jsonl", [row(GOOD, "72")])
+    with pytest.raises(ValueError, match="unknown reward 'brevity'"):
+        score_file(src, output_path=tmp_path / "out.jsonl", rewards=("brevity",))
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_missing_input_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nope.jsonl"):
+        score_file(tmp_path / "nope.jsonl")
+
+
+def test_empty_file_scores_nothing(tmp_path: Path) -> None:
+    summary = score_file(write_lines(tmp_path / "gen.jsonl", [""]))
+    assert (summary.n_rows, summary.n_scored, summary.accuracy, summary.bad_lines) == (0, 0, 0.0, [])
+
+
+def test_format_summary_lists_bad_lines_and_truncates() -> None:
+    summary = ScoreSummary(n_rows=30, n_scored=5, n_correct=5, accuracy=1.0, bad_lines=[(i, "oops") for i in range(25)])
+    text = format_summary(summary)
+    assert "accuracy: 100.00% (5/5)" in text and "skipped 25" in text
+    assert "line 19: oops" in text and "line 20: oops" not in text and "... and 5 more" in text
