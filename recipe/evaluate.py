@@ -244,9 +244,10 @@ def evaluate_to_dir(cfg: Config, out_dir: str | Path, model_record: dict, init_f
             write_json(out_dir / RESULTS, results)
             return results
     from recipe import model as model_mod
+    from recipe.generation import to_device
 
     model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=False, seed=cfg.run.seed)
-    model = _to_device(model, cfg.run.device)
+    model = to_device(model, cfg.run.device)
     t0 = time.monotonic()
     metrics, rows = evaluate_model(model, tokenizer, problems, cfg.eval, cfg.data.answer_label, cfg.run.seed)
     results = {"name": out_dir.name, "metrics": metrics, **key, "wall_s": round(time.monotonic() - t0, 2),
@@ -257,15 +258,6 @@ def evaluate_to_dir(cfg: Config, out_dir: str | Path, model_record: dict, init_f
     gc.collect()
     log.info("%s: %s", out_dir.name, _short(metrics))
     return results
-
-
-def _to_device(model, device: str):
-    """Models load on the CPU (4-bit ones excepted); generation runs on CUDA when there is one and it is allowed."""
-    import torch
-
-    if device == "cpu" or not torch.cuda.is_available() or getattr(model, "hf_device_map", None):
-        return model
-    return model.to("cuda")
 
 
 def _short(m: dict) -> str:

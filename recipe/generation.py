@@ -1,7 +1,7 @@
 """Batched generation on the hf backend: left padding, greedy or sampled, stop after the final-answer line.
 
-Used by stage-3 mining and by evaluation. The Unsloth/vLLM fast path plugs in through :func:`generate` too: when the
-model carries a ``fast_generate`` method (Unsloth with ``fast_inference=True``) it is used instead of HF generate.
+Used by stage-3 mining and by evaluation. On the unsloth backend the same HF ``generate`` call runs Unsloth's patched
+fast decoding; a vLLM (``fast_generate``) path for evaluation is not wired yet (see the README's notes).
 """
 
 from __future__ import annotations
@@ -57,6 +57,23 @@ def cut_after_answer(text: str, stop_texts: Sequence[str] = ()) -> str:
     return text[: match.end()].rstrip("\n") if match else text
 
 
+def _eos_ids(model, tokenizer) -> list[int]:
+    """The tokenizer's EOS plus any the model's generation config lists (e.g. a chat model's end-of-turn token)."""
+    ids = [tokenizer.eos_token_id]
+    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for tok in config_eos if isinstance(config_eos, list) else [config_eos]:
+        if isinstance(tok, int) and tok not in ids:
+            ids.append(tok)
+    return [t for t in ids if t is not None]
+
+
+def to_device(model, device: str = "auto"):
+    """Models load on the CPU (4-bit ones excepted); generation runs on CUDA when there is one and it is allowed."""
+    if device == "cpu" or not torch.cuda.is_available() or getattr(model, "hf_device_map", None):
+        return model
+    return model.to("cuda")
+
+
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 512, batch_size: int = 16,
              temperature: float = 0.0, top_p: float = 1.0, num_return_sequences: int = 1, seed: int = 0,
@@ -70,7 +87,8 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 512,
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    special = {tokenizer.pad_token_id, tokenizer.eos_token_id}
+    eos_ids = _eos_ids(model, tokenizer)
+    special = {tokenizer.pad_token_id, *eos_ids}
     device = next(model.parameters()).device
     torch.manual_seed(seed)
     results: list[list[Generation]] = []
@@ -79,7 +97,7 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 512,
         enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
         prompt_len = enc["input_ids"].shape[1]
         kwargs = dict(max_new_tokens=max_new_tokens, num_return_sequences=num_return_sequences,
-                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+                      pad_token_id=tokenizer.pad_token_id, eos_token_id=eos_ids)
         if temperature > 0:
             kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
         else:

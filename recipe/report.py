@@ -7,13 +7,11 @@ model (baselines such as ``sft-baseline``) by name. Deltas are against ``base``;
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from recipe.evaluate import EVAL_DIR, RESULTS, EvalError
-from recipe.fsio import read_json, write_text
+from recipe.fsio import read_json, write_bytes, write_text
 
 CURRICULUM = ("base", "stage1", "stage2", "stage3")
 PAPER = "Paper (Qwen2.5-3B-Base, GSM8K test, 1,319 problems): base 64.90% / 230 tokens -> BRIDGE 76.19% / 167 tokens."
@@ -115,20 +113,6 @@ def render_markdown(results: Sequence[tuple[str, dict]], png_name: str = "report
     return "\n".join(lines)
 
 
-def _write_bytes(path: Path, payload: bytes) -> None:
-    """Atomic binary write (the same temp-file-then-rename scheme as :mod:`recipe.fsio`)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def render_png(results: Sequence[tuple[str, dict]]) -> bytes:
     """Accuracy (%) against average generated tokens; curriculum rows joined by arrows, baselines as squares."""
     from matplotlib.figure import Figure  # no pyplot: no global backend state, works headless
@@ -165,5 +149,5 @@ def build_report(run_dir: str | Path) -> list[Path]:
                         f"run `cotrecipe eval --run {run_dir}` first")
     md, png = run_dir / "report.md", run_dir / "report.png"
     write_text(md, render_markdown(results, png.name))
-    _write_bytes(png, render_png(results))
+    write_bytes(png, render_png(results))
     return [md, png]

@@ -18,8 +18,9 @@ from recipe import model as model_mod
 from recipe import prompts
 from recipe.answers import answers_match, extract_answer
 from recipe.config import Config, grpo_args
+from recipe.evaluate import STOP_TEXTS
 from recipe.fsio import read_jsonl, write_jsonl
-from recipe.generation import generate
+from recipe.generation import generate, to_device
 from recipe.stages.common import (
     TRAINER_DIR,
     make_rewards,
@@ -39,11 +40,13 @@ def mine_failures(cfg: Config, problems: list[data_mod.Problem], init_from: str 
     if st.mining_limit > 0:
         problems = problems[: st.mining_limit]
     model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=False)
+    model = to_device(model, cfg.run.device)
     prompt_texts = [prompts.eval_prompt(p.question, answer_label=cfg.data.answer_label) for p in problems]
     with tqdm(total=len(problems), desc="stage 3: mining failures", unit="problem") as bar:
         generations = generate(model, tokenizer, prompt_texts, max_new_tokens=st.mining_max_new_tokens,
                                batch_size=st.mining_batch_size, temperature=st.mining_temperature,
-                               num_return_sequences=st.mining_k, seed=cfg.run.seed, progress=bar.update)
+                               num_return_sequences=st.mining_k, seed=cfg.run.seed, stop_texts=STOP_TEXTS,
+                               progress=bar.update)
     failures = []
     for problem, gens in zip(problems, generations):
         correct = [answers_match(extract_answer(g.text), problem.answer) for g in gens]
