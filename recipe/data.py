@@ -286,12 +286,15 @@ def _looks_local(source: str) -> bool:
     )
 
 
-def _synthetic_spec(source: str, split: str) -> tuple[int, int]:
-    _, sep, count = source.partition(":")
-    if sep and not (count.isdigit() and int(count) > 0):
-        raise DataError(f"bad data source {source!r}: expected 'synthetic' or 'synthetic:N' with N > 0")
-    n = int(count) if count else SYNTHETIC_DEFAULT_ROWS
-    return n, zlib.crc32(f"synthetic-{split}".encode())
+def _synthetic_spec(source: str, split: str) -> tuple[int, int, int | None]:
+    """``synthetic[:N[:S]]``: N rows (default 1000) of at most S steps (default: any, 2 to 6)."""
+    parts = source.split(":")[1:]
+    if len(parts) > 2 or not all(p.isdigit() and int(p) > 0 for p in parts) or (len(parts) == 2 and int(parts[1]) < 2):
+        raise DataError(f"bad data source {source!r}: expected 'synthetic', 'synthetic:N' or 'synthetic:N:S' "
+                        "(N rows > 0, at most S >= 2 steps each)")
+    n = int(parts[0]) if parts else SYNTHETIC_DEFAULT_ROWS
+    max_steps = int(parts[1]) if len(parts) == 2 else None
+    return n, zlib.crc32(f"synthetic-{split}".encode()), max_steps
 
 
 def _hub_rows(source: str, split: str) -> list[Any]:
@@ -322,8 +325,8 @@ def load_gsm8k(
     (3, 0, 'test-0')
     """
     if source == "synthetic" or source.startswith("synthetic:"):
-        n, seed = _synthetic_spec(source, split)
-        rows: list[Any] = synthetic_rows(n, seed)
+        n, seed, max_steps = _synthetic_spec(source, split)
+        rows: list[Any] = synthetic_rows(n, seed, max_steps=max_steps)
     elif _looks_local(source):
         path = Path(source).expanduser()
         if not path.exists():

@@ -186,14 +186,25 @@ def synthetic_row(rng: random.Random) -> dict[str, str]:
     return {"question": question, "answer": answer}
 
 
-def synthetic_rows(n: int, seed: int) -> list[dict[str, str]]:
-    """``n`` GSM8K-style rows, identical for the same ``seed`` in any process.
+def synthetic_rows(n: int, seed: int, max_steps: int | None = None) -> list[dict[str, str]]:
+    """``n`` GSM8K-style rows, identical for the same ``seed`` in any process; ``max_steps`` keeps only rows whose
+    rationale has at most that many steps (easier problems, for small models).
 
     >>> rows = synthetic_rows(50, seed=1)
     >>> len(rows), all(int(r["answer"].rsplit("#### ", 1)[1]) >= 0 for r in rows)
     (50, True)
+    >>> easy = synthetic_rows(20, seed=1, max_steps=2)
+    >>> len(easy), max(r["answer"].count("\\n") for r in easy)
+    (20, 2)
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
+    if max_steps is not None and max_steps < 2:
+        raise ValueError(f"max_steps must be >= 2 (every template has at least two steps), got {max_steps}")
     rng = random.Random(seed)
-    return [synthetic_row(rng) for _ in range(n)]
+    rows: list[dict[str, str]] = []
+    while len(rows) < n:
+        row = synthetic_row(rng)
+        if max_steps is None or row["answer"].count("\n") <= max_steps:
+            rows.append(row)
+    return rows

@@ -110,3 +110,22 @@ def train_and_save(trainer, tokenizer, stage_dir: Path, rows: list[dict], args) 
         "metrics": summarise_log(trainer.state.log_history),
         "trainer_config": trainer_config_summary(args),
     }
+
+
+def train_grpo(cfg: Config, stage: str, model, tokenizer, rows: list[dict], stage_dir: Path) -> dict:
+    """TRL GRPOTrainer on ``rows`` with the stage's rewards (stages 2 and 3), then :func:`train_and_save`."""
+    from trl import GRPOTrainer
+
+    from recipe import model as model_mod
+    from recipe.config import grpo_args
+
+    args = grpo_args(cfg, stage, str(stage_dir / TRAINER_DIR))
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=make_rewards(getattr(cfg, stage)),
+        args=args,
+        train_dataset=data_mod.to_dataset(rows),
+        processing_class=tokenizer,
+        peft_config=model_mod.trainer_peft_config(model, cfg.model),
+    )
+    return train_and_save(trainer, tokenizer, stage_dir, rows, args)

@@ -13,11 +13,9 @@ from pathlib import Path
 
 from recipe import data as data_mod
 from recipe import model as model_mod
-from recipe.config import Config, grpo_args
+from recipe.config import Config
 from recipe.stages.common import (
-    TRAINER_DIR,
-    make_rewards,
-    train_and_save,
+    train_grpo,
     train_problems,
 )
 
@@ -31,17 +29,5 @@ def build_rows(cfg: Config, tokenizer=None) -> list[dict]:
 
 
 def run(cfg: Config, stage_dir: Path, init_from: str | None = None) -> dict:
-    from trl import GRPOTrainer
-
     model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=True)
-    rows = build_rows(cfg, tokenizer)
-    args = grpo_args(cfg, "stage2", str(stage_dir / TRAINER_DIR))
-    trainer = GRPOTrainer(
-        model=model,
-        reward_funcs=make_rewards(cfg.stage2),
-        args=args,
-        train_dataset=data_mod.to_dataset(rows),
-        processing_class=tokenizer,
-        peft_config=model_mod.trainer_peft_config(model, cfg.model),
-    )
-    return train_and_save(trainer, tokenizer, stage_dir, rows, args)
+    return train_grpo(cfg, "stage2", model, tokenizer, build_rows(cfg, tokenizer), stage_dir)

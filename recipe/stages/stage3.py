@@ -17,14 +17,12 @@ from recipe import data as data_mod
 from recipe import model as model_mod
 from recipe import prompts
 from recipe.answers import answers_match, extract_answer
-from recipe.config import Config, grpo_args
+from recipe.config import Config
 from recipe.evaluate import STOP_TEXTS
 from recipe.fsio import read_jsonl, write_jsonl
 from recipe.generation import generate, to_device
 from recipe.stages.common import (
-    TRAINER_DIR,
-    make_rewards,
-    train_and_save,
+    train_grpo,
     train_problems,
 )
 
@@ -59,8 +57,6 @@ def mine_failures(cfg: Config, problems: list[data_mod.Problem], init_from: str 
 
 
 def run(cfg: Config, stage_dir: Path, init_from: str | None = None) -> dict:
-    from trl import GRPOTrainer
-
     stage_dir.mkdir(parents=True, exist_ok=True)
     problems = train_problems(cfg, "stage3")
     failures_path = stage_dir / FAILURES
@@ -79,15 +75,6 @@ def run(cfg: Config, stage_dir: Path, init_from: str | None = None) -> dict:
     model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=True)
     failed = [data_mod.Problem.from_dict(f) for f in failures]
     rows = data_mod.add_token_lengths(data_mod.build_stage3(failed, answer_label=cfg.data.answer_label), tokenizer)
-    args = grpo_args(cfg, "stage3", str(stage_dir / TRAINER_DIR))
-    trainer = GRPOTrainer(
-        model=model,
-        reward_funcs=make_rewards(cfg.stage3),
-        args=args,
-        train_dataset=data_mod.to_dataset(rows),
-        processing_class=tokenizer,
-        peft_config=model_mod.trainer_peft_config(model, cfg.model),
-    )
-    result = train_and_save(trainer, tokenizer, stage_dir, rows, args)
+    result = train_grpo(cfg, "stage3", model, tokenizer, rows, stage_dir)
     result["metrics"] = {**mined, **result["metrics"]}
     return result
