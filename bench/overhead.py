@@ -57,7 +57,8 @@ def run_bare(root: Path, steps: int, tag: str) -> tuple[float, float]:
     args = GRPOConfig(
         output_dir=str(root / tag), learning_rate=cfg.stage2.learning_rate, max_steps=steps, save_steps=steps,
         per_device_train_batch_size=4, num_generations=4, max_completion_length=32, logging_steps=1,
-        use_cpu=True, report_to="none", seed=cfg.run.seed, temperature=cfg.stage2.temperature,
+        use_cpu=True, bf16=False, gradient_checkpointing=False, report_to="none", seed=cfg.run.seed,
+        temperature=cfg.stage2.temperature,
         beta=cfg.stage2.beta, epsilon=cfg.stage2.epsilon, loss_type=cfg.stage2.loss_type, remove_unused_columns=False,
     )
     lora = LoraConfig(r=cfg.model.lora_r, lora_alpha=cfg.model.lora_alpha, lora_dropout=cfg.model.lora_dropout,
