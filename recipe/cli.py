@@ -50,11 +50,16 @@ def config_options(fn):
     return fn
 
 
-def _resolve(preset, config_file, overrides, output_dir=None):
+def _resolve(preset, config_file, overrides, output_dir=None, prepare=False):
     overrides = list(overrides)
     if output_dir:
         overrides.append(f"run.output_dir={output_dir}")
-    return config_mod.resolve(preset=preset, config_file=config_file, overrides=overrides)
+    cfg = config_mod.resolve(preset=preset, config_file=config_file, overrides=overrides)
+    if prepare:  # commands that train: pick the backend (importing unsloth first when it is used)
+        from recipe.model import prepare_backend
+
+        prepare_backend(cfg.model)
+    return cfg
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -119,7 +124,7 @@ def run_all(preset, config_file, overrides, output_dir, force):
     """Run stage 1 -> 2 -> 3 -> eval + report in one run directory; rerun the same command to resume."""
     from recipe.curriculum import run_all as run
 
-    run(_resolve(preset, config_file, overrides, output_dir), force=force)
+    run(_resolve(preset, config_file, overrides, output_dir, prepare=True), force=force)
 
 
 def _stage_command(stage: str, help_text: str):
@@ -132,7 +137,8 @@ def _stage_command(stage: str, help_text: str):
     def command(preset, config_file, overrides, output_dir, init_from, force):
         from recipe.curriculum import run_stage
 
-        run_stage(_resolve(preset, config_file, overrides, output_dir), stage, init_from=init_from, force=force)
+        run_stage(_resolve(preset, config_file, overrides, output_dir, prepare=True), stage, init_from=init_from,
+                  force=force)
 
     command.__doc__ = help_text
     return main.command(stage)(command)
@@ -189,7 +195,7 @@ def baseline_sft(preset, config_file, overrides, output_dir):
     """Plain SFT distillation on full teacher rationales, same data and budget; added as a report row."""
     from recipe.baseline import run_sft_baseline
 
-    run_sft_baseline(_resolve(preset, config_file, overrides, output_dir))
+    run_sft_baseline(_resolve(preset, config_file, overrides, output_dir, prepare=True))
 
 
 if __name__ == "__main__":  # pragma: no cover

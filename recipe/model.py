@@ -191,6 +191,15 @@ def pick_backend(cfg: Any) -> str:
     return "unsloth"
 
 
+def prepare_backend(cfg: Any) -> str:
+    """Pick the backend before any training library loads; on ``unsloth`` import it first, as Unsloth requires
+    (it patches transformers, TRL and peft at import time). Errors about the backend surface here, before work."""
+    backend = pick_backend(cfg)
+    if backend == "unsloth":
+        import unsloth  # noqa: F401
+    return backend
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Loading
 # ---------------------------------------------------------------------------------------------------------------

@@ -188,3 +188,11 @@ def test_bad_inputs_give_one_clear_error(cache_dir, tmp_path):
     result = runner.invoke(main, ["stage1", "--preset", "smoke", "--output-dir", str(tmp_path / "b"),
                                   "--set", f"model.name_or_path={missing}"])
     assert result.exit_code == 2 and "no-such-model" in result.output and "Traceback" not in result.output
+
+
+def test_unsloth_backend_without_a_gpu_is_refused_before_any_work(tmp_path):
+    result = CliRunner().invoke(main, ["run-all", "--preset", "smoke", "--output-dir", str(tmp_path / "run"),
+                                       "--set", "model.backend=unsloth"])
+    assert result.exit_code == 2 and "CUDA" in result.output and "model.backend=hf" in result.output
+    assert not (tmp_path / "run").exists(), "nothing should be written before the backend is known to work"
+    assert "unsloth" not in sys.modules
