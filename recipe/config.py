@@ -65,6 +65,7 @@ class ModelConfig:
 class DataConfig:
     source: str = "openai/gsm8k"  # hub id | local .jsonl/.json/.parquet | folder with train/test files | synthetic[:N]
     eval_source: str = ""  # empty = same as source
+    teacher: str = "gold"  # teacher rationales: "gold" (the dataset's own) or a .jsonl/.json/.parquet file of them
     annotations: Literal["strip", "keep"] = "strip"
     answer_label: str = "Final Answer:"
     mask_token: str = "[MASK]"
@@ -421,6 +422,9 @@ def validate(cfg: Config) -> None:
                 build_reward(spec.name, **spec.params)
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"bad value for '{name}.rewards[{i}].params': {spec.params!r} ({exc})") from None
+    if cfg.data.teacher != "gold":
+        _check(Path(cfg.data.teacher).expanduser().is_file(), "data.teacher", cfg.data.teacher,
+               "'gold' or an existing .jsonl/.json/.parquet file of teacher rationales")
     _check(cfg.stage3.mining_k >= 1, "stage3.mining_k", cfg.stage3.mining_k, "must be >= 1")
     _check(0.0 <= cfg.stage3.failure_threshold < 1.0, "stage3.failure_threshold", cfg.stage3.failure_threshold,
            "must be in [0, 1)")

@@ -24,7 +24,14 @@ def train_problems(cfg: Config, stage: str) -> list[data_mod.Problem]:
     if report.n_bad:
         log.warning(report.summary())
     start, end = getattr(cfg.data, f"{stage}_rows")
-    return data_mod.slice_rows(problems, start, end)
+    problems = data_mod.slice_rows(problems, start, end)
+    if cfg.data.teacher != "gold":
+        from recipe.teacher import apply_teacher
+
+        problems, replaced = apply_teacher(problems, str(Path(cfg.data.teacher).expanduser()))
+        log.info("%s: teacher rationales from %s for %d of %d problems (the rest keep gold)", stage,
+                 cfg.data.teacher, replaced, len(problems))
+    return problems
 
 
 def make_rewards(st: GRPOStageConfig) -> list:
