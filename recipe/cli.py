@@ -42,6 +42,7 @@ def friendly(fn):
 
 
 def config_options(fn):
+    fn = click.option("--strict", is_flag=True, help="Stop at the first bad data row (data.strict=true).")(fn)
     fn = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                       help="Override one config value, e.g. --set stage2.learning_rate=1e-5 (repeatable).")(fn)
     fn = click.option("--config", "config_file", type=click.Path(dir_okay=False),
@@ -50,8 +51,8 @@ def config_options(fn):
     return fn
 
 
-def _resolve(preset, config_file, overrides, output_dir=None, prepare=False):
-    overrides = list(overrides)
+def _resolve(preset, config_file, overrides, output_dir=None, prepare=False, strict=False):
+    overrides = list(overrides) + (["data.strict=true"] if strict else [])
     if output_dir:
         overrides.append(f"run.output_dir={output_dir}")
     cfg = config_mod.resolve(preset=preset, config_file=config_file, overrides=overrides)
@@ -94,9 +95,9 @@ def presets():
 @main.command("config")
 @config_options
 @friendly
-def show_config(preset, config_file, overrides):
+def show_config(preset, config_file, overrides, strict):
     """Print the resolved configuration as YAML (after validation)."""
-    click.echo(config_mod.dump_yaml(_resolve(preset, config_file, overrides)), nl=False)
+    click.echo(config_mod.dump_yaml(_resolve(preset, config_file, overrides, strict=strict)), nl=False)
 
 
 @main.command()
@@ -120,11 +121,11 @@ def score(input_path, completion_field, answer_field, output_path):
 @click.option("--output-dir", default=None, help="Run directory (default: the preset's run.output_dir).")
 @click.option("--force", is_flag=True, help="Rerun stages whose config changed instead of refusing.")
 @friendly
-def run_all(preset, config_file, overrides, output_dir, force):
+def run_all(preset, config_file, overrides, strict, output_dir, force):
     """Run stage 1 -> 2 -> 3 -> eval + report in one run directory; rerun the same command to resume."""
     from recipe.curriculum import run_all as run
 
-    run(_resolve(preset, config_file, overrides, output_dir, prepare=True), force=force)
+    run(_resolve(preset, config_file, overrides, output_dir, prepare=True, strict=strict), force=force)
 
 
 def _stage_command(stage: str, help_text: str):
@@ -134,10 +135,10 @@ def _stage_command(stage: str, help_text: str):
                   help="Starting weights: a stage output folder (adapter or full model).")
     @click.option("--force", is_flag=True, help="Rerun the stage even if it is done or its config changed.")
     @friendly
-    def command(preset, config_file, overrides, output_dir, init_from, force):
+    def command(preset, config_file, overrides, strict, output_dir, init_from, force):
         from recipe.curriculum import run_stage
 
-        run_stage(_resolve(preset, config_file, overrides, output_dir, prepare=True), stage, init_from=init_from,
+        run_stage(_resolve(preset, config_file, overrides, output_dir, prepare=True, strict=strict), stage, init_from=init_from,
                   force=force)
 
     command.__doc__ = help_text
@@ -160,12 +161,13 @@ _stage_command("stage3", "Stage 3: mine persistent failures, GRPO on shorter rew
 @click.option("--batch-size", default=None, type=int)
 @click.option("--output-dir", default=None, type=click.Path(), help="Where results.json/generations.jsonl go.")
 @friendly
-def eval_command(preset, config_file, overrides, model_path, adapter, run_dir, stage, split, limit, batch_size,
+def eval_command(preset, config_file, overrides, strict, model_path, adapter, run_dir, stage, split, limit, batch_size,
                  output_dir):
     """Evaluate with the paper's protocol (zero-shot, greedy, 512 new tokens, 'Final Answer:')."""
     from recipe.evaluate import eval_command as run_eval
 
-    run_eval(preset=preset, config_file=config_file, overrides=list(overrides), model_path=model_path,
+    run_eval(preset=preset, config_file=config_file,
+             overrides=list(overrides) + (["data.strict=true"] if strict else []), model_path=model_path,
              adapter=adapter, run_dir=run_dir, stage=stage, split=split, limit=limit, batch_size=batch_size,
              output_dir=output_dir)
 
@@ -191,11 +193,11 @@ def baseline():
 @config_options
 @click.option("--output-dir", default=None, help="Run directory to add the baseline to.")
 @friendly
-def baseline_sft(preset, config_file, overrides, output_dir):
+def baseline_sft(preset, config_file, overrides, strict, output_dir):
     """Plain SFT distillation on full teacher rationales, same data and budget; added as a report row."""
     from recipe.baseline import run_sft_baseline
 
-    run_sft_baseline(_resolve(preset, config_file, overrides, output_dir, prepare=True))
+    run_sft_baseline(_resolve(preset, config_file, overrides, output_dir, prepare=True, strict=strict))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -183,12 +183,24 @@ def _short_metrics(metrics: dict) -> str:
                      for k in keys if k in metrics) or "-"
 
 
+def _warn_overlapping_slices(cfg: Config) -> None:
+    """Disjoint stage slices are the default; an overlap (the paper preset mines stage 3 over stage 2's rows too) is
+    allowed but said out loud."""
+    from recipe.data import check_disjoint_slices
+
+    try:
+        check_disjoint_slices({s: getattr(cfg.data, f"{s}_rows") for s in STAGES if getattr(cfg, s).enabled})
+    except ValueError as exc:
+        log.warning("%s: those problems are seen by more than one stage", exc)
+
+
 def prepare(cfg: Config, force: bool) -> tuple[Path, dict]:
     run_dir = Path(cfg.run.output_dir).expanduser()
     run_dir.mkdir(parents=True, exist_ok=True)
     manifest = load_manifest(run_dir)
     manifest.setdefault("stages", {})
     check_config(run_dir, cfg, manifest, force)
+    _warn_overlapping_slices(cfg)
     manifest["versions"] = versions()
     manifest["updated"] = _now()
     write_text(run_dir / "config.yaml", config_mod.dump_yaml(cfg))

@@ -59,3 +59,14 @@ def test_score_command(tmp_path):
     scored = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["correct"] for r in scored] == [True, False, False]
     assert "33.3" in result.output  # accuracy 1/3 of the readable rows
+
+
+def test_strict_stops_at_the_first_bad_row_naming_it(tmp_path):
+    data = tmp_path / "train.jsonl"
+    good = {"question": "Ann has 2 apples and buys 3. How many?", "answer": "2 + 3 = 5\n#### 5"}
+    rows = [good] * 3 + [{"question": "Broken?", "answer": "no final answer line"}] + [good] * 300
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = CliRunner().invoke(main, ["stage1", "--preset", "smoke", "--strict", "--output-dir", str(tmp_path / "r"),
+                                       "--set", f"data.source={data}", "--set", f"model.cache_dir={tmp_path}"])
+    assert result.exit_code == 2, result.output
+    assert "train-3" in result.output and "Traceback" not in result.output
