@@ -25,6 +25,7 @@ from typing import Any, Literal
 from recipe.answers import gold_from_gsm8k
 from recipe.prompts import (
     ANSWER_LABEL,
+    COMPLETION_PREFIX,
     MASK_TOKEN,
     render_solution,
     stage1_prompt,
@@ -409,7 +410,7 @@ def build_stage1(
 
     >>> row = build_stage1([Problem("t-0", "Q?", ("a = 1.", "b = 2."), "2")], seed=0, mask_prob=1.0)[0]
     >>> row["shuffled"][row["masked_index"]], row["completion"]
-    ('[MASK]', 'Step 1: a = 1.\\nStep 2: b = 2.\\nFinal Answer: 2')
+    ('[MASK]', '\\nStep 1: a = 1.\\nStep 2: b = 2.\\nFinal Answer: 2')
     """
     rng = random.Random(seed)
     rows = []
@@ -424,7 +425,7 @@ def build_stage1(
         rows.append({
             **fields,
             "prompt": stage1_prompt(problem.question, shuffled, mask_token, answer_label),
-            "completion": solution,
+            "completion": COMPLETION_PREFIX + solution,
             "shuffled": shuffled,
             "masked_index": masked_index,
         })

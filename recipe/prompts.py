@@ -1,8 +1,10 @@
 """Prompt templates and pure render functions for the three BRIDGE stages and evaluation.
 
 The evaluation prompt is the paper's zero-shot protocol verbatim (it ends with ``"Reasoning:"`` and no newline, as
-in the official eval script). The training prompts follow the paper's layout ("Question: ..." then an instruction
-and the steps) in English; they end with ``"Solution:\\n"`` so a completion starts naturally with ``"Step 1: ..."``.
+in the official eval script). The three training prompts share that frame — the same first line, "Question: ...",
+the same closing instruction and the same ``"Reasoning:"`` cue — with the stage's material (shuffled steps, a
+partial solution, the teacher's solution) in between, so what the student learns to write after the cue is what it
+is asked for at test time. Completions start with :data:`COMPLETION_PREFIX` (a newline) then ``"Step 1: ..."``.
 Nothing here calls a model; all functions are pure string builders.
 """
 
@@ -13,30 +15,32 @@ from collections.abc import Sequence
 MASK_TOKEN = "[MASK]"
 ANSWER_LABEL = "Final Answer:"
 
+COMPLETION_PREFIX = "\n"  # prompts end with "Reasoning:"; a solution starts on the next line
+
+_OPENING = "Solve this math problem step by step, showing your complete reasoning.\nQuestion: {question}\n"
+_CLOSING = 'You must end your response with "{answer_label} [number]"\nReasoning:'
+
 STAGE1_TEMPLATE = (
-    "Question: {question}\n\n"
-    "The steps below solve this question, but they are shuffled and one of them may be hidden as {mask_token}. "
-    "Write the complete solution with every step in the correct order, filling in any hidden step. "
-    'Number the steps "Step 1:", "Step 2:", ... and end with "{answer_label} [number]".\n\n'
-    "Shuffled steps:\n{steps}\n\n"
-    "Solution:\n"
+    _OPENING
+    + "These steps solve it, but they are shuffled and one of them may be hidden as {mask_token}:\n{steps}\n"
+    "Write the complete solution with every step in the correct order, filling in any hidden step, "
+    'as "Step 1:", "Step 2:", ...\n'
+    + _CLOSING
 )
 
 STAGE2_TEMPLATE = (
-    "Question: {question}\n\n"
-    "Below is a partial solution with its steps in order; some steps are hidden as {mask_token}. "
-    'Write the complete solution, numbering the steps "Step 1:", "Step 2:", ... and ending with '
-    '"{answer_label} [number]".\n\n'
-    "Partial solution:\n{steps}\n\n"
-    "Solution:\n"
+    _OPENING
+    + "A partial solution, steps in order, some hidden as {mask_token}:\n{steps}\n"
+    'Write the complete solution as "Step 1:", "Step 2:", ...\n'
+    + _CLOSING
 )
 
 STAGE3_TEMPLATE = (
-    "Question: {question}\n\n"
-    "Teacher's solution:\n{teacher_solution}\n\n"
-    "Rewrite this solution much shorter while keeping the same answer: keep only the essential steps, "
-    'merge steps where you can, number them "Step 1:", "Step 2:", ... and end with "{answer_label} [number]".\n\n'
-    "Solution:\n"
+    _OPENING
+    + "A correct but long solution:\n{teacher_solution}\n"
+    "Rewrite it much shorter while keeping the same answer: keep only the essential steps and merge steps "
+    'where you can, as "Step 1:", "Step 2:", ...\n'
+    + _CLOSING
 )
 
 EVAL_TEMPLATE = (
@@ -75,7 +79,7 @@ def stage1_prompt(
     """Stage 1 (structure) prompt: shuffled steps as an unnumbered bullet list.
 
     >>> p = stage1_prompt("What is 2 + 3 * 4?", ["2 + 12 = 14.", "[MASK]"])
-    >>> "- 2 + 12 = 14.\\n- [MASK]" in p, p.endswith("Solution:\\n"), "Step 1: 2" in p
+    >>> "- 2 + 12 = 14.\\n- [MASK]" in p, p.endswith("Reasoning:"), "Step 1: 2" in p
     (True, True, False)
     """
     return STAGE1_TEMPLATE.format(
@@ -96,7 +100,7 @@ def stage2_prompt(
     count is not handed over as numbering), hidden ones already replaced by the mask.
 
     >>> p = stage2_prompt("Q?", ["[MASK]", "3 + 4 = 7."])
-    >>> "- [MASK]\\n- 3 + 4 = 7." in p, p.endswith("Solution:\\n"), "Step 1: [MASK]" in p
+    >>> "- [MASK]\\n- 3 + 4 = 7." in p, p.endswith("Reasoning:"), "Step 1: [MASK]" in p
     (True, True, False)
     """
     return STAGE2_TEMPLATE.format(
@@ -111,7 +115,7 @@ def stage3_prompt(question: str, teacher_solution: str, answer_label: str = ANSW
     """Stage 3 (internalisation) prompt: show the teacher solution, ask for a much shorter rewrite.
 
     >>> p = stage3_prompt("Q?", "Step 1: 3 + 4 = 7.\\nFinal Answer: 7")
-    >>> "much shorter" in p, "Final Answer: 7" in p, p.endswith("Solution:\\n")
+    >>> "much shorter" in p, "Final Answer: 7" in p, p.endswith("Reasoning:")
     (True, True, True)
     """
     return STAGE3_TEMPLATE.format(

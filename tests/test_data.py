@@ -334,9 +334,9 @@ def test_stage1_rows_are_masked_shuffles_of_the_teacher():
             assert sum((Counter(problem.steps) - Counter(rest)).values()) == 1
             assert not Counter(rest) - Counter(problem.steps)
         assert bullets(row["prompt"]) == shuffled
-        assert problem.question in row["prompt"] and row["prompt"].endswith("Solution:\n")
+        assert problem.question in row["prompt"] and row["prompt"].endswith("Reasoning:")
         expected = "\n".join(f"Step {i}: {s}" for i, s in enumerate(problem.steps, 1)) + f"\nFinal Answer: {problem.answer}"
-        assert row["completion"] == expected
+        assert row["completion"] == "\n" + expected
         assert row["answer"] == problem.answer
         assert row["teacher_steps"] == len(problem.steps)
         assert row["teacher_words"] == len(expected.split())
@@ -361,7 +361,7 @@ def test_stage1_single_step_and_custom_tokens():
     (row,) = build_stage1([Problem("s-0", "Q?", ("only",), "5")], seed=3, mask_prob=1.0, mask_token="<M>",
                           answer_label="Answer:")
     assert row["shuffled"] == ["<M>"] and row["masked_index"] == 0
-    assert row["completion"] == "Step 1: only\nAnswer: 5"
+    assert row["completion"] == "\nStep 1: only\nAnswer: 5"
     assert "<M>" in row["prompt"] and "[MASK]" not in row["prompt"]
 
 
@@ -399,7 +399,7 @@ def test_stage3_rows_show_the_teacher_solution():
     for problem, row in zip(problems, rows, strict=True):
         assert row["teacher_solution"].endswith(f"\nAnswer: {problem.answer}")
         assert row["teacher_solution"] in row["prompt"] and problem.question in row["prompt"]
-        assert "shorter" in row["prompt"] and row["prompt"].endswith("Solution:\n")
+        assert "shorter" in row["prompt"] and row["prompt"].endswith("Reasoning:")
         assert set(row) == {"id", "prompt", "answer", "teacher_steps", "teacher_words", "teacher_solution"}
 
 
