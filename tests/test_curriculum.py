@@ -142,7 +142,7 @@ def test_changed_config_of_a_finished_stage_is_refused_unless_forced(cache_dir, 
 def test_sigkill_mid_stage2_then_rerun_resumes_and_finishes(cache_dir, tmp_path):
     run_dir = tmp_path / "run"
     args = ["run-all", "--preset", "smoke", "--output-dir", str(run_dir), "--set", f"model.cache_dir={cache_dir}",
-            "--set", "eval.enabled=false", "--set", "stage1.max_steps=1", "--set", "stage2.max_steps=12",
+            "--set", "eval.enabled=false", "--set", "stage1.max_steps=1", "--set", "stage2.max_steps=40",
             "--set", "stage2.save_steps=2", "--set", "stage2.log_completions=false",
             "--set", "stage2.max_completion_length=16", "--set", "stage3.max_steps=1"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
