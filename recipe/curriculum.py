@@ -208,6 +208,16 @@ def prepare(cfg: Config, force: bool) -> tuple[Path, dict]:
     return run_dir, manifest
 
 
+def overall_bar(done: int, total: int, width: int = 12) -> str:
+    """The run-all progress line's bar (each stage also has TRL's own progress bar).
+
+    >>> overall_bar(1, 3)
+    'curriculum [####--------] 1/3'
+    """
+    filled = round(width * done / total)
+    return f"curriculum [{'#' * filled}{'-' * (width - filled)}] {done}/{total}"
+
+
 def run_all(cfg: Config, force: bool = False) -> Path:
     """Stage 1 -> 2 -> 3 (skipping finished ones), then evaluation and the report when enabled."""
     run_dir, manifest = prepare(cfg, force)
@@ -215,15 +225,15 @@ def run_all(cfg: Config, force: bool = False) -> Path:
     enabled = [s for s in STAGES if getattr(cfg, s).enabled]
     for n, stage in enumerate(STAGES, start=1):
         if not getattr(cfg, stage).enabled:
-            log.info("[%d/%d] %s disabled in the config; skipped", n, len(STAGES), stage)
+            log.info("%s %s disabled in the config; skipped", overall_bar(n - 1, len(STAGES)), stage)
             continue
         if stage_done(manifest, stage):
-            log.info("[%d/%d] %s already done; skipped", n, len(STAGES), stage)
+            log.info("%s %s already done; skipped", overall_bar(n - 1, len(STAGES)), stage)
         else:
-            log.info("[%d/%d] %s: %s", n, len(STAGES), stage, STAGE_TITLES[stage])
+            log.info("%s %s: %s", overall_bar(n - 1, len(STAGES)), stage, STAGE_TITLES[stage])
             _execute(cfg, run_dir, manifest, stage, init_from)
         init_from = _absolute(run_dir, manifest["stages"][stage].get("output")) or init_from
-    log.info("stages finished: %s", ", ".join(enabled) or "none")
+    log.info("%s stages finished: %s", overall_bar(len(STAGES), len(STAGES)), ", ".join(enabled) or "none")
     if cfg.eval.enabled:
         from recipe.evaluate import evaluate_run
 
