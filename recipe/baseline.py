@@ -38,30 +38,25 @@ def baseline_rows(problems, answer_label: str = prompts.ANSWER_LABEL) -> list[di
     (True, '\\nStep 1: a = 1.\\nStep 2: b = a + 1 = 2.\\nFinal Answer: 2')
     """
     return [{"id": p.id, "prompt": prompts.eval_prompt(p.question, answer_label),
-             "completion": "\n" + prompts.render_solution(p.steps, p.answer, answer_label), "answer": p.answer}
+             "completion": prompts.COMPLETION_PREFIX + prompts.render_solution(p.steps, p.answer, answer_label),
+             "answer": p.answer}
             for p in problems]
 
 
 def baseline_config(cfg: Config) -> dict:
-    """The part of the config that determines the baseline's weights."""
-    full = config_mod.to_dict(cfg)
-    data = {k: v for k, v in full["data"].items() if k != "eval_source"}
-    return {"model": full["model"], "data": data, "stage1": full["stage1"], "run": {"seed": full["run"]["seed"]}}
+    """The part of the config that determines the baseline's weights: the same as stage 1's (model, data, stage-1
+    budget, seed)."""
+    from recipe.curriculum import stage_config
+
+    return stage_config(cfg, "stage1")
 
 
 def _train(cfg: Config, out: Path, rows: list[dict]) -> dict:
-    from trl import SFTTrainer
-
-    from recipe import data as data_mod
     from recipe import model as model_mod
-    from recipe.stages.common import TRAINER_DIR, train_and_save
+    from recipe.stages.common import train_sft
 
-    dataset = data_mod.to_dataset([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     model, tokenizer = model_mod.load(cfg.model, init_from=None, trainable=True)
-    args = config_mod.sft_args(cfg, str(out / TRAINER_DIR))
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=model_mod.trainer_peft_config(model, cfg.model))
-    return train_and_save(trainer, tokenizer, out, rows, args)
+    return train_sft(cfg, model, tokenizer, rows, out)
 
 
 def run_sft_baseline(cfg: Config) -> list[Path]:

@@ -119,6 +119,25 @@ def train_and_save(trainer, tokenizer, stage_dir: Path, rows: list[dict], args) 
     }
 
 
+def train_sft(cfg: Config, model, tokenizer, rows: list[dict], stage_dir: Path) -> dict:
+    """TRL SFTTrainer on the rows' prompt/completion pairs (loss on the completion), then :func:`train_and_save`.
+    Used by stage 1 and the SFT baseline, both with the stage-1 budget."""
+    from trl import SFTTrainer
+
+    from recipe import model as model_mod
+    from recipe.config import sft_args
+
+    args = sft_args(cfg, str(stage_dir / TRAINER_DIR))
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=data_mod.to_dataset([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows]),
+        processing_class=tokenizer,
+        peft_config=model_mod.trainer_peft_config(model, cfg.model),
+    )
+    return train_and_save(trainer, tokenizer, stage_dir, rows, args)
+
+
 def train_grpo(cfg: Config, stage: str, model, tokenizer, rows: list[dict], stage_dir: Path) -> dict:
     """TRL GRPOTrainer on ``rows`` with the stage's rewards (stages 2 and 3), then :func:`train_and_save`."""
     from trl import GRPOTrainer

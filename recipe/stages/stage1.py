@@ -12,11 +12,10 @@ from pathlib import Path
 
 from recipe import data as data_mod
 from recipe import model as model_mod
-from recipe.config import Config, sft_args
+from recipe.config import Config
 from recipe.stages.common import (
-    TRAINER_DIR,
-    train_and_save,
     train_problems,
+    train_sft,
 )
 
 
@@ -27,18 +26,6 @@ def build_rows(cfg: Config) -> list[dict]:
 
 
 def run(cfg: Config, stage_dir: Path, init_from: str | None = None) -> dict:
-    from trl import SFTTrainer
-
     rows = build_rows(cfg)
-    dataset = data_mod.to_dataset([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
-
     model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=True)
-    args = sft_args(cfg, str(stage_dir / TRAINER_DIR))
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=model_mod.trainer_peft_config(model, cfg.model),
-    )
-    return train_and_save(trainer, tokenizer, stage_dir, rows, args)
+    return train_sft(cfg, model, tokenizer, rows, stage_dir)
