@@ -200,5 +200,40 @@ def baseline_sft(preset, config_file, overrides, strict, output_dir):
     run_sft_baseline(_resolve(preset, config_file, overrides, output_dir, prepare=True, strict=strict))
 
 
+# --- cotrecipe teach (issue 12): a self-contained block -----------------------------------------------------------
+@main.command()
+@config_options
+@click.option("--source", default="gold", show_default=True,
+              help="gold | hf:<model folder, hub id or builtin:...> | openai:<base_url, e.g. http://localhost:11434/v1>.")
+@click.option("--model", "served_model", default="", help="With openai:, the model name the server serves.")
+@click.option("--output", "output", required=True, type=click.Path(dir_okay=False), help="Teacher file (.jsonl).")
+@click.option("--split", default="train", show_default=True)
+@click.option("--limit", default=None, type=int, help="The first N problems only.")
+@click.option("--concurrency", default=4, show_default=True, help="Parallel requests (openai:).")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds per request (openai:).")
+@click.option("--retries", default=4, show_default=True, help="Retries on 429/5xx/timeouts/broken connections.")
+@click.option("--batch-size", default=8, show_default=True, help="Generation batch (hf:).")
+@click.option("--max-new-tokens", default=1024, show_default=True)
+@click.option("--temperature", default=0.0, show_default=True)
+@click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True,
+              help="Environment variable holding the API key (the key itself is never an option).")
+@click.option("--latex", type=click.Choice(["keep", "math"]), default="keep", show_default=True,
+              help="math: replace \\[...\\] and \\(...\\) in steps with [math] (the authors' stage-1 option).")
+@click.option("--stats", "stats_png", default=None, type=click.Path(dir_okay=False),
+              help="Also write steps/words/student-token histograms (PNG) and numbers (.json) vs gold.")
+@friendly
+def teach(preset, config_file, overrides, strict, source, served_model, output, split, limit, concurrency, timeout,
+          retries, batch_size, max_new_tokens, temperature, api_key_env, latex, stats_png):
+    """Write teacher rationales (kept only when the answer matches gold); cached, resumable, rerun to finish."""
+    from recipe.teach import TeachOptions, teach_command
+
+    opts = TeachOptions(source=source, output=output, model=served_model, split=split, limit=limit,
+                        concurrency=concurrency, timeout=timeout, retries=retries, batch_size=batch_size,
+                        max_new_tokens=max_new_tokens, temperature=temperature, api_key_env=api_key_env, latex=latex)
+    for line in teach_command(_resolve(preset, config_file, overrides, strict=strict), opts, stats_png):
+        click.echo(line)
+# --- end of teach --------------------------------------------------------------------------------------------------
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

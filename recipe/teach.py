@@ -1,0 +1,301 @@
+"""``cotrecipe teach``: write a teacher-rationale file from GSM8K gold, a local model or an OpenAI-compatible server.
+
+Every finished request is appended to a cache file (``<output>.cache.jsonl``: one JSON line per problem, flushed
+and fsynced before the next) keyed by sha256(question, teacher, prompt); a rerun reads the cache and asks only for
+what is missing, so a crash or SIGKILL loses nothing finished and writes no duplicate (a torn last line is cut off
+before appending). Failed requests are not cached and are retried by the next run. The output file is then rebuilt
+atomically from the cache: only rationales that parse (steps + an answer) and whose answer matches the gold answer
+are kept, in the three-part form of :func:`recipe.teacher_format.render_target`, so it loads as ``data.teacher``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from recipe import fsio
+from recipe.answers import answers_match
+from recipe.data import DataError, Problem, load_gsm8k
+from recipe.teach_client import OpenAIClient, RequestFailed, TeacherServerError
+from recipe.teacher_format import Latex, Rationale, parse_rationale_text, render_target
+
+log = logging.getLogger("recipe.teach")
+
+TEACH_PROMPT = (
+    "Solve this math problem. First think it through in a section that starts with \"Thinking…\". Then write the "
+    "solution as numbered steps, one per line: \"Step 1: ...\", \"Step 2: ...\". End with a last line "
+    "\"Final Answer: [number]\".\nQuestion: {question}\n"
+)
+STATUSES = ("kept", "wrong", "unparseable")
+
+
+class TeachError(DataError):
+    """A bad ``teach`` option or cache file; the message names it."""
+
+
+@dataclass(frozen=True)
+class TeachOptions:
+    """What ``cotrecipe teach`` does (every field is a CLI option; see ``cotrecipe teach -h``)."""
+
+    source: str = "gold"  # gold | hf:<model folder, hub id or builtin:...> | openai:<base_url>
+    output: str = "teacher.jsonl"
+    model: str = ""  # the served model name for openai:
+    split: str = "train"
+    limit: int | None = None  # first N problems only
+    concurrency: int = 4
+    timeout: float = 120.0
+    retries: int = 4
+    backoff: float = 1.0
+    batch_size: int = 8
+    max_new_tokens: int = 1024
+    temperature: float = 0.0
+    api_key_env: str = "OPENAI_API_KEY"
+    latex: Latex = "keep"
+
+    @property
+    def cache(self) -> Path:
+        return Path(f"{self.output}.cache.jsonl")
+
+    def teacher_id(self) -> str:
+        """Identifies the teacher in cache keys: source, model and generation settings (never the API key)."""
+        if self.source == "gold":
+            return "gold"
+        model = f"|{self.model}" if self.model else ""
+        return f"{self.source}{model}|t={self.temperature}|max={self.max_new_tokens}"
+
+
+@dataclass
+class Summary:
+    total: int = 0
+    kept: int = 0
+    wrong: int = 0
+    unparseable: int = 0
+    failed: int = 0
+    cached: int = 0  # finished in an earlier run, not requested again
+    requested: int = 0
+
+    def line(self) -> str:
+        return (f"{self.total} problems: {self.kept} kept, {self.wrong} wrong answer, {self.unparseable} unparseable, "
+                f"{self.failed} failed requests ({self.cached} from the cache, {self.requested} requested now)")
+
+
+def teach_prompt(question: str) -> str:
+    return TEACH_PROMPT.format(question=question.strip())
+
+
+def cache_key(question: str, teacher: str, prompt: str) -> str:
+    """sha256 of (problem, teacher, prompt): a changed prompt or teacher never reuses an old answer."""
+    return hashlib.sha256(json.dumps([question.strip(), teacher, prompt]).encode("utf-8")).hexdigest()
+
+
+def judge(raw: str, gold: str, latex: Latex = "keep") -> tuple[str, Rationale]:
+    """('kept' | 'wrong' | 'unparseable', parsed rationale) of one teacher reply against the gold answer."""
+    rationale = parse_rationale_text(raw, latex)
+    if not rationale.parsed:
+        return "unparseable", rationale
+    return ("kept" if answers_match(rationale.answer, gold) else "wrong"), rationale
+
+
+class TeachCache:
+    """Append-only JSON Lines cache with an in-memory index; safe against SIGKILL at any point."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.rows: dict[str, dict] = {}
+        self._lock = threading.Lock()
+        if self.path.exists():
+            self._load()
+
+    def _load(self) -> None:
+        data = self.path.read_bytes()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):  # a torn last line from a kill mid-write: cut it so appends start on a fresh line
+            log.warning("%s: dropping an unfinished last line (%d bytes)", self.path, len(data) - end)
+            with open(self.path, "r+b") as fh:
+                fh.truncate(end)
+                os.fsync(fh.fileno())
+        for lineno, line in enumerate(data[:end].splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                key = row["key"]
+            except (ValueError, KeyError, TypeError):
+                raise TeachError(f"{self.path}: line {lineno} is not a cache record; delete the file to start over") from None
+            self.rows.setdefault(key, row)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.rows
+
+    def add(self, row: dict) -> None:
+        """Append ``row`` (with its ``key``) durably; a key already present is ignored."""
+        with self._lock:
+            if row["key"] in self.rows:
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "ab") as fh:
+                fh.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+                fh.flush()
+                os.fsync(fh.fileno())
+            self.rows[row["key"]] = row
+
+
+def load_problems(cfg: Any, split: str = "train", limit: int | None = None) -> list[Problem]:
+    problems, report = load_gsm8k(cfg.data.source, split=split, strict=cfg.data.strict,
+                                  annotations=cfg.data.annotations)
+    if report.n_bad:
+        log.warning("%s", report.summary())
+    return problems[:limit] if limit else problems
+
+
+def _progress(total: int, desc: str):
+    from tqdm.auto import tqdm  # lazy: only commands that generate need a bar
+
+    return tqdm(total=total, desc=desc, unit="problem", disable=total == 0)
+
+
+Generate = Callable[[Sequence[tuple[str, Problem, str]], Callable[[str, Problem, str, str], None]], int]
+
+
+def _openai_generator(opts: TeachOptions) -> Generate:
+    if not opts.model:
+        raise TeachError("--source openai:<base_url> needs --model (the name the server serves)")
+    url = opts.source.split(":", 1)[1]
+    if not url.startswith(("http://", "https://")):
+        raise TeachError(f"--source {opts.source!r}: expected openai:http(s)://host[:port]/v1")
+    client = OpenAIClient.from_env(url, opts.model, opts.api_key_env, timeout=opts.timeout, retries=opts.retries,
+                                   backoff=opts.backoff, temperature=opts.temperature,
+                                   max_tokens=opts.max_new_tokens)
+
+    def run(todo, record) -> int:
+        failed = 0
+        with ThreadPoolExecutor(max_workers=max(1, opts.concurrency)) as pool, \
+                _progress(len(todo), "teacher requests") as bar:
+            futures = {pool.submit(client.complete, prompt): (key, problem, prompt) for key, problem, prompt in todo}
+            for future in as_completed(futures):
+                key, problem, prompt = futures[future]
+                try:
+                    record(key, problem, prompt, future.result())
+                except RequestFailed as exc:
+                    failed += 1
+                    log.warning("%s: request failed: %s", problem.id, exc)
+                bar.update(1)
+        return failed
+
+    return run
+
+
+def _hf_generator(cfg: Any, opts: TeachOptions) -> Generate:
+    def run(todo, record) -> int:
+        from transformers import AutoModelForCausalLM  # lazy: torch/transformers only for hf:
+
+        from recipe.generation import generate, to_device
+        from recipe.model import load_tokenizer, resolve_model_path
+
+        path = resolve_model_path(replace(cfg.model, name_or_path=opts.source.split(":", 1)[1]))
+        tokenizer = load_tokenizer(path)
+        model = to_device(AutoModelForCausalLM.from_pretrained(path, trust_remote_code=False))
+        chat = getattr(tokenizer, "chat_template", None)
+        with _progress(len(todo), "teacher generation") as bar:
+            for start in range(0, len(todo), opts.batch_size):
+                chunk = todo[start:start + opts.batch_size]
+                texts = [tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                                       add_generation_prompt=True) if chat else prompt
+                         for _, _, prompt in chunk]
+                outs = generate(model, tokenizer, texts, max_new_tokens=opts.max_new_tokens,
+                                batch_size=opts.batch_size, temperature=opts.temperature, seed=cfg.run.seed)
+                for (key, problem, prompt), gens in zip(chunk, outs, strict=True):
+                    record(key, problem, prompt, gens[0].text)
+                bar.update(len(chunk))
+        return 0
+
+    return run
+
+
+def output_rows(problems: Iterable[Problem], cache: TeachCache, opts: TeachOptions,
+                summary: Summary) -> list[dict]:
+    rows = []
+    teacher = opts.teacher_id()
+    for problem in problems:
+        cached = cache.rows.get(cache_key(problem.question, teacher, teach_prompt(problem.question)))
+        if cached is None:
+            continue
+        status, rationale = judge(cached["raw"], problem.answer, opts.latex)
+        setattr(summary, status, getattr(summary, status) + 1)
+        if status == "kept":
+            rows.append({"id": problem.id, "question": problem.question,
+                         "rationale": render_target(rationale.steps, problem.answer, rationale.thinking),
+                         "thinking": rationale.thinking, "steps": list(rationale.steps), "answer": problem.answer,
+                         "teacher_answer": rationale.answer, "teacher": teacher})
+    return rows
+
+
+def gold_rows(problems: Iterable[Problem]) -> list[dict]:
+    return [{"id": p.id, "question": p.question, "rationale": render_target(p.steps, p.answer), "thinking": "",
+             "steps": list(p.steps), "answer": p.answer, "teacher_answer": p.answer, "teacher": "gold"}
+            for p in problems]
+
+
+def run_teach(cfg: Any, opts: TeachOptions, problems: Sequence[Problem] | None = None) -> Summary:
+    """Generate (or reuse) a rationale for every problem, then write ``opts.output``; returns the counts."""
+    problems = list(problems) if problems is not None else load_problems(cfg, opts.split, opts.limit)
+    summary = Summary(total=len(problems))
+    if opts.source == "gold":
+        rows = gold_rows(problems)
+        summary.kept = len(rows)
+        fsio.write_jsonl(opts.output, rows)
+        return summary
+    kind = opts.source.split(":", 1)[0]
+    if kind not in ("hf", "openai") or ":" not in opts.source:
+        raise TeachError(f"--source {opts.source!r}: expected gold, hf:<model> or openai:<base_url>")
+    cache = TeachCache(opts.cache)
+    teacher = opts.teacher_id()
+    todo, seen = [], set()
+    for problem in problems:
+        prompt = teach_prompt(problem.question)
+        key = cache_key(problem.question, teacher, prompt)
+        if key in cache:
+            summary.cached += 1
+        elif key not in seen:  # the same question twice is asked once
+            seen.add(key)
+            todo.append((key, problem, prompt))
+    summary.requested = len(todo)
+
+    def record(key: str, problem: Problem, prompt: str, raw: str) -> None:
+        status, rationale = judge(raw, problem.answer, opts.latex)
+        cache.add({"key": key, "id": problem.id, "question": problem.question, "teacher": teacher,
+                   "status": status, "teacher_answer": rationale.answer, "raw": raw})
+
+    generator = _openai_generator(opts) if kind == "openai" else _hf_generator(cfg, opts)
+    log.info("teach: %d problems, %d cached, %d to request from %s", len(problems), summary.cached, len(todo),
+             teacher)
+    try:
+        summary.failed = generator(todo, record)
+    except TeacherServerError as exc:
+        raise TeachError(str(exc)) from None
+    finally:  # even on an error or Ctrl-C, the output reflects everything finished so far
+        fsio.write_jsonl(opts.output, output_rows(problems, cache, opts, summary))
+    return summary
+
+
+def teach_command(cfg: Any, opts: TeachOptions, stats_png: str | None = None) -> list[str]:
+    """The CLI's work: teach, then (with ``stats_png``) measure the written file; returns the lines to print."""
+    problems = load_problems(cfg, opts.split, opts.limit)
+    summary = run_teach(cfg, opts, problems)
+    lines = [f"wrote {opts.output}: {summary.line()}"]
+    if stats_png:
+        from recipe.model import load_tokenizer, resolve_model_path  # lazy: transformers only for --stats
+        from recipe.teach_stats import format_table, write_stats
+
+        tokenizer = load_tokenizer(resolve_model_path(cfg.model))
+        table = write_stats(opts.output, problems, tokenizer, stats_png, opts.latex)
+        lines += [format_table(table), f"wrote {stats_png} and {Path(stats_png).with_suffix('.json')}"]
+    return lines
