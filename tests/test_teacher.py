@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from recipe import config as C
 from recipe.data import DataError, Problem, load_gsm8k
+from recipe.prompts import render_solution
 from recipe.stages.common import train_problems
-from recipe.teacher import apply_teacher, load_teacher, rationale_steps
+from recipe.teacher import (
+    apply_teacher,
+    load_teacher,
+    load_teacher_rationales,
+    parse_teacher_text,
+    problem_target,
+    rationale_steps,
+    teacher_thinking,
+)
+from recipe.teacher_format import Rationale, render_target
 
 
 @pytest.mark.parametrize(
@@ -54,3 +65,65 @@ def test_config_checks_the_teacher_path_and_stages_use_it(tmp_path):
     stage1 = train_problems(cfg, "stage1")
     assert stage1[0].steps == ("teacher one.", "teacher two.") and stage1[0].answer == target.answer
     assert stage1[1].steps == problems[1].steps
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The authors' format (issue 8, item 3): "Thinking…" part + "Step N:" blocks + "Answer: N"
+# ------------------------------------------------------------------------------------------------------------------
+
+AUTHORS_FILE = Path(__file__).parent / "data" / "teach_stage3_samples.json"  # our own rows in their released shape
+
+
+def test_authors_file_loads_with_thinking_apart_and_only_real_steps():
+    rows = json.loads(AUTHORS_FILE.read_text())
+    table = load_teacher_rationales(str(AUTHORS_FILE))
+    first, second = (table[row["question"]] for row in rows)
+    # the old reader made every thinking paragraph a step: 3 + 3 + answer-tail lines; the real steps are 3 and 3
+    assert len(first.steps) == 3 and len(second.steps) == 3
+    assert first.thinking.startswith("First, find how many marbles") and "Thinking" not in first.thinking
+    assert not any("First, find" in step for step in first.steps)
+    # a step's continuation line joins it; the inline answer after the last step is cut off
+    assert first.steps[2] == "Marbles left: \\[ 21 - 5 = 16 \\]" and first.answer == "16"
+    # the teacher's text is read, never the student's failed "response"
+    assert second.steps[0].startswith("Train tickets") and second.answer == "36"
+    assert "\\boxed{36}" in second.thinking  # an "Answer**" line inside the thinking stays thinking
+
+
+def test_latex_option_replaces_math_in_steps_only():
+    table = load_teacher_rationales(str(AUTHORS_FILE), latex="math")
+    rationale = next(iter(table.values()))
+    assert rationale.steps[0] == "Marbles at the start: 3 bags with 7 each: [math]"
+    assert rationale.steps[2] == "Marbles left: [math]"
+    kept = load_teacher_rationales(str(AUTHORS_FILE))
+    assert next(iter(kept.values())).thinking == rationale.thinking
+
+
+def test_three_part_target_round_trips_and_gold_stays_unchanged():
+    rationale = parse_teacher_text("Thinking…\nAdd them.\n\nStep 1: 2 + 2 = 4.\nStep 2: Done.\n\nAnswer: 4")
+    target = render_target(rationale.steps, "4", rationale.thinking)
+    assert target == "Thinking…\nAdd them.\n\nStep 1: 2 + 2 = 4.\nStep 2: Done.\nFinal Answer: 4"
+    assert parse_teacher_text(target) == rationale
+    gold = Problem("t-0", "Q?", ("a = 1.",), "1")
+    assert problem_target(gold) == render_solution(gold.steps, gold.answer)  # no thinking: the old target exactly
+
+
+def test_think_tags_become_the_thinking_part():
+    rationale = parse_teacher_text("<think>\nhmm, 6 * 7\n</think>\nStep 1: 6 * 7 = 42.\nFinal Answer: 42")
+    assert rationale == Rationale("hmm, 6 * 7", ("6 * 7 = 42.",), "42")
+
+
+def test_thinking_without_steps_is_not_a_rationale():
+    rationale = parse_teacher_text("Thinking…\nFirst this.\n\nThen that.\n\nAnswer: 3")
+    assert rationale.steps == () and not rationale.parsed
+
+
+def test_apply_teacher_carries_thinking_for_the_stage_targets():
+    rows = json.loads(AUTHORS_FILE.read_text())
+    problems = [Problem(f"train-{i}", row["question"], ("gold.",), row["gold_answer"]) for i, row in enumerate(rows)]
+    out, replaced = apply_teacher(problems, str(AUTHORS_FILE))
+    assert replaced == 2 and [len(p.steps) for p in out] == [3, 3]
+    thinking = teacher_thinking(problems, str(AUTHORS_FILE))
+    assert set(thinking) == {"train-0", "train-1"}
+    target = problem_target(out[0], thinking=thinking["train-0"])
+    assert target.startswith("Thinking…\nFirst, find") and target.endswith("Step 3: Marbles left: \\[ 21 - 5 = 16 \\]"
+                                                                             "\nFinal Answer: 16")
