@@ -87,6 +87,12 @@ class Summary:
                 f"{self.failed} failed requests ({self.cached} from the cache, {self.requested} requested now)")
 
 
+def write_rows(path: str | os.PathLike, rows: Iterable[dict]) -> None:
+    """Atomic JSON Lines with non-ASCII escaped: a question holding U+2028 (GSM8K train row 2381 does) must not
+    break a reader that splits lines with ``str.splitlines``."""
+    fsio.write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
+
+
 def teach_prompt(question: str) -> str:
     return TEACH_PROMPT.format(question=question.strip())
 
@@ -251,7 +257,7 @@ def run_teach(cfg: Any, opts: TeachOptions, problems: Sequence[Problem] | None =
     if opts.source == "gold":
         rows = gold_rows(problems)
         summary.kept = len(rows)
-        fsio.write_jsonl(opts.output, rows)
+        write_rows(opts.output, rows)
         return summary
     kind = opts.source.split(":", 1)[0]
     if kind not in ("hf", "openai") or ":" not in opts.source:
@@ -282,7 +288,7 @@ def run_teach(cfg: Any, opts: TeachOptions, problems: Sequence[Problem] | None =
     except TeacherServerError as exc:
         raise TeachError(str(exc)) from None
     finally:  # even on an error or Ctrl-C, the output reflects everything finished so far
-        fsio.write_jsonl(opts.output, output_rows(problems, cache, opts, summary))
+        write_rows(opts.output, output_rows(problems, cache, opts, summary))
     return summary
 
 

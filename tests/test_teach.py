@@ -256,3 +256,12 @@ def test_hf_source_generates_batched_on_the_tiny_model(cfg, tmp_path, tiny_model
     rows = [json.loads(line) for line in opts.cache.read_text().splitlines()]
     assert len(rows) == 5 and all(isinstance(r["raw"], str) for r in rows)
     assert run_teach(cfg, opts, problems).requested == 0  # a rerun generates nothing
+
+
+def test_teacher_file_survives_unicode_line_separators(cfg, tmp_path):
+    from recipe.data import Problem
+
+    problem = Problem("train-0", "Ann has 3\u2028apples. How many?", ("She has 3.",), "3")  # as GSM8K train row 2381
+    out = tmp_path / "gold.jsonl"
+    run_teach(cfg, TeachOptions(source="gold", output=str(out)), [problem])
+    assert apply_teacher([problem], str(out))[1] == 1
