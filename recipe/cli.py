@@ -204,7 +204,8 @@ def baseline_sft(preset, config_file, overrides, strict, output_dir):
 @main.command()
 @config_options
 @click.option("--source", default="gold", show_default=True,
-              help="gold | hf:<model folder, hub id or builtin:...> | openai:<base_url, e.g. http://localhost:11434/v1>.")
+              help="gold | hf:<model folder, hub id or builtin:...> | openai:<base_url, e.g. http://localhost:11434/v1> | "
+                   "file:<an existing teacher file to filter and rewrite>.")
 @click.option("--model", "served_model", default="", help="With openai:, the model name the server serves.")
 @click.option("--output", "output", required=True, type=click.Path(dir_okay=False), help="Teacher file (.jsonl).")
 @click.option("--split", default="train", show_default=True)

@@ -1,4 +1,5 @@
-"""``cotrecipe teach``: write a teacher-rationale file from GSM8K gold, a local model or an OpenAI-compatible server.
+"""``cotrecipe teach``: write a teacher-rationale file from GSM8K gold, a local model, an OpenAI-compatible server
+or an existing teacher file (``file:``, e.g. the authors' released one).
 
 Every finished request is appended to a cache file (``<output>.cache.jsonl``: one JSON line per problem, flushed
 and fsynced before the next) keyed by sha256(question, teacher, prompt); a rerun reads the cache and asks only for
@@ -25,6 +26,7 @@ from recipe import fsio
 from recipe.answers import answers_match
 from recipe.data import DataError, Problem, load_gsm8k
 from recipe.teach_client import OpenAIClient, RequestFailed, TeacherServerError
+from recipe.teacher import load_teacher_rationales
 from recipe.teacher_format import Latex, Rationale, parse_rationale_text, render_target
 
 log = logging.getLogger("recipe.teach")
@@ -45,7 +47,7 @@ class TeachError(DataError):
 class TeachOptions:
     """What ``cotrecipe teach`` does (every field is a CLI option; see ``cotrecipe teach -h``)."""
 
-    source: str = "gold"  # gold | hf:<model folder, hub id or builtin:...> | openai:<base_url>
+    source: str = "gold"  # gold | hf:<model folder, hub id or builtin:...> | openai:<base_url> | file:<path>
     output: str = "teacher.jsonl"
     model: str = ""  # the served model name for openai:
     split: str = "train"
@@ -237,17 +239,37 @@ def output_rows(problems: Iterable[Problem], cache: TeachCache, opts: TeachOptio
         status, rationale = judge(cached["raw"], problem.answer, opts.latex)
         setattr(summary, status, getattr(summary, status) + 1)
         if status == "kept":
-            rows.append({"id": problem.id, "question": problem.question,
-                         "rationale": render_target(rationale.steps, problem.answer, rationale.thinking),
-                         "thinking": rationale.thinking, "steps": list(rationale.steps), "answer": problem.answer,
-                         "teacher_answer": rationale.answer, "teacher": teacher})
+            rows.append(_row(problem, rationale, teacher))
     return rows
 
 
+def _row(problem: Problem, rationale: Rationale, teacher: str) -> dict:
+    """One teacher-file row: the three-part ``rationale`` text (what ``data.teacher`` reads) and its parts."""
+    return {"id": problem.id, "question": problem.question,
+            "rationale": render_target(rationale.steps, problem.answer, rationale.thinking),
+            "thinking": rationale.thinking, "steps": list(rationale.steps), "answer": problem.answer,
+            "teacher_answer": rationale.answer, "teacher": teacher}
+
+
 def gold_rows(problems: Iterable[Problem]) -> list[dict]:
-    return [{"id": p.id, "question": p.question, "rationale": render_target(p.steps, p.answer), "thinking": "",
-             "steps": list(p.steps), "answer": p.answer, "teacher_answer": p.answer, "teacher": "gold"}
-            for p in problems]
+    return [_row(p, Rationale("", p.steps, p.answer), "gold") for p in problems]
+
+
+def file_rows(problems: Iterable[Problem], path: str, latex: Latex, summary: Summary) -> list[dict]:
+    """An existing teacher file (e.g. the authors' released ``stage3_error_samples.json``) filtered to the
+    gold-matching rationales and rewritten in this form; problems it does not cover are left out."""
+    table = load_teacher_rationales(path, latex)
+    rows = []
+    for problem in problems:
+        rationale = table.get(problem.question.strip()) or table.get(problem.id)
+        if rationale is None:
+            continue
+        status = "unparseable" if not rationale.parsed else (
+            "kept" if answers_match(rationale.answer, problem.answer) else "wrong")
+        setattr(summary, status, getattr(summary, status) + 1)
+        if status == "kept":
+            rows.append(_row(problem, rationale, f"file:{path}"))
+    return rows
 
 
 def run_teach(cfg: Any, opts: TeachOptions, problems: Sequence[Problem] | None = None) -> Summary:
@@ -260,8 +282,11 @@ def run_teach(cfg: Any, opts: TeachOptions, problems: Sequence[Problem] | None =
         write_rows(opts.output, rows)
         return summary
     kind = opts.source.split(":", 1)[0]
-    if kind not in ("hf", "openai") or ":" not in opts.source:
-        raise TeachError(f"--source {opts.source!r}: expected gold, hf:<model> or openai:<base_url>")
+    if kind not in ("hf", "openai", "file") or ":" not in opts.source:
+        raise TeachError(f"--source {opts.source!r}: expected gold, hf:<model>, openai:<base_url> or file:<path>")
+    if kind == "file":
+        write_rows(opts.output, file_rows(problems, opts.source.split(":", 1)[1], opts.latex, summary))
+        return summary
     cache = TeachCache(opts.cache)
     teacher = opts.teacher_id()
     todo, seen = [], set()

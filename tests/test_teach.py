@@ -265,3 +265,18 @@ def test_teacher_file_survives_unicode_line_separators(cfg, tmp_path):
     out = tmp_path / "gold.jsonl"
     run_teach(cfg, TeachOptions(source="gold", output=str(out)), [problem])
     assert apply_teacher([problem], str(out))[1] == 1
+
+
+def test_file_source_filters_an_authors_format_file(cfg, tmp_path):
+    from recipe.data import Problem
+
+    fixture = ROOT / "tests" / "data" / "teach_stage3_samples.json"
+    rows = json.loads(fixture.read_text())
+    problems = [Problem("train-0", rows[0]["question"], ("gold.",), "16"),
+                Problem("train-1", rows[1]["question"], ("gold.",), "35"),  # the teacher's 36 is wrong here
+                Problem("train-2", "Not in the file?", ("gold.",), "1")]
+    out = tmp_path / "t.jsonl"
+    summary = run_teach(cfg, TeachOptions(source=f"file:{fixture}", output=str(out), latex="math"), problems)
+    assert (summary.kept, summary.wrong) == (1, 1)
+    table = load_teacher_rationales(str(out))
+    assert list(table) == [rows[0]["question"]] and table[rows[0]["question"]].steps[2] == "Marbles left: [math]"
