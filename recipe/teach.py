@@ -185,17 +185,21 @@ def _openai_generator(opts: TeachOptions) -> Generate:
 
     def run(todo, record) -> int:
         failed = 0
-        with ThreadPoolExecutor(max_workers=max(1, opts.concurrency)) as pool, \
-                _progress(len(todo), "teacher requests") as bar:
-            futures = {pool.submit(client.complete, prompt): (key, problem, prompt) for key, problem, prompt in todo}
-            for future in as_completed(futures):
-                key, problem, prompt = futures[future]
-                try:
-                    record(key, problem, prompt, future.result())
-                except RequestFailed as exc:
-                    failed += 1
-                    log.warning("%s: request failed: %s", problem.id, exc)
-                bar.update(1)
+        pool = ThreadPoolExecutor(max_workers=max(1, opts.concurrency))
+        try:
+            with _progress(len(todo), "teacher requests") as bar:
+                futures = {pool.submit(client.complete, prompt): (key, problem, prompt)
+                           for key, problem, prompt in todo}
+                for future in as_completed(futures):
+                    key, problem, prompt = futures[future]
+                    try:
+                        record(key, problem, prompt, future.result())
+                    except RequestFailed as exc:
+                        failed += 1
+                        log.warning("%s: request failed: %s", problem.id, exc)
+                    bar.update(1)
+        finally:  # on an error or Ctrl-C, queued requests are dropped instead of sent
+            pool.shutdown(wait=True, cancel_futures=True)
         return failed
 
     return run

@@ -215,12 +215,13 @@ def test_cache_key_changes_with_teacher_and_prompt():
 
 
 def test_fatal_http_status_stops_with_one_line(cfg, tmp_path):
-    problems = load_problems(cfg, limit=2)
-    server = Teacher({p.question: [("status", 401)] for p in problems})
+    problems = load_problems(cfg, limit=8)
+    server = Teacher({p.question: [("status", 401)] for p in problems}, delay=0.05)
     try:
         with pytest.raises(TeachError, match="HTTP 401"):
             run_teach(cfg, TeachOptions(source=f"openai:{server.url}", model="teacher-14b",
                                         output=str(tmp_path / "t.jsonl"), concurrency=1), problems)
+        assert sum(server.hits.values()) <= 3  # the queued requests were dropped, not sent
     finally:
         server.close()
 
