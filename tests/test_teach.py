@@ -100,7 +100,7 @@ def flaky_plan(problems):
         kind = i % 6
         plan[p.question] = [
             [good], [("ok", good_reply(str(int(float(p.answer)) + 1)))], [("ok", "I am not sure about this one.")],
-            [("status", 500), good], [("malformed", None), ("sleep", 2.0), good], [("status", 503)],
+            [("status", 500), good], [("malformed", None), ("sleep", 4.0), good], [("status", 503)],
         ][kind]
         expected[["kept", "wrong", "unparseable", "kept", "kept", "failed"][kind]].add(p.id)
     return plan, expected
@@ -113,7 +113,7 @@ def test_flaky_server_keeps_exactly_the_gold_matching_rationales(cfg, tmp_path, 
     monkeypatch.setenv("TEACH_TEST_KEY", KEY)
     out = tmp_path / "teacher.jsonl"
     opts = TeachOptions(source=f"openai:{server.url}", model="teacher-14b", output=str(out), concurrency=3,
-                        timeout=0.5, retries=2, backoff=0.01, api_key_env="TEACH_TEST_KEY")
+                        timeout=1.5, retries=2, backoff=0.01, api_key_env="TEACH_TEST_KEY")
     try:
         with caplog.at_level(logging.DEBUG, logger="recipe"):
             summary = run_teach(cfg, opts, problems)
