@@ -11,8 +11,6 @@ are read as ``null``, so every written row is valid JSON. Zero scored rows is a
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import sys
 from collections.abc import Iterable, Sequence
@@ -22,7 +20,7 @@ from typing import Any
 
 from recipe.answers import answers_match, extract_answer, gold_answer
 from recipe.data import DataError
-from recipe.fsio import write_jsonl
+from recipe.fsio import parse_jsonl_line, write_jsonl
 from recipe.official_checker import official_prediction, official_verdict
 from recipe.rewards import build_reward, completion_text
 
@@ -86,31 +84,13 @@ def _official_gold_field(value: Any) -> str:
     return text if "####" in text else f"#### {text.strip()}"
 
 
-def _finite_or_none(text: str) -> float | None:
-    value = float(text)  # "1e999" reads as inf: written back as null, like NaN
-    return value if math.isfinite(value) else None
-
-
 def _parse_line(raw: bytes, completion_field: str, answer_field: str) -> tuple[dict, str, str] | str:
     """(row, completion text, gold) for one line, or the reason it is skipped."""
-    try:
-        line = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        return f"not UTF-8 text (byte 0x{raw[err.start]:02x} at column {err.start + 1})"
-    try:
-        row = json.loads(line, parse_constant=lambda _: None, parse_float=_finite_or_none)
-    except json.JSONDecodeError as err:
-        return f"invalid JSON: {err.msg} (column {err.colno})"
-    except (ValueError, RecursionError) as err:  # over 4,300 digits; nesting too deep
-        return f"invalid JSON: {str(err)[:80] if isinstance(err, ValueError) else 'nested too deeply'}"
+    row, reason = parse_jsonl_line(raw)
+    if reason is not None:
+        return reason
     if not isinstance(row, dict):
         return f"expected a JSON object, got {type(row).__name__}"
-    try:
-        json.dumps(row, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return "contains a lone surrogate (\\ud800-\\udfff escape), not text"
-    except (ValueError, RecursionError):  # pragma: no cover - json.loads output always dumps back
-        return "row cannot be written back as JSON"
     missing = [f for f in (completion_field, answer_field) if f not in row]
     if missing:
         return f"missing field(s) {missing} (has {sorted(row)[:20]})"
@@ -142,7 +122,7 @@ def _read_rows(
 
 
 def _read_input(input_path: str | os.PathLike[str]) -> list[bytes]:
-    """The input's lines, split on ``\n`` only; ``-`` or ``/dev/stdin`` reads standard input."""
+    """The input's lines, split on ``\\n`` only; ``-`` or ``/dev/stdin`` reads standard input."""
     name = os.fspath(input_path)
     try:
         if name in _STDIN_NAMES:
@@ -243,13 +223,13 @@ def format_summary(summary: ScoreSummary) -> str:
     """Human-readable summary for the command line.
 
     >>> print(format_summary(ScoreSummary(n_rows=3, n_scored=2, n_correct=1, accuracy=0.5, mean_words=12.0,
-    ...                                   bad_lines=[(2, "invalid JSON: Expecting value (column 1)")])))
+    ...                                   bad_lines=[(2, "not valid JSON (Expecting value, column 1)")])))
     rows: 3 (scored 2, skipped 1)
     accuracy: 50.00% (1/2)
     unreadable answers: 0
     mean words: 12.0
     skipped lines:
-      line 2: invalid JSON: Expecting value (column 1)
+      line 2: not valid JSON (Expecting value, column 1)
     """
     lines = [
         f"rows: {summary.n_rows} (scored {summary.n_scored}, skipped {len(summary.bad_lines)})",

@@ -42,7 +42,7 @@ def test_malformed_line_in_the_middle_is_reported_and_the_rest_scored(tmp_path: 
     assert summary.accuracy == 0.5 and summary["accuracy"] == 0.5
     assert summary.n_unreadable == 1
     assert [no for no, _ in summary.bad_lines] == [3]
-    assert "invalid JSON" in summary.bad_lines[0][1]
+    assert "not valid JSON" in summary.bad_lines[0][1]
 
     rows = read_jsonl(out)
     assert [r["id"] for r in rows] == ["a", "b", "d", "e"]
@@ -203,7 +203,7 @@ def test_lines_are_split_on_newline_only(tmp_path: Path) -> None:
 
 def test_all_rows_bad_is_an_error_naming_the_first_reason(tmp_path: Path) -> None:
     src = write_lines(tmp_path / "gen.jsonl", ["{broken", row(GOOD, "not a number")])
-    with pytest.raises(ScoreError, match=r"no rows scored .* 2 skipped \(line 1: invalid JSON"):
+    with pytest.raises(ScoreError, match=r"no rows scored .* 2 skipped \(line 1: not valid JSON"):
         score_file(src)
 
 
