@@ -326,10 +326,7 @@ def preset_summary(name: str) -> str:
 
 
 def _load_yaml(text: str | bytes, origin: str) -> dict:
-    data = safe_yaml.load(text, origin, ConfigError) or {}  # bounded size, depth and alias expansion
-    if not isinstance(data, dict):
-        raise ConfigError(f"{origin} must hold a mapping at the top level, got {type(data).__name__}")
-    return data
+    return safe_yaml.load_mapping(text, origin, ConfigError)  # bounded size, depth and aliases; text keys only
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -347,6 +344,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not key:
         raise ConfigError(f"override '{item}' has an empty key")
     value = safe_yaml.load(raw, f"--set {key}", ConfigError, if_invalid=raw) if raw.strip() else ""
+    safe_yaml.check_text_keys(value, f"--set {key}", ConfigError)
     return key.split("."), value
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["MAX_BYTES", "MAX_DEPTH", "MAX_NODES", "load", "read_bytes", "short_repr"]
+__all__ = ["MAX_BYTES", "MAX_DEPTH", "MAX_NODES", "check_text_keys", "load", "load_mapping", "read_bytes", "short_repr"]
 
 MAX_BYTES = 1_000_000  # a config is a few kB; a megabyte is far beyond any real one
 MAX_DEPTH = 32  # the config schema nests 3 levels; reward params a few more
@@ -104,8 +104,9 @@ def load(text: str | bytes, origin: str, error: type[Exception] = ValueError, if
             raise error(f"{origin} is not UTF-8 text (byte 0x{text[exc.start]:02x} at offset {exc.start})") from None
     if len(text) > MAX_BYTES:
         raise error(f"{origin} is over {MAX_BYTES:,} characters, more than a config may hold")
-    loader = _BoundedLoader(text)
+    loader = None
     try:
+        loader = _BoundedLoader(text)  # the reader already refuses non-printable characters
         node = loader.get_single_node()
         if node is None:
             return None
@@ -121,7 +122,49 @@ def load(text: str | bytes, origin: str, error: type[Exception] = ValueError, if
             return if_invalid
         raise error(f"{origin} is not valid YAML: {' '.join(str(exc).split())[:300]}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
+
+
+def _non_text_key(value: Any, where: str) -> str | None:
+    """Dotted path of the first mapping key that is not one line of text (YAML allows ``1:`` or ``.inf:`` as keys)."""
+    if isinstance(value, dict):
+        for key, child in value.items():
+            if not isinstance(key, str) or not key.isprintable() or len(key) > _REPR_CHARS:
+                return f"{where}{short_repr(key)}"
+            found = _non_text_key(child, f"{where}{key}.")
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, child in enumerate(value):
+            found = _non_text_key(child, f"{where}[{i}].")
+            if found:
+                return found
+    return None
+
+
+def check_text_keys(value: Any, origin: str, error: type[Exception] = ValueError) -> Any:
+    """``value`` unchanged when every mapping key inside it is text, else ``error`` naming the first other key."""
+    bad_key = _non_text_key(value, "")
+    if bad_key is not None:
+        raise error(f"{origin}: key {bad_key} is not a short line of text")
+    return value
+
+
+def load_mapping(text: str | bytes, origin: str, error: type[Exception] = ValueError) -> dict:
+    """:func:`load` for a config document: a mapping (empty for an empty document) whose keys are all text.
+
+    >>> load_mapping("1: x", "cfg.yaml")
+    Traceback (most recent call last):
+    ...
+    ValueError: cfg.yaml: key 1 is not a short line of text
+    """
+    data = load(text, origin, error)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise error(f"{origin} must hold a mapping at the top level, got {type(data).__name__}")
+    return check_text_keys(data, origin, error)
 
 
 def read_bytes(path: str | Path, error: type[Exception] = ValueError) -> bytes:
