@@ -51,8 +51,8 @@ def test_sixteen_test_golds_can_never_be_matched_by_their_gold_parser() -> None:
         written = {f"Final Answer: {truth}", f"Final Answer: {int(truth):,}", f"The result is {truth}."}
         verdicts = {official_verdict(text, row["answer"]) for text in written}
         if verdicts == {False}:
-            never.append(truth)
+            never.append(row["answer"].rsplit("####", 1)[1].strip())
         else:
             assert verdicts == {True}, truth
     assert len(never) == 16
-    assert sum("-" in t for t in never) == 2 and sum(int(t) >= 1000 for t in never) == 14
+    assert sum(t.startswith("-") for t in never) == 2 and sum("," in t for t in never) == 14
