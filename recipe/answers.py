@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import math
 import re
-import unicodedata
 from collections import deque
 from collections.abc import Sequence
 from decimal import Context, Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
+
+from recipe.unicode_numbers import MAX_EXPONENT as _MAX_EXPONENT
+from recipe.unicode_numbers import canonical as _canonical
+from recipe.unicode_numbers import normalise as _normalise
 
 __all__ = [
     "ABS_TOL",
@@ -37,12 +40,10 @@ REL_TOL = 1e-9
 ABS_TOL = 1e-6
 
 _MAX_TOKEN_CHARS = 400  # longer digit runs are not answers; also bounds Decimal() cost
-_MAX_EXPONENT = 300  # keeps every accepted value well inside the finite float range
 _SEGMENT_CHARS = 500  # how far after a marker the answer may start
 _CHUNK_CHARS = 8192  # backwards scan step when looking for the last number
 _TAIL_MATCHES = 32  # newest matches of an oversized chunk tried before reading all of it
 _DIVIDE = Context(prec=17)  # fractions become 17-significant-digit decimals
-_EXACT = Context(prec=2 * _MAX_EXPONENT)  # superscript powers within range are computed exactly
 
 # One number: optional sign (not glued to a word, so "COVID-19" is 19 and "10-3" is 10, 3),
 # optional "$", then a simple fraction "3/4", or a decimal with valid thousands groups and
@@ -70,74 +71,8 @@ _NON_NUMBER_CHAR = re.compile(r"[^\d,.$/eE+-]")
 _BOXED = re.compile(r"\\boxed[ \t]*\{")
 _LATEX_FRAC = re.compile(r"\\[dt]?frac[ \t]*\{([^{}]{0,60})\}[ \t]*\{([^{}]{0,60})\}")
 _LATEX_CMD = re.compile(r"\\(?:left|right|text|mathrm|mathbf|boxed|[,!;:])")
-_UNICODE_FIXES = str.maketrans({"\u2212": "-", "\u2044": "/", "\u2215": "/"})  # minus, fraction slashes
 _NO_BRACES = str.maketrans({"{": None, "}": None})
-_SUBSCRIPTS = str.maketrans(dict.fromkeys(range(0x2080, 0x208A)))  # "CO₂" is not a number: drop them
-_SUPERSCRIPT_DIGITS = "⁰¹²³⁴⁵⁶⁷⁸⁹"
-_SUPERSCRIPT_VALUE = str.maketrans(_SUPERSCRIPT_DIGITS, "0123456789")
-# a number with a superscript exponent ("7²" is 49, not NFKC's "72"); a superscript after no number is a unit
-_POWER = re.compile(rf"(\d[\d,]*(?:\.\d+)?)?([{_SUPERSCRIPT_DIGITS}]+)")
-# vulgar fractions (NFKC turns "3½" into "31⁄2", i.e. 15.5): char -> (numerator, denominator)
-_VULGAR = {
-    ch: (int(m.group(1)), int(m.group(2)))
-    for ch in map(chr, [*range(0xBC, 0xBF), *range(0x2150, 0x2160), 0x2189])
-    if (m := re.fullmatch(r"(\d+)\u2044(\d+)", unicodedata.normalize("NFKC", ch)))
-}
-_MIXED = re.compile(rf"(\d+(?:[.,]\d+)*)?[ \t]?([{''.join(_VULGAR)}])")
-_REFUSED_NUMBER = "1e99999"  # a token that reads as a number out of range, so the answer is refused
 _NOT_FINITE = re.compile(r"\b(?:nan|inf|infinity)\b|\u221e", re.IGNORECASE)
-
-
-def _mixed(m: re.Match[str]) -> str:
-    whole, (num, den) = m.group(1), _VULGAR[m.group(2)]
-    if whole is None:
-        return f" {num}/{den}"
-    if not whole.isdecimal() or len(whole) > _MAX_EXPONENT:  # "1.5½", "1,000½": no clear reading
-        return _REFUSED_NUMBER
-    return f"{int(whole) * den + num}/{den}"
-
-
-def _power(m: re.Match[str]) -> str:
-    base, exponent = m.group(1), int(m.group(2).translate(_SUPERSCRIPT_VALUE))
-    if base is None:
-        return ""  # "cm²": a unit
-    try:
-        value = Decimal(base.replace(",", ""))
-        if exponent > _MAX_EXPONENT or (value.adjusted() + 1) * exponent > _MAX_EXPONENT:
-            return _REFUSED_NUMBER
-        text = _canonical(_EXACT.power(value, exponent))
-    except (InvalidOperation, ArithmeticError):  # pragma: no cover - the regex admits only valid digits
-        return _REFUSED_NUMBER
-    return text if text is not None else _REFUSED_NUMBER
-
-
-def _normalise(text: str) -> str:
-    """Fold unicode digits/fractions/minus signs to ASCII-compatible forms (NFKC).
-
-    Vulgar fractions and superscript powers are read first (NFKC would glue them to the
-    digits before them: "3½" -> "31/2", "7²" -> "72").
-
-    >>> _normalise("3½ or ¾ or 7² cm²"), _normalise("H₂O")
-    ('7/2 or 3/4 or 49 cm', 'HO')
-    """
-    if text.isascii():
-        return text
-    if any(ch in _VULGAR for ch in text):
-        text = _MIXED.sub(_mixed, text)
-    if any(ch in _SUPERSCRIPT_DIGITS for ch in text):
-        text = _POWER.sub(_power, text)
-    return unicodedata.normalize("NFKC", text.translate(_SUBSCRIPTS)).translate(_UNICODE_FIXES)
-
-
-def _canonical(value: Decimal, sign: str | None = None) -> str | None:
-    """Canonical text such as "72", "0.75" or "-3.5" (no exponent, no trailing zeros), or None."""
-    if value != 0 and (not value.is_finite() or abs(value.adjusted()) > _MAX_EXPONENT):
-        return None
-    if sign:
-        value = -value
-    if value == value.to_integral_value():
-        return str(int(value))
-    return format(value.normalize(), "f")
 
 
 def _read_match(m: re.Match[str]) -> str | None:
