@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -58,11 +60,12 @@ JSONL_LINE = st.one_of(st.binary(max_size=80), JSON_VALUE.map(_line),
 JSONL_FILE = st.lists(JSONL_LINE, max_size=6).map(b"\n".join)
 
 
-def _temp_file(name: str, payload: bytes) -> Path:
-    folder = Path(tempfile.mkdtemp(prefix="fuzz-"))
-    path = folder / name
-    path.write_bytes(payload)
-    return path
+@contextmanager
+def _temp_file(name: str, payload: bytes) -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="fuzz-") as folder:
+        path = Path(folder) / name
+        path.write_bytes(payload)
+        yield path
 
 
 # ---------------------------------------------------------------- config loader
@@ -80,7 +83,11 @@ YAML_TEXT = st.one_of(
 @FUZZ
 @given(YAML_TEXT)
 def test_fuzz_config_file_only_raises_config_error(payload: bytes) -> None:
-    path = _temp_file("cfg.yaml", payload)
+    with _temp_file("cfg.yaml", payload) as path:
+        _resolve_file(path)
+
+
+def _resolve_file(path: Path) -> None:
     try:
         resolve(preset="smoke", config_file=path)
     except ConfigError as exc:
@@ -107,11 +114,11 @@ def test_fuzz_override_only_raises_config_error(key: str, raw: str) -> None:
 @FUZZ
 @given(JSONL_FILE, st.booleans(), st.sampled_from(["train.jsonl", "train.json"]))
 def test_fuzz_data_readers_only_raise_data_error(payload: bytes, strict: bool, name: str) -> None:
-    path = _temp_file(name, payload)
-    try:
-        problems, report = load_gsm8k(str(path), strict=strict)
-    except DataError:
-        return
+    with _temp_file(name, payload) as path:
+        try:
+            problems, report = load_gsm8k(str(path), strict=strict)
+        except DataError:
+            return
     assert report.n_ok == len(problems) and report.n_ok + report.n_bad == report.n_total
 
 
@@ -128,13 +135,13 @@ def test_fuzz_parse_rows_never_raises_without_strict(rows) -> None:
 @FUZZ
 @given(JSONL_FILE, st.sampled_from(["ours", "official"]))
 def test_fuzz_score_only_raises_score_error_and_writes_valid_json(payload: bytes, checker: str) -> None:
-    path = _temp_file("gen.jsonl", payload)
-    out = path.with_name("out.jsonl")
-    try:
-        summary = score_file(path, output_path=out, checker=checker)
-    except ScoreError:
-        return
-    lines = out.read_text(encoding="utf-8").split("\n")[:-1]
+    with _temp_file("gen.jsonl", payload) as path:
+        out = path.with_name("out.jsonl")
+        try:
+            summary = score_file(path, output_path=out, checker=checker)
+        except ScoreError:
+            return
+        lines = out.read_text(encoding="utf-8").split("\n")[:-1]
     assert len(lines) == summary.n_scored
     for line in lines:
         json.loads(line, parse_constant=lambda c: (_ for _ in ()).throw(AssertionError(f"bare {c}")))
