@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import math
 import re
-import unicodedata
 from collections import deque
 from collections.abc import Sequence
 from decimal import Context, Decimal, InvalidOperation
 from functools import lru_cache
+from typing import Any
+
+from recipe.unicode_numbers import MAX_EXPONENT as _MAX_EXPONENT
+from recipe.unicode_numbers import canonical as _canonical
+from recipe.unicode_numbers import normalise as _normalise
 
 __all__ = [
     "ABS_TOL",
@@ -21,19 +25,21 @@ __all__ = [
     "answers_match",
     "clear_answer_cache",
     "extract_answer",
+    "finite_number",
+    "gold_answer",
+    "gold_answer_or_none",
     "gold_from_gsm8k",
     "has_final_answer_line",
     "parse_number",
 ]
 
-# Answers are compared as floats only to absorb binary round-off (e.g. 1/3 written as
-# 0.3333333333333333): a 1e-9 relative tolerance still separates distinct integers up to
-# 1e9 (GSM8K's largest gold is ~1e8), and 1e-6 absolute handles values at or near zero.
+# Two integers are compared exactly (GSM8K answers are exact integers). Only when a side is
+# not an integer are answers compared as floats, to absorb binary round-off (e.g. 1/3 written
+# as 0.3333333333333333); 1e-6 absolute handles values at or near zero.
 REL_TOL = 1e-9
 ABS_TOL = 1e-6
 
 _MAX_TOKEN_CHARS = 400  # longer digit runs are not answers; also bounds Decimal() cost
-_MAX_EXPONENT = 300  # keeps every accepted value well inside the finite float range
 _SEGMENT_CHARS = 500  # how far after a marker the answer may start
 _CHUNK_CHARS = 8192  # backwards scan step when looking for the last number
 _TAIL_MATCHES = 32  # newest matches of an oversized chunk tried before reading all of it
@@ -65,26 +71,8 @@ _NON_NUMBER_CHAR = re.compile(r"[^\d,.$/eE+-]")
 _BOXED = re.compile(r"\\boxed[ \t]*\{")
 _LATEX_FRAC = re.compile(r"\\[dt]?frac[ \t]*\{([^{}]{0,60})\}[ \t]*\{([^{}]{0,60})\}")
 _LATEX_CMD = re.compile(r"\\(?:left|right|text|mathrm|mathbf|boxed|[,!;:])")
-_UNICODE_FIXES = str.maketrans({"\u2212": "-", "\u2044": "/", "\u2215": "/"})  # minus, fraction slashes
 _NO_BRACES = str.maketrans({"{": None, "}": None})
-
-
-def _normalise(text: str) -> str:
-    """Fold unicode digits/fractions/minus signs to ASCII-compatible forms (NFKC)."""
-    if text.isascii():
-        return text
-    return unicodedata.normalize("NFKC", text).translate(_UNICODE_FIXES)
-
-
-def _canonical(value: Decimal, sign: str | None = None) -> str | None:
-    """Canonical text such as "72", "0.75" or "-3.5" (no exponent, no trailing zeros), or None."""
-    if value != 0 and (not value.is_finite() or abs(value.adjusted()) > _MAX_EXPONENT):
-        return None
-    if sign:
-        value = -value
-    if value == value.to_integral_value():
-        return str(int(value))
-    return format(value.normalize(), "f")
+_NOT_FINITE = re.compile(r"\b(?:nan|inf|infinity)\b|\u221e", re.IGNORECASE)
 
 
 def _read_match(m: re.Match[str]) -> str | None:
@@ -109,12 +97,23 @@ def _read_match(m: re.Match[str]) -> str | None:
         return None
 
 
+class _Refused(str):
+    """An answer segment whose first number is unusable (nan, inf, out of range): no fallback."""
+
+
+_REFUSED = _Refused("")
+
+
 def _first_number(segment: str) -> str | None:
-    for m in _NUMBER.finditer(segment):
-        value = _read_match(m)
-        if value is not None:
-            return value
-    return None
+    """First number of ``segment``; :data:`_REFUSED` when the first number-like token is unusable."""
+    m = _NUMBER.search(segment)
+    end = m.start() if m else len(segment)
+    if _NOT_FINITE.search(segment, 0, end) is not None:
+        return _REFUSED
+    if m is None:
+        return None
+    value = _read_match(m)
+    return _REFUSED if value is None else value
 
 
 def _safe_cut(text: str, pos: int) -> int:
@@ -211,6 +210,8 @@ def extract_answer(text: str) -> str | None:
     ('-3.5', '0.5')
     >>> extract_answer("Final Answer: nan") is None and extract_answer("1e999") is None
     True
+    >>> extract_answer("Step 1: 3 + 4 = 7\\nFinal Answer: inf"), extract_answer("Final Answer: 3½")
+    (None, '3.5')
     """
     if not isinstance(text, str) or not text:
         return None
@@ -221,12 +222,12 @@ def extract_answer(text: str) -> str | None:
         if found is not None:
             value = _answer_in(_segment_after(text, found.end()))
             if value is not None:
-                return value
+                return value or None  # a refused answer ("Final Answer: nan") falls back to nothing
     boxed = _boxed_content(text) if "\\boxed" in text else None
     if boxed is not None:
         value = _answer_in(boxed)
         if value is not None:
-            return value
+            return value or None
     return _last_number(text)
 
 
@@ -264,19 +265,77 @@ def parse_number(text: str) -> float | None:
 
 
 def answers_match(pred: str | None, gold: str | None, rel_tol: float = REL_TOL, abs_tol: float = ABS_TOL) -> bool:
-    """Numeric equality of two answer strings within float round-off; None never matches.
+    """Equality of two answer strings: integers exactly, otherwise within float round-off.
+
+    None never matches.
 
     >>> answers_match("72", "72.0"), answers_match("1,000", "1000"), answers_match("0.75", "3/4")
     (True, True, True)
-    >>> answers_match("71", "72"), answers_match(None, "72")
-    (False, False)
+    >>> answers_match("71", "72"), answers_match(None, "72"), answers_match("1000000001", "1000000000")
+    (False, False, False)
     """
-    if pred is None or gold is None:
+    if not isinstance(pred, str) or not isinstance(gold, str):
         return False
-    p, g = parse_number(pred), parse_number(gold)
+    p, g = _whole_number(pred), _whole_number(gold)
     if p is None or g is None:
         return False
-    return math.isclose(p, g, rel_tol=rel_tol, abs_tol=abs_tol)
+    if "." not in p and "." not in g:  # canonical integers: exact
+        return p == g
+    return math.isclose(float(p), float(g), rel_tol=rel_tol, abs_tol=abs_tol)
+
+
+def finite_number(value: Any) -> float | None:
+    """``value`` as a finite float when it is an int or float (not a bool) inside float range, else None.
+
+    >>> finite_number(3), finite_number(2.5), finite_number(10**400), finite_number(float("nan")), finite_number("3")
+    (3.0, 2.5, None, None, None)
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float range
+        return None
+    return number if math.isfinite(number) else None
+
+
+def gold_answer(value: Any) -> str:
+    """Canonical gold answer from a dataset cell: a GSM8K ``answer`` field, a numeric string, an int or a float.
+
+    Raises ValueError (one line) when the cell holds no usable finite number. This is the one gold parser
+    shared by the rewards and ``cotrecipe score``.
+
+    >>> gold_answer("... #### 1,000"), gold_answer(72), gold_answer(2.50)
+    ('1000', '72', '2.5')
+    >>> gold_answer(10**400)
+    Traceback (most recent call last):
+    ...
+    ValueError: gold answer is an integer of over 300 digits, out of range
+    """
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"gold answer must be text or a number, got {type(value).__name__}")
+    if isinstance(value, int):
+        text = str(value) if abs(value).bit_length() <= 1000 else ""  # str() of a huge int is slow or refused
+        if not text or len(text.lstrip("-")) > _MAX_EXPONENT:
+            raise ValueError(f"gold answer is an integer of over {_MAX_EXPONENT} digits, out of range")
+        return text
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"gold answer {value!r} is not a finite number")
+        value = repr(value)
+    return gold_from_gsm8k(value)
+
+
+def gold_answer_or_none(value: Any) -> str | None:
+    """:func:`gold_answer`, or None when the cell is unusable (rewards then score the row as wrong).
+
+    >>> gold_answer_or_none("#### 5"), gold_answer_or_none(float("inf")), gold_answer_or_none(None)
+    ('5', None, None)
+    """
+    try:
+        return gold_answer(value)
+    except ValueError:
+        return None
 
 
 def gold_from_gsm8k(answer_field: str) -> str:
@@ -291,8 +350,14 @@ def gold_from_gsm8k(answer_field: str) -> str:
         raise ValueError(f"GSM8K answer must be a string, got {type(answer_field).__name__}")
     value = _whole_number(answer_field.rsplit("####", 1)[-1])
     if value is None:
-        raise ValueError(f"no numeric gold answer after '####' in {answer_field[-80:]!r}")
+        tail = answer_field.rsplit("####", 1)[-1]
+        raise ValueError(f"no numeric gold answer after '####' in {_short(tail)}")
     return value
+
+
+def _short(text: str, limit: int = 80) -> str:
+    """``repr`` of at most ``limit`` characters of ``text`` (long values are cut, marked with ...)."""
+    return repr(text[-limit:]) + (" (cut)" if len(text) > limit else "")
 
 
 def has_final_answer_line(text: str, label: str = "Final Answer:") -> bool:
@@ -308,6 +373,6 @@ def has_final_answer_line(text: str, label: str = "Final Answer:") -> bool:
     text = _normalise(text)
     for line in text.split("\n"):
         stripped = line.strip()
-        if stripped.startswith(label) and _answer_in(stripped[len(label) :]) is not None:
+        if stripped.startswith(label) and _answer_in(stripped[len(label) :]):
             return True
     return False

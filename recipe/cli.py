@@ -106,13 +106,15 @@ def show_config(preset, config_file, overrides, strict):
 @click.option("--answer-field", default="answer", show_default=True,
               help="Gold: a GSM8K answer ('... #### 72') or a bare number.")
 @click.option("--output", "output_path", type=click.Path(dir_okay=False), help="Write per-row scores here (.jsonl).")
+@click.option("--checker", type=click.Choice(["ours", "official"]), default="ours", show_default=True,
+              help="'official': the authors' verdicts (their gold parser, first answer, string compare).")
 @friendly
-def score(input_path, completion_field, answer_field, output_path):
-    """Score any generations file: extracted answer, correctness, reward values; prints a summary."""
+def score(input_path, completion_field, answer_field, output_path, checker):
+    """Score any generations file ('-' reads stdin): extracted answer, correctness, rewards; prints a summary."""
     from recipe.scoring import format_summary, score_file
 
     summary = score_file(input_path, completion_field=completion_field, answer_field=answer_field,
-                         output_path=output_path)
+                         output_path=output_path, checker=checker)
     click.echo(format_summary(summary))
 
 

@@ -30,6 +30,8 @@ from typing import Any, Literal
 
 import yaml
 
+from recipe import safe_yaml
+
 
 class ConfigError(ValueError):
     """A configuration problem, phrased so the user can fix it."""
@@ -196,7 +198,7 @@ def _type_name(tp: Any) -> str:
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp``; return the (lightly coerced) value or raise ConfigError."""
     origin = typing.get_origin(tp)
-    bad = ConfigError(f"bad value for '{key}': {value!r} (expected {_type_name(tp)})")
+    bad = ConfigError(_BadValue(key, value, tp))  # the message is built only if raised and shown
     if origin is Literal:
         if value not in typing.get_args(tp):
             raise bad
@@ -247,6 +249,18 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise bad
         return value
     raise ConfigError(f"internal: unsupported annotation {tp!r} for '{key}'")
+
+
+class _BadValue:
+    """A "bad value" message formatted on demand, with the value's repr cut (a coercion builds one per check)."""
+
+    def __init__(self, key: str, value: Any, tp: Any) -> None:
+        self.key, self.value, self.tp = key, value, tp
+
+    def __str__(self) -> str:
+        return f"bad value for '{self.key}': {safe_yaml.short_repr(self.value)} (expected {_type_name(self.tp)})"
+
+    __repr__ = __str__
 
 
 def _fields(cls: type) -> dict[str, Any]:
@@ -311,14 +325,8 @@ def preset_summary(name: str) -> str:
     return str(data.get("description", "")).strip()
 
 
-def _load_yaml(text: str, origin: str) -> dict:
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{origin} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{origin} must hold a mapping at the top level, got {type(data).__name__}")
-    return data
+def _load_yaml(text: str | bytes, origin: str) -> dict:
+    return safe_yaml.load_mapping(text, origin, ConfigError)  # bounded size, depth and aliases; text keys only
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -335,10 +343,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     key = key.strip()
     if not key:
         raise ConfigError(f"override '{item}' has an empty key")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
+    value = safe_yaml.load(raw, f"--set {key}", ConfigError, if_invalid=raw) if raw.strip() else ""
+    safe_yaml.check_text_keys(value, f"--set {key}", ConfigError)
     return key.split("."), value
 
 
@@ -366,7 +372,7 @@ def resolve(
         path = Path(config_file)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        data = _deep_merge(data, _load_yaml(path.read_text(encoding="utf-8"), str(path)))
+        data = _deep_merge(data, _load_yaml(safe_yaml.read_bytes(path, ConfigError), str(path)))
     for item in overrides:
         keys, value = parse_override(item)
         _apply_override(data, keys, value)
@@ -383,7 +389,7 @@ def from_dict(data: dict) -> Config:
 
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
-        raise ConfigError(f"bad value for '{key}': {value!r} ({allowed})")
+        raise ConfigError(f"bad value for '{key}': {safe_yaml.short_repr(value)} ({allowed})")
 
 
 def validate(cfg: Config) -> None:

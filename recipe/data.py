@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from recipe.answers import gold_from_gsm8k
+from recipe.fsio import iter_jsonl
 from recipe.prompts import (
     ANSWER_LABEL,
     COMPLETION_PREFIX,
@@ -220,36 +221,55 @@ def parse_rows(
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def _read_json_lines(path: Path, text: str, strict: bool) -> list[Any]:
+def _read_json_lines(path: Path, data: bytes, strict: bool) -> list[Any]:
+    """Rows of JSON Lines ``data``, split on ``\\n`` only; an unusable line (not UTF-8, not JSON, too deep, an
+    over-long integer, a lone surrogate) becomes a :class:`BadRow` entry, or raises naming it when ``strict``."""
     rows: list[Any] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
+    for lineno, value, reason in iter_jsonl(data):
+        if reason is None:
+            rows.append(value)
             continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            message = f"{path}: line {lineno} is not valid JSON ({exc.msg})"
-            if strict:
-                raise DataError(message) from None
-            rows.append(BadRow(message))
+        message = f"{path}: line {lineno} is {reason}"
+        if strict:
+            raise DataError(message)
+        rows.append(BadRow(message))
     return rows
 
 
-def _read_json(path: Path, text: str, split: str, strict: bool) -> list[Any]:
+def _clean_json_rows(path: Path, data: list[Any], strict: bool) -> list[Any]:
+    """Rows of a JSON list with a lone surrogate anywhere become BadRow entries (or raise when ``strict``)."""
+    rows: list[Any] = []
+    for index, row in enumerate(data):
+        try:
+            json.dumps(row, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            message = f"{path}: row {index} is not text (it holds a lone surrogate code point)"
+            if strict:
+                raise DataError(message) from None
+            row = BadRow(message)
+        rows.append(row)
+    return rows
+
+
+def _read_json(path: Path, raw: bytes, split: str, strict: bool) -> list[Any]:
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        return _read_json_lines(path, text, strict)  # JSON Lines saved with a .json suffix
+        text = raw.decode("utf-8")
+        data = json.loads(text, parse_constant=lambda _: None)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return _read_json_lines(path, raw, strict)  # JSON Lines saved with a .json suffix (bad rows then skipped)
+    except (ValueError, RecursionError) as exc:  # a whole JSON document cannot skip one row
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:80]
+        raise DataError(f"{path}: not usable JSON ({why})") from None
     if isinstance(data, Mapping) and isinstance(data.get(split), list):
         data = data[split]
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of rows (or JSON Lines), got {type(data).__name__}")
-    return data
+    return _clean_json_rows(path, data, strict)
 
 
 def read_rows(path: str | Path, split: str = "train", strict: bool = False) -> list[Any]:
-    """Raw rows of a local ``.jsonl`` / ``.json`` / ``.parquet`` file (malformed lines become BadRow entries
-    unless ``strict``)."""
+    """Raw rows of a local ``.jsonl`` / ``.json`` / ``.parquet`` file (unusable lines become BadRow entries
+    unless ``strict``). An empty file is a :class:`DataError`."""
     path = Path(path)
     if path.suffix not in LOCAL_SUFFIXES:
         raise DataError(f"{path}: unsupported file type (expected one of {', '.join(LOCAL_SUFFIXES)})")
@@ -257,17 +277,58 @@ def read_rows(path: str | Path, split: str = "train", strict: bool = False) -> l
         raise DataError(f"data file not found: {path}")
     try:
         if path.suffix == ".parquet":
-            import pyarrow.parquet as pq
+            import pyarrow.parquet as pq  # heavy and only needed for parquet
 
-            return pq.read_table(path).to_pylist()
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from None
+            rows = pq.read_table(path).to_pylist()
+        else:
+            raw = path.read_bytes()
+            if not raw.strip():
+                raise DataError(f"{path}: the file is empty (no rows)")
+            rows = _read_json_lines(path, raw, strict) if path.suffix == ".jsonl" else _read_json(path, raw, split, strict)
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except DataError:
+        raise
     except Exception as exc:  # pyarrow raises its own error types for corrupt files
         raise DataError(f"cannot read parquet file {path}: {exc}") from None
-    if path.suffix == ".jsonl":
-        return _read_json_lines(path, text, strict)
-    return _read_json(path, text, split, strict)
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    if all(isinstance(row, BadRow) for row in rows):  # not one usable line: not a data file at all
+        raise DataError(f"no usable row in {rows[0].reason}")
+    return rows
+
+
+def check_source(
+    source: str,
+    split: str = "train",
+    slices: Mapping[str, Sequence[int | None]] | None = None,
+    strict: bool = False,
+    annotations: Annotations = "strip",
+) -> ParseReport:
+    """Fail fast, before any model loads: the split must parse to at least one problem and each ``name -> (start,
+    end)`` slice (end None or -1: to the end) must fit the parsed rows and be non-empty. Raises :class:`DataError`
+    naming the source, split and slice; returns the parse report.
+
+    Call it from the orchestrator (``curriculum.prepare`` / the stage and eval commands) right after config
+    validation, e.g. ``check_source(cfg.data.source, "train", {s: cfg.data.<s>_rows for enabled stages})`` and
+    ``check_source(cfg.eval.source or cfg.data.source, cfg.eval.split)``.
+
+    >>> check_source("synthetic:10", "train", {"stage1": (0, 5)}).n_ok
+    10
+    >>> check_source("synthetic:10", "train", {"stage2": (5, 20)})
+    Traceback (most recent call last):
+    ...
+    recipe.data.DataError: data.stage2_rows [5, 20) does not fit the 10 usable rows of synthetic:10 (train)
+    """
+    problems, report = load_gsm8k(source, split=split, strict=strict, annotations=annotations)
+    if not problems:
+        raise DataError(f"{source} ({split}) has no usable rows: {report.summary()}")
+    n = len(problems)
+    for name, (start, end) in (slices or {}).items():
+        stop = _resolve_end(end, n)
+        if not (isinstance(start, int) and 0 <= start < stop <= n):
+            raise DataError(f"data.{name}_rows [{start}, {end}) does not fit the {n} usable rows of {source} ({split})")
+    return report
 
 
 def _split_file(folder: Path, split: str) -> Path:

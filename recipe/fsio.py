@@ -9,10 +9,11 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +49,58 @@ def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def _finite_or_none(text: str) -> float | None:
+    value = float(text)
+    return value if math.isfinite(value) else None
+
+
+def parse_jsonl_line(raw: bytes) -> tuple[Any, str | None]:
+    """(value, None) for one JSON Lines line, or (None, reason) when it is unusable.
+
+    Unusable: not UTF-8, not JSON, an integer over Python's 4,300-digit limit, nesting too deep, or
+    a lone surrogate (``"\\ud800"``, which no UTF-8 writer or tokenizer accepts). ``NaN``, ``Infinity``
+    and floats beyond range read as None, so whatever is read can be written back as valid JSON.
+
+    >>> parse_jsonl_line(b'{"a": NaN}'), parse_jsonl_line(b'{"a": "\\ud800"}')[1]
+    (({'a': None}, None), 'not text (it holds a lone surrogate code point)')
+    """
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return None, f"not UTF-8 text (byte 0x{raw[err.start]:02x} at column {err.start + 1})"
+    try:
+        value = json.loads(line, parse_constant=lambda _: None, parse_float=_finite_or_none)
+    except json.JSONDecodeError as err:
+        return None, f"not valid JSON ({err.msg}, column {err.colno})"
+    except ValueError as err:  # an integer over sys.get_int_max_str_digits() digits
+        return None, f"not valid JSON ({str(err)[:60]})"
+    except RecursionError:
+        return None, "not valid JSON (nested too deeply)"
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return None, "not text (it holds a lone surrogate code point)"
+    except (ValueError, RecursionError):  # pragma: no cover - what json.loads returns dumps back
+        return None, "cannot be written back as JSON"
+    return value, None
+
+
+def iter_jsonl(data: bytes) -> Iterator[tuple[int, Any, str | None]]:
+    """(1-based line number, value, reason) for each non-blank line; lines split on ``\\n`` only
+    (a bare ``\\r``, U+2028 or U+0085 inside a row is data, as JSON allows)."""
+    for line_no, raw in enumerate(data.split(b"\n"), start=1):
+        if raw.strip():
+            yield (line_no, *parse_jsonl_line(raw))
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    """Rows of a JSON Lines file; an unusable line raises ValueError naming the file and line."""
+    rows = []
+    for line_no, value, reason in iter_jsonl(Path(path).read_bytes()):
+        if reason is not None:
+            raise ValueError(f"{path}: line {line_no} is {reason}")
+        rows.append(value)
+    return rows
 
 
 def replace_dir(tmp_dir: str | os.PathLike, final_dir: str | os.PathLike) -> None:

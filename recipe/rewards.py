@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from recipe.answers import answers_match, extract_answer, gold_from_gsm8k, has_final_answer_line
+from recipe.answers import answers_match, extract_answer, finite_number, gold_answer_or_none, has_final_answer_line
 
 __all__ = [
     "REWARDS",
@@ -123,25 +123,15 @@ def _required(kwargs: dict[str, Any], key: str, n: int, who: str) -> list[Any]:
     return values
 
 
-def _gold(value: Any) -> str | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return repr(value) if math.isfinite(value) else None
-    try:
-        return gold_from_gsm8k(value)
-    except ValueError:
-        return None
-
-
 def _correct_flags(texts: list[str], kwargs: dict[str, Any], who: str) -> list[bool]:
     golds = _required(kwargs, "answer", len(texts), who)
-    return [answers_match(extract_answer(t), _gold(g)) for t, g in zip(texts, golds)]
+    return [answers_match(extract_answer(t), gold_answer_or_none(g)) for t, g in zip(texts, golds)]
 
 
 def _stat(value: Any) -> float | None:
     """A usable teacher statistic: a finite number >= 0, else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) and value >= 0 else None
+    number = finite_number(value)  # None for non-numbers and ints beyond float range
+    return number if number is not None and number >= 0 else None
 
 
 def _lengths(texts: list[str], kwargs: dict[str, Any], unit: str, who: str) -> list[int]:

@@ -208,3 +208,50 @@ def test_every_gsm8k_test_gold_parses_and_reads_back() -> None:
 )
 def test_has_final_answer_line(text: str, label: str, expected: bool) -> None:
     assert has_final_answer_line(text, label) is expected
+
+
+# ---------------------------------------------------------------- issue 11 item 5: answers read wrong without a word
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Final Answer: 3½", "3.5"),
+        ("Final Answer: 3 ½", "3.5"),
+        ("Final Answer: -2¾", "-2.75"),
+        ("Final Answer: ¼", "0.25"),
+        ("Final Answer: 7²", "49"),
+        ("Final Answer: 10³", "1000"),
+        ("Final Answer: 1.5²", "2.25"),
+        ("The area is 25 cm²", "25"),
+        ("CO₂ weighs 44", "44"),
+        ("Final Answer: 1.5½", None),  # no clear reading: refused, not 1.51
+        ("Final Answer: 2⁴⁰⁰", None),  # out of range: refused
+    ],
+)
+def test_unicode_fractions_and_superscripts_read_correctly_or_refuse(text: str, expected: str | None) -> None:
+    assert extract_answer(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["nan", "NaN", "inf", "-inf", "Infinity", "∞", "1e308", "1e999", "9" * 500, "5/0"])
+def test_unusable_final_answer_refuses_instead_of_reading_an_earlier_number(bad: str) -> None:
+    text = f"Step 1: 36 + 36 = 72\nFinal Answer: {bad}"
+    assert extract_answer(text) is None
+    assert not answers_match(extract_answer(text), "72")
+
+
+def test_integers_compare_exactly_and_non_integers_with_tolerance() -> None:
+    assert not answers_match("1000000001", "1000000000")
+    assert not answers_match(str(10**20 + 1), str(10**20))
+    assert answers_match("123456789012345678901234567890", "123,456,789,012,345,678,901,234,567,890")
+    assert answers_match("0.3333333333333333", "1/3")
+    assert not answers_match("0.3334", "1/3")
+
+
+def test_one_gold_parser_for_ints_floats_and_text() -> None:
+    from recipe.answers import gold_answer, gold_answer_or_none
+
+    assert gold_answer(72) == gold_answer(72.0) == gold_answer("#### 72") == "72"
+    for bad in (10**400, float("nan"), True, None, ["72"], "#### x"):
+        assert gold_answer_or_none(bad) is None
+        with pytest.raises(ValueError):
+            gold_answer(bad)
