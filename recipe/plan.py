@@ -30,12 +30,13 @@ GIB = 2**30
 # the frame (~50) plus the stage's material (shuffled/partial steps ~100-150; stage 3 shows the whole teacher
 # solution). Rounded up so the estimate errs high. Capped by model.max_seq_length minus the completion.
 PROMPT_TOKENS = {"stage2": 320, "stage3": 384, "mining": 256, "eval": 192}
-# Cards a verdict can name, smallest first: (label, usable GiB as the driver reports it).
+# Cards a verdict can name, smallest first: (label, usable GiB as torch reports it). A Colab T4 shows 14.74 GiB
+# (Unsloth's Qwen2.5 (3B) GRPO notebook log: "Max memory: 14.741 GB").
 # The third field: bfloat16 support (T4 is Turing: float16 only).
-CARDS = (("T4 16 GB", 15.0, False), ("L4 / A10G / RTX 4090 24 GB", 22.0, True), ("A100 40 GB", 39.5, True),
+CARDS = (("T4 16 GB", 14.74, False), ("L4 / A10G / RTX 4090 24 GB", 22.0, True), ("A100 40 GB", 39.5, True),
          ("A100 / H100 80 GB", 79.0, True), ("H200 141 GB", 139.0, True))
 # A preset whose target card is known (its description names it); others get the smallest card that fits.
-PRESET_CARDS = {"qwen2.5-3b-t4": 15.0}
+PRESET_CARDS = {"qwen2.5-3b-t4": 14.74}
 
 
 class PlanError(ValueError):
@@ -124,15 +125,18 @@ def estimate_memory(d: ModelDims, s: Setup, w: Workload, gpu_gib: float, optim: 
     embed = d.vocab * d.hidden * (1 if d.tied else 2)
     weights = linear * 4.127 / 8 + embed * 2 if s.four_bit else (linear + embed) * s.weight_bytes
     # vLLM (fast_inference): it reserves gpu_memory_utilization x the card (vLLM's own rule) and holds weights, KV
-    # cache and its activations inside. Unsloth shares the training weights with it (weights counted in the block
-    # only); TRL's colocate mode on the hf backend loads a second, 16-bit copy. One engine at a time.
+    # cache and its activation profile (~1 GiB for Qwen2.5-3B on a T4 in Unsloth's GRPO notebook log) inside; its
+    # CUDA graphs come on top (0.62 GiB in the same log). Unsloth shares the training weights with it (weights
+    # counted in the block only); TRL's colocate mode on the hf backend loads a second, 16-bit copy. One engine at a
+    # time: mining/eval generate with HF generate beside the engine, never a second engine.
     kv_per_token = 2 * d.layers * d.kv_heads * d.head_dim * 2  # K and V, 16-bit
     vllm = s.fast_inference and (s.unsloth or w.kind == "grpo")
     if vllm:
-        inside = (weights if s.unsloth else (linear + embed) * 2) + 0.5 * GIB  # + vLLM activations / CUDA graphs
+        inside = (weights if s.unsloth else (linear + embed) * 2) + 1.0 * GIB  # + vLLM's activation profile
         inside += max(w.gen_batch, w.batch) * (w.prompt + w.completion) * kv_per_token
         t["weights"] = 0.0 if s.unsloth else weights
         t["vLLM block"] = max(s.gpu_util * gpu_gib * GIB, inside)
+        t["vLLM CUDA graphs"] = 0.6 * GIB
     else:
         t["weights"] = weights
     # LoRA: r x (in + out) per targeted linear per layer. PEFT keeps adapter weights in fp32 (4 B) + fp32 grads (4 B);
@@ -177,7 +181,7 @@ def estimate_memory(d: ModelDims, s: Setup, w: Workload, gpu_gib: float, optim: 
     else:
         t["KV cache (generate)"] = 0.0
     # PyTorch's caching allocator: fragmentation and rounding, ~10% of what it hands out (outside vLLM's block).
-    pytorch = sum(v for k, v in t.items() if k not in ("cuda context", "vLLM block"))
+    pytorch = sum(v for k, v in t.items() if k not in ("cuda context", "vLLM block", "vLLM CUDA graphs"))
     t["allocator overhead"] = 0.10 * pytorch
     return {k: v / GIB for k, v in t.items()}
 

@@ -72,8 +72,23 @@ def test_eight_bit_adam_and_four_bit_weights_cost_less():
 
 def test_t4_preset_fits_15_gb_and_paper_needs_a_bf16_24_gb_card():
     assert all(p.fits for p in plan.plan_config(_resolve("qwen2.5-3b-t4"), 15.0))
+    assert all(p.fits for p in plan.plan_config(_resolve("qwen2.5-3b-t4"), plan.PRESET_CARDS["qwen2.5-3b-t4"]))
     label, gib = plan.smallest_card(_resolve("paper"))
     assert gib >= 22 and "T4" not in label  # bfloat16: not a T4, whatever the memory says
+
+
+def test_published_runs_fit_by_the_estimate_and_minimums_are_close():
+    # Unsloth's Qwen2.5 (3B) GRPO notebook ran on a 14.74 GiB T4: 4-bit, vLLM at 0.5, LoRA r64 on all 7 projections,
+    # 8 completions of 256 + 200 tokens, adamw_8bit. Unsloth's requirements page: 3B QLoRA >= 3.5 GB, LoRA >= 8 GB.
+    targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    grpo = plan.Setup(True, 2, 64, targets, True, True, True, True, 0.5)
+    assert sum(plan.estimate_memory(QWEN3B, grpo, plan.Workload("grpo", 8, 256, 200, 8), 14.74,
+                                    "adamw_8bit").values()) <= 14.74
+    sft = plan.Workload("sft", 1, 512, 0)
+    qlora = plan.Setup(True, 2, 16, targets, True, True, True, False, 0.5)
+    lora = dataclasses.replace(qlora, four_bit=False)
+    assert sum(plan.estimate_memory(QWEN3B, qlora, sft, 24, "adamw_8bit").values()) == pytest.approx(3.5, rel=0.15)
+    assert sum(plan.estimate_memory(QWEN3B, lora, sft, 24, "adamw_8bit").values()) == pytest.approx(8.0, rel=0.15)
 
 
 def test_too_small_card_says_no_and_its_proposal_fits():
