@@ -180,7 +180,8 @@ def export_gguf(cfg: config_mod.Config, src: Path, out: Path, quantization: str 
     if backend == "unsloth":
         model_mod.prepare_backend(mcfg)
         model, tokenizer = model_mod.load(mcfg, init_from=src, trainable=False)
-        result = model.save_pretrained_gguf(str(out), tokenizer, quantization_method=quantization)
+        # Unsloth merges into save_directory and writes the .gguf to the sibling "<save_directory>_gguf"
+        result = model.save_pretrained_gguf(str(out / "merged"), tokenizer, quantization_method=quantization)
         files = [Path(f) for f in (result or {}).get("gguf_files", [])] or sorted(out.rglob("*.gguf"))
     else:
         merged = out / "merged"
