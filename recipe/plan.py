@@ -149,11 +149,12 @@ def estimate_memory(d: ModelDims, s: Setup, w: Workload, gpu_gib: float, optim: 
     t["LoRA + optimizer"] = n_lora * (8 + (2 if "8bit" in optim else 8)) if train else 0.0
     act_bytes = 4 if s.weight_bytes == 4 else 2
     tokens = w.batch * (w.prompt + w.completion)
-    # Activations saved for backward in one decoder block, per token (Korthikanti et al. 2022 style count, with
-    # flash/SDPA attention so no seq^2 scores): norm inputs 2h, q/k/v 2kv_dim + h, attention output h, o_proj/residual
-    # 2h, gate/up outputs 2I, activation output I, down_proj input I.
+    # Activations saved for backward in one decoder block, per token, in compute-dtype elements (a Korthikanti et
+    # al. 2022 style count with SDPA attention, so no seq^2 scores): 16h for the residual stream, q/o, attention
+    # output and the two RMSNorms' fp32 upcasts; 4 kv_dim for k/v before and after RoPE; 5I for SwiGLU (gate, up,
+    # silu(gate), their product, down's input). Fitted to bench/plan_memory.py on an H200 (README): +-10 %.
     kv_dim = d.kv_heads * d.head_dim
-    per_layer_token = act_bytes * (6 * d.hidden + 2 * kv_dim + 4 * d.intermediate)
+    per_layer_token = act_bytes * (16 * d.hidden + 4 * kv_dim + 5 * d.intermediate)
     per_layer_token += 4 * s.lora_r * len(s.lora_targets) if s.use_lora else 0  # LoRA's r-wide intermediates, fp32
     if not train:
         t["activations"] = 0.0
@@ -164,10 +165,11 @@ def estimate_memory(d: ModelDims, s: Setup, w: Workload, gpu_gib: float, optim: 
         t["activations"] = boundaries + tokens * per_layer_token
     else:
         t["activations"] = d.layers * tokens * per_layer_token
-    # Logits in fp32 (transformers upcasts before the loss): SFT over every position, GRPO over the completion only
-    # (TRL's logits_to_keep). The hf path holds a second copy (log-softmax / its gradient); Unsloth fuses the loss.
+    # Logits: SFT over every position, GRPO over the completion only (TRL's logits_to_keep). On the hf path the peak
+    # holds the 16-bit logits, their fp32 upcast for the loss, and both gradients: ~12 bytes per logit (measured,
+    # bench/plan_memory.py). Unsloth computes the loss in chunks: one fp32 copy is counted, an upper bound.
     logit_tokens = w.batch * (w.prompt + w.completion) if w.kind == "sft" else w.batch * w.completion
-    t["logits"] = logit_tokens * d.vocab * 4 * (1 if s.unsloth else 2) if train else 0.0
+    t["logits"] = logit_tokens * d.vocab * (4 if s.unsloth else 12) if train else 0.0
     # HF generate (GRPO without vLLM, mining, eval): a KV cache for every sequence generated at once, in the
     # compute dtype, plus one step of fp32 logits per sequence.
     gen_seqs = w.gen_batch or w.batch
@@ -180,9 +182,10 @@ def estimate_memory(d: ModelDims, s: Setup, w: Workload, gpu_gib: float, optim: 
         t["activations"] = t["logits"] = 0.0
     else:
         t["KV cache (generate)"] = 0.0
-    # PyTorch's caching allocator: fragmentation and rounding, ~10% of what it hands out (outside vLLM's block).
+    # PyTorch's caching allocator: fragmentation and rounding; reserved/allocated was 1.04-1.14 in
+    # bench/plan_memory.py, so 15% of what it hands out (outside vLLM's block).
     pytorch = sum(v for k, v in t.items() if k not in ("cuda context", "vLLM block", "vLLM CUDA graphs"))
-    t["allocator overhead"] = 0.10 * pytorch
+    t["allocator overhead"] = 0.15 * pytorch
     return {k: v / GIB for k, v in t.items()}
 
 
