@@ -217,7 +217,7 @@ def plan_command(preset, config_file, overrides, strict, gpu_mem, model_config):
     dims = plan_mod.model_dims(model_config or cfg.model.name_or_path, cfg.model.cache_dir)
     card = plan_mod.smallest_card(cfg, dims)
     gib = gpu_mem or plan_mod.default_gpu_gib(cfg, preset) or (card[1] if card else plan_mod.CARDS[-1][1])
-    note = "" if gpu_mem or plan_mod.default_gpu_gib(cfg, preset) else " (judged on the smallest card that fits)"
+    note = "" if gpu_mem or plan_mod.default_gpu_gib(cfg, preset) else " (the smallest listed card that fits)"
     ok = plan_mod.render(plan_mod.plan_config(cfg, gib, dims), card=card, gpu_note=note)
     if card is None:
         click.echo("no listed card fits every stage: lower the batch sizes or completion lengths")

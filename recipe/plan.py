@@ -379,12 +379,13 @@ def render(plans: list[StagePlan], console=None, card: tuple[str, float] | None 
         console.print(table)
         if p.proposals:
             verb = "largest that fit (one at a time)" if p.fits else "to fit, change one of"
-            console.print(f"  {verb}: " + "; ".join(f"--set {x}" for x in p.proposals))
+            console.print(f"  {verb}: " + "; ".join(f"--set {x}" for x in p.proposals), soft_wrap=True)
     ok = all(p.fits for p in plans)
     worst = max(plans, key=lambda p: p.total) if plans else None
-    verdict = (f"verdict: fits{gpu_note} (peak {worst.total:.1f} GiB in {worst.stage})" if ok and worst else
-               f"verdict: does NOT fit{gpu_note}: " + ", ".join(p.stage for p in plans if not p.fits))
-    console.print(verdict)
+    gpu = f" on {plans[0].gpu_gib:.2f} GiB{gpu_note}" if plans else ""
+    verdict = (f"verdict: fits{gpu}; peak {worst.total:.1f} GiB in {worst.stage}" if ok and worst else
+               f"verdict: does NOT fit{gpu}: " + ", ".join(p.stage for p in plans if not p.fits))
+    console.print(verdict, soft_wrap=True)
     if card is not None:
         console.print(f"smallest card that fits every stage: {card[0]} ({card[1]:g} GiB)")
     return ok
