@@ -18,7 +18,8 @@ from recipe import config as config_mod
 def _known_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [config_mod.ConfigError]
     for module, name in (("recipe.data", "DataError"), ("recipe.model", "ModelError"),
-                         ("recipe.curriculum", "RunError"), ("recipe.evaluate", "EvalError")):
+                         ("recipe.curriculum", "RunError"), ("recipe.evaluate", "EvalError"),
+                         ("recipe.plan", "PlanError")):
         mod = sys.modules.get(module)
         if mod is not None and hasattr(mod, name):
             errors.append(getattr(mod, name))
@@ -236,6 +237,53 @@ def teach(preset, config_file, overrides, strict, source, served_model, output, 
     for line in teach_command(_resolve(preset, config_file, overrides, strict=strict), opts, stats_png):
         click.echo(line)
 # --- end of teach --------------------------------------------------------------------------------------------------
+
+@main.command("plan")
+@config_options
+@click.option("--gpu-mem", "gpu_mem", type=float, default=None,
+              help="GPU memory in GiB (default: the preset's target card, else this machine's GPU, else the smallest "
+                   "card that fits).")
+@click.option("--model-config", default=None, type=click.Path(exists=True),
+              help="A config.json (or model folder) for the model's dimensions, if the model is not shipped.")
+@friendly
+def plan_command(preset, config_file, overrides, strict, gpu_mem, model_config):
+    """Estimate peak GPU memory per stage and say whether it fits (no GPU or download needed)."""
+    from recipe import plan as plan_mod
+
+    cfg = _resolve(preset, config_file, overrides, strict=strict)
+    dims = plan_mod.model_dims(model_config or cfg.model.name_or_path, cfg.model.cache_dir)
+    card = plan_mod.smallest_card(cfg, dims)
+    gib = gpu_mem or plan_mod.default_gpu_gib(cfg, preset) or (card[1] if card else plan_mod.CARDS[-1][1])
+    note = "" if gpu_mem or plan_mod.default_gpu_gib(cfg, preset) else " (the smallest listed card that fits)"
+    ok = plan_mod.render(plan_mod.plan_config(cfg, gib, dims), card=card, gpu_note=note)
+    if card is None:
+        click.echo("no listed card fits every stage: lower the batch sizes or completion lengths")
+    sys.exit(0 if ok else 1)
+
+
+@main.command("export")
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, exists=True), help="A run directory.")
+@click.option("--stage", default=None, help="1, 2 or 3 (default: the last finished stage).")
+@click.option("--format", "fmt", required=True, type=click.Choice(["lora", "merged16", "gguf"]))
+@click.option("--output", required=True, type=click.Path(), help="Output folder.")
+@click.option("--dtype", default="bfloat16", show_default=True, type=click.Choice(["bfloat16", "float16", "float32"]),
+              help="merged16: the merged weights' dtype (float32 keeps the merge exact).")
+@click.option("--quantization", default="q8_0", show_default=True, help="gguf: Unsloth's quantization_method or "
+              "llama.cpp's --outtype.")
+@click.option("--converter", default=None, type=click.Path(), help="gguf without Unsloth: llama.cpp's "
+              "convert_hf_to_gguf.py.")
+@friendly
+def export_command(run_dir, stage, fmt, output, dtype, quantization, converter):
+    """Export a finished stage: LoRA adapter, merged 16-bit weights, or GGUF with an Ollama Modelfile."""
+    from recipe.export import ExportError, export
+
+    try:
+        paths = export(run_dir, fmt, output, stage=stage, dtype=dtype, quantization=quantization, converter=converter)
+    except ExportError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    for path in paths:
+        click.echo(str(path))
 
 
 if __name__ == "__main__":  # pragma: no cover

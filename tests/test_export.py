@@ -1,0 +1,119 @@
+"""``cotrecipe export``: LoRA copy round trip, merged weights equal base + adapter, GGUF's clear refusal, Modelfile."""
+
+from __future__ import annotations
+
+import filecmp
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from recipe import curriculum, export, prompts
+from recipe import model as model_mod
+from recipe.cli import main
+from recipe.config import resolve
+from recipe.evaluate import STOP_TEXTS
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A real run directory: the smoke preset's stage 1 (2 steps) on the tiny model, through the public API."""
+    root = tmp_path_factory.mktemp("export")
+    cfg = resolve(preset="smoke", overrides=[f"run.output_dir={root / 'run'}", f"model.cache_dir={root / 'cache'}",
+                                             "stage1.max_steps=2", "stage1.learning_rate=0.05"])
+    curriculum.run_stage(cfg, "stage1")
+    base = model_mod.resolve_model_path(cfg.model)
+    return {"dir": root / "run", "base": base, "adapter": Path(curriculum.stage_output(root / "run", "stage1"))}
+
+
+def _prompt_ids(base):
+    tok = AutoTokenizer.from_pretrained(base)
+    return tok([prompts.eval_prompt("Tom has 3 pens and buys 4 more. How many pens?")], return_tensors="pt")
+
+
+def _base_plus_adapter(run):
+    model = AutoModelForCausalLM.from_pretrained(run["base"], dtype=torch.float32)
+    return PeftModel.from_pretrained(model, str(run["adapter"])).eval()
+
+
+def _greedy(model, ids, n=12):
+    with torch.no_grad():
+        return model.generate(**ids, max_new_tokens=n, do_sample=False)[0].tolist()
+
+
+def test_merged_float32_matches_base_plus_adapter(run, tmp_path):
+    out = export.export(run["dir"], "merged16", tmp_path / "merged", stage=1, dtype="float32")[0]
+    assert not model_mod.is_adapter_dir(out) and model_mod.is_model_dir(out)
+    merged = AutoModelForCausalLM.from_pretrained(out).eval()  # plain transformers, no peft
+    reference = _base_plus_adapter(run)
+    plain = AutoModelForCausalLM.from_pretrained(run["base"], dtype=torch.float32).eval()
+    ids = _prompt_ids(run["base"])
+    with torch.no_grad():
+        got, want, base = (m(**ids).logits for m in (merged, reference, plain))
+    assert (want - base).abs().max() > 1e-3  # the adapter matters, so equality below means something
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    assert _greedy(merged, ids) == _greedy(reference, ids)
+
+
+def test_merged_default_is_bfloat16_and_close(run, tmp_path):
+    out = export.export(run["dir"], "merged16", tmp_path / "merged")[0]
+    merged = AutoModelForCausalLM.from_pretrained(out)
+    assert next(merged.parameters()).dtype == torch.bfloat16
+    ids = _prompt_ids(run["base"])
+    with torch.no_grad():
+        got = merged.float()(**ids).logits
+        want = _base_plus_adapter(run)(**ids).logits
+    assert (got - want).abs().max() < 0.1 * want.abs().max()
+
+
+def test_lora_export_round_trips(run, tmp_path):
+    out = export.export(run["dir"], "lora", tmp_path / "lora")[0]  # no --stage: the last finished one (stage1)
+    compared = filecmp.dircmp(run["adapter"], out)
+    assert not compared.left_only and not compared.diff_files and (out / "adapter_config.json").is_file()
+    reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(run["base"]), str(out)).eval()
+    ids = _prompt_ids(run["base"])
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**ids).logits, _base_plus_adapter(run)(**ids).logits)
+
+
+def test_unfinished_stage_and_bad_stage_are_clear_errors(run, tmp_path):
+    with pytest.raises(curriculum.RunError, match="stage2 of run .* is not finished"):
+        export.export(run["dir"], "lora", tmp_path / "x", stage="2")
+    with pytest.raises(export.ExportError, match="unknown stage '7'"):
+        export.export(run["dir"], "lora", tmp_path / "x", stage=7)
+
+
+def test_gguf_without_unsloth_names_the_llama_cpp_converter(run, tmp_path):
+    result = CliRunner().invoke(main, ["export", "--run", str(run["dir"]), "--format", "gguf",
+                                       "--output", str(tmp_path / "g")])
+    assert result.exit_code == 2
+    assert "convert_hf_to_gguf.py" in result.output and "save_pretrained_gguf" in result.output
+    assert "Traceback" not in result.output
+    with pytest.raises(export.ExportError, match="converter not found"):
+        export.export(run["dir"], "gguf", tmp_path / "g", converter=tmp_path / "nope.py")
+
+
+def test_modelfile_sits_next_to_the_gguf_with_the_recipe_frame_and_stops(tmp_path):
+    gguf = tmp_path / "out" / "model-q8_0.gguf"
+    path = export.write_modelfile(gguf, eos_token="<|endoftext|>", max_new_tokens=256)
+    assert path == gguf.parent / "Modelfile"
+    text = path.read_text()
+    assert text.splitlines()[0] == "FROM ./model-q8_0.gguf"
+    template = text.split('TEMPLATE """', 1)[1].split('"""', 1)[0]
+    question = "What is 2 + 2?"
+    assert template.replace("{{ .Prompt }}", question) == prompts.eval_prompt(question)
+    stops = [json.loads(line.removeprefix("PARAMETER stop ")) for line in text.splitlines()
+             if line.startswith("PARAMETER stop ")]
+    assert stops == [*STOP_TEXTS, "<|endoftext|>"]
+    assert "PARAMETER temperature 0" in text and "PARAMETER num_predict 256" in text
+
+
+def test_cli_exports_lora_and_prints_the_path(run, tmp_path):
+    result = CliRunner().invoke(main, ["export", "--run", str(run["dir"]), "--stage", "1", "--format", "lora",
+                                       "--output", str(tmp_path / "cli-lora")])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().endswith("cli-lora") and (tmp_path / "cli-lora" / "adapter_config.json").is_file()

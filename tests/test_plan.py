@@ -1,0 +1,121 @@
+"""``cotrecipe plan``: per-stage memory estimates, fit verdicts and proposals that really fit."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from recipe import plan
+from recipe.cli import main
+from recipe.config import preset_names, resolve
+
+QWEN3B = plan.model_dims("Qwen/Qwen2.5-3B")
+
+
+def _resolve(preset, *overrides, tmp=None):
+    extra = [f"model.cache_dir={tmp}"] if tmp else []
+    return resolve(preset=preset, overrides=list(overrides) + extra)
+
+
+@pytest.mark.parametrize("preset", preset_names())
+def test_every_preset_gets_per_stage_estimates_and_a_verdict(preset, tmp_path):
+    cfg = _resolve(preset, tmp=tmp_path)
+    plans = plan.plan_config(cfg, 15.0)
+    assert [p.stage for p in plans] == ["stage1", "stage2", "mining", "stage3", "eval"]
+    for p in plans:
+        assert p.total == pytest.approx(sum(p.terms.values()))
+        assert p.terms["cuda context"] > 0 and p.fits == (p.total <= 15.0)
+    assert plan.smallest_card(cfg) is not None
+
+
+def test_qwen_dimensions_match_the_published_parameter_count():
+    # Qwen2.5-3B's model card: 3.09B parameters (embedding tied); the q/k/v biases (~0.3M) are left out here.
+    assert QWEN3B.n_params() == pytest.approx(3.09e9, rel=0.01)
+    assert plan.model_dims("unsloth/Qwen2.5-3B-Instruct-bnb-4bit") == QWEN3B
+
+
+def test_unknown_model_names_the_way_out_and_a_local_config_is_read(tmp_path):
+    with pytest.raises(plan.PlanError, match="--model-config"):
+        plan.model_dims("someone/Unknown-7B")
+    config = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "vocab_size": 1000}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    dims = plan.model_dims(str(tmp_path))
+    assert (dims.layers, dims.head_dim, dims.tied) == (2, 16, False)
+
+
+@pytest.mark.parametrize("kind", ["sft", "grpo", "generate"])
+@pytest.mark.parametrize("knob", ["batch", "completion"])
+def test_estimate_grows_with_batch_and_completion_length(kind, knob):
+    setup = plan.setup_from_config(_resolve("qwen2.5-3b-t4"))
+    setup = dataclasses.replace(setup, fast_inference=False)  # a fixed vLLM block would hide the growth
+    totals = []
+    for value in (1, 2, 4, 8, 16) if knob == "batch" else (64, 128, 256, 512):
+        w = plan.Workload(kind, batch=4, prompt=256, completion=128, gen_batch=4)
+        w = dataclasses.replace(w, **({"batch": value, "gen_batch": value} if knob == "batch" else {knob: value}))
+        totals.append(sum(plan.estimate_memory(QWEN3B, setup, w, 15.0, "adamw_8bit").values()))
+    assert totals == sorted(totals) and totals[-1] > totals[0]
+
+
+def test_eight_bit_adam_and_four_bit_weights_cost_less():
+    cfg = _resolve("paper")
+    setup = plan.setup_from_config(cfg)
+    w = plan.Workload("sft", 2, 512, 0)
+    full = sum(plan.estimate_memory(QWEN3B, setup, w, 24.0, "adamw_torch").values())
+    assert sum(plan.estimate_memory(QWEN3B, setup, w, 24.0, "adamw_8bit").values()) < full
+    four = dataclasses.replace(setup, four_bit=True)
+    assert sum(plan.estimate_memory(QWEN3B, four, w, 24.0, "adamw_torch").values()) < full - 3  # ~6 -> ~2 GiB weights
+
+
+def test_t4_preset_fits_15_gb_and_paper_needs_a_bf16_24_gb_card():
+    assert all(p.fits for p in plan.plan_config(_resolve("qwen2.5-3b-t4"), 15.0))
+    assert all(p.fits for p in plan.plan_config(_resolve("qwen2.5-3b-t4"), plan.PRESET_CARDS["qwen2.5-3b-t4"]))
+    label, gib = plan.smallest_card(_resolve("paper"))
+    assert gib >= 22 and "T4" not in label  # bfloat16: not a T4, whatever the memory says
+
+
+def test_published_runs_fit_by_the_estimate_and_minimums_are_close():
+    # Unsloth's Qwen2.5 (3B) GRPO notebook ran on a 14.74 GiB T4: 4-bit, vLLM at 0.5, LoRA r64 on all 7 projections,
+    # 8 completions of 256 + 200 tokens, adamw_8bit. Unsloth's requirements page: 3B QLoRA >= 3.5 GB, LoRA >= 8 GB.
+    targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    grpo = plan.Setup(True, 2, 64, targets, True, True, True, True, 0.5)
+    assert sum(plan.estimate_memory(QWEN3B, grpo, plan.Workload("grpo", 8, 256, 200, 8), 14.74,
+                                    "adamw_8bit").values()) <= 14.74
+    sft = plan.Workload("sft", 1, 512, 0)
+    qlora = plan.Setup(True, 2, 16, targets, True, True, True, False, 0.5)
+    lora = dataclasses.replace(qlora, four_bit=False)
+    assert sum(plan.estimate_memory(QWEN3B, qlora, sft, 24, "adamw_8bit").values()) == pytest.approx(3.5, rel=0.15)
+    assert sum(plan.estimate_memory(QWEN3B, lora, sft, 24, "adamw_8bit").values()) == pytest.approx(8.0, rel=0.15)
+
+
+def test_too_small_card_says_no_and_its_proposal_fits():
+    cfg = _resolve("qwen2.5-3b-t4", "stage1.per_device_train_batch_size=32")
+    stage1 = next(p for p in plan.plan_config(cfg, 15.0) if p.stage == "stage1")
+    assert not stage1.fits and stage1.proposals
+    fixed = _resolve("qwen2.5-3b-t4", *stage1.proposals[0].split())
+    assert next(p for p in plan.plan_config(fixed, 15.0) if p.stage == "stage1").fits
+    warnings = plan.check_fits(cfg, gpu_gib=15.0)
+    assert len(warnings) == 1 and "stage1" in warnings[0] and "--set" in warnings[0]
+    assert plan.check_fits(_resolve("qwen2.5-3b-t4"), gpu_gib=15.0) == []
+
+
+def test_grpo_proposal_fits_when_generations_do_not():
+    cfg = _resolve("qwen2.5-3b-t4", "stage2.num_generations=48", "stage2.per_device_train_batch_size=48",
+                   "stage2.max_completion_length=512")
+    stage2 = next(p for p in plan.plan_config(cfg, 15.0) if p.stage == "stage2")
+    assert not stage2.fits
+    fixed = _resolve("qwen2.5-3b-t4", "stage2.max_completion_length=512", *stage2.proposals[0].split())
+    assert next(p for p in plan.plan_config(fixed, 15.0) if p.stage == "stage2").fits
+
+
+def test_cli_prints_tables_and_verdict_with_exit_code():
+    ok = CliRunner().invoke(main, ["plan", "--preset", "qwen2.5-3b-t4"])
+    assert ok.exit_code == 0, ok.output
+    assert "stage2" in ok.output and "vLLM block" in ok.output and "verdict: fits" in ok.output
+    small = CliRunner().invoke(main, ["plan", "--preset", "paper", "--gpu-mem", "8"])
+    assert small.exit_code == 1 and "does NOT fit" in small.output and "--set" in small.output
+    paper = CliRunner().invoke(main, ["plan", "--preset", "paper"])
+    assert "smallest card that fits every stage: L4" in paper.output
