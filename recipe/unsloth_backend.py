@@ -130,6 +130,10 @@ def load(cfg: Any, base: str, init_from: str | None, adapter: bool, trainable: b
     fast_inference = bool(engine and cfg.fast_inference)
     import torch
 
+    gc.collect()  # vLLM sizes its cache from the free memory: drop what earlier loads (e.g. mining) left cached
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    checkpointing = "unsloth" if cfg.gradient_checkpointing else False
     torch.manual_seed(seed)
     model, tokenizer = FastLanguageModel.from_pretrained(
         model_name=init_from if init_from is not None else base,
@@ -141,6 +145,7 @@ def load(cfg: Any, base: str, init_from: str | None, adapter: bool, trainable: b
         gpu_memory_utilization=cfg.gpu_memory_utilization,
         max_lora_rank=cfg.lora_r,
         trust_remote_code=cfg.trust_remote_code,
+        use_gradient_checkpointing=checkpointing,  # used when init_from is an adapter (no get_peft_model below)
         random_state=seed,
     )
     _hold(model)
@@ -149,8 +154,7 @@ def load(cfg: Any, base: str, init_from: str | None, adapter: bool, trainable: b
         model = FastLanguageModel.get_peft_model(
             model, r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
             target_modules=list(cfg.lora_target_modules),
-            use_gradient_checkpointing="unsloth" if cfg.gradient_checkpointing else False,
-            random_state=seed,
+            use_gradient_checkpointing=checkpointing, random_state=seed,
         )
     if not trainable:
         FastLanguageModel.for_inference(model)
