@@ -7,6 +7,7 @@ Regenerate (no GPU needed)::
     python scripts/unsloth_api.py /tmp/whl/unsloth-2026.10.9-py3-none-any.whl \
         /tmp/whl/unsloth_zoo-2026.10.9-py3-none-any.whl > tests/data/unsloth_api_2026.10.x.json
 
+Arguments may also be site-packages folders (the test compares an installed unsloth with the vendored file).
 ``tests/test_gpu_backend.py`` binds every call the recipe makes against these signatures.
 """
 
@@ -17,6 +18,7 @@ import json
 import re
 import sys
 import zipfile
+from pathlib import Path
 
 # (qualified name the recipe calls, file in the wheel, class, function). FastLanguageModel.get_peft_model and
 # for_inference are functools.wraps of FastLlamaModel's, so (like inspect.signature) we read the wrapped ones.
@@ -55,16 +57,29 @@ def _find(tree: ast.Module, cls: str | None, name: str) -> ast.FunctionDef:
     return next(n for n in body if isinstance(n, ast.FunctionDef) and n.name == name)
 
 
-def extract(wheels: list[str]) -> dict:
+def _files(location: str) -> dict[str, str]:
+    """Relative path -> text for the files we read, from a wheel or an installed site-packages folder."""
+    wanted = {path for _, path, _, _ in WANTED}
+    if zipfile.is_zipfile(location):
+        with zipfile.ZipFile(location) as zf:
+            return {n: zf.read(n).decode() for n in zf.namelist() if n in wanted or n.endswith(".dist-info/METADATA")}
+    root = Path(location)
+    found = {p: (root / p).read_text() for p in wanted if (root / p).is_file()}
+    for meta in root.glob("unsloth*.dist-info/METADATA"):
+        found[str(meta.relative_to(root))] = meta.read_text()
+    return found
+
+
+def extract(locations: list[str]) -> dict:
+    """Signatures from wheels or site-packages folders (unsloth's and unsloth_zoo's may be in different ones)."""
     sources, versions = {}, {}
-    for wheel in wheels:
-        with zipfile.ZipFile(wheel) as zf:
-            for info in zf.namelist():
-                if info.endswith(".py"):
-                    sources[info] = zf.read(info).decode()
-                meta = re.match(r"([A-Za-z0-9_]+)-([^-]+)\.dist-info/METADATA$", info)
-                if meta:
-                    versions[meta.group(1).lower()] = meta.group(2)
+    for location in locations:
+        for name, text in _files(location).items():
+            meta = re.match(r"([A-Za-z0-9_]+)-([^-/]+)\.dist-info/METADATA$", name)
+            if meta:
+                versions[meta.group(1).lower()] = meta.group(2)
+            else:
+                sources[name] = text
     out = {"versions": versions, "generated_by": "scripts/unsloth_api.py", "functions": {}}
     for qualname, path, cls, name in WANTED:
         fn = _find(ast.parse(sources[path]), cls, name)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.abc
 import importlib.machinery
+import importlib.util
 import inspect
 import json
 import os
@@ -22,7 +23,6 @@ import pytest
 import tomllib
 import torch
 from packaging.requirements import Requirement
-from packaging.version import Version
 
 from recipe import model as M
 from recipe import precision, tiny, unsloth_backend
@@ -225,14 +225,53 @@ def test_vendored_signatures_match_the_pinned_range():
                                      "unsloth.FastLanguageModel.get_peft_model"}
 
 
-def test_installed_unsloth_has_the_vendored_signatures():
-    """Where the gpu extra is installed, the vendored file must still describe it (else: regenerate it)."""
-    if importlib.util.find_spec("unsloth") is None:
-        pytest.skip("unsloth not installed (CPU machine)")
-    from importlib.metadata import version
+def load_extractor():
+    spec = importlib.util.spec_from_file_location("unsloth_api", ROOT / "scripts" / "unsloth_api.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    if Version(version("unsloth")) >= Version("2026.11"):
-        pytest.fail("unsloth outside the vendored 2026.10.x signatures: rerun scripts/unsloth_api.py")
+
+def test_the_extractor_reads_what_is_vendored(tmp_path):
+    """scripts/unsloth_api.py, run on a source tree declaring the vendored signatures, gives them back."""
+    extractor = load_extractor()
+    for path in {p for _, p, _, _ in extractor.WANTED}:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(vendored_source(path, extractor))
+    got = extractor.extract([str(tmp_path)])["functions"]
+    assert {k: v["parameters"] for k, v in got.items()} == {k: v["parameters"] for k, v in API["functions"].items()}
+
+
+def vendored_source(path: str, extractor) -> str:
+    """Python source declaring the vendored signatures of ``path``'s functions (methods grouped by class)."""
+    by_class: dict[str | None, list[str]] = {}
+    for qualname, p, cls, name in extractor.WANTED:
+        if p != path:
+            continue
+        params = API["functions"][qualname]["parameters"]
+        args = [{"VAR_POSITIONAL": "*", "VAR_KEYWORD": "**"}.get(q["kind"], "") + q["name"] +
+                ("=0" if q["has_default"] else "") for q in params]
+        if any(q["kind"] == "KEYWORD_ONLY" for q in params) and not any(q["kind"] == "VAR_POSITIONAL" for q in params):
+            args.insert(next(i for i, q in enumerate(params) if q["kind"] == "KEYWORD_ONLY"), "*")
+        by_class.setdefault(cls, []).append(f"def {name}({', '.join(args)}):\n    pass\n")
+    out = []
+    for cls, defs in by_class.items():
+        if cls is None:
+            out.extend(defs)
+        else:
+            out.append(f"class {cls}:\n" + "".join(textwrap.indent(d, "    ") for d in defs))
+    return "\n".join(out)
+
+
+def test_installed_unsloth_has_the_vendored_signatures():
+    """Where the gpu extra is installed, the vendored file must still describe it (else regenerate it)."""
+    specs = [importlib.util.find_spec(name) for name in ("unsloth", "unsloth_zoo")]
+    if any(spec is None for spec in specs):
+        pytest.skip("unsloth / unsloth_zoo not installed (CPU machine)")
+    folders = sorted({str(Path(spec.origin).parents[1]) for spec in specs})
+    got = load_extractor().extract(folders)["functions"]
+    stale = [k for k, v in API["functions"].items() if got[k]["parameters"] != v["parameters"]]
+    assert not stale, f"{stale} changed in the installed unsloth: rerun scripts/unsloth_api.py"
 
 
 def test_standin_rejects_a_misspelt_or_removed_keyword(standin):
