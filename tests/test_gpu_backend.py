@@ -316,25 +316,24 @@ def test_a_second_engine_is_refused_while_one_is_held(standin):
 
 
 def test_grpo_releases_the_engine_when_training_ends_or_fails(standin, monkeypatch, tmp_path):
+    from recipe import config
     from recipe.stages import common
 
     standin.alive.append(engine := Engine())
     holder = Holder(engine)
     unsloth_backend._hold(holder)
 
-    class Trainer:
+    class Trainer:  # TRL's GRPOTrainer, running out of memory mid-stage
         def __init__(self, **kwargs):
             pass
 
+        def train(self, resume_from_checkpoint=None):
+            raise RuntimeError("OOM mid-stage")
+
     monkeypatch.setattr("trl.GRPOTrainer", Trainer)
-    monkeypatch.setattr(common, "make_rewards", lambda st: [])
-    monkeypatch.setattr(common.data_mod, "to_dataset", lambda rows: rows)
-    monkeypatch.setattr(M, "trainer_peft_config", lambda model, cfg: None)
-    monkeypatch.setattr(common, "train_and_save", lambda *a: (_ for _ in ()).throw(RuntimeError("OOM mid-stage")))
-    grpo_args = "recipe.config.grpo_args"
-    monkeypatch.setattr(grpo_args, lambda cfg, stage, out: None)
+    cfg = config.resolve(preset="smoke")
     with pytest.raises(RuntimeError, match="OOM mid-stage"):
-        common.train_grpo(types.SimpleNamespace(stage2=None, model=None), "stage2", None, None, [], tmp_path)
+        common.train_grpo(cfg, "stage2", None, None, [{"prompt": "p", "answer": "1"}], tmp_path)
     assert standin.alive == [] and unsloth_backend.held_engine() is None and not hasattr(holder, "vllm_engine")
 
 
