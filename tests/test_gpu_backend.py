@@ -12,6 +12,7 @@ import importlib.util
 import inspect
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -472,6 +473,23 @@ def test_gpu_smoke_model_has_a_head_size_vllm_accepts(tmp_path):
     config = json.loads((Path(folder) / "config.json").read_text())
     assert config["hidden_size"] // config["num_attention_heads"] == 64 and config["model_type"] == "qwen2"
     assert "builtin:tiny-qwen2-hd64" in (ROOT / "scripts" / "gpu_smoke.sh").read_text()
+
+
+def test_colab_notebook_installs_visibly_sets_the_t4_env_first_and_runs_a_stage_per_cell():
+    cells = ["".join(c["source"]) for c in json.loads((ROOT / "notebooks" / "colab_t4.ipynb").read_text())["cells"]
+             if c["cell_type"] == "code"]
+    assert not any("%%capture" in c for c in cells)
+    install = next(i for i, c in enumerate(cells) if "pip install" in c)
+    assert "[gpu]" in cells[install]
+    env = next(i for i, c in enumerate(cells) if "UNSLOTH_VLLM_NO_FLASHINFER" in c)
+    runs = [i for i, c in enumerate(cells) if re.search(r"!cotrecipe (stage\d|eval|run-all|baseline)", c)]
+    assert install < env < min(runs)
+    for stage in ("stage1", "stage2", "stage3"):
+        assert sum(f"!cotrecipe {stage} " in c for c in cells) == 1
+    assert "/content/drive/" in cells[0] and all("{RUN_DIR}" in cells[i] for i in runs)
+    readme = (ROOT / "README.md").read_text()
+    notebook = (ROOT / "notebooks" / "colab_t4.ipynb").read_text()
+    assert "has not been run on a GPU" in notebook and "nothing here has run on a GPU" in readme
 
 
 class Loaded(Exception):
