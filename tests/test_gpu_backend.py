@@ -308,6 +308,29 @@ def test_run_all_load_sequence_holds_at_most_one_engine(cache_dir, tmp_path, sta
     assert all(a["gpu_memory_utilization"] == cfg.gpu_memory_utilization for a in froms)
 
 
+def test_unsloth_wiring_binds_and_an_adapter_round_trips(cache_dir, tmp_path, standin, monkeypatch):
+    from peft import PeftModel
+
+    fake_gpu(monkeypatch)
+    cfg = make_cfg(cache_dir, max_seq_length=256, gradient_checkpointing=True, fast_inference=False)
+    model, tokenizer = M.load(cfg, seed=7)
+    assert isinstance(model, PeftModel) and M.trainer_peft_config(model, cfg) is None
+    (_, first), (_, peft) = standin.calls
+    assert first["model_name"] == M.resolve_model_path(cfg) and first["max_seq_length"] == 256
+    assert first["load_in_4bit"] is True and first["max_lora_rank"] == 4 and first["full_finetuning"] is False
+    assert (peft["r"], peft["lora_alpha"], peft["target_modules"], peft["use_gradient_checkpointing"]) == \
+        (4, 8, ["q_proj", "v_proj"], "unsloth")
+    adapter = M.save(model, tokenizer, tmp_path / "adapter")
+    standin.calls.clear()
+    again, _ = M.load(cfg, init_from=adapter, trainable=False, seed=7)
+    assert isinstance(again, PeftModel) and not any(p.requires_grad for p in again.parameters())
+    assert [c[0] for c in standin.calls] == ["from_pretrained", "for_inference"]
+    assert standin.calls[0][1]["model_name"] == str(adapter)
+    full, _ = M.load(dataclasses.replace(cfg, use_lora=False), seed=7)  # full fine-tuning: no 4-bit, no LoRA
+    assert standin.calls[-1][1]["full_finetuning"] is True and standin.calls[-1][1]["load_in_4bit"] is False
+    assert not isinstance(full, PeftModel)
+
+
 def test_a_second_engine_is_refused_while_one_is_held(standin):
     first, second = Holder(Engine()), Holder(Engine())
     unsloth_backend._hold(first)
