@@ -100,9 +100,11 @@ def release_engine() -> bool:
 
     owner = _held["model"]() if _held["model"] is not None else None
     _held["engine"], _held["model"] = None, None
-    if owner is not None:  # the model's own references would keep the engine alive
-        for attr in ("vllm_engine", "fast_generate", "fast_generate_batches"):
-            owner.__dict__.pop(attr, None)
+    if owner is not None:  # the model's own references (on it or on a wrapped base model) keep the engine alive
+        modules = owner.modules() if hasattr(owner, "modules") else []
+        for module in (owner, *modules):
+            for attr in ("vllm_engine", "fast_generate", "fast_generate_batches"):
+                module.__dict__.pop(attr, None)
     delete_vllm(engine)
     del engine, owner
     gc.collect()

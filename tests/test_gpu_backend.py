@@ -109,7 +109,8 @@ class StandIn(importlib.abc.MetaPathFinder, importlib.abc.Loader):
             engine = Engine()
             self.alive.append(engine)
             self.engines_started += 1
-            model.vllm_engine = engine
+            # unsloth sets it on the model it built, before wrapping an adapter around it
+            (model.get_base_model() if isinstance(model, PeftModel) else model).vllm_engine = engine
         return model, M.load_tokenizer(str(folder))
 
     def get_peft_model(self, *args, **kwargs):
