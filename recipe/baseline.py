@@ -55,7 +55,7 @@ def _train(cfg: Config, out: Path, rows: list[dict]) -> dict:
     from recipe import model as model_mod
     from recipe.stages.common import train_sft
 
-    model, tokenizer = model_mod.load(cfg.model, init_from=None, trainable=True)
+    model, tokenizer = model_mod.load(cfg.model, init_from=None, trainable=True, seed=cfg.run.seed)
     return train_sft(cfg, model, tokenizer, rows, out)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 from functools import wraps
+from pathlib import Path
 
 import click
 
@@ -167,6 +168,9 @@ _stage_command("stage3", "Stage 3: mine persistent failures, GRPO on shorter rew
 def eval_command(preset, config_file, overrides, strict, model_path, adapter, run_dir, stage, split, limit, batch_size,
                  output_dir):
     """Evaluate with the paper's protocol (zero-shot, greedy, 512 new tokens, 'Final Answer:')."""
+    run_config = Path(run_dir) / "config.yaml" if run_dir else None
+    if run_config is None or run_config.is_file():  # backend first: unsloth before transformers/TRL/peft load
+        _resolve(None if run_dir else preset, str(run_config) if run_dir else config_file, overrides, prepare=True)
     from recipe.evaluate import eval_command as run_eval
 
     run_eval(preset=preset, config_file=config_file,

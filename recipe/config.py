@@ -32,6 +32,9 @@ import yaml
 
 from recipe import safe_yaml
 
+from recipe.model import trl_vllm_args
+from recipe.precision import for_config as precision_for
+
 
 class ConfigError(ValueError):
     """A configuration problem, phrased so the user can fix it."""
@@ -57,7 +60,8 @@ class ModelConfig:
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
     gradient_checkpointing: bool = False
-    fast_inference: bool = False  # unsloth + vLLM generation for GRPO and eval
+    fast_inference: bool = False  # unsloth backend: a vLLM engine for GRPO generation (stages 2-3 only)
+    hf_use_vllm: bool = False  # hf backend: TRL's own colocated vLLM engine for GRPO (off unless asked for)
     gpu_memory_utilization: float = 0.6
     trust_remote_code: bool = False
     cache_dir: str = "~/.cache/cotrecipe"
@@ -472,8 +476,7 @@ def _common_args(cfg: Config, st: TrainConfig, output_dir: str) -> dict:
     import torch
 
     use_cpu = cfg.run.device == "cpu" or not torch.cuda.is_available()
-    bf16 = (not use_cpu) and torch.cuda.is_bf16_supported() and cfg.model.dtype in ("auto", "bfloat16")
-    fp16 = (not use_cpu) and not bf16 and cfg.model.dtype in ("auto", "float16")
+    flags = precision_for(cfg).trainer_flags()  # the same decision model.load follows (recipe/precision.py)
     return dict(
         output_dir=output_dir,
         learning_rate=st.learning_rate,
@@ -493,8 +496,7 @@ def _common_args(cfg: Config, st: TrainConfig, output_dir: str) -> dict:
         seed=cfg.run.seed,
         report_to=[r for r in cfg.run.report_to if r != "none"] or "none",
         use_cpu=use_cpu,
-        bf16=bf16,
-        fp16=fp16,
+        **flags,
         gradient_checkpointing=cfg.model.gradient_checkpointing,
         dataloader_num_workers=0,
         disable_tqdm=False,
@@ -521,7 +523,6 @@ def grpo_args(cfg: Config, stage: Literal["stage2", "stage3"], output_dir: str):
 
     st: GRPOStageConfig = getattr(cfg, stage)
     args = _common_args(cfg, st, output_dir)
-    use_vllm = cfg.model.fast_inference and not args["use_cpu"]
     return GRPOConfig(
         **args,
         num_generations=st.num_generations,
@@ -536,8 +537,6 @@ def grpo_args(cfg: Config, stage: Literal["stage2", "stage3"], output_dir: str):
         reward_weights=[spec.weight for spec in st.rewards],
         log_completions=st.log_completions,
         num_completions_to_print=st.num_completions_to_print,
-        use_vllm=use_vllm,
-        vllm_mode="colocate",
-        vllm_gpu_memory_utilization=cfg.model.gpu_memory_utilization,
+        **trl_vllm_args(cfg.model, args["use_cpu"]),
         remove_unused_columns=False,
     )

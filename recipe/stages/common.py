@@ -154,4 +154,7 @@ def train_grpo(cfg: Config, stage: str, model, tokenizer, rows: list[dict], stag
         processing_class=tokenizer,
         peft_config=model_mod.trainer_peft_config(model, cfg.model),
     )
-    return train_and_save(trainer, tokenizer, stage_dir, rows, args)
+    try:
+        return train_and_save(trainer, tokenizer, stage_dir, rows, args)
+    finally:
+        model_mod.release_engine()  # the GRPO stage's vLLM engine (if any) goes before the next stage or eval

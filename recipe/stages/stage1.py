@@ -27,5 +27,5 @@ def build_rows(cfg: Config) -> list[dict]:
 
 def run(cfg: Config, stage_dir: Path, init_from: str | None = None) -> dict:
     rows = build_rows(cfg)
-    model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=True)
+    model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=True, seed=cfg.run.seed)
     return train_sft(cfg, model, tokenizer, rows, stage_dir)

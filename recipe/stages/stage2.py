@@ -29,5 +29,6 @@ def build_rows(cfg: Config, tokenizer=None) -> list[dict]:
 
 
 def run(cfg: Config, stage_dir: Path, init_from: str | None = None) -> dict:
-    model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=True)
+    model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=True, seed=cfg.run.seed,
+                                      for_grpo=True)
     return train_grpo(cfg, "stage2", model, tokenizer, build_rows(cfg, tokenizer), stage_dir)

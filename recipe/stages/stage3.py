@@ -37,7 +37,7 @@ def mine_failures(cfg: Config, problems: list[data_mod.Problem], init_from: str 
     st = cfg.stage3
     if st.mining_limit > 0:
         problems = problems[: st.mining_limit]
-    model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=False)
+    model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=False, seed=cfg.run.seed)
     model = to_device(model, cfg.run.device)
     prompt_texts = [prompts.eval_prompt(p.question, answer_label=cfg.data.answer_label) for p in problems]
     with tqdm(total=len(problems), desc="stage 3: mining failures", unit="problem") as bar:
@@ -72,7 +72,8 @@ def run(cfg: Config, stage_dir: Path, init_from: str | None = None) -> dict:
         return {"output": init_from, "data": {"n_rows": 0}, "metrics": {**mined, "skipped": "no failures"},
                 "trainer_config": {}}
 
-    model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=True)
+    model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=True, seed=cfg.run.seed,
+                                      for_grpo=True)
     failed = [data_mod.Problem.from_dict(f) for f in failures]
     rows = data_mod.add_token_lengths(data_mod.build_stage3(failed, answer_label=cfg.data.answer_label), tokenizer)
     result = train_grpo(cfg, "stage3", model, tokenizer, rows, stage_dir)

@@ -1,0 +1,136 @@
+"""The GPU install without a GPU: the pinned `gpu` extra, the vendored unsloth signatures (and the script that
+extracts them), the GPU smoke test's model and the Colab notebook."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+import tomllib
+from packaging.requirements import Requirement
+
+from recipe import model as M
+from recipe.config import ModelConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+API = json.loads((ROOT / "tests" / "data" / "unsloth_api_2026.10.x.json").read_text())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 1-2, 9: the pins and the vendored signatures (the stand-ins binding to them: test_gpu_backend.py)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def gpu_extra() -> dict[str, Requirement]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return {Requirement(r).name.lower().replace("_", "-"): Requirement(r) for r in
+            project["optional-dependencies"]["gpu"]}
+
+
+def test_gpu_extra_pins_a_set_that_keeps_bitsandbytes_inside_vllm():
+    req = gpu_extra()
+    assert req["vllm"].specifier.filter(["0.2.5", "0.27.1", "0.28.0", "0.32.0"]) and \
+        list(req["vllm"].specifier.filter(["0.2.5", "0.27.1", "0.28.0", "0.32.0"])) == ["0.27.1"]
+    assert list(req["torch"].specifier.filter(["2.12.0", "2.13.0", "2.14.0"])) == ["2.13.0"]
+    for name in ("unsloth", "unsloth-zoo"):  # .1-.3 want trl<=1.13; 2026.11 is not what the signatures were read from
+        assert list(req[name].specifier.filter(["2026.10.3", "2026.10.4", "2026.10.9", "2026.11.1"])) == \
+            ["2026.10.4", "2026.10.9"]
+    assert not req["bitsandbytes"].specifier.contains("0.46.0") and not req["bitsandbytes"].specifier.contains("0.48.0")
+    text = (ROOT / "pyproject.toml").read_text()
+    block = text[text.index("gpu = ["):text.index("]", text.index("gpu = ["))]
+    lines = block.splitlines()[1:]
+    for i, line in enumerate(lines):  # every pin carries its reason on the line(s) above
+        if line.strip().startswith('"'):
+            assert lines[i - 1].strip().startswith("#"), f"no reason above {line.strip()}"
+    assert ".ci/gpu_resolve.sh" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_vendored_signatures_match_the_pinned_range():
+    versions = API["versions"]
+    extra = gpu_extra()
+    assert extra["unsloth"].specifier.contains(versions["unsloth"])
+    assert extra["unsloth-zoo"].specifier.contains(versions["unsloth_zoo"])
+    assert set(API["functions"]) >= {"unsloth.FastLanguageModel.from_pretrained", "unsloth_zoo.vllm_utils.delete_vllm",
+                                     "unsloth.FastLanguageModel.get_peft_model"}
+
+
+def load_extractor():
+    spec = importlib.util.spec_from_file_location("unsloth_api", ROOT / "scripts" / "unsloth_api.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_extractor_reads_what_is_vendored(tmp_path):
+    """scripts/unsloth_api.py, run on a source tree declaring the vendored signatures, gives them back."""
+    extractor = load_extractor()
+    for path in {p for _, p, _, _ in extractor.WANTED}:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(vendored_source(path, extractor))
+    got = extractor.extract([str(tmp_path)])["functions"]
+    assert {k: v["parameters"] for k, v in got.items()} == {k: v["parameters"] for k, v in API["functions"].items()}
+
+
+def vendored_source(path: str, extractor) -> str:
+    """Python source declaring the vendored signatures of ``path``'s functions (methods grouped by class)."""
+    by_class: dict[str | None, list[str]] = {}
+    for qualname, p, cls, name in extractor.WANTED:
+        if p != path:
+            continue
+        params = API["functions"][qualname]["parameters"]
+        args = [{"VAR_POSITIONAL": "*", "VAR_KEYWORD": "**"}.get(q["kind"], "") + q["name"] +
+                ("=0" if q["has_default"] else "") for q in params]
+        if any(q["kind"] == "KEYWORD_ONLY" for q in params) and not any(q["kind"] == "VAR_POSITIONAL" for q in params):
+            args.insert(next(i for i, q in enumerate(params) if q["kind"] == "KEYWORD_ONLY"), "*")
+        by_class.setdefault(cls, []).append(f"def {name}({', '.join(args)}):\n    pass\n")
+    out = []
+    for cls, defs in by_class.items():
+        if cls is None:
+            out.extend(defs)
+        else:
+            out.append(f"class {cls}:\n" + "".join(textwrap.indent(d, "    ") for d in defs))
+    return "\n".join(out)
+
+
+def test_installed_unsloth_has_the_vendored_signatures():
+    """Where the gpu extra is installed, the vendored file must still describe it (else regenerate it)."""
+    specs = [importlib.util.find_spec(name) for name in ("unsloth", "unsloth_zoo")]
+    if any(spec is None for spec in specs):
+        pytest.skip("unsloth / unsloth_zoo not installed (CPU machine)")
+    folders = sorted({str(Path(spec.origin).parents[1]) for spec in specs})
+    got = load_extractor().extract(folders)["functions"]
+    stale = [k for k, v in API["functions"].items() if got[k]["parameters"] != v["parameters"]]
+    assert not stale, f"{stale} changed in the installed unsloth: rerun scripts/unsloth_api.py"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 10-11: the smoke test's model and the Colab notebook
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_gpu_smoke_model_has_a_head_size_vllm_accepts(tmp_path):
+    folder = M.resolve_model_path(ModelConfig(name_or_path=M.TINY_HD64, cache_dir=str(tmp_path)))
+    config = json.loads((Path(folder) / "config.json").read_text())
+    assert config["hidden_size"] // config["num_attention_heads"] == 64 and config["model_type"] == "qwen2"
+    assert "builtin:tiny-qwen2-hd64" in (ROOT / "scripts" / "gpu_smoke.sh").read_text()
+
+
+def test_colab_notebook_installs_visibly_sets_the_t4_env_first_and_runs_a_stage_per_cell():
+    cells = ["".join(c["source"]) for c in json.loads((ROOT / "notebooks" / "colab_t4.ipynb").read_text())["cells"]
+             if c["cell_type"] == "code"]
+    assert not any("%%capture" in c for c in cells)
+    install = next(i for i, c in enumerate(cells) if "pip install" in c)
+    assert "[gpu]" in cells[install]
+    env = next(i for i, c in enumerate(cells) if "UNSLOTH_VLLM_NO_FLASHINFER" in c)
+    runs = [i for i, c in enumerate(cells) if re.search(r"!cotrecipe (stage\d|eval|run-all|baseline)", c)]
+    assert install < env < min(runs)
+    for stage in ("stage1", "stage2", "stage3"):
+        assert sum(f"!cotrecipe {stage} " in c for c in cells) == 1
+    assert "/content/drive/" in cells[0] and all("{RUN_DIR}" in cells[i] for i in runs)
+    readme = (ROOT / "README.md").read_text()
+    notebook = (ROOT / "notebooks" / "colab_t4.ipynb").read_text()
+    assert "has not been run on a GPU" in notebook and "nothing here has run on a GPU" in readme
