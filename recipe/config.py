@@ -31,7 +31,6 @@ from typing import Any, Literal
 import yaml
 
 from recipe import safe_yaml
-
 from recipe.model import trl_vllm_args
 from recipe.precision import for_config as precision_for
 
