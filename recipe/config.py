@@ -4,8 +4,7 @@ Everything the recipe can be told lives in the dataclasses below; their defaults
 written. A preset is a partial YAML mapping over these defaults. Validation happens here, before any model or dataset
 is touched, and every error names the key, the bad value and what is allowed.
 
-This module is also the one place the TRL trainer configs are built (:func:`sft_args`, :func:`grpo_args`); TRL is
-imported lazily inside them so that ``cotrecipe config`` stays fast.
+The TRL trainer arguments are built from this schema in :mod:`recipe.stages.trl_args`.
 
 >>> cfg = resolve(preset="smoke", overrides=["stage2.learning_rate=1e-4"])
 >>> cfg.stage2.learning_rate
@@ -29,6 +28,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
+from recipe.rewards import REWARDS, build_reward
 
 
 class ConfigError(ValueError):
@@ -157,12 +158,16 @@ class EvalConfig:
     stages: list[str] = field(default_factory=lambda: ["base", "stage1", "stage2", "stage3"])
 
 
+BASELINES = ("sft",)  # `run.baselines` keys; each is an entry of recipe.run.ENTRIES
+
+
 @dataclass
 class RunConfig:
     output_dir: str = "runs/cotrecipe"
     seed: int = 42
     report_to: list[str] = field(default_factory=lambda: ["none"])
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    baselines: list[str] = field(default_factory=list)  # trained by run-all after the stages, e.g. [sft]
 
 
 @dataclass
@@ -388,8 +393,6 @@ def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
 
 def validate(cfg: Config) -> None:
     """Range checks that types alone cannot express."""
-    from recipe.rewards import REWARDS, build_reward  # local: rewards are pure Python, cheap to import
-
     for name in ("stage1", "stage2", "stage3"):
         st = getattr(cfg, name)
         _check(st.learning_rate > 0, f"{name}.learning_rate", st.learning_rate, "must be > 0")
@@ -434,6 +437,8 @@ def validate(cfg: Config) -> None:
     for s in cfg.eval.stages:
         _check(s in allowed_stages, "eval.stages", s, f"allowed: {', '.join(sorted(allowed_stages))}")
     _check(cfg.eval.batch_size >= 1, "eval.batch_size", cfg.eval.batch_size, "must be >= 1")
+    for b in cfg.run.baselines:
+        _check(b in BASELINES, "run.baselines", b, f"allowed: {', '.join(BASELINES)}")
 
 
 def dump_yaml(cfg: Config) -> str:
@@ -455,83 +460,3 @@ def diff_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
         elif a != b:
             keys.append(name)
     return keys
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# TRL configs: built here and nowhere else
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def _common_args(cfg: Config, st: TrainConfig, output_dir: str) -> dict:
-    import torch
-
-    use_cpu = cfg.run.device == "cpu" or not torch.cuda.is_available()
-    bf16 = (not use_cpu) and torch.cuda.is_bf16_supported() and cfg.model.dtype in ("auto", "bfloat16")
-    fp16 = (not use_cpu) and not bf16 and cfg.model.dtype in ("auto", "float16")
-    return dict(
-        output_dir=output_dir,
-        learning_rate=st.learning_rate,
-        num_train_epochs=st.num_train_epochs,
-        max_steps=st.max_steps,
-        per_device_train_batch_size=st.per_device_train_batch_size,
-        gradient_accumulation_steps=st.gradient_accumulation_steps,
-        warmup_steps=st.warmup_steps,
-        lr_scheduler_type=st.lr_scheduler_type,
-        weight_decay=st.weight_decay,
-        max_grad_norm=st.max_grad_norm,
-        optim=st.optim,
-        logging_steps=st.logging_steps,
-        save_strategy="steps",
-        save_steps=st.save_steps,
-        save_total_limit=st.save_total_limit,
-        seed=cfg.run.seed,
-        report_to=[r for r in cfg.run.report_to if r != "none"] or "none",
-        use_cpu=use_cpu,
-        bf16=bf16,
-        fp16=fp16,
-        gradient_checkpointing=cfg.model.gradient_checkpointing,
-        dataloader_num_workers=0,
-        disable_tqdm=False,
-    )
-
-
-def sft_args(cfg: Config, output_dir: str):
-    """TRL SFTConfig for stage 1 (and the SFT baseline): prompt-completion data, loss on the completion only."""
-    from trl import SFTConfig
-
-    st = cfg.stage1
-    return SFTConfig(
-        **_common_args(cfg, st, output_dir),
-        max_length=min(st.max_length, cfg.model.max_seq_length),
-        completion_only_loss=True,
-        packing=False,
-        dataset_num_proc=None,
-    )
-
-
-def grpo_args(cfg: Config, stage: Literal["stage2", "stage3"], output_dir: str):
-    """TRL GRPOConfig for stage 2 or 3."""
-    from trl import GRPOConfig
-
-    st: GRPOStageConfig = getattr(cfg, stage)
-    args = _common_args(cfg, st, output_dir)
-    use_vllm = cfg.model.fast_inference and not args["use_cpu"]
-    return GRPOConfig(
-        **args,
-        num_generations=st.num_generations,
-        max_completion_length=st.max_completion_length,
-        temperature=st.temperature,
-        top_p=st.top_p,
-        beta=st.beta,
-        epsilon=st.epsilon,
-        loss_type=st.loss_type,
-        scale_rewards=st.scale_rewards,
-        num_iterations=st.num_iterations,
-        reward_weights=[spec.weight for spec in st.rewards],
-        log_completions=st.log_completions,
-        num_completions_to_print=st.num_completions_to_print,
-        use_vllm=use_vllm,
-        vllm_mode="colocate",
-        vllm_gpu_memory_utilization=cfg.model.gpu_memory_utilization,
-        remove_unused_columns=False,
-    )
