@@ -12,16 +12,13 @@ The TRL trainer arguments are built from this schema in :mod:`recipe.stages.trl_
 >>> resolve(preset="smoke", overrides=["stage2.lerning_rate=1"])
 Traceback (most recent call last):
 ...
-recipe.config.ConfigError: unknown key 'stage2.lerning_rate' (did you mean 'stage2.learning_rate'?)
+recipe.errors.ConfigError: unknown key 'stage2.lerning_rate' (did you mean 'stage2.learning_rate'?)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
-import types
-import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -29,12 +26,9 @@ from typing import Any, Literal
 
 import yaml
 
+from recipe.errors import ConfigError
 from recipe.rewards import REWARDS, build_reward
-
-
-class ConfigError(ValueError):
-    """A configuration problem, phrased so the user can fix it."""
-
+from recipe.typed import deep_merge, from_mapping
 
 # --------------------------------------------------------------------------------------------------------------------
 # Schema
@@ -183,115 +177,6 @@ class Config:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# dict <-> dataclass with typed checks
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if origin is list:
-        return f"list of {_type_name(typing.get_args(tp)[0])}"
-    if dataclasses.is_dataclass(tp):
-        return "mapping"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; return the (lightly coerced) value or raise ConfigError."""
-    origin = typing.get_origin(tp)
-    bad = ConfigError(f"bad value for '{key}': {value!r} (expected {_type_name(tp)})")
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            raise bad
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise bad
-        (item_tp,) = typing.get_args(tp)
-        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise bad
-        return dict(value)
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError:
-                continue
-        raise bad
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, dict):
-            raise bad
-        return _from_dict(tp, value, key)
-    if tp is Any:
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise bad
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad
-        return value
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads "1e-5" (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                raise bad from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise bad
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise bad
-        return value
-    raise ConfigError(f"internal: unsupported annotation {tp!r} for '{key}'")
-
-
-def _fields(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
-def _unknown_key(key: str, known: list[str], prefix: str) -> ConfigError:
-    full = f"{prefix}{key}"
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (allowed: {', '.join(sorted(known))})"
-    return ConfigError(f"unknown key '{full}'{hint}")
-
-
-def _from_dict(cls: type, data: dict, prefix: str = "") -> Any:
-    fields_ = _fields(cls)
-    kwargs = {}
-    for key, value in data.items():
-        if key not in fields_:
-            raise _unknown_key(key, list(fields_), f"{prefix}." if prefix else "")
-        kwargs[key] = _coerce(value, fields_[key], f"{prefix}.{key}" if prefix else key)
-    return cls(**kwargs)
-
-
-def to_dict(cfg: Any) -> dict:
-    """The config as plain data (what ``config.yaml`` holds)."""
-    return dataclasses.asdict(cfg)
-
-
-def _deep_merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "params":
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-# --------------------------------------------------------------------------------------------------------------------
 # Presets, files and overrides
 # --------------------------------------------------------------------------------------------------------------------
 
@@ -366,22 +251,22 @@ def resolve(
     """Defaults, then the preset, then a YAML file, then ``--set`` overrides; validated."""
     data: dict = {}
     if preset:
-        data = _deep_merge(data, _load_yaml(preset_text(preset), f"preset '{preset}'"))
+        data = deep_merge(data, _load_yaml(preset_text(preset), f"preset '{preset}'"))
     if config_file:
         path = Path(config_file)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        data = _deep_merge(data, _load_yaml(path.read_text(encoding="utf-8"), str(path)))
+        data = deep_merge(data, _load_yaml(path.read_text(encoding="utf-8"), str(path)))
     for item in overrides:
         keys, value = parse_override(item)
         _apply_override(data, keys, value)
-    cfg = _from_dict(Config, data)
+    cfg = from_mapping(Config, data)
     validate(cfg)
     return cfg
 
 
 def from_dict(data: dict) -> Config:
-    cfg = _from_dict(Config, data)
+    cfg = from_mapping(Config, data)
     validate(cfg)
     return cfg
 
@@ -443,6 +328,11 @@ def validate(cfg: Config) -> None:
 
 def dump_yaml(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None, width=120)
+
+
+def to_dict(cfg: Any) -> dict:
+    """The config as plain data (what ``config.yaml`` holds)."""
+    return dataclasses.asdict(cfg)
 
 
 def diff_keys(old: dict, new: dict, prefix: str = "") -> list[str]:

@@ -1,7 +1,11 @@
-"""Error types of the run machinery, in a module of their own so that any layer can raise them without importing
-the layer that defines the work (the README's "Run directory" section says what each refers to)."""
+"""User-facing error types shared across layers, in a module of their own so that any layer can raise them without
+importing the layer that does the work (the CLI turns each into one ``error: ...`` line)."""
 
 from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased so the user can fix it."""
 
 
 class RunError(RuntimeError):
