@@ -89,6 +89,7 @@ def _length_curve(cache_dir: Path, run_dir: Path, sign: int, steps: int) -> list
     return [row["completions/mean_length"] for row in log if "completions/mean_length" in row]
 
 
+@pytest.mark.slow
 def test_sign_check_length_reward_steers_completion_length(cache_dir, tmp_path):
     """GRPO through the stage-2 code with only a length reward: -length shortens completions, +length does not."""
     shorter = _length_curve(cache_dir, tmp_path / "neg", sign=-1, steps=30)
@@ -143,7 +144,6 @@ def test_changed_config_of_a_finished_stage_is_refused_unless_forced(cache_dir, 
     assert entry["status"] == "done" and entry["trainer_config"]["learning_rate"] == 0.5
 
 
-@pytest.mark.slow
 def test_sigkill_mid_stage2_then_rerun_resumes_and_finishes(cache_dir, tmp_path):
     """The child run SIGKILLs itself right after stage 2 saved checkpoint-2 (a test hook in the stage code), so the
     kill lands at a known point; the same command then resumes stage 2 from that checkpoint."""
@@ -151,7 +151,8 @@ def test_sigkill_mid_stage2_then_rerun_resumes_and_finishes(cache_dir, tmp_path)
     args = ["run-all", "--preset", "smoke", "--output-dir", str(run_dir), "--set", f"model.cache_dir={cache_dir}",
             "--set", "eval.enabled=false", "--set", "stage1.max_steps=1", "--set", "stage2.max_steps=4",
             "--set", "stage2.save_steps=2", "--set", "stage2.log_completions=false",
-            "--set", "stage2.max_completion_length=16", "--set", "stage3.max_steps=1"]
+            "--set", "stage2.max_completion_length=8", "--set", "stage3.max_steps=1", "--set", "stage3.mining_limit=4",
+            "--set", "stage3.mining_max_new_tokens=8", "--set", "stage3.max_completion_length=8"]
     env = {**os.environ, "PYTHONPATH": str(REPO), KILL_AFTER_SAVE_ENV: "stage2:2"}
     proc = subprocess.run([sys.executable, "-m", "recipe.cli", *args], env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL, timeout=300)
