@@ -50,7 +50,7 @@ class ModelConfig:
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
     gradient_checkpointing: bool = False
-    fast_inference: bool = False  # unsloth + vLLM generation for GRPO and eval
+    fast_inference: bool = False  # unsloth + vLLM generation for GRPO training (evaluation uses HF generate)
     gpu_memory_utilization: float = 0.6
     trust_remote_code: bool = False
     cache_dir: str = "~/.cache/cotrecipe"
