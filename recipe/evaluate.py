@@ -77,16 +77,16 @@ def build_prompt(question: str, style: str, answer_label: str = prompts.ANSWER_L
     >>> build_prompt("Q?", "fewshot").endswith("Question: Q?\\nYou must end your response with \\"Final Answer: [number]\\"\\nReasoning:")
     True
     """
-    paper = prompts.eval_prompt(question, answer_label)
+    zero_shot = prompts.eval_prompt(question, answer_label)
     if style == "paper":
-        return paper
+        return zero_shot
     if style == "fewshot":
-        return fewshot_prefix(answer_label) + paper
+        return fewshot_prefix(answer_label) + zero_shot
     if style == "chat":
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
             raise EvalError("eval.prompt=chat needs a tokenizer with a chat template, and this model's tokenizer "
                             "has none; use eval.prompt=paper or eval.prompt=fewshot")
-        return tokenizer.apply_chat_template([{"role": "user", "content": paper}], tokenize=False,
+        return tokenizer.apply_chat_template([{"role": "user", "content": zero_shot}], tokenize=False,
                                              add_generation_prompt=True)
     raise EvalError(f"unknown eval.prompt {style!r} (allowed: paper, fewshot, chat)")
 
