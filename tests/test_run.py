@@ -31,9 +31,14 @@ def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("model-cache")
 
 
+# Shorter generations and mining than the smoke preset: the tests check plumbing, not what the model writes.
+QUICK = ("stage2.max_completion_length=16", "stage3.max_completion_length=16", "stage3.mining_limit=8",
+         "stage3.mining_max_new_tokens=16", "stage2.log_completions=false", "stage3.log_completions=false")
+
+
 def smoke(cache_dir: Path, run_dir: Path, *extra: str) -> C.Config:
     return C.resolve(preset="smoke", overrides=[f"model.cache_dir={cache_dir}", f"run.output_dir={run_dir}",
-                                                "eval.enabled=false", *extra])
+                                                "eval.enabled=false", *QUICK, *extra])
 
 
 def adapter_weights(model_dir: Path) -> dict[str, torch.Tensor]:
