@@ -18,10 +18,12 @@ from pathlib import Path
 import torch
 
 from recipe import config as C
-from recipe import curriculum
 from recipe import data as data_mod
 from recipe import model as model_mod
+from recipe import run as run_mod
+from recipe import rundir
 from recipe.rewards import build_reward
+from recipe.stages import stage2
 
 
 def recipe_cfg(root: Path, steps: int, tag: str) -> C.Config:
@@ -35,9 +37,9 @@ def recipe_cfg(root: Path, steps: int, tag: str) -> C.Config:
 def run_recipe(root: Path, steps: int, tag: str) -> tuple[float, float]:
     cfg = recipe_cfg(root, steps, tag)
     t0 = time.perf_counter()
-    curriculum.run_stage(cfg, "stage2")
+    run_mod.run_one(cfg, "stage2")
     wall = time.perf_counter() - t0
-    entry = curriculum.load_manifest(root / tag)["stages"]["stage2"]
+    entry = rundir.load_manifest(root / tag)["stages"]["stage2"]
     return entry["metrics"]["train_runtime_s"] / steps, wall
 
 
@@ -53,7 +55,7 @@ def run_bare(root: Path, steps: int, tag: str) -> tuple[float, float]:
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(path)
     problems, _ = data_mod.load_gsm8k(cfg.data.source, split="train")
-    rows = data_mod.build_stage2(problems[slice(*cfg.data.stage2_rows)], seed=cfg.run.seed)
+    rows = stage2.build_rows(problems[slice(*cfg.data.stage2_rows)], seed=cfg.run.seed)
     args = GRPOConfig(
         output_dir=str(root / tag), learning_rate=cfg.stage2.learning_rate, max_steps=steps, save_steps=steps,
         per_device_train_batch_size=4, num_generations=4, max_completion_length=32, logging_steps=1,

@@ -1,11 +1,14 @@
-"""The ``cotrecipe`` command line (click).
+"""The ``cotrecipe`` command line (click): one function per command.
 
-Heavy libraries (torch, transformers, TRL) are imported inside the commands that need them, so ``cotrecipe presets``
-and ``cotrecipe config`` answer instantly. Known error types become one ``error: ...`` line and exit code 2.
+The modules that import torch, transformers and TRL (:mod:`recipe.run`, :mod:`recipe.evaluate`) are imported inside
+the commands that need them — after :func:`recipe.model.prepare_backend`, which must import unsloth before
+transformers — so ``cotrecipe presets`` and ``cotrecipe config`` answer instantly. Known error types become one
+``error: ...`` line and exit code 2.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from functools import wraps
@@ -14,17 +17,18 @@ from pathlib import Path
 import click
 
 from recipe import config as config_mod
+from recipe import plan as plan_mod
+from recipe.data import DataError
+from recipe.errors import EvalError, RunError
+from recipe.export import ExportError, export
+from recipe.model import ModelError, prepare_backend
+from recipe.plan import PlanError
+from recipe.report import build_report, collect_results, format_table
+from recipe.rundir import CONFIG_FILE, GENERATIONS, RESULTS
+from recipe.scoring import format_summary, score_file
+from recipe.teach import TeachOptions, teach_command
 
-
-def _known_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [config_mod.ConfigError]
-    for module, name in (("recipe.data", "DataError"), ("recipe.model", "ModelError"),
-                         ("recipe.curriculum", "RunError"), ("recipe.evaluate", "EvalError"),
-                         ("recipe.plan", "PlanError")):
-        mod = sys.modules.get(module)
-        if mod is not None and hasattr(mod, name):
-            errors.append(getattr(mod, name))
-    return tuple(errors)
+KNOWN_ERRORS = (config_mod.ConfigError, DataError, ModelError, RunError, EvalError, PlanError, ExportError)
 
 
 def friendly(fn):
@@ -35,7 +39,7 @@ def friendly(fn):
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - filtered right below
-            if isinstance(exc, _known_errors()):
+            if isinstance(exc, KNOWN_ERRORS):
                 click.echo(f"error: {exc}", err=True)
                 sys.exit(2)
             raise
@@ -59,8 +63,6 @@ def _resolve(preset, config_file, overrides, output_dir=None, prepare=False, str
         overrides.append(f"run.output_dir={output_dir}")
     cfg = config_mod.resolve(preset=preset, config_file=config_file, overrides=overrides)
     if prepare:  # commands that train: pick the backend (importing unsloth first when it is used)
-        from recipe.model import prepare_backend
-
         prepare_backend(cfg.model)
     return cfg
 
@@ -113,8 +115,6 @@ def show_config(preset, config_file, overrides, strict):
 @friendly
 def score(input_path, completion_field, answer_field, output_path, checker):
     """Score any generations file ('-' reads stdin): extracted answer, correctness, rewards; prints a summary."""
-    from recipe.scoring import format_summary, score_file
-
     summary = score_file(input_path, completion_field=completion_field, answer_field=answer_field,
                          output_path=output_path, checker=checker)
     click.echo(format_summary(summary))
@@ -126,10 +126,11 @@ def score(input_path, completion_field, answer_field, output_path, checker):
 @click.option("--force", is_flag=True, help="Rerun stages whose config changed instead of refusing.")
 @friendly
 def run_all(preset, config_file, overrides, strict, output_dir, force):
-    """Run stage 1 -> 2 -> 3 -> eval + report in one run directory; rerun the same command to resume."""
-    from recipe.curriculum import run_all as run
+    """Run stage 1 -> 2 -> 3 (and run.baselines) -> eval + report in one run directory; rerun to resume."""
+    cfg = _resolve(preset, config_file, overrides, output_dir, prepare=True, strict=strict)
+    from recipe.run import run_all as run  # lazy: torch/transformers/trl, imported after the backend is prepared
 
-    run(_resolve(preset, config_file, overrides, output_dir, prepare=True, strict=strict), force=force)
+    run(cfg, force=force)
 
 
 def _stage_command(stage: str, help_text: str):
@@ -137,13 +138,14 @@ def _stage_command(stage: str, help_text: str):
     @click.option("--output-dir", default=None, help="Run directory (default: the preset's run.output_dir).")
     @click.option("--from", "init_from", default=None, type=click.Path(),
                   help="Starting weights: a stage output folder (adapter or full model).")
-    @click.option("--force", is_flag=True, help="Rerun the stage even if it is done or its config changed.")
+    @click.option("--force", is_flag=True,
+                  help="Rerun the stage even if it is done or its config changed; later stages become stale.")
     @friendly
     def command(preset, config_file, overrides, strict, output_dir, init_from, force):
-        from recipe.curriculum import run_stage
+        cfg = _resolve(preset, config_file, overrides, output_dir, prepare=True, strict=strict)
+        from recipe.run import run_one  # lazy: torch/transformers/trl, imported after the backend is prepared
 
-        run_stage(_resolve(preset, config_file, overrides, output_dir, prepare=True, strict=strict), stage, init_from=init_from,
-                  force=force)
+        run_one(cfg, stage, init_from=init_from, force=force)
 
     command.__doc__ = help_text
     return main.command(stage)(command)
@@ -154,12 +156,26 @@ _stage_command("stage2", "Stage 2: GRPO on masked completion with the gated brev
 _stage_command("stage3", "Stage 3: mine persistent failures, GRPO on shorter rewrites of the teacher solution.")
 
 
+def _eval_overrides(split: str | None, limit: int | None, batch_size: int | None) -> list[str]:
+    out = []
+    if split is not None:
+        out.append(f"eval.split={json.dumps(split)}")
+    if limit is not None:
+        if limit == 0 or limit < -1:
+            raise EvalError(f"--limit must be a positive count (or -1 for the whole split), got {limit}")
+        out.append(f"eval.limit={limit}")
+    if batch_size is not None:
+        out.append(f"eval.batch_size={batch_size}")
+    return out
+
+
 @main.command("eval")
 @config_options
 @click.option("--model", "model_path", default=None, help="Hub id or local folder (default: the config's model).")
 @click.option("--adapter", default=None, type=click.Path(), help="A LoRA adapter folder to apply.")
 @click.option("--run", "run_dir", default=None, type=click.Path(), help="A run directory to evaluate.")
-@click.option("--stage", default=None, help="With --run: base, stage1, stage2 or stage3 (default: all done).")
+@click.option("--stage", default=None,
+              help="With --run: base, stage1, stage2, stage3 or a baseline entry (default: all done).")
 @click.option("--split", default=None, help="Dataset split (default: eval.split).")
 @click.option("--limit", default=None, type=int, help="Evaluate the first N problems only.")
 @click.option("--batch-size", default=None, type=int)
@@ -167,16 +183,37 @@ _stage_command("stage3", "Stage 3: mine persistent failures, GRPO on shorter rew
 @friendly
 def eval_command(preset, config_file, overrides, strict, model_path, adapter, run_dir, stage, split, limit, batch_size,
                  output_dir):
-    """Evaluate with the paper's protocol (zero-shot, greedy, 512 new tokens, 'Final Answer:')."""
-    run_config = Path(run_dir) / "config.yaml" if run_dir else None
-    if run_config is None or run_config.is_file():  # backend first: unsloth before transformers/TRL/peft load
-        _resolve(None if run_dir else preset, str(run_config) if run_dir else config_file, overrides, prepare=True)
-    from recipe.evaluate import eval_command as run_eval
+    """Evaluate with the paper's protocol (zero-shot, greedy, 512 new tokens, the answer-label line)."""
+    extra = list(overrides) + (["data.strict=true"] if strict else []) + _eval_overrides(split, limit, batch_size)
+    if run_dir is not None:
+        clashes = [flag for flag, value in (("--preset", preset), ("--config", config_file), ("--model", model_path),
+                                            ("--adapter", adapter), ("--output-dir", output_dir)) if value]
+        if clashes:
+            raise EvalError(f"--run uses the run's own config.yaml and folders; drop {', '.join(clashes)} "
+                            "(use --set KEY=VALUE to change an eval setting)")
+        if not (Path(run_dir) / CONFIG_FILE).is_file():
+            raise EvalError(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
+        cfg = config_mod.resolve(config_file=Path(run_dir) / CONFIG_FILE, overrides=extra)
+        prepare_backend(cfg.model)  # backend first: unsloth before transformers/TRL/peft load
+        from recipe.run import evaluate_run  # lazy: torch/transformers
 
-    run_eval(preset=preset, config_file=config_file,
-             overrides=list(overrides) + (["data.strict=true"] if strict else []), model_path=model_path,
-             adapter=adapter, run_dir=run_dir, stage=stage, split=split, limit=limit, batch_size=batch_size,
-             output_dir=output_dir)
+        evaluate_run(cfg, run_dir, names=[stage] if stage else None)
+        click.echo(format_table(collect_results(run_dir)))
+        return
+    if stage is not None:
+        raise EvalError("--stage needs --run DIR")
+    model_over = [f"model.name_or_path={json.dumps(model_path)}"] if model_path else []
+    cfg = config_mod.resolve(preset=preset, config_file=config_file, overrides=[*extra, *model_over])
+    prepare_backend(cfg.model)  # backend first: unsloth before transformers/TRL/peft load
+    if adapter is not None and not Path(adapter).exists():
+        raise EvalError(f"--adapter folder not found: {adapter}")
+    from recipe import evaluate  # lazy: torch/transformers
+
+    out = Path(output_dir or "runs/eval")
+    record = evaluate.model_record(cfg, str(Path(adapter).resolve()) if adapter else None)
+    results = evaluate.evaluate_weights(cfg, out, record, init_from=adapter, reuse=False)
+    click.echo(format_table([(out.name, results)]))
+    click.echo(f"wrote {out / RESULTS} and {out / GENERATIONS}")
 
 
 @main.command()
@@ -184,8 +221,6 @@ def eval_command(preset, config_file, overrides, strict, model_path, adapter, ru
 @friendly
 def report(run_dir):
     """Rebuild report.md and report.png from a run's stored results."""
-    from recipe.report import build_report
-
     paths = build_report(run_dir)
     for path in paths:
         click.echo(str(path))
@@ -199,12 +234,14 @@ def baseline():
 @baseline.command("sft")
 @config_options
 @click.option("--output-dir", default=None, help="Run directory to add the baseline to.")
+@click.option("--force", is_flag=True, help="Retrain the baseline even if it is done or its config changed.")
 @friendly
-def baseline_sft(preset, config_file, overrides, strict, output_dir):
+def baseline_sft(preset, config_file, overrides, strict, output_dir, force):
     """Plain SFT distillation on full teacher rationales, same data and budget; added as a report row."""
-    from recipe.baseline import run_sft_baseline
+    cfg = _resolve(preset, config_file, overrides, output_dir, prepare=True, strict=strict)
+    from recipe.run import run_baseline  # lazy: torch/transformers/trl, imported after the backend is prepared
 
-    run_sft_baseline(_resolve(preset, config_file, overrides, output_dir, prepare=True, strict=strict))
+    run_baseline(cfg, "sft", force=force)
 
 
 # --- cotrecipe teach (issue 12): a self-contained block -----------------------------------------------------------
@@ -233,8 +270,6 @@ def baseline_sft(preset, config_file, overrides, strict, output_dir):
 def teach(preset, config_file, overrides, strict, source, served_model, output, split, limit, concurrency, timeout,
           retries, batch_size, max_new_tokens, temperature, api_key_env, latex, stats_png):
     """Write teacher rationales (kept only when the answer matches gold); cached, resumable, rerun to finish."""
-    from recipe.teach import TeachOptions, teach_command
-
     opts = TeachOptions(source=source, output=output, model=served_model, split=split, limit=limit,
                         concurrency=concurrency, timeout=timeout, retries=retries, batch_size=batch_size,
                         max_new_tokens=max_new_tokens, temperature=temperature, api_key_env=api_key_env, latex=latex)
@@ -252,8 +287,6 @@ def teach(preset, config_file, overrides, strict, source, served_model, output, 
 @friendly
 def plan_command(preset, config_file, overrides, strict, gpu_mem, model_config):
     """Estimate peak GPU memory per stage and say whether it fits (no GPU or download needed)."""
-    from recipe import plan as plan_mod
-
     cfg = _resolve(preset, config_file, overrides, strict=strict)
     dims = plan_mod.model_dims(model_config or cfg.model.name_or_path, cfg.model.cache_dir)
     card = plan_mod.smallest_card(cfg, dims)
@@ -279,8 +312,6 @@ def plan_command(preset, config_file, overrides, strict, gpu_mem, model_config):
 @friendly
 def export_command(run_dir, stage, fmt, output, dtype, quantization, converter):
     """Export a finished stage: LoRA adapter, merged 16-bit weights, or GGUF with an Ollama Modelfile."""
-    from recipe.export import ExportError, export
-
     try:
         paths = export(run_dir, fmt, output, stage=stage, dtype=dtype, quantization=quantization, converter=converter)
     except ExportError as exc:

@@ -4,8 +4,7 @@ Everything the recipe can be told lives in the dataclasses below; their defaults
 written. A preset is a partial YAML mapping over these defaults. Validation happens here, before any model or dataset
 is touched, and every error names the key, the bad value and what is allowed.
 
-This module is also the one place the TRL trainer configs are built (:func:`sft_args`, :func:`grpo_args`); TRL is
-imported lazily inside them so that ``cotrecipe config`` stays fast.
+The TRL trainer arguments are built from this schema in :mod:`recipe.stages.trl_args`.
 
 >>> cfg = resolve(preset="smoke", overrides=["stage2.learning_rate=1e-4"])
 >>> cfg.stage2.learning_rate
@@ -13,16 +12,13 @@ imported lazily inside them so that ``cotrecipe config`` stays fast.
 >>> resolve(preset="smoke", overrides=["stage2.lerning_rate=1"])
 Traceback (most recent call last):
 ...
-recipe.config.ConfigError: unknown key 'stage2.lerning_rate' (did you mean 'stage2.learning_rate'?)
+recipe.errors.ConfigError: unknown key 'stage2.lerning_rate' (did you mean 'stage2.learning_rate'?)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
-import types
-import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -31,13 +27,9 @@ from typing import Any, Literal
 import yaml
 
 from recipe import safe_yaml
-from recipe.model import trl_vllm_args
-from recipe.precision import for_config as precision_for
-
-
-class ConfigError(ValueError):
-    """A configuration problem, phrased so the user can fix it."""
-
+from recipe.errors import ConfigError
+from recipe.rewards import REWARDS, build_reward
+from recipe.typed import deep_merge, from_mapping
 
 # --------------------------------------------------------------------------------------------------------------------
 # Schema
@@ -162,12 +154,16 @@ class EvalConfig:
     stages: list[str] = field(default_factory=lambda: ["base", "stage1", "stage2", "stage3"])
 
 
+BASELINES = ("sft",)  # `run.baselines` keys; each is an entry of recipe.run.ENTRIES
+
+
 @dataclass
 class RunConfig:
     output_dir: str = "runs/cotrecipe"
     seed: int = 42
     report_to: list[str] = field(default_factory=lambda: ["none"])
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    baselines: list[str] = field(default_factory=list)  # trained by run-all after the stages, e.g. [sft]
 
 
 @dataclass
@@ -180,127 +176,6 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
     description: str = ""
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# dict <-> dataclass with typed checks
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if origin is list:
-        return f"list of {_type_name(typing.get_args(tp)[0])}"
-    if dataclasses.is_dataclass(tp):
-        return "mapping"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; return the (lightly coerced) value or raise ConfigError."""
-    origin = typing.get_origin(tp)
-    bad = ConfigError(_BadValue(key, value, tp))  # the message is built only if raised and shown
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            raise bad
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise bad
-        (item_tp,) = typing.get_args(tp)
-        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise bad
-        return dict(value)
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError:
-                continue
-        raise bad
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, dict):
-            raise bad
-        return _from_dict(tp, value, key)
-    if tp is Any:
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise bad
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad
-        return value
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads "1e-5" (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                raise bad from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise bad
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise bad
-        return value
-    raise ConfigError(f"internal: unsupported annotation {tp!r} for '{key}'")
-
-
-class _BadValue:
-    """A "bad value" message formatted on demand, with the value's repr cut (a coercion builds one per check)."""
-
-    def __init__(self, key: str, value: Any, tp: Any) -> None:
-        self.key, self.value, self.tp = key, value, tp
-
-    def __str__(self) -> str:
-        return f"bad value for '{self.key}': {safe_yaml.short_repr(self.value)} (expected {_type_name(self.tp)})"
-
-    __repr__ = __str__
-
-
-def _fields(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
-def _unknown_key(key: str, known: list[str], prefix: str) -> ConfigError:
-    full = f"{prefix}{key}"
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (allowed: {', '.join(sorted(known))})"
-    return ConfigError(f"unknown key '{full}'{hint}")
-
-
-def _from_dict(cls: type, data: dict, prefix: str = "") -> Any:
-    fields_ = _fields(cls)
-    kwargs = {}
-    for key, value in data.items():
-        if key not in fields_:
-            raise _unknown_key(key, list(fields_), f"{prefix}." if prefix else "")
-        kwargs[key] = _coerce(value, fields_[key], f"{prefix}.{key}" if prefix else key)
-    return cls(**kwargs)
-
-
-def to_dict(cfg: Any) -> dict:
-    """The config as plain data (what ``config.yaml`` holds)."""
-    return dataclasses.asdict(cfg)
-
-
-def _deep_merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "params":
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -370,22 +245,22 @@ def resolve(
     """Defaults, then the preset, then a YAML file, then ``--set`` overrides; validated."""
     data: dict = {}
     if preset:
-        data = _deep_merge(data, _load_yaml(preset_text(preset), f"preset '{preset}'"))
+        data = deep_merge(data, _load_yaml(preset_text(preset), f"preset '{preset}'"))
     if config_file:
         path = Path(config_file)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        data = _deep_merge(data, _load_yaml(safe_yaml.read_bytes(path, ConfigError), str(path)))
+        data = deep_merge(data, _load_yaml(safe_yaml.read_bytes(path, ConfigError), str(path)))
     for item in overrides:
         keys, value = parse_override(item)
         _apply_override(data, keys, value)
-    cfg = _from_dict(Config, data)
+    cfg = from_mapping(Config, data)
     validate(cfg)
     return cfg
 
 
 def from_dict(data: dict) -> Config:
-    cfg = _from_dict(Config, data)
+    cfg = from_mapping(Config, data)
     validate(cfg)
     return cfg
 
@@ -397,8 +272,6 @@ def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
 
 def validate(cfg: Config) -> None:
     """Range checks that types alone cannot express."""
-    from recipe.rewards import REWARDS, build_reward  # local: rewards are pure Python, cheap to import
-
     for name in ("stage1", "stage2", "stage3"):
         st = getattr(cfg, name)
         _check(st.learning_rate > 0, f"{name}.learning_rate", st.learning_rate, "must be > 0")
@@ -443,10 +316,17 @@ def validate(cfg: Config) -> None:
     for s in cfg.eval.stages:
         _check(s in allowed_stages, "eval.stages", s, f"allowed: {', '.join(sorted(allowed_stages))}")
     _check(cfg.eval.batch_size >= 1, "eval.batch_size", cfg.eval.batch_size, "must be >= 1")
+    for b in cfg.run.baselines:
+        _check(b in BASELINES, "run.baselines", b, f"allowed: {', '.join(BASELINES)}")
 
 
 def dump_yaml(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None, width=120)
+
+
+def to_dict(cfg: Any) -> dict:
+    """The config as plain data (what ``config.yaml`` holds)."""
+    return dataclasses.asdict(cfg)
 
 
 def diff_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -464,78 +344,3 @@ def diff_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
         elif a != b:
             keys.append(name)
     return keys
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# TRL configs: built here and nowhere else
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def _common_args(cfg: Config, st: TrainConfig, output_dir: str) -> dict:
-    import torch
-
-    use_cpu = cfg.run.device == "cpu" or not torch.cuda.is_available()
-    flags = precision_for(cfg).trainer_flags()  # the same decision model.load follows (recipe/precision.py)
-    return dict(
-        output_dir=output_dir,
-        learning_rate=st.learning_rate,
-        num_train_epochs=st.num_train_epochs,
-        max_steps=st.max_steps,
-        per_device_train_batch_size=st.per_device_train_batch_size,
-        gradient_accumulation_steps=st.gradient_accumulation_steps,
-        warmup_steps=st.warmup_steps,
-        lr_scheduler_type=st.lr_scheduler_type,
-        weight_decay=st.weight_decay,
-        max_grad_norm=st.max_grad_norm,
-        optim=st.optim,
-        logging_steps=st.logging_steps,
-        save_strategy="steps",
-        save_steps=st.save_steps,
-        save_total_limit=st.save_total_limit,
-        seed=cfg.run.seed,
-        report_to=[r for r in cfg.run.report_to if r != "none"] or "none",
-        use_cpu=use_cpu,
-        **flags,
-        gradient_checkpointing=cfg.model.gradient_checkpointing,
-        dataloader_num_workers=0,
-        disable_tqdm=False,
-    )
-
-
-def sft_args(cfg: Config, output_dir: str):
-    """TRL SFTConfig for stage 1 (and the SFT baseline): prompt-completion data, loss on the completion only."""
-    from trl import SFTConfig
-
-    st = cfg.stage1
-    return SFTConfig(
-        **_common_args(cfg, st, output_dir),
-        max_length=min(st.max_length, cfg.model.max_seq_length),
-        completion_only_loss=True,
-        packing=False,
-        dataset_num_proc=None,
-    )
-
-
-def grpo_args(cfg: Config, stage: Literal["stage2", "stage3"], output_dir: str):
-    """TRL GRPOConfig for stage 2 or 3."""
-    from trl import GRPOConfig
-
-    st: GRPOStageConfig = getattr(cfg, stage)
-    args = _common_args(cfg, st, output_dir)
-    return GRPOConfig(
-        **args,
-        num_generations=st.num_generations,
-        max_completion_length=st.max_completion_length,
-        temperature=st.temperature,
-        top_p=st.top_p,
-        beta=st.beta,
-        epsilon=st.epsilon,
-        loss_type=st.loss_type,
-        scale_rewards=st.scale_rewards,
-        num_iterations=st.num_iterations,
-        reward_weights=[spec.weight for spec in st.rewards],
-        log_completions=st.log_completions,
-        num_completions_to_print=st.num_completions_to_print,
-        **trl_vllm_args(cfg.model, args["use_cpu"]),
-        remove_unused_columns=False,
-    )

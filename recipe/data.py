@@ -1,10 +1,8 @@
-"""GSM8K loading and parsing, row slicing, and the stage 1/2/3 dataset builders.
+"""Data I/O: GSM8K loading and parsing (hub, local files, the synthetic source), row slicing, ``datasets``
+conversion. The stage-specific row builders live with their stages (:mod:`recipe.stages`).
 
 A GSM8K row is ``{"question": ..., "answer": "line\\nline\\n#### 72"}``; each non-empty rationale line is one
 step. Calculator annotations such as ``<<48/2=24>>`` are removed by a regex and never evaluated.
-
-Builders are pure: each call seeds its own ``random.Random(seed)`` and walks the problems in order, so the same
-inputs give the same rows in any process.
 
 >>> p = parse_rows([{"question": "Q?", "answer": "48/2 = <<48/2=24>>24 clips.\\n#### 24"}], "train")[0][0]
 >>> p.id, p.steps, p.answer
@@ -14,7 +12,6 @@ inputs give the same rows in any process.
 from __future__ import annotations
 
 import json
-import random
 import re
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
@@ -24,15 +21,6 @@ from typing import Any, Literal
 
 from recipe.answers import gold_from_gsm8k
 from recipe.fsio import iter_jsonl
-from recipe.prompts import (
-    ANSWER_LABEL,
-    COMPLETION_PREFIX,
-    MASK_TOKEN,
-    render_solution,
-    stage1_prompt,
-    stage2_prompt,
-    stage3_prompt,
-)
 from recipe.synthetic import synthetic_rows
 
 Annotations = Literal["strip", "keep"]
@@ -441,144 +429,12 @@ def check_disjoint_slices(slices: Mapping[str, Sequence[int | None]], n: int | N
                 raise ValueError(f"row ranges overlap: {name1} [{s1}, {raw1}) and {name2} [{s2}, {raw2})")
 
 
-# ------------------------------------------------------------------------------------------------------------------
-# Stage builders
-# ------------------------------------------------------------------------------------------------------------------
-
-
-def _teacher_fields(problem: Problem, answer_label: str) -> tuple[str, dict[str, Any]]:
-    solution = render_solution(problem.steps, problem.answer, answer_label)
-    fields = {
-        "id": problem.id,
-        "answer": problem.answer,
-        "teacher_steps": len(problem.steps),
-        "teacher_words": len(solution.split()),
-    }
-    return solution, fields
-
-
-def build_stage1(
-    problems: Sequence[Problem],
-    seed: int,
-    mask_prob: float = 0.7,
-    mask_token: str = MASK_TOKEN,
-    answer_label: str = ANSWER_LABEL,
-) -> list[dict[str, Any]]:
-    """Masked shuffled reconstruction (SFT): steps always shuffled (a uniform permutation, which may be the
-    identity), and with probability ``mask_prob`` one random position of the shuffled list replaced by the mask
-    (``masked_index``, -1 when none). Masking a uniform position after shuffling hides a uniformly chosen step,
-    the same distribution as the paper's mask-then-shuffle. The completion is the full ordered teacher solution.
-
-    >>> row = build_stage1([Problem("t-0", "Q?", ("a = 1.", "b = 2."), "2")], seed=0, mask_prob=1.0)[0]
-    >>> row["shuffled"][row["masked_index"]], row["completion"]
-    ('[MASK]', '\\nStep 1: a = 1.\\nStep 2: b = 2.\\nFinal Answer: 2')
-    """
-    rng = random.Random(seed)
-    rows = []
-    for problem in problems:
-        shuffled = list(problem.steps)
-        rng.shuffle(shuffled)
-        masked_index = -1
-        if rng.random() < mask_prob:
-            masked_index = rng.randrange(len(shuffled))
-            shuffled[masked_index] = mask_token
-        solution, fields = _teacher_fields(problem, answer_label)
-        rows.append({
-            **fields,
-            "prompt": stage1_prompt(problem.question, shuffled, mask_token, answer_label),
-            "completion": COMPLETION_PREFIX + solution,
-            "shuffled": shuffled,
-            "masked_index": masked_index,
-        })
-    return rows
-
-
-def stage2_mask_count(n_steps: int, min_masked: int = 3, mask_ratio: float = 0.5) -> int:
-    """Steps hidden in stage 2: ``max(min_masked, floor(mask_ratio * n_steps))``, capped at ``n_steps - 1`` so
-    at least one step stays visible.
-
-    >>> [stage2_mask_count(n) for n in (1, 2, 3, 4, 6, 7, 9)]
-    [0, 1, 2, 3, 3, 3, 4]
-    """
-    return max(0, min(max(min_masked, int(mask_ratio * n_steps)), n_steps - 1))
-
-
-def build_stage2(
-    problems: Sequence[Problem],
-    seed: int,
-    min_masked: int = 3,
-    mask_ratio: float = 0.5,
-    mask_token: str = MASK_TOKEN,
-    answer_label: str = ANSWER_LABEL,
-) -> list[dict[str, Any]]:
-    """Masked completion (GRPO): steps in order, :func:`stage2_mask_count` random ones hidden
-    (``masked_indices``, sorted).
-
-    >>> row = build_stage2([Problem("t-0", "Q?", ("a = 1.", "b = 2.", "c = 3."), "3")], seed=0)[0]
-    >>> len(row["masked_indices"]), row["prompt"].count("- [MASK]"), row["teacher_words"]
-    (2, 2, 18)
-    """
-    rng = random.Random(seed)
-    rows = []
-    for problem in problems:
-        n = len(problem.steps)
-        masked = sorted(rng.sample(range(n), stage2_mask_count(n, min_masked, mask_ratio)))
-        hidden = set(masked)
-        partial = [mask_token if i in hidden else step for i, step in enumerate(problem.steps)]
-        solution, fields = _teacher_fields(problem, answer_label)
-        rows.append({
-            **fields,
-            "prompt": stage2_prompt(problem.question, partial, mask_token, answer_label),
-            "teacher_solution": solution,
-            "masked_indices": masked,
-        })
-    return rows
-
-
-def build_stage3(problems: Sequence[Problem], answer_label: str = ANSWER_LABEL) -> list[dict[str, Any]]:
-    """Internalisation (GRPO): the teacher solution is shown and a much shorter rewrite is asked for.
-
-    >>> row = build_stage3([Problem("t-0", "Q?", ("a = 1.",), "1")])[0]
-    >>> row["teacher_solution"], row["teacher_steps"]
-    ('Step 1: a = 1.\\nFinal Answer: 1', 1)
-    """
-    rows = []
-    for problem in problems:
-        solution, fields = _teacher_fields(problem, answer_label)
-        rows.append({
-            **fields,
-            "prompt": stage3_prompt(problem.question, solution, answer_label),
-            "teacher_solution": solution,
-        })
-    return rows
-
-
-def add_token_lengths(rows: Sequence[Mapping[str, Any]], tokenizer: Any) -> list[dict[str, Any]]:
-    """New rows with ``teacher_tokens``: the teacher solution's length in ``tokenizer`` (``teacher_solution``,
-    or ``completion`` for stage-1 rows), tokenised in one batched call without special tokens.
-
-    >>> words = lambda texts, add_special_tokens: {"input_ids": [t.split() for t in texts]}
-    >>> add_token_lengths([{"id": "t-0", "teacher_solution": "Step 1: a = 1.\\nFinal Answer: 1"}], words)
-    [{'id': 't-0', 'teacher_solution': 'Step 1: a = 1.\\nFinal Answer: 1', 'teacher_tokens': 8}]
-    """
-    texts = []
-    for row in rows:
-        text = row["teacher_solution"] if "teacher_solution" in row else row.get("completion")
-        if not isinstance(text, str):
-            raise KeyError(f"row {row.get('id')!r} has neither 'teacher_solution' nor 'completion'")
-        texts.append(text)
-    if not texts:
-        return []
-    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    return [{**row, "teacher_tokens": len(tok)} for row, tok in zip(rows, ids, strict=True)]
-
-
 def to_dataset(rows: Sequence[Mapping[str, Any]]):
     """A ``datasets.Dataset`` with one column per row key.
 
-    >>> ds = to_dataset(build_stage3([Problem("t-0", "Q?", ("a = 1.",), "1")]))
+    >>> ds = to_dataset([{"id": "t-0", "prompt": "Q?", "answer": "1"}])
     >>> len(ds), sorted(ds.column_names)
-    (1, ['answer', 'id', 'prompt', 'teacher_solution', 'teacher_steps', 'teacher_words'])
+    (1, ['answer', 'id', 'prompt'])
     """
     import datasets
 

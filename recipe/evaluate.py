@@ -1,14 +1,9 @@
 """Evaluation with the paper's protocol: zero-shot prompt, greedy decoding, ``max_new_tokens`` new tokens, the answer
-read from the ``Final Answer:`` line, length in the student tokenizer's generated tokens (wrong answers included).
+read from the ``data.answer_label`` line, length in the student tokenizer's generated tokens (wrong answers included).
 
-Layout of an evaluated run directory::
-
-    eval/<name>/results.json        metrics, protocol, model, dataset hash, versions (written last: the record)
-    eval/<name>/generations.jsonl   one row per problem: prompt, completion, extracted answer, correctness, lengths
-
-``<name>`` is ``base``, ``stage1``..``stage3`` or a baseline (``sft-baseline``). A stage whose ``results.json`` holds
-the same protocol, model and dataset hash is not evaluated again. Importing this module is cheap (no torch): the
-model code is imported inside the functions that generate.
+One entry point with a model, :func:`evaluate_weights`: load weights, generate, score, write ``results.json`` (the
+record, written last) and ``generations.jsonl`` into a folder (a run's ``eval/<name>``, see :mod:`recipe.rundir`).
+An existing ``results.json`` with the same protocol, model and dataset hash is kept, not recomputed.
 """
 
 from __future__ import annotations
@@ -22,20 +17,22 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from recipe import config as config_mod
+from tqdm.auto import tqdm
+
+from recipe import model as model_mod
 from recipe import prompts
 from recipe.answers import answers_match, extract_answer
 from recipe.config import Config, EvalConfig
+from recipe.data import load_gsm8k
+from recipe.errors import EvalError
 from recipe.fsio import read_json, read_jsonl, write_json, write_jsonl
+from recipe.generation import STOP_TEXTS, generate, to_device
 from recipe.rewards import step_format_ok
+from recipe.rundir import GENERATIONS, RESULTS, versions
 
 log = logging.getLogger("recipe")
 
-RESULTS = "results.json"
-GENERATIONS = "generations.jsonl"
-EVAL_DIR = "eval"
-# The paper's eval stops a row after its final-answer line, or as soon as it starts a new "Question:".
-STOP_TEXTS = ("Question:",)
+__all__ = ["EvalError", "build_prompt", "dataset_hash", "evaluate_weights", "score_generations"]
 
 # Worked examples for ``eval.prompt=fewshot``, written for this project in the target format.
 FEWSHOT_EXAMPLES = (
@@ -47,10 +44,6 @@ FEWSHOT_EXAMPLES = (
      "How many pencils does each student have now?",
      ("Each student gets 48 / 6 = 8 pencils.", "After giving 2 away, each has 8 - 2 = 6 pencils."), "6"),
 )
-
-
-class EvalError(RuntimeError):
-    """An evaluation problem (missing stage, no data, unusable option), phrased so the user can fix it."""
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -84,16 +77,16 @@ def build_prompt(question: str, style: str, answer_label: str = prompts.ANSWER_L
     >>> build_prompt("Q?", "fewshot").endswith("Question: Q?\\nYou must end your response with \\"Final Answer: [number]\\"\\nReasoning:")
     True
     """
-    paper = prompts.eval_prompt(question, answer_label)
+    zero_shot = prompts.eval_prompt(question, answer_label)
     if style == "paper":
-        return paper
+        return zero_shot
     if style == "fewshot":
-        return fewshot_prefix(answer_label) + paper
+        return fewshot_prefix(answer_label) + zero_shot
     if style == "chat":
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
             raise EvalError("eval.prompt=chat needs a tokenizer with a chat template, and this model's tokenizer "
                             "has none; use eval.prompt=paper or eval.prompt=fewshot")
-        return tokenizer.apply_chat_template([{"role": "user", "content": paper}], tokenize=False,
+        return tokenizer.apply_chat_template([{"role": "user", "content": zero_shot}], tokenize=False,
                                              add_generation_prompt=True)
     raise EvalError(f"unknown eval.prompt {style!r} (allowed: paper, fewshot, chat)")
 
@@ -180,25 +173,24 @@ def protocol(ecfg: EvalConfig, answer_label: str) -> dict:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def evaluate_model(model, tokenizer, problems: Sequence[Any], ecfg: EvalConfig, answer_label: str,
-                   seed: int) -> tuple[dict, list[dict]]:
+# --------------------------------------------------------------------------------------------------------------------
+# With a model
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def generate_and_score(model, tokenizer, problems: Sequence[Any], ecfg: EvalConfig, answer_label: str,
+                       seed: int) -> tuple[dict, list[dict]]:
     """Greedy, batched generation for every problem with the configured prompt style, then :func:`score_generations`."""
-    from tqdm.auto import tqdm
-
-    from recipe.generation import generate
-
     texts = [build_prompt(_get(p, "question"), ecfg.prompt, answer_label, tokenizer) for p in problems]
     with tqdm(total=len(texts), desc="eval", unit="problem") as bar:
         generations = generate(model, tokenizer, texts, max_new_tokens=ecfg.max_new_tokens,
                                batch_size=ecfg.batch_size, temperature=0.0, seed=seed, stop_texts=STOP_TEXTS,
-                               progress=bar.update)
+                               answer_label=answer_label, progress=bar.update)
     return score_generations(problems, [g[0] for g in generations], answer_label=answer_label)
 
 
-def eval_problems(cfg: Config) -> tuple[list, str]:
+def load_eval_problems(cfg: Config) -> tuple[list, str]:
     """The first ``eval.limit`` problems of ``eval.split`` of ``data.eval_source`` (or ``data.source``)."""
-    from recipe.data import load_gsm8k
-
     source = cfg.data.eval_source or cfg.data.source
     problems, report = load_gsm8k(source, split=cfg.eval.split, strict=cfg.data.strict,
                                   annotations=cfg.data.annotations)
@@ -221,150 +213,48 @@ def _matches(path: Path, expected: dict) -> bool:
     return all(old.get(key) == value for key, value in expected.items())
 
 
-def evaluate_to_dir(cfg: Config, out_dir: str | Path, model_record: dict, init_from: str | None = None,
-                    reuse: bool = True) -> dict:
-    """Load the model (plus ``init_from`` weights), evaluate, write results.json + generations.jsonl into
-    ``out_dir``; with ``reuse``, an existing results.json with the same protocol, model and data is returned as is."""
-    from recipe.curriculum import versions
+def model_record(cfg: Config, init_from: str | None, finished: str | None = None) -> dict:
+    """What identifies the evaluated weights: the base model, the weights laid on it and when they were trained."""
+    return {"name_or_path": cfg.model.name_or_path, "dtype": cfg.model.dtype, "load_in_4bit": cfg.model.load_in_4bit,
+            "init_from": init_from, "init_from_finished": finished}
 
+
+def evaluate_weights(cfg: Config, out_dir: str | Path, record: dict, init_from: str | None = None,
+                     reuse: bool = True) -> dict:
+    """Load the model (plus ``init_from`` weights), evaluate, write results.json + generations.jsonl into
+    ``out_dir``. With ``reuse``, an existing results.json with the same protocol, model and data is returned as
+    is, and one in a sibling folder (e.g. stage 3 found no failures: stage-2 weights) is copied."""
     out_dir = Path(out_dir)
-    problems, source = eval_problems(cfg)
+    problems, source = load_eval_problems(cfg)
     data_record = {"source": source, "split": cfg.eval.split, "n": len(problems), "sha256": dataset_hash(problems)}
-    key = {"protocol": protocol(cfg.eval, cfg.data.answer_label), "model": model_record, "data": data_record}
+    key = {"protocol": protocol(cfg.eval, cfg.data.answer_label), "model": record, "data": data_record}
     if reuse and _matches(out_dir / RESULTS, key):
         log.info("%s: already evaluated with this protocol, model and data; kept (delete %s to redo)", out_dir.name,
                  out_dir / RESULTS)
         return read_json(out_dir / RESULTS)
     for other in sorted(out_dir.parent.glob(f"*/{RESULTS}")) if reuse else []:
-        if other.parent != out_dir and _matches(other, key):  # e.g. stage 3 found no failures: stage-2 weights
+        if other.parent != out_dir and _matches(other, key):
             log.info("%s: same weights, protocol and data as %s; its results are copied", out_dir.name,
                      other.parent.name)
             write_jsonl(out_dir / GENERATIONS, read_jsonl(other.parent / GENERATIONS))
             results = {**read_json(other), "name": out_dir.name, "copied_from": other.parent.name}
             write_json(out_dir / RESULTS, results)
             return results
-    from recipe import model as model_mod
-    from recipe.generation import to_device
-
     model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=False, seed=cfg.run.seed)
     model = to_device(model, cfg.run.device)
     t0 = time.monotonic()
-    metrics, rows = evaluate_model(model, tokenizer, problems, cfg.eval, cfg.data.answer_label, cfg.run.seed)
+    metrics, rows = generate_and_score(model, tokenizer, problems, cfg.eval, cfg.data.answer_label, cfg.run.seed)
     results = {"name": out_dir.name, "metrics": metrics, **key, "wall_s": round(time.monotonic() - t0, 2),
                "versions": versions()}
     write_jsonl(out_dir / GENERATIONS, rows)
     write_json(out_dir / RESULTS, results)  # last: its presence means the evaluation is complete
     del model
     gc.collect()
-    log.info("%s: %s", out_dir.name, _short(metrics))
+    log.info("%s: %s", out_dir.name, short_summary(metrics))
     return results
 
 
-def _short(m: dict) -> str:
+def short_summary(m: dict) -> str:
     tokens = "-" if m["avg_tokens"] is None else f"{m['avg_tokens']:.1f}"
     return (f"accuracy {100 * m['accuracy']:.2f}% ({m['n_correct']}/{m['n']}), avg tokens {tokens}, "
             f"truncated {100 * m['truncation_rate']:.1f}%, format {100 * m['format_rate']:.1f}%")
-
-
-def _model_record(cfg: Config, init_from: str | None, finished: str | None = None) -> dict:
-    return {"name_or_path": cfg.model.name_or_path, "dtype": cfg.model.dtype, "load_in_4bit": cfg.model.load_in_4bit,
-            "init_from": init_from, "init_from_finished": finished}
-
-
-def evaluate_stage(cfg: Config, run_dir: Path, name: str, init_from: str | None, finished: str | None) -> dict:
-    """Evaluate one model of a run into ``run_dir/eval/<name>`` (reused when already done)."""
-    return evaluate_to_dir(cfg, Path(run_dir) / EVAL_DIR / name, _model_record(cfg, init_from, finished), init_from)
-
-
-def _finished(run_dir: Path, manifest: dict, weights: str | None) -> str | None:
-    """When the stage that wrote ``weights`` finished (the first one whose output they are: a stage 3 that found no
-    failures hands on the stage-2 weights), so a rerun stage is never mistaken for the old one."""
-    from recipe.curriculum import STAGES, stage_output
-
-    for stage in STAGES:
-        entry = manifest.get("stages", {}).get(stage, {})
-        if weights is not None and entry.get("status") == "done" and stage_output(run_dir, stage) == weights:
-            return entry.get("ended")
-    return None
-
-
-def evaluate_run(cfg: Config, run_dir: str | Path, stages: Sequence[str] | None = None) -> list[Path]:
-    """Evaluate ``stages`` (default: ``eval.stages``, skipping any that is not done) of a run, then rebuild the
-    report. A stage named in ``stages`` that is not finished is an error naming it."""
-    from recipe.curriculum import STAGES, load_manifest, manifest_path, stage_output
-    from recipe.report import build_report
-
-    run_dir = Path(run_dir)
-    explicit = stages is not None
-    manifest = load_manifest(run_dir) if manifest_path(run_dir).is_file() else {"stages": {}}
-    for name in stages if explicit else cfg.eval.stages:
-        if name != "base" and name not in STAGES:
-            raise EvalError(f"unknown stage '{name}' (allowed: base, {', '.join(STAGES)})")
-        entry = manifest.get("stages", {}).get(name, {})
-        if name != "base" and entry.get("status") != "done":
-            status = entry.get("status", "not started")
-            if explicit:
-                raise EvalError(f"{name} is not finished in run {run_dir} (status: {status}); nothing to evaluate")
-            log.info("eval: %s skipped (%s)", name, status)
-            continue
-        if name != "base" and not getattr(cfg, name).enabled:
-            log.info("eval: %s is disabled in the config but finished in the run; evaluating it", name)
-        init_from = stage_output(run_dir, name)
-        evaluate_stage(cfg, run_dir, name, init_from, _finished(run_dir, manifest, init_from))
-    return build_report(run_dir)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# The `cotrecipe eval` command
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def _eval_overrides(split: str | None, limit: int | None, batch_size: int | None) -> list[str]:
-    out = []
-    if split is not None:
-        out.append(f"eval.split={json.dumps(split)}")
-    if limit is not None:
-        if limit == 0 or limit < -1:
-            raise EvalError(f"--limit must be a positive count (or -1 for the whole split), got {limit}")
-        out.append(f"eval.limit={limit}")
-    if batch_size is not None:
-        out.append(f"eval.batch_size={batch_size}")
-    return out
-
-
-def eval_command(preset: str | None = None, config_file: str | None = None, overrides: Sequence[str] = (),
-                 model_path: str | None = None, adapter: str | None = None, run_dir: str | None = None,
-                 stage: str | None = None, split: str | None = None, limit: int | None = None,
-                 batch_size: int | None = None, output_dir: str | None = None) -> list[Path]:
-    """``cotrecipe eval``: a run directory (``run_dir``, optionally one ``stage``) or a model/adapter on its own.
-    Prints a compact table; returns the paths written (the report files, or the results folder)."""
-    import click
-
-    from recipe.report import collect_results, format_table
-
-    extra = _eval_overrides(split, limit, batch_size)
-    if run_dir is not None:
-        clashes = [flag for flag, value in (("--preset", preset), ("--config", config_file), ("--model", model_path),
-                                            ("--adapter", adapter), ("--output-dir", output_dir)) if value]
-        if clashes:
-            raise EvalError(f"--run uses the run's own config.yaml and folders; drop {', '.join(clashes)} "
-                            "(use --set KEY=VALUE to change an eval setting)")
-        run = Path(run_dir)
-        if not (run / "config.yaml").is_file():
-            raise EvalError(f"{run} is not a run directory (no config.yaml)")
-        cfg = config_mod.resolve(config_file=run / "config.yaml", overrides=[*overrides, *extra])
-        paths = evaluate_run(cfg, run, stages=[stage] if stage else None)
-        click.echo(format_table(collect_results(run)))
-        return paths
-    if stage is not None:
-        raise EvalError("--stage needs --run DIR")
-    model_over = [f"model.name_or_path={json.dumps(model_path)}"] if model_path else []
-    cfg = config_mod.resolve(preset=preset, config_file=config_file, overrides=[*overrides, *model_over, *extra])
-    if adapter is not None and not Path(adapter).exists():
-        raise EvalError(f"--adapter folder not found: {adapter}")
-    out = Path(output_dir or "runs/eval")
-    record = _model_record(cfg, str(Path(adapter).resolve()) if adapter else None)
-    results = evaluate_to_dir(cfg, out, record, init_from=adapter, reuse=False)
-    click.echo(format_table([(out.name, results)]))
-    click.echo(f"wrote {out / RESULTS} and {out / GENERATIONS}")
-    return [out / RESULTS, out / GENERATIONS]

@@ -27,9 +27,10 @@ from pathlib import Path
 from recipe import config as config_mod
 from recipe import model as model_mod
 from recipe import prompts
-from recipe.curriculum import RunError, stage_output  # the one dependency on the run-directory layout
-from recipe.evaluate import STOP_TEXTS
+from recipe.errors import RunError
 from recipe.fsio import replace_dir, write_text
+from recipe.rundir import output_of as stage_output  # the one dependency on the run-directory layout
+from recipe.stopping import STOP_TEXTS
 
 log = logging.getLogger("recipe")
 

@@ -1,20 +1,21 @@
-"""Batched generation on the hf backend: left padding, greedy or sampled, stop after the final-answer line.
+"""Batched generation on the hf backend: left padding, greedy or sampled, stop after the answer line.
 
-Used by stage-3 mining and by evaluation. On the unsloth backend the same HF ``generate`` call runs Unsloth's patched
-fast decoding; a vLLM (``fast_generate``) path for evaluation is not wired yet (see the README's notes).
+Used by stage-3 mining and by evaluation. The answer line is ``data.answer_label`` followed by something with a digit
+(:func:`answer_line_pattern`); :data:`STOP_TEXTS` end a row that starts a new problem. On the unsloth backend the
+same HF ``generate`` call runs Unsloth's patched fast decoding (vLLM is used for GRPO training only).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-# A finished answer line: the label, something with a digit, then a newline.
-_ANSWER_LINE = re.compile(r"Final Answer:[^\n]*\d[^\n]*\n")
+from recipe.prompts import ANSWER_LABEL
+from recipe.stopping import STOP_TEXTS, answer_line_pattern, cut_after_answer  # noqa: F401  (re-exported)
+
 _TAIL_TOKENS = 48  # how many trailing tokens are decoded to look for the answer line; far longer than the line
 
 
@@ -27,34 +28,19 @@ class Generation:
 
 
 class StopAfterAnswerLine(StoppingCriteria):
-    """Per-row stop once ``Final Answer: ...<digit>...\\n`` has been generated, or any of ``stop_texts``."""
+    """Per-row stop once ``<answer_label> ...<digit>...\\n`` has been generated, or any of ``stop_texts``."""
 
-    def __init__(self, tokenizer, prompt_len: int, stop_texts: Sequence[str] = ()):
+    def __init__(self, tokenizer, prompt_len: int, stop_texts: Sequence[str] = (), answer_label: str = ANSWER_LABEL):
         self.tokenizer = tokenizer
         self.prompt_len = prompt_len
         self.stop_texts = tuple(stop_texts)
+        self.answer_line = answer_line_pattern(answer_label)
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
         tails = input_ids[:, max(self.prompt_len, input_ids.shape[1] - _TAIL_TOKENS):]
         texts = self.tokenizer.batch_decode(tails, skip_special_tokens=True)
-        done = [bool(_ANSWER_LINE.search(t)) or any(s in t for s in self.stop_texts) for t in texts]
+        done = [bool(self.answer_line.search(t)) or any(s in t for s in self.stop_texts) for t in texts]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
-
-
-def cut_after_answer(text: str, stop_texts: Sequence[str] = ()) -> str:
-    """Drop whatever follows the first complete final-answer line, and anything from the first stop text on.
-
-    >>> cut_after_answer("Step 1: 2+2=4\\nFinal Answer: 4\\nStep 9: junk")
-    'Step 1: 2+2=4\\nFinal Answer: 4'
-    >>> cut_after_answer("no answer here")
-    'no answer here'
-    >>> cut_after_answer("Step 1: 2+2=4\\nQuestion: next one\\nFinal Answer: 9", stop_texts=["Question:"])
-    'Step 1: 2+2=4'
-    """
-    for stop in stop_texts:
-        text = text.split(stop, 1)[0].rstrip()
-    match = _ANSWER_LINE.search(text)
-    return text[: match.end()].rstrip("\n") if match else text
 
 
 def _eos_ids(model, tokenizer) -> list[int]:
@@ -77,10 +63,11 @@ def to_device(model, device: str = "auto"):
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 512, batch_size: int = 16,
              temperature: float = 0.0, top_p: float = 1.0, num_return_sequences: int = 1, seed: int = 0,
-             stop_at_answer: bool = True, stop_texts: Sequence[str] = (), progress=None) -> list[list[Generation]]:
+             stop_at_answer: bool = True, stop_texts: Sequence[str] = (), answer_label: str = ANSWER_LABEL,
+             progress=None) -> list[list[Generation]]:
     """Generate for every prompt; returns one list of ``num_return_sequences`` generations per prompt.
 
-    With ``stop_at_answer`` a row stops after its final-answer line, or as soon as it writes one of ``stop_texts``
+    With ``stop_at_answer`` a row stops after its ``answer_label`` line, or as soon as it writes one of ``stop_texts``
     (the evaluation protocol passes ``["Question:"]``: a base model that starts a new problem is done); the text is
     cut there, while ``n_tokens`` counts every generated token (as the paper's length does)."""
     model.eval()
@@ -88,6 +75,7 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 512,
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     eos_ids = _eos_ids(model, tokenizer)
+    answer_line = answer_line_pattern(answer_label)
     special = {tokenizer.pad_token_id, *eos_ids}
     device = next(model.parameters()).device
     torch.manual_seed(seed)
@@ -103,7 +91,8 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 512,
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if stop_at_answer:
-            kwargs["stopping_criteria"] = StoppingCriteriaList([StopAfterAnswerLine(tokenizer, prompt_len, stop_texts)])
+            kwargs["stopping_criteria"] = StoppingCriteriaList([StopAfterAnswerLine(tokenizer, prompt_len, stop_texts,
+                                                                                     answer_label)])
         out = model.generate(**enc, **kwargs)
         new = out[:, prompt_len:].tolist()
         for i, prompt in enumerate(chunk):
@@ -113,8 +102,8 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 512,
                 ended = any(t in special for t in ids)
                 ids = [t for t in ids if t not in special]
                 raw = tokenizer.decode(ids, skip_special_tokens=True)
-                text = cut_after_answer(raw, stop_texts) if stop_at_answer else raw
-                finished = ended or stop_at_answer and (bool(_ANSWER_LINE.search(raw + "\n"))
+                text = cut_after_answer(raw, stop_texts, answer_label) if stop_at_answer else raw
+                finished = ended or stop_at_answer and (bool(answer_line.search(raw + "\n"))
                                                         or any(s in raw for s in stop_texts))
                 gens.append(Generation(prompt=prompt, text=text, n_tokens=len(ids),
                                        truncated=len(ids) >= max_new_tokens and not finished))

@@ -1,7 +1,7 @@
 """``report.md`` and ``report.png`` of a run, built only from the stored ``eval/<name>/results.json`` files.
 
 Rows: ``base``, ``stage1``, ``stage2``, ``stage3`` (those present, in curriculum order), then any other evaluated
-model (baselines such as ``sft-baseline``) by name. Deltas are against ``base``; without a base row they read "-".
+model (baselines such as ``baseline-sft``) by name. Deltas are against ``base``; without a base row they read "-".
 """
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 
-from recipe.evaluate import EVAL_DIR, RESULTS, EvalError
+from recipe.errors import EvalError
 from recipe.fsio import read_json, write_bytes, write_text
+from recipe.rundir import EVAL_DIR, REPORT_MD, REPORT_PNG, RESULTS
 
 CURRICULUM = ("base", "stage1", "stage2", "stage3")
-PAPER = "Paper (Qwen2.5-3B-Base, GSM8K test, 1,319 problems): base 64.90% / 230 tokens -> BRIDGE 76.19% / 167 tokens."
+PAPER_RESULT = "Paper (Qwen2.5-3B-Base, GSM8K test, 1,319 problems): base 64.90% / 230 tokens -> BRIDGE 76.19% / 167 tokens."
 COLUMNS = ("model", "accuracy (%)", "Δ vs base (pts)", "avg tokens", "Δ% length", "truncation %", "format %", "n")
 
 
@@ -105,7 +106,7 @@ def render_markdown(results: Sequence[tuple[str, dict]], png_name: str = "report
         "generated tokens, averaged over all problems; Δ are against `base` (accuracy in points, length in %).",
         "",
         *notes,
-        PAPER,
+        PAPER_RESULT,
         "",
         f"![accuracy vs length]({png_name})",
         "",
@@ -147,7 +148,7 @@ def build_report(run_dir: str | Path) -> list[Path]:
     if not results:
         raise EvalError(f"no evaluation results in {run_dir / EVAL_DIR} (expected <name>/{RESULTS}); "
                         f"run `cotrecipe eval --run {run_dir}` first")
-    md, png = run_dir / "report.md", run_dir / "report.png"
+    md, png = run_dir / REPORT_MD, run_dir / REPORT_PNG
     write_text(md, render_markdown(results, png.name))
     write_bytes(png, render_png(results))
     return [md, png]

@@ -25,7 +25,9 @@ from typing import Any
 from recipe import fsio
 from recipe.answers import answers_match
 from recipe.data import DataError, Problem, load_gsm8k
+from recipe.model import load_tokenizer, resolve_model_path
 from recipe.teach_client import OpenAIClient, RequestFailed, TeacherServerError
+from recipe.teach_stats import format_table, write_stats
 from recipe.teacher import load_teacher_rationales
 from recipe.teacher_format import Latex, Rationale, parse_rationale_text, render_target
 
@@ -209,8 +211,7 @@ def _hf_generator(cfg: Any, opts: TeachOptions) -> Generate:
     def run(todo, record) -> int:
         from transformers import AutoModelForCausalLM  # lazy: torch/transformers only for hf:
 
-        from recipe.generation import generate, to_device
-        from recipe.model import load_tokenizer, resolve_model_path
+        from recipe.generation import generate, to_device  # lazy: torch/transformers, only for hf: sources
 
         path = resolve_model_path(replace(cfg.model, name_or_path=opts.source.split(":", 1)[1]))
         tokenizer = load_tokenizer(path)
@@ -327,8 +328,6 @@ def teach_command(cfg: Any, opts: TeachOptions, stats_png: str | None = None) ->
     summary = run_teach(cfg, opts, problems)
     lines = [f"wrote {opts.output}: {summary.line()}"]
     if stats_png:
-        from recipe.model import load_tokenizer, resolve_model_path  # lazy: transformers only for --stats
-        from recipe.teach_stats import format_table, write_stats
 
         tokenizer = load_tokenizer(resolve_model_path(cfg.model))
         table = write_stats(opts.output, problems, tokenizer, stats_png, opts.latex)

@@ -8,23 +8,30 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
+import torch
 from click.testing import CliRunner
 
 from recipe import config as C
-from recipe import curriculum, prompts
+from recipe import prompts, rundir
 from recipe.answers import answers_match, extract_answer
 from recipe.cli import main
+from recipe.data import load_gsm8k
 from recipe.evaluate import (
     FEWSHOT_EXAMPLES,
     EvalError,
     build_prompt,
     dataset_hash,
-    evaluate_run,
     score_generations,
 )
 from recipe.fsio import read_json, read_jsonl, write_jsonl, write_text
-from recipe.generation import Generation
+from recipe.generation import STOP_TEXTS, Generation, StopAfterAnswerLine, cut_after_answer
+from recipe.model import load_tokenizer, resolve_model_path
 from recipe.rewards import step_format_ok
+from recipe.run import ENTRIES, evaluate_run, run_baseline
+from recipe.scoring import score_file
+from recipe.stages.baseline_sft import build_rows as baseline_rows
+from recipe.stages.common import train_problems
+from recipe.tiny import build_tiny_qwen2
 
 PROBLEMS = [
     {"id": "test-0", "question": "Natalia sold 48 clips in April and half as many in May. How many in all?",
@@ -69,8 +76,6 @@ def test_metrics_on_fixed_generations():
 
 
 def test_fixed_generations_rescore_identically_with_score_file(tmp_path):
-    from recipe.scoring import score_file
-
     metrics, rows = score_generations(PROBLEMS, fixed_generations())
     write_jsonl(tmp_path / "generations.jsonl", rows)
     summary = score_file(str(tmp_path / "generations.jsonl"), completion_field="completion", answer_field="answer")
@@ -124,9 +129,6 @@ def cache_dir(tmp_path_factory) -> Path:
 
 
 def test_chat_prompt_uses_the_tokenizer_template(cache_dir):
-    from recipe.model import load_tokenizer
-    from recipe.tiny import build_tiny_qwen2
-
     tokenizer = load_tokenizer(str(build_tiny_qwen2(cache_dir / "tiny-qwen2")))
     text = build_prompt("What is 2 + 3?", "chat", tokenizer=tokenizer)
     assert text == f"<|im_start|>user\n{prompts.eval_prompt('What is 2 + 3?')}<|im_end|>\n<|im_start|>assistant\n"
@@ -135,13 +137,6 @@ def test_chat_prompt_uses_the_tokenizer_template(cache_dir):
 def test_rows_stop_at_the_answer_line_or_a_new_question(cache_dir):
     """The paper's stopping rule, checked on the criterion generate() uses: a row is done after its final-answer
     line or once it writes "Question:" (in the generated part only: the prompt itself contains "Question:")."""
-    import torch
-
-    from recipe.evaluate import STOP_TEXTS
-    from recipe.generation import StopAfterAnswerLine
-    from recipe.model import load_tokenizer
-    from recipe.tiny import build_tiny_qwen2
-
     tokenizer = load_tokenizer(str(build_tiny_qwen2(cache_dir / "tiny-qwen2")))
     prompt = tokenizer(prompts.eval_prompt("What is 2 + 3?"), add_special_tokens=False)["input_ids"]
     tails = ["\nStep 1: 2 + 3 = 5.", "\nStep 1: 2 + 3 = 5.\nFinal Answer: 5\n", "\nStep 1: 5.\n\nQuestion: Tom"]
@@ -150,12 +145,21 @@ def test_rows_stop_at_the_answer_line_or_a_new_question(cache_dir):
     batch = torch.tensor([prompt + g + [tokenizer.pad_token_id] * (width - len(g)) for g in generated])
     stop = StopAfterAnswerLine(tokenizer, prompt_len=len(prompt), stop_texts=STOP_TEXTS)
     assert stop(batch, None).tolist() == [False, True, True]
+    # data.answer_label reaches the stopping rule: with "Answer:" the "Final Answer: 5" line ends a row too, and a
+    # row in the other label's format does not end early
+    assert StopAfterAnswerLine(tokenizer, len(prompt), STOP_TEXTS, answer_label="Answer:")(batch, None).tolist() == \
+        [False, True, True]
+    assert StopAfterAnswerLine(tokenizer, len(prompt), (), answer_label="Result =")(batch, None).tolist() == \
+        [False, False, False]
+
+
+def test_answer_label_decides_where_a_completion_is_cut():
+    text = "Step 1: 2 + 3 = 5\nResult = 5\nStep 2: junk\nFinal Answer: 9\nmore"
+    assert cut_after_answer(text, answer_label="Result =") == "Step 1: 2 + 3 = 5\nResult = 5"
+    assert cut_after_answer(text) == "Step 1: 2 + 3 = 5\nResult = 5\nStep 2: junk\nFinal Answer: 9"
 
 
 def test_eval_command_on_a_model_writes_results_that_rescore_identically(cache_dir, tmp_path):
-    from recipe.data import load_gsm8k
-    from recipe.scoring import score_file
-
     out = tmp_path / "eval-out"
     result = CliRunner().invoke(main, ["eval", "--preset", "smoke", "--set", f"model.cache_dir={cache_dir}",
                                        "--limit", "4", "--output-dir", str(out)])
@@ -191,15 +195,13 @@ def make_run(cache_dir: Path, run_dir: Path) -> C.Config:
     treats a full-model folder exactly like a trained one). Stages 2 and 3 are absent from the manifest."""
     cfg = C.resolve(preset="smoke", overrides=[f"model.cache_dir={cache_dir}", f"run.output_dir={run_dir}",
                                                "eval.limit=3"])
-    from recipe.model import resolve_model_path
-
     run_dir.mkdir(parents=True)
     shutil.copytree(resolve_model_path(cfg.model), run_dir / "stage1" / "model")
     write_text(run_dir / "config.yaml", C.dump_yaml(cfg))
-    manifest = curriculum.load_manifest(run_dir)
+    manifest = rundir.load_manifest(run_dir)
     manifest["stages"]["stage1"] = {"status": "done", "output": "stage1/model", "ended": "2026-01-01T00:00:00+00:00",
-                                    "config": curriculum.stage_config(cfg, "stage1")}
-    curriculum.save_manifest(run_dir, manifest)
+                                    "config": rundir.entry_config(cfg, ENTRIES["stage1"])}
+    rundir.save_manifest(run_dir, manifest)
     return cfg
 
 
@@ -246,11 +248,11 @@ def test_a_stage_that_handed_on_earlier_weights_reuses_their_results(cache_dir, 
     top of the faked stage 1): its evaluation is copied, not recomputed."""
     run_dir = tmp_path / "run"
     cfg = make_run(cache_dir, run_dir)
-    manifest = curriculum.load_manifest(run_dir)
+    manifest = rundir.load_manifest(run_dir)
     manifest["stages"]["stage3"] = {"status": "done", "output": "stage1/model", "ended": "2026-01-02T00:00:00+00:00"}
-    curriculum.save_manifest(run_dir, manifest)
-    evaluate_run(cfg, run_dir, stages=["stage1"])
-    evaluate_run(cfg, run_dir, stages=["stage3"])
+    rundir.save_manifest(run_dir, manifest)
+    evaluate_run(cfg, run_dir, names=["stage1"])
+    evaluate_run(cfg, run_dir, names=["stage3"])
     stage1 = read_json(run_dir / "eval" / "stage1" / "results.json")
     stage3 = read_json(run_dir / "eval" / "stage3" / "results.json")
     assert stage3["copied_from"] == "stage1" and stage3["metrics"] == stage1["metrics"]
@@ -282,11 +284,7 @@ def test_eval_command_bad_options(cache_dir, tmp_path, args, message):
     assert result.exit_code == 2 and message in result.output, result.output
 
 
-
 def test_sft_baseline_trains_on_full_rationales_evaluates_and_resumes(cache_dir, tmp_path):
-    from recipe.baseline import BASELINE_DIR, baseline_rows, run_sft_baseline
-    from recipe.stages.common import train_problems
-
     run_dir = tmp_path / "run"
     cfg = C.resolve(preset="smoke", overrides=[f"model.cache_dir={cache_dir}", f"run.output_dir={run_dir}",
                                                "stage1.max_steps=1", "eval.limit=2"])
@@ -296,19 +294,20 @@ def test_sft_baseline_trains_on_full_rationales_evaluates_and_resumes(cache_dir,
     assert rows[5]["prompt"] == prompts.eval_prompt(problems[5].question)
     assert rows[5]["completion"] == "\n" + prompts.render_solution(problems[5].steps, problems[5].answer)
 
-    paths = run_sft_baseline(cfg)
-    model_dir = run_dir / BASELINE_DIR / "model"
+    paths = run_baseline(cfg, "sft")
+    model_dir = run_dir / "baseline-sft" / "model"
     assert (model_dir / "adapter_model.safetensors").is_file()
-    assert read_json(run_dir / BASELINE_DIR / "baseline.json")["data"]["n_rows"] == 128
-    results = read_json(run_dir / "eval" / "sft-baseline" / "results.json")
+    record = rundir.load_manifest(run_dir)["stages"]["baseline-sft"]  # a manifest entry, like a stage
+    assert record["status"] == "done" and record["data"]["n_rows"] == 128
+    results = read_json(run_dir / "eval" / "baseline-sft" / "results.json")
     assert results["model"]["init_from"] == str(model_dir) and results["metrics"]["n"] == 2
-    assert table_names(paths[0].read_text(encoding="utf-8")) == ["sft-baseline"]
+    assert table_names(paths[0].read_text(encoding="utf-8")) == ["baseline-sft"]
     assert C.resolve(config_file=run_dir / "config.yaml") == cfg  # a fresh run folder gets the config for `eval --run`
 
     weights = (model_dir / "adapter_model.safetensors").stat().st_mtime_ns
-    run_sft_baseline(cfg)  # resume: neither trained nor evaluated again
+    run_baseline(cfg, "sft")  # resume: neither trained nor evaluated again
     assert (model_dir / "adapter_model.safetensors").stat().st_mtime_ns == weights
     changed = C.resolve(preset="smoke", overrides=[f"model.cache_dir={cache_dir}", f"run.output_dir={run_dir}",
                                                    "stage1.max_steps=1", "stage1.learning_rate=0.5"])
-    with pytest.raises(EvalError, match="changed keys: stage1.learning_rate"):
-        run_sft_baseline(changed)
+    with pytest.raises(rundir.RunError, match="changed keys: stage1.learning_rate"):
+        run_baseline(changed, "sft")

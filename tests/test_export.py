@@ -12,11 +12,13 @@ from click.testing import CliRunner
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from recipe import curriculum, export, prompts
+from recipe import export, prompts, rundir
 from recipe import model as model_mod
+from recipe import run as run_mod
 from recipe.cli import main
 from recipe.config import resolve
-from recipe.evaluate import STOP_TEXTS
+from recipe.errors import RunError
+from recipe.generation import STOP_TEXTS
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +27,9 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     cfg = resolve(preset="smoke", overrides=[f"run.output_dir={root / 'run'}", f"model.cache_dir={root / 'cache'}",
                                              "stage1.max_steps=2", "stage1.learning_rate=0.05"])
-    curriculum.run_stage(cfg, "stage1")
+    run_mod.run_one(cfg, "stage1")
     base = model_mod.resolve_model_path(cfg.model)
-    return {"dir": root / "run", "base": base, "adapter": Path(curriculum.stage_output(root / "run", "stage1"))}
+    return {"dir": root / "run", "base": base, "adapter": Path(rundir.output_of(root / "run", "stage1"))}
 
 
 def _prompt_ids(base):
@@ -81,7 +83,7 @@ def test_lora_export_round_trips(run, tmp_path):
 
 
 def test_unfinished_stage_and_bad_stage_are_clear_errors(run, tmp_path):
-    with pytest.raises(curriculum.RunError, match="stage2 of run .* is not finished"):
+    with pytest.raises(RunError, match="stage2 of run .* is not finished"):
         export.export(run["dir"], "lora", tmp_path / "x", stage="2")
     with pytest.raises(export.ExportError, match="unknown stage '7'"):
         export.export(run["dir"], "lora", tmp_path / "x", stage=7)

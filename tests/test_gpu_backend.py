@@ -266,7 +266,7 @@ def test_grpo_releases_the_engine_when_training_ends_or_fails(standin, monkeypat
         def train(self, resume_from_checkpoint=None):
             raise RuntimeError("OOM mid-stage")
 
-    monkeypatch.setattr("trl.GRPOTrainer", Trainer)
+    monkeypatch.setattr(common, "GRPOTrainer", Trainer)
     cfg = config.resolve(preset="smoke")
     with pytest.raises(RuntimeError, match="OOM mid-stage"):
         common.train_grpo(cfg, "stage2", None, None, [{"prompt": "p", "answer": "1"}], tmp_path)
@@ -408,8 +408,8 @@ class Loaded(Exception):
 
 
 def test_every_stage_load_gets_run_seed_and_only_grpo_asks_for_an_engine(tmp_path, monkeypatch):
-    from recipe import baseline, config
-    from recipe.stages import stage1, stage2, stage3
+    from recipe import config
+    from recipe.stages import baseline_sft, stage1, stage2, stage3
 
     cfg = config.resolve(preset="smoke", overrides=["run.seed=123"])
     seen = []
@@ -420,7 +420,7 @@ def test_every_stage_load_gets_run_seed_and_only_grpo_asks_for_an_engine(tmp_pat
 
     monkeypatch.setattr(M, "load", record)
     for call in (lambda: stage1.run(cfg, tmp_path / "s1"), lambda: stage2.run(cfg, tmp_path / "s2"),
-                 lambda: stage3.run(cfg, tmp_path / "s3"), lambda: baseline._train(cfg, tmp_path / "b", [])):
+                 lambda: stage3.run(cfg, tmp_path / "s3"), lambda: baseline_sft.run(cfg, tmp_path / "b")):
         with pytest.raises(Loaded):
             call()
     assert seen == [(123, False), (123, True), (123, False), (123, False)]  # stage 3's first load is mining

@@ -38,18 +38,18 @@ def test_report_rows_deltas_and_png(tmp_path):
     run = tmp_path / "run"
     put(run, "stage2", 0.70, 150.0, truncation=0.025)
     put(run, "base", 0.60, 200.0, truncation=0.1, fmt=0.5)
-    put(run, "sft-baseline", 0.65, 220.0)
+    put(run, "baseline-sft", 0.65, 220.0)
     put(run, "stage1", 0.625, 210.0)
     md_path, png_path = build_report(run)
 
     md = md_path.read_text(encoding="utf-8")
     rows = table(md)
-    assert list(rows) == ["base", "stage1", "stage2", "sft-baseline"]  # curriculum order, then baselines
+    assert list(rows) == ["base", "stage1", "stage2", "baseline-sft"]  # curriculum order, then baselines
     # accuracy %, Δ points, avg tokens, Δ% length, truncation %, format %, n
     assert rows["base"] == ["60.00", "+0.00", "200.0", "+0.0%", "10.0", "50.0", "40"]
     assert rows["stage1"] == ["62.50", "+2.50", "210.0", "+5.0%", "0.0", "100.0", "40"]
     assert rows["stage2"] == ["70.00", "+10.00", "150.0", "-25.0%", "2.5", "100.0", "40"]
-    assert rows["sft-baseline"] == ["65.00", "+5.00", "220.0", "+10.0%", "0.0", "100.0", "40"]
+    assert rows["baseline-sft"] == ["65.00", "+5.00", "220.0", "+10.0%", "0.0", "100.0", "40"]
     assert "different protocol" not in md and "report.png" in md
 
     image = matplotlib.image.imread(png_path)

@@ -1,24 +1,43 @@
-"""What the three stages share: the train slice, reward objects, checkpoints, metrics, the finished-model folder."""
+"""What the stages share: the train slice, the teacher columns of a row, reward objects, the trainers, checkpoints,
+metrics and the finished-model folder. A stage module reads rows -> model -> trainer -> result and calls in here."""
 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
+import os
+import signal
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+from trl import GRPOTrainer, SFTTrainer
 
 from recipe import data as data_mod
+from recipe import model as model_mod
 from recipe.config import Config, GRPOStageConfig
+from recipe.fsio import write_json
+from recipe.prompts import render_solution
+from recipe.rewards import build_reward, reward_params
+from recipe.rundir import MODEL_DIR, TRAINER_DIR, TRAINER_LOG
+from recipe.stages.trl_args import grpo_args, sft_args
+from recipe.teacher import apply_teacher
 
 log = logging.getLogger("recipe")
 
-TRAINER_DIR = "trainer"  # TRL output_dir inside a stage folder: checkpoints and logs
-MODEL_DIR = "model"  # the stage's finished weights (adapter or full model), written once, atomically
+# Test hook: "<entry>:<step>" makes the process SIGKILL itself right after that entry saves checkpoint <step>.
+KILL_AFTER_SAVE_ENV = "COTRECIPE_KILL_AFTER_SAVE"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Rows
+# --------------------------------------------------------------------------------------------------------------------
 
 
 def train_problems(cfg: Config, stage: str) -> list[data_mod.Problem]:
-    """The configured ``[start, end)`` slice of the train split for ``stage``."""
+    """The configured ``[start, end)`` slice of the train split for ``stage``, with the configured teacher."""
     problems, report = data_mod.load_gsm8k(cfg.data.source, split="train", strict=cfg.data.strict,
                                            annotations=cfg.data.annotations)
     if report.n_bad:
@@ -26,27 +45,72 @@ def train_problems(cfg: Config, stage: str) -> list[data_mod.Problem]:
     start, end = getattr(cfg.data, f"{stage}_rows")
     problems = data_mod.slice_rows(problems, start, end)
     if cfg.data.teacher != "gold":
-        from recipe.teacher import apply_teacher
-
         problems, replaced = apply_teacher(problems, str(Path(cfg.data.teacher).expanduser()))
         log.info("%s: teacher rationales from %s for %d of %d problems (the rest keep gold)", stage,
                  cfg.data.teacher, replaced, len(problems))
     return problems
 
 
-def make_rewards(st: GRPOStageConfig) -> list:
-    """Reward objects from the config; the stage's ``length_unit`` fills any reward that takes a unit."""
-    from recipe.rewards import build_reward
+def teacher_fields(problem: data_mod.Problem, answer_label: str) -> tuple[str, dict[str, Any]]:
+    """The rendered teacher solution and the row columns every stage carries (the rewards read them)."""
+    solution = render_solution(problem.steps, problem.answer, answer_label)
+    fields = {
+        "id": problem.id,
+        "answer": problem.answer,
+        "teacher_steps": len(problem.steps),
+        "teacher_words": len(solution.split()),
+    }
+    return solution, fields
 
+
+def add_token_lengths(rows: Sequence[Mapping[str, Any]], tokenizer: Any) -> list[dict[str, Any]]:
+    """New rows with ``teacher_tokens``: the teacher solution's length in ``tokenizer`` (``teacher_solution``,
+    or ``completion`` for stage-1 rows), tokenised in one batched call without special tokens.
+
+    >>> words = lambda texts, add_special_tokens: {"input_ids": [t.split() for t in texts]}
+    >>> add_token_lengths([{"id": "t-0", "teacher_solution": "Step 1: a = 1.\\nFinal Answer: 1"}], words)
+    [{'id': 't-0', 'teacher_solution': 'Step 1: a = 1.\\nFinal Answer: 1', 'teacher_tokens': 8}]
+    """
+    texts = []
+    for row in rows:
+        text = row["teacher_solution"] if "teacher_solution" in row else row.get("completion")
+        if not isinstance(text, str):
+            raise KeyError(f"row {row.get('id')!r} has neither 'teacher_solution' nor 'completion'")
+        texts.append(text)
+    if not texts:
+        return []
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return [{**row, "teacher_tokens": len(tok)} for row, tok in zip(rows, ids, strict=True)]
+
+
+def fingerprint_rows(rows: list[dict]) -> dict:
+    """Dataset facts for the manifest: size and a content hash (resume must see the same data)."""
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(json.dumps(row, sort_keys=True, ensure_ascii=False, default=str).encode())
+    return {"n_rows": len(rows), "sha256": digest.hexdigest()}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Rewards
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def make_rewards(st: GRPOStageConfig, answer_label: str) -> list:
+    """Reward objects from the config. Parameters a spec leaves unset are filled from the run: ``unit`` from the
+    stage's ``length_unit``, ``answer_label`` from ``data.answer_label``."""
     rewards = []
     for spec in st.rewards:
-        params = dict(spec.params)
-        reward = build_reward(spec.name, **params)
-        sig = inspect.signature(type(reward).__init__).parameters
-        if "unit" in sig and "unit" not in params:
-            reward = build_reward(spec.name, **params, unit=st.length_unit)
-        rewards.append(reward)
+        accepted = reward_params(spec.name)
+        defaults = {"unit": st.length_unit, "answer_label": answer_label}
+        params = {**{k: v for k, v in defaults.items() if k in accepted}, **spec.params}
+        rewards.append(build_reward(spec.name, **params))
     return rewards
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Trainers
+# --------------------------------------------------------------------------------------------------------------------
 
 
 def last_checkpoint(trainer_dir: Path) -> str | None:
@@ -91,29 +155,36 @@ def trainer_config_summary(args) -> dict:
     return {k: getattr(args, k) for k in keys if hasattr(args, k)}
 
 
-def record_rows(rows: list[dict]) -> dict:
-    """Dataset facts for the manifest: size and a content hash (resume must see the same data)."""
-    digest = hashlib.sha256()
-    for row in rows:
-        digest.update(json.dumps(row, sort_keys=True, ensure_ascii=False, default=str).encode())
-    return {"n_rows": len(rows), "sha256": digest.hexdigest()}
+class KillAfterSave(TrainerCallback):
+    """Test hook (:data:`KILL_AFTER_SAVE_ENV`): SIGKILL this process once checkpoint ``step`` is on disk."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):  # called after the checkpoint folder is complete
+        if state.global_step >= self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _test_callbacks(stage_dir: Path) -> list:
+    name, _, step = os.environ.get(KILL_AFTER_SAVE_ENV, "").partition(":")
+    return [KillAfterSave(int(step))] if name == stage_dir.name and step.isdigit() else []
 
 
 def train_and_save(trainer, tokenizer, stage_dir: Path, rows: list[dict], args) -> dict:
-    """Train (resuming from the newest complete checkpoint), save the weights atomically, return the stage record."""
-    from recipe import model as model_mod
-    from recipe.fsio import write_json
-
+    """Train (resuming from the newest complete checkpoint), save the weights atomically, return the entry record."""
     resume = last_checkpoint(stage_dir / TRAINER_DIR)
     if resume:
         log.info("resuming from %s", resume)
+    for callback in _test_callbacks(stage_dir):
+        trainer.add_callback(callback)
     trainer.train(resume_from_checkpoint=resume)
     model_mod.save(trainer.model, tokenizer, stage_dir / MODEL_DIR)
-    write_json(stage_dir / "trainer_log.json", trainer.state.log_history)
+    write_json(stage_dir / TRAINER_LOG, trainer.state.log_history)
     return {
         "output": str(stage_dir / MODEL_DIR),
         "resumed_from": resume,
-        "data": record_rows(rows),
+        "data": fingerprint_rows(rows),
         "metrics": summarise_log(trainer.state.log_history),
         "trainer_config": trainer_config_summary(args),
     }
@@ -122,11 +193,6 @@ def train_and_save(trainer, tokenizer, stage_dir: Path, rows: list[dict], args) 
 def train_sft(cfg: Config, model, tokenizer, rows: list[dict], stage_dir: Path) -> dict:
     """TRL SFTTrainer on the rows' prompt/completion pairs (loss on the completion), then :func:`train_and_save`.
     Used by stage 1 and the SFT baseline, both with the stage-1 budget."""
-    from trl import SFTTrainer
-
-    from recipe import model as model_mod
-    from recipe.config import sft_args
-
     args = sft_args(cfg, str(stage_dir / TRAINER_DIR))
     trainer = SFTTrainer(
         model=model,
@@ -140,21 +206,16 @@ def train_sft(cfg: Config, model, tokenizer, rows: list[dict], stage_dir: Path) 
 
 def train_grpo(cfg: Config, stage: str, model, tokenizer, rows: list[dict], stage_dir: Path) -> dict:
     """TRL GRPOTrainer on ``rows`` with the stage's rewards (stages 2 and 3), then :func:`train_and_save`."""
-    from trl import GRPOTrainer
-
-    from recipe import model as model_mod
-    from recipe.config import grpo_args
-
     args = grpo_args(cfg, stage, str(stage_dir / TRAINER_DIR))
-    trainer = GRPOTrainer(
-        model=model,
-        reward_funcs=make_rewards(getattr(cfg, stage)),
-        args=args,
-        train_dataset=data_mod.to_dataset(rows),
-        processing_class=tokenizer,
-        peft_config=model_mod.trainer_peft_config(model, cfg.model),
-    )
-    try:
+    try:  # the GRPO stage's vLLM engine (if any) goes before the next stage or eval, also when building fails
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=make_rewards(getattr(cfg, stage), cfg.data.answer_label),
+            args=args,
+            train_dataset=data_mod.to_dataset(rows),
+            processing_class=tokenizer,
+            peft_config=model_mod.trainer_peft_config(model, cfg.model),
+        )
         return train_and_save(trainer, tokenizer, stage_dir, rows, args)
     finally:
-        model_mod.release_engine()  # the GRPO stage's vLLM engine (if any) goes before the next stage or eval
+        model_mod.release_engine()

@@ -3,29 +3,57 @@
 Each teacher rationale is split into steps; the steps are shuffled (always) and, with probability
 ``stage1.mask_prob``, one is replaced by the mask token. The student reads the question and the jumbled steps and must
 write the full, ordered, complete solution. Prompt-completion rows go to TRL's SFTTrainer, which puts the loss on the
-completion only (``completion_only_loss=True`` in :func:`recipe.config.sft_args`).
+completion only (``completion_only_loss=True`` in :func:`recipe.stages.trl_args.sft_args`).
 """
 
 from __future__ import annotations
 
+import random
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from recipe import data as data_mod
 from recipe import model as model_mod
 from recipe.config import Config
-from recipe.stages.common import (
-    train_problems,
-    train_sft,
-)
+from recipe.data import Problem
+from recipe.prompts import ANSWER_LABEL, COMPLETION_PREFIX, MASK_TOKEN, stage1_prompt
+from recipe.stages.common import teacher_fields, train_problems, train_sft
 
 
-def build_rows(cfg: Config) -> list[dict]:
-    problems = train_problems(cfg, "stage1")
-    return data_mod.build_stage1(problems, seed=cfg.run.seed, mask_prob=cfg.stage1.mask_prob,
-                                 mask_token=cfg.data.mask_token, answer_label=cfg.data.answer_label)
+def build_rows(problems: Sequence[Problem], seed: int, mask_prob: float = 0.7, mask_token: str = MASK_TOKEN,
+               answer_label: str = ANSWER_LABEL) -> list[dict[str, Any]]:
+    """Masked shuffled reconstruction (SFT): steps always shuffled (a uniform permutation, which may be the
+    identity), and with probability ``mask_prob`` one random position of the shuffled list replaced by the mask
+    (``masked_index``, -1 when none). Masking a uniform position after shuffling hides a uniformly chosen step,
+    the same distribution as the paper's mask-then-shuffle. The completion is the full ordered teacher solution.
+    Pure: the call seeds its own ``random.Random(seed)``, so the same inputs give the same rows in any process.
+
+    >>> row = build_rows([Problem("t-0", "Q?", ("a = 1.", "b = 2."), "2")], seed=0, mask_prob=1.0)[0]
+    >>> row["shuffled"][row["masked_index"]], row["completion"]
+    ('[MASK]', '\\nStep 1: a = 1.\\nStep 2: b = 2.\\nFinal Answer: 2')
+    """
+    rng = random.Random(seed)
+    rows = []
+    for problem in problems:
+        shuffled = list(problem.steps)
+        rng.shuffle(shuffled)
+        masked_index = -1
+        if rng.random() < mask_prob:
+            masked_index = rng.randrange(len(shuffled))
+            shuffled[masked_index] = mask_token
+        solution, fields = teacher_fields(problem, answer_label)
+        rows.append({
+            **fields,
+            "prompt": stage1_prompt(problem.question, shuffled, mask_token, answer_label),
+            "completion": COMPLETION_PREFIX + solution,
+            "shuffled": shuffled,
+            "masked_index": masked_index,
+        })
+    return rows
 
 
 def run(cfg: Config, stage_dir: Path, init_from: str | None = None) -> dict:
-    rows = build_rows(cfg)
+    rows = build_rows(train_problems(cfg, "stage1"), seed=cfg.run.seed, mask_prob=cfg.stage1.mask_prob,
+                      mask_token=cfg.data.mask_token, answer_label=cfg.data.answer_label)
     model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=True, seed=cfg.run.seed)
     return train_sft(cfg, model, tokenizer, rows, stage_dir)

@@ -9,26 +9,58 @@ term against 35 words per teacher step).
 
 from __future__ import annotations
 
+import random
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from recipe import data as data_mod
 from recipe import model as model_mod
 from recipe.config import Config
-from recipe.stages.common import (
-    train_grpo,
-    train_problems,
-)
+from recipe.data import Problem
+from recipe.prompts import ANSWER_LABEL, MASK_TOKEN, stage2_prompt
+from recipe.stages.common import add_token_lengths, teacher_fields, train_grpo, train_problems
 
 
-def build_rows(cfg: Config, tokenizer=None) -> list[dict]:
-    problems = train_problems(cfg, "stage2")
-    rows = data_mod.build_stage2(problems, seed=cfg.run.seed, min_masked=cfg.stage2.min_masked,
-                                 mask_ratio=cfg.stage2.mask_ratio, mask_token=cfg.data.mask_token,
-                                 answer_label=cfg.data.answer_label)
-    return data_mod.add_token_lengths(rows, tokenizer) if tokenizer is not None else rows
+def mask_count(n_steps: int, min_masked: int = 3, mask_ratio: float = 0.5) -> int:
+    """Steps hidden in stage 2: ``max(min_masked, floor(mask_ratio * n_steps))``, capped at ``n_steps - 1`` so
+    at least one step stays visible.
+
+    >>> [mask_count(n) for n in (1, 2, 3, 4, 6, 7, 9)]
+    [0, 1, 2, 3, 3, 3, 4]
+    """
+    return max(0, min(max(min_masked, int(mask_ratio * n_steps)), n_steps - 1))
+
+
+def build_rows(problems: Sequence[Problem], seed: int, min_masked: int = 3, mask_ratio: float = 0.5,
+               mask_token: str = MASK_TOKEN, answer_label: str = ANSWER_LABEL) -> list[dict[str, Any]]:
+    """Masked completion (GRPO): steps in order, :func:`mask_count` random ones hidden (``masked_indices``,
+    sorted). Pure: seeds its own ``random.Random(seed)``.
+
+    >>> row = build_rows([Problem("t-0", "Q?", ("a = 1.", "b = 2.", "c = 3."), "3")], seed=0)[0]
+    >>> len(row["masked_indices"]), row["prompt"].count("- [MASK]"), row["teacher_words"]
+    (2, 2, 18)
+    """
+    rng = random.Random(seed)
+    rows = []
+    for problem in problems:
+        n = len(problem.steps)
+        masked = sorted(rng.sample(range(n), mask_count(n, min_masked, mask_ratio)))
+        hidden = set(masked)
+        partial = [mask_token if i in hidden else step for i, step in enumerate(problem.steps)]
+        solution, fields = teacher_fields(problem, answer_label)
+        rows.append({
+            **fields,
+            "prompt": stage2_prompt(problem.question, partial, mask_token, answer_label),
+            "teacher_solution": solution,
+            "masked_indices": masked,
+        })
+    return rows
 
 
 def run(cfg: Config, stage_dir: Path, init_from: str | None = None) -> dict:
+    st = cfg.stage2
+    rows = build_rows(train_problems(cfg, "stage2"), seed=cfg.run.seed, min_masked=st.min_masked,
+                      mask_ratio=st.mask_ratio, mask_token=cfg.data.mask_token, answer_label=cfg.data.answer_label)
     model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=True, seed=cfg.run.seed,
                                       for_grpo=True)
-    return train_grpo(cfg, "stage2", model, tokenizer, build_rows(cfg, tokenizer), stage_dir)
+    return train_grpo(cfg, "stage2", model, tokenizer, add_token_lengths(rows, tokenizer), stage_dir)

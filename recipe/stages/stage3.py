@@ -4,36 +4,34 @@
    the evaluation prompt. A problem is a *persistent failure* when its fraction of correct answers is
    <= ``failure_threshold`` (default 0: never right). They are written to ``stage3/failures.jsonl``.
 2. Rewriting: the prompt shows the problem and the teacher's solution and asks for a much shorter rewrite ending in
-   "Final Answer:"; GRPO with correctness + compression-ratio reward (response length / teacher length).
+   the answer label; GRPO with correctness + compression-ratio reward (response length / teacher length).
 No failures: the stage records that and hands the stage-2 weights on unchanged.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from recipe import data as data_mod
+from tqdm.auto import tqdm
+
 from recipe import model as model_mod
 from recipe import prompts
 from recipe.answers import answers_match, extract_answer
 from recipe.config import Config
-from recipe.evaluate import STOP_TEXTS
+from recipe.data import Problem
 from recipe.fsio import read_jsonl, write_jsonl
-from recipe.generation import generate, to_device
-from recipe.stages.common import (
-    train_grpo,
-    train_problems,
-)
+from recipe.generation import STOP_TEXTS, generate, to_device
+from recipe.stages.common import add_token_lengths, teacher_fields, train_grpo, train_problems
 
 log = logging.getLogger("recipe")
 FAILURES = "failures.jsonl"
 
 
-def mine_failures(cfg: Config, problems: list[data_mod.Problem], init_from: str | None) -> list[dict]:
+def mine_failures(cfg: Config, problems: list[Problem], init_from: str | None) -> list[dict]:
     """Answer each problem ``mining_k`` times with the stage-2 model; keep the persistent failures."""
-    from tqdm.auto import tqdm
-
     st = cfg.stage3
     if st.mining_limit > 0:
         problems = problems[: st.mining_limit]
@@ -44,7 +42,7 @@ def mine_failures(cfg: Config, problems: list[data_mod.Problem], init_from: str 
         generations = generate(model, tokenizer, prompt_texts, max_new_tokens=st.mining_max_new_tokens,
                                batch_size=st.mining_batch_size, temperature=st.mining_temperature,
                                num_return_sequences=st.mining_k, seed=cfg.run.seed, stop_texts=STOP_TEXTS,
-                               progress=bar.update)
+                               answer_label=cfg.data.answer_label, progress=bar.update)
     failures = []
     for problem, gens in zip(problems, generations):
         correct = [answers_match(extract_answer(g.text), problem.answer) for g in gens]
@@ -54,6 +52,24 @@ def mine_failures(cfg: Config, problems: list[data_mod.Problem], init_from: str 
                              "student_outputs": [g.text for g in gens]})
     del model
     return failures
+
+
+def build_rows(problems: Sequence[Problem], answer_label: str = prompts.ANSWER_LABEL) -> list[dict[str, Any]]:
+    """Internalisation (GRPO): the teacher solution is shown and a much shorter rewrite is asked for.
+
+    >>> row = build_rows([Problem("t-0", "Q?", ("a = 1.",), "1")])[0]
+    >>> row["teacher_solution"], row["teacher_steps"]
+    ('Step 1: a = 1.\\nFinal Answer: 1', 1)
+    """
+    rows = []
+    for problem in problems:
+        solution, fields = teacher_fields(problem, answer_label)
+        rows.append({
+            **fields,
+            "prompt": prompts.stage3_prompt(problem.question, solution, answer_label),
+            "teacher_solution": solution,
+        })
+    return rows
 
 
 def run(cfg: Config, stage_dir: Path, init_from: str | None = None) -> dict:
@@ -72,10 +88,9 @@ def run(cfg: Config, stage_dir: Path, init_from: str | None = None) -> dict:
         return {"output": init_from, "data": {"n_rows": 0}, "metrics": {**mined, "skipped": "no failures"},
                 "trainer_config": {}}
 
+    rows = build_rows([Problem.from_dict(f) for f in failures], answer_label=cfg.data.answer_label)
     model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=True, seed=cfg.run.seed,
                                       for_grpo=True)
-    failed = [data_mod.Problem.from_dict(f) for f in failures]
-    rows = data_mod.add_token_lengths(data_mod.build_stage3(failed, answer_label=cfg.data.answer_label), tokenizer)
-    result = train_grpo(cfg, "stage3", model, tokenizer, rows, stage_dir)
+    result = train_grpo(cfg, "stage3", model, tokenizer, add_token_lengths(rows, tokenizer), stage_dir)
     result["metrics"] = {**mined, **result["metrics"]}
     return result

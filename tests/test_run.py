@@ -1,15 +1,16 @@
-"""The three stages on TRL trainers with the tiny local model: training changes weights, rewards steer length,
-run-all resumes after a crash or a SIGKILL, and bad input gives one clear error."""
+"""The run machinery on TRL trainers with the tiny local model: training changes weights, rewards steer length,
+run-all resumes after a crash or a SIGKILL, --force cascades to later stages, baselines are entries like stages,
+and bad input gives one clear error."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,9 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from recipe import config as C
-from recipe import curriculum
+from recipe import run, rundir
 from recipe.cli import main
+from recipe.stages.common import KILL_AFTER_SAVE_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,9 +31,14 @@ def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("model-cache")
 
 
+# Shorter generations and mining than the smoke preset: the tests check plumbing, not what the model writes.
+QUICK = ("stage2.max_completion_length=16", "stage3.max_completion_length=16", "stage3.mining_limit=8",
+         "stage3.mining_max_new_tokens=16", "stage2.log_completions=false", "stage3.log_completions=false")
+
+
 def smoke(cache_dir: Path, run_dir: Path, *extra: str) -> C.Config:
     return C.resolve(preset="smoke", overrides=[f"model.cache_dir={cache_dir}", f"run.output_dir={run_dir}",
-                                                "eval.enabled=false", *extra])
+                                                "eval.enabled=false", *QUICK, *extra])
 
 
 def adapter_weights(model_dir: Path) -> dict[str, torch.Tensor]:
@@ -51,9 +58,9 @@ SPREAD = "[{name: gated_brevity}, {name: length_only, weight: 0.01}]"
 def test_each_stage_trains_and_changes_the_lora_weights(cache_dir, tmp_path):
     cfg = smoke(cache_dir, tmp_path / "run", "stage1.max_steps=2", "stage2.max_steps=2", "stage3.max_steps=2",
                 f"stage2.rewards={SPREAD}", f"stage3.rewards={SPREAD.replace('gated_brevity', 'compression_ratio')}")
-    run_dir = curriculum.run_all(cfg)
-    manifest = curriculum.load_manifest(run_dir)
-    assert [manifest["stages"][s]["status"] for s in curriculum.STAGES] == ["done"] * 3
+    run_dir = run.run_all(cfg)
+    manifest = rundir.load_manifest(run_dir)
+    assert [manifest["stages"][s]["status"] for s in rundir.STAGES] == ["done"] * 3
 
     s1 = adapter_weights(run_dir / "stage1" / "model")
     lora_b = [v for k, v in s1.items() if "lora_B" in k]
@@ -69,7 +76,7 @@ def test_each_stage_trains_and_changes_the_lora_weights(cache_dir, tmp_path):
     s3 = adapter_weights(run_dir / "stage3" / "model")
     assert any(not torch.equal(s2[k], s3[k]) for k in s2), "stage 3 did not change the adapter"
 
-    for stage in curriculum.STAGES:
+    for stage in rundir.STAGES:
         entry = manifest["stages"][stage]
         assert entry["data"]["n_rows"] > 0 and len(entry["data"]["sha256"]) == 64
         assert entry["wall_s"] > 0 and entry["trainer_config"]["max_steps"] == 2
@@ -82,11 +89,12 @@ def _length_curve(cache_dir: Path, run_dir: Path, sign: int, steps: int) -> list
                 "stage2.num_generations=8", "stage2.per_device_train_batch_size=8",
                 "stage2.max_completion_length=32", "stage2.save_steps=1000", "stage2.log_completions=false",
                 f"stage2.rewards=[{{name: length_only, params: {{sign: {sign}}}}}]", "stage2.length_unit=tokens")
-    curriculum.run_stage(cfg, "stage2")
+    run.run_one(cfg, "stage2")
     log = json.loads((run_dir / "stage2" / "trainer_log.json").read_text())
     return [row["completions/mean_length"] for row in log if "completions/mean_length" in row]
 
 
+@pytest.mark.slow
 def test_sign_check_length_reward_steers_completion_length(cache_dir, tmp_path):
     """GRPO through the stage-2 code with only a length reward: -length shortens completions, +length does not."""
     shorter = _length_curve(cache_dir, tmp_path / "neg", sign=-1, steps=30)
@@ -96,84 +104,99 @@ def test_sign_check_length_reward_steers_completion_length(cache_dir, tmp_path):
     assert sum(longer[-3:]) / 3 > max(tail + 10, 0.8 * head), f"+length reward shortened completions: {longer}"
 
 
+def _with_train(name: str, train):
+    """``run.ENTRIES`` with entry ``name`` trained by ``train`` (the table is the run machinery's public seam)."""
+    return {**run.ENTRIES, name: dataclasses.replace(run.ENTRIES[name], train=train)}
+
+
 def test_crash_after_stage1_resumes_without_redoing_it(cache_dir, tmp_path, monkeypatch):
     cfg = smoke(cache_dir, tmp_path / "run", "stage1.max_steps=2", "stage2.max_steps=1", "stage3.max_steps=1")
-    from recipe.stages import stage2
 
     def boom(*args, **kwargs):
         raise RuntimeError("simulated crash")
 
     with monkeypatch.context() as m:
-        m.setattr(stage2, "run", boom)
+        m.setattr(run, "ENTRIES", _with_train("stage2", boom))
         with pytest.raises(RuntimeError, match="simulated crash"):
-            curriculum.run_all(cfg)
-    manifest = curriculum.load_manifest(tmp_path / "run")
+            run.run_all(cfg)
+    manifest = rundir.load_manifest(tmp_path / "run")
     assert manifest["stages"]["stage1"]["status"] == "done"
     assert manifest["stages"]["stage2"]["status"] == "failed"
     before = tree_digest(tmp_path / "run" / "stage1")
     stage1_entry = manifest["stages"]["stage1"]
 
-    from recipe.stages import stage1
-
     with monkeypatch.context() as m:
-        m.setattr(stage1, "run", lambda *a, **k: pytest.fail("finished stage 1 was recomputed"))
-        curriculum.run_all(cfg)
-    manifest = curriculum.load_manifest(tmp_path / "run")
-    assert [manifest["stages"][s]["status"] for s in curriculum.STAGES] == ["done"] * 3
+        m.setattr(run, "ENTRIES", _with_train("stage1", lambda *a, **k: pytest.fail("finished stage 1 was recomputed")))
+        run.run_all(cfg)
+    manifest = rundir.load_manifest(tmp_path / "run")
+    assert [manifest["stages"][s]["status"] for s in rundir.STAGES] == ["done"] * 3
     assert manifest["stages"]["stage1"] == stage1_entry
     assert tree_digest(tmp_path / "run" / "stage1") == before
 
 
 def test_changed_config_of_a_finished_stage_is_refused_unless_forced(cache_dir, tmp_path):
     cfg = smoke(cache_dir, tmp_path / "run", "stage1.max_steps=1", "stage2.enabled=false", "stage3.enabled=false")
-    curriculum.run_all(cfg)
+    run.run_all(cfg)
     changed = smoke(cache_dir, tmp_path / "run", "stage1.max_steps=1", "stage1.learning_rate=0.5",
                     "stage2.enabled=false", "stage3.enabled=false")
-    with pytest.raises(curriculum.RunError, match="stage1.learning_rate"):
-        curriculum.run_all(changed)
+    with pytest.raises(rundir.RunError, match="stage1.learning_rate"):
+        run.run_all(changed)
     # a key that no finished stage depends on may change freely
-    curriculum.run_all(smoke(cache_dir, tmp_path / "run", "stage1.max_steps=1", "stage2.enabled=false",
+    run.run_all(smoke(cache_dir, tmp_path / "run", "stage1.max_steps=1", "stage2.enabled=false",
                              "stage3.enabled=false", "eval.limit=3"))
-    curriculum.run_all(changed, force=True)
-    entry = curriculum.load_manifest(tmp_path / "run")["stages"]["stage1"]
+    run.run_all(changed, force=True)
+    entry = rundir.load_manifest(tmp_path / "run")["stages"]["stage1"]
     assert entry["status"] == "done" and entry["trainer_config"]["learning_rate"] == 0.5
 
 
 def test_sigkill_mid_stage2_then_rerun_resumes_and_finishes(cache_dir, tmp_path):
+    """The child run SIGKILLs itself right after stage 2 saved checkpoint-2 (a test hook in the stage code), so the
+    kill lands at a known point; the same command then resumes stage 2 from that checkpoint."""
     run_dir = tmp_path / "run"
     args = ["run-all", "--preset", "smoke", "--output-dir", str(run_dir), "--set", f"model.cache_dir={cache_dir}",
-            "--set", "eval.enabled=false", "--set", "stage1.max_steps=1", "--set", "stage2.max_steps=40",
+            "--set", "eval.enabled=false", "--set", "stage1.max_steps=1", "--set", "stage2.max_steps=4",
             "--set", "stage2.save_steps=2", "--set", "stage2.log_completions=false",
-            "--set", "stage2.max_completion_length=16", "--set", "stage3.max_steps=1"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "recipe.cli", *args], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    trainer_dir = run_dir / "stage2" / "trainer"
-    deadline = time.monotonic() + 240
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if curriculum.stage_done(curriculum.load_manifest(run_dir), "stage1") and \
-                    any((p / "trainer_state.json").is_file() for p in trainer_dir.glob("checkpoint-*")):
-                break
-            time.sleep(0.2)
-        assert proc.poll() is None, "the run ended before it could be killed"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    manifest = curriculum.load_manifest(run_dir)
+            "--set", "stage2.max_completion_length=8", "--set", "stage3.max_steps=1", "--set", "stage3.mining_limit=4",
+            "--set", "stage3.mining_max_new_tokens=8", "--set", "stage3.max_completion_length=8"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), KILL_AFTER_SAVE_ENV: "stage2:2"}
+    proc = subprocess.run([sys.executable, "-m", "recipe.cli", *args], env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, "the run should have killed itself after stage 2's checkpoint-2"
+    manifest = rundir.load_manifest(run_dir)
+    assert manifest["stages"]["stage1"]["status"] == "done"
     assert manifest["stages"]["stage2"]["status"] == "running"
+    assert (run_dir / "stage2" / "trainer" / "checkpoint-2" / "trainer_state.json").is_file()
     stage1_digest = tree_digest(run_dir / "stage1")
 
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    manifest = curriculum.load_manifest(run_dir)
+    manifest = rundir.load_manifest(run_dir)
     stage2 = manifest["stages"]["stage2"]
     assert stage2["status"] == "done" and stage2["resumed_from"], "stage 2 should resume from its checkpoint"
+    assert stage2["resumed_from"].endswith("checkpoint-2") and stage2["metrics"]["steps"] == 4
     assert stage2["attempts"] == 2
     assert manifest["stages"]["stage3"]["status"] == "done"
     assert tree_digest(run_dir / "stage1") == stage1_digest
+
+
+def test_force_on_a_stage_marks_later_stages_stale_and_baselines_are_entries(cache_dir, tmp_path):
+    cfg = smoke(cache_dir, tmp_path / "run", "stage1.max_steps=1", "stage2.max_steps=1", "stage3.enabled=false",
+                "run.baselines=[sft]")
+    run_dir = run.run_all(cfg)
+    manifest = rundir.load_manifest(run_dir)
+    assert [manifest["stages"][n]["status"] for n in ("stage1", "stage2", "baseline-sft")] == ["done"] * 3
+    baseline = manifest["stages"]["baseline-sft"]
+    assert baseline["init_from"] is None and baseline["data"]["n_rows"] > 0
+    assert (run_dir / "baseline-sft" / "model" / "adapter_model.safetensors").is_file()
+
+    run.run_one(cfg, "stage1", force=True)
+    manifest = rundir.load_manifest(run_dir)
+    assert manifest["stages"]["stage1"]["status"] == "done"
+    assert manifest["stages"]["stage2"]["status"] == "stale", "stage 2 was trained on the old stage-1 weights"
+    assert not (run_dir / "stage2").exists()
+    assert manifest["stages"]["baseline-sft"] == baseline, "the baseline does not start from stage 1"
+    run.run_all(cfg)
+    assert rundir.load_manifest(run_dir)["stages"]["stage2"]["status"] == "done"
 
 
 def test_bad_inputs_give_one_clear_error(cache_dir, tmp_path):

@@ -1,0 +1,175 @@
+"""The run orchestrator: ``run-all``, one stage, a baseline, and evaluating a run — all through one table of
+trainable entries (:data:`ENTRIES`) and one run directory (:mod:`recipe.rundir`).
+
+``run-all`` trains stage 1 -> 2 -> 3, then the baselines listed in ``run.baselines``, then evaluates and writes the
+report. Resume: the same command again skips entries whose status is ``done`` and continues an unfinished one from
+its last complete TRL checkpoint. A baseline is one more entry: same manifest record, resume, config check,
+evaluation and report row. Adding one = a ``stages/<name>.py`` with ``run(cfg, entry_dir, init_from)``, a line in
+:data:`ENTRIES` and its key in :data:`recipe.config.BASELINES`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from recipe import evaluate, rundir
+from recipe.config import Config
+from recipe.data import check_disjoint_slices
+from recipe.errors import EvalError, RunError
+from recipe.report import build_report
+from recipe.rundir import STAGES, Entry
+from recipe.stages import baseline_sft, stage1, stage2, stage3
+
+log = logging.getLogger("recipe")
+
+ENTRIES: dict[str, Entry] = {e.name: e for e in (
+    Entry("stage1", "structure (SFT, masked shuffled reconstruction)", ("stage1",), None, stage1.run),
+    Entry("stage2", "brevity (GRPO, masked completion)", ("stage1", "stage2"), "stage1", stage2.run),
+    Entry("stage3", "internalisation (persistent failures, GRPO rewriting)", ("stage1", "stage2", "stage3"),
+          "stage2", stage3.run),
+    # the baseline's weights depend on the stage-1 budget it borrows
+    Entry("baseline-sft", "SFT baseline (full teacher rationales, stage-1 budget)", ("stage1",), None,
+          baseline_sft.run),
+)}
+BASELINE_ENTRIES = {"sft": "baseline-sft"}  # run.baselines key -> entry name
+
+
+def overall_bar(done: int, total: int, width: int = 12) -> str:
+    """The run-all progress line's bar (each stage also has TRL's own progress bar).
+
+    >>> overall_bar(1, 3)
+    'curriculum [####--------] 1/3'
+    """
+    filled = round(width * done / total)
+    return f"curriculum [{'#' * filled}{'-' * (width - filled)}] {done}/{total}"
+
+
+def _short_metrics(metrics: dict) -> str:
+    keys = ("loss_last", "reward_first", "reward_last", "completions/mean_length_first",
+            "completions/mean_length_last", "failures")
+    return ", ".join(f"{k}={metrics[k]:.4g}" if isinstance(metrics[k], float) else f"{k}={metrics[k]}"
+                     for k in keys if k in metrics) or "-"
+
+
+def _warn_overlapping_slices(cfg: Config) -> None:
+    """Disjoint stage slices are the default; an overlap (the paper preset mines stage 3 over stage 2's rows too) is
+    allowed but said out loud."""
+    try:
+        check_disjoint_slices({s: getattr(cfg.data, f"{s}_rows") for s in STAGES if getattr(cfg, s).enabled})
+    except ValueError as exc:
+        log.warning("%s: those problems are seen by more than one stage", exc)
+
+
+def open_run(cfg: Config, force: bool = False) -> tuple[Path, dict]:
+    run_dir, manifest = rundir.open_run(cfg, ENTRIES, force)
+    _warn_overlapping_slices(cfg)
+    return run_dir, manifest
+
+
+def train_entry(cfg: Config, run_dir: Path, manifest: dict, name: str, init_from: str | None) -> dict:
+    """Train one entry into ``run_dir/<name>`` with its manifest record (running -> done | failed)."""
+    entry = ENTRIES[name]
+    rundir.mark_running(run_dir, manifest, cfg, entry, init_from)
+    t0 = time.monotonic()
+    try:
+        result = entry.train(cfg, rundir.entry_dir(run_dir, name), init_from)
+    except BaseException as exc:
+        rundir.mark_failed(run_dir, manifest, name, exc)
+        raise
+    record = rundir.mark_done(run_dir, manifest, name, result, time.monotonic() - t0)
+    log.info("%s done in %.1f s: %s", name, record["wall_s"], _short_metrics(result.get("metrics", {})))
+    return record
+
+
+def _upstream_output(run_dir: Path, manifest: dict, name: str) -> str | None:
+    up = ENTRIES[name].upstream
+    if up is None:
+        return None
+    if rundir.is_done(manifest, up):
+        return rundir.absolute(run_dir, manifest["stages"][up].get("output"))
+    log.warning("%s is not done in %s and no --from was given: %s starts from the base model", up, run_dir, name)
+    return None
+
+
+def run_all(cfg: Config, force: bool = False) -> Path:
+    """Stage 1 -> 2 -> 3 and the configured baselines (skipping finished ones), then evaluation and the report."""
+    run_dir, manifest = open_run(cfg, force)
+    init_from: str | None = None
+    enabled = [s for s in STAGES if getattr(cfg, s).enabled]
+    for n, stage in enumerate(STAGES, start=1):
+        bar = overall_bar(n - 1, len(STAGES))
+        if not getattr(cfg, stage).enabled:
+            log.info("%s %s disabled in the config; skipped", bar, stage)
+            continue
+        if rundir.is_done(manifest, stage):
+            log.info("%s %s already done; skipped", bar, stage)
+        else:
+            log.info("%s %s: %s", bar, stage, ENTRIES[stage].title)
+            train_entry(cfg, run_dir, manifest, stage, init_from)
+        init_from = rundir.absolute(run_dir, manifest["stages"][stage].get("output")) or init_from
+    log.info("%s stages finished: %s", overall_bar(len(STAGES), len(STAGES)), ", ".join(enabled) or "none")
+    for key in cfg.run.baselines:
+        name = BASELINE_ENTRIES[key]
+        if rundir.is_done(manifest, name):
+            log.info("%s already done; skipped", name)
+        else:
+            log.info("%s: %s", name, ENTRIES[name].title)
+            train_entry(cfg, run_dir, manifest, name, None)
+    if cfg.eval.enabled:
+        evaluate_run(cfg, run_dir)
+    return run_dir
+
+
+def run_one(cfg: Config, name: str, init_from: str | None = None, force: bool = False) -> Path:
+    """Train one entry (a stage or a baseline) in the run directory. Its starting weights: ``init_from``
+    (``--from``), else its upstream entry's output. ``force`` retrains a finished entry and marks what starts from it
+    stale (as run-all's config check does)."""
+    run_dir, manifest = open_run(cfg, force=force)
+    if rundir.is_done(manifest, name) and not force:
+        log.info("%s already done in %s; pass --force to rerun it", name, run_dir)
+        return run_dir
+    if rundir.is_done(manifest, name):
+        rundir.invalidate(run_dir, manifest, ENTRIES, name, f"--force on {name}")
+    if init_from is None:
+        init_from = _upstream_output(run_dir, manifest, name)
+    elif not Path(init_from).exists():
+        raise RunError(f"--from path not found: {init_from}")
+    train_entry(cfg, run_dir, manifest, name, init_from)
+    return run_dir
+
+
+def run_baseline(cfg: Config, key: str, force: bool = False) -> list[Path]:
+    """``cotrecipe baseline KEY``: train the baseline entry (resumable), evaluate it, rebuild the report."""
+    name = BASELINE_ENTRIES[key]
+    run_dir = run_one(cfg, name, force=force)
+    return evaluate_run(cfg, run_dir, names=[name])
+
+
+def evaluate_run(cfg: Config, run_dir: str | Path, names: Sequence[str] | None = None) -> list[Path]:
+    """Evaluate ``names`` (default: ``eval.stages`` plus every finished baseline, skipping what is not done) into
+    ``eval/<name>``, then rebuild the report. A name given explicitly that is not finished is an error naming it."""
+    run_dir = Path(run_dir)
+    explicit = names is not None
+    manifest = rundir.load_manifest(run_dir)
+    if not explicit:
+        baselines = [n for n in ENTRIES if n not in STAGES and rundir.is_done(manifest, n)]
+        names = [*cfg.eval.stages, *baselines]
+    for name in names:
+        if name != "base" and name not in ENTRIES:
+            raise EvalError(f"unknown stage '{name}' (allowed: base, {', '.join(ENTRIES)})")
+        record = manifest["stages"].get(name, {})
+        if name != "base" and record.get("status") != "done":
+            status = record.get("status", "not started")
+            if explicit:
+                raise EvalError(f"{name} is not finished in run {run_dir} (status: {status}); nothing to evaluate")
+            log.info("eval: %s skipped (%s)", name, status)
+            continue
+        if name in STAGES and not getattr(cfg, name).enabled:
+            log.info("eval: %s is disabled in the config but finished in the run; evaluating it", name)
+        weights = rundir.output_of(run_dir, name, manifest)
+        record = evaluate.model_record(cfg, weights, rundir.finished_at(run_dir, manifest, weights))
+        evaluate.evaluate_weights(cfg, rundir.eval_dir(run_dir, name), record, weights)
+    return build_report(run_dir)

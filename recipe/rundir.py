@@ -1,0 +1,271 @@
+"""The run directory: its layout, its manifest and the config check, in one place (layout: README, "Run directory").
+
+Every trainable *entry* of a run (a curriculum stage or a baseline) owns a folder ``<run>/<name>/`` with
+``trainer/`` (TRL checkpoints, the resume points) and ``model/`` (the finished weights), a record in
+``manifest.json`` under ``stages.<name>`` (status, times, the config it ran with, data fingerprint, metrics, trainer
+config, output) and an evaluation folder ``eval/<name>/``. Every file is written atomically (:mod:`recipe.fsio`).
+
+A finished entry whose recorded config differs from the current one is refused, naming the changed keys; with
+``force`` it is *invalidated* instead: it and every entry that starts from its weights are marked ``stale`` and
+their folders removed, so the next run trains them again.
+
+>>> import tempfile, pathlib
+>>> run = pathlib.Path(tempfile.mkdtemp())
+>>> is_done(load_manifest(run), "stage1"), eval_dir(run, "base").relative_to(run).as_posix()
+(False, 'eval/base')
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from recipe import config as config_mod
+from recipe.config import Config
+from recipe.errors import RunError
+from recipe.fsio import read_json, write_json, write_text
+
+log = logging.getLogger("recipe")
+
+CONFIG_FILE = "config.yaml"  # the resolved config of the latest invocation
+MANIFEST_FILE = "manifest.json"
+TRAINER_DIR = "trainer"  # TRL output_dir inside an entry folder: checkpoint-N folders and logs
+MODEL_DIR = "model"  # the entry's finished weights (adapter or full model), written once, atomically
+METRICS_FILE = "metrics.json"  # an entry's summarised training metrics
+TRAINER_LOG = "trainer_log.json"  # TRL's full log history
+EVAL_DIR = "eval"
+RESULTS = "results.json"  # eval/<name>/results.json: metrics, protocol, model, data hash (written last)
+GENERATIONS = "generations.jsonl"  # eval/<name>/generations.jsonl: one row per problem
+REPORT_MD, REPORT_PNG = "report.md", "report.png"
+STAGES = ("stage1", "stage2", "stage3")
+# Config that shapes every entry's weights; an entry also depends on its own sections.
+_SHARED_SECTIONS = ("model", "data")
+_IGNORED_KEYS = {"data.eval_source"}
+
+__all__ = ["CONFIG_FILE", "EVAL_DIR", "GENERATIONS", "MANIFEST_FILE", "MODEL_DIR", "RESULTS", "STAGES",
+           "TRAINER_DIR", "Entry", "RunError"]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One trainable entry of a run: ``train(cfg, entry_dir, init_from) -> record`` writes ``entry_dir/model``."""
+
+    name: str  # manifest key, folder name and eval row
+    title: str
+    sections: tuple[str, ...]  # config sections (besides model, data and run.seed) its weights depend on
+    upstream: str | None  # the entry whose weights it starts from; None: the config's base model
+    train: Callable[[Config, Path, str | None], dict]
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def versions() -> dict:
+    """Python and library versions, recorded in the manifest and in every results.json."""
+    out = {"python": platform.python_version()}
+    for pkg in ("cotrecipe", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "unsloth"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Paths
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def run_path(cfg: Config) -> Path:
+    return Path(cfg.run.output_dir).expanduser()
+
+
+def entry_dir(run_dir: str | Path, name: str) -> Path:
+    return Path(run_dir) / name
+
+
+def eval_dir(run_dir: str | Path, name: str) -> Path:
+    return Path(run_dir) / EVAL_DIR / name
+
+
+def relative(run_dir: Path, path: str) -> str:
+    """Outputs inside the run directory are recorded relative to it, so a run folder can be moved."""
+    try:
+        return str(Path(path).resolve().relative_to(Path(run_dir).resolve()))
+    except ValueError:
+        return str(path)
+
+
+def absolute(run_dir: Path, path: str | None) -> str | None:
+    if path is None:
+        return None
+    return str(Path(run_dir) / path) if not Path(path).is_absolute() else path
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Manifest
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def is_run_dir(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / MANIFEST_FILE).is_file()
+
+
+def load_manifest(run_dir: str | Path) -> dict:
+    """The manifest, or a fresh one for a folder that has none yet."""
+    path = Path(run_dir) / MANIFEST_FILE
+    if not path.is_file():
+        return {"created": now(), "versions": versions(), "stages": {}}
+    manifest = read_json(path)
+    manifest.setdefault("stages", {})
+    return manifest
+
+
+def save_manifest(run_dir: str | Path, manifest: dict) -> None:
+    write_json(Path(run_dir) / MANIFEST_FILE, manifest)
+
+
+def is_done(manifest: dict, name: str) -> bool:
+    return manifest.get("stages", {}).get(name, {}).get("status") == "done"
+
+
+def output_of(run_dir: str | Path, name: str, manifest: dict | None = None) -> str | None:
+    """Weights folder of a finished entry (``None`` for ``base``: the config's model). Errors name what is
+    missing."""
+    if name == "base":
+        return None
+    run_dir = Path(run_dir)
+    if manifest is None:
+        if not is_run_dir(run_dir):
+            raise RunError(f"{run_dir} is not a run directory (no {MANIFEST_FILE})")
+        manifest = load_manifest(run_dir)
+    entry = manifest.get("stages", {}).get(name)
+    if not entry or entry.get("status") != "done":
+        status = entry.get("status") if entry else "not started"
+        raise RunError(f"{name} of run {run_dir} is not finished (status: {status}); run it first")
+    return absolute(run_dir, entry.get("output"))
+
+
+def finished_at(run_dir: Path, manifest: dict, weights: str | None) -> str | None:
+    """When the entry that wrote ``weights`` finished (the first done entry whose output they are: a stage 3 that
+    found no failures hands on the stage-2 weights), so a rerun entry is never mistaken for the old one."""
+    for entry in manifest.get("stages", {}).values():
+        if weights is not None and entry.get("status") == "done" and \
+                absolute(run_dir, entry.get("output")) == weights:
+            return entry.get("ended")
+    return None
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Config check and invalidation
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def entry_config(cfg: Config, entry: Entry) -> dict:
+    """The part of the config that determines ``entry``'s weights (its upstream entries' sections included)."""
+    full = config_mod.to_dict(cfg)
+    out = {key: full[key] for key in _SHARED_SECTIONS + entry.sections}
+    out["data"] = {k: v for k, v in out["data"].items() if f"data.{k}" not in _IGNORED_KEYS}
+    out["run"] = {"seed": full["run"]["seed"]}
+    return out
+
+
+def downstream(entries: Mapping[str, Entry], name: str) -> list[str]:
+    """``name`` and every entry that (transitively) starts from its weights, in table order.
+
+    >>> table = {n: Entry(n, "", (), up, print) for n, up in
+    ...          [("stage1", None), ("stage2", "stage1"), ("stage3", "stage2"), ("baseline-sft", None)]}
+    >>> downstream(table, "stage2"), downstream(table, "baseline-sft")
+    (['stage2', 'stage3'], ['baseline-sft'])
+    """
+    out = [name]
+    for other in entries.values():
+        up = other.upstream
+        while up is not None and up not in out:
+            up = entries[up].upstream if up in entries else None
+        if up is not None and other.name not in out:
+            out.append(other.name)
+    return out
+
+
+def invalidate(run_dir: Path, manifest: dict, entries: Mapping[str, Entry], name: str, reason: str) -> list[str]:
+    """Mark ``name`` and its downstream entries ``stale`` and delete their folders and evaluations; returns them.
+    The manifest is saved."""
+    stale = downstream(entries, name)
+    for other in stale:
+        if other not in manifest["stages"] and not entry_dir(run_dir, other).exists():
+            continue
+        log.warning("%s will be trained again (%s)", other, reason)
+        manifest["stages"][other] = {"status": "stale", "reason": reason, "marked": now()}
+        shutil.rmtree(entry_dir(run_dir, other), ignore_errors=True)
+        shutil.rmtree(eval_dir(run_dir, other), ignore_errors=True)
+    save_manifest(run_dir, manifest)
+    return stale
+
+
+def refuse_or_invalidate_changed(run_dir: Path, manifest: dict, cfg: Config, entries: Mapping[str, Entry],
+                                 force: bool) -> None:
+    """An entry whose recorded config differs from ``cfg`` is an error naming the changed keys; with ``force`` it
+    (and what starts from it) is invalidated instead."""
+    for entry in entries.values():
+        record = manifest["stages"].get(entry.name)
+        if not record or "config" not in record:
+            continue
+        changed = config_mod.diff_keys(record["config"], entry_config(cfg, entry))
+        if not changed:
+            continue
+        if not force:
+            raise RunError(f"{entry.name} ({record.get('status')}) was run with a different config; changed keys: "
+                           f"{', '.join(changed)}. Use a new --output-dir, restore them, or pass --force to rerun "
+                           f"{entry.name} and what starts from it")
+        invalidate(run_dir, manifest, entries, entry.name, f"--force, changed: {', '.join(changed)}")
+
+
+def open_run(cfg: Config, entries: Mapping[str, Entry], force: bool) -> tuple[Path, dict]:
+    """Create or reopen the run directory of ``cfg``: config check, versions, ``config.yaml``."""
+    run_dir = run_path(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    manifest = load_manifest(run_dir)
+    refuse_or_invalidate_changed(run_dir, manifest, cfg, entries, force)
+    manifest["versions"] = versions()
+    manifest["updated"] = now()
+    write_text(run_dir / CONFIG_FILE, config_mod.dump_yaml(cfg))
+    save_manifest(run_dir, manifest)
+    return run_dir, manifest
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# An entry's record
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def mark_running(run_dir: Path, manifest: dict, cfg: Config, entry: Entry, init_from: str | None) -> dict:
+    record = {"status": "running", "started": now(), "config": entry_config(cfg, entry), "init_from": init_from}
+    previous = manifest["stages"].get(entry.name, {})
+    if previous.get("status") in ("running", "failed"):
+        record["attempts"] = previous.get("attempts", 1) + 1
+    manifest["stages"][entry.name] = record
+    save_manifest(run_dir, manifest)
+    return record
+
+
+def mark_failed(run_dir: Path, manifest: dict, name: str, exc: BaseException) -> None:
+    manifest["stages"][name].update(status="failed", ended=now(), error=f"{type(exc).__name__}: {exc}")
+    save_manifest(run_dir, manifest)
+
+
+def mark_done(run_dir: Path, manifest: dict, name: str, result: dict, wall_s: float) -> dict:
+    if result.get("output"):
+        result["output"] = relative(run_dir, result["output"])
+    record = manifest["stages"][name]
+    record.update(status="done", ended=now(), wall_s=round(wall_s, 2), **result)
+    save_manifest(run_dir, manifest)
+    write_json(entry_dir(run_dir, name) / METRICS_FILE, result.get("metrics", {}))
+    return record

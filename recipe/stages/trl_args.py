@@ -1,0 +1,76 @@
+"""TRL trainer arguments built from the config: the one place an ``SFTConfig`` or ``GRPOConfig`` is made."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from trl import GRPOConfig, SFTConfig
+
+from recipe.config import Config, GRPOStageConfig, TrainConfig
+from recipe.model import trl_vllm_args
+from recipe.precision import for_config as precision_for
+
+
+def _common_args(cfg: Config, st: TrainConfig, output_dir: str) -> dict:
+    use_cpu = cfg.run.device == "cpu" or not torch.cuda.is_available()
+    flags = precision_for(cfg).trainer_flags()  # the same decision model.load follows (recipe/precision.py)
+    return dict(
+        output_dir=output_dir,
+        learning_rate=st.learning_rate,
+        num_train_epochs=st.num_train_epochs,
+        max_steps=st.max_steps,
+        per_device_train_batch_size=st.per_device_train_batch_size,
+        gradient_accumulation_steps=st.gradient_accumulation_steps,
+        warmup_steps=st.warmup_steps,
+        lr_scheduler_type=st.lr_scheduler_type,
+        weight_decay=st.weight_decay,
+        max_grad_norm=st.max_grad_norm,
+        optim=st.optim,
+        logging_steps=st.logging_steps,
+        save_strategy="steps",
+        save_steps=st.save_steps,
+        save_total_limit=st.save_total_limit,
+        seed=cfg.run.seed,
+        report_to=[r for r in cfg.run.report_to if r != "none"] or "none",
+        use_cpu=use_cpu,
+        **flags,
+        gradient_checkpointing=cfg.model.gradient_checkpointing,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+
+
+def sft_args(cfg: Config, output_dir: str) -> SFTConfig:
+    """TRL SFTConfig for stage 1 (and the SFT baseline): prompt-completion data, loss on the completion only."""
+    st = cfg.stage1
+    return SFTConfig(
+        **_common_args(cfg, st, output_dir),
+        max_length=min(st.max_length, cfg.model.max_seq_length),
+        completion_only_loss=True,
+        packing=False,
+        dataset_num_proc=None,
+    )
+
+
+def grpo_args(cfg: Config, stage: Literal["stage2", "stage3"], output_dir: str) -> GRPOConfig:
+    """TRL GRPOConfig for stage 2 or 3."""
+    st: GRPOStageConfig = getattr(cfg, stage)
+    args = _common_args(cfg, st, output_dir)
+    return GRPOConfig(
+        **args,
+        num_generations=st.num_generations,
+        max_completion_length=st.max_completion_length,
+        temperature=st.temperature,
+        top_p=st.top_p,
+        beta=st.beta,
+        epsilon=st.epsilon,
+        loss_type=st.loss_type,
+        scale_rewards=st.scale_rewards,
+        num_iterations=st.num_iterations,
+        reward_weights=[spec.weight for spec in st.rewards],
+        log_completions=st.log_completions,
+        num_completions_to_print=st.num_completions_to_print,
+        **trl_vllm_args(cfg.model, args["use_cpu"]),
+        remove_unused_columns=False,
+    )

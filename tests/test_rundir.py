@@ -1,0 +1,79 @@
+"""The run directory's config check and invalidation on a hand-made run (no training): what a changed key refuses,
+what --force marks stale and removes, and what it leaves alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from recipe import config as C
+from recipe import run, rundir
+from recipe.fsio import write_json
+
+
+def cfg_for(run_dir: Path, *extra: str) -> C.Config:
+    return C.resolve(preset="smoke", overrides=[f"run.output_dir={run_dir}", *extra])
+
+
+def fake_run(run_dir: Path) -> C.Config:
+    """Every entry done with the current config, each with a weights folder and an evaluation."""
+    cfg = cfg_for(run_dir)
+    manifest = rundir.load_manifest(run_dir)
+    for name, entry in run.ENTRIES.items():
+        (run_dir / name / "model").mkdir(parents=True)
+        write_json(rundir.eval_dir(run_dir, name) / rundir.RESULTS, {"metrics": {"accuracy": 0.5}})
+        manifest["stages"][name] = {"status": "done", "output": f"{name}/model", "ended": "2026-01-01T00:00:00+00:00",
+                                    "config": rundir.entry_config(cfg, entry)}
+    rundir.save_manifest(run_dir, manifest)
+    return cfg
+
+
+def test_every_run_baselines_key_is_an_entry():
+    assert set(run.BASELINE_ENTRIES) == set(C.BASELINES)
+    assert all(name in run.ENTRIES for name in run.BASELINE_ENTRIES.values())
+    with pytest.raises(C.ConfigError, match="run.baselines"):
+        C.resolve(preset="smoke", overrides=["run.baselines=[grpo_typo]"])
+
+
+def test_a_changed_key_is_refused_naming_it(tmp_path):
+    fake_run(tmp_path)
+    with pytest.raises(rundir.RunError, match=r"stage2 \(done\).*changed keys: stage2.learning_rate"):
+        run.open_run(cfg_for(tmp_path, "stage2.learning_rate=0.5"))
+    assert all(rundir.is_done(rundir.load_manifest(tmp_path), name) for name in run.ENTRIES)
+
+
+def test_force_invalidates_the_changed_entry_and_what_starts_from_it(tmp_path):
+    fake_run(tmp_path)
+    _, manifest = run.open_run(cfg_for(tmp_path, "stage2.learning_rate=0.5"), force=True)
+    status = {name: manifest["stages"][name]["status"] for name in run.ENTRIES}
+    assert status == {"stage1": "done", "stage2": "stale", "stage3": "stale", "baseline-sft": "done"}
+    assert rundir.load_manifest(tmp_path)["stages"] == manifest["stages"]
+    for name in ("stage2", "stage3"):
+        assert not (tmp_path / name).exists() and not rundir.eval_dir(tmp_path, name).exists()
+    for name in ("stage1", "baseline-sft"):
+        assert (tmp_path / name / "model").is_dir() and rundir.eval_dir(tmp_path, name).is_dir()
+
+
+def test_a_stage1_change_reaches_the_baseline_that_borrows_its_budget(tmp_path):
+    fake_run(tmp_path)
+    _, manifest = run.open_run(cfg_for(tmp_path, "stage1.learning_rate=0.5"), force=True)
+    assert {n: manifest["stages"][n]["status"] for n in run.ENTRIES} == dict.fromkeys(run.ENTRIES, "stale")
+
+
+def test_keys_no_entry_depends_on_change_freely(tmp_path):
+    fake_run(tmp_path)
+    _, manifest = run.open_run(cfg_for(tmp_path, "eval.limit=3", "data.eval_source=synthetic:50"))
+    assert all(rundir.is_done(manifest, name) for name in run.ENTRIES)
+
+
+def test_output_of_names_what_is_missing(tmp_path):
+    with pytest.raises(rundir.RunError, match="not a run directory"):
+        rundir.output_of(tmp_path, "stage1")
+    fake_run(tmp_path)
+    assert rundir.output_of(tmp_path, "stage2") == str(tmp_path / "stage2" / "model")
+    assert rundir.output_of(tmp_path, "base") is None
+    manifest = rundir.load_manifest(tmp_path)
+    rundir.invalidate(tmp_path, manifest, run.ENTRIES, "stage3", "test")
+    with pytest.raises(rundir.RunError, match="stage3 of run .* is not finished \\(status: stale\\)"):
+        rundir.output_of(tmp_path, "stage3")

@@ -1,0 +1,165 @@
+"""The stages' row builders (rows -> model -> trainer -> result: the first step of each stage) and the stage
+helpers that need no model: rewards built from the config."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+
+from recipe import config as C
+from recipe.data import Problem, load_gsm8k
+from recipe.stages import stage1, stage2, stage3
+from recipe.stages.common import add_token_lengths, make_rewards
+from tests.test_data import REPO, bullets, digest, make_problems
+
+build_stage1, build_stage2, build_stage3 = stage1.build_rows, stage2.build_rows, stage3.build_rows
+
+
+def test_stage1_rows_are_masked_shuffles_of_the_teacher():
+    problems = make_problems(400)
+    rows = build_stage1(problems, seed=0, mask_prob=0.7)
+    assert [r["id"] for r in rows] == [p.id for p in problems]
+    for problem, row in zip(problems, rows, strict=True):
+        shuffled, k = row["shuffled"], row["masked_index"]
+        assert len(shuffled) == len(problem.steps)
+        assert shuffled.count("[MASK]") == (0 if k == -1 else 1)
+        if k == -1:
+            assert Counter(shuffled) == Counter(problem.steps)
+        else:
+            assert shuffled[k] == "[MASK]"
+            rest = shuffled[:k] + shuffled[k + 1 :]
+            assert sum((Counter(problem.steps) - Counter(rest)).values()) == 1
+            assert not Counter(rest) - Counter(problem.steps)
+        assert bullets(row["prompt"]) == shuffled
+        assert problem.question in row["prompt"] and row["prompt"].endswith("Reasoning:")
+        expected = "\n".join(f"Step {i}: {s}" for i, s in enumerate(problem.steps, 1)) + f"\nFinal Answer: {problem.answer}"
+        assert row["completion"] == "\n" + expected
+        assert row["answer"] == problem.answer
+        assert row["teacher_steps"] == len(problem.steps)
+        assert row["teacher_words"] == len(expected.split())
+
+
+def test_stage1_mask_rate_and_shuffle_spread():
+    problems = make_problems(4000, max_steps=4)
+    for p in (0.0, 0.3, 0.7, 1.0):
+        rows = build_stage1(problems, seed=1, mask_prob=p)
+        rate = sum(r["masked_index"] != -1 for r in rows) / len(rows)
+        assert abs(rate - p) < 0.03, (p, rate)
+    rows = build_stage1(problems, seed=1, mask_prob=0.0)
+    three = [tuple(r["shuffled"]) for r, q in zip(rows, problems, strict=True) if len(q.steps) == 3]
+    orders = Counter(tuple(s.split()[1] for s in order) for order in three)
+    assert len(orders) == 6 and min(orders.values()) > len(three) / 6 * 0.7  # all 3! orders, roughly uniform
+    masked = build_stage1(problems, seed=1, mask_prob=1.0)
+    positions = Counter(r["masked_index"] for r, q in zip(masked, problems, strict=True) if len(q.steps) == 4)
+    assert set(positions) == {0, 1, 2, 3}
+
+
+def test_stage1_single_step_and_custom_tokens():
+    (row,) = build_stage1([Problem("s-0", "Q?", ("only",), "5")], seed=3, mask_prob=1.0, mask_token="<M>",
+                          answer_label="Answer:")
+    assert row["shuffled"] == ["<M>"] and row["masked_index"] == 0
+    assert row["completion"] == "\nStep 1: only\nAnswer: 5"
+    assert "<M>" in row["prompt"] and "[MASK]" not in row["prompt"]
+
+
+@pytest.mark.parametrize(
+    ("n_steps", "min_masked", "ratio", "expected"),
+    # paper rule: max(min_masked, floor(ratio * n)), capped at n - 1
+    [(1, 3, 0.5, 0), (2, 3, 0.5, 1), (3, 3, 0.5, 2), (4, 3, 0.5, 3), (6, 3, 0.5, 3), (7, 3, 0.5, 3),
+     (8, 3, 0.5, 4), (9, 3, 0.5, 4), (5, 1, 0.8, 4), (10, 1, 0.8, 8), (10, 0, 0.0, 0), (10, 2, 1.0, 9)],
+)
+def test_stage2_mask_count(n_steps, min_masked, ratio, expected):
+    problem = Problem("s-0", "Q?", tuple(f"s{i}" for i in range(n_steps)), "1")
+    (row,) = build_stage2([problem], seed=0, min_masked=min_masked, mask_ratio=ratio)
+    assert len(row["masked_indices"]) == expected == stage2.mask_count(n_steps, min_masked, ratio)
+
+
+def test_stage2_rows_keep_order_and_mask_in_place():
+    problems = make_problems(300, max_steps=9)
+    rows = build_stage2(problems, seed=4)
+    for problem, row in zip(problems, rows, strict=True):
+        masked = row["masked_indices"]
+        assert masked == sorted(set(masked)) and all(0 <= i < len(problem.steps) for i in masked)
+        expected = [("[MASK]" if i in masked else s) for i, s in enumerate(problem.steps)]
+        assert bullets(row["prompt"]) == expected
+        solution = "\n".join(f"Step {i}: {s}" for i, s in enumerate(problem.steps, 1)) + f"\nFinal Answer: {problem.answer}"
+        assert row["teacher_solution"] == solution
+        assert row["teacher_words"] == len(solution.split()) and row["teacher_steps"] == len(problem.steps)
+        assert "completion" not in row
+    positions = Counter(i for r, p in zip(rows, problems, strict=True) if len(p.steps) == 9 for i in r["masked_indices"])
+    assert set(positions) == set(range(9))
+
+
+def test_stage3_rows_show_the_teacher_solution():
+    problems = make_problems(20)
+    rows = build_stage3(problems, answer_label="Answer:")
+    for problem, row in zip(problems, rows, strict=True):
+        assert row["teacher_solution"].endswith(f"\nAnswer: {problem.answer}")
+        assert row["teacher_solution"] in row["prompt"] and problem.question in row["prompt"]
+        assert "shorter" in row["prompt"] and row["prompt"].endswith("Reasoning:")
+        assert set(row) == {"id", "prompt", "answer", "teacher_steps", "teacher_words", "teacher_solution"}
+
+
+def test_builders_are_seeded_and_deterministic_across_processes():
+    problems = make_problems(200)
+    s1, s2 = build_stage1(problems, seed=5), build_stage2(problems, seed=5)
+    assert s1 == build_stage1(problems, seed=5) and s2 == build_stage2(problems, seed=5)
+    assert s1 != build_stage1(problems, seed=6) and s2 != build_stage2(problems, seed=6)
+    code = (
+        "import hashlib, json\n"
+        "from recipe.data import load_gsm8k\n"
+        "from recipe.stages.stage1 import build_rows as build_stage1\n"
+        "from recipe.stages.stage2 import build_rows as build_stage2\n"
+        "from tests.test_data import make_problems, digest\n"
+        "p = make_problems(200)\n"
+        "print(digest(build_stage1(p, seed=5)), digest(build_stage2(p, seed=5)),"
+        " digest([q.to_dict() for q in load_gsm8k('synthetic:50')[0]]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "PYTHONHASHSEED": "12345"},
+                         capture_output=True, text=True, check=True).stdout.split()
+    synth = [q.to_dict() for q in load_gsm8k("synthetic:50")[0]]
+    assert out == [digest(s1), digest(s2), digest(synth)]
+
+
+class FakeTokenizer:
+    """Counts whitespace words as tokens and records its calls."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, texts, add_special_tokens=True):
+        self.calls.append((list(texts), add_special_tokens))
+        return {"input_ids": [list(range(len(t.split()))) for t in texts]}
+
+
+def test_add_token_lengths_batches_and_does_not_mutate():
+    problems = make_problems(12)
+    for rows in (build_stage1(problems, seed=0), build_stage2(problems, seed=0), build_stage3(problems)):
+        tok = FakeTokenizer()
+        out = add_token_lengths(rows, tok)
+        assert len(tok.calls) == 1 and tok.calls[0][1] is False
+        assert [r["teacher_tokens"] for r in out] == [r["teacher_words"] for r in rows]
+        assert all("teacher_tokens" not in r for r in rows)
+    tok = FakeTokenizer()
+    assert add_token_lengths([], tok) == [] and tok.calls == []
+    with pytest.raises(KeyError, match="'x-1'"):
+        add_token_lengths([{"id": "x-1", "prompt": "p"}], FakeTokenizer())
+
+
+
+
+def test_make_rewards_fills_unit_and_answer_label_from_the_config():
+    cfg = C.resolve(preset="smoke", overrides=["data.answer_label='Result:'", "stage2.length_unit=tokens",
+                                               "stage2.rewards=[{name: gated_brevity}, {name: correctness},"
+                                               " {name: format, params: {answer_label: 'Final Answer:'}}]"])
+    gated, correct, fmt = make_rewards(cfg.stage2, cfg.data.answer_label)
+    assert (gated.unit, gated.answer_label) == ("tokens", "Result:")
+    assert fmt.answer_label == "Final Answer:"  # a spec's own value wins
+    texts = ["Step 1: 3 * 24 = 72\nResult: 72", "Step 1: 3 * 24 = 72\nFinal Answer: 72"]
+    scores = gated(completions=texts, answer=["72", "72"], teacher_steps=[3, 3], completion_ids=[[1] * 8] * 2)
+    assert scores[0] > 0 > scores[1] == gated.bad_format_reward  # only the configured label counts as formatted
+    assert correct(completions=texts, answer=["72", "72"]) == [1.0, 1.0]
