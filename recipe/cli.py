@@ -244,6 +244,23 @@ def baseline_sft(preset, config_file, overrides, strict, output_dir, force):
     run_baseline(cfg, "sft", force=force)
 
 
+@baseline.command("grpo")
+@config_options
+@click.option("--output-dir", default=None, help="Run directory to add the baseline to.")
+@click.option("--reward", type=click.Choice(["correctness", "correctness+brevity"]), default=None,
+              help="correctness: 1 right / 0 wrong; correctness+brevity: stage 2's reward with its brevity term "
+                   "(default: baseline_grpo.reward, correctness).")
+@click.option("--force", is_flag=True, help="Retrain the baseline even if it is done or its config changed.")
+@friendly
+def baseline_grpo(preset, config_file, overrides, strict, output_dir, reward, force):
+    """Plain GRPO from the base model (no teacher, no SFT), as many sampled completions as stages 2+3."""
+    overrides = list(overrides) + ([f"baseline_grpo.reward={reward}"] if reward else [])
+    cfg = _resolve(preset, config_file, overrides, output_dir, prepare=True, strict=strict)
+    from recipe.run import run_baseline  # lazy: torch/transformers/trl, imported after the backend is prepared
+
+    run_baseline(cfg, "grpo", force=force)
+
+
 # --- cotrecipe teach (issue 12): a self-contained block -----------------------------------------------------------
 @main.command()
 @config_options

@@ -154,7 +154,15 @@ class EvalConfig:
     stages: list[str] = field(default_factory=lambda: ["base", "stage1", "stage2", "stage3"])
 
 
-BASELINES = ("sft",)  # `run.baselines` keys; each is an entry of recipe.run.ENTRIES
+BASELINES = ("sft", "grpo")  # `run.baselines` keys; each is an entry of recipe.run.ENTRIES
+
+
+@dataclass
+class BaselineGRPOConfig:
+    """Plain GRPO from the base model (entry ``baseline-grpo``). Everything else is borrowed from ``stage2`` (LoRA,
+    optimizer, lr schedule, generation settings); the step count is matched to stages 2+3's sampled completions."""
+
+    reward: Literal["correctness", "correctness+brevity"] = "correctness"  # +brevity: stage 2's own rewards
 
 
 @dataclass
@@ -163,7 +171,7 @@ class RunConfig:
     seed: int = 42
     report_to: list[str] = field(default_factory=lambda: ["none"])
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    baselines: list[str] = field(default_factory=list)  # trained by run-all after the stages, e.g. [sft]
+    baselines: list[str] = field(default_factory=list)  # trained by run-all after the stages, e.g. [sft, grpo]
 
 
 @dataclass
@@ -175,6 +183,7 @@ class Config:
     stage3: Stage3Config = field(default_factory=Stage3Config)
     eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    baseline_grpo: BaselineGRPOConfig = field(default_factory=BaselineGRPOConfig)
     description: str = ""
 
 

@@ -1,7 +1,9 @@
 """``report.md`` and ``report.png`` of a run, built only from the stored ``eval/<name>/results.json`` files.
 
 Rows: ``base``, ``stage1``, ``stage2``, ``stage3`` (those present, in curriculum order), then any other evaluated
-model (baselines such as ``baseline-sft``) by name. Deltas are against ``base``; without a base row they read "-".
+model (baselines such as ``baseline-sft`` and ``baseline-grpo``) by name. Deltas are against ``base``; without a base
+row they read "-". Below the table one sentence names the best row on accuracy and on tokens; the training curves
+(``report_curves.png``, :mod:`recipe.curves`) follow.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 
+from recipe import curves
 from recipe.errors import EvalError
 from recipe.fsio import read_json, write_bytes, write_text
 from recipe.rundir import EVAL_DIR, REPORT_MD, REPORT_PNG, RESULTS
@@ -89,7 +92,8 @@ def _mismatches(results: Sequence[tuple[str, dict]]) -> list[str]:
     return notes
 
 
-def render_markdown(results: Sequence[tuple[str, dict]], png_name: str = "report.png") -> str:
+def render_markdown(results: Sequence[tuple[str, dict]], png_name: str = "report.png",
+                    histories: dict[str, list[dict]] | None = None) -> str:
     _, ref = results[0]
     proto, data = ref.get("protocol", {}), ref.get("data", {})
     notes = _mismatches(results)
@@ -99,6 +103,7 @@ def render_markdown(results: Sequence[tuple[str, dict]], png_name: str = "report
         "",
         format_table(results),
         "",
+        *([verdict(results), ""] if verdict(results) else []),
         f"Protocol: prompt `{proto.get('prompt')}`, greedy, max {proto.get('max_new_tokens')} new tokens, answer "
         f"read from `{proto.get('answer_label')}`, a row stops at its answer line or at "
         f"{', '.join(f'`{t}`' for t in proto.get('stop_texts', [])) or '-'}; data `{data.get('source')}` split `{data.get('split')}`, "
@@ -110,45 +115,94 @@ def render_markdown(results: Sequence[tuple[str, dict]], png_name: str = "report
         "",
         f"![accuracy vs length]({png_name})",
         "",
+        *curves_section(histories or {}, curves.REPORT_CURVES_PNG),
     ]
     return "\n".join(lines)
 
 
 def render_png(results: Sequence[tuple[str, dict]]) -> bytes:
-    """Accuracy (%) against average generated tokens; curriculum rows joined by arrows, baselines as squares."""
+    """Accuracy (%) against average generated tokens; curriculum rows (circles) joined by arrows, baselines as
+    squares. Each row has its own colour and a legend entry (with its numbers) instead of a label next to the point,
+    so rows that land close together (stage 2 / stage 3 often do) stay readable."""
     from matplotlib.figure import Figure  # no pyplot: no global backend state, works headless
 
-    fig = Figure(figsize=(6.4, 4.6), dpi=120)
+    fig = Figure(figsize=(7.6, 4.6), dpi=120)
     ax = fig.add_subplot()
     points = {name: (res["metrics"]["avg_tokens"], 100 * res["metrics"]["accuracy"])
               for name, res in results if res["metrics"].get("avg_tokens") is not None}
     chain = [name for name in CURRICULUM if name in points]
-    for name, (x, y) in points.items():
-        curriculum = name in CURRICULUM
-        ax.scatter([x], [y], marker="o" if curriculum else "s", s=60, zorder=3,
-                   color="tab:blue" if curriculum else "tab:orange", label=None if curriculum else name)
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 6), fontsize=9)
+    colours = [f"C{i % 10}" for i in range(len(points))]
+    for (name, (x, y)), colour in zip(points.items(), colours):
+        ax.scatter([x], [y], marker="o" if name in CURRICULUM else "s", s=70, zorder=3, color=colour,
+                   edgecolor="black", linewidth=0.6, label=f"{name}: {y:.1f}% / {x:.0f} tok")
     for a, b in zip(chain, chain[1:]):
         ax.annotate("", xy=points[b], xytext=points[a],
-                    arrowprops={"arrowstyle": "->", "color": "tab:blue", "lw": 1.2, "shrinkA": 6, "shrinkB": 6})
+                    arrowprops={"arrowstyle": "->", "color": "0.45", "lw": 1.0, "shrinkA": 6, "shrinkB": 6})
     ax.set_xlabel("average generated tokens")
     ax.set_ylabel("accuracy (%)")
     ax.set_title("Accuracy vs length (curriculum: circles, baselines: squares)", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.margins(0.2)
+    if points:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
     return buf.getvalue()
 
 
+def verdict(results: Sequence[tuple[str, dict]]) -> str:
+    """One sentence from the numbers: the best row on accuracy and the shortest on tokens, each against the next.
+
+    >>> r = lambda acc, tok: {"metrics": {"accuracy": acc, "avg_tokens": tok, "n": 4}}
+    >>> verdict([("base", r(0.5, 200.0)), ("stage3", r(0.75, 120.0)), ("baseline-grpo", r(0.7, 150.0))])
+    'Best on accuracy: stage3 (75.0%), +5.0 points over baseline-grpo (70.0%). Fewest tokens: stage3 (120.0), 30.0 tokens (20.0%) fewer than baseline-grpo (150.0).'
+    """
+    rows = [(name, 100 * res["metrics"]["accuracy"], res["metrics"].get("avg_tokens")) for name, res in results]
+    if len(rows) < 2:
+        return ""
+    by_acc = sorted(rows, key=lambda r: -r[1])
+    (a, acc_a, _), (b, acc_b, _) = by_acc[0], by_acc[1]
+    tie = " (tied)" if acc_a == acc_b else ""
+    text = f"Best on accuracy: {a} ({acc_a:.1f}%){tie}, {acc_a - acc_b:+.1f} points over {b} ({acc_b:.1f}%)."
+    by_tok = sorted((r for r in rows if r[2] is not None), key=lambda r: r[2])
+    if len(by_tok) >= 2:
+        (c, _, tok_c), (d, _, tok_d) = by_tok[0], by_tok[1]
+        pct = f" ({100 * (tok_d - tok_c) / tok_d:.1f}%)" if tok_d else ""
+        text += f" Fewest tokens: {c} ({tok_c:.1f}), {tok_d - tok_c:.1f} tokens{pct} fewer than {d} ({tok_d:.1f})."
+    return text
+
+
+def curves_section(histories: dict[str, list[dict]], png_name: str) -> list[str]:
+    """report.md lines for the training curves: the image link and a warning per GRPO entry without signal."""
+    if not histories:
+        return []
+    lines = ["## Training curves", "",
+             f"By step, from TRL's log history: reward mean, completion length and the fraction of GRPO groups with a "
+             f"learning signal (1 - `{curves.SIGNAL_KEY}`) for {', '.join(histories)}; SFT entries show their loss.",
+             ""]
+    for name, history in histories.items():
+        frac = curves.signal_fraction(history)
+        if frac is not None:
+            lines.append(f"- {name}: {100 * frac:.0f}% of GRPO groups had a learning signal (mean over steps).")
+    notes = [n for n in (curves.signal_note(name, h) for name, h in histories.items()) if n]
+    lines += [""] + [f"> **Warning**: {n}." for n in notes] + ([""] if notes else [])
+    return lines + [f"![training curves]({png_name})", ""]
+
+
 def build_report(run_dir: str | Path) -> list[Path]:
-    """Write ``report.md`` and ``report.png`` into ``run_dir`` from its stored results; returns both paths."""
+    """Write ``report.md``, ``report.png`` and (when entries logged training) ``report_curves.png`` into
+    ``run_dir`` from its stored results and trainer logs; returns the paths written."""
     run_dir = Path(run_dir)
     results = collect_results(run_dir)
     if not results:
         raise EvalError(f"no evaluation results in {run_dir / EVAL_DIR} (expected <name>/{RESULTS}); "
                         f"run `cotrecipe eval --run {run_dir}` first")
     md, png = run_dir / REPORT_MD, run_dir / REPORT_PNG
-    write_text(md, render_markdown(results, png.name))
+    histories = curves.collect_histories(run_dir)
+    write_text(md, render_markdown(results, png.name, histories))
     write_bytes(png, render_png(results))
-    return [md, png]
+    if not histories:
+        return [md, png]
+    curves_png = run_dir / curves.REPORT_CURVES_PNG
+    write_bytes(curves_png, curves.render_png(histories))
+    return [md, png, curves_png]

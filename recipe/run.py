@@ -15,13 +15,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from recipe import evaluate, rundir
+from recipe import curves, evaluate, rundir
 from recipe.config import Config
 from recipe.data import check_disjoint_slices
 from recipe.errors import EvalError, RunError
 from recipe.report import build_report
 from recipe.rundir import STAGES, Entry
-from recipe.stages import baseline_sft, stage1, stage2, stage3
+from recipe.stages import baseline_grpo, baseline_sft, stage1, stage2, stage3
 
 log = logging.getLogger("recipe")
 
@@ -33,8 +33,11 @@ ENTRIES: dict[str, Entry] = {e.name: e for e in (
     # the baseline's weights depend on the stage-1 budget it borrows
     Entry("baseline-sft", "SFT baseline (full teacher rationales, stage-1 budget)", ("stage1",), None,
           baseline_sft.run),
+    # plain GRPO from the base model; its step count is matched to stages 2+3 and it borrows stage 2's trainer
+    Entry("baseline-grpo", "plain GRPO baseline (no teacher, no SFT; stages 2+3's sampled completions)",
+          ("stage2", "stage3", "baseline_grpo"), None, baseline_grpo.run),
 )}
-BASELINE_ENTRIES = {"sft": "baseline-sft"}  # run.baselines key -> entry name
+BASELINE_ENTRIES = {"sft": "baseline-sft", "grpo": "baseline-grpo"}  # run.baselines key -> entry name
 
 
 def overall_bar(done: int, total: int, width: int = 12) -> str:
@@ -81,6 +84,9 @@ def train_entry(cfg: Config, run_dir: Path, manifest: dict, name: str, init_from
         raise
     record = rundir.mark_done(run_dir, manifest, name, result, time.monotonic() - t0)
     log.info("%s done in %.1f s: %s", name, record["wall_s"], _short_metrics(result.get("metrics", {})))
+    note = curves.signal_note(name, curves.load_history(rundir.entry_dir(run_dir, name)))
+    if note:
+        log.warning(note)
     return record
 
 
