@@ -97,14 +97,20 @@ def render_png(histories: Mapping[str, list[dict]]) -> bytes:
     """One panel per metric of :data:`PANELS` that some entry logged; one line per entry."""
     from matplotlib.figure import Figure  # lazy: matplotlib only when a report is drawn; no pyplot global state
 
-    panels = [(key, title) for key, title in PANELS if any(series(h, key)[0] for h in histories.values())]
+    def shown(key: str, history: list[dict]) -> list[dict]:  # the loss panel is for SFT entries only
+        return [] if key == "loss" and is_grpo(history) else history
+
+    colours = {name: f"C{i % 10}" for i, name in enumerate(histories)}  # one colour per entry in every panel
+    panels = [(key, title) for key, title in PANELS
+              if any(series(shown(key, h), key)[0] for h in histories.values())]
     fig = Figure(figsize=(5.2 * max(1, len(panels)), 3.8), dpi=110)
     axes = fig.subplots(1, max(1, len(panels)), squeeze=False)[0]
     for ax, (key, title) in zip(axes, panels):
         for name, history in histories.items():
-            steps, values = series(history, key)
+            steps, values = series(shown(key, history), key)
             if steps:
-                ax.plot(steps, values, marker="o" if len(steps) < 30 else None, ms=3, label=name)
+                ax.plot(steps, values, marker="o" if len(steps) < 30 else None, ms=3, label=name,
+                        color=colours[name])
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
         ax.grid(True, alpha=0.3)

@@ -168,7 +168,8 @@ def verdict(results: Sequence[tuple[str, dict]]) -> str:
     if len(by_tok) >= 2:
         (c, _, tok_c), (d, _, tok_d) = by_tok[0], by_tok[1]
         pct = f" ({100 * (tok_d - tok_c) / tok_d:.1f}%)" if tok_d else ""
-        text += f" Fewest tokens: {c} ({tok_c:.1f}), {tok_d - tok_c:.1f} tokens{pct} fewer than {d} ({tok_d:.1f})."
+        tie = " (tied)" if tok_c == tok_d else ""
+        text += f" Fewest tokens: {c} ({tok_c:.1f}){tie}, {tok_d - tok_c:.1f} tokens{pct} fewer than {d} ({tok_d:.1f})."
     return text
 
 

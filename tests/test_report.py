@@ -88,3 +88,50 @@ def test_report_command_prints_paths(tmp_path):
     result = CliRunner().invoke(main, ["report", "--run", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert result.output.split() == [str(tmp_path / "report.md"), str(tmp_path / "report.png")]
+
+
+def grpo_log(signal: float, steps: int = 4) -> list[dict]:
+    """A TRL GRPO log history: reward rising, completions shortening, ``1 - signal`` of groups with equal rewards."""
+    return [{"step": s, "reward": -2.0 + 0.5 * s, "completions/mean_length": 60.0 - 5 * s,
+             "frac_reward_zero_std": 1.0 - signal, "loss": 0.1} for s in range(1, steps + 1)]
+
+
+def test_report_baseline_rows_verdict_and_training_curves(tmp_path):
+    run = tmp_path / "run"
+    put(run, "base", 0.40, 200.0)
+    put(run, "stage3", 0.55, 120.0)
+    put(run, "baseline-sft", 0.60, 210.0)
+    put(run, "baseline-grpo", 0.50, 150.0, fmt=0.9)
+    write_json(run / "stage1" / "trainer_log.json", [{"step": s, "loss": 2.0 / s} for s in (1, 2, 3)])
+    write_json(run / "stage3" / "trainer_log.json", grpo_log(signal=0.0))  # every group uniform: no signal
+    # an unfinished entry: its newest complete checkpoint's trainer_state.json
+    write_json(run / "baseline-grpo" / "trainer" / "checkpoint-2" / "trainer_state.json",
+               {"global_step": 2, "log_history": grpo_log(signal=0.5, steps=2)})
+    write_json(run / "baseline-grpo" / "trainer" / "checkpoint-1" / "trainer_state.json",
+               {"global_step": 1, "log_history": grpo_log(signal=0.5, steps=1)})
+    paths = build_report(run)
+    assert [p.name for p in paths] == ["report.md", "report.png", "report_curves.png"]
+
+    md = paths[0].read_text(encoding="utf-8")
+    rows = table(md)
+    assert list(rows) == ["base", "stage3", "baseline-grpo", "baseline-sft"]
+    assert rows["baseline-grpo"] == ["50.00", "+10.00", "150.0", "-25.0%", "0.0", "90.0", "40"]
+    # 60 vs 55 points; 120 vs 150 tokens = 30 fewer, 20% of 150
+    assert ("Best on accuracy: baseline-sft (60.0%), +5.0 points over stage3 (55.0%). "
+            "Fewest tokens: stage3 (120.0), 30.0 tokens (20.0%) fewer than baseline-grpo (150.0).") in md
+    assert "![training curves](report_curves.png)" in md
+    assert "- stage3: 0% of GRPO groups had a learning signal" in md
+    assert "- baseline-grpo: 50% of GRPO groups" in md
+    warnings = [line for line in md.splitlines() if line.startswith("> **Warning**")]
+    assert len(warnings) == 1 and warnings[0].startswith("> **Warning**: stage3: only 0%")
+
+    image = matplotlib.image.imread(paths[2])
+    assert image.shape[1] > 2 * image.shape[0]  # four panels side by side: reward, length, signal, SFT loss
+    assert image[..., :3].std() > 0
+
+
+def test_report_verdict_breaks_ties_honestly(tmp_path):
+    put(tmp_path, "stage2", 0.5, 100.0)
+    put(tmp_path, "baseline-grpo", 0.5, 100.0)
+    md = build_report(tmp_path)[0].read_text(encoding="utf-8")
+    assert "(tied), +0.0 points over" in md
