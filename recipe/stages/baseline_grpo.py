@@ -103,6 +103,8 @@ def matched_budget(cfg: Config, n_stage2: int, n_stage3: int, stage3_source: str
 def stage3_rows(cfg: Config, run_dir: Path) -> tuple[int, str]:
     """Stage 3's training rows: its mined failures when mining has run in this run directory, else its configured
     mining slice (the most it could mine)."""
+    if not cfg.stage3.enabled:
+        return 0, "stage 3 disabled"
     mined = run_dir / "stage3" / FAILURES
     if mined.is_file():
         return len(read_jsonl(mined)), f"mined ({mined.name})"
