@@ -4,6 +4,7 @@ resumes after a SIGKILL like a stage, and the report shows its row and the train
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,10 +15,11 @@ import pytest
 from click.testing import CliRunner
 
 from recipe import config as C
-from recipe import evaluate, run, rundir
+from recipe import evaluate, prompts, run, rundir
+from recipe import model as model_mod
 from recipe.cli import main
 from recipe.stages import common
-from recipe.stages.common import KILL_AFTER_SAVE_ENV, train_problems
+from recipe.stages.common import KILL_AFTER_SAVE_ENV, train_problems, train_sft
 
 REPO = Path(__file__).resolve().parents[1]
 QUIET = ("stage2.log_completions=false", "stage3.log_completions=false", "stage3.mining_limit=8",
@@ -72,12 +74,12 @@ def test_no_teacher_text_in_prompts_and_budget_equals_stages_2_and_3(cache_dir, 
     problems = train_problems(cfg, "stage1") + train_problems(cfg, "stage2")
     allowed = {evaluate.build_prompt(p.question, "paper", cfg.data.answer_label) for p in problems}
     steps = {s for p in problems for s in p.steps}
-    for prompts, _, kwargs in calls[2]:
-        assert prompts and set(prompts) <= allowed
-        assert not any(step in prompt for prompt in prompts for step in steps)
+    for texts, _, kwargs in calls[2]:
+        assert texts and set(texts) <= allowed
+        assert not any(step in prompt for prompt in texts for step in steps)
         assert not {k for k in kwargs if k.startswith("teacher")}, "correctness reward needs no teacher column"
     # the check can see teacher text: stage 2's prompts (partial teacher solutions) do contain steps
-    assert any(step in prompt for prompts, _, _ in calls[0] for prompt in prompts for step in steps)
+    assert any(step in prompt for texts, _, _ in calls[0] for prompt in texts for step in steps)
 
 
 def test_budget_uses_configured_stage3_before_mining_and_brevity_adds_stage2_reward(cache_dir, tmp_path):
@@ -115,3 +117,65 @@ def test_sigkill_mid_baseline_then_rerun_resumes_evaluates_and_reports(cache_dir
     md = (run_dir / "report.md").read_text(encoding="utf-8")
     assert "| baseline-grpo" in md and "report_curves.png" in md
     assert (run_dir / "report_curves.png").stat().st_size > 1000
+
+
+# --- learning signal -------------------------------------------------------------------------------------------------
+FILLER = "Check: the numbers above are right."
+
+
+def _signal_cfg(cache_dir: Path, run_dir: Path, weight: float) -> C.Config:
+    return C.resolve(preset="smoke", overrides=[
+        f"model.cache_dir={cache_dir}", f"run.output_dir={run_dir}", "eval.enabled=false", "model.use_lora=false",
+        "data.source=synthetic:40:2", "data.stage1_rows=[0,2]", "data.stage2_rows=[2,4]", "stage3.enabled=false",
+        "stage1.learning_rate=1e-2", "stage1.max_steps=150", "stage1.per_device_train_batch_size=8",
+        "stage1.save_steps=1000", "stage2.learning_rate=3e-4", "stage2.max_steps=16", "stage2.num_generations=8",
+        "stage2.per_device_train_batch_size=16", "stage2.max_completion_length=100", "stage2.save_steps=1000",
+        "stage2.log_completions=false", "baseline_grpo.reward=correctness+brevity", "stage2.temperature=0.7",
+        f"stage2.rewards=[{{name: gated_brevity, weight: {weight}}}]"])
+
+
+def _curve(run_dir: Path) -> tuple[list[float], list[float]]:
+    history = json.loads((run_dir / "baseline-grpo" / "trainer_log.json").read_text())
+    reward = [r["rewards/gated_brevity/mean"] for r in history if "rewards/gated_brevity/mean" in r]
+    length = [r["completions/mean_length"] for r in history if "completions/mean_length" in r]
+    return reward, length
+
+
+def _head_tail(values: list[float], k: int = 3) -> tuple[float, float]:
+    return sum(values[:k]) / k, sum(values[-k:]) / k
+
+
+@pytest.mark.slow  # ~130 s on 2 quiet CPU cores (SFT 66 s + two GRPO runs of ~30 s): over the 60 s asked for
+def test_learning_signal_paper_stage2_reward_follows_its_sign(cache_dir, tmp_path):
+    """What this shows, honestly: the tiny random model gets nothing right, so it is first taught (150 full
+    fine-tuning SFT steps at lr 1e-2) two correct answers to each of 4 training questions — a short one (one step,
+    ~15 words) and a long one (the two teacher steps plus a filler check, ~37 words). Sampling at temperature 0.7
+    then mixes short, long and broken answers, so the groups have a learning signal. Sixteen GRPO steps of the
+    plain-GRPO baseline with the paper's stage-2 reward (gated_brevity: -2 wrong, else 1 + step bonus + length term):
+    with the right sign the reward stays near its start (the taught model is already mostly right, so there is
+    little room to rise; measured 1.09 -> 0.84 over the first/last 3 steps) and the completions get shorter
+    (46 -> 33 tokens); with the sign flipped (weight -1) the reward collapses (1.01 -> -1.45: GRPO learns to be
+    wrong). The flipped run's completions get shorter too (its wrong answers are short), so length is only checked
+    for the right sign. It checks that the reward reaches the trainer with its sign and that GRPO follows it, not
+    that GRPO teaches arithmetic."""
+    sft_cfg = _signal_cfg(cache_dir, tmp_path / "sft", 1)
+    rows = []
+    for p in train_problems(sft_cfg, "stage1") + train_problems(sft_cfg, "stage2"):
+        prompt = evaluate.build_prompt(p.question, "paper")
+        for steps in (p.steps[-1:], [*p.steps, FILLER]):
+            rows.append({"prompt": prompt, "completion": "\n" + prompts.render_solution(steps, p.answer)})
+    model, tokenizer = model_mod.load(sft_cfg.model, trainable=True, seed=0)
+    train_sft(sft_cfg, model, tokenizer, rows, tmp_path / "sft")
+    taught = str(tmp_path / "sft" / "model")
+
+    curves = {}
+    for weight in (1, -1):
+        cfg = _signal_cfg(cache_dir, tmp_path / f"grpo{weight}", weight)
+        run.run_one(cfg, "baseline-grpo", init_from=taught)
+        curves[weight] = _curve(tmp_path / f"grpo{weight}")
+    (r0, r1), (l0, l1) = (_head_tail(v) for v in curves[1])
+    (f0, f1), _ = (_head_tail(v) for v in curves[-1])
+    assert r0 > 0, f"the taught model should start mostly right: {curves[1][0]}"
+    assert r1 > r0 - 0.5 and r1 > f1 + 1.0, f"right sign: reward should hold, flipped: fall ({curves})"
+    assert l1 < l0 - 5, f"right sign: completions should get shorter: {curves[1][1]}"
+    assert f1 < f0 - 1.0, f"flipped sign: the paper's reward should fall: {curves[-1][0]}"
