@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 
 from recipe import config as config_mod
+from recipe import dist
 from recipe import plan as plan_mod
 from recipe.data import DataError
 from recipe.errors import EvalError, RunError
@@ -81,7 +82,8 @@ def setup_logging() -> None:
     from rich.logging import RichHandler
 
     handler = RichHandler(show_path=False, rich_tracebacks=False, markup=False)
-    handler.setFormatter(logging.Formatter("%(message)s", datefmt="[%X]"))
+    prefix = f"[{dist.describe()}] " if dist.is_distributed() else ""  # under accelerate launch: whose line it is
+    handler.setFormatter(logging.Formatter(prefix + "%(message)s", datefmt="[%X]"))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
 

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import yaml
 
-from recipe import safe_yaml
+from recipe import dist, safe_yaml
 from recipe.errors import ConfigError
 from recipe.rewards import REWARDS, build_reward
 from recipe.typed import deep_merge, from_mapping
@@ -164,6 +164,13 @@ class RunConfig:
     report_to: list[str] = field(default_factory=lambda: ["none"])
     device: Literal["auto", "cpu", "cuda"] = "auto"
     baselines: list[str] = field(default_factory=list)  # trained by run-all after the stages, e.g. [sft]
+    # Where TRL's vLLM (model.hf_use_vllm) runs for GRPO: in each training process, or a `trl vllm-serve` server
+    # (README "Scaling out"). Not part of any entry's config fingerprint: switching it never blocks a resume.
+    vllm_mode: Literal["colocate", "server"] = "colocate"
+    vllm_server_base_url: str = ""  # e.g. http://10.0.0.5:8000; when set, host and port are ignored
+    vllm_server_host: str = "127.0.0.1"
+    vllm_server_port: int = 8000
+    vllm_server_timeout: float = 240.0  # seconds to wait for the server to come up
 
 
 @dataclass
@@ -292,10 +299,10 @@ def validate(cfg: Config) -> None:
         _check(st.max_completion_length >= 1, f"{name}.max_completion_length", st.max_completion_length,
                "must be >= 1")
         _check(st.temperature > 0, f"{name}.temperature", st.temperature, "must be > 0 for sampling")
-        per_step = st.per_device_train_batch_size * st.gradient_accumulation_steps
-        _check(per_step % st.num_generations == 0, f"{name}.per_device_train_batch_size", st.per_device_train_batch_size,
-               f"batch size x gradient_accumulation_steps ({per_step}) must be a multiple of "
-               f"{name}.num_generations ({st.num_generations}): each prompt's group is generated together")
+        batch_error = dist.generation_batch_error(name, st.per_device_train_batch_size, st.gradient_accumulation_steps,
+                                                  st.num_generations)  # processes: the launcher's WORLD_SIZE, else 1
+        if batch_error:
+            raise ConfigError(batch_error)
         _check(bool(st.rewards), f"{name}.rewards", st.rewards, "at least one reward is needed")
         for i, spec in enumerate(st.rewards):
             _check(spec.name in REWARDS, f"{name}.rewards[{i}].name", spec.name,
@@ -312,6 +319,15 @@ def validate(cfg: Config) -> None:
            "must be in [0, 1)")
     _check(cfg.model.lora_r >= 1, "model.lora_r", cfg.model.lora_r, "must be >= 1")
     _check(cfg.model.max_seq_length >= 16, "model.max_seq_length", cfg.model.max_seq_length, "must be >= 16")
+    launch_problem = dist.launch_error(cfg.model.backend, cfg.model.load_in_4bit)  # accelerate launch / torchrun
+    if launch_problem:
+        raise ConfigError(launch_problem)
+    if cfg.run.vllm_mode == "server":
+        _check(cfg.model.backend == "hf" and cfg.model.hf_use_vllm and not cfg.model.fast_inference, "run.vllm_mode",
+               cfg.run.vllm_mode, "server mode is TRL's vLLM on the hf backend: set model.backend=hf, "
+               "model.hf_use_vllm=true and model.fast_inference=false (Unsloth's engine is always colocated)")
+    _check(1 <= cfg.run.vllm_server_port <= 65535, "run.vllm_server_port", cfg.run.vllm_server_port,
+           "must be a TCP port (1-65535)")
     allowed_stages = {"base", "stage1", "stage2", "stage3"}
     for s in cfg.eval.stages:
         _check(s in allowed_stages, "eval.stages", s, f"allowed: {', '.join(sorted(allowed_stages))}")

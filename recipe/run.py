@@ -15,7 +15,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from recipe import evaluate, rundir
+from recipe import dist, evaluate, rundir
+from recipe import model as model_mod
 from recipe.config import Config
 from recipe.data import check_disjoint_slices
 from recipe.errors import EvalError, RunError
@@ -64,8 +65,14 @@ def _warn_overlapping_slices(cfg: Config) -> None:
 
 
 def open_run(cfg: Config, force: bool = False) -> tuple[Path, dict]:
-    run_dir, manifest = rundir.open_run(cfg, ENTRIES, force)
-    _warn_overlapping_slices(cfg)
+    dist.init(cpu=cfg.run.device == "cpu")  # under accelerate launch: join the process group (no-op otherwise)
+    # Rank 0 checks and writes first; the others then read the manifest it wrote (nothing is left for them to change)
+    with dist.main_process_first():
+        run_dir, manifest = rundir.open_run(cfg, ENTRIES, force)
+        model_mod.resolve_model_path(cfg.model)  # builtin models are built once, by rank 0, before anyone loads them
+    dist.barrier()  # and every rank starts training together
+    if dist.is_main():
+        _warn_overlapping_slices(cfg)
     return run_dir, manifest
 
 
@@ -133,6 +140,7 @@ def run_one(cfg: Config, name: str, init_from: str | None = None, force: bool = 
         return run_dir
     if rundir.is_done(manifest, name):
         rundir.invalidate(run_dir, manifest, ENTRIES, name, f"--force on {name}")
+        dist.barrier()  # rank 0 removed the folders
     if init_from is None:
         init_from = _upstream_output(run_dir, manifest, name)
     elif not Path(init_from).exists():
@@ -150,7 +158,10 @@ def run_baseline(cfg: Config, key: str, force: bool = False) -> list[Path]:
 
 def evaluate_run(cfg: Config, run_dir: str | Path, names: Sequence[str] | None = None) -> list[Path]:
     """Evaluate ``names`` (default: ``eval.stages`` plus every finished baseline, skipping what is not done) into
-    ``eval/<name>``, then rebuild the report. A name given explicitly that is not finished is an error naming it."""
+    ``eval/<name>``, then rebuild the report. A name given explicitly that is not finished is an error naming it.
+    Several processes: rank 0 evaluates and reports; the other ranks return at once (``[]``)."""
+    if not dist.is_main():
+        return []
     run_dir = Path(run_dir)
     explicit = names is not None
     manifest = rundir.load_manifest(run_dir)

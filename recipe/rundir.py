@@ -27,6 +27,7 @@ from importlib import metadata
 from pathlib import Path
 
 from recipe import config as config_mod
+from recipe import dist
 from recipe.config import Config
 from recipe.errors import RunError
 from recipe.fsio import read_json, write_json, write_text
@@ -129,7 +130,9 @@ def load_manifest(run_dir: str | Path) -> dict:
 
 
 def save_manifest(run_dir: str | Path, manifest: dict) -> None:
-    write_json(Path(run_dir) / MANIFEST_FILE, manifest)
+    """Rank 0 writes it (every rank keeps its own copy in memory; see :mod:`recipe.dist`)."""
+    if dist.is_main():
+        write_json(Path(run_dir) / MANIFEST_FILE, manifest)
 
 
 def is_done(manifest: dict, name: str) -> bool:
@@ -204,8 +207,9 @@ def invalidate(run_dir: Path, manifest: dict, entries: Mapping[str, Entry], name
             continue
         log.warning("%s will be trained again (%s)", other, reason)
         manifest["stages"][other] = {"status": "stale", "reason": reason, "marked": now()}
-        shutil.rmtree(entry_dir(run_dir, other), ignore_errors=True)
-        shutil.rmtree(eval_dir(run_dir, other), ignore_errors=True)
+        if dist.is_main():  # several processes: the caller makes the others wait for it (a barrier)
+            shutil.rmtree(entry_dir(run_dir, other), ignore_errors=True)
+            shutil.rmtree(eval_dir(run_dir, other), ignore_errors=True)
     save_manifest(run_dir, manifest)
     return stale
 
@@ -236,7 +240,8 @@ def open_run(cfg: Config, entries: Mapping[str, Entry], force: bool) -> tuple[Pa
     refuse_or_invalidate_changed(run_dir, manifest, cfg, entries, force)
     manifest["versions"] = versions()
     manifest["updated"] = now()
-    write_text(run_dir / CONFIG_FILE, config_mod.dump_yaml(cfg))
+    if dist.is_main():
+        write_text(run_dir / CONFIG_FILE, config_mod.dump_yaml(cfg))
     save_manifest(run_dir, manifest)
     return run_dir, manifest
 
@@ -247,10 +252,14 @@ def open_run(cfg: Config, entries: Mapping[str, Entry], force: bool) -> tuple[Pa
 
 
 def mark_running(run_dir: Path, manifest: dict, cfg: Config, entry: Entry, init_from: str | None) -> dict:
-    record = {"status": "running", "started": now(), "config": entry_config(cfg, entry), "init_from": init_from}
+    record = {"status": "running", "started": now(), "config": entry_config(cfg, entry), "init_from": init_from,
+              "processes": dist.world_size()}
     previous = manifest["stages"].get(entry.name, {})
     if previous.get("status") in ("running", "failed"):
         record["attempts"] = previous.get("attempts", 1) + 1
+        if previous.get("processes", 1) != record["processes"]:
+            log.warning("%s resumes with %d processes (its last attempt had %d): the effective batch changes",
+                        entry.name, record["processes"], previous.get("processes", 1))
     manifest["stages"][entry.name] = record
     save_manifest(run_dir, manifest)
     return record
@@ -267,5 +276,6 @@ def mark_done(run_dir: Path, manifest: dict, name: str, result: dict, wall_s: fl
     record = manifest["stages"][name]
     record.update(status="done", ended=now(), wall_s=round(wall_s, 2), **result)
     save_manifest(run_dir, manifest)
-    write_json(entry_dir(run_dir, name) / METRICS_FILE, result.get("metrics", {}))
+    if dist.is_main():
+        write_json(entry_dir(run_dir, name) / METRICS_FILE, result.get("metrics", {}))
     return record

@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 
 from recipe import config as C
-from recipe import dist
+from recipe import dist, rundir
 from recipe import model as model_mod
+from recipe.run import ENTRIES
+from recipe.stages.trl_args import grpo_args
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "ACCELERATE_USE_DEEPSPEED", "ACCELERATE_DEEPSPEED_ZERO_STAGE")
@@ -173,26 +175,52 @@ def test_auto_backend_is_hf_under_a_launcher(launcher_env, monkeypatch):
 # --------------------------------------------------------------------------------------------------------------------
 
 
+SERVER = ["model.hf_use_vllm=true", "run.vllm_mode=server", "model.backend=hf", "run.vllm_server_host=10.0.0.7",
+          "run.vllm_server_port=8123", "run.vllm_server_timeout=30"]
+
+
 def test_vllm_server_keys_reach_trls_grpo_config(launcher_env, tmp_path):
-    cfg = C.resolve(preset="smoke", overrides=["run.use_vllm=true", "run.vllm_mode=server", "model.backend=hf",
-                                               "run.vllm_server_host=10.0.0.7", "run.vllm_server_port=8123",
-                                               "run.vllm_server_timeout=30"])
-    args = C.grpo_args(cfg, "stage2", str(tmp_path))
+    cfg = C.resolve(preset="smoke", overrides=SERVER)
+    args = grpo_args(cfg, "stage2", str(tmp_path))
     assert (args.vllm_mode, args.vllm_server_host, args.vllm_server_port, args.vllm_server_timeout) == \
         ("server", "10.0.0.7", 8123, 30.0)
     assert args.vllm_server_base_url is None
     assert args.use_vllm is False  # the smoke preset runs on the CPU, where vLLM never runs
     url = C.resolve(preset="smoke", overrides=["run.vllm_server_base_url=http://gen:9000"])
-    assert C.grpo_args(url, "stage3", str(tmp_path)).vllm_server_base_url == "http://gen:9000"
-    # where completions are sampled is not part of a stage's fingerprint: switching it never blocks a resume
-    from recipe.curriculum import stage_config
+    assert grpo_args(url, "stage3", str(tmp_path)).vllm_server_base_url == "http://gen:9000"
+    # where completions are sampled is not part of an entry's fingerprint: switching it never blocks a resume
+    colocated = C.resolve(preset="smoke", overrides=["model.hf_use_vllm=true", "model.backend=hf"])
+    assert rundir.entry_config(cfg, ENTRIES["stage3"]) == rundir.entry_config(colocated, ENTRIES["stage3"])
 
-    assert stage_config(cfg, "stage3") == stage_config(C.resolve(preset="smoke"), "stage3")
+
+def test_vllm_server_mode_on_a_gpu_binds_to_grpo_config(launcher_env, monkeypatch, tmp_path):
+    """On a GPU (faked: TrainingArguments cannot be built without one) the GRPOConfig keywords ask for TRL's vLLM
+    in server mode, and they bind to GRPOConfig's real signature."""
+    import inspect
+
+    import torch
+
+    from recipe.stages import trl_args
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: (8, 0))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    real = trl_args.GRPOConfig
+    monkeypatch.setattr(trl_args, "GRPOConfig", lambda **kw: inspect.signature(real).bind(**kw).arguments)
+    cfg = C.resolve(preset="smoke", overrides=[*SERVER, "run.device=cuda"])
+    kw = trl_args.grpo_args(cfg, "stage2", str(tmp_path))
+    assert (kw["use_vllm"], kw["vllm_mode"], kw["vllm_server_port"], kw["use_cpu"]) == (True, "server", 8123, False)
+    colocated = C.resolve(preset="smoke", overrides=["model.hf_use_vllm=true", "run.device=cuda"])
+    assert trl_args.grpo_args(colocated, "stage2", str(tmp_path))["vllm_mode"] == "colocate"
+    off = C.resolve(preset="smoke", overrides=["run.device=cuda"])
+    assert trl_args.grpo_args(off, "stage2", str(tmp_path))["use_vllm"] is False  # vLLM only where asked for
 
 
-def test_vllm_server_mode_refuses_the_unsloth_backend():
+def test_vllm_server_mode_needs_trls_vllm_on_the_hf_backend():
     with pytest.raises(C.ConfigError, match="'run.vllm_mode'.*model.backend=hf"):
-        C.resolve(preset="smoke", overrides=["run.use_vllm=true", "run.vllm_mode=server", "model.backend=unsloth"])
+        C.resolve(preset="smoke", overrides=[*SERVER, "model.backend=unsloth"])
+    with pytest.raises(C.ConfigError, match="'run.vllm_mode'.*model.hf_use_vllm=true"):
+        C.resolve(preset="smoke", overrides=["run.vllm_mode=server", "model.backend=hf"])
     with pytest.raises(C.ConfigError, match="run.vllm_server_port"):
         C.resolve(preset="smoke", overrides=["run.vllm_server_port=70000"])
 

@@ -16,6 +16,7 @@ from transformers import TrainerCallback
 from trl import GRPOTrainer, SFTTrainer
 
 from recipe import data as data_mod
+from recipe import dist
 from recipe import model as model_mod
 from recipe.config import Config, GRPOStageConfig
 from recipe.fsio import write_json
@@ -179,8 +180,11 @@ def train_and_save(trainer, tokenizer, stage_dir: Path, rows: list[dict], args) 
     for callback in _test_callbacks(stage_dir):
         trainer.add_callback(callback)
     trainer.train(resume_from_checkpoint=resume)
-    model_mod.save(trainer.model, tokenizer, stage_dir / MODEL_DIR)
-    write_json(stage_dir / TRAINER_LOG, trainer.state.log_history)
+    state_dict = dist.full_state_dict(trainer)  # ZeRO-3 only: a collective, so every rank calls it
+    if dist.is_main():
+        model_mod.save(trainer.model, tokenizer, stage_dir / MODEL_DIR, state_dict=state_dict)
+        write_json(stage_dir / TRAINER_LOG, trainer.state.log_history)
+    dist.barrier()  # the next entry (on every rank) loads the weights rank 0 just wrote
     return {
         "output": str(stage_dir / MODEL_DIR),
         "resumed_from": resume,

@@ -17,8 +17,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from recipe import dist, prompts
 from recipe import model as model_mod
-from recipe import prompts
 from recipe.answers import answers_match, extract_answer
 from recipe.config import Config
 from recipe.data import Problem
@@ -37,21 +37,22 @@ def mine_failures(cfg: Config, problems: list[Problem], init_from: str | None) -
         problems = problems[: st.mining_limit]
     model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=False, seed=cfg.run.seed)
     model = to_device(model, cfg.run.device)
-    prompt_texts = [prompts.eval_prompt(p.question, answer_label=cfg.data.answer_label) for p in problems]
-    with tqdm(total=len(problems), desc="stage 3: mining failures", unit="problem") as bar:
+    mine = dist.shard(problems)  # several processes: each answers every world_size-th problem
+    prompt_texts = [prompts.eval_prompt(p.question, answer_label=cfg.data.answer_label) for _, p in mine]
+    with tqdm(total=len(mine), desc="stage 3: mining failures", unit="problem", disable=not dist.is_main()) as bar:
         generations = generate(model, tokenizer, prompt_texts, max_new_tokens=st.mining_max_new_tokens,
                                batch_size=st.mining_batch_size, temperature=st.mining_temperature,
                                num_return_sequences=st.mining_k, seed=cfg.run.seed, stop_texts=STOP_TEXTS,
                                answer_label=cfg.data.answer_label, progress=bar.update)
     failures = []
-    for problem, gens in zip(problems, generations):
+    for (index, problem), gens in zip(mine, generations):
         correct = [answers_match(extract_answer(g.text), problem.answer) for g in gens]
         fraction = sum(correct) / len(correct)
         if fraction <= st.failure_threshold:
-            failures.append({**problem.to_dict(), "correct_fraction": fraction,
-                             "student_outputs": [g.text for g in gens]})
+            failures.append((index, {**problem.to_dict(), "correct_fraction": fraction,
+                                     "student_outputs": [g.text for g in gens]}))
     del model
-    return failures
+    return dist.gather_shards(failures)  # every rank's failures, in the slice's order
 
 
 def build_rows(problems: Sequence[Problem], answer_label: str = prompts.ANSWER_LABEL) -> list[dict[str, Any]]:
@@ -80,7 +81,7 @@ def run(cfg: Config, stage_dir: Path, init_from: str | None = None) -> dict:
         failures = read_jsonl(failures_path)
     else:
         failures = mine_failures(cfg, problems, init_from)
-        write_jsonl(failures_path, failures)
+        dist.only_main(write_jsonl, failures_path, failures)  # then a barrier: every rank sees the file
     mined = {"mined": len(problems) if cfg.stage3.mining_limit <= 0 else min(len(problems), cfg.stage3.mining_limit),
              "failures": len(failures)}
     log.info("stage 3: %d persistent failures out of %d problems", mined["failures"], mined["mined"])
