@@ -11,18 +11,20 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import time
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
+from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 ORDER = ("stage1.ipynb", "stage2.ipynb", "stage3.ipynb", "eval_report.ipynb", "colab_t4.ipynb", "demo_cpu.ipynb")
-CELL_TIMEOUT_S = 600  # one cell (one `cotrecipe` command); the smoke preset's slowest takes well under a minute
+NOTEBOOK_TIMEOUT_S = 600  # per notebook, all cells together; the smoke preset's slowest takes under a minute
+KERNEL = "cotrecipe-test"  # a kernelspec made for these tests: this Python, whatever `python3` kernels exist
 # Shorter than the smoke preset (the same values for every command, so the run's config check passes): CI checks that
 # the cells run, not what the tiny model writes.
 QUICK = ("stage1.max_steps=2 stage2.max_steps=2 stage3.max_steps=1 stage2.max_completion_length=16 "
@@ -47,30 +49,45 @@ def outputs_text(nb: nbformat.NotebookNode) -> str:
     return "".join(parts)
 
 
+def kernel_env(mp: pytest.MonkeyPatch, root: Path) -> None:
+    """A kernelspec running this interpreter (found through JUPYTER_PATH), and an import path for this checkout."""
+    spec = root / "jupyter" / "kernels" / KERNEL
+    spec.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": KERNEL, "language": "python"}))
+    mp.setenv("JUPYTER_PATH", os.pathsep.join(filter(None, [str(root / "jupyter"), os.environ.get("JUPYTER_PATH")])))
+    # the kernel's `cotrecipe` processes import this checkout, whatever else is installed
+    mp.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+
+
+def execute(nb: nbformat.NotebookNode, cwd: Path) -> None:
+    """Run every cell in a fresh kernel started in ``cwd``; raises on the first cell error, or when the notebook as a
+    whole runs past NOTEBOOK_TIMEOUT_S (the kernel is interrupted, which stops the running command too)."""
+    deadline = time.monotonic() + NOTEBOOK_TIMEOUT_S
+    NotebookClient(nb, kernel_name=KERNEL, timeout_func=lambda cell: max(1, int(deadline - time.monotonic())),
+                   interrupt_on_timeout=True, resources={"metadata": {"path": str(cwd)}}).execute()
+
+
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory) -> dict[str, dict]:
     """Execute every notebook once, in ORDER, with one shared run directory; record errors instead of raising so each
     notebook gets its own verdict below."""
     root = tmp_path_factory.mktemp("notebooks")
     run_dir = root / "run"
-    env = {"COTRECIPE_NOTEBOOK_PRESET": "smoke", "COTRECIPE_NOTEBOOK_RUN_DIR": str(run_dir),
-           "COTRECIPE_NOTEBOOK_SET": f"model.cache_dir={root / 'model-cache'} {QUICK}",
-           # the kernel's `cotrecipe` processes import this checkout, whatever else is installed
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     results: dict[str, dict] = {}
     with pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
-            mp.setenv(key, value)
+        kernel_env(mp, root)
+        mp.setenv("COTRECIPE_NOTEBOOK_PRESET", "smoke")
+        mp.setenv("COTRECIPE_NOTEBOOK_RUN_DIR", str(run_dir))
+        mp.setenv("COTRECIPE_NOTEBOOK_SET", f"model.cache_dir={root / 'model-cache'} {QUICK}")
         for name in ORDER:
             nb = read(name)
-            client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
-                                    resources={"metadata": {"path": str(root)}})
             t0 = time.monotonic()
             try:
-                client.execute()
+                execute(nb, root)
                 error = None
-            except CellExecutionError as exc:
-                error = str(exc)[-4000:]
+            except (CellExecutionError, CellTimeoutError) as exc:
+                error = f"{type(exc).__name__}: {str(exc)[-4000:]}"
             results[name] = {"nb": nb, "error": error, "wall_s": time.monotonic() - t0}
     print("\nnotebook wall times:", {n: round(r["wall_s"], 1) for n, r in results.items()})
     return {"run_dir": run_dir, **results}
@@ -130,14 +147,13 @@ def test_run_all_notebooks_resume_the_finished_stages_and_add_the_baseline(execu
 
 def test_a_failing_command_fails_its_cell(tmp_path, monkeypatch):
     """What makes the notebooks unable to rot: a flag the CLI no longer knows stops the notebook with an error."""
+    kernel_env(monkeypatch, tmp_path)
     monkeypatch.setenv("COTRECIPE_NOTEBOOK_PRESET", "smoke")
     monkeypatch.setenv("COTRECIPE_NOTEBOOK_RUN_DIR", str(tmp_path / "run"))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     nb = read("stage1.ipynb")
     nb.cells = [nbformat.v4.new_code_cell(code_cells(nb)[0]),
                 nbformat.v4.new_code_cell("%cotrecipe stage1 --preset {PRESET} --no-such-flag"),
                 nbformat.v4.new_code_cell("print('unreachable')")]
     with pytest.raises(CellExecutionError, match="exit status 2: cotrecipe stage1 --preset smoke --no-such-flag"):
-        NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
-                       resources={"metadata": {"path": str(tmp_path)}}).execute()
+        execute(nb, tmp_path)
     assert "No such option '--no-such-flag'" in outputs_text(nb) and "unreachable" not in outputs_text(nb)
