@@ -49,12 +49,14 @@ class BadRow(DataError):
 
 @dataclass(frozen=True)
 class Problem:
-    """One parsed problem: teacher rationale ``steps`` (annotations stripped) and the normalised ``answer``."""
+    """One parsed problem: teacher rationale ``steps`` (annotations stripped), the normalised ``answer``, and the
+    teacher's free ``thinking`` part ("" for gold rationales; a teacher file in the authors' format has one)."""
 
     id: str
     question: str
     steps: tuple[str, ...]
     answer: str
+    thinking: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(self.steps))
@@ -71,21 +73,25 @@ class Problem:
         return "\n".join(self.steps)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data (``steps`` as a list), the inverse of :meth:`from_dict`.
+        """Plain data (``steps`` as a list), the inverse of :meth:`from_dict`; ``thinking`` only when there is one.
 
         >>> Problem("x-0", "Q?", ("a = 1.",), "1").to_dict()
         {'id': 'x-0', 'question': 'Q?', 'steps': ['a = 1.'], 'answer': '1'}
+        >>> Problem("x-0", "Q?", ("a = 1.",), "1", thinking="Hm.").to_dict()["thinking"]
+        'Hm.'
         """
-        return {"id": self.id, "question": self.question, "steps": list(self.steps), "answer": self.answer}
+        row = {"id": self.id, "question": self.question, "steps": list(self.steps), "answer": self.answer}
+        return {**row, "thinking": self.thinking} if self.thinking else row
 
     @classmethod
     def from_dict(cls, row: Mapping[str, Any]) -> Problem:
-        """Build from a mapping with ``id``, ``question``, ``steps`` and ``answer``.
+        """Build from a mapping with ``id``, ``question``, ``steps`` and ``answer`` (and optionally ``thinking``).
 
         >>> Problem.from_dict({"id": "x-0", "question": "Q?", "steps": ["a = 1."], "answer": "1"}).steps
         ('a = 1.',)
         """
-        return cls(id=row["id"], question=row["question"], steps=tuple(row["steps"]), answer=row["answer"])
+        return cls(id=row["id"], question=row["question"], steps=tuple(row["steps"]), answer=row["answer"],
+                   thinking=row.get("thinking") or "")
 
 
 @dataclass(frozen=True)
