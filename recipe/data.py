@@ -380,17 +380,25 @@ def load_gsm8k(
     >>> len(problems), report.n_bad, problems[0].id
     (3, 0, 'test-0')
     """
+    return parse_rows(load_raw_rows(source, split, strict), split, strict=strict, annotations=annotations)
+
+
+def load_raw_rows(source: str = "openai/gsm8k", split: str = "train", strict: bool = False) -> list[Any]:
+    """The unparsed rows of a split (see :func:`load_gsm8k` for ``source``); row ``i`` is problem ``{split}-{i}``.
+    The authors' checker reads the raw ``answer`` text of these rows.
+
+    >>> load_raw_rows("synthetic:2", split="test")[1]["answer"].split("####")[-1].strip().isdigit()
+    True
+    """
     if source == "synthetic" or source.startswith("synthetic:"):
         n, seed, max_steps = _synthetic_spec(source, split)
-        rows: list[Any] = synthetic_rows(n, seed, max_steps=max_steps)
-    elif _looks_local(source):
+        return synthetic_rows(n, seed, max_steps=max_steps)
+    if _looks_local(source):
         path = Path(source).expanduser()
         if not path.exists():
             raise DataError(f"data source not found: {path}")
-        rows = read_rows(_split_file(path, split) if path.is_dir() else path, split, strict)
-    else:
-        rows = _hub_rows(source, split)
-    return parse_rows(rows, split, strict=strict, annotations=annotations)
+        return read_rows(_split_file(path, split) if path.is_dir() else path, split, strict)
+    return _hub_rows(source, split)
 
 
 # ------------------------------------------------------------------------------------------------------------------
