@@ -10,7 +10,7 @@ term against 35 words per teacher step). The mask is drawn anew for every epoch 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,15 +57,21 @@ def build_rows(problems: Sequence[Problem], seed: int, min_masked: int = 3, mask
     return rows
 
 
-def run(cfg: Config, stage_dir: Path, init_from: str | None = None) -> dict:
+def rows_for_epoch(cfg: Config, problems: Sequence[Problem], tokenizer: Any) -> Callable[[int], list[dict[str, Any]]]:
+    """Epoch -> that epoch's rows (with ``teacher_tokens``): a fresh mask per epoch, seeded ``run.seed + epoch``
+    (the authors' collator redraws it at every read)."""
     st = cfg.stage2
-    problems = train_problems(cfg, "stage2")
-    model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=True, seed=cfg.run.seed,
-                                      for_grpo=True)
 
-    def rows_for(epoch: int) -> list[dict[str, Any]]:  # a fresh mask per epoch, seeded run.seed + epoch
+    def build(epoch: int) -> list[dict[str, Any]]:
         rows = build_rows(problems, seed=cfg.run.seed + epoch, min_masked=st.min_masked, mask_ratio=st.mask_ratio,
                           mask_token=cfg.data.mask_token, answer_label=cfg.data.answer_label)
         return add_token_lengths(rows, tokenizer)
+    return build
 
+
+def run(cfg: Config, stage_dir: Path, init_from: str | None = None) -> dict:
+    problems = train_problems(cfg, "stage2")
+    model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=True, seed=cfg.run.seed,
+                                      for_grpo=True)
+    rows_for = rows_for_epoch(cfg, problems, tokenizer)
     return train_grpo(cfg, "stage2", model, tokenizer, rows_for(0), stage_dir, rows_for_epoch=rows_for)
