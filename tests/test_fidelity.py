@@ -202,3 +202,28 @@ def test_paper_preset_mines_with_the_authors_cap_over_stage2_rows():
 def test_paper_preset_lora_learning_rate_is_not_the_full_finetuning_one(stage):
     cfg = C.resolve(preset="paper")
     assert getattr(cfg, stage).learning_rate > 1e-5  # 1e-5 was theirs for full fine-tuning
+
+
+@pytest.mark.slow  # ~1 min: two real GRPO epochs on the tiny model
+def test_grpo_trainer_reads_a_new_mask_in_each_epoch(tmp_path, monkeypatch):
+    cfg = C.resolve(preset="smoke", overrides=[f"model.cache_dir={tmp_path / 'cache'}", "stage2.max_steps=-1",
+                                               "stage2.num_train_epochs=2", "stage2.save_steps=100",
+                                               "stage2.max_completion_length=8", "stage2.num_generations=2",
+                                               "stage2.per_device_train_batch_size=4"])
+    problems = [p for p in train_problems(cfg, "stage2") if len(p.steps) >= 4][:4]
+    model, tokenizer = model_mod.load(cfg.model, trainable=True, seed=cfg.run.seed, for_grpo=True)
+    rows_for = stage2.rows_for_epoch(cfg, problems, tokenizer)
+    reads = []
+    original = EpochRows.__getitem__
+
+    def read(self, index):
+        item = original(self, index)
+        reads.append((self.epoch, index, item["prompt"]))
+        return item
+
+    monkeypatch.setattr(EpochRows, "__getitem__", read)
+    common.train_grpo(cfg, "stage2", model, tokenizer, rows_for(0), tmp_path / "stage2", rows_for_epoch=rows_for)
+    seen = {e: {i: prompt for ee, i, prompt in reads if ee == e} for e in (0, 1)}
+    assert sorted(seen[0]) == sorted(seen[1]) == list(range(len(problems)))
+    assert all(seen[e][i] == rows_for(e)[i]["prompt"] for e in (0, 1) for i in range(len(problems)))
+    assert any(seen[0][i] != seen[1][i] for i in range(len(problems)))
