@@ -145,6 +145,8 @@ def score_generations(problems: Sequence[Any], generations: Sequence[Any], token
             "truncated": truncated,
             "format_ok": step_format_ok(text, "strict", answer_label),
         })
+        if raw != text:  # what was generated past the cut (the authors' checker reads it)
+            rows[-1]["raw_completion"] = raw
         if official_golds is not None:
             rows[-1]["official_correct"] = official_verdict(raw, official_golds[len(rows) - 1])
     n = len(rows)

@@ -180,7 +180,8 @@ def test_eval_command_on_a_model_writes_results_that_rescore_identically(cache_d
                                    "limit": 4, "stop_rule": stop_rule_record("paper"), "official_checker": True}
     # the authors' verdicts on the raw GSM8K answer text of each row (ids test-i -> raw row i), printed on request
     raw = load_raw_rows(cfg.data.eval_source, "test")
-    official = official_verdicts([r["completion"] for r in rows], [raw[i]["answer"] for i in range(4)])
+    official = official_verdicts([r.get("raw_completion", r["completion"]) for r in rows],
+                                 [raw[i]["answer"] for i in range(4)])
     assert [r["official_correct"] for r in rows] == official
     assert results["metrics"]["official_n_correct"] == sum(official)
     assert f"official checker {100 * sum(official) / 4:.2f}% ({sum(official)}/4)" in result.output

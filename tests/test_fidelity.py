@@ -14,7 +14,7 @@ from recipe import config as C
 from recipe import evaluate, stopping
 from recipe import model as model_mod
 from recipe.data import Problem
-from recipe.generation import StopAfterAnswerLine
+from recipe.generation import Generation, StopAfterAnswerLine
 from recipe.stages import common, stage1, stage2, stage3
 from recipe.stages.common import make_rewards, train_problems, train_sft
 from recipe.stages.epochs import EpochRows
@@ -183,6 +183,11 @@ def test_evaluation_records_official_verdicts_on_the_raw_gold_text():
     assert [r["official_correct"] for r in rows] == [False, True]  # their gold parser reads "5,600" as "5"
     assert (metrics["accuracy"], metrics["official_accuracy"], metrics["official_n_correct"]) == (1.0, 0.5, 1)
     assert evaluate.official_golds("synthetic:4", "test", [{"id": "test-3"}])[0].split("####")[-1].strip()
+    # the verdict reads the uncut generation, kept beside the scored text
+    uncut = Generation(prompt="p", text="Step 1: x\nanswer: 7 kg", n_tokens=9, truncated=False,
+                       raw="Step 1: x\nanswer: 7 kg\nStep 2: so Final Answer: 8")
+    _, (row,) = evaluate.score_generations(problems[1:], [uncut], official_golds=["#### 7"])
+    assert row["raw_completion"] == uncut.raw and row["official_correct"] is False  # they read the first Final Answer
 
 
 # ---------------------------------------------------------------- 6. the paper preset's stage 3
