@@ -182,10 +182,13 @@ def _eval_overrides(split: str | None, limit: int | None, batch_size: int | None
 @click.option("--limit", default=None, type=int, help="Evaluate the first N problems only.")
 @click.option("--batch-size", default=None, type=int)
 @click.option("--output-dir", default=None, type=click.Path(), help="Where results.json/generations.jsonl go.")
+@click.option("--checker", type=click.Choice(["ours", "official"]), default="ours", show_default=True,
+              help="'official': also print the authors' verdicts (their gold parser, first answer, string compare); "
+                   "results.json and report.md always record both.")
 @friendly
 def eval_command(preset, config_file, overrides, strict, model_path, adapter, run_dir, stage, split, limit, batch_size,
-                 output_dir):
-    """Evaluate with the paper's protocol (zero-shot, greedy, 512 new tokens, the answer-label line)."""
+                 output_dir, checker):
+    """Evaluate with the paper's protocol (zero-shot, greedy, 512 new tokens, the authors' stop rule)."""
     extra = list(overrides) + (["data.strict=true"] if strict else []) + _eval_overrides(split, limit, batch_size)
     if run_dir is not None:
         clashes = [flag for flag, value in (("--preset", preset), ("--config", config_file), ("--model", model_path),
@@ -200,7 +203,9 @@ def eval_command(preset, config_file, overrides, strict, model_path, adapter, ru
         from recipe.run import evaluate_run  # lazy: torch/transformers
 
         evaluate_run(cfg, run_dir, names=[stage] if stage else None)
-        click.echo(format_table(collect_results(run_dir)))
+        results = collect_results(run_dir)
+        click.echo(format_table(results))
+        _echo_official(results, checker)
         return
     if stage is not None:
         raise EvalError("--stage needs --run DIR")
@@ -215,7 +220,22 @@ def eval_command(preset, config_file, overrides, strict, model_path, adapter, ru
     record = evaluate.model_record(cfg, str(Path(adapter).resolve()) if adapter else None)
     results = evaluate.evaluate_weights(cfg, out, record, init_from=adapter, reuse=False)
     click.echo(format_table([(out.name, results)]))
+    _echo_official([(out.name, results)], checker)
     click.echo(f"wrote {out / RESULTS} and {out / GENERATIONS}")
+
+
+def _echo_official(results, checker: str) -> None:
+    """With ``--checker official``: the authors' accuracy of each evaluated model, on their terms."""
+    if checker != "official":
+        return
+    for name, res in results:
+        m = res["metrics"]
+        if "official_accuracy" not in m:
+            click.echo(f"{name}: no official verdicts recorded (evaluated before they existed; delete its results.json "
+                       "and evaluate again)")
+            continue
+        click.echo(f"{name}: official checker {100 * m['official_accuracy']:.2f}% ({m['official_n_correct']}/{m['n']})"
+                   f" vs ours {100 * m['accuracy']:.2f}% ({m['n_correct']}/{m['n']})")
 
 
 @main.command()

@@ -67,7 +67,9 @@ class DataConfig:
     answer_label: str = "Final Answer:"
     mask_token: str = "[MASK]"
     strict: bool = False
-    # Row ranges [start, end) of the train split; end -1 means "to the end". Disjoint by default (paper).
+    teacher_latex: Literal["keep", "math"] = "keep"  # stage 1 only: "math" replaces LaTeX spans by [math] (official)
+    # Row ranges [start, end) of the train split; end -1 means "to the end". Disjoint by default (the `paper` preset
+    # overlaps stage 3 with stage 2, as the authors' mining did).
     stage1_rows: list[int] = field(default_factory=lambda: [0, 2000])
     stage2_rows: list[int] = field(default_factory=lambda: [2000, 4000])
     stage3_rows: list[int] = field(default_factory=lambda: [4000, -1])
@@ -121,6 +123,7 @@ class GRPOStageConfig(TrainConfig):
     log_completions: bool = True
     num_completions_to_print: int = 2
     length_unit: Literal["words", "tokens"] = "words"
+    cut_after_answer: bool = True  # rewards read a completion up to its first answer line (official truncation)
     rewards: list[RewardSpec] = field(default_factory=list)
 
 
@@ -151,6 +154,10 @@ class EvalConfig:
     batch_size: int = 16
     max_new_tokens: int = 512
     prompt: Literal["paper", "fewshot", "chat"] = "paper"
+    # when a row is done: "paper" = the authors' rule ((Final Answer|Answer): number, then a newline or > 20 more
+    # characters); "answer_line" = an answer_label line with a digit, ended; "auto" = paper for prompt=paper, else
+    # answer_line
+    stop_rule: Literal["auto", "paper", "answer_line"] = "auto"
     stages: list[str] = field(default_factory=lambda: ["base", "stage1", "stage2", "stage3"])
 
 

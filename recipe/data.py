@@ -49,12 +49,14 @@ class BadRow(DataError):
 
 @dataclass(frozen=True)
 class Problem:
-    """One parsed problem: teacher rationale ``steps`` (annotations stripped) and the normalised ``answer``."""
+    """One parsed problem: teacher rationale ``steps`` (annotations stripped), the normalised ``answer``, and the
+    teacher's free ``thinking`` part ("" for gold rationales; a teacher file in the authors' format has one)."""
 
     id: str
     question: str
     steps: tuple[str, ...]
     answer: str
+    thinking: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(self.steps))
@@ -71,21 +73,25 @@ class Problem:
         return "\n".join(self.steps)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data (``steps`` as a list), the inverse of :meth:`from_dict`.
+        """Plain data (``steps`` as a list), the inverse of :meth:`from_dict`; ``thinking`` only when there is one.
 
         >>> Problem("x-0", "Q?", ("a = 1.",), "1").to_dict()
         {'id': 'x-0', 'question': 'Q?', 'steps': ['a = 1.'], 'answer': '1'}
+        >>> Problem("x-0", "Q?", ("a = 1.",), "1", thinking="Hm.").to_dict()["thinking"]
+        'Hm.'
         """
-        return {"id": self.id, "question": self.question, "steps": list(self.steps), "answer": self.answer}
+        row = {"id": self.id, "question": self.question, "steps": list(self.steps), "answer": self.answer}
+        return {**row, "thinking": self.thinking} if self.thinking else row
 
     @classmethod
     def from_dict(cls, row: Mapping[str, Any]) -> Problem:
-        """Build from a mapping with ``id``, ``question``, ``steps`` and ``answer``.
+        """Build from a mapping with ``id``, ``question``, ``steps`` and ``answer`` (and optionally ``thinking``).
 
         >>> Problem.from_dict({"id": "x-0", "question": "Q?", "steps": ["a = 1."], "answer": "1"}).steps
         ('a = 1.',)
         """
-        return cls(id=row["id"], question=row["question"], steps=tuple(row["steps"]), answer=row["answer"])
+        return cls(id=row["id"], question=row["question"], steps=tuple(row["steps"]), answer=row["answer"],
+                   thinking=row.get("thinking") or "")
 
 
 @dataclass(frozen=True)
@@ -374,17 +380,25 @@ def load_gsm8k(
     >>> len(problems), report.n_bad, problems[0].id
     (3, 0, 'test-0')
     """
+    return parse_rows(load_raw_rows(source, split, strict), split, strict=strict, annotations=annotations)
+
+
+def load_raw_rows(source: str = "openai/gsm8k", split: str = "train", strict: bool = False) -> list[Any]:
+    """The unparsed rows of a split (see :func:`load_gsm8k` for ``source``); row ``i`` is problem ``{split}-{i}``.
+    The authors' checker reads the raw ``answer`` text of these rows.
+
+    >>> load_raw_rows("synthetic:2", split="test")[1]["answer"].split("####")[-1].strip().isdigit()
+    True
+    """
     if source == "synthetic" or source.startswith("synthetic:"):
         n, seed, max_steps = _synthetic_spec(source, split)
-        rows: list[Any] = synthetic_rows(n, seed, max_steps=max_steps)
-    elif _looks_local(source):
+        return synthetic_rows(n, seed, max_steps=max_steps)
+    if _looks_local(source):
         path = Path(source).expanduser()
         if not path.exists():
             raise DataError(f"data source not found: {path}")
-        rows = read_rows(_split_file(path, split) if path.is_dir() else path, split, strict)
-    else:
-        rows = _hub_rows(source, split)
-    return parse_rows(rows, split, strict=strict, annotations=annotations)
+        return read_rows(_split_file(path, split) if path.is_dir() else path, split, strict)
+    return _hub_rows(source, split)
 
 
 # ------------------------------------------------------------------------------------------------------------------

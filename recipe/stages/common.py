@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +20,19 @@ from recipe import dist
 from recipe import model as model_mod
 from recipe.config import Config, GRPOStageConfig
 from recipe.fsio import write_json
-from recipe.prompts import render_solution
-from recipe.rewards import build_reward, reward_params
+from recipe.rewards import CutAfterAnswer, build_reward, reward_params
 from recipe.rundir import MODEL_DIR, TRAINER_DIR, TRAINER_LOG
+from recipe.stages.epochs import redraw_each_epoch
 from recipe.stages.trl_args import grpo_args, sft_args
 from recipe.teacher import apply_teacher
+from recipe.teacher_format import render_target
 
 log = logging.getLogger("recipe")
 
 # Test hook: "<entry>:<step>" makes the process SIGKILL itself right after that entry saves checkpoint <step>.
 KILL_AFTER_SAVE_ENV = "COTRECIPE_KILL_AFTER_SAVE"
+
+RowsForEpoch = Callable[[int], list[dict]]  # epoch -> that epoch's rows (stage 1's shuffles/masks, stage 2's masks)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -46,15 +49,21 @@ def train_problems(cfg: Config, stage: str) -> list[data_mod.Problem]:
     start, end = getattr(cfg.data, f"{stage}_rows")
     problems = data_mod.slice_rows(problems, start, end)
     if cfg.data.teacher != "gold":
-        problems, replaced = apply_teacher(problems, str(Path(cfg.data.teacher).expanduser()))
+        latex = cfg.data.teacher_latex if stage == "stage1" else "keep"  # the authors' [math] swap: stage 1 only
+        problems, replaced = apply_teacher(problems, str(Path(cfg.data.teacher).expanduser()), latex)
         log.info("%s: teacher rationales from %s for %d of %d problems (the rest keep gold)", stage,
                  cfg.data.teacher, replaced, len(problems))
     return problems
 
 
-def teacher_fields(problem: data_mod.Problem, answer_label: str) -> tuple[str, dict[str, Any]]:
-    """The rendered teacher solution and the row columns every stage carries (the rewards read them)."""
-    solution = render_solution(problem.steps, problem.answer, answer_label)
+def teacher_fields(problem: data_mod.Problem, answer_label: str,
+                   with_thinking: bool = True) -> tuple[str, dict[str, Any]]:
+    """The rendered teacher solution and the row columns every stage carries (the rewards read them). The solution
+    is the authors' three-part target (:func:`recipe.teacher_format.render_target`: the teacher's thinking part
+    first when it has one, then the steps, then the answer line); ``with_thinking=False`` leaves the thinking out.
+    ``teacher_steps`` counts the real steps only."""
+    thinking = problem.thinking if with_thinking else ""
+    solution = render_target(problem.steps, problem.answer, thinking, answer_label)
     fields = {
         "id": problem.id,
         "answer": problem.answer,
@@ -97,15 +106,19 @@ def fingerprint_rows(rows: list[dict]) -> dict:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def make_rewards(st: GRPOStageConfig, answer_label: str) -> list:
+def make_rewards(st: GRPOStageConfig, answer_label: str, tokenizer: Any = None) -> list:
     """Reward objects from the config. Parameters a spec leaves unset are filled from the run: ``unit`` from the
-    stage's ``length_unit``, ``answer_label`` from ``data.answer_label``."""
+    stage's ``length_unit``, ``answer_label`` from ``data.answer_label``. With the stage's ``cut_after_answer`` (on by
+    default) each reward reads a completion only up to its first answer line (:class:`recipe.rewards.CutAfterAnswer`;
+    ``tokenizer`` recounts the tokens of a cut completion)."""
     rewards = []
     for spec in st.rewards:
         accepted = reward_params(spec.name)
         defaults = {"unit": st.length_unit, "answer_label": answer_label}
         params = {**{k: v for k, v in defaults.items() if k in accepted}, **spec.params}
-        rewards.append(build_reward(spec.name, **params))
+        reward = build_reward(spec.name, **params)
+        cut_label = params.get("answer_label", answer_label)  # cut where this reward reads the answer
+        rewards.append(CutAfterAnswer(reward, cut_label, tokenizer) if st.cut_after_answer else reward)
     return rewards
 
 
@@ -194,32 +207,46 @@ def train_and_save(trainer, tokenizer, stage_dir: Path, rows: list[dict], args) 
     }
 
 
-def train_sft(cfg: Config, model, tokenizer, rows: list[dict], stage_dir: Path) -> dict:
+def _sft_dataset(rows: Sequence[Mapping[str, Any]]):
+    return data_mod.to_dataset([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+
+
+def train_sft(cfg: Config, model, tokenizer, rows: list[dict], stage_dir: Path,
+              rows_for_epoch: RowsForEpoch | None = None) -> dict:
     """TRL SFTTrainer on the rows' prompt/completion pairs (loss on the completion), then :func:`train_and_save`.
-    Used by stage 1 and the SFT baseline, both with the stage-1 budget."""
+    Used by stage 1 and the SFT baseline, both with the stage-1 budget. With ``rows_for_epoch`` (epoch -> rows;
+    epoch 0 must give ``rows``) every epoch trains on its own rows, tokenised by the trainer's own preparation."""
     args = sft_args(cfg, str(stage_dir / TRAINER_DIR))
     trainer = SFTTrainer(
         model=model,
         args=args,
-        train_dataset=data_mod.to_dataset([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows]),
+        train_dataset=_sft_dataset(rows),
         processing_class=tokenizer,
         peft_config=model_mod.trainer_peft_config(model, cfg.model),
     )
+    if rows_for_epoch is not None:
+        # SFTTrainer._prepare_dataset (TRL 1.14.2) is the tokenisation its __init__ ran on epoch 0's rows
+        redraw_each_epoch(trainer, lambda epoch: trainer._prepare_dataset(
+            _sft_dataset(rows_for_epoch(epoch)), tokenizer, args, args.packing, None, "train"))
     return train_and_save(trainer, tokenizer, stage_dir, rows, args)
 
 
-def train_grpo(cfg: Config, stage: str, model, tokenizer, rows: list[dict], stage_dir: Path) -> dict:
-    """TRL GRPOTrainer on ``rows`` with the stage's rewards (stages 2 and 3), then :func:`train_and_save`."""
+def train_grpo(cfg: Config, stage: str, model, tokenizer, rows: list[dict], stage_dir: Path,
+               rows_for_epoch: RowsForEpoch | None = None) -> dict:
+    """TRL GRPOTrainer on ``rows`` with the stage's rewards (stages 2 and 3), then :func:`train_and_save`. With
+    ``rows_for_epoch`` (epoch -> rows; epoch 0 must give ``rows``) every epoch reads its own rows."""
     args = grpo_args(cfg, stage, str(stage_dir / TRAINER_DIR))
     try:  # the GRPO stage's vLLM engine (if any) goes before the next stage or eval, also when building fails
         trainer = GRPOTrainer(
             model=model,
-            reward_funcs=make_rewards(getattr(cfg, stage), cfg.data.answer_label),
+            reward_funcs=make_rewards(getattr(cfg, stage), cfg.data.answer_label, tokenizer),
             args=args,
             train_dataset=data_mod.to_dataset(rows),
             processing_class=tokenizer,
             peft_config=model_mod.trainer_peft_config(model, cfg.model),
         )
+        if rows_for_epoch is not None:
+            redraw_each_epoch(trainer, lambda epoch: data_mod.to_dataset(rows_for_epoch(epoch)))
         return train_and_save(trainer, tokenizer, stage_dir, rows, args)
     finally:
         model_mod.release_engine()

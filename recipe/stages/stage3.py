@@ -1,10 +1,13 @@
 """Stage 3 — internalisation: persistent failures and targeted rewriting.
 
-1. Mining: the stage-2 model answers every problem of the stage-3 slice ``mining_k`` times (paper: once, greedy) with
-   the evaluation prompt. A problem is a *persistent failure* when its fraction of correct answers is
-   <= ``failure_threshold`` (default 0: never right). They are written to ``stage3/failures.jsonl``.
-2. Rewriting: the prompt shows the problem and the teacher's solution and asks for a much shorter rewrite ending in
-   the answer label; GRPO with correctness + compression-ratio reward (response length / teacher length).
+1. Mining: the stage-2 model answers every problem of the stage-3 slice ``mining_k`` times (paper: once, greedy, at
+   most 400 new tokens) with the evaluation prompt and its stop rule. A problem is a *persistent failure* when its
+   fraction of correct answers is <= ``failure_threshold`` (default 0: never right). They are written to
+   ``stage3/failures.jsonl``. Answers are compared as numbers (the authors compared strings, so their failures
+   include e.g. ``42.00`` for 42).
+2. Rewriting: the prompt shows the problem and the teacher's solution (its thinking part included, as theirs) and
+   asks for a much shorter rewrite ending in the answer label; GRPO with correctness + compression-ratio reward
+   (response length / teacher length).
 No failures: the stage records that and hands the stage-2 weights on unchanged.
 """
 
@@ -25,6 +28,7 @@ from recipe.data import Problem
 from recipe.fsio import read_jsonl, write_jsonl
 from recipe.generation import STOP_TEXTS, generate, to_device
 from recipe.stages.common import add_token_lengths, teacher_fields, train_grpo, train_problems
+from recipe.stopping import resolve_stop_rule
 
 log = logging.getLogger("recipe")
 FAILURES = "failures.jsonl"
@@ -43,7 +47,8 @@ def mine_failures(cfg: Config, problems: list[Problem], init_from: str | None) -
         generations = generate(model, tokenizer, prompt_texts, max_new_tokens=st.mining_max_new_tokens,
                                batch_size=st.mining_batch_size, temperature=st.mining_temperature,
                                num_return_sequences=st.mining_k, seed=cfg.run.seed, stop_texts=STOP_TEXTS,
-                               answer_label=cfg.data.answer_label, progress=bar.update)
+                               answer_label=cfg.data.answer_label, progress=bar.update,
+                               stop_rule=resolve_stop_rule(cfg.eval.stop_rule, "paper"))  # the eval prompt's rule
     failures = []
     for (index, problem), gens in zip(mine, generations):
         correct = [answers_match(extract_answer(g.text), problem.answer) for g in gens]
