@@ -18,10 +18,10 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
 # ~2 min of notebook execution: outside the quick default loop; .ci/run executes them with the other slow tests.
 pytestmark = pytest.mark.slow
-from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
