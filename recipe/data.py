@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from recipe.answers import gold_from_gsm8k
 from recipe.fsio import iter_jsonl
-from recipe.synthetic import synthetic_rows
+from recipe.synthetic import STYLES, synthetic_rows
 
 Annotations = Literal["strip", "keep"]
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
@@ -343,8 +343,9 @@ def _looks_local(source: str) -> bool:
 
 
 def _synthetic_spec(source: str, split: str) -> tuple[int, int, int | None]:
-    """``synthetic[:N[:S]]``: N rows (default 1000) of at most S steps (default: any, 2 to 6)."""
+    """``synthetic[:N[:S]][:verbose]``: N rows (default 1000) of at most S steps (default: any, 2 to 6)."""
     parts = source.split(":")[1:]
+    parts = parts[:-1] if parts and parts[-1] in STYLES else parts  # a trailing teacher style: read by load_gsm8k
     if len(parts) > 2 or not all(p.isdigit() and int(p) > 0 for p in parts) or (len(parts) == 2 and int(parts[1]) < 2):
         raise DataError(f"bad data source {source!r}: expected 'synthetic', 'synthetic:N' or 'synthetic:N:S' "
                         "(N rows > 0, at most S >= 2 steps each)")
@@ -392,7 +393,8 @@ def load_raw_rows(source: str = "openai/gsm8k", split: str = "train", strict: bo
     """
     if source == "synthetic" or source.startswith("synthetic:"):
         n, seed, max_steps = _synthetic_spec(source, split)
-        return synthetic_rows(n, seed, max_steps=max_steps)
+        style = source.rsplit(":", 1)[-1]
+        return synthetic_rows(n, seed, max_steps=max_steps, style=style if style in STYLES else "terse")
     if _looks_local(source):
         path = Path(source).expanduser()
         if not path.exists():
