@@ -252,20 +252,21 @@ def mark_interrupted(run_dir: Path, manifest: dict) -> None:
             record.update(status="interrupted", marked=now())
 
 
-def check_outputs(run_dir: Path, manifest: dict, entries: Mapping[str, Entry]) -> None:
+def check_outputs(run_dir: Path, manifest: dict, entries: Mapping[str, Entry], force: bool = False) -> None:
     """A done entry whose weights folder is gone is trained again (with what starts from it); one whose weights are
-    damaged is an error naming the file and the way to retrain it."""
+    damaged is an error naming the file and the way to retrain it (with ``force``: trained again)."""
     for entry in entries.values():
         record = manifest["stages"].get(entry.name, {})
         if record.get("status") != "done" or not record.get("output"):
             continue
         out = Path(absolute(run_dir, record["output"]))
         problem = weights_dir_problem(out)
-        if problem == "missing":
-            invalidate(run_dir, manifest, entries, entry.name, f"its finished weights {out} are missing")
+        if problem == "missing" or (problem and force):
+            invalidate(run_dir, manifest, entries, entry.name, f"its finished weights {out} are {problem}")
         elif problem:
             raise RunError(f"{entry.name} is done but its weights {out} are damaged ({problem}); retrain it with "
-                           f"--force (cotrecipe {entry.name.replace('baseline-', 'baseline ')} --force)")
+                           f"--force (cotrecipe {entry.name.replace('baseline-', 'baseline ')} --force, or run-all "
+                           f"--force)")
 
 
 def open_run(cfg: Config, entries: Mapping[str, Entry], force: bool) -> tuple[Path, dict]:
@@ -275,7 +276,7 @@ def open_run(cfg: Config, entries: Mapping[str, Entry], force: bool) -> tuple[Pa
     run_dir.mkdir(parents=True, exist_ok=True)
     manifest = load_manifest(run_dir)
     mark_interrupted(run_dir, manifest)
-    check_outputs(run_dir, manifest, entries)
+    check_outputs(run_dir, manifest, entries, force)
     refuse_or_invalidate_changed(run_dir, manifest, cfg, entries, force)
     manifest["versions"] = versions()
     manifest["updated"] = now()
