@@ -300,7 +300,7 @@ def test_sft_baseline_trains_on_full_rationales_evaluates_and_resumes(cache_dir,
     record = rundir.load_manifest(run_dir)["stages"]["baseline-sft"]  # a manifest entry, like a stage
     assert record["status"] == "done" and record["data"]["n_rows"] == 128
     results = read_json(run_dir / "eval" / "baseline-sft" / "results.json")
-    assert results["model"]["init_from"] == str(model_dir) and results["metrics"]["n"] == 2
+    assert results["model"]["init_from"] == "baseline-sft/model" and results["metrics"]["n"] == 2
     assert table_names(paths[0].read_text(encoding="utf-8")) == ["baseline-sft"]
     assert C.resolve(config_file=run_dir / "config.yaml") == cfg  # a fresh run folder gets the config for `eval --run`
 
