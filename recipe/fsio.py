@@ -36,7 +36,10 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a written file gets the mode open() would give it
+        try:  # mkstemp makes 0600; a written file gets the mode open() would give it
+            os.fchmod(fd, 0o666 & ~_umask())
+        except OSError:  # a filesystem without modes (some FUSE / SMB mounts): keep what it gave
+            pass
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
             yield fh
             fh.flush()
