@@ -7,7 +7,13 @@ config, output) and an evaluation folder ``eval/<name>/``. Every file is written
 
 A finished entry whose recorded config differs from the current one is refused, naming the changed keys; with
 ``force`` it is *invalidated* instead: it and every entry that starts from its weights are marked ``stale`` and
-their folders removed, so the next run trains them again.
+their folders removed, so the next run trains them again. A failed or interrupted entry has no result to protect:
+a changed config simply retrains it.
+
+Reopening a run (:func:`open_run`, under the run's lock, :mod:`recipe.runlock`) also repairs what a crash or a user
+left: an entry still ``running`` is marked ``interrupted`` (it resumes), a done entry whose weights folder is gone is
+trained again with what starts from it, one whose weights are damaged is an error naming the file and ``--force``,
+and a corrupt ``manifest.json`` is an error saying how to recover.
 
 >>> import tempfile, pathlib
 >>> run = pathlib.Path(tempfile.mkdtemp())
