@@ -19,6 +19,7 @@ from recipe import evaluate, rundir
 from recipe.config import Config
 from recipe.data import check_disjoint_slices, check_source
 from recipe.errors import EvalError, RunError
+from recipe.integrity import weights_dir_problem
 from recipe.report import build_report
 from recipe.rundir import STAGES, Entry
 from recipe.runlock import locked
@@ -194,7 +195,7 @@ def _evaluate_run(cfg: Config, run_dir: Path, names: Sequence[str] | None) -> li
     if not explicit:
         baselines = [n for n in ENTRIES if n not in STAGES and rundir.is_done(manifest, n)]
         names = [*cfg.eval.stages, *baselines]
-    evaluated = False
+    data_checked = False
     for name in names:
         if name != "base" and name not in ENTRIES:
             raise EvalError(f"unknown stage '{name}' (allowed: base, {', '.join(ENTRIES)})")
@@ -208,9 +209,13 @@ def _evaluate_run(cfg: Config, run_dir: Path, names: Sequence[str] | None) -> li
         if name in STAGES and not getattr(cfg, name).enabled:
             log.info("eval: %s is disabled in the config but finished in the run; evaluating it", name)
         weights = rundir.output_of(run_dir, name, manifest)
-        if not evaluated:
+        problem = weights_dir_problem(Path(weights)) if weights else None
+        if problem:
+            raise EvalError(f"{name}'s weights {weights} are {problem}; retrain it with --force "
+                            f"(a missing folder is retrained by run-all)")
+        if not data_checked:
             check_data(cfg, [], eval_split=True)
-            evaluated = True
+            data_checked = True
         record = evaluate.model_record(cfg, weights, run_dir)
         evaluate.evaluate_weights(cfg, rundir.eval_dir(run_dir, name), record, weights)
     return build_report(run_dir)

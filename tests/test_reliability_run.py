@@ -113,6 +113,8 @@ def test_a_truncated_finished_adapter_is_one_line_naming_it_and_force(tmp_path, 
     adapter.write_bytes(adapter.read_bytes()[:-3])
     line = one_error_line(invoke(run_dir))
     assert "stage2" in line and "adapter_model.safetensors is truncated" in line and "--force" in line, line
+    line = one_error_line(CliRunner().invoke(main, ["eval", "--run", str(run_dir), "--stage", "stage2"]))
+    assert "adapter_model.safetensors is truncated" in line and "--force" in line, line
     trained.clear()
     result = CliRunner().invoke(main, ["stage2", "--preset", "smoke", "--output-dir", str(run_dir), "--force"])
     assert result.exit_code == 0, result.output
