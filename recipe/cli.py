@@ -22,6 +22,7 @@ from recipe import plan as plan_mod
 from recipe.data import DataError
 from recipe.errors import EvalError, RunError
 from recipe.export import ExportError, export
+from recipe.fsio import os_error_line
 from recipe.model import ModelError, prepare_backend
 from recipe.plan import PlanError
 from recipe.report import build_report, collect_results, format_table
@@ -42,6 +43,10 @@ def friendly(fn):
         except Exception as exc:  # noqa: BLE001 - filtered right below
             if isinstance(exc, KNOWN_ERRORS):
                 click.echo(f"error: {exc}", err=True)
+                sys.exit(2)
+            line = os_error_line(exc) if isinstance(exc, OSError) else None  # disk full, read-only, file in the way
+            if line:
+                click.echo(f"error: {line}", err=True)
                 sys.exit(2)
             raise
 

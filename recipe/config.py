@@ -26,9 +26,9 @@ from typing import Any, Literal
 
 import yaml
 
-from recipe import dist, safe_yaml
+from recipe import config_limits, dist, safe_yaml
 from recipe.errors import ConfigError
-from recipe.rewards import REWARDS, build_reward
+from recipe.rewards import REWARDS
 from recipe.typed import deep_merge, from_mapping
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -314,10 +314,7 @@ def validate(cfg: Config) -> None:
         for i, spec in enumerate(st.rewards):
             _check(spec.name in REWARDS, f"{name}.rewards[{i}].name", spec.name,
                    f"allowed: {', '.join(sorted(REWARDS))}")
-            try:
-                build_reward(spec.name, **spec.params)
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"bad value for '{name}.rewards[{i}].params': {spec.params!r} ({exc})") from None
+            config_limits.check_reward_params(f"{name}.rewards[{i}]", spec)
     if cfg.data.teacher != "gold":
         _check(Path(cfg.data.teacher).expanduser().is_file(), "data.teacher", cfg.data.teacher,
                "'gold' or an existing .jsonl/.json/.parquet file of teacher rationales")
@@ -341,6 +338,8 @@ def validate(cfg: Config) -> None:
     _check(cfg.eval.batch_size >= 1, "eval.batch_size", cfg.eval.batch_size, "must be >= 1")
     for b in cfg.run.baselines:
         _check(b in BASELINES, "run.baselines", b, f"allowed: {', '.join(BASELINES)}")
+    config_limits.validate_trainer_keys(cfg)
+    config_limits.validate_model_eval_run(cfg)
 
 
 def dump_yaml(cfg: Config) -> str:

@@ -27,6 +27,7 @@ from recipe.data import load_gsm8k, load_raw_rows
 from recipe.errors import EvalError
 from recipe.fsio import read_json, read_jsonl, write_json, write_jsonl
 from recipe.generation import STOP_TEXTS, generate, to_device
+from recipe.integrity import WEIGHT_SUFFIXES
 from recipe.official_checker import official_verdict
 from recipe.rewards import step_format_ok
 from recipe.rundir import GENERATIONS, RESULTS, versions
@@ -256,10 +257,35 @@ def _matches(path: Path, expected: dict) -> bool:
     return all(old.get(key) == value for key, value in expected.items())
 
 
-def model_record(cfg: Config, init_from: str | None, finished: str | None = None) -> dict:
-    """What identifies the evaluated weights: the base model, the weights laid on it and when they were trained."""
+def weights_hash(folder: str | Path | None) -> str | None:
+    """sha256 over a weights folder's weight and config files (names and bytes, in name order): the eval cache key,
+    so a moved run keeps its evaluations and weights replaced in place are evaluated again."""
+    if folder is None:
+        return None
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and (path.suffix in WEIGHT_SUFFIXES or path.name in ("adapter_config.json", "config.json")):
+            digest.update(path.name.encode() + b"\0")
+            with path.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+def model_record(cfg: Config, init_from: str | None, run_dir: str | Path | None = None) -> dict:
+    """What identifies the evaluated weights: the base model and the content hash of the weights laid on it
+    (``init_from`` is recorded relative to ``run_dir`` when inside it)."""
+    shown = init_from
+    if init_from is not None and run_dir is not None:
+        try:
+            shown = Path(init_from).resolve().relative_to(Path(run_dir).resolve()).as_posix()
+        except ValueError:
+            shown = init_from
     return {"name_or_path": cfg.model.name_or_path, "dtype": cfg.model.dtype, "load_in_4bit": cfg.model.load_in_4bit,
-            "init_from": init_from, "init_from_finished": finished}
+            "init_from": shown, "weights_sha256": weights_hash(init_from)}
 
 
 def evaluate_weights(cfg: Config, out_dir: str | Path, record: dict, init_from: str | None = None,

@@ -7,12 +7,16 @@ model (baselines such as ``baseline-sft``) by name. Deltas are against ``base``;
 from __future__ import annotations
 
 import io
+import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
 from recipe.errors import EvalError
 from recipe.fsio import read_json, write_bytes, write_text
 from recipe.rundir import EVAL_DIR, REPORT_MD, REPORT_PNG, RESULTS
+
+log = logging.getLogger("recipe")
 
 CURRICULUM = ("base", "stage1", "stage2", "stage3")
 PAPER_RESULT = "Paper (Qwen2.5-3B-Base, GSM8K test, 1,319 problems): base 64.90% / 230 tokens -> BRIDGE 76.19% / 167 tokens."
@@ -23,16 +27,47 @@ def _order(name: str) -> tuple[int, str]:
     return (CURRICULUM.index(name), "") if name in CURRICULUM else (len(CURRICULUM), name)
 
 
+def _is_number(value: object, optional: bool = False) -> bool:
+    if value is None:
+        return optional
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def results_problem(results: object) -> str | None:
+    """Why a results.json cannot be a report row (hand-edited, truncated), or None."""
+    if not isinstance(results, dict):
+        return "not a JSON object"
+    m = results.get("metrics")
+    if not isinstance(m, dict):
+        return "no 'metrics' object"
+    if not (_is_number(m.get("accuracy")) and 0 <= m["accuracy"] <= 1):
+        return f"metrics.accuracy is {str(m.get('accuracy'))[:40]!r}, not a number in [0, 1]"
+    if not (_is_number(m.get("n")) and m["n"] >= 0):
+        return "metrics.n is not a count"
+    for key in ("avg_tokens", "truncation_rate", "format_rate"):
+        if not _is_number(m.get(key), optional=True):
+            return f"metrics.{key} is not a number"
+    for key in ("protocol", "data"):
+        if not isinstance(results.get(key, {}), dict):
+            return f"'{key}' is not an object"
+    return None
+
+
 def collect_results(run_dir: str | Path) -> list[tuple[str, dict]]:
-    """``(name, results)`` for every ``eval/<name>/results.json`` of a run, in report order."""
+    """``(name, results)`` for every readable ``eval/<name>/results.json`` of a run, in report order; an unreadable
+    one (corrupt or hand-edited into another shape) is skipped with a warning naming it."""
     folder = Path(run_dir) / EVAL_DIR
     found = []
     for path in sorted(folder.glob(f"*/{RESULTS}")) if folder.is_dir() else []:
         try:
             results = read_json(path)
-            results["metrics"]["accuracy"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise EvalError(f"unreadable results file {path}: {type(exc).__name__}: {exc}") from None
+            problem = results_problem(results)
+        except (OSError, ValueError, RecursionError) as exc:
+            problem = f"{type(exc).__name__}: {str(exc)[:80]}"
+        if problem:
+            log.warning("report: skipping unreadable results file %s (%s); re-evaluate that row to restore it",
+                        path, problem)
+            continue
         found.append((path.parent.name, results))
     return sorted(found, key=lambda item: _order(item[0]))
 

@@ -236,7 +236,7 @@ def test_eval_run_evaluates_done_stages_reports_and_resumes(cache_dir, tmp_path)
     stage1 = read_json(run_dir / "eval" / "stage1" / "results.json")
     assert base["model"]["init_from"] is None and base["model"]["name_or_path"] == "builtin:tiny-qwen2"
     assert base["data"]["source"] == "synthetic:400" and base["protocol"]["limit"] == 3
-    assert stage1["model"]["init_from"] == str(run_dir / "stage1" / "model")
+    assert stage1["model"]["init_from"] == "stage1/model"  # relative: a moved run keeps its evaluations
     # Same weights (the fake stage is the base model) and greedy decoding: identical generations.
     assert stage1["metrics"] == base["metrics"]
     assert read_jsonl(run_dir / "eval" / "stage1" / "generations.jsonl") == \
@@ -265,7 +265,7 @@ def test_a_stage_that_handed_on_earlier_weights_reuses_their_results(cache_dir, 
     stage1 = read_json(run_dir / "eval" / "stage1" / "results.json")
     stage3 = read_json(run_dir / "eval" / "stage3" / "results.json")
     assert stage3["copied_from"] == "stage1" and stage3["metrics"] == stage1["metrics"]
-    assert stage3["model"]["init_from_finished"] == "2026-01-01T00:00:00+00:00"  # stage 1's weights
+    assert stage3["model"]["weights_sha256"] == stage1["model"]["weights_sha256"]  # stage 1's weights
     assert table_names((run_dir / "report.md").read_text(encoding="utf-8")) == ["stage1", "stage3"]
 
 
@@ -309,7 +309,7 @@ def test_sft_baseline_trains_on_full_rationales_evaluates_and_resumes(cache_dir,
     record = rundir.load_manifest(run_dir)["stages"]["baseline-sft"]  # a manifest entry, like a stage
     assert record["status"] == "done" and record["data"]["n_rows"] == 128
     results = read_json(run_dir / "eval" / "baseline-sft" / "results.json")
-    assert results["model"]["init_from"] == str(model_dir) and results["metrics"]["n"] == 2
+    assert results["model"]["init_from"] == "baseline-sft/model" and results["metrics"]["n"] == 2
     assert table_names(paths[0].read_text(encoding="utf-8")) == ["baseline-sft"]
     assert C.resolve(config_file=run_dir / "config.yaml") == cfg  # a fresh run folder gets the config for `eval --run`
 

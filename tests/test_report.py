@@ -72,8 +72,7 @@ def test_report_errors_name_the_problem(tmp_path):
     with pytest.raises(EvalError, match=r"no evaluation results in .*eval"):
         build_report(tmp_path)
     write_text(tmp_path / "eval" / "stage1" / "results.json", "{not json")
-    with pytest.raises(EvalError, match=r"unreadable results file .*stage1.results\.json"):
-        collect_results(tmp_path)
+    assert collect_results(tmp_path) == []  # skipped with a warning (tests/test_reliability_run.py)
 
 
 def test_report_command_one_line_error(tmp_path):

@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import signal
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ from recipe import dist
 from recipe import model as model_mod
 from recipe.config import Config, GRPOStageConfig
 from recipe.fsio import write_json
+from recipe.integrity import checkpoint_problem
 from recipe.rewards import CutAfterAnswer, build_reward, reward_params
 from recipe.rundir import MODEL_DIR, TRAINER_DIR, TRAINER_LOG
 from recipe.stages.epochs import redraw_each_epoch
@@ -127,14 +129,32 @@ def make_rewards(st: GRPOStageConfig, answer_label: str, tokenizer: Any = None) 
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def _step(path: Path) -> int:
+    tail = path.name.rpartition("-")[2]
+    return int(tail) if tail.isdigit() else -1
+
+
 def last_checkpoint(trainer_dir: Path) -> str | None:
-    """The newest *complete* TRL checkpoint (its trainer_state.json is written last), or None."""
+    """The newest *intact* TRL checkpoint, or None. A checkpoint whose trainer_state.json (written last) is missing
+    is unfinished and ignored; one whose state, weights, optimizer, scheduler or rng state does not load
+    (:func:`recipe.integrity.checkpoint_problem`) is renamed ``.damaged-checkpoint-N`` (out of TRL's sight) with a
+    warning, and the previous intact one is used."""
     if not trainer_dir.is_dir():
         return None
-    done = [p for p in trainer_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
-    if not done:
-        return None
-    return str(max(done, key=lambda p: int(p.name.split("-")[-1])))
+    found = sorted((p for p in trainer_dir.glob("checkpoint-*") if p.is_dir() and _step(p) >= 0), key=_step,
+                   reverse=True)
+    for path in found:
+        if not (path / "trainer_state.json").is_file():
+            continue
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return str(path)
+        aside = path.with_name(f".damaged-{path.name}")
+        shutil.rmtree(aside, ignore_errors=True)
+        os.replace(path, aside)
+        log.warning("checkpoint %s is damaged (%s): moved to %s; falling back to the previous intact checkpoint",
+                    path, problem, aside.name)
+    return None
 
 
 def summarise_log(log_history: list[dict]) -> dict:
