@@ -17,10 +17,12 @@ from pathlib import Path
 import click
 
 from recipe import config as config_mod
+from recipe import dist
 from recipe import plan as plan_mod
 from recipe.data import DataError
 from recipe.errors import EvalError, RunError
 from recipe.export import ExportError, export
+from recipe.fsio import os_error_line
 from recipe.model import ModelError, prepare_backend
 from recipe.plan import PlanError
 from recipe.report import build_report, collect_results, format_table
@@ -41,6 +43,10 @@ def friendly(fn):
         except Exception as exc:  # noqa: BLE001 - filtered right below
             if isinstance(exc, KNOWN_ERRORS):
                 click.echo(f"error: {exc}", err=True)
+                sys.exit(2)
+            line = os_error_line(exc) if isinstance(exc, OSError) else None  # disk full, read-only, file in the way
+            if line:
+                click.echo(f"error: {line}", err=True)
                 sys.exit(2)
             raise
 
@@ -81,7 +87,8 @@ def setup_logging() -> None:
     from rich.logging import RichHandler
 
     handler = RichHandler(show_path=False, rich_tracebacks=False, markup=False)
-    handler.setFormatter(logging.Formatter("%(message)s", datefmt="[%X]"))
+    prefix = f"[{dist.describe()}] " if dist.is_distributed() else ""  # under accelerate launch: whose line it is
+    handler.setFormatter(logging.Formatter(prefix + "%(message)s", datefmt="[%X]"))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
 
@@ -180,10 +187,13 @@ def _eval_overrides(split: str | None, limit: int | None, batch_size: int | None
 @click.option("--limit", default=None, type=int, help="Evaluate the first N problems only.")
 @click.option("--batch-size", default=None, type=int)
 @click.option("--output-dir", default=None, type=click.Path(), help="Where results.json/generations.jsonl go.")
+@click.option("--checker", type=click.Choice(["ours", "official"]), default="ours", show_default=True,
+              help="'official': also print the authors' verdicts (their gold parser, first answer, string compare); "
+                   "results.json and report.md always record both.")
 @friendly
 def eval_command(preset, config_file, overrides, strict, model_path, adapter, run_dir, stage, split, limit, batch_size,
-                 output_dir):
-    """Evaluate with the paper's protocol (zero-shot, greedy, 512 new tokens, the answer-label line)."""
+                 output_dir, checker):
+    """Evaluate with the paper's protocol (zero-shot, greedy, 512 new tokens, the authors' stop rule)."""
     extra = list(overrides) + (["data.strict=true"] if strict else []) + _eval_overrides(split, limit, batch_size)
     if run_dir is not None:
         clashes = [flag for flag, value in (("--preset", preset), ("--config", config_file), ("--model", model_path),
@@ -198,7 +208,9 @@ def eval_command(preset, config_file, overrides, strict, model_path, adapter, ru
         from recipe.run import evaluate_run  # lazy: torch/transformers
 
         evaluate_run(cfg, run_dir, names=[stage] if stage else None)
-        click.echo(format_table(collect_results(run_dir)))
+        results = collect_results(run_dir)
+        click.echo(format_table(results))
+        _echo_official(results, checker)
         return
     if stage is not None:
         raise EvalError("--stage needs --run DIR")
@@ -213,7 +225,22 @@ def eval_command(preset, config_file, overrides, strict, model_path, adapter, ru
     record = evaluate.model_record(cfg, str(Path(adapter).resolve()) if adapter else None)
     results = evaluate.evaluate_weights(cfg, out, record, init_from=adapter, reuse=False)
     click.echo(format_table([(out.name, results)]))
+    _echo_official([(out.name, results)], checker)
     click.echo(f"wrote {out / RESULTS} and {out / GENERATIONS}")
+
+
+def _echo_official(results, checker: str) -> None:
+    """With ``--checker official``: the authors' accuracy of each evaluated model, on their terms."""
+    if checker != "official":
+        return
+    for name, res in results:
+        m = res["metrics"]
+        if "official_accuracy" not in m:
+            click.echo(f"{name}: no official verdicts recorded (evaluated before they existed; delete its results.json "
+                       "and evaluate again)")
+            continue
+        click.echo(f"{name}: official checker {100 * m['official_accuracy']:.2f}% ({m['official_n_correct']}/{m['n']})"
+                   f" vs ours {100 * m['accuracy']:.2f}% ({m['n_correct']}/{m['n']})")
 
 
 @main.command()

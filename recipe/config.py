@@ -26,9 +26,9 @@ from typing import Any, Literal
 
 import yaml
 
-from recipe import safe_yaml
+from recipe import config_limits, dist, safe_yaml
 from recipe.errors import ConfigError
-from recipe.rewards import REWARDS, build_reward
+from recipe.rewards import REWARDS
 from recipe.typed import deep_merge, from_mapping
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -67,7 +67,9 @@ class DataConfig:
     answer_label: str = "Final Answer:"
     mask_token: str = "[MASK]"
     strict: bool = False
-    # Row ranges [start, end) of the train split; end -1 means "to the end". Disjoint by default (paper).
+    teacher_latex: Literal["keep", "math"] = "keep"  # stage 1 only: "math" replaces LaTeX spans by [math] (official)
+    # Row ranges [start, end) of the train split; end -1 means "to the end". Disjoint by default (the `paper` preset
+    # overlaps stage 3 with stage 2, as the authors' mining did).
     stage1_rows: list[int] = field(default_factory=lambda: [0, 2000])
     stage2_rows: list[int] = field(default_factory=lambda: [2000, 4000])
     stage3_rows: list[int] = field(default_factory=lambda: [4000, -1])
@@ -121,6 +123,7 @@ class GRPOStageConfig(TrainConfig):
     log_completions: bool = True
     num_completions_to_print: int = 2
     length_unit: Literal["words", "tokens"] = "words"
+    cut_after_answer: bool = True  # rewards read a completion up to its first answer line (official truncation)
     rewards: list[RewardSpec] = field(default_factory=list)
 
 
@@ -151,6 +154,10 @@ class EvalConfig:
     batch_size: int = 16
     max_new_tokens: int = 512
     prompt: Literal["paper", "fewshot", "chat"] = "paper"
+    # when a row is done: "paper" = the authors' rule ((Final Answer|Answer): number, then a newline or > 20 more
+    # characters); "answer_line" = an answer_label line with a digit, ended; "auto" = paper for prompt=paper, else
+    # answer_line
+    stop_rule: Literal["auto", "paper", "answer_line"] = "auto"
     stages: list[str] = field(default_factory=lambda: ["base", "stage1", "stage2", "stage3"])
 
 
@@ -172,6 +179,13 @@ class RunConfig:
     report_to: list[str] = field(default_factory=lambda: ["none"])
     device: Literal["auto", "cpu", "cuda"] = "auto"
     baselines: list[str] = field(default_factory=list)  # trained by run-all after the stages, e.g. [sft, grpo]
+    # Where TRL's vLLM (model.hf_use_vllm) runs for GRPO: in each training process, or a `trl vllm-serve` server
+    # (README "Scaling out"). Not part of any entry's config fingerprint: switching it never blocks a resume.
+    vllm_mode: Literal["colocate", "server"] = "colocate"
+    vllm_server_base_url: str = ""  # e.g. http://10.0.0.5:8000; when set, host and port are ignored
+    vllm_server_host: str = "127.0.0.1"
+    vllm_server_port: int = 8000
+    vllm_server_timeout: float = 240.0  # seconds to wait for the server to come up
 
 
 @dataclass
@@ -301,18 +315,15 @@ def validate(cfg: Config) -> None:
         _check(st.max_completion_length >= 1, f"{name}.max_completion_length", st.max_completion_length,
                "must be >= 1")
         _check(st.temperature > 0, f"{name}.temperature", st.temperature, "must be > 0 for sampling")
-        per_step = st.per_device_train_batch_size * st.gradient_accumulation_steps
-        _check(per_step % st.num_generations == 0, f"{name}.per_device_train_batch_size", st.per_device_train_batch_size,
-               f"batch size x gradient_accumulation_steps ({per_step}) must be a multiple of "
-               f"{name}.num_generations ({st.num_generations}): each prompt's group is generated together")
+        batch_error = dist.generation_batch_error(name, st.per_device_train_batch_size, st.gradient_accumulation_steps,
+                                                  st.num_generations)  # processes: the launcher's WORLD_SIZE, else 1
+        if batch_error:
+            raise ConfigError(batch_error)
         _check(bool(st.rewards), f"{name}.rewards", st.rewards, "at least one reward is needed")
         for i, spec in enumerate(st.rewards):
             _check(spec.name in REWARDS, f"{name}.rewards[{i}].name", spec.name,
                    f"allowed: {', '.join(sorted(REWARDS))}")
-            try:
-                build_reward(spec.name, **spec.params)
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"bad value for '{name}.rewards[{i}].params': {spec.params!r} ({exc})") from None
+            config_limits.check_reward_params(f"{name}.rewards[{i}]", spec)
     if cfg.data.teacher != "gold":
         _check(Path(cfg.data.teacher).expanduser().is_file(), "data.teacher", cfg.data.teacher,
                "'gold' or an existing .jsonl/.json/.parquet file of teacher rationales")
@@ -321,12 +332,23 @@ def validate(cfg: Config) -> None:
            "must be in [0, 1)")
     _check(cfg.model.lora_r >= 1, "model.lora_r", cfg.model.lora_r, "must be >= 1")
     _check(cfg.model.max_seq_length >= 16, "model.max_seq_length", cfg.model.max_seq_length, "must be >= 16")
+    launch_problem = dist.launch_error(cfg.model.backend, cfg.model.load_in_4bit)  # accelerate launch / torchrun
+    if launch_problem:
+        raise ConfigError(launch_problem)
+    if cfg.run.vllm_mode == "server":
+        _check(cfg.model.backend == "hf" and cfg.model.hf_use_vllm and not cfg.model.fast_inference, "run.vllm_mode",
+               cfg.run.vllm_mode, "server mode is TRL's vLLM on the hf backend: set model.backend=hf, "
+               "model.hf_use_vllm=true and model.fast_inference=false (Unsloth's engine is always colocated)")
+    _check(1 <= cfg.run.vllm_server_port <= 65535, "run.vllm_server_port", cfg.run.vllm_server_port,
+           "must be a TCP port (1-65535)")
     allowed_stages = {"base", "stage1", "stage2", "stage3"}
     for s in cfg.eval.stages:
         _check(s in allowed_stages, "eval.stages", s, f"allowed: {', '.join(sorted(allowed_stages))}")
     _check(cfg.eval.batch_size >= 1, "eval.batch_size", cfg.eval.batch_size, "must be >= 1")
     for b in cfg.run.baselines:
         _check(b in BASELINES, "run.baselines", b, f"allowed: {', '.join(BASELINES)}")
+    config_limits.validate_trainer_keys(cfg)
+    config_limits.validate_model_eval_run(cfg)
 
 
 def dump_yaml(cfg: Config) -> str:

@@ -11,7 +11,6 @@ step. Calculator annotations such as ``<<48/2=24>>`` are removed by a regex and 
 
 from __future__ import annotations
 
-import json
 import re
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
@@ -20,41 +19,26 @@ from pathlib import Path
 from typing import Any, Literal
 
 from recipe.answers import gold_from_gsm8k
-from recipe.fsio import iter_jsonl
-from recipe.synthetic import synthetic_rows
+from recipe.readers import LOCAL_SUFFIXES, BadRow, DataError, read_rows  # noqa: F401  (re-exported)
+from recipe.synthetic import STYLES, synthetic_rows
 
 Annotations = Literal["strip", "keep"]
-LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 SYNTHETIC_DEFAULT_ROWS = 1000
 MAX_REPORTED_BAD = 5
 
 _ANNOTATION = re.compile(r"<<[^<>]*>>")
 
 
-class DataError(ValueError):
-    """A dataset could not be loaded or parsed; the message names the file, row or line."""
-
-
-class BadRow(DataError):
-    """One row is unusable; ``reason`` says why and ``row_id`` (when known) which row."""
-
-    def __init__(self, reason: str, row_id: str | None = None):
-        self.reason = reason
-        self.row_id = row_id
-        super().__init__(f"{row_id}: {reason}" if row_id else reason)
-
-    def __reduce__(self):
-        return type(self), (self.reason, self.row_id)
-
-
 @dataclass(frozen=True)
 class Problem:
-    """One parsed problem: teacher rationale ``steps`` (annotations stripped) and the normalised ``answer``."""
+    """One parsed problem: teacher rationale ``steps`` (annotations stripped), the normalised ``answer``, and the
+    teacher's free ``thinking`` part ("" for gold rationales; a teacher file in the authors' format has one)."""
 
     id: str
     question: str
     steps: tuple[str, ...]
     answer: str
+    thinking: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(self.steps))
@@ -71,21 +55,25 @@ class Problem:
         return "\n".join(self.steps)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data (``steps`` as a list), the inverse of :meth:`from_dict`.
+        """Plain data (``steps`` as a list), the inverse of :meth:`from_dict`; ``thinking`` only when there is one.
 
         >>> Problem("x-0", "Q?", ("a = 1.",), "1").to_dict()
         {'id': 'x-0', 'question': 'Q?', 'steps': ['a = 1.'], 'answer': '1'}
+        >>> Problem("x-0", "Q?", ("a = 1.",), "1", thinking="Hm.").to_dict()["thinking"]
+        'Hm.'
         """
-        return {"id": self.id, "question": self.question, "steps": list(self.steps), "answer": self.answer}
+        row = {"id": self.id, "question": self.question, "steps": list(self.steps), "answer": self.answer}
+        return {**row, "thinking": self.thinking} if self.thinking else row
 
     @classmethod
     def from_dict(cls, row: Mapping[str, Any]) -> Problem:
-        """Build from a mapping with ``id``, ``question``, ``steps`` and ``answer``.
+        """Build from a mapping with ``id``, ``question``, ``steps`` and ``answer`` (and optionally ``thinking``).
 
         >>> Problem.from_dict({"id": "x-0", "question": "Q?", "steps": ["a = 1."], "answer": "1"}).steps
         ('a = 1.',)
         """
-        return cls(id=row["id"], question=row["question"], steps=tuple(row["steps"]), answer=row["answer"])
+        return cls(id=row["id"], question=row["question"], steps=tuple(row["steps"]), answer=row["answer"],
+                   thinking=row.get("thinking") or "")
 
 
 @dataclass(frozen=True)
@@ -147,7 +135,7 @@ def parse_rationale(answer_field: str, annotations: Annotations = "strip") -> tu
     >>> parse_rationale("no marker here")
     Traceback (most recent call last):
     ...
-    recipe.data.BadRow: no '####' final-answer marker
+    recipe.readers.BadRow: no '####' final-answer marker
     """
     if "####" not in answer_field:
         raise BadRow("no '####' final-answer marker")
@@ -209,83 +197,6 @@ def parse_rows(
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def _read_json_lines(path: Path, data: bytes, strict: bool) -> list[Any]:
-    """Rows of JSON Lines ``data``, split on ``\\n`` only; an unusable line (not UTF-8, not JSON, too deep, an
-    over-long integer, a lone surrogate) becomes a :class:`BadRow` entry, or raises naming it when ``strict``."""
-    rows: list[Any] = []
-    for lineno, value, reason in iter_jsonl(data):
-        if reason is None:
-            rows.append(value)
-            continue
-        message = f"{path}: line {lineno} is {reason}"
-        if strict:
-            raise DataError(message)
-        rows.append(BadRow(message))
-    return rows
-
-
-def _clean_json_rows(path: Path, data: list[Any], strict: bool) -> list[Any]:
-    """Rows of a JSON list with a lone surrogate anywhere become BadRow entries (or raise when ``strict``)."""
-    rows: list[Any] = []
-    for index, row in enumerate(data):
-        try:
-            json.dumps(row, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:
-            message = f"{path}: row {index} is not text (it holds a lone surrogate code point)"
-            if strict:
-                raise DataError(message) from None
-            row = BadRow(message)
-        rows.append(row)
-    return rows
-
-
-def _read_json(path: Path, raw: bytes, split: str, strict: bool) -> list[Any]:
-    try:
-        text = raw.decode("utf-8")
-        data = json.loads(text, parse_constant=lambda _: None)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return _read_json_lines(path, raw, strict)  # JSON Lines saved with a .json suffix (bad rows then skipped)
-    except (ValueError, RecursionError) as exc:  # a whole JSON document cannot skip one row
-        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:80]
-        raise DataError(f"{path}: not usable JSON ({why})") from None
-    if isinstance(data, Mapping) and isinstance(data.get(split), list):
-        data = data[split]
-    if not isinstance(data, list):
-        raise DataError(f"{path}: expected a JSON list of rows (or JSON Lines), got {type(data).__name__}")
-    return _clean_json_rows(path, data, strict)
-
-
-def read_rows(path: str | Path, split: str = "train", strict: bool = False) -> list[Any]:
-    """Raw rows of a local ``.jsonl`` / ``.json`` / ``.parquet`` file (unusable lines become BadRow entries
-    unless ``strict``). An empty file is a :class:`DataError`."""
-    path = Path(path)
-    if path.suffix not in LOCAL_SUFFIXES:
-        raise DataError(f"{path}: unsupported file type (expected one of {', '.join(LOCAL_SUFFIXES)})")
-    if not path.is_file():
-        raise DataError(f"data file not found: {path}")
-    try:
-        if path.suffix == ".parquet":
-            import pyarrow.parquet as pq  # heavy and only needed for parquet
-
-            rows = pq.read_table(path).to_pylist()
-        else:
-            raw = path.read_bytes()
-            if not raw.strip():
-                raise DataError(f"{path}: the file is empty (no rows)")
-            rows = _read_json_lines(path, raw, strict) if path.suffix == ".jsonl" else _read_json(path, raw, split, strict)
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except DataError:
-        raise
-    except Exception as exc:  # pyarrow raises its own error types for corrupt files
-        raise DataError(f"cannot read parquet file {path}: {exc}") from None
-    if not rows:
-        raise DataError(f"{path}: no rows")
-    if all(isinstance(row, BadRow) for row in rows):  # not one usable line: not a data file at all
-        raise DataError(f"no usable row in {rows[0].reason}")
-    return rows
-
-
 def check_source(
     source: str,
     split: str = "train",
@@ -306,7 +217,7 @@ def check_source(
     >>> check_source("synthetic:10", "train", {"stage2": (5, 20)})
     Traceback (most recent call last):
     ...
-    recipe.data.DataError: data.stage2_rows [5, 20) does not fit the 10 usable rows of synthetic:10 (train)
+    recipe.readers.DataError: data.stage2_rows [5, 20) does not fit the 10 usable rows of synthetic:10 (train)
     """
     problems, report = load_gsm8k(source, split=split, strict=strict, annotations=annotations)
     if not problems:
@@ -337,8 +248,9 @@ def _looks_local(source: str) -> bool:
 
 
 def _synthetic_spec(source: str, split: str) -> tuple[int, int, int | None]:
-    """``synthetic[:N[:S]]``: N rows (default 1000) of at most S steps (default: any, 2 to 6)."""
+    """``synthetic[:N[:S]][:verbose]``: N rows (default 1000) of at most S steps (default: any, 2 to 6)."""
     parts = source.split(":")[1:]
+    parts = parts[:-1] if parts and parts[-1] in STYLES else parts  # a trailing teacher style: read by load_gsm8k
     if len(parts) > 2 or not all(p.isdigit() and int(p) > 0 for p in parts) or (len(parts) == 2 and int(parts[1]) < 2):
         raise DataError(f"bad data source {source!r}: expected 'synthetic', 'synthetic:N' or 'synthetic:N:S' "
                         "(N rows > 0, at most S >= 2 steps each)")
@@ -374,17 +286,26 @@ def load_gsm8k(
     >>> len(problems), report.n_bad, problems[0].id
     (3, 0, 'test-0')
     """
+    return parse_rows(load_raw_rows(source, split, strict), split, strict=strict, annotations=annotations)
+
+
+def load_raw_rows(source: str = "openai/gsm8k", split: str = "train", strict: bool = False) -> list[Any]:
+    """The unparsed rows of a split (see :func:`load_gsm8k` for ``source``); row ``i`` is problem ``{split}-{i}``.
+    The authors' checker reads the raw ``answer`` text of these rows.
+
+    >>> load_raw_rows("synthetic:2", split="test")[1]["answer"].split("####")[-1].strip().isdigit()
+    True
+    """
     if source == "synthetic" or source.startswith("synthetic:"):
         n, seed, max_steps = _synthetic_spec(source, split)
-        rows: list[Any] = synthetic_rows(n, seed, max_steps=max_steps)
-    elif _looks_local(source):
+        style = source.rsplit(":", 1)[-1]
+        return synthetic_rows(n, seed, max_steps=max_steps, style=style if style in STYLES else "terse")
+    if _looks_local(source):
         path = Path(source).expanduser()
         if not path.exists():
             raise DataError(f"data source not found: {path}")
-        rows = read_rows(_split_file(path, split) if path.is_dir() else path, split, strict)
-    else:
-        rows = _hub_rows(source, split)
-    return parse_rows(rows, split, strict=strict, annotations=annotations)
+        return read_rows(_split_file(path, split) if path.is_dir() else path, split, strict)
+    return _hub_rows(source, split)
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -23,12 +23,15 @@ from recipe import model as model_mod
 from recipe import prompts
 from recipe.answers import answers_match, extract_answer
 from recipe.config import Config, EvalConfig
-from recipe.data import load_gsm8k
+from recipe.data import load_gsm8k, load_raw_rows
 from recipe.errors import EvalError
 from recipe.fsio import read_json, read_jsonl, write_json, write_jsonl
 from recipe.generation import STOP_TEXTS, generate, to_device
+from recipe.integrity import WEIGHT_SUFFIXES
+from recipe.official_checker import official_verdict
 from recipe.rewards import step_format_ok
 from recipe.rundir import GENERATIONS, RESULTS, versions
+from recipe.stopping import resolve_stop_rule, stop_rule_record
 
 log = logging.getLogger("recipe")
 
@@ -96,7 +99,8 @@ def _mean(values: list[float]) -> float | None:
 
 
 def score_generations(problems: Sequence[Any], generations: Sequence[Any], tokenizer=None,
-                      answer_label: str = prompts.ANSWER_LABEL) -> tuple[dict, list[dict]]:
+                      answer_label: str = prompts.ANSWER_LABEL,
+                      official_golds: Sequence[Any] | None = None) -> tuple[dict, list[dict]]:
     """Metrics and per-row records for one generation per problem.
 
     ``problems`` are :class:`recipe.data.Problem` objects or mappings with ``id``, ``question`` and ``answer``.
@@ -107,19 +111,26 @@ def score_generations(problems: Sequence[Any], generations: Sequence[Any], token
     ``format_rate`` (:func:`recipe.rewards.step_format_ok`, strict: ``Step 1:``, ``Step 2:``, ... in order, then
     one final ``Final Answer: <number>`` line), all averaged over every problem, wrong answers included.
 
+    With ``official_golds`` (the raw GSM8K ``answer`` texts, one per problem) every row also gets the authors'
+    verdict (:func:`recipe.official_checker.official_verdict` on the uncut generated text, ``Generation.raw``) and
+    the metrics ``official_accuracy`` / ``official_n_correct``: their numbers, beside our headline ``accuracy``.
+
     >>> m, rows = score_generations([{"id": "t-0", "question": "Q?", "answer": "4"}], ["Step 1: 2+2=4\\nFinal Answer: 4"])
     >>> m["accuracy"], m["avg_words"], m["format_rate"], m["avg_tokens"], rows[0]["extracted_answer"]
     (1.0, 6.0, 1.0, None, '4')
     """
     if len(problems) != len(generations):
         raise EvalError(f"{len(problems)} problems but {len(generations)} generations")
+    if official_golds is not None and len(official_golds) != len(problems):
+        raise EvalError(f"{len(problems)} problems but {len(official_golds)} official golds")
     rows = []
     for problem, gen in zip(problems, generations):
         if isinstance(gen, str):
-            text, prompt, truncated = gen, None, False
+            text, prompt, truncated, raw = gen, None, False, gen
             n_tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"]) if tokenizer is not None else None
         else:
             text, prompt, truncated, n_tokens = gen.text, gen.prompt, bool(gen.truncated), gen.n_tokens
+            raw = getattr(gen, "raw", "") or text
         gold = str(_get(problem, "answer"))
         pred = extract_answer(text)
         rows.append({
@@ -135,6 +146,10 @@ def score_generations(problems: Sequence[Any], generations: Sequence[Any], token
             "truncated": truncated,
             "format_ok": step_format_ok(text, "strict", answer_label),
         })
+        if raw != text:  # what was generated past the cut (the authors' checker reads it)
+            rows[-1]["raw_completion"] = raw
+        if official_golds is not None:
+            rows[-1]["official_correct"] = official_verdict(raw, official_golds[len(rows) - 1])
     n = len(rows)
     tokens = [r["n_tokens"] for r in rows if r["n_tokens"] is not None]
     metrics = {
@@ -146,6 +161,9 @@ def score_generations(problems: Sequence[Any], generations: Sequence[Any], token
         "truncation_rate": _mean([float(r["truncated"]) for r in rows]),
         "format_rate": _mean([float(r["format_ok"]) for r in rows]),
     }
+    if official_golds is not None:
+        metrics["official_n_correct"] = sum(r["official_correct"] for r in rows)
+        metrics["official_accuracy"] = metrics["official_n_correct"] / n if n else 0.0
     return metrics, rows
 
 
@@ -163,9 +181,16 @@ def dataset_hash(problems: Sequence[Any]) -> str:
 
 
 def protocol(ecfg: EvalConfig, answer_label: str) -> dict:
-    """What makes two evaluations comparable (stored in results.json, checked on resume)."""
+    """What makes two evaluations comparable (stored in results.json, checked on resume), the stop rule included.
+
+    >>> from recipe.config import EvalConfig
+    >>> protocol(EvalConfig(), "Final Answer:")["stop_rule"]["rule"]
+    'paper'
+    """
+    stop_rule = stop_rule_record(resolve_stop_rule(ecfg.stop_rule, ecfg.prompt), answer_label)
     return {"prompt": ecfg.prompt, "greedy": True, "max_new_tokens": ecfg.max_new_tokens,
-            "answer_label": answer_label, "stop_texts": list(STOP_TEXTS), "split": ecfg.split, "limit": ecfg.limit}
+            "answer_label": answer_label, "stop_texts": list(STOP_TEXTS), "stop_rule": stop_rule, "split": ecfg.split,
+            "limit": ecfg.limit, "official_checker": True}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -179,14 +204,33 @@ def protocol(ecfg: EvalConfig, answer_label: str) -> dict:
 
 
 def generate_and_score(model, tokenizer, problems: Sequence[Any], ecfg: EvalConfig, answer_label: str,
-                       seed: int) -> tuple[dict, list[dict]]:
-    """Greedy, batched generation for every problem with the configured prompt style, then :func:`score_generations`."""
+                       seed: int, official_golds: Sequence[Any] | None = None) -> tuple[dict, list[dict]]:
+    """Greedy, batched generation for every problem with the configured prompt style and stop rule, then
+    :func:`score_generations`."""
     texts = [build_prompt(_get(p, "question"), ecfg.prompt, answer_label, tokenizer) for p in problems]
     with tqdm(total=len(texts), desc="eval", unit="problem") as bar:
         generations = generate(model, tokenizer, texts, max_new_tokens=ecfg.max_new_tokens,
                                batch_size=ecfg.batch_size, temperature=0.0, seed=seed, stop_texts=STOP_TEXTS,
-                               answer_label=answer_label, progress=bar.update)
-    return score_generations(problems, [g[0] for g in generations], answer_label=answer_label)
+                               answer_label=answer_label, stop_rule=resolve_stop_rule(ecfg.stop_rule, ecfg.prompt),
+                               progress=bar.update)
+    return score_generations(problems, [g[0] for g in generations], answer_label=answer_label,
+                             official_golds=official_golds)
+
+
+def official_golds(source: str, split: str, problems: Sequence[Any]) -> list[Any]:
+    """The raw ``answer`` text of each problem's dataset row (problem ``{split}-{i}`` is raw row ``i``), as the
+    authors' checker reads it; ``""`` where a row has none.
+
+    >>> official_golds("synthetic:3", "test", [{"id": "test-2"}]) == [load_raw_rows("synthetic:3", "test")[2]["answer"]]
+    True
+    """
+    raw = load_raw_rows(source, split)
+    golds = []
+    for p in problems:
+        index = int(str(_get(p, "id")).rsplit("-", 1)[-1])
+        row = raw[index] if 0 <= index < len(raw) else None
+        golds.append(row.get("answer", "") if isinstance(row, Mapping) else "")
+    return golds
 
 
 def load_eval_problems(cfg: Config) -> tuple[list, str]:
@@ -213,10 +257,35 @@ def _matches(path: Path, expected: dict) -> bool:
     return all(old.get(key) == value for key, value in expected.items())
 
 
-def model_record(cfg: Config, init_from: str | None, finished: str | None = None) -> dict:
-    """What identifies the evaluated weights: the base model, the weights laid on it and when they were trained."""
+def weights_hash(folder: str | Path | None) -> str | None:
+    """sha256 over a weights folder's weight and config files (names and bytes, in name order): the eval cache key,
+    so a moved run keeps its evaluations and weights replaced in place are evaluated again."""
+    if folder is None:
+        return None
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and (path.suffix in WEIGHT_SUFFIXES or path.name in ("adapter_config.json", "config.json")):
+            digest.update(path.name.encode() + b"\0")
+            with path.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+def model_record(cfg: Config, init_from: str | None, run_dir: str | Path | None = None) -> dict:
+    """What identifies the evaluated weights: the base model and the content hash of the weights laid on it
+    (``init_from`` is recorded relative to ``run_dir`` when inside it)."""
+    shown = init_from
+    if init_from is not None and run_dir is not None:
+        try:
+            shown = Path(init_from).resolve().relative_to(Path(run_dir).resolve()).as_posix()
+        except ValueError:
+            shown = init_from
     return {"name_or_path": cfg.model.name_or_path, "dtype": cfg.model.dtype, "load_in_4bit": cfg.model.load_in_4bit,
-            "init_from": init_from, "init_from_finished": finished}
+            "init_from": shown, "weights_sha256": weights_hash(init_from)}
 
 
 def evaluate_weights(cfg: Config, out_dir: str | Path, record: dict, init_from: str | None = None,
@@ -243,7 +312,9 @@ def evaluate_weights(cfg: Config, out_dir: str | Path, record: dict, init_from: 
     model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=False, seed=cfg.run.seed)
     model = to_device(model, cfg.run.device)
     t0 = time.monotonic()
-    metrics, rows = generate_and_score(model, tokenizer, problems, cfg.eval, cfg.data.answer_label, cfg.run.seed)
+    golds = official_golds(source, cfg.eval.split, problems)
+    metrics, rows = generate_and_score(model, tokenizer, problems, cfg.eval, cfg.data.answer_label, cfg.run.seed,
+                                       official_golds=golds)
     results = {"name": out_dir.name, "metrics": metrics, **key, "wall_s": round(time.monotonic() - t0, 2),
                "versions": versions()}
     write_jsonl(out_dir / GENERATIONS, rows)
@@ -256,5 +327,7 @@ def evaluate_weights(cfg: Config, out_dir: str | Path, record: dict, init_from: 
 
 def short_summary(m: dict) -> str:
     tokens = "-" if m["avg_tokens"] is None else f"{m['avg_tokens']:.1f}"
-    return (f"accuracy {100 * m['accuracy']:.2f}% ({m['n_correct']}/{m['n']}), avg tokens {tokens}, "
+    official = (f", official checker {100 * m['official_accuracy']:.2f}% ({m['official_n_correct']}/{m['n']})"
+                if "official_accuracy" in m else "")
+    return (f"accuracy {100 * m['accuracy']:.2f}% ({m['n_correct']}/{m['n']}){official}, avg tokens {tokens}, "
             f"truncated {100 * m['truncation_rate']:.1f}%, format {100 * m['format_rate']:.1f}%")

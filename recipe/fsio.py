@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -35,6 +36,10 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        try:  # mkstemp makes 0600; a written file gets the mode open() would give it
+            os.fchmod(fd, 0o666 & ~_umask())
+        except OSError:  # a filesystem without modes (some FUSE / SMB mounts): keep what it gave
+            pass
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
             yield fh
             fh.flush()
@@ -43,6 +48,36 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it; set straight back
+    os.umask(mask)
+    return mask
+
+
+# Filesystem failures a user can fix (full disk, read-only or missing location, a file where a folder should be).
+USER_FS_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
+                            errno.EEXIST, errno.EISDIR, errno.ENOENT, errno.EFBIG})
+
+
+def os_error_line(exc: OSError) -> str | None:
+    """One line naming the path and the cause of a filesystem failure a user can fix, or None for other errors.
+
+    >>> os_error_line(OSError(errno.ENOSPC, "No space left on device", "runs/x/manifest.json"))
+    'cannot write runs/x/manifest.json: No space left on device (ENOSPC); free space, then run the same command again'
+    """
+    if exc.errno not in USER_FS_ERRNOS:
+        return None
+    path = exc.filename if exc.filename is not None else "a file"
+    code = errno.errorcode.get(exc.errno, str(exc.errno))
+    hint = {errno.ENOSPC: "; free space, then run the same command again",
+            errno.EDQUOT: "; free space, then run the same command again",
+            errno.EROFS: "; choose a writable --output-dir",
+            errno.EEXIST: "; a file is in the way of a folder: move it or choose another path",
+            errno.ENOTDIR: "; a file is in the way of a folder: move it or choose another path"}.get(exc.errno, "")
+    verb = "access" if exc.errno in (errno.ENOENT, errno.EACCES, errno.EPERM) else "write"
+    return f"cannot {verb} {path}: {exc.strerror or exc} ({code}){hint}"
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -14,7 +14,13 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from recipe.prompts import ANSWER_LABEL
-from recipe.stopping import STOP_TEXTS, answer_line_pattern, cut_after_answer  # noqa: F401  (re-exported)
+from recipe.stopping import (  # noqa: F401  (STOP_TEXTS, answer_line_pattern and cut_after_answer are re-exported)
+    STOP_TEXTS,
+    answer_line_pattern,
+    cut_after_answer,
+    cut_finished,
+    is_finished,
+)
 
 _TAIL_TOKENS = 48  # how many trailing tokens are decoded to look for the answer line; far longer than the line
 
@@ -25,21 +31,26 @@ class Generation:
     text: str  # the completion, cut right after the final-answer line
     n_tokens: int  # generated tokens of the student's tokenizer (pad/eos excluded)
     truncated: bool  # hit max_new_tokens without ending
+    raw: str = ""  # every generated token decoded, uncut (what the authors' checker reads)
 
 
 class StopAfterAnswerLine(StoppingCriteria):
-    """Per-row stop once ``<answer_label> ...<digit>...\\n`` has been generated, or any of ``stop_texts``."""
+    """Per-row stop once ``<answer_label> ...<digit>...\\n`` has been generated (``rule="answer_line"``) or the
+    authors' answer test holds (``rule="paper"``, :func:`recipe.stopping.paper_answer_done`), or any of
+    ``stop_texts``."""
 
-    def __init__(self, tokenizer, prompt_len: int, stop_texts: Sequence[str] = (), answer_label: str = ANSWER_LABEL):
+    def __init__(self, tokenizer, prompt_len: int, stop_texts: Sequence[str] = (), answer_label: str = ANSWER_LABEL,
+                 rule: str = "answer_line"):
         self.tokenizer = tokenizer
         self.prompt_len = prompt_len
         self.stop_texts = tuple(stop_texts)
-        self.answer_line = answer_line_pattern(answer_label)
+        self.answer_label = answer_label
+        self.rule = rule
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
         tails = input_ids[:, max(self.prompt_len, input_ids.shape[1] - _TAIL_TOKENS):]
         texts = self.tokenizer.batch_decode(tails, skip_special_tokens=True)
-        done = [bool(self.answer_line.search(t)) or any(s in t for s in self.stop_texts) for t in texts]
+        done = [is_finished(t, self.rule, self.stop_texts, self.answer_label) for t in texts]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
@@ -64,18 +75,18 @@ def to_device(model, device: str = "auto"):
 def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 512, batch_size: int = 16,
              temperature: float = 0.0, top_p: float = 1.0, num_return_sequences: int = 1, seed: int = 0,
              stop_at_answer: bool = True, stop_texts: Sequence[str] = (), answer_label: str = ANSWER_LABEL,
-             progress=None) -> list[list[Generation]]:
+             stop_rule: str = "answer_line", progress=None) -> list[list[Generation]]:
     """Generate for every prompt; returns one list of ``num_return_sequences`` generations per prompt.
 
     With ``stop_at_answer`` a row stops after its ``answer_label`` line, or as soon as it writes one of ``stop_texts``
     (the evaluation protocol passes ``["Question:"]``: a base model that starts a new problem is done); the text is
-    cut there, while ``n_tokens`` counts every generated token (as the paper's length does)."""
+    cut there, while ``n_tokens`` counts every generated token (as the paper's length does). ``stop_rule="paper"``
+    stops and cuts by the authors' evaluation rule instead (:mod:`recipe.stopping`)."""
     model.eval()
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     eos_ids = _eos_ids(model, tokenizer)
-    answer_line = answer_line_pattern(answer_label)
     special = {tokenizer.pad_token_id, *eos_ids}
     device = next(model.parameters()).device
     torch.manual_seed(seed)
@@ -92,7 +103,7 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 512,
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if stop_at_answer:
             kwargs["stopping_criteria"] = StoppingCriteriaList([StopAfterAnswerLine(tokenizer, prompt_len, stop_texts,
-                                                                                     answer_label)])
+                                                                                     answer_label, stop_rule)])
         out = model.generate(**enc, **kwargs)
         new = out[:, prompt_len:].tolist()
         for i, prompt in enumerate(chunk):
@@ -102,11 +113,10 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 512,
                 ended = any(t in special for t in ids)
                 ids = [t for t in ids if t not in special]
                 raw = tokenizer.decode(ids, skip_special_tokens=True)
-                text = cut_after_answer(raw, stop_texts, answer_label) if stop_at_answer else raw
-                finished = ended or stop_at_answer and (bool(answer_line.search(raw + "\n"))
-                                                        or any(s in raw for s in stop_texts))
+                text = cut_finished(raw, stop_rule, stop_texts, answer_label) if stop_at_answer else raw
+                finished = ended or stop_at_answer and is_finished(raw + "\n", stop_rule, stop_texts, answer_label)
                 gens.append(Generation(prompt=prompt, text=text, n_tokens=len(ids),
-                                       truncated=len(ids) >= max_new_tokens and not finished))
+                                       truncated=len(ids) >= max_new_tokens and not finished, raw=raw))
             results.append(gens)
         if progress is not None:
             progress(len(chunk))

@@ -51,8 +51,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from recipe import dist, unsloth_backend
 from recipe import precision as precision_mod
-from recipe import unsloth_backend
 from recipe.fsio import replace_dir
 from recipe.tiny import build_tiny_qwen2
 from recipe.unsloth_backend import release_engine  # noqa: F401  (part of this seam: stages call model.release_engine)
@@ -184,8 +184,8 @@ def pick_backend(cfg: Any) -> str:
     has_unsloth = importlib.util.find_spec("unsloth") is not None
     if cfg.backend == "hf":
         return "hf"
-    if cfg.backend == "auto":
-        return "unsloth" if has_cuda and has_unsloth else "hf"
+    if cfg.backend == "auto":  # several processes (accelerate launch): hf, Unsloth's multi-GPU path is not stable
+        return "unsloth" if has_cuda and has_unsloth and not dist.is_distributed() else "hf"
     if cfg.backend != "unsloth":
         raise ModelError(f"unknown model.backend '{cfg.backend}' (allowed: auto, hf, unsloth)")
     missing = [what for what, ok in (("a CUDA GPU", has_cuda), ("the unsloth package", has_unsloth)) if not ok]
@@ -274,8 +274,10 @@ def _four_bit(cfg: Any, cuda: bool, dtype: Any):
                          "or set model.load_in_4bit=false")
     from transformers import BitsAndBytesConfig
 
+    # Several processes: store the packed 4-bit weights in the compute dtype, as sharding them (ZeRO/FSDP) requires
+    storage = {"bnb_4bit_quant_storage": dtype} if dist.is_distributed() else {}
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=dtype)
+                              bnb_4bit_compute_dtype=dtype, **storage)
 
 
 def _check_init_from(init_from: str) -> None:
@@ -342,13 +344,14 @@ def load(cfg: Any, init_from: str | os.PathLike | None = None, trainable: bool =
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def save(model: Any, tokenizer: Any, out_dir: str | os.PathLike) -> Path:
-    """Write the adapter (PeftModel) or the full model, plus the tokenizer, to ``out_dir`` atomically."""
+def save(model: Any, tokenizer: Any, out_dir: str | os.PathLike, state_dict: dict | None = None) -> Path:
+    """Write the adapter (PeftModel) or the full model, plus the tokenizer, to ``out_dir`` atomically.
+    ``state_dict``: weights gathered from ZeRO-3 shards (:func:`recipe.dist.full_state_dict`)."""
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, **({"state_dict": state_dict} if state_dict is not None else {}))
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         replace_dir(tmp, out)

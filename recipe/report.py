@@ -9,6 +9,8 @@ row they read "-". Below the table one sentence names the best row on accuracy a
 from __future__ import annotations
 
 import io
+import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,25 +19,58 @@ from recipe.errors import EvalError
 from recipe.fsio import read_json, write_bytes, write_text
 from recipe.rundir import EVAL_DIR, REPORT_MD, REPORT_PNG, RESULTS
 
+log = logging.getLogger("recipe")
+
 CURRICULUM = ("base", "stage1", "stage2", "stage3")
 PAPER_RESULT = "Paper (Qwen2.5-3B-Base, GSM8K test, 1,319 problems): base 64.90% / 230 tokens -> BRIDGE 76.19% / 167 tokens."
-COLUMNS = ("model", "accuracy (%)", "Δ vs base (pts)", "avg tokens", "Δ% length", "truncation %", "format %", "n")
+COLUMNS = ("model", "accuracy (%)", "Δ vs base (pts)", "avg tokens", "Δ% length", "truncation %", "format %", "n", "official (%)")
 
 
 def _order(name: str) -> tuple[int, str]:
     return (CURRICULUM.index(name), "") if name in CURRICULUM else (len(CURRICULUM), name)
 
 
+def _is_number(value: object, optional: bool = False) -> bool:
+    if value is None:
+        return optional
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def results_problem(results: object) -> str | None:
+    """Why a results.json cannot be a report row (hand-edited, truncated), or None."""
+    if not isinstance(results, dict):
+        return "not a JSON object"
+    m = results.get("metrics")
+    if not isinstance(m, dict):
+        return "no 'metrics' object"
+    if not (_is_number(m.get("accuracy")) and 0 <= m["accuracy"] <= 1):
+        return f"metrics.accuracy is {str(m.get('accuracy'))[:40]!r}, not a number in [0, 1]"
+    if not (_is_number(m.get("n")) and m["n"] >= 0):
+        return "metrics.n is not a count"
+    for key in ("avg_tokens", "truncation_rate", "format_rate"):
+        if not _is_number(m.get(key), optional=True):
+            return f"metrics.{key} is not a number"
+    for key in ("protocol", "data"):
+        if not isinstance(results.get(key, {}), dict):
+            return f"'{key}' is not an object"
+    return None
+
+
 def collect_results(run_dir: str | Path) -> list[tuple[str, dict]]:
-    """``(name, results)`` for every ``eval/<name>/results.json`` of a run, in report order."""
+    """``(name, results)`` for every readable ``eval/<name>/results.json`` of a run, in report order; an unreadable
+    one (corrupt or hand-edited into another shape) is skipped with a warning naming it."""
     folder = Path(run_dir) / EVAL_DIR
     found = []
     for path in sorted(folder.glob(f"*/{RESULTS}")) if folder.is_dir() else []:
         try:
             results = read_json(path)
-            results["metrics"]["accuracy"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise EvalError(f"unreadable results file {path}: {type(exc).__name__}: {exc}") from None
+            problem = results_problem(results)
+        except (OSError, ValueError, RecursionError) as exc:
+            problem = f"{type(exc).__name__}: {str(exc)[:80]}"
+        if problem:
+            log.warning("report: skipping unreadable results file %s (%s); re-evaluate that row to restore it",
+                        path, problem)
+            continue
         found.append((path.parent.name, results))
     return sorted(found, key=lambda item: _order(item[0]))
 
@@ -47,10 +82,12 @@ def _fmt(value: float | None, spec: str) -> str:
 def table_rows(results: Sequence[tuple[str, dict]]) -> list[list[str]]:
     """One list of cell strings per result, in :data:`COLUMNS` order.
 
+    ``official (%)`` is the authors' checker (``official_accuracy``; "-" for results recorded before it existed).
+
     >>> r = lambda acc, tok: {"metrics": {"accuracy": acc, "avg_tokens": tok, "truncation_rate": 0.0,
-    ...                                   "format_rate": 1.0, "n": 4}}
+    ...                                   "format_rate": 1.0, "n": 4, "official_accuracy": acc / 2}}
     >>> table_rows([("base", r(0.5, 200.0)), ("stage1", r(0.75, 150.0))])[1]
-    ['stage1', '75.00', '+25.00', '150.0', '-25.0%', '0.0', '100.0', '4']
+    ['stage1', '75.00', '+25.00', '150.0', '-25.0%', '0.0', '100.0', '4', '37.50']
     >>> table_rows([("stage1", r(0.75, 150.0))])[0][2:5]
     ['-', '150.0', '-']
     """
@@ -65,9 +102,11 @@ def table_rows(results: Sequence[tuple[str, dict]]) -> list[list[str]]:
             if m.get("avg_tokens") is not None and base.get("avg_tokens"):
                 d_len = 100 * (m["avg_tokens"] - base["avg_tokens"]) / base["avg_tokens"]
         trunc, fmt = m.get("truncation_rate"), m.get("format_rate")
+        official = m.get("official_accuracy")
         rows.append([name, f"{acc:.2f}", _fmt(d_acc, "+.2f"), _fmt(m.get("avg_tokens"), ".1f"),
                      "-" if d_len is None else f"{d_len:+.1f}%", _fmt(None if trunc is None else 100 * trunc, ".1f"),
-                     _fmt(None if fmt is None else 100 * fmt, ".1f"), str(m["n"])])
+                     _fmt(None if fmt is None else 100 * fmt, ".1f"), str(m["n"]),
+                     _fmt(None if official is None else 100 * official, ".2f")])
     return rows
 
 
@@ -92,6 +131,13 @@ def _mismatches(results: Sequence[tuple[str, dict]]) -> list[str]:
     return notes
 
 
+def _stop_words(proto: dict) -> str:
+    rule = proto.get("stop_rule") or {}
+    if rule.get("rule") == "paper":
+        return f"by the authors' rule (`{rule.get('pattern')}`, then {rule.get('then')})"
+    return "at its answer line"
+
+
 def render_markdown(results: Sequence[tuple[str, dict]], png_name: str = "report.png",
                     histories: dict[str, list[dict]] | None = None) -> str:
     _, ref = results[0]
@@ -105,10 +151,11 @@ def render_markdown(results: Sequence[tuple[str, dict]], png_name: str = "report
         "",
         *([verdict(results), ""] if verdict(results) else []),
         f"Protocol: prompt `{proto.get('prompt')}`, greedy, max {proto.get('max_new_tokens')} new tokens, answer "
-        f"read from `{proto.get('answer_label')}`, a row stops at its answer line or at "
+        f"read from `{proto.get('answer_label')}`, a row stops {_stop_words(proto)} or at "
         f"{', '.join(f'`{t}`' for t in proto.get('stop_texts', [])) or '-'}; data `{data.get('source')}` split `{data.get('split')}`, "
         f"{data.get('n')} problems (sha256 `{str(data.get('sha256'))[:12]}`). Tokens are the student tokenizer's "
-        "generated tokens, averaged over all problems; Δ are against `base` (accuracy in points, length in %).",
+        "generated tokens, averaged over all problems; Δ are against `base` (accuracy in points, length in %). "
+        "`official` is the authors' checker (their gold parser, first answer, string compare) on the same generations.",
         "",
         *notes,
         PAPER_RESULT,

@@ -15,12 +15,15 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from recipe import curves, evaluate, rundir
+from recipe import curves, dist, evaluate, rundir
+from recipe import model as model_mod
 from recipe.config import Config
-from recipe.data import check_disjoint_slices
+from recipe.data import check_disjoint_slices, check_source
 from recipe.errors import EvalError, RunError
+from recipe.integrity import weights_dir_problem
 from recipe.report import build_report
 from recipe.rundir import STAGES, Entry
+from recipe.runlock import locked
 from recipe.stages import baseline_grpo, baseline_sft, stage1, stage2, stage3
 
 log = logging.getLogger("recipe")
@@ -38,6 +41,8 @@ ENTRIES: dict[str, Entry] = {e.name: e for e in (
           ("stage2", "stage3", "baseline_grpo"), None, baseline_grpo.run),
 )}
 BASELINE_ENTRIES = {"sft": "baseline-sft", "grpo": "baseline-grpo"}  # run.baselines key -> entry name
+DATA_SLICES = {"stage1": ("stage1",), "stage2": ("stage2",), "stage3": ("stage3",),
+               "baseline-sft": ("stage1", "stage2"), "baseline-grpo": ("stage1", "stage2")}  # train slices read
 
 
 def overall_bar(done: int, total: int, width: int = 12) -> str:
@@ -66,9 +71,27 @@ def _warn_overlapping_slices(cfg: Config) -> None:
         log.warning("%s: those problems are seen by more than one stage", exc)
 
 
+def check_data(cfg: Config, names: Sequence[str], eval_split: bool) -> None:
+    """Before any model loads: the train slices ``names`` read must fit the parsed rows, and (``eval_split``) the
+    eval split must parse to at least one problem. A :class:`~recipe.data.DataError` names source, split and slice."""
+    slices = {s: getattr(cfg.data, f"{s}_rows") for name in names for s in DATA_SLICES.get(name, ())}
+    if slices:
+        check_source(cfg.data.source, "train", slices, strict=cfg.data.strict, annotations=cfg.data.annotations)
+    if eval_split:
+        check_source(cfg.data.eval_source or cfg.data.source, cfg.eval.split, strict=cfg.data.strict,
+                     annotations=cfg.data.annotations)
+
+
 def open_run(cfg: Config, force: bool = False) -> tuple[Path, dict]:
-    run_dir, manifest = rundir.open_run(cfg, ENTRIES, force)
-    _warn_overlapping_slices(cfg)
+    """Reopen or create the run directory (the caller holds its lock; under a launcher only rank 0 takes it)."""
+    dist.init(cpu=cfg.run.device == "cpu")  # under accelerate launch: join the process group (no-op otherwise)
+    # Rank 0 checks and writes first; the others then read the manifest it wrote (nothing is left for them to change)
+    with dist.main_process_first():
+        run_dir, manifest = rundir.open_run(cfg, ENTRIES, force)
+        model_mod.resolve_model_path(cfg.model)  # builtin models are built once, by rank 0, before anyone loads them
+    dist.barrier()  # and every rank starts training together
+    if dist.is_main():
+        _warn_overlapping_slices(cfg)
     return run_dir, manifest
 
 
@@ -102,7 +125,16 @@ def _upstream_output(run_dir: Path, manifest: dict, name: str) -> str | None:
 
 def run_all(cfg: Config, force: bool = False) -> Path:
     """Stage 1 -> 2 -> 3 and the configured baselines (skipping finished ones), then evaluation and the report."""
+    rundir.run_path(cfg).mkdir(parents=True, exist_ok=True)
+    with locked(rundir.run_path(cfg)):
+        return _run_all(cfg, force)
+
+
+def _run_all(cfg: Config, force: bool) -> Path:
     run_dir, manifest = open_run(cfg, force)
+    todo = [s for s in STAGES if getattr(cfg, s).enabled and not rundir.is_done(manifest, s)]
+    todo += [BASELINE_ENTRIES[k] for k in cfg.run.baselines if not rundir.is_done(manifest, BASELINE_ENTRIES[k])]
+    check_data(cfg, todo, eval_split=cfg.eval.enabled)
     init_from: str | None = None
     enabled = [s for s in STAGES if getattr(cfg, s).enabled]
     for n, stage in enumerate(STAGES, start=1):
@@ -133,16 +165,24 @@ def run_one(cfg: Config, name: str, init_from: str | None = None, force: bool = 
     """Train one entry (a stage or a baseline) in the run directory. Its starting weights: ``init_from``
     (``--from``), else its upstream entry's output. ``force`` retrains a finished entry and marks what starts from it
     stale (as run-all's config check does)."""
+    rundir.run_path(cfg).mkdir(parents=True, exist_ok=True)
+    with locked(rundir.run_path(cfg)):
+        return _run_one(cfg, name, init_from, force)
+
+
+def _run_one(cfg: Config, name: str, init_from: str | None, force: bool) -> Path:
     run_dir, manifest = open_run(cfg, force=force)
     if rundir.is_done(manifest, name) and not force:
         log.info("%s already done in %s; pass --force to rerun it", name, run_dir)
         return run_dir
     if rundir.is_done(manifest, name):
         rundir.invalidate(run_dir, manifest, ENTRIES, name, f"--force on {name}")
+        dist.barrier()  # rank 0 removed the folders
     if init_from is None:
         init_from = _upstream_output(run_dir, manifest, name)
     elif not Path(init_from).exists():
         raise RunError(f"--from path not found: {init_from}")
+    check_data(cfg, [name], eval_split=False)
     train_entry(cfg, run_dir, manifest, name, init_from)
     return run_dir
 
@@ -150,19 +190,29 @@ def run_one(cfg: Config, name: str, init_from: str | None = None, force: bool = 
 def run_baseline(cfg: Config, key: str, force: bool = False) -> list[Path]:
     """``cotrecipe baseline KEY``: train the baseline entry (resumable), evaluate it, rebuild the report."""
     name = BASELINE_ENTRIES[key]
-    run_dir = run_one(cfg, name, force=force)
-    return evaluate_run(cfg, run_dir, names=[name])
+    rundir.run_path(cfg).mkdir(parents=True, exist_ok=True)
+    with locked(rundir.run_path(cfg)):
+        run_dir = run_one(cfg, name, force=force)
+        return evaluate_run(cfg, run_dir, names=[name])
 
 
 def evaluate_run(cfg: Config, run_dir: str | Path, names: Sequence[str] | None = None) -> list[Path]:
     """Evaluate ``names`` (default: ``eval.stages`` plus every finished baseline, skipping what is not done) into
-    ``eval/<name>``, then rebuild the report. A name given explicitly that is not finished is an error naming it."""
-    run_dir = Path(run_dir)
+    ``eval/<name>``, then rebuild the report. A name given explicitly that is not finished is an error naming it.
+    Several processes: rank 0 evaluates and reports; the other ranks return at once (``[]``)."""
+    if not dist.is_main():
+        return []
+    with locked(run_dir):
+        return _evaluate_run(cfg, Path(run_dir), names)
+
+
+def _evaluate_run(cfg: Config, run_dir: Path, names: Sequence[str] | None) -> list[Path]:
     explicit = names is not None
     manifest = rundir.load_manifest(run_dir)
     if not explicit:
         baselines = [n for n in ENTRIES if n not in STAGES and rundir.is_done(manifest, n)]
         names = [*cfg.eval.stages, *baselines]
+    data_checked = False
     for name in names:
         if name != "base" and name not in ENTRIES:
             raise EvalError(f"unknown stage '{name}' (allowed: base, {', '.join(ENTRIES)})")
@@ -176,6 +226,13 @@ def evaluate_run(cfg: Config, run_dir: str | Path, names: Sequence[str] | None =
         if name in STAGES and not getattr(cfg, name).enabled:
             log.info("eval: %s is disabled in the config but finished in the run; evaluating it", name)
         weights = rundir.output_of(run_dir, name, manifest)
-        record = evaluate.model_record(cfg, weights, rundir.finished_at(run_dir, manifest, weights))
+        problem = weights_dir_problem(Path(weights)) if weights else None
+        if problem:
+            raise EvalError(f"{name}'s weights {weights} are {problem}; retrain it with --force "
+                            f"(a missing folder is retrained by run-all)")
+        if not data_checked:
+            check_data(cfg, [], eval_split=True)
+            data_checked = True
+        record = evaluate.model_record(cfg, weights, run_dir)
         evaluate.evaluate_weights(cfg, rundir.eval_dir(run_dir, name), record, weights)
     return build_report(run_dir)

@@ -7,7 +7,13 @@ config, output) and an evaluation folder ``eval/<name>/``. Every file is written
 
 A finished entry whose recorded config differs from the current one is refused, naming the changed keys; with
 ``force`` it is *invalidated* instead: it and every entry that starts from its weights are marked ``stale`` and
-their folders removed, so the next run trains them again.
+their folders removed, so the next run trains them again. A failed or interrupted entry has no result to protect:
+a changed config simply retrains it.
+
+Reopening a run (:func:`open_run`, under the run's lock, :mod:`recipe.runlock`) also repairs what a crash or a user
+left: an entry still ``running`` is marked ``interrupted`` (it resumes), a done entry whose weights folder is gone is
+trained again with what starts from it, one whose weights are damaged is an error naming the file and ``--force``,
+and a corrupt ``manifest.json`` is an error saying how to recover.
 
 >>> import tempfile, pathlib
 >>> run = pathlib.Path(tempfile.mkdtemp())
@@ -27,9 +33,11 @@ from importlib import metadata
 from pathlib import Path
 
 from recipe import config as config_mod
+from recipe import dist
 from recipe.config import Config
 from recipe.errors import RunError
 from recipe.fsio import read_json, write_json, write_text
+from recipe.integrity import weights_dir_problem
 
 log = logging.getLogger("recipe")
 
@@ -118,18 +126,40 @@ def is_run_dir(run_dir: str | Path) -> bool:
     return (Path(run_dir) / MANIFEST_FILE).is_file()
 
 
+def _manifest_problem(manifest: object) -> str | None:
+    if not isinstance(manifest, dict):
+        return f"a JSON {type(manifest).__name__}, not an object"
+    stages = manifest.get("stages", {})
+    if not isinstance(stages, dict):
+        return "'stages' is not an object"
+    for name, record in stages.items():
+        if not isinstance(record, dict) or not isinstance(record.get("status", ""), str):
+            return f"the record of {name!r} is not an object with a status"
+    return None
+
+
 def load_manifest(run_dir: str | Path) -> dict:
-    """The manifest, or a fresh one for a folder that has none yet."""
+    """The manifest, or a fresh one for a folder that has none yet. A corrupt one (truncated, empty, not the
+    manifest's shape) is a :class:`RunError` saying how to recover."""
     path = Path(run_dir) / MANIFEST_FILE
     if not path.is_file():
         return {"created": now(), "versions": versions(), "stages": {}}
-    manifest = read_json(path)
+    try:
+        manifest = read_json(path)
+        problem = _manifest_problem(manifest)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        problem = "empty" if path.stat().st_size == 0 else f"not valid JSON: {str(exc)[:80]}"
+    if problem:
+        raise RunError(f"{path} is corrupt ({problem}); move it aside (mv {path} {path}.bad) and run again: stages "
+                       f"are then trained again, resuming from their checkpoints in <stage>/{TRAINER_DIR}")
     manifest.setdefault("stages", {})
     return manifest
 
 
 def save_manifest(run_dir: str | Path, manifest: dict) -> None:
-    write_json(Path(run_dir) / MANIFEST_FILE, manifest)
+    """Rank 0 writes it (every rank keeps its own copy in memory; see :mod:`recipe.dist`)."""
+    if dist.is_main():
+        write_json(Path(run_dir) / MANIFEST_FILE, manifest)
 
 
 def is_done(manifest: dict, name: str) -> bool:
@@ -151,16 +181,6 @@ def output_of(run_dir: str | Path, name: str, manifest: dict | None = None) -> s
         status = entry.get("status") if entry else "not started"
         raise RunError(f"{name} of run {run_dir} is not finished (status: {status}); run it first")
     return absolute(run_dir, entry.get("output"))
-
-
-def finished_at(run_dir: Path, manifest: dict, weights: str | None) -> str | None:
-    """When the entry that wrote ``weights`` finished (the first done entry whose output they are: a stage 3 that
-    found no failures hands on the stage-2 weights), so a rerun entry is never mistaken for the old one."""
-    for entry in manifest.get("stages", {}).values():
-        if weights is not None and entry.get("status") == "done" and \
-                absolute(run_dir, entry.get("output")) == weights:
-            return entry.get("ended")
-    return None
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -204,8 +224,9 @@ def invalidate(run_dir: Path, manifest: dict, entries: Mapping[str, Entry], name
             continue
         log.warning("%s will be trained again (%s)", other, reason)
         manifest["stages"][other] = {"status": "stale", "reason": reason, "marked": now()}
-        shutil.rmtree(entry_dir(run_dir, other), ignore_errors=True)
-        shutil.rmtree(eval_dir(run_dir, other), ignore_errors=True)
+        if dist.is_main():  # several processes: the caller makes the others wait for it (a barrier)
+            shutil.rmtree(entry_dir(run_dir, other), ignore_errors=True)
+            shutil.rmtree(eval_dir(run_dir, other), ignore_errors=True)
     save_manifest(run_dir, manifest)
     return stale
 
@@ -221,6 +242,10 @@ def refuse_or_invalidate_changed(run_dir: Path, manifest: dict, cfg: Config, ent
         changed = config_mod.diff_keys(record["config"], entry_config(cfg, entry))
         if not changed:
             continue
+        if record.get("status") != "done":  # failed, interrupted, stale: no result to protect
+            invalidate(run_dir, manifest, entries, entry.name,
+                       f"{record.get('status')} entry rerun with a changed config: {', '.join(changed)}")
+            continue
         if not force:
             raise RunError(f"{entry.name} ({record.get('status')}) was run with a different config; changed keys: "
                            f"{', '.join(changed)}. Use a new --output-dir, restore them, or pass --force to rerun "
@@ -228,15 +253,45 @@ def refuse_or_invalidate_changed(run_dir: Path, manifest: dict, cfg: Config, ent
         invalidate(run_dir, manifest, entries, entry.name, f"--force, changed: {', '.join(changed)}")
 
 
+def mark_interrupted(run_dir: Path, manifest: dict) -> None:
+    """An entry still ``running`` when its run directory's lock is free was interrupted (killed, disk full): it
+    resumes from its last intact checkpoint. Call it holding the lock."""
+    for name, record in manifest["stages"].items():
+        if record.get("status") == "running":
+            log.warning("%s was interrupted (status 'running' with no live writer); it resumes", name)
+            record.update(status="interrupted", marked=now())
+
+
+def check_outputs(run_dir: Path, manifest: dict, entries: Mapping[str, Entry], force: bool = False) -> None:
+    """A done entry whose weights folder is gone is trained again (with what starts from it); one whose weights are
+    damaged is an error naming the file and the way to retrain it (with ``force``: trained again)."""
+    for entry in entries.values():
+        record = manifest["stages"].get(entry.name, {})
+        if record.get("status") != "done" or not record.get("output"):
+            continue
+        out = Path(absolute(run_dir, record["output"]))
+        problem = weights_dir_problem(out)
+        if problem == "missing" or (problem and force):
+            invalidate(run_dir, manifest, entries, entry.name, f"its finished weights {out} are {problem}")
+        elif problem:
+            raise RunError(f"{entry.name} is done but its weights {out} are damaged ({problem}); retrain it with "
+                           f"--force (cotrecipe {entry.name.replace('baseline-', 'baseline ')} --force, or run-all "
+                           f"--force)")
+
+
 def open_run(cfg: Config, entries: Mapping[str, Entry], force: bool) -> tuple[Path, dict]:
-    """Create or reopen the run directory of ``cfg``: config check, versions, ``config.yaml``."""
+    """Create or reopen the run directory of ``cfg``: interrupted entries, missing outputs, config check, versions,
+    ``config.yaml``. The caller holds the run's lock (:func:`recipe.runlock.locked`)."""
     run_dir = run_path(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     manifest = load_manifest(run_dir)
+    mark_interrupted(run_dir, manifest)
+    check_outputs(run_dir, manifest, entries, force)
     refuse_or_invalidate_changed(run_dir, manifest, cfg, entries, force)
     manifest["versions"] = versions()
     manifest["updated"] = now()
-    write_text(run_dir / CONFIG_FILE, config_mod.dump_yaml(cfg))
+    if dist.is_main():
+        write_text(run_dir / CONFIG_FILE, config_mod.dump_yaml(cfg))
     save_manifest(run_dir, manifest)
     return run_dir, manifest
 
@@ -247,18 +302,25 @@ def open_run(cfg: Config, entries: Mapping[str, Entry], force: bool) -> tuple[Pa
 
 
 def mark_running(run_dir: Path, manifest: dict, cfg: Config, entry: Entry, init_from: str | None) -> dict:
-    record = {"status": "running", "started": now(), "config": entry_config(cfg, entry), "init_from": init_from}
+    record = {"status": "running", "started": now(), "config": entry_config(cfg, entry), "init_from": init_from,
+              "processes": dist.world_size()}
     previous = manifest["stages"].get(entry.name, {})
-    if previous.get("status") in ("running", "failed"):
+    if previous.get("status") in ("running", "failed", "interrupted"):
         record["attempts"] = previous.get("attempts", 1) + 1
+        if previous.get("processes", 1) != record["processes"]:
+            log.warning("%s resumes with %d processes (its last attempt had %d): the effective batch changes",
+                        entry.name, record["processes"], previous.get("processes", 1))
     manifest["stages"][entry.name] = record
     save_manifest(run_dir, manifest)
     return record
 
 
 def mark_failed(run_dir: Path, manifest: dict, name: str, exc: BaseException) -> None:
-    manifest["stages"][name].update(status="failed", ended=now(), error=f"{type(exc).__name__}: {exc}")
-    save_manifest(run_dir, manifest)
+    manifest["stages"][name].update(status="failed", ended=now(), error=f"{type(exc).__name__}: {exc}"[:500])
+    try:
+        save_manifest(run_dir, manifest)
+    except OSError as err:  # e.g. the full disk that failed the entry: the next start marks it interrupted
+        log.error("could not record %s as failed in %s (%s)", name, run_dir / MANIFEST_FILE, err)
 
 
 def mark_done(run_dir: Path, manifest: dict, name: str, result: dict, wall_s: float) -> dict:
@@ -267,5 +329,6 @@ def mark_done(run_dir: Path, manifest: dict, name: str, result: dict, wall_s: fl
     record = manifest["stages"][name]
     record.update(status="done", ended=now(), wall_s=round(wall_s, 2), **result)
     save_manifest(run_dir, manifest)
-    write_json(entry_dir(run_dir, name) / METRICS_FILE, result.get("metrics", {}))
+    if dist.is_main():
+        write_json(entry_dir(run_dir, name) / METRICS_FILE, result.get("metrics", {}))
     return record

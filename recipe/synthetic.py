@@ -4,6 +4,12 @@ Rows look exactly like GSM8K rows: ``{"question": ..., "answer": "...<<3*4=12>>1
 rationale line per step (2 to 6 steps) carrying a calculator annotation. Answers are computed with Python
 integer arithmetic while the text is built; nothing is ever evaluated from text.
 
+Two teacher styles write the rationale for the same question and answer: ``terse`` (GSM8K-like, one short line per
+calculation) and ``verbose`` (like a reasoning-model teacher such as DeepSeek-R1-Distill: a thinking preamble that
+restates what is asked, every calculation restated with its exact arithmetic, an inverse-operation check after each,
+and a closing line), about three times the words. The style never changes the random draws, so the questions and
+answers of a seed are the same in both styles.
+
 >>> rows = synthetic_rows(2, seed=0)
 >>> rows == synthetic_rows(2, seed=0), sorted(rows[0]), rows[0]["answer"].splitlines()[-1].startswith("#### ")
 (True, ['answer', 'question'], True)
@@ -35,11 +41,21 @@ VEHICLES = ("train", "bus", "car", "truck")
 EXPENSES = ("groceries", "rent", "a new phone", "books", "bus fares")
 
 
+STYLES = ("terse", "verbose")
+_INVERSE = {"+": "-", "-": "+", "*": "/", "/": "*"}  # result INV b == a, exact for every step the templates make
+_LEADS = ("First", "Next", "Then", "After that", "Next", "Then")
+_FIRST_NAMES = frozenset(name for name, *_ in NAMES)
+
+
 class _Rationale:
-    """Collects rationale lines; every :meth:`calc` computes its result with Python integers."""
+    """Collects rationale lines; every :meth:`calc` computes its result with Python integers.
+
+    ``lines`` is the terse rationale; ``calcs`` keeps each step's parts so :func:`verbose_lines` can restate it.
+    """
 
     def __init__(self) -> None:
         self.lines: list[str] = []
+        self.calcs: list[tuple[str, int, str, int, int, str, bool]] = []
         self.result = 0
 
     def calc(self, before: str, a: int, op: str, b: int, after: str = "", money: bool = False) -> int:
@@ -48,6 +64,7 @@ class _Rationale:
         result = _OPS[op](a, b)
         dollar = "$" if money else ""
         self.lines.append(f"{before}{a} {op} {b} = {dollar}<<{a}{op}{b}={result}>>{result}{after}.")
+        self.calcs.append((before, a, op, b, result, after, money))
         self.result = result
         return result
 
@@ -178,17 +195,48 @@ TEMPLATES: tuple[Callable[[random.Random, _Rationale], str], ...] = (
 )
 
 
-def synthetic_row(rng: random.Random) -> dict[str, str]:
-    """One GSM8K-style row drawn from ``rng``."""
+def _lower_first(text: str) -> str:
+    word = text.split(" ", 1)[0]
+    return text if word in _FIRST_NAMES else text[:1].lower() + text[1:]
+
+
+def verbose_lines(question: str, rationale: _Rationale) -> list[str]:
+    """The verbose teacher's rationale lines: a thinking preamble restating what is asked, then per calculation a
+    line restating it with its exact arithmetic and a line checking it by the inverse operation, then a closing line.
+
+    >>> r = _Rationale()
+    >>> _ = r.calc("The pens cost ", 3, "*", 4, "", money=True)
+    >>> print("\\n".join(verbose_lines("Tom buys 3 pens at $4 each. How much does Tom spend?", r)))
+    Let me think about this carefully. The question asks: How much does Tom spend?
+    First, the pens cost 3 * 4 = $<<3*4=12>>12.
+    Let me double-check that: 12 / 4 = 3, which matches.
+    So the final answer is 12.
+    """
+    asked = question.rsplit(". ", 1)[-1]
+    lines = [f"Let me think about this carefully. The question asks: {asked}"]
+    for k, (before, a, op, b, result, after, money) in enumerate(rationale.calcs):
+        dollar = "$" if money else ""
+        lines.append(f"{_LEADS[k]}, {_lower_first(before)}{a} {op} {b} = {dollar}<<{a}{op}{b}={result}>>{result}{after}.")
+        lines.append(f"Let me double-check that: {result} {_INVERSE[op]} {b} = {a}, which matches.")
+    lines.append(f"So the final answer is {rationale.result}.")
+    return lines
+
+
+def synthetic_row(rng: random.Random, style: str = "terse") -> dict[str, str]:
+    """One GSM8K-style row drawn from ``rng``, its rationale written in ``style`` (see :data:`STYLES`)."""
+    if style not in STYLES:
+        raise ValueError(f"unknown synthetic teacher style {style!r}; expected one of {', '.join(STYLES)}")
     rationale = _Rationale()
     question = rng.choice(TEMPLATES)(rng, rationale)
-    answer = "\n".join(rationale.lines) + f"\n#### {rationale.result}"
+    lines = rationale.lines if style == "terse" else verbose_lines(question, rationale)
+    answer = "\n".join(lines) + f"\n#### {rationale.result}"
     return {"question": question, "answer": answer}
 
 
-def synthetic_rows(n: int, seed: int, max_steps: int | None = None) -> list[dict[str, str]]:
+def synthetic_rows(n: int, seed: int, max_steps: int | None = None, style: str = "terse") -> list[dict[str, str]]:
     """``n`` GSM8K-style rows, identical for the same ``seed`` in any process; ``max_steps`` keeps only rows whose
-    rationale has at most that many steps (easier problems, for small models).
+    problem takes at most that many calculations (easier problems, for small models); ``style`` picks the teacher
+    (the questions and answers do not depend on it).
 
     >>> rows = synthetic_rows(50, seed=1)
     >>> len(rows), all(int(r["answer"].rsplit("#### ", 1)[1]) >= 0 for r in rows)
@@ -204,7 +252,7 @@ def synthetic_rows(n: int, seed: int, max_steps: int | None = None) -> list[dict
     rng = random.Random(seed)
     rows: list[dict[str, str]] = []
     while len(rows) < n:
-        row = synthetic_row(rng)
-        if max_steps is None or row["answer"].count("\n") <= max_steps:
+        row = synthetic_row(rng, style)
+        if max_steps is None or row["answer"].count("<<") <= max_steps:
             rows.append(row)
     return rows

@@ -8,21 +8,20 @@ steps and an answer; ``cotrecipe teach`` writes such files. The gold final answe
 mining compare against the dataset's answer, never the teacher's. Problems the file does not cover keep their gold
 rationale and are counted.
 
-``Problem`` (data.py) has no ``thinking`` field yet: :func:`apply_teacher` sets it when the dataclass has one, and
-:func:`teacher_thinking` returns it separately otherwise; :func:`problem_target` renders the three-part target.
+:func:`apply_teacher` puts the thinking part into ``Problem.thinking``; :func:`problem_target` renders the three-part
+target (the stages render it through :func:`recipe.stages.common.teacher_fields`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import fields, replace
+from dataclasses import replace
 
 from recipe.data import DataError, Problem, read_rows, strip_annotations
 from recipe.prompts import ANSWER_LABEL
 from recipe.teacher_format import Latex, Rationale, parse_rationale_text, render_target
 
 TEXT_KEYS = ("teacher_cot", "rationale", "solution", "answer", "completion")
-_HAS_THINKING = "thinking" in {f.name for f in fields(Problem)}
 
 
 def parse_teacher_text(text: str, latex: Latex = "keep") -> Rationale:
@@ -82,11 +81,11 @@ def _lookup(table: Mapping[str, Rationale], problem: Problem) -> Rationale | Non
 
 def apply_teacher(problems: Sequence[Problem], teacher: str, latex: Latex = "keep") -> tuple[list[Problem], int]:
     """Replace each problem's steps with the teacher's when ``teacher`` is a file; returns (problems, n_replaced).
-    The thinking part goes into ``Problem.thinking`` when that field exists (see :func:`teacher_thinking`).
+    The thinking part goes into ``Problem.thinking``.
 
     >>> p = Problem("train-0", "Q?", ("gold step.",), "4")
     >>> apply_teacher([p], "gold")
-    ([Problem(id='train-0', question='Q?', steps=('gold step.',), answer='4')], 0)
+    ([Problem(id='train-0', question='Q?', steps=('gold step.',), answer='4', thinking='')], 0)
     """
     if teacher == "gold":
         return list(problems), 0
@@ -97,8 +96,7 @@ def apply_teacher(problems: Sequence[Problem], teacher: str, latex: Latex = "kee
         if rationale is None:
             out.append(problem)
             continue
-        extra = {"thinking": rationale.thinking} if _HAS_THINKING else {}
-        out.append(replace(problem, steps=rationale.steps, **extra))
+        out.append(replace(problem, steps=rationale.steps, thinking=rationale.thinking))
         replaced += 1
     return out, replaced
 
@@ -114,11 +112,11 @@ def teacher_thinking(problems: Sequence[Problem], teacher: str, latex: Latex = "
 
 def problem_target(problem: Problem, answer_label: str = ANSWER_LABEL, thinking: str | None = None) -> str:
     """The text a stage trains on / shows for ``problem``: the three-part target with the thinking part
-    (``thinking``, else ``problem.thinking`` when the field exists), the gold answer on the answer line.
+    (``thinking``, else ``problem.thinking``), the gold answer on the answer line.
 
     >>> problem_target(Problem("t-0", "Q?", ("a = 1.",), "1"), thinking="Think.")
     'Thinking…\\nThink.\\n\\nStep 1: a = 1.\\nFinal Answer: 1'
     """
     if thinking is None:
-        thinking = getattr(problem, "thinking", "") or ""
+        thinking = problem.thinking
     return render_target(problem.steps, problem.answer, thinking, answer_label)

@@ -53,9 +53,9 @@ def test_no_teacher_text_in_prompts_and_budget_equals_stages_2_and_3(cache_dir, 
     teacher step, and its reward sees no teacher column."""
     calls: list[list] = []  # one list per GRPO trainer, in the order they are built: stage2, stage3, baseline
 
-    def counting_rewards(st, answer_label):
+    def counting_rewards(*args, **kwargs):
         calls.append([])
-        return [Counting(r, calls[-1]) for r in real(st, answer_label)]
+        return [Counting(r, calls[-1]) for r in real(*args, **kwargs)]
 
     real = common.make_rewards
     monkeypatch.setattr(common, "make_rewards", counting_rewards)

@@ -15,7 +15,7 @@ from recipe import config as C
 from recipe import prompts, rundir
 from recipe.answers import answers_match, extract_answer
 from recipe.cli import main
-from recipe.data import load_gsm8k
+from recipe.data import load_gsm8k, load_raw_rows
 from recipe.evaluate import (
     FEWSHOT_EXAMPLES,
     EvalError,
@@ -26,11 +26,13 @@ from recipe.evaluate import (
 from recipe.fsio import read_json, read_jsonl, write_jsonl, write_text
 from recipe.generation import STOP_TEXTS, Generation, StopAfterAnswerLine, cut_after_answer
 from recipe.model import load_tokenizer, resolve_model_path
+from recipe.official_checker import official_verdicts
 from recipe.rewards import step_format_ok
 from recipe.run import ENTRIES, evaluate_run, run_baseline
 from recipe.scoring import score_file
 from recipe.stages.baseline_sft import build_rows as baseline_rows
 from recipe.stages.common import train_problems
+from recipe.stopping import stop_rule_record
 from recipe.tiny import build_tiny_qwen2
 
 PROBLEMS = [
@@ -162,9 +164,9 @@ def test_answer_label_decides_where_a_completion_is_cut():
 def test_eval_command_on_a_model_writes_results_that_rescore_identically(cache_dir, tmp_path):
     out = tmp_path / "eval-out"
     result = CliRunner().invoke(main, ["eval", "--preset", "smoke", "--set", f"model.cache_dir={cache_dir}",
-                                       "--limit", "4", "--output-dir", str(out)])
+                                       "--limit", "4", "--output-dir", str(out), "--checker", "official"])
     assert result.exit_code == 0, result.output
-    assert "| model" in result.output and "accuracy (%)" in result.output
+    assert "| model" in result.output and "accuracy (%)" in result.output and "official (%)" in result.output
 
     results = read_json(out / "results.json")
     rows = read_jsonl(out / "generations.jsonl")
@@ -175,7 +177,14 @@ def test_eval_command_on_a_model_writes_results_that_rescore_identically(cache_d
     assert results["metrics"]["n"] == 4 and results["data"]["sha256"] == dataset_hash(problems)
     assert results["protocol"] == {"prompt": "paper", "greedy": True, "max_new_tokens": cfg.eval.max_new_tokens,
                                    "answer_label": "Final Answer:", "stop_texts": ["Question:"], "split": "test",
-                                   "limit": 4}
+                                   "limit": 4, "stop_rule": stop_rule_record("paper"), "official_checker": True}
+    # the authors' verdicts on the raw GSM8K answer text of each row (ids test-i -> raw row i), printed on request
+    raw = load_raw_rows(cfg.data.eval_source, "test")
+    official = official_verdicts([r.get("raw_completion", r["completion"]) for r in rows],
+                                 [raw[i]["answer"] for i in range(4)])
+    assert [r["official_correct"] for r in rows] == official
+    assert results["metrics"]["official_n_correct"] == sum(official)
+    assert f"official checker {100 * sum(official) / 4:.2f}% ({sum(official)}/4)" in result.output
     assert all(0 < r["n_tokens"] <= cfg.eval.max_new_tokens for r in rows)
     assert results["metrics"]["avg_tokens"] == sum(r["n_tokens"] for r in rows) / 4
     assert results["versions"]["torch"]
@@ -227,7 +236,7 @@ def test_eval_run_evaluates_done_stages_reports_and_resumes(cache_dir, tmp_path)
     stage1 = read_json(run_dir / "eval" / "stage1" / "results.json")
     assert base["model"]["init_from"] is None and base["model"]["name_or_path"] == "builtin:tiny-qwen2"
     assert base["data"]["source"] == "synthetic:400" and base["protocol"]["limit"] == 3
-    assert stage1["model"]["init_from"] == str(run_dir / "stage1" / "model")
+    assert stage1["model"]["init_from"] == "stage1/model"  # relative: a moved run keeps its evaluations
     # Same weights (the fake stage is the base model) and greedy decoding: identical generations.
     assert stage1["metrics"] == base["metrics"]
     assert read_jsonl(run_dir / "eval" / "stage1" / "generations.jsonl") == \
@@ -256,7 +265,7 @@ def test_a_stage_that_handed_on_earlier_weights_reuses_their_results(cache_dir, 
     stage1 = read_json(run_dir / "eval" / "stage1" / "results.json")
     stage3 = read_json(run_dir / "eval" / "stage3" / "results.json")
     assert stage3["copied_from"] == "stage1" and stage3["metrics"] == stage1["metrics"]
-    assert stage3["model"]["init_from_finished"] == "2026-01-01T00:00:00+00:00"  # stage 1's weights
+    assert stage3["model"]["weights_sha256"] == stage1["model"]["weights_sha256"]  # stage 1's weights
     assert table_names((run_dir / "report.md").read_text(encoding="utf-8")) == ["stage1", "stage3"]
 
 
@@ -300,7 +309,7 @@ def test_sft_baseline_trains_on_full_rationales_evaluates_and_resumes(cache_dir,
     record = rundir.load_manifest(run_dir)["stages"]["baseline-sft"]  # a manifest entry, like a stage
     assert record["status"] == "done" and record["data"]["n_rows"] == 128
     results = read_json(run_dir / "eval" / "baseline-sft" / "results.json")
-    assert results["model"]["init_from"] == str(model_dir) and results["metrics"]["n"] == 2
+    assert results["model"]["init_from"] == "baseline-sft/model" and results["metrics"]["n"] == 2
     assert table_names(paths[0].read_text(encoding="utf-8")) == ["baseline-sft"]
     assert C.resolve(config_file=run_dir / "config.yaml") == cfg  # a fresh run folder gets the config for `eval --run`
 

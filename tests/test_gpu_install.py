@@ -126,10 +126,10 @@ def test_colab_notebook_installs_visibly_sets_the_t4_env_first_and_runs_a_stage_
     install = next(i for i, c in enumerate(cells) if "pip install" in c)
     assert "[gpu]" in cells[install]
     env = next(i for i, c in enumerate(cells) if "UNSLOTH_VLLM_NO_FLASHINFER" in c)
-    runs = [i for i, c in enumerate(cells) if re.search(r"!cotrecipe (stage\d|eval|run-all|baseline)", c)]
+    runs = [i for i, c in enumerate(cells) if re.search(r"%cotrecipe (stage\d|eval|run-all|baseline)", c)]
     assert install < env < min(runs)
     for stage in ("stage1", "stage2", "stage3"):
-        assert sum(f"!cotrecipe {stage} " in c for c in cells) == 1
+        assert sum(f"%cotrecipe {stage} " in c for c in cells) == 1
     assert "/content/drive/" in cells[0] and all("{RUN_DIR}" in cells[i] for i in runs)
     readme = (ROOT / "README.md").read_text()
     notebook = (ROOT / "notebooks" / "colab_t4.ipynb").read_text()

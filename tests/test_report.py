@@ -45,11 +45,11 @@ def test_report_rows_deltas_and_png(tmp_path):
     md = md_path.read_text(encoding="utf-8")
     rows = table(md)
     assert list(rows) == ["base", "stage1", "stage2", "baseline-sft"]  # curriculum order, then baselines
-    # accuracy %, Δ points, avg tokens, Δ% length, truncation %, format %, n
-    assert rows["base"] == ["60.00", "+0.00", "200.0", "+0.0%", "10.0", "50.0", "40"]
-    assert rows["stage1"] == ["62.50", "+2.50", "210.0", "+5.0%", "0.0", "100.0", "40"]
-    assert rows["stage2"] == ["70.00", "+10.00", "150.0", "-25.0%", "2.5", "100.0", "40"]
-    assert rows["baseline-sft"] == ["65.00", "+5.00", "220.0", "+10.0%", "0.0", "100.0", "40"]
+    # accuracy %, Δ points, avg tokens, Δ% length, truncation %, format %, n (then the official column)
+    assert rows["base"][:7] == ["60.00", "+0.00", "200.0", "+0.0%", "10.0", "50.0", "40"]
+    assert rows["stage1"][:7] == ["62.50", "+2.50", "210.0", "+5.0%", "0.0", "100.0", "40"]
+    assert rows["stage2"][:7] == ["70.00", "+10.00", "150.0", "-25.0%", "2.5", "100.0", "40"]
+    assert rows["baseline-sft"][:7] == ["65.00", "+5.00", "220.0", "+10.0%", "0.0", "100.0", "40"]
     assert "different protocol" not in md and "report.png" in md
 
     image = matplotlib.image.imread(png_path)
@@ -72,8 +72,7 @@ def test_report_errors_name_the_problem(tmp_path):
     with pytest.raises(EvalError, match=r"no evaluation results in .*eval"):
         build_report(tmp_path)
     write_text(tmp_path / "eval" / "stage1" / "results.json", "{not json")
-    with pytest.raises(EvalError, match=r"unreadable results file .*stage1.results\.json"):
-        collect_results(tmp_path)
+    assert collect_results(tmp_path) == []  # skipped with a warning (tests/test_reliability_run.py)
 
 
 def test_report_command_one_line_error(tmp_path):
@@ -115,7 +114,7 @@ def test_report_baseline_rows_verdict_and_training_curves(tmp_path):
     md = paths[0].read_text(encoding="utf-8")
     rows = table(md)
     assert list(rows) == ["base", "stage3", "baseline-grpo", "baseline-sft"]
-    assert rows["baseline-grpo"] == ["50.00", "+10.00", "150.0", "-25.0%", "0.0", "90.0", "40"]
+    assert rows["baseline-grpo"][:7] == ["50.00", "+10.00", "150.0", "-25.0%", "0.0", "90.0", "40"]
     # 60 vs 55 points; 120 vs 150 tokens = 30 fewer, 20% of 150
     assert ("Best on accuracy: baseline-sft (60.0%), +5.0 points over stage3 (55.0%). "
             "Fewest tokens: stage3 (120.0), 30.0 tokens (20.0%) fewer than baseline-grpo (150.0).") in md

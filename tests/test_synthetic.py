@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from recipe.data import parse_rows
+from recipe.data import DataError, load_gsm8k, parse_rows
 from recipe.synthetic import TEMPLATES, _Rationale, synthetic_row, synthetic_rows
 
 OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
@@ -90,3 +90,71 @@ def test_row_count_edge_cases():
     assert synthetic_rows(0, seed=1) == []
     with pytest.raises(ValueError, match="n must be >= 0"):
         synthetic_rows(-1, seed=1)
+
+
+# ---------------------------------------------------------------- the verbose teacher style
+
+def _words(row: dict[str, str]) -> int:
+    """Words of the rationale as the student sees it (calculator annotations stripped, '#### N' line dropped)."""
+    *lines, _ = row["answer"].split("\n")
+    return len(re.sub(r"<<[^>]*>>", "", " ".join(lines)).split())
+
+
+@pytest.mark.parametrize("max_steps", [2, None])
+def test_verbose_has_at_least_2_5_times_the_words(max_steps):
+    terse = synthetic_rows(400, seed=21, max_steps=max_steps)
+    verbose = synthetic_rows(400, seed=21, max_steps=max_steps, style="verbose")
+    ratio = sum(map(_words, verbose)) / sum(map(_words, terse))
+    assert ratio >= 2.5, ratio
+    # every single row is longer too, not just the average
+    assert all(_words(v) >= 2 * _words(t) for t, v in zip(terse, verbose, strict=True))
+
+
+def test_verbose_keeps_questions_and_answers():
+    terse = synthetic_rows(300, seed=4, max_steps=3)
+    verbose = synthetic_rows(300, seed=4, max_steps=3, style="verbose")
+    assert [r["question"] for r in verbose] == [r["question"] for r in terse]
+    assert [r["answer"].rsplit("#### ", 1)[1] for r in verbose] == [r["answer"].rsplit("#### ", 1)[1] for r in terse]
+
+
+def test_verbose_is_deterministic_per_seed():
+    assert synthetic_rows(100, seed=8, style="verbose") == synthetic_rows(100, seed=8, style="verbose")
+    assert synthetic_rows(100, seed=8, style="verbose") != synthetic_rows(100, seed=9, style="verbose")
+
+
+def test_verbose_arithmetic_and_checks_are_exact():
+    """Each calculation line carries the terse step's annotation; each check line undoes it exactly."""
+    check = re.compile(r"double-check that: (\d+) ([-+*/]) (\d+) = (\d+), which matches")
+    for terse, verbose in zip(synthetic_rows(500, seed=2), synthetic_rows(500, seed=2, style="verbose"), strict=True):
+        *lines, final = verbose["answer"].split("\n")
+        calc_lines = [line for line in lines if "<<" in line]
+        assert ANNOTATED.findall(" ".join(calc_lines)) == ANNOTATED.findall(terse["answer"])
+        checks = [check.search(line) for line in lines if "double-check" in line]
+        assert len(checks) == len(calc_lines) and all(checks)
+        for (a, op, b, result, _), found in zip(ANNOTATED.findall(terse["answer"]), checks, strict=True):
+            r, inverse, b2, a2 = found.groups()
+            assert (r, b2, a2) == (result, b, a)
+            assert inverse == {"+": "-", "-": "+", "*": "/", "/": "*"}[op]
+            assert OPS[inverse](int(r), int(b2)) == int(a2)
+        assert lines[0].startswith("Let me think") and verbose["question"].rsplit(". ", 1)[-1] in lines[0]
+        assert lines[-1] == f"So the final answer is {final[len('#### '):]}."
+
+
+def test_verbose_rows_parse_with_the_same_answers():
+    verbose = synthetic_rows(300, seed=6, max_steps=2, style="verbose")
+    problems, report = parse_rows(verbose, "syn")
+    assert report.n_bad == 0
+    assert [p.answer for p in problems] == [r["answer"].rsplit("#### ", 1)[1] for r in verbose]
+    assert all(len(p.steps) == 6 for p in problems)  # preamble + (calc, check) x 2 + closing line
+    assert not any("<<" in step for p in problems for step in p.steps)
+
+
+def test_style_is_checked_and_selectable_from_the_source():
+    with pytest.raises(ValueError, match="unknown synthetic teacher style 'chatty'"):
+        synthetic_rows(3, seed=1, style="chatty")
+    verbose, _ = load_gsm8k("synthetic:20:2:verbose", split="train")
+    terse, _ = load_gsm8k("synthetic:20:2", split="train")
+    assert [p.question for p in verbose] == [p.question for p in terse]
+    assert all(len(v.steps) > len(t.steps) for v, t in zip(verbose, terse, strict=True))
+    with pytest.raises(DataError, match="synthetic:N"):
+        load_gsm8k("synthetic:20:verbose:2", split="train")

@@ -281,3 +281,32 @@ def test_file_source_filters_an_authors_format_file(cfg, tmp_path):
     assert (summary.kept, summary.wrong) == (1, 1)
     table = load_teacher_rationales(str(out))
     assert list(table) == [rows[0]["question"]] and table[rows[0]["question"]].steps[2] == "Marbles left: [math]"
+
+
+def test_teach_file_drives_a_real_run_through_data_teacher(cfg, tmp_path):
+    """The file `teach` writes is what a run trains on: stage 1 of the smoke preset, once with GSM8K-style gold
+    rationales and once with `data.teacher` set to the teach output, trains on different rows, and the teacher's
+    thinking reaches the stage-1 targets."""
+    from recipe import rundir
+    from recipe.run import run_one
+    from recipe.stages import stage1
+
+    problems = load_problems(cfg, limit=6)
+    server = Teacher({p.question: [("ok", good_reply(p.answer))] for p in problems})
+    out = tmp_path / "teacher.jsonl"
+    try:
+        run_teach(cfg, TeachOptions(source=f"openai:{server.url}", model="teacher-14b", output=str(out)), problems)
+    finally:
+        server.close()
+    small = ["stage1.max_steps=1", "data.stage1_rows=[0, 6]"]
+    fingerprints = {}
+    for name, extra in (("gold", []), ("teach", [f"data.teacher={out}"])):
+        run_cfg = C.resolve(preset="smoke", overrides=[*small, *extra, f"run.output_dir={tmp_path / name}"])
+        run_one(run_cfg, "stage1")
+        entry = rundir.load_manifest(tmp_path / name)["stages"]["stage1"]
+        assert entry["status"] == "done"
+        fingerprints[name] = entry["data"]["sha256"]
+        if name == "teach":
+            rows = stage1.rows_for_epoch(run_cfg, train_problems(run_cfg, "stage1"))(0)
+            assert len(rows) == 6 and all("Let me work it out." in row["completion"] for row in rows)
+    assert fingerprints["gold"] != fingerprints["teach"]

@@ -16,6 +16,7 @@ from typing import Any
 
 from recipe.rewards.bridge import CompressionRatioReward, GatedBrevityReward
 from recipe.rewards.core import CorrectnessReward, FormatReward, _Reward, completion_text, count_steps, step_format_ok
+from recipe.rewards.cut import CutAfterAnswer, cut_completion
 from recipe.rewards.length import CosineLengthReward, GroupRelativeLengthReward, LengthReward
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "CompressionRatioReward",
     "CorrectnessReward",
     "CosineLengthReward",
+    "CutAfterAnswer",
     "FormatReward",
     "GatedBrevityReward",
     "GroupRelativeLengthReward",
@@ -30,6 +32,7 @@ __all__ = [
     "build_reward",
     "reward_params",
     "completion_text",
+    "cut_completion",
     "count_steps",
     "step_format_ok",
 ]

@@ -7,8 +7,9 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +17,24 @@ from transformers import TrainerCallback
 from trl import GRPOTrainer, SFTTrainer
 
 from recipe import data as data_mod
+from recipe import dist
 from recipe import model as model_mod
 from recipe.config import Config, GRPOStageConfig
 from recipe.fsio import write_json
-from recipe.prompts import render_solution
-from recipe.rewards import build_reward, reward_params
+from recipe.integrity import checkpoint_problem
+from recipe.rewards import CutAfterAnswer, build_reward, reward_params
 from recipe.rundir import MODEL_DIR, TRAINER_DIR, TRAINER_LOG
+from recipe.stages.epochs import redraw_each_epoch
 from recipe.stages.trl_args import grpo_args, sft_args
 from recipe.teacher import apply_teacher
+from recipe.teacher_format import render_target
 
 log = logging.getLogger("recipe")
 
 # Test hook: "<entry>:<step>" makes the process SIGKILL itself right after that entry saves checkpoint <step>.
 KILL_AFTER_SAVE_ENV = "COTRECIPE_KILL_AFTER_SAVE"
+
+RowsForEpoch = Callable[[int], list[dict]]  # epoch -> that epoch's rows (stage 1's shuffles/masks, stage 2's masks)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -45,15 +51,21 @@ def train_problems(cfg: Config, stage: str) -> list[data_mod.Problem]:
     start, end = getattr(cfg.data, f"{stage}_rows")
     problems = data_mod.slice_rows(problems, start, end)
     if cfg.data.teacher != "gold":
-        problems, replaced = apply_teacher(problems, str(Path(cfg.data.teacher).expanduser()))
+        latex = cfg.data.teacher_latex if stage == "stage1" else "keep"  # the authors' [math] swap: stage 1 only
+        problems, replaced = apply_teacher(problems, str(Path(cfg.data.teacher).expanduser()), latex)
         log.info("%s: teacher rationales from %s for %d of %d problems (the rest keep gold)", stage,
                  cfg.data.teacher, replaced, len(problems))
     return problems
 
 
-def teacher_fields(problem: data_mod.Problem, answer_label: str) -> tuple[str, dict[str, Any]]:
-    """The rendered teacher solution and the row columns every stage carries (the rewards read them)."""
-    solution = render_solution(problem.steps, problem.answer, answer_label)
+def teacher_fields(problem: data_mod.Problem, answer_label: str,
+                   with_thinking: bool = True) -> tuple[str, dict[str, Any]]:
+    """The rendered teacher solution and the row columns every stage carries (the rewards read them). The solution
+    is the authors' three-part target (:func:`recipe.teacher_format.render_target`: the teacher's thinking part
+    first when it has one, then the steps, then the answer line); ``with_thinking=False`` leaves the thinking out.
+    ``teacher_steps`` counts the real steps only."""
+    thinking = problem.thinking if with_thinking else ""
+    solution = render_target(problem.steps, problem.answer, thinking, answer_label)
     fields = {
         "id": problem.id,
         "answer": problem.answer,
@@ -96,15 +108,19 @@ def fingerprint_rows(rows: list[dict]) -> dict:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def make_rewards(st: GRPOStageConfig, answer_label: str) -> list:
+def make_rewards(st: GRPOStageConfig, answer_label: str, tokenizer: Any = None) -> list:
     """Reward objects from the config. Parameters a spec leaves unset are filled from the run: ``unit`` from the
-    stage's ``length_unit``, ``answer_label`` from ``data.answer_label``."""
+    stage's ``length_unit``, ``answer_label`` from ``data.answer_label``. With the stage's ``cut_after_answer`` (on by
+    default) each reward reads a completion only up to its first answer line (:class:`recipe.rewards.CutAfterAnswer`;
+    ``tokenizer`` recounts the tokens of a cut completion)."""
     rewards = []
     for spec in st.rewards:
         accepted = reward_params(spec.name)
         defaults = {"unit": st.length_unit, "answer_label": answer_label}
         params = {**{k: v for k, v in defaults.items() if k in accepted}, **spec.params}
-        rewards.append(build_reward(spec.name, **params))
+        reward = build_reward(spec.name, **params)
+        cut_label = params.get("answer_label", answer_label)  # cut where this reward reads the answer
+        rewards.append(CutAfterAnswer(reward, cut_label, tokenizer) if st.cut_after_answer else reward)
     return rewards
 
 
@@ -113,14 +129,32 @@ def make_rewards(st: GRPOStageConfig, answer_label: str) -> list:
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def _step(path: Path) -> int:
+    tail = path.name.rpartition("-")[2]
+    return int(tail) if tail.isdigit() else -1
+
+
 def last_checkpoint(trainer_dir: Path) -> str | None:
-    """The newest *complete* TRL checkpoint (its trainer_state.json is written last), or None."""
+    """The newest *intact* TRL checkpoint, or None. A checkpoint whose trainer_state.json (written last) is missing
+    is unfinished and ignored; one whose state, weights, optimizer, scheduler or rng state does not load
+    (:func:`recipe.integrity.checkpoint_problem`) is renamed ``.damaged-checkpoint-N`` (out of TRL's sight) with a
+    warning, and the previous intact one is used."""
     if not trainer_dir.is_dir():
         return None
-    done = [p for p in trainer_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
-    if not done:
-        return None
-    return str(max(done, key=lambda p: int(p.name.split("-")[-1])))
+    found = sorted((p for p in trainer_dir.glob("checkpoint-*") if p.is_dir() and _step(p) >= 0), key=_step,
+                   reverse=True)
+    for path in found:
+        if not (path / "trainer_state.json").is_file():
+            continue
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return str(path)
+        aside = path.with_name(f".damaged-{path.name}")
+        shutil.rmtree(aside, ignore_errors=True)
+        os.replace(path, aside)
+        log.warning("checkpoint %s is damaged (%s): moved to %s; falling back to the previous intact checkpoint",
+                    path, problem, aside.name)
+    return None
 
 
 def summarise_log(log_history: list[dict]) -> dict:
@@ -179,8 +213,11 @@ def train_and_save(trainer, tokenizer, stage_dir: Path, rows: list[dict], args) 
     for callback in _test_callbacks(stage_dir):
         trainer.add_callback(callback)
     trainer.train(resume_from_checkpoint=resume)
-    model_mod.save(trainer.model, tokenizer, stage_dir / MODEL_DIR)
-    write_json(stage_dir / TRAINER_LOG, trainer.state.log_history)
+    state_dict = dist.full_state_dict(trainer)  # ZeRO-3 only: a collective, so every rank calls it
+    if dist.is_main():
+        model_mod.save(trainer.model, tokenizer, stage_dir / MODEL_DIR, state_dict=state_dict)
+        write_json(stage_dir / TRAINER_LOG, trainer.state.log_history)
+    dist.barrier()  # the next entry (on every rank) loads the weights rank 0 just wrote
     return {
         "output": str(stage_dir / MODEL_DIR),
         "resumed_from": resume,
@@ -190,32 +227,46 @@ def train_and_save(trainer, tokenizer, stage_dir: Path, rows: list[dict], args) 
     }
 
 
-def train_sft(cfg: Config, model, tokenizer, rows: list[dict], stage_dir: Path) -> dict:
+def _sft_dataset(rows: Sequence[Mapping[str, Any]]):
+    return data_mod.to_dataset([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+
+
+def train_sft(cfg: Config, model, tokenizer, rows: list[dict], stage_dir: Path,
+              rows_for_epoch: RowsForEpoch | None = None) -> dict:
     """TRL SFTTrainer on the rows' prompt/completion pairs (loss on the completion), then :func:`train_and_save`.
-    Used by stage 1 and the SFT baseline, both with the stage-1 budget."""
+    Used by stage 1 and the SFT baseline, both with the stage-1 budget. With ``rows_for_epoch`` (epoch -> rows;
+    epoch 0 must give ``rows``) every epoch trains on its own rows, tokenised by the trainer's own preparation."""
     args = sft_args(cfg, str(stage_dir / TRAINER_DIR))
     trainer = SFTTrainer(
         model=model,
         args=args,
-        train_dataset=data_mod.to_dataset([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows]),
+        train_dataset=_sft_dataset(rows),
         processing_class=tokenizer,
         peft_config=model_mod.trainer_peft_config(model, cfg.model),
     )
+    if rows_for_epoch is not None:
+        # SFTTrainer._prepare_dataset (TRL 1.14.2) is the tokenisation its __init__ ran on epoch 0's rows
+        redraw_each_epoch(trainer, lambda epoch: trainer._prepare_dataset(
+            _sft_dataset(rows_for_epoch(epoch)), tokenizer, args, args.packing, None, "train"))
     return train_and_save(trainer, tokenizer, stage_dir, rows, args)
 
 
-def train_grpo(cfg: Config, stage: str, model, tokenizer, rows: list[dict], stage_dir: Path) -> dict:
-    """TRL GRPOTrainer on ``rows`` with the stage's rewards (stages 2 and 3), then :func:`train_and_save`."""
+def train_grpo(cfg: Config, stage: str, model, tokenizer, rows: list[dict], stage_dir: Path,
+               rows_for_epoch: RowsForEpoch | None = None) -> dict:
+    """TRL GRPOTrainer on ``rows`` with the stage's rewards (stages 2 and 3), then :func:`train_and_save`. With
+    ``rows_for_epoch`` (epoch -> rows; epoch 0 must give ``rows``) every epoch reads its own rows."""
     args = grpo_args(cfg, stage, str(stage_dir / TRAINER_DIR))
     try:  # the GRPO stage's vLLM engine (if any) goes before the next stage or eval, also when building fails
         trainer = GRPOTrainer(
             model=model,
-            reward_funcs=make_rewards(getattr(cfg, stage), cfg.data.answer_label),
+            reward_funcs=make_rewards(getattr(cfg, stage), cfg.data.answer_label, tokenizer),
             args=args,
             train_dataset=data_mod.to_dataset(rows),
             processing_class=tokenizer,
             peft_config=model_mod.trainer_peft_config(model, cfg.model),
         )
+        if rows_for_epoch is not None:
+            redraw_each_epoch(trainer, lambda epoch: data_mod.to_dataset(rows_for_epoch(epoch)))
         return train_and_save(trainer, tokenizer, stage_dir, rows, args)
     finally:
         model_mod.release_engine()

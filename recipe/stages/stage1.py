@@ -2,14 +2,15 @@
 
 Each teacher rationale is split into steps; the steps are shuffled (always) and, with probability
 ``stage1.mask_prob``, one is replaced by the mask token. The student reads the question and the jumbled steps and must
-write the full, ordered, complete solution. Prompt-completion rows go to TRL's SFTTrainer, which puts the loss on the
+write the full, ordered, complete solution (the teacher's thinking part first when the teacher file has one). The
+shuffle and the mask are drawn anew for every epoch (:func:`rows_for_epoch`). Prompt-completion rows go to TRL's SFTTrainer, which puts the loss on the
 completion only (``completion_only_loss=True`` in :func:`recipe.stages.trl_args.sft_args`).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,8 @@ def build_rows(problems: Sequence[Problem], seed: int, mask_prob: float = 0.7, m
     """Masked shuffled reconstruction (SFT): steps always shuffled (a uniform permutation, which may be the
     identity), and with probability ``mask_prob`` one random position of the shuffled list replaced by the mask
     (``masked_index``, -1 when none). Masking a uniform position after shuffling hides a uniformly chosen step,
-    the same distribution as the paper's mask-then-shuffle. The completion is the full ordered teacher solution.
+    the same distribution as the paper's mask-then-shuffle. The completion is the full ordered teacher solution
+    (:func:`recipe.stages.common.teacher_fields`: thinking part, real steps, answer line).
     Pure: the call seeds its own ``random.Random(seed)``, so the same inputs give the same rows in any process.
 
     >>> row = build_rows([Problem("t-0", "Q?", ("a = 1.", "b = 2."), "2")], seed=0, mask_prob=1.0)[0]
@@ -52,8 +54,16 @@ def build_rows(problems: Sequence[Problem], seed: int, mask_prob: float = 0.7, m
     return rows
 
 
+def rows_for_epoch(cfg: Config, problems: Sequence[Problem]) -> Callable[[int], list[dict[str, Any]]]:
+    """Epoch -> that epoch's rows: a fresh shuffle and mask per epoch, seeded ``run.seed + epoch`` (the authors'
+    collator redraws them at every read)."""
+    def build(epoch: int) -> list[dict[str, Any]]:
+        return build_rows(problems, seed=cfg.run.seed + epoch, mask_prob=cfg.stage1.mask_prob,
+                          mask_token=cfg.data.mask_token, answer_label=cfg.data.answer_label)
+    return build
+
+
 def run(cfg: Config, stage_dir: Path, init_from: str | None = None) -> dict:
-    rows = build_rows(train_problems(cfg, "stage1"), seed=cfg.run.seed, mask_prob=cfg.stage1.mask_prob,
-                      mask_token=cfg.data.mask_token, answer_label=cfg.data.answer_label)
+    rows_for = rows_for_epoch(cfg, train_problems(cfg, "stage1"))
     model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=True, seed=cfg.run.seed)
-    return train_sft(cfg, model, tokenizer, rows, stage_dir)
+    return train_sft(cfg, model, tokenizer, rows_for(0), stage_dir, rows_for_epoch=rows_for)

@@ -4,13 +4,13 @@ Some of the teacher's steps are masked in place (no shuffle): ``max(min_masked, 
 steps - 1. The student sees the question and the partial solution and writes a complete solution. TRL's GRPOTrainer
 samples ``num_generations`` completions per prompt and optimises the clipped, prompt-conditioned GRPO objective on the
 configured reward (default: the paper's gated reward — wrong answer -2, bad format -1, else 1 + step bonus + length
-term against 35 words per teacher step).
+term against 35 words per teacher step). The mask is drawn anew for every epoch (seed ``run.seed + epoch``).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ def build_rows(problems: Sequence[Problem], seed: int, min_masked: int = 3, mask
         masked = sorted(rng.sample(range(n), mask_count(n, min_masked, mask_ratio)))
         hidden = set(masked)
         partial = [mask_token if i in hidden else step for i, step in enumerate(problem.steps)]
-        solution, fields = teacher_fields(problem, answer_label)
+        solution, fields = teacher_fields(problem, answer_label, with_thinking=False)  # budget: real steps only
         rows.append({
             **fields,
             "prompt": stage2_prompt(problem.question, partial, mask_token, answer_label),
@@ -57,10 +57,21 @@ def build_rows(problems: Sequence[Problem], seed: int, min_masked: int = 3, mask
     return rows
 
 
-def run(cfg: Config, stage_dir: Path, init_from: str | None = None) -> dict:
+def rows_for_epoch(cfg: Config, problems: Sequence[Problem], tokenizer: Any) -> Callable[[int], list[dict[str, Any]]]:
+    """Epoch -> that epoch's rows (with ``teacher_tokens``): a fresh mask per epoch, seeded ``run.seed + epoch``
+    (the authors' collator redraws it at every read)."""
     st = cfg.stage2
-    rows = build_rows(train_problems(cfg, "stage2"), seed=cfg.run.seed, min_masked=st.min_masked,
-                      mask_ratio=st.mask_ratio, mask_token=cfg.data.mask_token, answer_label=cfg.data.answer_label)
+
+    def build(epoch: int) -> list[dict[str, Any]]:
+        rows = build_rows(problems, seed=cfg.run.seed + epoch, min_masked=st.min_masked, mask_ratio=st.mask_ratio,
+                          mask_token=cfg.data.mask_token, answer_label=cfg.data.answer_label)
+        return add_token_lengths(rows, tokenizer)
+    return build
+
+
+def run(cfg: Config, stage_dir: Path, init_from: str | None = None) -> dict:
+    problems = train_problems(cfg, "stage2")
     model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=True, seed=cfg.run.seed,
                                       for_grpo=True)
-    return train_grpo(cfg, "stage2", model, tokenizer, add_token_lengths(rows, tokenizer), stage_dir)
+    rows_for = rows_for_epoch(cfg, problems, tokenizer)
+    return train_grpo(cfg, "stage2", model, tokenizer, rows_for(0), stage_dir, rows_for_epoch=rows_for)

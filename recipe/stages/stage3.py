@@ -1,10 +1,13 @@
 """Stage 3 — internalisation: persistent failures and targeted rewriting.
 
-1. Mining: the stage-2 model answers every problem of the stage-3 slice ``mining_k`` times (paper: once, greedy) with
-   the evaluation prompt. A problem is a *persistent failure* when its fraction of correct answers is
-   <= ``failure_threshold`` (default 0: never right). They are written to ``stage3/failures.jsonl``.
-2. Rewriting: the prompt shows the problem and the teacher's solution and asks for a much shorter rewrite ending in
-   the answer label; GRPO with correctness + compression-ratio reward (response length / teacher length).
+1. Mining: the stage-2 model answers every problem of the stage-3 slice ``mining_k`` times (paper: once, greedy, at
+   most 400 new tokens) with the evaluation prompt and its stop rule. A problem is a *persistent failure* when its
+   fraction of correct answers is <= ``failure_threshold`` (default 0: never right). They are written to
+   ``stage3/failures.jsonl``. Answers are compared as numbers (the authors compared strings, so their failures
+   include e.g. ``42.00`` for 42).
+2. Rewriting: the prompt shows the problem and the teacher's solution (its thinking part included, as theirs) and
+   asks for a much shorter rewrite ending in the answer label; GRPO with correctness + compression-ratio reward
+   (response length / teacher length).
 No failures: the stage records that and hands the stage-2 weights on unchanged.
 """
 
@@ -17,14 +20,15 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from recipe import dist, prompts
 from recipe import model as model_mod
-from recipe import prompts
 from recipe.answers import answers_match, extract_answer
 from recipe.config import Config
 from recipe.data import Problem
 from recipe.fsio import read_jsonl, write_jsonl
 from recipe.generation import STOP_TEXTS, generate, to_device
 from recipe.stages.common import add_token_lengths, teacher_fields, train_grpo, train_problems
+from recipe.stopping import resolve_stop_rule
 
 log = logging.getLogger("recipe")
 FAILURES = "failures.jsonl"
@@ -37,21 +41,23 @@ def mine_failures(cfg: Config, problems: list[Problem], init_from: str | None) -
         problems = problems[: st.mining_limit]
     model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=False, seed=cfg.run.seed)
     model = to_device(model, cfg.run.device)
-    prompt_texts = [prompts.eval_prompt(p.question, answer_label=cfg.data.answer_label) for p in problems]
-    with tqdm(total=len(problems), desc="stage 3: mining failures", unit="problem") as bar:
+    mine = dist.shard(problems)  # several processes: each answers every world_size-th problem
+    prompt_texts = [prompts.eval_prompt(p.question, answer_label=cfg.data.answer_label) for _, p in mine]
+    with tqdm(total=len(mine), desc="stage 3: mining failures", unit="problem", disable=not dist.is_main()) as bar:
         generations = generate(model, tokenizer, prompt_texts, max_new_tokens=st.mining_max_new_tokens,
                                batch_size=st.mining_batch_size, temperature=st.mining_temperature,
                                num_return_sequences=st.mining_k, seed=cfg.run.seed, stop_texts=STOP_TEXTS,
-                               answer_label=cfg.data.answer_label, progress=bar.update)
+                               answer_label=cfg.data.answer_label, progress=bar.update,
+                               stop_rule=resolve_stop_rule(cfg.eval.stop_rule, "paper"))  # the eval prompt's rule
     failures = []
-    for problem, gens in zip(problems, generations):
+    for (index, problem), gens in zip(mine, generations):
         correct = [answers_match(extract_answer(g.text), problem.answer) for g in gens]
         fraction = sum(correct) / len(correct)
         if fraction <= st.failure_threshold:
-            failures.append({**problem.to_dict(), "correct_fraction": fraction,
-                             "student_outputs": [g.text for g in gens]})
+            failures.append((index, {**problem.to_dict(), "correct_fraction": fraction,
+                                     "student_outputs": [g.text for g in gens]}))
     del model
-    return failures
+    return dist.gather_shards(failures)  # every rank's failures, in the slice's order
 
 
 def build_rows(problems: Sequence[Problem], answer_label: str = prompts.ANSWER_LABEL) -> list[dict[str, Any]]:
@@ -80,7 +86,7 @@ def run(cfg: Config, stage_dir: Path, init_from: str | None = None) -> dict:
         failures = read_jsonl(failures_path)
     else:
         failures = mine_failures(cfg, problems, init_from)
-        write_jsonl(failures_path, failures)
+        dist.only_main(write_jsonl, failures_path, failures)  # then a barrier: every rank sees the file
     mined = {"mined": len(problems) if cfg.stage3.mining_limit <= 0 else min(len(problems), cfg.stage3.mining_limit),
              "failures": len(failures)}
     log.info("stage 3: %d persistent failures out of %d problems", mined["failures"], mined["mined"])

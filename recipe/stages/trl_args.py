@@ -7,6 +7,7 @@ from typing import Literal
 import torch
 from trl import GRPOConfig, SFTConfig
 
+from recipe import dist
 from recipe.config import Config, GRPOStageConfig, TrainConfig
 from recipe.model import trl_vllm_args
 from recipe.precision import for_config as precision_for
@@ -38,6 +39,9 @@ def _common_args(cfg: Config, st: TrainConfig, output_dir: str) -> dict:
         gradient_checkpointing=cfg.model.gradient_checkpointing,
         dataloader_num_workers=0,
         disable_tqdm=False,
+        # several processes (DDP): LoRA and full fine-tuning use every trainable weight, so skip DDP's unused-weight scan
+        ddp_find_unused_parameters=False if dist.is_distributed() else None,
+        **dist.trainer_kwargs(use_cpu),
     )
 
 
@@ -71,6 +75,15 @@ def grpo_args(cfg: Config, stage: Literal["stage2", "stage3"], output_dir: str) 
         reward_weights=[spec.weight for spec in st.rewards],
         log_completions=st.log_completions,
         num_completions_to_print=st.num_completions_to_print,
-        **trl_vllm_args(cfg.model, args["use_cpu"]),
+        **{**trl_vllm_args(cfg.model, args["use_cpu"]), **vllm_server_args(cfg)},  # run.vllm_mode wins
         remove_unused_columns=False,
     )
+
+
+def vllm_server_args(cfg: Config) -> dict:
+    """Where TRL's vLLM runs (``run.vllm_mode``) and how to reach a ``trl vllm-serve`` server; the switch itself is
+    ``model.hf_use_vllm`` (:func:`recipe.model.trl_vllm_args`). The config check allows server mode only on hf."""
+    run = cfg.run
+    return dict(vllm_mode=run.vllm_mode, vllm_server_base_url=run.vllm_server_base_url or None,
+                vllm_server_host=run.vllm_server_host, vllm_server_port=run.vllm_server_port,
+                vllm_server_timeout=run.vllm_server_timeout)

@@ -1,0 +1,89 @@
+"""One writer per run directory: an exclusive lock file ``<run>/.lock`` holding the writer's pid and host.
+
+The lock is an ``fcntl.flock`` on that file, so it dies with its process (a ``kill -9`` leaves a *stale* file that
+the next writer simply takes over); the pid and host inside only serve the refusal message. Re-entrant within one
+process (``run-all`` evaluates under the lock it trains under). In a multi-process launch only rank 0 writes the
+run directory, so other ranks (``RANK`` set and not 0) take no lock.
+
+>>> import tempfile, pathlib
+>>> run = pathlib.Path(tempfile.mkdtemp())
+>>> with locked(run):
+...     with locked(run):
+...         (run / LOCK_FILE).read_text().split()[0] == str(os.getpid())
+True
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from recipe.errors import RunError
+
+LOCK_FILE = ".lock"
+_held: dict[Path, tuple[int, int]] = {}  # resolved run dir -> (fd, depth) for this process
+
+
+def _owner(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").split()
+    except OSError:
+        return "another process"
+    return f"pid {text[0]} on {text[1]}" if len(text) >= 2 else "another process"
+
+
+def _is_writer_rank() -> bool:
+    return os.environ.get("RANK", "0") in ("", "0")
+
+
+@contextmanager
+def locked(run_dir: str | os.PathLike) -> Iterator[None]:
+    """Hold the run directory's lock for the block; a second writer gets a :class:`RunError` naming the holder."""
+    run_dir = Path(run_dir)
+    if not _is_writer_rank():
+        yield
+        return
+    if not run_dir.is_dir():
+        raise RunError(f"run directory {run_dir} is {'not a folder' if run_dir.exists() else 'missing'}")
+    key = run_dir.resolve()
+    if key in _held:
+        fd, depth = _held[key]
+        _held[key] = (fd, depth + 1)
+        try:
+            yield
+        finally:
+            fd, depth = _held[key]
+            _held[key] = (fd, depth - 1)
+        return
+    path = run_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RunError(f"run directory {run_dir} is in use by {_owner(path)} (lock {path}); wait for it to finish "
+                       f"or use another --output-dir") from None
+    try:
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        except OSError:  # a full disk: the flock itself still excludes other writers
+            pass
+        _held[key] = (fd, 1)
+        yield
+    finally:
+        _held.pop(key, None)
+        try:
+            os.ftruncate(fd, 0)
+        except OSError:
+            pass
+        os.close(fd)  # closing releases the flock
+
+
+def holds_lock(run_dir: str | os.PathLike) -> bool:
+    """Whether this process holds ``run_dir``'s lock."""
+    return Path(run_dir).resolve() in _held

@@ -1,0 +1,234 @@
+"""Fidelity to the authors' released code (issue 8): GRPO completions cut after the first answer before scoring,
+per-epoch redraws of stage 1/2 rows, teacher thinking as its own part of the target, the authors' evaluation stop
+rule, and the `paper` preset's mining cap."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from recipe import config as C
+from recipe import evaluate, stopping
+from recipe import model as model_mod
+from recipe.data import Problem
+from recipe.generation import Generation, StopAfterAnswerLine
+from recipe.stages import common, stage1, stage2, stage3
+from recipe.stages.common import make_rewards, train_problems, train_sft
+from recipe.stages.epochs import EpochRows
+from recipe.teacher_format import THINKING_MARK
+from tests.test_data import make_problems
+
+SAMPLES = Path(__file__).parent / "data" / "teach_stage3_samples.json"
+
+
+# ---------------------------------------------------------------- 1. rewards read up to the first answer line
+
+
+def test_grpo_rewards_score_the_completion_cut_after_its_first_answer():
+    cfg = C.resolve(preset="smoke")
+    assert cfg.stage2.cut_after_answer and cfg.stage3.cut_after_answer  # on by default
+    (gated,) = make_rewards(cfg.stage2, cfg.data.answer_label)
+    answer = "Step 1: 3 * 24 = 72\nFinal Answer: 72"
+    babble = answer + "\nStep 2: and then some more words about nothing\nFinal Answer: 7"
+    columns = {"answer": ["72", "72"], "teacher_steps": [3, 3]}
+    cut_scores = gated(completions=[answer, babble], **columns)
+    assert cut_scores[0] == cut_scores[1] > 0  # what follows the answer cannot change the reward
+
+    whole = C.resolve(preset="smoke", overrides=["stage2.cut_after_answer=false"])
+    (gated_whole,) = make_rewards(whole.stage2, whole.data.answer_label)
+    assert gated_whole(completions=[answer, babble], **columns)[1] < 0  # scored whole: the last answer (7) is wrong
+
+
+def test_cut_completions_recount_their_tokens_with_the_tokenizer():
+    cfg = C.resolve(preset="smoke", overrides=["stage2.rewards=[{name: length_only, params: {unit: tokens}}]"])
+    words = lambda texts, add_special_tokens: {"input_ids": [t.split() for t in texts]}  # noqa: E731
+    (length,) = make_rewards(cfg.stage2, cfg.data.answer_label, tokenizer=words)
+    text = "Step 1: 2 + 2 = 4\nFinal Answer: 4\n" + "junk " * 50
+    (full,) = make_rewards(C.resolve(preset="smoke", overrides=[
+        "stage2.rewards=[{name: length_only, params: {unit: tokens}}]", "stage2.cut_after_answer=false"]).stage2,
+        cfg.data.answer_label)
+    ids = [[0] * 70]
+    cut = "Step 1: 2 + 2 = 4\nFinal Answer: 4"  # 10 "tokens" for the word tokenizer
+    assert length(completions=[text], completion_ids=ids) == length(completions=[cut], completion_ids=[[0] * 10])
+    assert length(completions=[text], completion_ids=ids) != full(completions=[text], completion_ids=ids)
+
+
+# ---------------------------------------------------------------- 2. shuffles and masks redrawn every epoch
+
+
+def test_stage1_and_stage2_rows_are_redrawn_per_epoch_and_reproducible():
+    cfg = C.resolve(preset="smoke")
+    problems = [p for p in make_problems(60) if len(p.steps) >= 4]
+    words = lambda texts, add_special_tokens: {"input_ids": [t.split() for t in texts]}  # noqa: E731
+    for rows_for in (stage1.rows_for_epoch(cfg, problems), stage2.rows_for_epoch(cfg, problems, words)):
+        epoch0, epoch1 = rows_for(0), rows_for(1)
+        assert [r["id"] for r in epoch0] == [r["id"] for r in epoch1]
+        assert sum(a["prompt"] != b["prompt"] for a, b in zip(epoch0, epoch1)) > len(problems) // 2
+        assert rows_for(1) == epoch1  # seeded: the same sequence again
+    first = stage1.rows_for_epoch(cfg, problems)(0)
+    assert first == stage1.build_rows(problems, seed=cfg.run.seed, mask_prob=cfg.stage1.mask_prob)
+
+
+@pytest.mark.slow  # ~30 s: two real SFT epochs on the tiny model
+def test_sft_trainer_reads_a_new_draw_in_each_epoch(tmp_path, monkeypatch):
+    """TRL's SFTTrainer, 2 epochs on the tiny model: every epoch reads all rows, epoch 1 reads its own tokenised
+    rows (built with seed run.seed + 1), not epoch 0's."""
+    cfg = C.resolve(preset="smoke", overrides=[f"model.cache_dir={tmp_path / 'cache'}", "stage1.max_steps=-1",
+                                               "stage1.num_train_epochs=2", "stage1.save_steps=100",
+                                               "stage1.mask_prob=1.0"])
+    problems = [p for p in train_problems(cfg, "stage1") if len(p.steps) >= 3][:8]
+    built, reads = [], []
+    rows_for = stage1.rows_for_epoch(cfg, problems)
+
+    def recording(epoch):
+        built.append(epoch)
+        return rows_for(epoch)
+
+    original = EpochRows.__getitem__
+
+    def read(self, index):
+        item = original(self, index)
+        reads.append((self.epoch, index, tuple(item["input_ids"])))
+        return item
+
+    monkeypatch.setattr(EpochRows, "__getitem__", read)
+    model, tokenizer = model_mod.load(cfg.model, trainable=True, seed=cfg.run.seed)
+    train_sft(cfg, model, tokenizer, rows_for(0), tmp_path / "stage1", rows_for_epoch=recording)
+    assert built == [1]
+    by_epoch = {e: {i: ids for ee, i, ids in reads if ee == e} for e in (0, 1)}
+    assert sorted(by_epoch[0]) == sorted(by_epoch[1]) == list(range(len(problems)))
+    assert sum(by_epoch[0][i] != by_epoch[1][i] for i in range(len(problems))) >= len(problems) // 2
+    prompt1 = rows_for(1)[0]["prompt"]
+    assert tokenizer.decode(list(by_epoch[1][0])).startswith(prompt1[:40])
+
+
+# ---------------------------------------------------------------- 3. teacher thinking is its own part of the target
+
+
+def test_authors_teacher_file_thinking_is_a_part_not_steps(tmp_path):
+    samples = json.loads(SAMPLES.read_text(encoding="utf-8"))
+    source = tmp_path / "train.jsonl"
+    source.write_text("".join(json.dumps({"question": s["question"], "answer": f"x = 1.\n#### {s['gold_answer']}"})
+                              + "\n" for s in samples), encoding="utf-8")
+    cfg = C.resolve(preset="smoke", overrides=[f"data.source={source}", f"data.teacher={SAMPLES}",
+                                               "data.stage1_rows=[0, 2]", "data.stage2_rows=[0, 2]",
+                                               "data.teacher_latex=math"])
+    problems = train_problems(cfg, "stage1")
+    first = problems[0]
+    assert len(first.steps) == 3 and first.thinking.startswith("First, find how many marbles")
+    assert "[math]" in first.steps[0]  # the authors' stage-1 LaTeX swap
+    assert "\\[" in train_problems(cfg, "stage2")[0].steps[0]  # ... for stage 1 only
+
+    row = stage1.build_rows(problems, seed=0, mask_prob=0.0)[0]
+    target = row["completion"]
+    assert target.startswith(f"\n{THINKING_MARK}\nFirst, find how many marbles")
+    assert target.count("Step ") == 3 and target.endswith("Step 3: Marbles left: [math]\nFinal Answer: 16")
+    assert "Then take away" not in " ".join(row["shuffled"]) and row["teacher_steps"] == 3
+
+    row2 = stage2.build_rows(train_problems(cfg, "stage2"), seed=0)[0]
+    assert row2["teacher_steps"] == 3 and THINKING_MARK not in row2["teacher_solution"]  # budget: real steps only
+    row3 = stage3.build_rows([Problem.from_dict(first.to_dict())])[0]
+    assert row3["teacher_solution"].startswith(THINKING_MARK) and row3["teacher_steps"] == 3
+    assert row3["teacher_solution"] in row3["prompt"]
+    _, fields = common.teacher_fields(first, "Final Answer:")
+    assert fields["teacher_words"] == len(row3["teacher_solution"].split())
+
+
+# ---------------------------------------------------------------- 4. the authors' evaluation stop rule
+
+
+class Chars:
+    """A character-level tokenizer: enough for a stopping criterion that decodes the generated tail."""
+
+    def batch_decode(self, rows, skip_special_tokens=True):
+        return ["".join(chr(int(t)) for t in row if int(t) > 0) for row in rows]
+
+
+def _batch(prompt: str, tails: list[str]) -> torch.Tensor:
+    width = max(map(len, tails))
+    return torch.tensor([[ord(c) for c in prompt + t] + [0] * (width - len(t)) for t in tails])
+
+
+def test_paper_protocol_stops_as_the_authors_evaluation_does():
+    prompt = 'Question: Q?\nYou must end your response with "Final Answer: [number]"\nReasoning:'
+    tails = ["\nStep 1: 2+3=5\nanswer: 5 apples", "\nStep 1: 2+3=5\nThe Answer: $1,000\n",
+             "\nFinal Answer: 5 and now some more text", "\nFinal Answer: five, so 5\n", "\nStep 1: x\nQuestion: next"]
+    batch = _batch(prompt, tails)
+    paper = StopAfterAnswerLine(Chars(), len(prompt), stopping.STOP_TEXTS, rule="paper")
+    ours = StopAfterAnswerLine(Chars(), len(prompt), stopping.STOP_TEXTS, rule="answer_line")
+    assert paper(batch, None).tolist() == [False, True, True, False, True]
+    assert ours(batch, None).tolist() == [False, False, False, True, True]
+    assert stopping.cut_finished("Step 1: x\nAnswer: 12 kg\nStep 2: more", "paper") == "Step 1: x\nAnswer: 12 kg"
+
+    paper_protocol = evaluate.protocol(C.resolve(preset="smoke").eval, "Final Answer:")
+    assert paper_protocol["stop_rule"]["rule"] == "paper"
+    assert paper_protocol["stop_rule"]["pattern"] == r"(Final Answer|Answer):\s*\$?[\d,]+(?:\.\d+)?"
+    chat = evaluate.protocol(C.resolve(preset="smoke", overrides=["eval.prompt=chat"]).eval, "Final Answer:")
+    assert chat["stop_rule"]["rule"] == "answer_line"
+    forced = C.resolve(preset="smoke", overrides=["eval.prompt=chat", "eval.stop_rule=paper"]).eval
+    assert evaluate.protocol(forced, "Final Answer:")["stop_rule"]["rule"] == "paper"
+
+
+# ---------------------------------------------------------------- 5. official verdicts in the evaluation record
+
+
+def test_evaluation_records_official_verdicts_on_the_raw_gold_text():
+    problems = [{"id": "test-0", "question": "Q?", "answer": "5600"}, {"id": "test-1", "question": "Q?", "answer": "7"}]
+    gens = ["Step 1: 8 * 700 = 5600\nFinal Answer: 5,600", "Step 1: 7\nFinal Answer: 7"]
+    metrics, rows = evaluate.score_generations(problems, gens, official_golds=["#### 5,600", "#### 7"])
+    assert [r["correct"] for r in rows] == [True, True]
+    assert [r["official_correct"] for r in rows] == [False, True]  # their gold parser reads "5,600" as "5"
+    assert (metrics["accuracy"], metrics["official_accuracy"], metrics["official_n_correct"]) == (1.0, 0.5, 1)
+    assert evaluate.official_golds("synthetic:4", "test", [{"id": "test-3"}])[0].split("####")[-1].strip()
+    # the verdict reads the uncut generation, kept beside the scored text
+    uncut = Generation(prompt="p", text="Step 1: x\nanswer: 7 kg", n_tokens=9, truncated=False,
+                       raw="Step 1: x\nanswer: 7 kg\nStep 2: so Final Answer: 8")
+    _, (row,) = evaluate.score_generations(problems[1:], [uncut], official_golds=["#### 7"])
+    assert row["raw_completion"] == uncut.raw and row["official_correct"] is False  # they read the first Final Answer
+
+
+# ---------------------------------------------------------------- 6. the paper preset's stage 3
+
+
+def test_paper_preset_mines_with_the_authors_cap_over_stage2_rows():
+    cfg = C.resolve(preset="paper")
+    assert cfg.stage3.mining_max_new_tokens == 400
+    assert cfg.stage3.mining_temperature == 0.0 and cfg.stage3.mining_k == 1
+    start2, end2 = cfg.data.stage2_rows
+    assert cfg.data.stage3_rows[0] < end2  # overlapping stage 2, as their released failures do
+    text = C.preset_text("paper")
+    assert "disjoint" not in text.lower().replace("not disjoint", "")
+
+
+@pytest.mark.parametrize("stage", ["stage2", "stage3"])
+def test_paper_preset_lora_learning_rate_is_not_the_full_finetuning_one(stage):
+    cfg = C.resolve(preset="paper")
+    assert getattr(cfg, stage).learning_rate > 1e-5  # 1e-5 was theirs for full fine-tuning
+
+
+@pytest.mark.slow  # ~1 min: two real GRPO epochs on the tiny model
+def test_grpo_trainer_reads_a_new_mask_in_each_epoch(tmp_path, monkeypatch):
+    cfg = C.resolve(preset="smoke", overrides=[f"model.cache_dir={tmp_path / 'cache'}", "stage2.max_steps=-1",
+                                               "stage2.num_train_epochs=2", "stage2.save_steps=100",
+                                               "stage2.max_completion_length=8", "stage2.num_generations=2",
+                                               "stage2.per_device_train_batch_size=4"])
+    problems = [p for p in train_problems(cfg, "stage2") if len(p.steps) >= 4][:4]
+    model, tokenizer = model_mod.load(cfg.model, trainable=True, seed=cfg.run.seed, for_grpo=True)
+    rows_for = stage2.rows_for_epoch(cfg, problems, tokenizer)
+    reads = []
+    original = EpochRows.__getitem__
+
+    def read(self, index):
+        item = original(self, index)
+        reads.append((self.epoch, index, item["prompt"]))
+        return item
+
+    monkeypatch.setattr(EpochRows, "__getitem__", read)
+    common.train_grpo(cfg, "stage2", model, tokenizer, rows_for(0), tmp_path / "stage2", rows_for_epoch=rows_for)
+    seen = {e: {i: prompt for ee, i, prompt in reads if ee == e} for e in (0, 1)}
+    assert sorted(seen[0]) == sorted(seen[1]) == list(range(len(problems)))
+    assert all(seen[e][i] == rows_for(e)[i]["prompt"] for e in (0, 1) for i in range(len(problems)))
+    assert any(seen[0][i] != seen[1][i] for i in range(len(problems)))
