@@ -3,7 +3,11 @@ run stays a quick loop."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+
+from recipe import tiny
 
 
 def pytest_addoption(parser):
@@ -17,3 +21,11 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    """A cache folder holding the tiny local Qwen2 (built once per test module), for tests that only read it."""
+    root = tmp_path_factory.mktemp("cache")
+    tiny.build_tiny_qwen2(root / "tiny-qwen2")
+    return root

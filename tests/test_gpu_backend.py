@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from recipe import model as M
-from recipe import precision, tiny, unsloth_backend
+from recipe import precision, unsloth_backend
 from recipe.config import ModelConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,13 +167,6 @@ def standin(monkeypatch):
     for name in STANDIN_MODULES:
         sys.modules.pop(name, None)
     unsloth_backend._held.update(engine=None, model=None)
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("cache")
-    tiny.build_tiny_qwen2(root / "tiny-qwen2")
-    return root
 
 
 def make_cfg(cache: Path, **changes) -> ModelConfig:

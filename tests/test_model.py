@@ -16,14 +16,6 @@ from recipe import tiny
 from recipe.config import ModelConfig
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> Path:
-    """One tiny model shared by the tests that only read it."""
-    root = tmp_path_factory.mktemp("cache")
-    tiny.build_tiny_qwen2(root / "tiny-qwen2")
-    return root
-
-
 def make_cfg(cache: Path, **changes) -> ModelConfig:
     base = ModelConfig(
         name_or_path=M.TINY, backend="hf", load_in_4bit=False, dtype="float32", use_lora=True, lora_r=4,

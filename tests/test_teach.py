@@ -146,14 +146,20 @@ def test_flaky_server_keeps_exactly_the_gold_matching_rationales(cfg, tmp_path, 
         server.close()
 
 
-def test_teach_file_drives_the_stages_through_data_teacher(cfg, tmp_path):
-    problems = load_problems(cfg, limit=4)
+def teach_file(cfg, tmp_path, n: int):
+    """The first ``n`` problems taught by a well-behaved local server: (problems, the teacher file written)."""
+    problems = load_problems(cfg, limit=n)
     server = Teacher({p.question: [("ok", good_reply(p.answer))] for p in problems})
     out = tmp_path / "teacher.jsonl"
     try:
         run_teach(cfg, TeachOptions(source=f"openai:{server.url}", model="teacher-14b", output=str(out)), problems)
     finally:
         server.close()
+    return problems, out
+
+
+def test_teach_file_drives_the_stages_through_data_teacher(cfg, tmp_path):
+    problems, out = teach_file(cfg, tmp_path, 4)
     replaced, n = apply_teacher(problems, str(out))
     assert n == 4 and all(p.steps == ("first part.", f"so {p.answer}.") for p in replaced)
     assert all(r.thinking == f"Let me work it out.\n\nIt is {p.answer}." for r, p in
@@ -291,13 +297,7 @@ def test_teach_file_drives_a_real_run_through_data_teacher(cfg, tmp_path):
     from recipe.run import run_one
     from recipe.stages import stage1
 
-    problems = load_problems(cfg, limit=6)
-    server = Teacher({p.question: [("ok", good_reply(p.answer))] for p in problems})
-    out = tmp_path / "teacher.jsonl"
-    try:
-        run_teach(cfg, TeachOptions(source=f"openai:{server.url}", model="teacher-14b", output=str(out)), problems)
-    finally:
-        server.close()
+    problems, out = teach_file(cfg, tmp_path, 6)
     small = ["stage1.max_steps=1", "data.stage1_rows=[0, 6]"]
     fingerprints = {}
     for name, extra in (("gold", []), ("teach", [f"data.teacher={out}"])):
