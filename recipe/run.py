@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from recipe import curves, dist, evaluate, rundir
+from recipe import curves, dist, evaluate, plan, rundir
 from recipe import model as model_mod
 from recipe.config import Config
 from recipe.data import check_disjoint_slices, check_source
@@ -135,6 +135,9 @@ def _run_all(cfg: Config, force: bool) -> Path:
     todo = [s for s in STAGES if getattr(cfg, s).enabled and not rundir.is_done(manifest, s)]
     todo += [BASELINE_ENTRIES[k] for k in cfg.run.baselines if not rundir.is_done(manifest, BASELINE_ENTRIES[k])]
     check_data(cfg, todo, eval_split=cfg.eval.enabled)
+    if todo and dist.is_main():
+        for line in plan.check_fits(cfg):  # on CUDA only: `cotrecipe plan`'s estimate against this card
+            log.warning(line)
     init_from: str | None = None
     enabled = [s for s in STAGES if getattr(cfg, s).enabled]
     for n, stage in enumerate(STAGES, start=1):

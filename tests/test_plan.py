@@ -119,3 +119,30 @@ def test_cli_prints_tables_and_verdict_with_exit_code():
     assert small.exit_code == 1 and "does NOT fit" in small.output and "--set" in small.output
     paper = CliRunner().invoke(main, ["plan", "--preset", "paper"])
     assert "smallest card that fits every stage: L4" in paper.output
+
+
+def test_run_all_warns_before_training_when_the_plan_does_not_fit_the_cuda_card(tmp_path, monkeypatch, caplog):
+    """On CUDA, `run-all` logs `cotrecipe plan`'s warning before the first stage trains (a faked 0.5 GiB card; the
+    trainers are stand-ins that write a valid adapter, so nothing touches a GPU). Without CUDA it says nothing."""
+    import logging
+
+    import torch
+
+    from recipe import run
+    from tests.test_reliability_run import cfg_for, fake_trainers
+
+    for cuda, expected in ((False, 0), (True, 1)):
+        trained: list[str] = []
+        fake_trainers(monkeypatch, trained)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda cuda=cuda: cuda)
+        monkeypatch.setattr(torch.cuda, "get_device_properties",
+                            lambda *_: type("Props", (), {"total_memory": 2 ** 29})())
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="recipe"):
+            run.run_all(cfg_for(tmp_path / f"run-{cuda}", "stage1.per_device_train_batch_size=64",
+                                "stage1.max_length=1024"))
+        warned = [r.getMessage() for r in caplog.records if "may not fit" in r.getMessage()]
+        assert trained[0] == "stage1"
+        assert (len(warned) >= 1) == bool(expected), warned
+        if expected:
+            assert "0.5 GiB GPU" in warned[0] and "cotrecipe plan" in warned[0]
