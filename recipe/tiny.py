@@ -20,6 +20,9 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from recipe.fsio import replace_dir
+from recipe.synthetic import synthetic_rows
+
 SPEC_FILE = "cotrecipe_tiny.json"
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
@@ -53,8 +56,6 @@ def corpus_lines(rows: Iterable[dict]) -> list[str]:
 
 def default_texts(seed: int = 0, n_rows: int = 400) -> list[str]:
     """Synthetic GSM8K-style problems rendered as training lines, plus the chat markers and mask token."""
-    from recipe.synthetic import synthetic_rows
-
     return corpus_lines(synthetic_rows(n_rows, seed=seed)) + ["[MASK]", "system user assistant"]
 
 
@@ -170,8 +171,6 @@ def build_tiny_qwen2(
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
         _build(spec, texts, tmp)
-        from recipe.fsio import replace_dir
-
         replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
