@@ -107,6 +107,7 @@ class Stage1Config(TrainConfig):
     learning_rate: float = 1e-5
     mask_prob: float = 0.7
     max_length: int = 1024
+    question_only_share: float = 0.0  # share of rows with the question alone (eval prompt); 0 = the paper
 
 
 @dataclass
@@ -131,6 +132,7 @@ class GRPOStageConfig(TrainConfig):
 class Stage2Config(GRPOStageConfig):
     min_masked: int = 3
     mask_ratio: float = 0.5
+    question_only_share: float = 0.0  # share of prompts with the question alone (eval prompt); 0 = the paper
     rewards: list[RewardSpec] = field(default_factory=lambda: [RewardSpec("gated_brevity")])
 
 
@@ -306,6 +308,9 @@ def validate(cfg: Config) -> None:
         _check(len(rows) == 2 and rows[0] >= 0 and (rows[1] == -1 or rows[1] > rows[0]), f"data.{name}_rows", rows,
                "expected [start, end) with 0 <= start < end, end -1 for 'to the end'")
     _check(0.0 <= cfg.stage1.mask_prob <= 1.0, "stage1.mask_prob", cfg.stage1.mask_prob, "must be in [0, 1]")
+    for name in ("stage1", "stage2"):
+        share = getattr(cfg, name).question_only_share
+        _check(0.0 <= share <= 1.0, f"{name}.question_only_share", share, "must be in [0, 1]")
     _check(0.0 <= cfg.stage2.mask_ratio <= 1.0, "stage2.mask_ratio", cfg.stage2.mask_ratio, "must be in [0, 1]")
     _check(cfg.stage2.min_masked >= 0, "stage2.min_masked", cfg.stage2.min_masked, "must be >= 0")
     for name in ("stage2", "stage3"):

@@ -71,17 +71,89 @@ def to_device(model, device: str = "auto"):
     return model.to("cuda")
 
 
+_PROCESSING_KEYS = {  # generation-config settings that change greedy logits; with any of them set, HF generate runs
+    "repetition_penalty": (None, 1.0), "no_repeat_ngram_size": (None, 0), "min_length": (None, 0),
+    "min_new_tokens": (None, 0), "bad_words_ids": (None,), "suppress_tokens": (None,),
+    "begin_suppress_tokens": (None,), "forced_bos_token_id": (None,), "forced_eos_token_id": (None,),
+    "sequence_bias": (None,), "encoder_repetition_penalty": (None, 1.0), "exponential_decay_length_penalty": (None,),
+}
+
+
+def plain_greedy(model) -> bool:
+    """Whether greedy decoding of ``model`` is a bare argmax (no logits processors from its generation config), so
+    :func:`_greedy_pruned` writes exactly what HF ``generate`` writes."""
+    config = getattr(model, "generation_config", None)
+    return all(getattr(config, key, None) in allowed for key, allowed in _PROCESSING_KEYS.items())
+
+
+def _left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, seq in enumerate(seqs):
+        if seq:
+            ids[i, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
+            mask[i, width - len(seq):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _greedy_pruned(model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: int, eos_ids: list[int],
+                   stop: tuple | None) -> list[list[int]]:
+    """Greedy decoding with a KV cache whose finished rows leave the batch: a row ends on EOS (kept, as HF keeps it)
+    or when the stop rule ``stop = (stop_texts, answer_label, rule)`` holds for its generated text, and the cache,
+    mask and positions of the rows still writing are index-selected. HF ``generate`` keeps finished rows in the batch
+    until the last one ends, so one rambling row made the whole batch run to ``max_new_tokens``. Same prefill, same
+    positions, same argmax: the same tokens as ``generate`` (tested against it)."""
+    from transformers import DynamicCache  # lazy: transformers is heavy; this module's importers already load it
+
+    device = next(model.parameters()).device
+    ids, mask = _left_pad(prompt_ids, tokenizer.pad_token_id, device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache(config=getattr(model, "config", None))
+    written: list[list[int]] = [[] for _ in prompt_ids]
+    active = torch.arange(len(prompt_ids), device=device)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                   use_cache=True, logits_to_keep=1).logits[:, -1, :]
+    last = positions[:, -1]
+    for step in range(max_new_tokens):
+        nxt = logits.argmax(-1)
+        rows = active.tolist()
+        keep = []
+        for k, (row, tok) in enumerate(zip(rows, nxt.tolist())):
+            written[row].append(tok)
+            if tok in eos_ids:
+                continue
+            if stop is not None:
+                tail = tokenizer.decode(written[row][-_TAIL_TOKENS:], skip_special_tokens=True)
+                if is_finished(tail, stop[2], stop[0], stop[1]):
+                    continue
+            keep.append(k)
+        if not keep or step == max_new_tokens - 1:
+            break
+        if len(keep) < len(rows):
+            index = torch.tensor(keep, device=device)
+            cache.batch_select_indices(index)
+            active, nxt, mask, last = active[index], nxt[index], mask[index], last[index]
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+        last = last + 1
+        logits = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=last[:, None],
+                       past_key_values=cache, use_cache=True).logits[:, -1, :]
+    return written
+
+
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 512, batch_size: int = 16,
              temperature: float = 0.0, top_p: float = 1.0, num_return_sequences: int = 1, seed: int = 0,
              stop_at_answer: bool = True, stop_texts: Sequence[str] = (), answer_label: str = ANSWER_LABEL,
-             stop_rule: str = "answer_line", progress=None) -> list[list[Generation]]:
+             stop_rule: str = "answer_line", progress=None, prune: bool = True) -> list[list[Generation]]:
     """Generate for every prompt; returns one list of ``num_return_sequences`` generations per prompt.
 
     With ``stop_at_answer`` a row stops after its ``answer_label`` line, or as soon as it writes one of ``stop_texts``
     (the evaluation protocol passes ``["Question:"]``: a base model that starts a new problem is done); the text is
     cut there, while ``n_tokens`` counts every generated token (as the paper's length does). ``stop_rule="paper"``
-    stops and cuts by the authors' evaluation rule instead (:mod:`recipe.stopping`)."""
+    stops and cuts by the authors' evaluation rule instead (:mod:`recipe.stopping`). Greedy single-answer generation
+    drops finished rows from the batch as it goes (:func:`_greedy_pruned`, same tokens as HF ``generate``) unless
+    ``prune`` is off or the model's generation config processes logits; sampling always runs HF ``generate``."""
     model.eval()
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
@@ -90,27 +162,31 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 512,
     special = {tokenizer.pad_token_id, *eos_ids}
     device = next(model.parameters()).device
     torch.manual_seed(seed)
+    pruned = prune and temperature <= 0 and num_return_sequences == 1 and plain_greedy(model)
+    stop = (tuple(stop_texts), answer_label, stop_rule) if stop_at_answer else None
     results: list[list[Generation]] = []
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start:start + batch_size]
-        enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-        prompt_len = enc["input_ids"].shape[1]
-        kwargs = dict(max_new_tokens=max_new_tokens, num_return_sequences=num_return_sequences,
-                      pad_token_id=tokenizer.pad_token_id, eos_token_id=eos_ids)
+        kwargs = dict(num_return_sequences=num_return_sequences, pad_token_id=tokenizer.pad_token_id,
+                      eos_token_id=eos_ids)
         if temperature > 0:
             kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        if stop_at_answer:
-            kwargs["stopping_criteria"] = StoppingCriteriaList([StopAfterAnswerLine(tokenizer, prompt_len, stop_texts,
-                                                                                     answer_label, stop_rule)])
-        out = model.generate(**enc, **kwargs)
-        new = out[:, prompt_len:].tolist()
+        if pruned:
+            new = _greedy_pruned(model, tokenizer, tokenizer(chunk, add_special_tokens=False)["input_ids"],
+                                 max_new_tokens, eos_ids, stop)
+        else:
+            enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            prompt_len = enc["input_ids"].shape[1]
+            if stop is not None:
+                kwargs["stopping_criteria"] = StoppingCriteriaList([StopAfterAnswerLine(tokenizer, prompt_len, *stop)])
+            new = model.generate(**enc, max_new_tokens=max_new_tokens, **kwargs)[:, prompt_len:].tolist()
         for i, prompt in enumerate(chunk):
             gens = []
             for j in range(num_return_sequences):
                 ids = new[i * num_return_sequences + j]
-                ended = any(t in special for t in ids)
+                ended = any(t in special for t in ids) or pruned and len(ids) < max_new_tokens
                 ids = [t for t in ids if t not in special]
                 raw = tokenizer.decode(ids, skip_special_tokens=True)
                 text = cut_finished(raw, stop_rule, stop_texts, answer_label) if stop_at_answer else raw

@@ -59,6 +59,7 @@ def test_reward_list_override():
         ("stage2.lerning_rate=1", "did you mean 'stage2.learning_rate'"),
         ("modle.lora_r=4", "did you mean 'model'"),
         ("stage1.mask_prob=1.5", "stage1.mask_prob"),
+        ("stage2.question_only_share=-0.1", "stage2.question_only_share"),
         ("stage2.num_generations=1", "at least 2 generations"),
         ("model.backend=tpu", "'auto' | 'hf' | 'unsloth'"),
         ("stage1.learning_rate=fast", "stage1.learning_rate"),

@@ -24,7 +24,8 @@ from recipe.evaluate import (
     score_generations,
 )
 from recipe.fsio import read_json, read_jsonl, write_jsonl, write_text
-from recipe.generation import STOP_TEXTS, Generation, StopAfterAnswerLine, cut_after_answer
+from recipe.generation import STOP_TEXTS, Generation, StopAfterAnswerLine, cut_after_answer, generate, plain_greedy
+from recipe.model import load as load_model
 from recipe.model import load_tokenizer, resolve_model_path
 from recipe.official_checker import official_verdicts
 from recipe.rewards import step_format_ok
@@ -320,3 +321,28 @@ def test_sft_baseline_trains_on_full_rationales_evaluates_and_resumes(cache_dir,
                                                    "stage1.max_steps=1", "stage1.learning_rate=0.5"])
     with pytest.raises(rundir.RunError, match="changed keys: stage1.learning_rate"):
         run_baseline(changed, "sft")
+
+
+def test_pruned_greedy_generation_writes_what_hf_generate_writes(cache_dir):
+    """Greedy decoding whose finished rows leave the batch writes what HF ``generate`` writes, row for
+    row: same text, token count and truncation flag, with rows ending at different lengths (a stop text that random
+    weights write at different times) and one prompt per batch much longer than the rest (padding differs)."""
+    path = build_tiny_qwen2(cache_dir / "tiny-qwen2")
+    model, tokenizer = load_model(C.ModelConfig(name_or_path=str(path), backend="hf", load_in_4bit=False,
+                                              dtype="float32"), trainable=False)
+    torch.manual_seed(0)
+    with torch.no_grad():  # the built weights repeat one token; these write varied text
+        for param in model.parameters():
+            param.normal_(0, 0.3)
+    texts = [prompts.eval_prompt(q) for q in ("What is 2 + 3?", "Tom has 4 apples and buys 7 more. How many?",
+                                              "A " * 40 + "question?", "Sum 1 and 1.", "Half of 10?")]
+    kwargs = dict(max_new_tokens=24, batch_size=3, stop_texts=("\ufffd", "ges"), stop_rule="answer_line")
+    whole = generate(model, tokenizer, texts, prune=False, **kwargs)
+    parts = generate(model, tokenizer, texts, prune=True, **kwargs)
+    lengths = [g[0].n_tokens for g in whole]
+    assert len(set(lengths)) > 1 and min(lengths) < 24  # rows really did end at different times
+    assert [(g[0].raw, g[0].text, g[0].n_tokens, g[0].truncated) for g in parts] == \
+        [(g[0].raw, g[0].text, g[0].n_tokens, g[0].truncated) for g in whole]
+    assert plain_greedy(model)
+    model.generation_config.repetition_penalty = 1.3  # a logits processor: HF generate must run instead
+    assert not plain_greedy(model)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from recipe import config as C
-from recipe import evaluate, stopping
+from recipe import evaluate, prompts, stopping
 from recipe import model as model_mod
 from recipe.data import Problem
 from recipe.generation import Generation, StopAfterAnswerLine
@@ -70,6 +70,26 @@ def test_stage1_and_stage2_rows_are_redrawn_per_epoch_and_reproducible():
         assert rows_for(1) == epoch1  # seeded: the same sequence again
     first = stage1.rows_for_epoch(cfg, problems)(0)
     assert first == stage1.build_rows(problems, seed=cfg.run.seed, mask_prob=cfg.stage1.mask_prob)
+
+
+def test_question_only_share_reaches_the_rows_and_leaves_the_other_draws_alone():
+    """``stageN.question_only_share`` (not in the paper) swaps that share of prompts for the evaluation prompt; the
+    other rows keep exactly the shuffles and masks they get at share 0, and the targets never change."""
+    problems = [p for p in make_problems(80) if len(p.steps) >= 4]
+    words = lambda texts, add_special_tokens: {"input_ids": [t.split() for t in texts]}  # noqa: E731
+    for name in ("stage1", "stage2"):
+        plain = C.resolve(preset="smoke")
+        mixed = C.resolve(preset="smoke", overrides=[f"{name}.question_only_share=0.5"])
+        build = stage1.rows_for_epoch if name == "stage1" else \
+            (lambda cfg, ps: stage2.rows_for_epoch(cfg, ps, words))
+        before, after = build(plain, problems)(0), build(mixed, problems)(0)
+        questions = {p.id: p.question for p in problems}
+        swapped = [b for b in after if b["prompt"] == prompts.eval_prompt(questions[b["id"]], mixed.data.answer_label)]
+        assert 0.3 * len(problems) < len(swapped) < 0.7 * len(problems)
+        kept = [(a, b) for a, b in zip(before, after) if b not in swapped]
+        assert kept and all(a == b for a, b in kept)
+        target = "completion" if name == "stage1" else "teacher_solution"
+        assert [a[target] for a in before] == [b[target] for b in after]
 
 
 @pytest.mark.slow  # ~30 s: two real SFT epochs on the tiny model

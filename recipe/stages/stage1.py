@@ -2,8 +2,11 @@
 
 Each teacher rationale is split into steps; the steps are shuffled (always) and, with probability
 ``stage1.mask_prob``, one is replaced by the mask token. The student reads the question and the jumbled steps and must
-write the full, ordered, complete solution (the teacher's thinking part first when the teacher file has one). The
-shuffle and the mask are drawn anew for every epoch (:func:`rows_for_epoch`). Prompt-completion rows go to TRL's SFTTrainer, which puts the loss on the
+write the full, ordered, complete solution (the teacher's thinking part first when the teacher file has one). With
+``stage1.question_only_share`` > 0 (not in the paper; 0 by default) that share of rows shows the question alone, in
+the evaluation prompt, with the same target: a small student (135M) does not carry reconstruction over to solving
+from the question (measured in the README's proof run). The shuffle, the mask and the question-only draw are made
+anew for every epoch (:func:`rows_for_epoch`). Prompt-completion rows go to TRL's SFTTrainer, which puts the loss on the
 completion only (``completion_only_loss=True`` in :func:`recipe.stages.trl_args.sft_args`).
 """
 
@@ -17,24 +20,30 @@ from typing import Any
 from recipe import model as model_mod
 from recipe.config import Config
 from recipe.data import Problem
-from recipe.prompts import ANSWER_LABEL, COMPLETION_PREFIX, MASK_TOKEN, stage1_prompt
+from recipe.prompts import ANSWER_LABEL, COMPLETION_PREFIX, MASK_TOKEN, eval_prompt, stage1_prompt
 from recipe.stages.common import teacher_fields, train_problems, train_sft
 
 
 def build_rows(problems: Sequence[Problem], seed: int, mask_prob: float = 0.7, mask_token: str = MASK_TOKEN,
-               answer_label: str = ANSWER_LABEL) -> list[dict[str, Any]]:
+               answer_label: str = ANSWER_LABEL, question_only_share: float = 0.0) -> list[dict[str, Any]]:
     """Masked shuffled reconstruction (SFT): steps always shuffled (a uniform permutation, which may be the
     identity), and with probability ``mask_prob`` one random position of the shuffled list replaced by the mask
     (``masked_index``, -1 when none). Masking a uniform position after shuffling hides a uniformly chosen step,
     the same distribution as the paper's mask-then-shuffle. The completion is the full ordered teacher solution
     (:func:`recipe.stages.common.teacher_fields`: thinking part, real steps, answer line).
+    ``question_only_share``: the chance that a row instead shows only the question (the evaluation prompt, no steps:
+    ``shuffled`` empty), drawn from a second generator so the shuffles and masks are the same at any share.
     Pure: the call seeds its own ``random.Random(seed)``, so the same inputs give the same rows in any process.
 
     >>> row = build_rows([Problem("t-0", "Q?", ("a = 1.", "b = 2."), "2")], seed=0, mask_prob=1.0)[0]
     >>> row["shuffled"][row["masked_index"]], row["completion"]
     ('[MASK]', '\\nStep 1: a = 1.\\nStep 2: b = 2.\\nFinal Answer: 2')
+    >>> row = build_rows([Problem("t-0", "Q?", ("a = 1.",), "1")], seed=0, question_only_share=1.0)[0]
+    >>> row["prompt"] == eval_prompt("Q?"), row["shuffled"], row["completion"]
+    (True, [], '\\nStep 1: a = 1.\\nFinal Answer: 1')
     """
     rng = random.Random(seed)
+    share_rng = random.Random(f"question-only-{seed}")
     rows = []
     for problem in problems:
         shuffled = list(problem.steps)
@@ -44,9 +53,12 @@ def build_rows(problems: Sequence[Problem], seed: int, mask_prob: float = 0.7, m
             masked_index = rng.randrange(len(shuffled))
             shuffled[masked_index] = mask_token
         solution, fields = teacher_fields(problem, answer_label)
+        prompt = stage1_prompt(problem.question, shuffled, mask_token, answer_label)
+        if share_rng.random() < question_only_share:
+            prompt, shuffled, masked_index = eval_prompt(problem.question, answer_label), [], -1
         rows.append({
             **fields,
-            "prompt": stage1_prompt(problem.question, shuffled, mask_token, answer_label),
+            "prompt": prompt,
             "completion": COMPLETION_PREFIX + solution,
             "shuffled": shuffled,
             "masked_index": masked_index,
@@ -59,7 +71,8 @@ def rows_for_epoch(cfg: Config, problems: Sequence[Problem]) -> Callable[[int], 
     collator redraws them at every read)."""
     def build(epoch: int) -> list[dict[str, Any]]:
         return build_rows(problems, seed=cfg.run.seed + epoch, mask_prob=cfg.stage1.mask_prob,
-                          mask_token=cfg.data.mask_token, answer_label=cfg.data.answer_label)
+                          mask_token=cfg.data.mask_token, answer_label=cfg.data.answer_label,
+                          question_only_share=cfg.stage1.question_only_share)
     return build
 
 

@@ -4,7 +4,9 @@ Some of the teacher's steps are masked in place (no shuffle): ``max(min_masked, 
 steps - 1. The student sees the question and the partial solution and writes a complete solution. TRL's GRPOTrainer
 samples ``num_generations`` completions per prompt and optimises the clipped, prompt-conditioned GRPO objective on the
 configured reward (default: the paper's gated reward — wrong answer -2, bad format -1, else 1 + step bonus + length
-term against 35 words per teacher step). The mask is drawn anew for every epoch (seed ``run.seed + epoch``).
+term against 35 words per teacher step). The mask is drawn anew for every epoch (seed ``run.seed + epoch``). With
+``stage2.question_only_share`` > 0 (not in the paper; 0 by default) that share of prompts is the question alone in the
+evaluation prompt, so a small student practises brevity where it is measured.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 from recipe import model as model_mod
 from recipe.config import Config
 from recipe.data import Problem
-from recipe.prompts import ANSWER_LABEL, MASK_TOKEN, stage2_prompt
+from recipe.prompts import ANSWER_LABEL, MASK_TOKEN, eval_prompt, stage2_prompt
 from recipe.stages.common import add_token_lengths, teacher_fields, train_grpo, train_problems
 
 
@@ -32,15 +34,21 @@ def mask_count(n_steps: int, min_masked: int = 3, mask_ratio: float = 0.5) -> in
 
 
 def build_rows(problems: Sequence[Problem], seed: int, min_masked: int = 3, mask_ratio: float = 0.5,
-               mask_token: str = MASK_TOKEN, answer_label: str = ANSWER_LABEL) -> list[dict[str, Any]]:
+               mask_token: str = MASK_TOKEN, answer_label: str = ANSWER_LABEL,
+               question_only_share: float = 0.0) -> list[dict[str, Any]]:
     """Masked completion (GRPO): steps in order, :func:`mask_count` random ones hidden (``masked_indices``,
-    sorted). Pure: seeds its own ``random.Random(seed)``.
+    sorted). ``question_only_share``: the chance that a prompt is the question alone (``masked_indices`` empty), drawn
+    from a second generator so the masks are the same at any share. Pure: seeds its own ``random.Random(seed)``.
 
     >>> row = build_rows([Problem("t-0", "Q?", ("a = 1.", "b = 2.", "c = 3."), "3")], seed=0)[0]
     >>> len(row["masked_indices"]), row["prompt"].count("- [MASK]"), row["teacher_words"]
     (2, 2, 18)
+    >>> row = build_rows([Problem("t-0", "Q?", ("a = 1.", "b = 2."), "2")], seed=0, question_only_share=1.0)[0]
+    >>> row["prompt"] == eval_prompt("Q?"), row["masked_indices"], row["teacher_steps"]
+    (True, [], 2)
     """
     rng = random.Random(seed)
+    share_rng = random.Random(f"question-only-{seed}")
     rows = []
     for problem in problems:
         n = len(problem.steps)
@@ -48,9 +56,12 @@ def build_rows(problems: Sequence[Problem], seed: int, min_masked: int = 3, mask
         hidden = set(masked)
         partial = [mask_token if i in hidden else step for i, step in enumerate(problem.steps)]
         solution, fields = teacher_fields(problem, answer_label, with_thinking=False)  # budget: real steps only
+        prompt = stage2_prompt(problem.question, partial, mask_token, answer_label)
+        if share_rng.random() < question_only_share:
+            prompt, masked = eval_prompt(problem.question, answer_label), []
         rows.append({
             **fields,
-            "prompt": stage2_prompt(problem.question, partial, mask_token, answer_label),
+            "prompt": prompt,
             "teacher_solution": solution,
             "masked_indices": masked,
         })
@@ -64,7 +75,8 @@ def rows_for_epoch(cfg: Config, problems: Sequence[Problem], tokenizer: Any) -> 
 
     def build(epoch: int) -> list[dict[str, Any]]:
         rows = build_rows(problems, seed=cfg.run.seed + epoch, min_masked=st.min_masked, mask_ratio=st.mask_ratio,
-                          mask_token=cfg.data.mask_token, answer_label=cfg.data.answer_label)
+                          mask_token=cfg.data.mask_token, answer_label=cfg.data.answer_label,
+                          question_only_share=st.question_only_share)
         return add_token_lengths(rows, tokenizer)
     return build
 
