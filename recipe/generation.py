@@ -1,8 +1,9 @@
 """Batched generation on the hf backend: left padding, greedy or sampled, stop after the answer line.
 
 Used by stage-3 mining and by evaluation. The answer line is ``data.answer_label`` followed by something with a digit
-(:func:`answer_line_pattern`); :data:`STOP_TEXTS` end a row that starts a new problem. On the unsloth backend the
-same HF ``generate`` call runs Unsloth's patched fast decoding (vLLM is used for GRPO training only).
+(:func:`answer_line_pattern`); :data:`STOP_TEXTS` end a row that starts a new problem. Greedy decoding drops finished
+rows from the batch as it goes (:func:`_greedy_pruned`); sampling, and every model loaded through Unsloth, use HF
+``generate`` (on unsloth that is Unsloth's patched fast decoding; vLLM is used for GRPO training only).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList
 
 from recipe.prompts import ANSWER_LABEL
 from recipe.stopping import (  # noqa: F401  (STOP_TEXTS, answer_line_pattern and cut_after_answer are re-exported)
@@ -81,7 +82,10 @@ _PROCESSING_KEYS = {  # generation-config settings that change greedy logits; wi
 
 def plain_greedy(model) -> bool:
     """Whether greedy decoding of ``model`` is a bare argmax (no logits processors from its generation config), so
-    :func:`_greedy_pruned` writes exactly what HF ``generate`` writes."""
+    :func:`_greedy_pruned` writes exactly what HF ``generate`` writes. Models loaded through Unsloth (its own patched
+    forward and decoding) keep HF ``generate``."""
+    if getattr(getattr(model, "config", None), "unsloth_version", None):
+        return False
     config = getattr(model, "generation_config", None)
     return all(getattr(config, key, None) in allowed for key, allowed in _PROCESSING_KEYS.items())
 
@@ -104,8 +108,6 @@ def _greedy_pruned(model, tokenizer, prompt_ids: list[list[int]], max_new_tokens
     mask and positions of the rows still writing are index-selected. HF ``generate`` keeps finished rows in the batch
     until the last one ends, so one rambling row made the whole batch run to ``max_new_tokens``. Same prefill, same
     positions, same argmax: the same tokens as ``generate`` (tested against it)."""
-    from transformers import DynamicCache  # lazy: transformers is heavy; this module's importers already load it
-
     device = next(model.parameters()).device
     ids, mask = _left_pad(prompt_ids, tokenizer.pad_token_id, device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)

@@ -5,10 +5,6 @@ resumes after a SIGKILL like a stage, and the report shows its row and the train
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,9 +15,9 @@ from recipe import evaluate, prompts, run, rundir
 from recipe import model as model_mod
 from recipe.cli import main
 from recipe.stages import common
-from recipe.stages.common import KILL_AFTER_SAVE_ENV, train_problems, train_sft
+from recipe.stages.common import train_problems, train_sft
+from tests.conftest import run_killed_after_save
 
-REPO = Path(__file__).resolve().parents[1]
 QUIET = ("stage2.log_completions=false", "stage3.log_completions=false", "stage3.mining_limit=8",
          "stage3.mining_max_new_tokens=16", "stage2.max_completion_length=16", "stage3.max_completion_length=16")
 
@@ -101,10 +97,7 @@ def test_sigkill_mid_baseline_then_rerun_resumes_evaluates_and_reports(cache_dir
     run_dir = tmp_path / "run"
     args = ["baseline", "grpo", "--preset", "smoke", "--output-dir", str(run_dir), "--set",
             f"model.cache_dir={cache_dir}", "--set", "eval.limit=4", *[a for q in QUIET for a in ("--set", q)]]
-    env = {**os.environ, "PYTHONPATH": str(REPO), KILL_AFTER_SAVE_ENV: "baseline-grpo:2"}
-    proc = subprocess.run([sys.executable, "-m", "recipe.cli", *args], env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL, timeout=300)
-    assert proc.returncode == -signal.SIGKILL, "the run should have killed itself after the baseline's checkpoint-2"
+    run_killed_after_save(args, "baseline-grpo:2")
     manifest = rundir.load_manifest(run_dir)
     assert manifest["stages"]["baseline-grpo"]["status"] == "running"
     assert (run_dir / "baseline-grpo" / "trainer" / "checkpoint-2" / "trainer_state.json").is_file()

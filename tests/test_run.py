@@ -7,9 +7,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,9 +18,7 @@ from safetensors.torch import load_file
 from recipe import config as C
 from recipe import run, rundir
 from recipe.cli import main
-from recipe.stages.common import KILL_AFTER_SAVE_ENV
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import run_killed_after_save
 
 
 @pytest.fixture(scope="session")
@@ -158,10 +153,7 @@ def test_sigkill_mid_stage2_then_rerun_resumes_and_finishes(cache_dir, tmp_path)
             "--set", "stage2.save_steps=2", "--set", "stage2.log_completions=false",
             "--set", "stage2.max_completion_length=8", "--set", "stage3.max_steps=1", "--set", "stage3.mining_limit=4",
             "--set", "stage3.mining_max_new_tokens=8", "--set", "stage3.max_completion_length=8"]
-    env = {**os.environ, "PYTHONPATH": str(REPO), KILL_AFTER_SAVE_ENV: "stage2:2"}
-    proc = subprocess.run([sys.executable, "-m", "recipe.cli", *args], env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL, timeout=300)
-    assert proc.returncode == -signal.SIGKILL, "the run should have killed itself after stage 2's checkpoint-2"
+    run_killed_after_save(args, "stage2:2")
     manifest = rundir.load_manifest(run_dir)
     assert manifest["stages"]["stage1"]["status"] == "done"
     assert manifest["stages"]["stage2"]["status"] == "running"
