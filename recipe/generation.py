@@ -8,8 +8,9 @@ rows from the batch as it goes (:func:`_greedy_pruned`); sampling, and every mod
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList
@@ -90,30 +91,18 @@ def plain_greedy(model) -> bool:
     return all(getattr(config, key, None) in allowed for key, allowed in _PROCESSING_KEYS.items())
 
 
-def _left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(map(len, seqs))
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, seq in enumerate(seqs):
-        if seq:
-            ids[i, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
-            mask[i, width - len(seq):] = 1
-    return ids.to(device), mask.to(device)
-
-
-def _greedy_pruned(model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: int, eos_ids: list[int],
-                   stop: tuple | None) -> list[list[int]]:
+def _greedy_pruned(model, tokenizer, enc, max_new_tokens: int, eos_ids: list[int],
+                   done: Callable[[str], bool] | None) -> list[list[int]]:
     """Greedy decoding with a KV cache whose finished rows leave the batch: a row ends on EOS (kept, as HF keeps it)
-    or when the stop rule ``stop = (stop_texts, answer_label, rule)`` holds for its generated text, and the cache,
+    or when ``done`` holds for the tail of its generated text (what :class:`StopAfterAnswerLine` reads), and the cache,
     mask and positions of the rows still writing are index-selected. HF ``generate`` keeps finished rows in the batch
     until the last one ends, so one rambling row made the whole batch run to ``max_new_tokens``. Same prefill, same
     positions, same argmax: the same tokens as ``generate`` (tested against it)."""
-    device = next(model.parameters()).device
-    ids, mask = _left_pad(prompt_ids, tokenizer.pad_token_id, device)
+    ids, mask = enc["input_ids"], enc["attention_mask"]
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache(config=getattr(model, "config", None))
-    written: list[list[int]] = [[] for _ in prompt_ids]
-    active = torch.arange(len(prompt_ids), device=device)
+    written: list[list[int]] = [[] for _ in range(ids.shape[0])]
+    active = torch.arange(ids.shape[0], device=ids.device)
     logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                    use_cache=True, logits_to_keep=1).logits[:, -1, :]
     last = positions[:, -1]
@@ -125,15 +114,13 @@ def _greedy_pruned(model, tokenizer, prompt_ids: list[list[int]], max_new_tokens
             written[row].append(tok)
             if tok in eos_ids:
                 continue
-            if stop is not None:
-                tail = tokenizer.decode(written[row][-_TAIL_TOKENS:], skip_special_tokens=True)
-                if is_finished(tail, stop[2], stop[0], stop[1]):
-                    continue
+            if done is not None and done(tokenizer.decode(written[row][-_TAIL_TOKENS:], skip_special_tokens=True)):
+                continue
             keep.append(k)
         if not keep or step == max_new_tokens - 1:
             break
         if len(keep) < len(rows):
-            index = torch.tensor(keep, device=device)
+            index = torch.tensor(keep, device=ids.device)
             cache.batch_select_indices(index)
             active, nxt, mask, last = active[index], nxt[index], mask[index], last[index]
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
@@ -165,25 +152,26 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 512,
     device = next(model.parameters()).device
     torch.manual_seed(seed)
     pruned = prune and temperature <= 0 and num_return_sequences == 1 and plain_greedy(model)
-    stop = (tuple(stop_texts), answer_label, stop_rule) if stop_at_answer else None
+    done = partial(is_finished, rule=stop_rule, stop_texts=stop_texts, answer_label=answer_label) \
+        if stop_at_answer else None
+    kwargs = dict(max_new_tokens=max_new_tokens, num_return_sequences=num_return_sequences,
+                  pad_token_id=tokenizer.pad_token_id, eos_token_id=eos_ids)
+    if temperature > 0:
+        kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
+    else:
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
     results: list[list[Generation]] = []
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start:start + batch_size]
-        kwargs = dict(num_return_sequences=num_return_sequences, pad_token_id=tokenizer.pad_token_id,
-                      eos_token_id=eos_ids)
-        if temperature > 0:
-            kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        prompt_len = enc["input_ids"].shape[1]
         if pruned:
-            new = _greedy_pruned(model, tokenizer, tokenizer(chunk, add_special_tokens=False)["input_ids"],
-                                 max_new_tokens, eos_ids, stop)
+            new = _greedy_pruned(model, tokenizer, enc, max_new_tokens, eos_ids, done)
         else:
-            enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-            prompt_len = enc["input_ids"].shape[1]
-            if stop is not None:
-                kwargs["stopping_criteria"] = StoppingCriteriaList([StopAfterAnswerLine(tokenizer, prompt_len, *stop)])
-            new = model.generate(**enc, max_new_tokens=max_new_tokens, **kwargs)[:, prompt_len:].tolist()
+            if stop_at_answer:
+                kwargs["stopping_criteria"] = StoppingCriteriaList([StopAfterAnswerLine(tokenizer, prompt_len, stop_texts,
+                                                                                         answer_label, stop_rule)])
+            new = model.generate(**enc, **kwargs)[:, prompt_len:].tolist()
         for i, prompt in enumerate(chunk):
             gens = []
             for j in range(num_return_sequences):
@@ -192,7 +180,7 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 512,
                 ids = [t for t in ids if t not in special]
                 raw = tokenizer.decode(ids, skip_special_tokens=True)
                 text = cut_finished(raw, stop_rule, stop_texts, answer_label) if stop_at_answer else raw
-                finished = ended or stop_at_answer and is_finished(raw + "\n", stop_rule, stop_texts, answer_label)
+                finished = ended or done is not None and done(raw + "\n")
                 gens.append(Generation(prompt=prompt, text=text, n_tokens=len(ids),
                                        truncated=len(ids) >= max_new_tokens and not finished, raw=raw))
             results.append(gens)
