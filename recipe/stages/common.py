@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import shutil
 import signal
 from collections.abc import Callable, Mapping, Sequence
@@ -73,6 +74,18 @@ def teacher_fields(problem: data_mod.Problem, answer_label: str,
         "teacher_words": len(solution.split()),
     }
     return solution, fields
+
+
+def question_only_picks(n: int, seed: int, share: float) -> list[bool]:
+    """Which of ``n`` rows show the question alone (``stageN.question_only_share``, not in the paper), each with
+    chance ``share``. Drawn from a generator of their own (seeded from ``seed``), so a stage's shuffles and masks are
+    the same at any share, and stages 1 and 2 pick the same way for the same seed.
+
+    >>> question_only_picks(4, seed=0, share=0.0), question_only_picks(4, seed=0, share=1.0)
+    ([False, False, False, False], [True, True, True, True])
+    """
+    rng = random.Random(f"question-only-{seed}")
+    return [rng.random() < share for _ in range(n)]
 
 
 def add_token_lengths(rows: Sequence[Mapping[str, Any]], tokenizer: Any) -> list[dict[str, Any]]:

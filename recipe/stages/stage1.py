@@ -21,7 +21,7 @@ from recipe import model as model_mod
 from recipe.config import Config
 from recipe.data import Problem
 from recipe.prompts import ANSWER_LABEL, COMPLETION_PREFIX, MASK_TOKEN, eval_prompt, stage1_prompt
-from recipe.stages.common import teacher_fields, train_problems, train_sft
+from recipe.stages.common import question_only_picks, teacher_fields, train_problems, train_sft
 
 
 def build_rows(problems: Sequence[Problem], seed: int, mask_prob: float = 0.7, mask_token: str = MASK_TOKEN,
@@ -32,7 +32,7 @@ def build_rows(problems: Sequence[Problem], seed: int, mask_prob: float = 0.7, m
     the same distribution as the paper's mask-then-shuffle. The completion is the full ordered teacher solution
     (:func:`recipe.stages.common.teacher_fields`: thinking part, real steps, answer line).
     ``question_only_share``: the chance that a row instead shows only the question (the evaluation prompt, no steps:
-    ``shuffled`` empty), drawn from a second generator so the shuffles and masks are the same at any share.
+    ``shuffled`` empty), :func:`recipe.stages.common.question_only_picks`.
     Pure: the call seeds its own ``random.Random(seed)``, so the same inputs give the same rows in any process.
 
     >>> row = build_rows([Problem("t-0", "Q?", ("a = 1.", "b = 2."), "2")], seed=0, mask_prob=1.0)[0]
@@ -43,9 +43,8 @@ def build_rows(problems: Sequence[Problem], seed: int, mask_prob: float = 0.7, m
     (True, [], '\\nStep 1: a = 1.\\nFinal Answer: 1')
     """
     rng = random.Random(seed)
-    share_rng = random.Random(f"question-only-{seed}")
     rows = []
-    for problem in problems:
+    for problem, alone in zip(problems, question_only_picks(len(problems), seed, question_only_share)):
         shuffled = list(problem.steps)
         rng.shuffle(shuffled)
         masked_index = -1
@@ -53,9 +52,10 @@ def build_rows(problems: Sequence[Problem], seed: int, mask_prob: float = 0.7, m
             masked_index = rng.randrange(len(shuffled))
             shuffled[masked_index] = mask_token
         solution, fields = teacher_fields(problem, answer_label)
-        prompt = stage1_prompt(problem.question, shuffled, mask_token, answer_label)
-        if share_rng.random() < question_only_share:
+        if alone:
             prompt, shuffled, masked_index = eval_prompt(problem.question, answer_label), [], -1
+        else:
+            prompt = stage1_prompt(problem.question, shuffled, mask_token, answer_label)
         rows.append({
             **fields,
             "prompt": prompt,

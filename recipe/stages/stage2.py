@@ -20,7 +20,7 @@ from recipe import model as model_mod
 from recipe.config import Config
 from recipe.data import Problem
 from recipe.prompts import ANSWER_LABEL, MASK_TOKEN, eval_prompt, stage2_prompt
-from recipe.stages.common import add_token_lengths, teacher_fields, train_grpo, train_problems
+from recipe.stages.common import add_token_lengths, question_only_picks, teacher_fields, train_grpo, train_problems
 
 
 def mask_count(n_steps: int, min_masked: int = 3, mask_ratio: float = 0.5) -> int:
@@ -37,8 +37,8 @@ def build_rows(problems: Sequence[Problem], seed: int, min_masked: int = 3, mask
                mask_token: str = MASK_TOKEN, answer_label: str = ANSWER_LABEL,
                question_only_share: float = 0.0) -> list[dict[str, Any]]:
     """Masked completion (GRPO): steps in order, :func:`mask_count` random ones hidden (``masked_indices``,
-    sorted). ``question_only_share``: the chance that a prompt is the question alone (``masked_indices`` empty), drawn
-    from a second generator so the masks are the same at any share. Pure: seeds its own ``random.Random(seed)``.
+    sorted). ``question_only_share``: the chance that a prompt is the question alone (``masked_indices`` empty),
+    :func:`recipe.stages.common.question_only_picks`. Pure: seeds its own ``random.Random(seed)``.
 
     >>> row = build_rows([Problem("t-0", "Q?", ("a = 1.", "b = 2.", "c = 3."), "3")], seed=0)[0]
     >>> len(row["masked_indices"]), row["prompt"].count("- [MASK]"), row["teacher_words"]
@@ -48,17 +48,17 @@ def build_rows(problems: Sequence[Problem], seed: int, min_masked: int = 3, mask
     (True, [], 2)
     """
     rng = random.Random(seed)
-    share_rng = random.Random(f"question-only-{seed}")
     rows = []
-    for problem in problems:
+    for problem, alone in zip(problems, question_only_picks(len(problems), seed, question_only_share)):
         n = len(problem.steps)
         masked = sorted(rng.sample(range(n), mask_count(n, min_masked, mask_ratio)))
         hidden = set(masked)
         partial = [mask_token if i in hidden else step for i, step in enumerate(problem.steps)]
         solution, fields = teacher_fields(problem, answer_label, with_thinking=False)  # budget: real steps only
-        prompt = stage2_prompt(problem.question, partial, mask_token, answer_label)
-        if share_rng.random() < question_only_share:
+        if alone:
             prompt, masked = eval_prompt(problem.question, answer_label), []
+        else:
+            prompt = stage2_prompt(problem.question, partial, mask_token, answer_label)
         rows.append({
             **fields,
             "prompt": prompt,
