@@ -16,10 +16,14 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recipe import config as config_mod  # noqa: E402
+from recipe import model as model_mod  # noqa: E402
 from recipe import prompts, synthetic  # noqa: E402
+from recipe.generation import STOP_TEXTS, generate  # noqa: E402
 
 TARGET_RATIO = 1.2
 DEV_SEED = 20261126  # the proof preset's dev problems (the held-out test seed is never used for settings)
@@ -33,11 +37,6 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=1, help="alternating repeats; the best time of each counts")
     args = parser.parse_args()
-
-    import torch
-
-    from recipe import model as model_mod
-    from recipe.generation import STOP_TEXTS, generate
 
     load = os.getloadavg()[0]
     if load > 0.5:

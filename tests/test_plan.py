@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 
 import pytest
+import torch
 from click.testing import CliRunner
 
-from recipe import plan
+from recipe import plan, run
 from recipe.cli import main
 from recipe.config import preset_names, resolve
+from tests.test_reliability_run import cfg_for, fake_trainers
 
 QWEN3B = plan.model_dims("Qwen/Qwen2.5-3B")
 
@@ -124,13 +127,6 @@ def test_cli_prints_tables_and_verdict_with_exit_code():
 def test_run_all_warns_before_training_when_the_plan_does_not_fit_the_cuda_card(tmp_path, monkeypatch, caplog):
     """On CUDA, `run-all` logs `cotrecipe plan`'s warning before the first stage trains (a faked 0.5 GiB card; the
     trainers are stand-ins that write a valid adapter, so nothing touches a GPU). Without CUDA it says nothing."""
-    import logging
-
-    import torch
-
-    from recipe import run
-    from tests.test_reliability_run import cfg_for, fake_trainers
-
     for cuda, expected in ((False, 0), (True, 1)):
         trained: list[str] = []
         fake_trainers(monkeypatch, trained)
