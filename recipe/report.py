@@ -14,14 +14,15 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from recipe import curves
+from recipe import curves, pairstats
 from recipe.errors import EvalError
-from recipe.fsio import read_json, write_bytes, write_text
-from recipe.rundir import EVAL_DIR, REPORT_MD, REPORT_PNG, RESULTS
+from recipe.fsio import read_json, read_jsonl, write_bytes, write_text
+from recipe.rundir import EVAL_DIR, GENERATIONS, REPORT_MD, REPORT_PNG, RESULTS
 
 log = logging.getLogger("recipe")
 
 CURRICULUM = ("base", "stage1", "stage2", "stage3")
+STARTS_FROM = {"stage1": "base", "stage2": "stage1", "stage3": "stage2"}  # a row -> the row its training starts from
 PAPER_RESULT = "Paper (Qwen2.5-3B-Base, GSM8K test, 1,319 problems): base 64.90% / 230 tokens -> BRIDGE 76.19% / 167 tokens."
 COLUMNS = ("model", "accuracy (%)", "Δ vs base (pts)", "avg tokens", "Δ% length", "truncation %", "format %", "n", "official (%)")
 
@@ -138,8 +139,72 @@ def _stop_words(proto: dict) -> str:
     return "at its answer line"
 
 
+def comparison_pairs(names: Sequence[str]) -> list[tuple[str, str]]:
+    """Which rows the report compares, paired on the same problems: each row against the row it starts from
+    (baselines start from the base model), the last curriculum stage against base, and each curriculum stage
+    against each baseline.
+
+    >>> comparison_pairs(["base", "stage1", "stage2", "baseline-sft"])
+    [('stage1', 'base'), ('stage2', 'stage1'), ('baseline-sft', 'base'), ('stage2', 'base'), ('stage1', 'baseline-sft'), ('stage2', 'baseline-sft')]
+    """
+    present = set(names)
+    stages = [n for n in names if n in STARTS_FROM]
+    baselines = [n for n in names if n not in CURRICULUM]
+    pairs = [(n, STARTS_FROM[n]) for n in stages if STARTS_FROM[n] in present]
+    pairs += [(n, "base") for n in baselines if "base" in present]
+    if stages and "base" in present and (stages[-1], "base") not in pairs:
+        pairs.append((stages[-1], "base"))
+    pairs += [(s, b) for s in stages for b in baselines]
+    return pairs
+
+
+def paired_comparisons(run_dir: str | Path, names: Sequence[str],
+                       samples: int = pairstats.BOOTSTRAP_SAMPLES) -> list[pairstats.Paired]:
+    """:func:`recipe.pairstats.compare` for each of :func:`comparison_pairs`, from the rows' stored
+    ``generations.jsonl``; a pair whose generations are missing or unreadable is left out with a warning."""
+    rows: dict[str, list[dict] | None] = {}
+
+    def load(name: str) -> list[dict] | None:
+        if name not in rows:
+            path = Path(run_dir) / EVAL_DIR / name / GENERATIONS
+            try:
+                data = read_jsonl(path)
+                rows[name] = data if data and all(isinstance(r, dict) and "id" in r and "correct" in r
+                                                  for r in data) else None
+            except (OSError, ValueError) as exc:
+                log.warning("report: no paired statistics for %s (%s: %s)", name, type(exc).__name__, str(exc)[:80])
+                rows[name] = None
+        return rows[name]
+
+    found = []
+    for a, b in comparison_pairs(names):
+        ra, rb = load(a), load(b)
+        paired = pairstats.compare(a, ra, b, rb, samples=samples) if ra and rb else None
+        if paired is not None:
+            found.append(paired)
+    return found
+
+
+def paired_section(paired: Sequence[pairstats.Paired]) -> list[str]:
+    """report.md lines: the verdict (only differences significant at 95 %) and the table behind it."""
+    if not paired:
+        return []
+    head = ("| comparison | n | won | lost | Δ accuracy (pts) | McNemar p | Δ tokens | 95% CI (tokens) |",
+            "|---|---|---|---|---|---|---|---|")
+    body = [f"| {p.a} vs {p.b} | {p.n} | {p.won} | {p.lost} | {p.acc_diff:+.2f} | {p.p_value:.3g} | "
+            f"{_fmt(p.tok_diff, '+.1f')} | {'-' if p.tok_ci is None else f'{p.tok_ci[0]:+.1f} to {p.tok_ci[1]:+.1f}'} |"
+            for p in paired]
+    return ["## Paired comparisons", "",
+            "Verdict (paired on the same problems, 95 %): " + "; ".join(pairstats.describe(p) for p in paired) + ".",
+            "", "Won/lost: problems the first row gets right and the second wrong, and the reverse; p is the exact "
+            "McNemar test on those counts; the token interval is a paired bootstrap of the mean difference "
+            f"({pairstats.BOOTSTRAP_SAMPLES:,} resamples of the problems, seed {pairstats.BOOTSTRAP_SEED}).", "",
+            *head, *body, ""]
+
+
 def render_markdown(results: Sequence[tuple[str, dict]], png_name: str = "report.png",
-                    histories: dict[str, list[dict]] | None = None) -> str:
+                    histories: dict[str, list[dict]] | None = None,
+                    paired: Sequence[pairstats.Paired] = ()) -> str:
     _, ref = results[0]
     proto, data = ref.get("protocol", {}), ref.get("data", {})
     notes = _mismatches(results)
@@ -149,7 +214,8 @@ def render_markdown(results: Sequence[tuple[str, dict]], png_name: str = "report
         "",
         format_table(results),
         "",
-        *([verdict(results), ""] if verdict(results) else []),
+        *([f"Point estimates (not tests; see the paired comparisons): {verdict(results)}", ""]
+          if verdict(results) else []),
         f"Protocol: prompt `{proto.get('prompt')}`, greedy, max {proto.get('max_new_tokens')} new tokens, answer "
         f"read from `{proto.get('answer_label')}`, a row stops {_stop_words(proto)} or at "
         f"{', '.join(f'`{t}`' for t in proto.get('stop_texts', [])) or '-'}; data `{data.get('source')}` split `{data.get('split')}`, "
@@ -162,6 +228,7 @@ def render_markdown(results: Sequence[tuple[str, dict]], png_name: str = "report
         "",
         f"![accuracy vs length]({png_name})",
         "",
+        *paired_section(paired),
         *curves_section(histories or {}, curves.REPORT_CURVES_PNG),
     ]
     return "\n".join(lines)
@@ -247,7 +314,8 @@ def build_report(run_dir: str | Path) -> list[Path]:
                         f"run `cotrecipe eval --run {run_dir}` first")
     md, png = run_dir / REPORT_MD, run_dir / REPORT_PNG
     histories = curves.collect_histories(run_dir)
-    write_text(md, render_markdown(results, png.name, histories))
+    paired = paired_comparisons(run_dir, [name for name, _ in results])
+    write_text(md, render_markdown(results, png.name, histories, paired))
     write_bytes(png, render_png(results))
     if not histories:
         return [md, png]
