@@ -43,6 +43,8 @@ class ModelConfig:
     load_in_4bit: bool = True  # only honoured on CUDA
     max_seq_length: int = 1024
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # CPU only: train float32 weights under bf16 autocast (TRL bf16=True with use_cpu); see recipe/precision.py
+    cpu_autocast: Literal["none", "bfloat16"] = "none"
     use_lora: bool = True
     lora_r: int = 16
     lora_alpha: int = 32
@@ -73,6 +75,7 @@ class DataConfig:
     stage1_rows: list[int] = field(default_factory=lambda: [0, 2000])
     stage2_rows: list[int] = field(default_factory=lambda: [2000, 4000])
     stage3_rows: list[int] = field(default_factory=lambda: [4000, -1])
+    warmup_rows: list[int] = field(default_factory=lambda: [0, 0])  # the warm-up's own slice (warmup.enabled)
 
 
 @dataclass
@@ -149,6 +152,17 @@ class Stage3Config(GRPOStageConfig):
 
 
 @dataclass
+class WarmupConfig(TrainConfig):
+    """Not in the paper: SFT of the base model on the teacher's full rationales (``data.warmup_rows``), merged into
+    its weights, which then stand for the base model of the whole run (base row, stages, baselines). On CPU it plays
+    the competent, verbose pretrained base the paper starts from (README, "The proof run")."""
+
+    enabled: bool = False
+    learning_rate: float = 3e-4
+    max_length: int = 1024
+
+
+@dataclass
 class EvalConfig:
     enabled: bool = True
     split: str = "test"
@@ -200,6 +214,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
     baseline_grpo: BaselineGRPOConfig = field(default_factory=BaselineGRPOConfig)
+    warmup: WarmupConfig = field(default_factory=WarmupConfig)
     description: str = ""
 
 
@@ -297,7 +312,7 @@ def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
 
 def validate(cfg: Config) -> None:
     """Range checks that types alone cannot express."""
-    for name in ("stage1", "stage2", "stage3"):
+    for name in ("stage1", "stage2", "stage3", *(("warmup",) if cfg.warmup.enabled else ())):
         st = getattr(cfg, name)
         _check(st.learning_rate > 0, f"{name}.learning_rate", st.learning_rate, "must be > 0")
         _check(st.per_device_train_batch_size >= 1, f"{name}.per_device_train_batch_size",

@@ -68,7 +68,7 @@ def check_reward_params(key: str, spec: Any) -> None:
 
 def validate_trainer_keys(cfg: Any) -> None:
     """Every trainer key against what transformers / TRL accept, so nothing fails after the model loads."""
-    for name in ("stage1", "stage2", "stage3"):
+    for name in ("stage1", "stage2", "stage3", *(("warmup",) if cfg.warmup.enabled else ())):
         st = getattr(cfg, name)
         _check(st.lr_scheduler_type in LR_SCHEDULERS, f"{name}.lr_scheduler_type", st.lr_scheduler_type,
                f"allowed: {', '.join(LR_SCHEDULERS)}")
@@ -85,6 +85,7 @@ def validate_trainer_keys(cfg: Any) -> None:
         _check(st.save_total_limit >= 1, f"{name}.save_total_limit", st.save_total_limit,
                "must be >= 1 (the newest checkpoint is the resume point)")
     _check(cfg.stage1.max_length >= 1, "stage1.max_length", cfg.stage1.max_length, "must be >= 1")
+    _check(cfg.warmup.max_length >= 1, "warmup.max_length", cfg.warmup.max_length, "must be >= 1")
     for name in ("stage2", "stage3"):
         st = getattr(cfg, name)
         _check(st.loss_type in GRPO_LOSS_TYPES, f"{name}.loss_type", st.loss_type,
@@ -119,6 +120,8 @@ def validate_model_eval_run(cfg: Any) -> None:
            "a positive count, or -1 for the whole split (as --limit)")
     source = cfg.data.eval_source or cfg.data.source
     if source in ("synthetic", "openai/gsm8k") or source.startswith("synthetic:"):  # others: the pre-load data check
-        _check(ev.split in _HUB_SPLITS, "eval.split", ev.split,
-               f"allowed for {safe_yaml.short_repr(source)}: {', '.join(_HUB_SPLITS)}")
+        # synthetic sources also have a `dev` split (its own seed): settings are tuned there, never on `test`
+        splits = _HUB_SPLITS if source == "openai/gsm8k" else (*_HUB_SPLITS, "dev")
+        _check(ev.split in splits, "eval.split", ev.split,
+               f"allowed for {safe_yaml.short_repr(source)}: {', '.join(splits)}")
     _check(0 <= cfg.run.seed <= SEED_MAX, "run.seed", cfg.run.seed, f"must be in [0, {SEED_MAX}]")

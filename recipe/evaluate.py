@@ -233,13 +233,32 @@ def official_golds(source: str, split: str, problems: Sequence[Any]) -> list[Any
     return golds
 
 
+def decontaminate(problems: list, train_questions: set[str]) -> list:
+    """``problems`` without those whose question is also a training question. The synthetic generator draws from a
+    few templates, so its splits share questions (64 of 400 test problems appear in 2,500 training rows); GSM8K's
+    splits are disjoint, so nothing is dropped there and its train split is not read.
+
+    >>> [p.id for p in decontaminate([Problem("t-0", "A?", ("1.",), "1"), Problem("t-1", "B?", ("2.",), "2")], {"B?"})]
+    ['t-0']
+    """
+    return [p for p in problems if p.question not in train_questions]
+
+
 def load_eval_problems(cfg: Config) -> tuple[list, str]:
-    """The first ``eval.limit`` problems of ``eval.split`` of ``data.eval_source`` (or ``data.source``)."""
+    """The first ``eval.limit`` problems of ``eval.split`` of ``data.eval_source`` (or ``data.source``), after
+    dropping synthetic problems whose question is also in the synthetic train split (:func:`decontaminate`)."""
     source = cfg.data.eval_source or cfg.data.source
     problems, report = load_gsm8k(source, split=cfg.eval.split, strict=cfg.data.strict,
                                   annotations=cfg.data.annotations)
     if report.n_bad:
         log.warning("eval data %s", report.summary())
+    if source.startswith("synthetic") and cfg.data.source.startswith("synthetic") and cfg.eval.split != "train":
+        train, _ = load_gsm8k(cfg.data.source, split="train")
+        kept = decontaminate(problems, {p.question for p in train})
+        if len(kept) < len(problems):
+            log.info("eval: %d of %d %s problems are also training questions of %s; left out", len(problems) - len(kept),
+                     len(problems), source, cfg.data.source)
+        problems = kept
     if cfg.eval.limit > 0:
         problems = problems[: cfg.eval.limit]
     if not problems:

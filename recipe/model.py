@@ -222,7 +222,7 @@ def model_precision(cfg: Any) -> precision_mod.Precision:
     import torch
 
     try:
-        return precision_mod.decide(cfg.dtype, torch.cuda.is_available())
+        return precision_mod.decide(cfg.dtype, torch.cuda.is_available(), getattr(cfg, "cpu_autocast", "none"))
     except precision_mod.PrecisionError as exc:
         raise ModelError(str(exc)) from exc
 

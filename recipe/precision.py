@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+CPU_AUTOCAST = ("none", "bfloat16")
 
 
 class PrecisionError(ValueError):
@@ -49,12 +50,23 @@ def native_bf16() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
 
 
-def decide(dtype: str, cuda: bool) -> Precision:
-    """The precision for ``model.dtype`` = ``dtype`` on this machine (``cuda``: training/loading on a GPU)."""
+def decide(dtype: str, cuda: bool, cpu_autocast: str = "none") -> Precision:
+    """The precision for ``model.dtype`` = ``dtype`` on this machine (``cuda``: training/loading on a GPU);
+    ``cpu_autocast`` (``model.cpu_autocast``) matters on the CPU only.
+
+    >>> decide("auto", cuda=False, cpu_autocast="bfloat16")
+    Precision(dtype='float32', bf16=True, fp16=False)
+    """
     if dtype not in DTYPES:
         raise PrecisionError(f"unknown model.dtype '{dtype}' (allowed: {', '.join(DTYPES)})")
+    if cpu_autocast not in CPU_AUTOCAST:
+        raise PrecisionError(f"unknown model.cpu_autocast '{cpu_autocast}' (allowed: {', '.join(CPU_AUTOCAST)})")
     if not cuda:
-        return Precision("float32" if dtype == "auto" else dtype, bf16=False, fp16=False)
+        loaded = "float32" if dtype == "auto" else dtype
+        if cpu_autocast == "bfloat16" and loaded != "float32":
+            raise PrecisionError(f"model.cpu_autocast=bfloat16 keeps float32 master weights; model.dtype={dtype} "
+                                 "loads them in 16 bits: use model.dtype=float32 (or auto)")
+        return Precision(loaded, bf16=cpu_autocast == "bfloat16", fp16=False)
     if dtype == "auto":
         dtype = "bfloat16" if native_bf16() else "float16"
     elif dtype == "bfloat16" and not native_bf16():
@@ -68,4 +80,4 @@ def for_config(cfg: Any) -> Precision:
     import torch
 
     cuda = torch.cuda.is_available() and getattr(cfg.run, "device", "auto") != "cpu"
-    return decide(cfg.model.dtype, cuda)
+    return decide(cfg.model.dtype, cuda, getattr(cfg.model, "cpu_autocast", "none"))

@@ -10,6 +10,7 @@ evaluation and report row. Adding one = a ``stages/<name>.py`` with ``run(cfg, e
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -24,11 +25,14 @@ from recipe.integrity import weights_dir_problem
 from recipe.report import build_report
 from recipe.rundir import STAGES, Entry
 from recipe.runlock import locked
-from recipe.stages import baseline_grpo, baseline_sft, stage1, stage2, stage3
+from recipe.stages import baseline_grpo, baseline_sft, stage1, stage2, stage3, warmup
 
 log = logging.getLogger("recipe")
 
 ENTRIES: dict[str, Entry] = {e.name: e for e in (
+    # not in the paper, off by default: its merged weights become the run's base model (with_base)
+    Entry("warmup", "warm-up (SFT on full teacher rationales, merged into the base weights)", ("warmup",), None,
+          warmup.run),
     Entry("stage1", "structure (SFT, masked shuffled reconstruction)", ("stage1",), None, stage1.run),
     Entry("stage2", "brevity (GRPO, masked completion)", ("stage1", "stage2"), "stage1", stage2.run),
     Entry("stage3", "internalisation (persistent failures, GRPO rewriting)", ("stage1", "stage2", "stage3"),
@@ -41,7 +45,7 @@ ENTRIES: dict[str, Entry] = {e.name: e for e in (
           ("stage2", "stage3", "baseline_grpo"), None, baseline_grpo.run),
 )}
 BASELINE_ENTRIES = {"sft": "baseline-sft", "grpo": "baseline-grpo"}  # run.baselines key -> entry name
-DATA_SLICES = {"stage1": ("stage1",), "stage2": ("stage2",), "stage3": ("stage3",),
+DATA_SLICES = {"warmup": ("warmup",), "stage1": ("stage1",), "stage2": ("stage2",), "stage3": ("stage3",),
                "baseline-sft": ("stage1", "stage2"), "baseline-grpo": ("stage1", "stage2")}  # train slices read
 
 
@@ -66,7 +70,8 @@ def _warn_overlapping_slices(cfg: Config) -> None:
     """Disjoint stage slices are the default; an overlap (the paper preset mines stage 3 over stage 2's rows too) is
     allowed but said out loud."""
     try:
-        check_disjoint_slices({s: getattr(cfg.data, f"{s}_rows") for s in STAGES if getattr(cfg, s).enabled})
+        check_disjoint_slices({s: getattr(cfg.data, f"{s}_rows") for s in ("warmup", *STAGES)
+                               if getattr(cfg, s).enabled})
     except ValueError as exc:
         log.warning("%s: those problems are seen by more than one stage", exc)
 
@@ -95,13 +100,28 @@ def open_run(cfg: Config, force: bool = False) -> tuple[Path, dict]:
     return run_dir, manifest
 
 
+def with_base(cfg: Config, run_dir: Path, manifest: dict) -> Config:
+    """The config entries train and evaluate with: with ``warmup.enabled`` the model is the warm-up's merged weights
+    (it must be done), else ``cfg`` itself. Manifest records keep the config as given (``cfg``), so a resume compares
+    like with like."""
+    if not cfg.warmup.enabled:
+        return cfg
+    if not rundir.is_done(manifest, "warmup"):
+        raise RunError(f"warmup.enabled but the warm-up of {run_dir} is not finished; run `cotrecipe run-all` "
+                       "(it trains the warm-up first)")
+    base = rundir.absolute(run_dir, manifest["stages"]["warmup"]["output"])
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name_or_path=base))
+
+
 def train_entry(cfg: Config, run_dir: Path, manifest: dict, name: str, init_from: str | None) -> dict:
-    """Train one entry into ``run_dir/<name>`` with its manifest record (running -> done | failed)."""
+    """Train one entry into ``run_dir/<name>`` with its manifest record (running -> done | failed); every entry but
+    the warm-up starts from the run's base model (:func:`with_base`)."""
     entry = ENTRIES[name]
+    train_cfg = cfg if name == "warmup" else with_base(cfg, run_dir, manifest)
     rundir.mark_running(run_dir, manifest, cfg, entry, init_from)
     t0 = time.monotonic()
     try:
-        result = entry.train(cfg, rundir.entry_dir(run_dir, name), init_from)
+        result = entry.train(train_cfg, rundir.entry_dir(run_dir, name), init_from)
     except BaseException as exc:
         rundir.mark_failed(run_dir, manifest, name, exc)
         raise
@@ -134,10 +154,15 @@ def _run_all(cfg: Config, force: bool) -> Path:
     run_dir, manifest = open_run(cfg, force)
     todo = [s for s in STAGES if getattr(cfg, s).enabled and not rundir.is_done(manifest, s)]
     todo += [BASELINE_ENTRIES[k] for k in cfg.run.baselines if not rundir.is_done(manifest, BASELINE_ENTRIES[k])]
+    if cfg.warmup.enabled and not rundir.is_done(manifest, "warmup"):
+        todo.insert(0, "warmup")
     check_data(cfg, todo, eval_split=cfg.eval.enabled)
     if todo and dist.is_main():
         for line in plan.check_fits(cfg):  # on CUDA only: `cotrecipe plan`'s estimate against this card
             log.warning(line)
+    if todo and todo[0] == "warmup":
+        log.info("warmup: %s", ENTRIES["warmup"].title)
+        train_entry(cfg, run_dir, manifest, "warmup", None)
     init_from: str | None = None
     enabled = [s for s in STAGES if getattr(cfg, s).enabled]
     for n, stage in enumerate(STAGES, start=1):
@@ -212,12 +237,13 @@ def evaluate_run(cfg: Config, run_dir: str | Path, names: Sequence[str] | None =
 def _evaluate_run(cfg: Config, run_dir: Path, names: Sequence[str] | None) -> list[Path]:
     explicit = names is not None
     manifest = rundir.load_manifest(run_dir)
+    cfg = with_base(cfg, run_dir, manifest)  # the base row and every adapter sit on the warm-up's weights
     if not explicit:
-        baselines = [n for n in ENTRIES if n not in STAGES and rundir.is_done(manifest, n)]
+        baselines = [n for n in ENTRIES if n not in (*STAGES, "warmup") and rundir.is_done(manifest, n)]
         names = [*cfg.eval.stages, *baselines]
     data_checked = False
     for name in names:
-        if name != "base" and name not in ENTRIES:
+        if name == "warmup" or (name != "base" and name not in ENTRIES):
             raise EvalError(f"unknown stage '{name}' (allowed: base, {', '.join(ENTRIES)})")
         record = manifest["stages"].get(name, {})
         if name != "base" and record.get("status") != "done":

@@ -191,7 +191,9 @@ def output_of(run_dir: str | Path, name: str, manifest: dict | None = None) -> s
 def entry_config(cfg: Config, entry: Entry) -> dict:
     """The part of the config that determines ``entry``'s weights (its upstream entries' sections included)."""
     full = config_mod.to_dict(cfg)
-    out = {key: full[key] for key in _SHARED_SECTIONS + entry.sections}
+    # with a warm-up every entry starts from its weights; without one the section is left out (older runs resume)
+    warm = ("warmup",) if cfg.warmup.enabled else ()
+    out = {key: full[key] for key in dict.fromkeys(_SHARED_SECTIONS + warm + entry.sections)}
     out["data"] = {k: v for k, v in out["data"].items() if f"data.{k}" not in _IGNORED_KEYS}
     out["run"] = {"seed": full["run"]["seed"]}
     return out

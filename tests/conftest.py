@@ -46,3 +46,11 @@ def run_killed_after_save(args: list[str], entry_and_step: str, timeout: int = 3
     proc = subprocess.run([sys.executable, "-m", "recipe.cli", *args], env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL, timeout=timeout)
     assert proc.returncode == -signal.SIGKILL, f"the run should have killed itself after {entry_and_step}'s checkpoint"
+
+
+def first_table(text: str) -> list[str]:
+    """The header and body lines of the first Markdown table in ``text`` (its separator line left out)."""
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("| ")), len(lines))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return [line for line in lines[start:end] if line.startswith("| ")]

@@ -35,6 +35,7 @@ from recipe.stages.baseline_sft import build_rows as baseline_rows
 from recipe.stages.common import train_problems
 from recipe.stopping import stop_rule_record
 from recipe.tiny import build_tiny_qwen2
+from tests.conftest import first_table
 
 PROBLEMS = [
     {"id": "test-0", "question": "Natalia sold 48 clips in April and half as many in May. How many in all?",
@@ -216,8 +217,9 @@ def make_run(cache_dir: Path, run_dir: Path) -> C.Config:
 
 
 def table_names(output: str) -> list[str]:
-    lines = [line for line in output.splitlines() if line.startswith("| ") and "accuracy (%)" not in line]
-    return [line.strip("|").split("|")[0].strip() for line in lines]
+    """Row names of the results table (the first table; report.md's paired-comparison table comes later)."""
+    lines = first_table(output)
+    return [line.strip("|").split("|")[0].strip() for line in lines if "accuracy (%)" not in line]
 
 
 def test_eval_run_evaluates_done_stages_reports_and_resumes(cache_dir, tmp_path):

@@ -13,6 +13,7 @@ from recipe.cli import main
 from recipe.evaluate import EvalError
 from recipe.fsio import write_json, write_text
 from recipe.report import build_report, collect_results
+from tests.conftest import first_table
 
 PROTOCOL = {"prompt": "paper", "greedy": True, "max_new_tokens": 512, "answer_label": "Final Answer:",
             "split": "test", "limit": -1}
@@ -29,7 +30,7 @@ def put(run_dir: Path, name: str, accuracy: float, avg_tokens: float, truncation
 
 def table(md: str) -> dict[str, list[str]]:
     """Markdown table body -> {row name: cells}."""
-    rows = [line for line in md.splitlines() if line.startswith("| ") and "accuracy (%)" not in line]
+    rows = [line for line in first_table(md) if "accuracy (%)" not in line]
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in rows]
     return {c[0]: c[1:] for c in cells}
 

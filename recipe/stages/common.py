@@ -245,11 +245,12 @@ def _sft_dataset(rows: Sequence[Mapping[str, Any]]):
 
 
 def train_sft(cfg: Config, model, tokenizer, rows: list[dict], stage_dir: Path,
-              rows_for_epoch: RowsForEpoch | None = None) -> dict:
+              rows_for_epoch: RowsForEpoch | None = None, section: str = "stage1") -> dict:
     """TRL SFTTrainer on the rows' prompt/completion pairs (loss on the completion), then :func:`train_and_save`.
-    Used by stage 1 and the SFT baseline, both with the stage-1 budget. With ``rows_for_epoch`` (epoch -> rows;
-    epoch 0 must give ``rows``) every epoch trains on its own rows, tokenised by the trainer's own preparation."""
-    args = sft_args(cfg, str(stage_dir / TRAINER_DIR))
+    Used by stage 1 and the SFT baseline, both with the stage-1 budget, and by the warm-up (``section``). With
+    ``rows_for_epoch`` (epoch -> rows; epoch 0 must give ``rows``) every epoch trains on its own rows, tokenised by
+    the trainer's own preparation."""
+    args = sft_args(cfg, str(stage_dir / TRAINER_DIR), section)
     trainer = SFTTrainer(
         model=model,
         args=args,

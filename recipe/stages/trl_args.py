@@ -45,9 +45,10 @@ def _common_args(cfg: Config, st: TrainConfig, output_dir: str) -> dict:
     )
 
 
-def sft_args(cfg: Config, output_dir: str) -> SFTConfig:
-    """TRL SFTConfig for stage 1 (and the SFT baseline): prompt-completion data, loss on the completion only."""
-    st = cfg.stage1
+def sft_args(cfg: Config, output_dir: str, section: Literal["stage1", "warmup"] = "stage1") -> SFTConfig:
+    """TRL SFTConfig for stage 1 (and the SFT baseline, on stage 1's budget) or the warm-up (its own section):
+    prompt-completion data, loss on the completion only."""
+    st = getattr(cfg, section)
     return SFTConfig(
         **_common_args(cfg, st, output_dir),
         max_length=min(st.max_length, cfg.model.max_seq_length),
