@@ -195,6 +195,7 @@ class RunConfig:
     report_to: list[str] = field(default_factory=lambda: ["none"])
     device: Literal["auto", "cpu", "cuda"] = "auto"
     baselines: list[str] = field(default_factory=list)  # trained by run-all after the stages, e.g. [sft, grpo]
+    report_note: str = ""  # shown first in report.md: what this run does and does not show
     # Where TRL's vLLM (model.hf_use_vllm) runs for GRPO: in each training process, or a `trl vllm-serve` server
     # (README "Scaling out"). Not part of any entry's config fingerprint: switching it never blocks a resume.
     vllm_mode: Literal["colocate", "server"] = "colocate"

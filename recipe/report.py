@@ -14,10 +14,10 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from recipe import curves, pairstats
+from recipe import curves, pairstats, safe_yaml
 from recipe.errors import EvalError
 from recipe.fsio import read_json, read_jsonl, write_bytes, write_text
-from recipe.rundir import EVAL_DIR, GENERATIONS, REPORT_MD, REPORT_PNG, RESULTS
+from recipe.rundir import CONFIG_FILE, EVAL_DIR, GENERATIONS, REPORT_MD, REPORT_PNG, RESULTS
 
 log = logging.getLogger("recipe")
 
@@ -202,9 +202,20 @@ def paired_section(paired: Sequence[pairstats.Paired]) -> list[str]:
             *head, *body, ""]
 
 
+def report_note(run_dir: str | Path) -> str:
+    """``run.report_note`` of the run's ``config.yaml`` ("" when absent or unreadable)."""
+    path = Path(run_dir) / CONFIG_FILE
+    try:
+        data = safe_yaml.load_mapping(path.read_bytes(), str(path))
+    except (OSError, ValueError):
+        return ""
+    note = data.get("run", {}).get("report_note", "") if isinstance(data.get("run"), dict) else ""
+    return note.strip() if isinstance(note, str) else ""
+
+
 def render_markdown(results: Sequence[tuple[str, dict]], png_name: str = "report.png",
                     histories: dict[str, list[dict]] | None = None,
-                    paired: Sequence[pairstats.Paired] = ()) -> str:
+                    paired: Sequence[pairstats.Paired] = (), note: str = "") -> str:
     _, ref = results[0]
     proto, data = ref.get("protocol", {}), ref.get("data", {})
     notes = _mismatches(results)
@@ -212,6 +223,7 @@ def render_markdown(results: Sequence[tuple[str, dict]], png_name: str = "report
     lines = [
         "# cotrecipe report",
         "",
+        *([f"> {' '.join(note.split())}", ""] if note else []),
         format_table(results),
         "",
         *([f"Point estimates (not tests; see the paired comparisons): {verdict(results)}", ""]
@@ -315,7 +327,7 @@ def build_report(run_dir: str | Path) -> list[Path]:
     md, png = run_dir / REPORT_MD, run_dir / REPORT_PNG
     histories = curves.collect_histories(run_dir)
     paired = paired_comparisons(run_dir, [name for name, _ in results])
-    write_text(md, render_markdown(results, png.name, histories, paired))
+    write_text(md, render_markdown(results, png.name, histories, paired, report_note(run_dir)))
     write_bytes(png, render_png(results))
     if not histories:
         return [md, png]

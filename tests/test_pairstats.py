@@ -121,3 +121,11 @@ def test_report_without_generations_has_no_paired_section(tmp_path):
     (tmp_path / "eval" / "stage1" / "generations.jsonl").unlink()
     md = build_report(tmp_path)[0].read_text(encoding="utf-8")
     assert "## Paired comparisons" not in md and "| stage1 " in md
+
+
+def test_report_note_comes_first(tmp_path):
+    put_eval(tmp_path, "base", [True, False], [5, 5])
+    (tmp_path / "config.yaml").write_text("run:\n  report_note: |\n    A demo: it shows the pipeline,\n    not a result.\n",
+                                          encoding="utf-8")
+    lines = build_report(tmp_path)[0].read_text(encoding="utf-8").splitlines()
+    assert lines[:3] == ["# cotrecipe report", "", "> A demo: it shows the pipeline, not a result."]
