@@ -18,6 +18,7 @@ import click
 
 from recipe import config as config_mod
 from recipe import dist
+from recipe import doctor as doctor_mod
 from recipe import plan as plan_mod
 from recipe.data import DataError
 from recipe.errors import EvalError, RunError
@@ -339,6 +340,21 @@ def plan_command(preset, config_file, overrides, strict, gpu_mem, model_config):
     ok = plan_mod.render(plan_mod.plan_config(cfg, gib, dims), card=card, gpu_note=note)
     if card is None:
         click.echo("no listed card fits every stage: lower the batch sizes or completion lengths")
+    sys.exit(0 if ok else 1)
+
+
+@main.command()
+@click.option("--preset", default=None, help="The preset to judge (default: the default config).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="A YAML file laid over the preset.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one config value (repeatable).")
+@click.option("--import-timeout", default=120.0, show_default=True,
+              help="Seconds allowed for `import unsloth` / `import vllm` (each in its own subprocess).")
+@friendly
+def doctor(preset, config_file, overrides, import_timeout):
+    """Print this machine's setup for a bug report; exit 1 when it cannot run the chosen preset."""
+    lines, ok = doctor_mod.doctor(preset, config_file, list(overrides), import_timeout=import_timeout)
+    for line in lines:
+        click.echo(line)
     sys.exit(0 if ok else 1)
 
 
