@@ -121,8 +121,10 @@ def parse_pins(requirements: Iterable[tuple[str, str]], installed: Callable[[str
     return pins
 
 
-def read_pins(installed: Callable[[str], str | None] = installed_version) -> tuple[list[Pin], str]:
-    """The pins from this checkout's pyproject.toml (the code's own), else the installed metadata; and the source."""
+def read_pins(installed: Callable[[str], str | None] | None = None) -> tuple[list[Pin], str]:
+    """The pins from this checkout's pyproject.toml (the code's own), else the installed metadata; and the source.
+    ``installed`` maps a name to its installed version (default: :func:`installed_version`)."""
+    installed = installed or installed_version
     if tomllib is not None and PYPROJECT.is_file():
         try:
             project = tomllib.loads(PYPROJECT.read_text(encoding="utf-8")).get("project", {})
@@ -181,9 +183,12 @@ def nvidia_smi(timeout: float = 20.0) -> tuple[str | None, list[tuple[str, float
 
 def import_check(module: str, timeout: float) -> tuple[bool | None, str]:
     """(None, "not installed") | (True, version) | (False, why): ``import module`` in a fresh interpreter."""
+    if not all(part.isidentifier() for part in module.split(".")):
+        raise ValueError(f"not a module name: {module!r}")
     if importlib.util.find_spec(module) is None:
         return None, "not installed"
-    code = f"import {module}, importlib.metadata as m; print(m.version({module!r}))"
+    code = (f"import {module}\nimport importlib.metadata as m\ntry:\n    print(m.version({module!r}))\n"
+            "except m.PackageNotFoundError:\n    print('imports')\n")
     try:
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
