@@ -52,8 +52,9 @@ def test_the_report_on_this_machine_and_demo_runs_here():
     out = result.output
     assert f"Python       {platform.python_version()}" in out
     assert f"torch        {torch.__version__} (CUDA build {torch.version.cuda or 'none'}" in out
-    flags = open("/proc/cpuinfo").read().split("flags", 1)[1].split("\n", 1)[0].split()
-    assert f"avx512_bf16 {'✓' if 'avx512_bf16' in flags else '✗'}" in out
+    if Path("/proc/cpuinfo").is_file():
+        flags = Path("/proc/cpuinfo").read_text().split("flags", 1)[1].split("\n", 1)[0].split()
+        assert f"avx512_bf16 {'✓' if 'avx512_bf16' in flags else '✗'}" in out
     assert f"pins from {ROOT / 'pyproject.toml'}" in out
     table = {line.split()[1]: line.split()[0] for line in out.splitlines() if line.startswith("    ")}
     core = [Requirement(r).name for r in project()["dependencies"]]
@@ -145,3 +146,19 @@ def test_import_checks_survive_a_broken_or_hanging_package(tmp_path, monkeypatch
     assert doctor.import_check("click", 30) == (True, doctor.installed_version("click"))
     with pytest.raises(ValueError, match="not a module name"):
         doctor.import_check("os; print(1)", 30)
+
+
+def test_driver_gpus_and_cpu_flags_are_read_from_nvidia_smi_and_cpuinfo(tmp_path, monkeypatch):
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho '570.86.15, Tesla T4, 15360'\necho '570.86.15, NVIDIA H200, 143771'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    assert doctor.nvidia_smi() == ("570.86.15", [("Tesla T4", 15.0), ("NVIDIA H200", 143771 / 1024)])
+    smi.write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed because it could not communicate with the driver'\nexit 9\n")
+    assert doctor.nvidia_smi() == ("nvidia-smi failed (CalledProcessError)", [])
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert doctor.nvidia_smi() == (None, [])
+    name, flags = doctor.cpu_info("processor\t: 0\nmodel name\t: Intel Xeon 8480+\nflags\t\t: fpu avx2 avx512f "
+                                  "avx512_bf16 amx_tile amx_bf16\n")
+    assert name.startswith("Intel Xeon 8480+ (") and all(flags.values()) and set(flags) == set(doctor.CPU_FLAGS)
+    assert not any(doctor.cpu_info("model name : Old\nflags : fpu sse2\n")[1].values())
