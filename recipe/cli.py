@@ -324,17 +324,14 @@ def teach(preset, config_file, overrides, strict, source, served_model, output, 
     for line in lines:
         click.echo(line)
     if summary.failed:  # a script must not go on to train on a partial (or empty) teacher file
-        click.echo(f"error: {incomplete_line(summary, retries, typed_command(click.get_current_context()))}",
-                   err=True)
+        click.echo(f"error: {incomplete_line(summary, retries, typed_command(click.get_current_context()))}", err=True)
         sys.exit(1)
 
 
 def typed_command(ctx: click.Context) -> str:
-    """The command line as the user gave it (options from the command line only), for a rerun hint."""
-    words, node = [], ctx
-    while node.parent is not None:  # the subcommand names; the root is always `cotrecipe` (also under python -m)
-        words, node = [node.info_name, *words], node.parent
-    words = ["cotrecipe", *words]
+    """A top-level command's line as the user gave it (options from the command line only), for a rerun hint;
+    the program is always `cotrecipe` (also under ``python -m recipe.cli``)."""
+    words = ["cotrecipe", ctx.info_name]
     for param in ctx.command.params:
         if not isinstance(param, click.Option) or ctx.get_parameter_source(param.name) != ParameterSource.COMMANDLINE:
             continue
