@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import sys
 from functools import wraps
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from recipe import config as config_mod
 from recipe import dist
+from recipe import doctor as doctor_mod
 from recipe import plan as plan_mod
 from recipe.data import DataError
 from recipe.errors import EvalError, RunError
@@ -28,7 +31,7 @@ from recipe.plan import PlanError
 from recipe.report import build_report, collect_results, format_table
 from recipe.rundir import CONFIG_FILE, GENERATIONS, RESULTS
 from recipe.scoring import format_summary, score_file
-from recipe.teach import TeachOptions, teach_command
+from recipe.teach import TeachOptions, incomplete_line, teach_command
 
 KNOWN_ERRORS = (config_mod.ConfigError, DataError, ModelError, RunError, EvalError, PlanError, ExportError)
 
@@ -317,8 +320,26 @@ def teach(preset, config_file, overrides, strict, source, served_model, output, 
     opts = TeachOptions(source=source, output=output, model=served_model, split=split, limit=limit,
                         concurrency=concurrency, timeout=timeout, retries=retries, batch_size=batch_size,
                         max_new_tokens=max_new_tokens, temperature=temperature, api_key_env=api_key_env, latex=latex)
-    for line in teach_command(_resolve(preset, config_file, overrides, strict=strict), opts, stats_png):
+    lines, summary = teach_command(_resolve(preset, config_file, overrides, strict=strict), opts, stats_png)
+    for line in lines:
         click.echo(line)
+    if summary.failed:  # a script must not go on to train on a partial (or empty) teacher file
+        click.echo(f"error: {incomplete_line(summary, retries, typed_command(click.get_current_context()))}", err=True)
+        sys.exit(1)
+
+
+def typed_command(ctx: click.Context) -> str:
+    """A top-level command's line as the user gave it (options from the command line only), for a rerun hint;
+    the program is always `cotrecipe` (also under ``python -m recipe.cli``)."""
+    words = ["cotrecipe", ctx.info_name]
+    for param in ctx.command.params:
+        if not isinstance(param, click.Option) or ctx.get_parameter_source(param.name) != ParameterSource.COMMANDLINE:
+            continue
+        flag = max(param.opts, key=len)
+        value = ctx.params[param.name]
+        values = [] if param.is_flag else value if param.multiple else [value]
+        words += ([flag] if param.is_flag and value else []) + [w for v in values for w in (flag, str(v))]
+    return shlex.join(words)
 # --- end of teach --------------------------------------------------------------------------------------------------
 
 @main.command("plan")
@@ -339,6 +360,19 @@ def plan_command(preset, config_file, overrides, strict, gpu_mem, model_config):
     ok = plan_mod.render(plan_mod.plan_config(cfg, gib, dims), card=card, gpu_note=note)
     if card is None:
         click.echo("no listed card fits every stage: lower the batch sizes or completion lengths")
+    sys.exit(0 if ok else 1)
+
+
+@main.command()
+@config_options
+@click.option("--import-timeout", default=120.0, show_default=True,
+              help="Seconds allowed for `import unsloth` / `import vllm` (each in its own subprocess).")
+@friendly
+def doctor(preset, config_file, overrides, strict, import_timeout):
+    """Print this machine's setup for a bug report; exit 1 when it cannot run the chosen preset."""
+    overrides = list(overrides) + (["data.strict=true"] if strict else [])
+    lines, ok = doctor_mod.doctor(preset, config_file, overrides, import_timeout=import_timeout)
+    click.echo("\n".join(lines))
     sys.exit(0 if ok else 1)
 
 

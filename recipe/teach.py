@@ -322,8 +322,18 @@ def run_teach(cfg: Any, opts: TeachOptions, problems: Sequence[Problem] | None =
     return summary
 
 
-def teach_command(cfg: Any, opts: TeachOptions, stats_png: str | None = None) -> list[str]:
-    """The CLI's work: teach, then (with ``stats_png``) measure the written file; returns the lines to print."""
+def incomplete_line(summary: Summary, retries: int, rerun: str) -> str:
+    """The error line for requests that still failed after their retries: the count and the command that asks for
+    exactly those again (finished replies are in the cache and are not asked for)."""
+    return (f"{summary.failed} of {summary.requested} teacher requests still failed after retrying (--retries "
+            f"{retries}); "
+            f"{summary.kept} kept rows are written and every finished reply is cached. "
+            f"Rerun to ask only for the {summary.failed} missing: {rerun}")
+
+
+def teach_command(cfg: Any, opts: TeachOptions, stats_png: str | None = None) -> tuple[list[str], Summary]:
+    """The CLI's work: teach, then (with ``stats_png``) measure the written file; returns the lines to print and
+    the counts (``summary.failed`` > 0: the run is incomplete and the CLI exits non-zero)."""
     problems = load_problems(cfg, opts.split, opts.limit)
     summary = run_teach(cfg, opts, problems)
     lines = [f"wrote {opts.output}: {summary.line()}"]
@@ -332,4 +342,4 @@ def teach_command(cfg: Any, opts: TeachOptions, stats_png: str | None = None) ->
         tokenizer = load_tokenizer(resolve_model_path(cfg.model))
         table = write_stats(opts.output, problems, tokenizer, stats_png, opts.latex)
         lines += [format_table(table), f"wrote {stats_png} and {Path(stats_png).with_suffix('.json')}"]
-    return lines
+    return lines, summary

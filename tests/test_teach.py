@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -228,6 +230,64 @@ def test_fatal_http_status_stops_with_one_line(cfg, tmp_path):
             run_teach(cfg, TeachOptions(source=f"openai:{server.url}", model="teacher-14b",
                                         output=str(tmp_path / "t.jsonl"), concurrency=1), problems)
         assert sum(server.hits.values()) <= 3  # the queued requests were dropped, not sent
+    finally:
+        server.close()
+
+
+def teach_cli(url: str, out: Path, *extra: str):
+    from click.testing import CliRunner
+
+    from recipe.cli import main
+
+    return CliRunner().invoke(main, ["teach", "--preset", "smoke", "--limit", "5", "--source", f"openai:{url}",
+                                     "--model", "teacher-14b", "--output", str(out), *extra])
+
+
+def test_an_unreachable_server_exits_non_zero_with_the_count_and_the_rerun(tmp_path):
+    with socket.socket() as sock:  # a port nothing listens on: every request is refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "teacher.jsonl"
+    result = teach_cli(f"http://127.0.0.1:{port}/v1", out, "--retries", "1")
+    assert result.exit_code == 1
+    assert "0 kept, 0 wrong answer, 0 unparseable, 5 failed requests" in result.stdout
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: 5 of 5 teacher requests still failed after retrying (--retries 1); 0 kept rows are written and "
+        "every finished reply is cached. Rerun to ask only for the 5 missing: cotrecipe teach --preset smoke "
+        f"--source openai:http://127.0.0.1:{port}/v1 --model teacher-14b --output {out} --limit 5 --retries 1")
+    assert out.read_text() == ""
+
+
+def test_failed_requests_exit_non_zero_and_the_printed_rerun_asks_only_for_them(cfg, tmp_path):
+    problems = load_problems(cfg, limit=5)
+    failing = {problems[1].question, problems[3].question}
+    server = Teacher({p.question: [("status", 503)] if p.question in failing else [("ok", good_reply(p.answer))]
+                      for p in problems})
+    out = tmp_path / "teacher.jsonl"
+    try:
+        first = teach_cli(server.url, out, "--retries", "1", "--concurrency", "2")
+        assert first.exit_code == 1
+        assert "3 kept, 0 wrong answer, 0 unparseable, 2 failed requests" in first.stdout
+        error = first.stderr.strip().splitlines()[-1]
+        assert error.startswith("error: 2 of 5 teacher requests still failed") and "3 kept rows are written" in error
+        assert sorted(json.loads(line)["id"] for line in out.read_text().splitlines()) == [
+            problems[i].id for i in (0, 2, 4)]  # the good rows are kept
+        rerun = shlex.split(error.split("Rerun to ask only for the 2 missing: ", 1)[1])
+        assert rerun[:2] == ["cotrecipe", "teach"]
+        assert {q: server.hits[q] for q in failing} == dict.fromkeys(failing, 2)  # 1 try + 1 retry each
+
+        server.plan.update({p.question: [("ok", good_reply(p.answer))] for p in problems if p.question in failing})
+        before = Counter(server.hits)
+        from click.testing import CliRunner
+
+        from recipe.cli import main
+
+        second = CliRunner().invoke(main, rerun[1:])
+        assert second.exit_code == 0, second.output
+        assert "5 kept" in second.stdout and "(3 from the cache, 2 requested now)" in second.stdout
+        asked = {q for q in server.hits if server.hits[q] > before[q]}
+        assert asked == failing  # the rerun asked only for what was missing
+        assert sorted(json.loads(line)["id"] for line in out.read_text().splitlines()) == sorted(p.id for p in problems)
     finally:
         server.close()
 
