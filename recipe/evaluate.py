@@ -238,6 +238,7 @@ def decontaminate(problems: list, train_questions: set[str]) -> list:
     few templates, so its splits share questions (64 of 400 test problems appear in 2,500 training rows); GSM8K's
     splits are disjoint, so nothing is dropped there and its train split is not read.
 
+    >>> from recipe.data import Problem
     >>> [p.id for p in decontaminate([Problem("t-0", "A?", ("1.",), "1"), Problem("t-1", "B?", ("2.",), "2")], {"B?"})]
     ['t-0']
     """

@@ -48,8 +48,8 @@ def test_force_invalidates_the_changed_entry_and_what_starts_from_it(tmp_path):
     _, manifest = run.open_run(cfg_for(tmp_path, "stage2.learning_rate=0.5"), force=True)
     status = {name: manifest["stages"][name]["status"] for name in run.ENTRIES}
     # baseline-grpo borrows stage 2's trainer settings and budget, so a stage-2 change reaches it too
-    assert status == {"stage1": "done", "stage2": "stale", "stage3": "stale", "baseline-sft": "done",
-                      "baseline-grpo": "stale"}
+    assert status == {"warmup": "done", "stage1": "done", "stage2": "stale", "stage3": "stale",
+                      "baseline-sft": "done", "baseline-grpo": "stale"}
     assert rundir.load_manifest(tmp_path)["stages"] == manifest["stages"]
     for name in ("stage2", "stage3"):
         assert not (tmp_path / name).exists() and not rundir.eval_dir(tmp_path, name).exists()
@@ -60,8 +60,9 @@ def test_force_invalidates_the_changed_entry_and_what_starts_from_it(tmp_path):
 def test_a_stage1_change_reaches_the_baseline_that_borrows_its_budget(tmp_path):
     fake_run(tmp_path)
     _, manifest = run.open_run(cfg_for(tmp_path, "stage1.learning_rate=0.5"), force=True)
-    # baseline-grpo starts from the base model and borrows stage 2's settings, not stage 1's: it stays done
-    expected = {**dict.fromkeys(run.ENTRIES, "stale"), "baseline-grpo": "done"}
+    # baseline-grpo starts from the base model and borrows stage 2's settings, not stage 1's: it stays done (and
+    # the warm-up, which comes before everything)
+    expected = {**dict.fromkeys(run.ENTRIES, "stale"), "baseline-grpo": "done", "warmup": "done"}
     assert {n: manifest["stages"][n]["status"] for n in run.ENTRIES} == expected
 
 
