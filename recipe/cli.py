@@ -17,13 +17,13 @@ from pathlib import Path
 import click
 
 from recipe import config as config_mod
-from recipe import dist
+from recipe import dist, subrun
 from recipe import plan as plan_mod
 from recipe.data import DataError
 from recipe.errors import EvalError, RunError
 from recipe.export import ExportError, export
 from recipe.fsio import os_error_line
-from recipe.model import ModelError, prepare_backend
+from recipe.model import ModelError, pick_backend, prepare_backend
 from recipe.plan import PlanError
 from recipe.report import build_report, collect_results, format_table
 from recipe.rundir import CONFIG_FILE, GENERATIONS, RESULTS
@@ -134,7 +134,11 @@ def score(input_path, completion_field, answer_field, output_path, checker):
 @friendly
 def run_all(preset, config_file, overrides, strict, output_dir, force):
     """Run stage 1 -> 2 -> 3 (and run.baselines) -> eval + report in one run directory; rerun to resume."""
-    cfg = _resolve(preset, config_file, overrides, output_dir, prepare=True, strict=strict)
+    cfg = _resolve(preset, config_file, overrides, output_dir, strict=strict)
+    if subrun.use_children(cfg):  # each entry in its own process, which loads the backend itself
+        pick_backend(cfg.model)  # its errors now, before any work
+    else:
+        prepare_backend(cfg.model)
     from recipe.run import run_all as run  # lazy: torch/transformers/trl, imported after the backend is prepared
 
     run(cfg, force=force)
