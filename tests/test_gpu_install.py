@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import subprocess
 import textwrap
 from pathlib import Path
 
@@ -136,3 +137,33 @@ def test_colab_notebook_installs_visibly_sets_the_t4_env_first_and_runs_a_stage_
     gpu_status = " ".join(readme.split("## GPU path", 1)[1].split("\n## ", 1)[0].split())
     assert "has not been run on a GPU" in notebook
     assert "have not run on a GPU" in gpu_status and "`notebooks/colab_t4.ipynb`" in gpu_status
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# issue 21 item 7: the device check for a lent GPU machine without network (scripts/gpu_check*.sh)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_device_check_scripts_parse_and_install_only_what_they_carry():
+    for name in ("gpu_check.sh", "gpu_check_wheels.sh"):
+        assert subprocess.run(["bash", "-n", str(ROOT / "scripts" / name)]).returncode == 0, name
+    check = (ROOT / "scripts" / "gpu_check.sh").read_text()
+    assert "pip install -q --no-index --no-deps" in check and "--preset qwen2.5-3b-t4" in check
+    assert "Qwen2.5-3B.json" in check and "NOT RUN YET" in check
+    wheels = (ROOT / "scripts" / "gpu_check_wheels.sh").read_text()
+    for pin in ("trl==1.14.2", "datasets==4.8.5", "unsloth==2026.10.9", "unsloth_zoo==2026.10.9"):
+        assert pin in wheels
+    assert ".gpu-wheels/" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+@pytest.mark.parametrize("mib, refused", [(61, True), (59, False)])
+def test_the_wheel_folder_size_check_refuses_more_than_60_mib(tmp_path, mib, refused):
+    folder = tmp_path / "wheels"
+    folder.mkdir()
+    with open(folder / "big-1.0-py3-none-any.whl", "wb") as f:
+        f.truncate(mib * 2**20)  # sparse: the check counts the size a transfer carries
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check_wheels.sh"), "--check", str(folder)],
+                          capture_output=True, text=True, timeout=60)
+    assert (proc.returncode != 0) == refused, proc.stdout + proc.stderr
+    assert f"{mib:.2f} MiB  total in {folder} (limit 60 MiB)" in proc.stdout
+    assert ("over the 60 MiB a device call may carry" in proc.stderr) == refused
