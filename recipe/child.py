@@ -1,6 +1,6 @@
 """The child side of ``run.process_per_entry`` (:mod:`recipe.subrun`): ``python -m recipe.child train --run DIR
---entry NAME [--from PATH]`` trains one entry, ``python -m recipe.child eval --run DIR`` evaluates the run, both with
-the run's own ``config.yaml`` and under the parent's run lock (inherited, :mod:`recipe.runlock`).
+--entry NAME [--from PATH]`` trains one entry, ``python -m recipe.child eval --run DIR [--entry NAME ...]`` evaluates
+the run, both with the run's own ``config.yaml`` and under the parent's run lock (inherited, :mod:`recipe.runlock`).
 
 Exit status: 0 done, 2 one of the recipe's own errors (printed as one ``error:`` line), anything else a crash.
 """
@@ -41,11 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m recipe.child", description=__doc__.split("\n\n")[0])
     parser.add_argument("what", choices=("train", "eval"))
     parser.add_argument("--run", required=True, help="The run directory (its config.yaml is used).")
-    parser.add_argument("--entry", help="train: the entry to train (a stage or a baseline).")
+    parser.add_argument("--entry", action="append", help="train: the entry to train (a stage or a baseline); eval: "
+                        "an entry to evaluate (repeatable; default: what `eval --run` evaluates).")
     parser.add_argument("--from", dest="init_from", help="train: its starting weights.")
     args = parser.parse_args(argv)
-    if args.what == "train" and not args.entry:
-        parser.error("train needs --entry")
+    if args.what == "train" and len(args.entry or ()) != 1:
+        parser.error("train needs one --entry")
     die_with_parent()
     setup_logging()
     run_dir = Path(args.run)
@@ -55,9 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         from recipe import run  # lazy: torch/transformers/trl, imported after the backend is prepared
 
         if args.what == "train":
-            run.run_one(cfg, args.entry, init_from=args.init_from)
+            run.run_one(cfg, args.entry[0], init_from=args.init_from)
         else:
-            run.evaluate_run(cfg, run_dir)
+            run.evaluate_run(cfg, run_dir, names=args.entry)
     except KNOWN_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

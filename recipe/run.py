@@ -209,12 +209,21 @@ def _run_one(cfg: Config, name: str, init_from: str | None, force: bool) -> Path
 
 
 def run_baseline(cfg: Config, key: str, force: bool = False) -> list[Path]:
-    """``cotrecipe baseline KEY``: train the baseline entry (resumable), evaluate it, rebuild the report."""
+    """``cotrecipe baseline KEY``: train the baseline entry (resumable), evaluate it, rebuild the report. With
+    ``run.process_per_entry`` training and evaluation each run in a child process, as in ``run-all``."""
     name = BASELINE_ENTRIES[key]
     rundir.run_path(cfg).mkdir(parents=True, exist_ok=True)
     with locked(rundir.run_path(cfg)):
-        run_dir = run_one(cfg, name, force=force)
-        return evaluate_run(cfg, run_dir, names=[name])
+        if not subrun.use_children(cfg):
+            run_dir = run_one(cfg, name, force=force)
+            return evaluate_run(cfg, run_dir, names=[name])
+        run_dir, manifest = open_run(cfg, force=force)
+        if rundir.is_done(manifest, name) and force:
+            rundir.invalidate(run_dir, manifest, ENTRIES, name, f"--force on {name}")
+        if not rundir.is_done(manifest, name):
+            _train(cfg, run_dir, manifest, name, None, child=True)
+        subrun.evaluate(run_dir, names=[name])
+        return [p for p in (run_dir / rundir.REPORT_MD, run_dir / rundir.REPORT_PNG) if p.is_file()]
 
 
 def evaluate_run(cfg: Config, run_dir: str | Path, names: Sequence[str] | None = None) -> list[Path]:

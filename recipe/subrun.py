@@ -60,9 +60,10 @@ def train_entry(run_dir: Path, name: str, init_from: str | None) -> None:
                + (["--from", init_from] if init_from else []))
 
 
-def evaluate(run_dir: Path) -> None:
-    """Evaluate the run and rebuild its report in a child process."""
-    _run_child(run_dir, "evaluation", ["eval", "--run", str(run_dir)])
+def evaluate(run_dir: Path, names: list[str] | None = None) -> None:
+    """Evaluate the run (``names``: those entries only) and rebuild its report in a child process."""
+    _run_child(run_dir, "evaluation", ["eval", "--run", str(run_dir)]
+               + [arg for name in names or () for arg in ("--entry", name)])
 
 
 def _child_env(run_dir: Path) -> tuple[dict[str, str], int]:

@@ -95,7 +95,8 @@ def pids_logged(caplog) -> dict[str, int]:
 @pytest.mark.slow
 def test_one_child_per_entry_and_a_killed_child_resumes(tmp_path, monkeypatch, caplog):
     """Forced on (CPU): stage 1, stage 2 and the evaluation each run in a process of their own; stage 2's process
-    SIGKILLs itself after checkpoint-2 (the test hook); the parent reports it, and the same call resumes stage 2."""
+    SIGKILLs itself after checkpoint-2 (the test hook); the parent reports it, and the same call resumes stage 2.
+    `baseline sft` then trains and evaluates in processes of their own as well."""
     caplog.set_level(logging.INFO, logger="recipe")
     cfg = C.resolve(preset="smoke", overrides=[
         f"model.cache_dir={tmp_path / 'cache'}", f"run.output_dir={tmp_path / 'run'}", "run.process_per_entry=true",
@@ -132,3 +133,10 @@ def test_one_child_per_entry_and_a_killed_child_resumes(tmp_path, monkeypatch, c
     assert (run_dir / "eval" / "stage2" / "results.json").is_file() and (run_dir / "report.md").is_file()
     with runlock.locked(run_dir):  # nothing holds it any more
         pass
+
+    caplog.clear()  # `cotrecipe baseline sft`: trained and evaluated in processes of their own too
+    run.run_baseline(cfg, "sft")
+    baseline = rundir.load_manifest(run_dir)["stages"]["baseline-sft"]
+    assert set(pids_logged(caplog)) == {"baseline-sft", "evaluation"}
+    assert baseline["status"] == "done" and baseline["pid"] == pids_logged(caplog)["baseline-sft"] != os.getpid()
+    assert (run_dir / "eval" / "baseline-sft" / "results.json").is_file()
