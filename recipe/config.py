@@ -181,7 +181,7 @@ class RunConfig:
     report_to: list[str] = field(default_factory=lambda: ["none"])
     device: Literal["auto", "cpu", "cuda"] = "auto"
     baselines: list[str] = field(default_factory=list)  # trained by run-all after the stages, e.g. [sft, grpo]
-    # run-all trains each entry and runs the evaluation in its own child process (a fresh GPU context: a vLLM engine
+    # run-all (and `baseline`) train each entry and evaluate in child processes (a fresh GPU context: a vLLM engine
     # is not reliably freed inside one process). auto: on with CUDA, off on the CPU and under a multi-process launch.
     process_per_entry: Literal["auto"] | bool = "auto"
     # Where TRL's vLLM (model.hf_use_vllm) runs for GRPO: in each training process, or a `trl vllm-serve` server
