@@ -19,14 +19,14 @@ import click
 from click.core import ParameterSource
 
 from recipe import config as config_mod
-from recipe import dist
+from recipe import dist, subrun
 from recipe import doctor as doctor_mod
 from recipe import plan as plan_mod
 from recipe.data import DataError
 from recipe.errors import EvalError, RunError
 from recipe.export import ExportError, export
 from recipe.fsio import os_error_line
-from recipe.model import ModelError, prepare_backend
+from recipe.model import ModelError, pick_backend, prepare_backend
 from recipe.plan import PlanError
 from recipe.report import build_report, collect_results, format_table
 from recipe.rundir import CONFIG_FILE, GENERATIONS, RESULTS
@@ -137,10 +137,20 @@ def score(input_path, completion_field, answer_field, output_path, checker):
 @friendly
 def run_all(preset, config_file, overrides, strict, output_dir, force):
     """Run stage 1 -> 2 -> 3 (and run.baselines) -> eval + report in one run directory; rerun to resume."""
-    cfg = _resolve(preset, config_file, overrides, output_dir, prepare=True, strict=strict)
+    cfg = _prepare_orchestrator(_resolve(preset, config_file, overrides, output_dir, strict=strict))
     from recipe.run import run_all as run  # lazy: torch/transformers/trl, imported after the backend is prepared
 
     run(cfg, force=force)
+
+
+def _prepare_orchestrator(cfg):
+    """For commands that may run entries in child processes (run.process_per_entry): those load the backend
+    themselves, so here only its errors surface; otherwise the backend is prepared here."""
+    if subrun.use_children(cfg):
+        pick_backend(cfg.model)
+    else:
+        prepare_backend(cfg.model)
+    return cfg
 
 
 def _stage_command(stage: str, help_text: str):
@@ -268,7 +278,7 @@ def baseline():
 @friendly
 def baseline_sft(preset, config_file, overrides, strict, output_dir, force):
     """Plain SFT distillation on full teacher rationales, same data and budget; added as a report row."""
-    cfg = _resolve(preset, config_file, overrides, output_dir, prepare=True, strict=strict)
+    cfg = _prepare_orchestrator(_resolve(preset, config_file, overrides, output_dir, strict=strict))
     from recipe.run import run_baseline  # lazy: torch/transformers/trl, imported after the backend is prepared
 
     run_baseline(cfg, "sft", force=force)
@@ -285,7 +295,7 @@ def baseline_sft(preset, config_file, overrides, strict, output_dir, force):
 def baseline_grpo(preset, config_file, overrides, strict, output_dir, reward, force):
     """Plain GRPO from the base model (no teacher, no SFT), as many sampled completions as stages 2+3."""
     overrides = list(overrides) + ([f"baseline_grpo.reward={reward}"] if reward else [])
-    cfg = _resolve(preset, config_file, overrides, output_dir, prepare=True, strict=strict)
+    cfg = _prepare_orchestrator(_resolve(preset, config_file, overrides, output_dir, strict=strict))
     from recipe.run import run_baseline  # lazy: torch/transformers/trl, imported after the backend is prepared
 
     run_baseline(cfg, "grpo", force=force)

@@ -196,6 +196,9 @@ class RunConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     baselines: list[str] = field(default_factory=list)  # trained by run-all after the stages, e.g. [sft, grpo]
     report_note: str = ""  # shown first in report.md: what this run does and does not show
+    # run-all (and `baseline`) train each entry and evaluate in child processes (a fresh GPU context: a vLLM engine
+    # is not reliably freed inside one process). auto: on with CUDA, off on the CPU and under a multi-process launch.
+    process_per_entry: Literal["auto"] | bool = "auto"
     # Where TRL's vLLM (model.hf_use_vllm) runs for GRPO: in each training process, or a `trl vllm-serve` server
     # (README "Scaling out"). Not part of any entry's config fingerprint: switching it never blocks a resume.
     vllm_mode: Literal["colocate", "server"] = "colocate"

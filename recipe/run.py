@@ -3,9 +3,10 @@ trainable entries (:data:`ENTRIES`) and one run directory (:mod:`recipe.rundir`)
 
 ``run-all`` trains stage 1 -> 2 -> 3, then the baselines listed in ``run.baselines``, then evaluates and writes the
 report. Resume: the same command again skips entries whose status is ``done`` and continues an unfinished one from
-its last complete TRL checkpoint. A baseline is one more entry: same manifest record, resume, config check,
-evaluation and report row. Adding one = a ``stages/<name>.py`` with ``run(cfg, entry_dir, init_from)``, a line in
-:data:`ENTRIES` and its key in :data:`recipe.config.BASELINES`.
+its last complete TRL checkpoint. With ``run.process_per_entry`` (auto: on with CUDA) each entry and the evaluation
+run in their own child process (:mod:`recipe.subrun`); this process then only orchestrates. A baseline is one more
+entry: same manifest record, resume, config check, evaluation and report row. Adding one = a ``stages/<name>.py``
+with ``run(cfg, entry_dir, init_from)``, a line in :data:`ENTRIES` and its key in :data:`recipe.config.BASELINES`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from recipe import curves, dist, evaluate, plan, rundir
+from recipe import curves, dist, evaluate, plan, rundir, subrun
 from recipe import model as model_mod
 from recipe.config import Config
 from recipe.data import check_disjoint_slices, check_source
@@ -150,8 +151,22 @@ def run_all(cfg: Config, force: bool = False) -> Path:
         return _run_all(cfg, force)
 
 
+def _train(cfg: Config, run_dir: Path, manifest: dict, name: str, init_from: str | None, child: bool) -> dict:
+    """Train ``name`` here or (``child``) in its own process; returns the manifest as it now stands."""
+    if not child:
+        train_entry(cfg, run_dir, manifest, name, init_from)
+        return manifest
+    subrun.train_entry(run_dir, name, init_from)
+    manifest = rundir.load_manifest(run_dir)  # the child wrote its record
+    if not rundir.is_done(manifest, name):
+        raise RunError(f"{name}'s process ended without marking it done (status: "
+                       f"{manifest['stages'].get(name, {}).get('status', 'not started')}); run the same command again")
+    return manifest
+
+
 def _run_all(cfg: Config, force: bool) -> Path:
     run_dir, manifest = open_run(cfg, force)
+    child = subrun.use_children(cfg)
     todo = [s for s in STAGES if getattr(cfg, s).enabled and not rundir.is_done(manifest, s)]
     todo += [BASELINE_ENTRIES[k] for k in cfg.run.baselines if not rundir.is_done(manifest, BASELINE_ENTRIES[k])]
     if cfg.warmup.enabled and not rundir.is_done(manifest, "warmup"):
@@ -162,7 +177,7 @@ def _run_all(cfg: Config, force: bool) -> Path:
             log.warning(line)
     if todo and todo[0] == "warmup":
         log.info("warmup: %s", ENTRIES["warmup"].title)
-        train_entry(cfg, run_dir, manifest, "warmup", None)
+        manifest = _train(cfg, run_dir, manifest, "warmup", None, child)
     init_from: str | None = None
     enabled = [s for s in STAGES if getattr(cfg, s).enabled]
     for n, stage in enumerate(STAGES, start=1):
@@ -174,7 +189,7 @@ def _run_all(cfg: Config, force: bool) -> Path:
             log.info("%s %s already done; skipped", bar, stage)
         else:
             log.info("%s %s: %s", bar, stage, ENTRIES[stage].title)
-            train_entry(cfg, run_dir, manifest, stage, init_from)
+            manifest = _train(cfg, run_dir, manifest, stage, init_from, child)
         init_from = rundir.absolute(run_dir, manifest["stages"][stage].get("output")) or init_from
     log.info("%s stages finished: %s", overall_bar(len(STAGES), len(STAGES)), ", ".join(enabled) or "none")
     for key in cfg.run.baselines:
@@ -183,9 +198,12 @@ def _run_all(cfg: Config, force: bool) -> Path:
             log.info("%s already done; skipped", name)
         else:
             log.info("%s: %s", name, ENTRIES[name].title)
-            train_entry(cfg, run_dir, manifest, name, None)
+            manifest = _train(cfg, run_dir, manifest, name, None, child)
     if cfg.eval.enabled:
-        evaluate_run(cfg, run_dir)
+        if child:
+            subrun.evaluate(run_dir)
+        else:
+            evaluate_run(cfg, run_dir)
     return run_dir
 
 
@@ -216,12 +234,21 @@ def _run_one(cfg: Config, name: str, init_from: str | None, force: bool) -> Path
 
 
 def run_baseline(cfg: Config, key: str, force: bool = False) -> list[Path]:
-    """``cotrecipe baseline KEY``: train the baseline entry (resumable), evaluate it, rebuild the report."""
+    """``cotrecipe baseline KEY``: train the baseline entry (resumable), evaluate it, rebuild the report. With
+    ``run.process_per_entry`` training and evaluation each run in a child process, as in ``run-all``."""
     name = BASELINE_ENTRIES[key]
     rundir.run_path(cfg).mkdir(parents=True, exist_ok=True)
     with locked(rundir.run_path(cfg)):
-        run_dir = run_one(cfg, name, force=force)
-        return evaluate_run(cfg, run_dir, names=[name])
+        if not subrun.use_children(cfg):
+            run_dir = run_one(cfg, name, force=force)
+            return evaluate_run(cfg, run_dir, names=[name])
+        run_dir, manifest = open_run(cfg, force=force)
+        if rundir.is_done(manifest, name) and force:
+            rundir.invalidate(run_dir, manifest, ENTRIES, name, f"--force on {name}")
+        if not rundir.is_done(manifest, name):
+            _train(cfg, run_dir, manifest, name, None, child=True)
+        subrun.evaluate(run_dir, names=[name])
+        return [p for p in (run_dir / rundir.REPORT_MD, run_dir / rundir.REPORT_PNG) if p.is_file()]
 
 
 def evaluate_run(cfg: Config, run_dir: str | Path, names: Sequence[str] | None = None) -> list[Path]:

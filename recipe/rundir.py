@@ -24,6 +24,7 @@ and a corrupt ``manifest.json`` is an error saying how to recover.
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import shutil
 from collections.abc import Callable, Mapping
@@ -305,7 +306,7 @@ def open_run(cfg: Config, entries: Mapping[str, Entry], force: bool) -> tuple[Pa
 
 def mark_running(run_dir: Path, manifest: dict, cfg: Config, entry: Entry, init_from: str | None) -> dict:
     record = {"status": "running", "started": now(), "config": entry_config(cfg, entry), "init_from": init_from,
-              "processes": dist.world_size()}
+              "processes": dist.world_size(), "pid": os.getpid()}
     previous = manifest["stages"].get(entry.name, {})
     if previous.get("status") in ("running", "failed", "interrupted"):
         record["attempts"] = previous.get("attempts", 1) + 1

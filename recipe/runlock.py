@@ -5,6 +5,13 @@ the next writer simply takes over); the pid and host inside only serve the refus
 process (``run-all`` evaluates under the lock it trains under). In a multi-process launch only rank 0 writes the
 run directory, so other ranks (``RANK`` set and not 0) take no lock.
 
+A child process working for the holder (``run.process_per_entry``: ``run-all`` trains each entry in its own process)
+*shares* the holder's lock instead of waiting for it: the parent passes the lock's open file descriptor to the child
+(:func:`child_env`), and the child's :func:`locked` adopts it. An ``flock`` belongs to the open file description, not
+to a process, so parent and child then hold one lock: no deadlock, and no third writer can enter while either lives
+(if the parent is killed, the child keeps the lock until it exits). The child never truncates the file (it names the
+parent) and never unlocks; its copy of the descriptor closes when it exits.
+
 >>> import tempfile, pathlib
 >>> run = pathlib.Path(tempfile.mkdtemp())
 >>> with locked(run):
@@ -25,6 +32,7 @@ from pathlib import Path
 from recipe.errors import RunError
 
 LOCK_FILE = ".lock"
+INHERITED_ENV = "COTRECIPE_RUN_LOCK"  # "<fd>:<resolved run dir>": a lock descriptor handed down by the holder
 _held: dict[Path, tuple[int, int]] = {}  # resolved run dir -> (fd, depth) for this process
 
 
@@ -60,6 +68,14 @@ def locked(run_dir: str | os.PathLike) -> Iterator[None]:
             _held[key] = (fd, depth - 1)
         return
     path = run_dir / LOCK_FILE
+    inherited = _inherited_fd(key, path)
+    if inherited is not None:  # a child of the holder: share its lock (module docstring)
+        _held[key] = (inherited, 1)
+        try:
+            yield
+        finally:
+            _held.pop(key, None)  # the descriptor stays open: a later block of this child adopts it again
+        return
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -87,3 +103,33 @@ def locked(run_dir: str | os.PathLike) -> Iterator[None]:
 def holds_lock(run_dir: str | os.PathLike) -> bool:
     """Whether this process holds ``run_dir``'s lock."""
     return Path(run_dir).resolve() in _held
+
+
+def child_env(run_dir: str | os.PathLike) -> tuple[dict[str, str], int]:
+    """For a child process that works in ``run_dir`` under this process's lock: the environment entry naming the lock's
+    descriptor, and the descriptor to pass down (``subprocess.Popen(pass_fds=...)``). This process must hold the lock.
+    """
+    key = Path(run_dir).resolve()
+    if key not in _held:
+        raise RunError(f"internal: a child process for {run_dir} needs its lock held by this process")
+    fd = _held[key][0]
+    return {INHERITED_ENV: f"{fd}:{key}"}, fd
+
+
+def _inherited_fd(key: Path, path: Path) -> int | None:
+    """The lock descriptor the parent handed down for ``key``, checked to be ``path``'s open file and locked by this
+    descriptor (the parent's lock: same open file description); None when there is none or it is not that file."""
+    fd_text, sep, where = os.environ.get(INHERITED_ENV, "").partition(":")
+    if not sep or where != str(key) or not fd_text.isdigit():
+        return None
+    fd = int(fd_text)
+    try:
+        mine, theirs = os.fstat(fd), os.stat(path)
+        if (mine.st_dev, mine.st_ino) != (theirs.st_dev, theirs.st_ino):
+            return None  # the number now names another file
+        # Succeeds at once on the parent's own lock (same open file description), and takes the lock if the parent is
+        # gone; fails if an unrelated process holds it (then this is not the parent's descriptor after all).
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return None
+    return fd

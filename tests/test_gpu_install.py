@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -123,8 +126,7 @@ def test_colab_notebook_installs_visibly_sets_the_t4_env_first_and_runs_a_stage_
     cells = ["".join(c["source"]) for c in json.loads((ROOT / "notebooks" / "colab_t4.ipynb").read_text())["cells"]
              if c["cell_type"] == "code"]
     assert not any("%%capture" in c for c in cells)
-    install = next(i for i, c in enumerate(cells) if "pip install" in c)
-    assert "[gpu]" in cells[install]
+    install = next(i for i, c in enumerate(cells) if "colab_install.py" in c)  # decides, then runs pip (visible)
     env = next(i for i, c in enumerate(cells) if "UNSLOTH_VLLM_NO_FLASHINFER" in c)
     runs = [i for i, c in enumerate(cells) if re.search(r"%cotrecipe (stage\d|eval|run-all|baseline)", c)]
     assert install < env < min(runs)
@@ -136,3 +138,110 @@ def test_colab_notebook_installs_visibly_sets_the_t4_env_first_and_runs_a_stage_
     gpu_status = " ".join(readme.split("## GPU path", 1)[1].split("\n## ", 1)[0].split())
     assert "has not been run on a GPU" in notebook
     assert "have not run on a GPU" in gpu_status and "`notebooks/colab_t4.ipynb`" in gpu_status
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# issue 21 item 7: the device check for a lent GPU machine without network (scripts/gpu_check*.sh)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_device_check_scripts_parse_and_install_only_what_they_carry():
+    for name in ("gpu_check.sh", "gpu_check_wheels.sh"):
+        assert subprocess.run(["bash", "-n", str(ROOT / "scripts" / name)]).returncode == 0, name
+    check = (ROOT / "scripts" / "gpu_check.sh").read_text()
+    assert "pip install -q --no-index --no-deps" in check and "--preset qwen2.5-3b-t4" in check
+    assert "Qwen2.5-3B.json" in check and "NOT RUN YET" in check
+    wheels = (ROOT / "scripts" / "gpu_check_wheels.sh").read_text()
+    for pin in ("trl==1.14.2", "datasets==4.8.5", "unsloth==2026.10.9", "unsloth_zoo==2026.10.9"):
+        assert pin in wheels
+    assert ".gpu-wheels/" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+@pytest.mark.parametrize("mib, refused", [(61, True), (59, False)])
+def test_the_wheel_folder_size_check_refuses_more_than_60_mib(tmp_path, mib, refused):
+    folder = tmp_path / "wheels"
+    folder.mkdir()
+    with open(folder / "big-1.0-py3-none-any.whl", "wb") as f:
+        f.truncate(mib * 2**20)  # sparse: the check counts the size a transfer carries
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check_wheels.sh"), "--check", str(folder)],
+                          capture_output=True, text=True, timeout=60)
+    assert (proc.returncode != 0) == refused, proc.stdout + proc.stderr
+    assert f"{mib:.2f} MiB  total in {folder} (limit 60 MiB)" in proc.stdout
+    assert ("over the 60 MiB a device call may carry" in proc.stderr) == refused
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# issue 21 item 5: the notebooks install what the machine's driver can run, from the checkout they run in
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def colab_install():
+    """recipe/colab_install.py loaded by path, as the notebook cell runs it before `recipe` is installed."""
+    spec = importlib.util.spec_from_file_location("colab_install_by_path", ROOT / "recipe" / "colab_install.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # a dataclass looks its module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_cuda_13_capable_driver_gets_the_pinned_set():
+    ci = colab_install()
+    got = ci.choose("580.82.07\n", "/content/cotrecipe", "2.8.0+cu126")
+    assert got.mode == "gpu" and got.pip_args == ("-e", "/content/cotrecipe[gpu]")
+    assert got.line.startswith("NVIDIA driver 580.82.07 (R580+, CUDA 13): installing the pinned gpu set")
+    assert ci.choose("595.10", "/r", None).mode == "gpu"
+
+
+@pytest.mark.parametrize("driver", ["550.54.15", "535.104.05\n580.65.06\n"])  # two GPUs: the older driver decides
+def test_an_older_driver_keeps_its_torch_and_installs_unsloth_without_vllm(driver):
+    got = colab_install().choose(driver, "/content/cotrecipe", "2.8.0+cu126")
+    assert got.mode == "gpu-novllm"
+    assert got.pip_args == ("-e", "/content/cotrecipe[gpu-novllm]", "torch==2.8.0+cu126")
+    assert "older than R580, which torch 2.13.0 (CUDA 13) needs: keeping torch 2.8.0+cu126" in got.line
+    assert "without vLLM (model.fast_inference=false" in got.line and "\n" not in got.line
+
+
+@pytest.mark.parametrize("driver", [None, "", "NVIDIA-SMI has failed because it couldn't communicate with the driver"])
+def test_no_driver_installs_cotrecipe_alone(driver):
+    got = colab_install().choose(driver, "/r", "2.8.0")
+    assert got.mode == "cpu" and got.pip_args == ("-e", "/r") and got.line.startswith("no NVIDIA driver found")
+
+
+def test_an_older_driver_without_torch_stops_with_one_line():
+    got = colab_install().choose("470.256.02", "/r", None)
+    assert got.mode == "stop" and got.pip_args == () and "no torch is installed" in got.line
+
+
+def test_the_decision_binds_to_the_pins_and_the_fallback_extra():
+    ci = colab_install()
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert str(gpu_extra()["torch"].specifier) == f"=={ci.TORCH_PIN}"
+    fallback = {Requirement(r).name.lower().replace("_", "-"): Requirement(r) for r in extras["gpu-novllm"]}
+    assert set(fallback) == {"unsloth", "unsloth-zoo", "bitsandbytes"}, "no vllm, torch or xformers in the fallback"
+    assert all(str(fallback[n].specifier) == str(gpu_extra()[n].specifier) for n in fallback)
+
+
+def test_the_script_reads_the_driver_prints_one_line_then_runs_pip(tmp_path, monkeypatch, capsys):
+    ci = colab_install()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "nvidia-smi"
+    fake.write_text("#!/bin/sh\n[ \"$1\" = --query-gpu=driver_version ] && echo 550.54.15\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setattr(ci, "installed_torch", lambda: "2.8.0+cu126")
+    calls = []
+    monkeypatch.setattr(ci.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    assert ci.main([str(tmp_path / "repo")]) == 0
+    assert capsys.readouterr().out.startswith("NVIDIA driver 550.54.15 is older than R580")
+    assert calls == [[sys.executable, "-m", "pip", "install", "-e", f"{tmp_path / 'repo'}[gpu-novllm]",
+                      "torch==2.8.0+cu126"]]
+
+
+def test_no_notebook_clones_a_placeholder_and_each_installs_from_its_checkout():
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        text = path.read_text()
+        assert "<you>" not in text and "git clone" not in text and "'clone'" not in text, path.name
+        setup = "".join(next(c for c in json.loads(text)["cells"] if c["cell_type"] == "code")["source"])
+        assert "os.path.join(REPO, 'recipe', 'colab_install.py')" in setup and "COTRECIPE_REPO" in setup, path.name
+        assert "model.fast_inference=false" in setup, path.name
