@@ -65,8 +65,10 @@ def config_options(fn):
 
 def _resolve(preset, config_file, overrides, output_dir=None, prepare=False, strict=False):
     overrides = list(overrides) + (["data.strict=true"] if strict else [])
-    if output_dir:
-        overrides.append(f"run.output_dir={output_dir}")
+    if output_dir is not None:  # "" too: the config check refuses an empty run.output_dir, naming --output-dir
+        if not output_dir.strip():
+            raise config_mod.ConfigError("bad value for '--output-dir': '' (must not be empty)")
+        overrides.append(f"run.output_dir={json.dumps(output_dir)}")
     cfg = config_mod.resolve(preset=preset, config_file=config_file, overrides=overrides)
     if prepare:  # commands that train: pick the backend (importing unsloth first when it is used)
         prepare_backend(cfg.model)
@@ -197,7 +199,7 @@ def eval_command(preset, config_file, overrides, strict, model_path, adapter, ru
     extra = list(overrides) + (["data.strict=true"] if strict else []) + _eval_overrides(split, limit, batch_size)
     if run_dir is not None:
         clashes = [flag for flag, value in (("--preset", preset), ("--config", config_file), ("--model", model_path),
-                                            ("--adapter", adapter), ("--output-dir", output_dir)) if value]
+                                            ("--adapter", adapter), ("--output-dir", output_dir)) if value is not None]
         if clashes:
             raise EvalError(f"--run uses the run's own config.yaml and folders; drop {', '.join(clashes)} "
                             "(use --set KEY=VALUE to change an eval setting)")
@@ -214,6 +216,8 @@ def eval_command(preset, config_file, overrides, strict, model_path, adapter, ru
         return
     if stage is not None:
         raise EvalError("--stage needs --run DIR")
+    if output_dir is not None and not output_dir.strip():
+        raise EvalError("bad value for '--output-dir': '' (must not be empty)")
     model_over = [f"model.name_or_path={json.dumps(model_path)}"] if model_path else []
     cfg = config_mod.resolve(preset=preset, config_file=config_file, overrides=[*extra, *model_over])
     prepare_backend(cfg.model)  # backend first: unsloth before transformers/TRL/peft load

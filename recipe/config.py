@@ -77,7 +77,7 @@ class DataConfig:
 
 @dataclass
 class RewardSpec:
-    name: str = "correctness"
+    name: str = ""  # required: a spec without a name is refused (allowed: recipe.rewards.REWARDS)
     weight: float = 1.0
     params: dict[str, Any] = field(default_factory=dict)
 
@@ -112,6 +112,7 @@ class Stage1Config(TrainConfig):
 
 @dataclass
 class GRPOStageConfig(TrainConfig):
+    per_device_train_batch_size: int = 8  # a multiple of num_generations: one prompt's group per step
     num_generations: int = 8
     max_completion_length: int = 512
     temperature: float = 1.0
@@ -252,6 +253,12 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 
 def _apply_override(data: dict, path: list[str], value: Any) -> None:
+    """Set ``path`` to ``value``; a mapping given for a mapping merges over it, as a ``--config`` file does.
+
+    >>> data = {"stage1": {"learning_rate": 0.001, "optim": "sgd"}}
+    >>> _apply_override(data, ["stage1"], {"max_steps": 2}); data
+    {'stage1': {'learning_rate': 0.001, 'optim': 'sgd', 'max_steps': 2}}
+    """
     node = data
     for part in path[:-1]:
         child = node.get(part)
@@ -259,7 +266,9 @@ def _apply_override(data: dict, path: list[str], value: Any) -> None:
             child = {}
             node[part] = child
         node = child
-    node[path[-1]] = value
+    old = node.get(path[-1])
+    merge = isinstance(value, dict) and isinstance(old, dict) and path[-1] != "params"
+    node[path[-1]] = deep_merge(old, value) if merge else value
 
 
 def resolve(
@@ -326,6 +335,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(batch_error)
         _check(bool(st.rewards), f"{name}.rewards", st.rewards, "at least one reward is needed")
         for i, spec in enumerate(st.rewards):
+            _check(bool(spec.name), f"{name}.rewards[{i}].name", spec.name,
+                   f"every reward needs a name; allowed: {', '.join(sorted(REWARDS))}")
             _check(spec.name in REWARDS, f"{name}.rewards[{i}].name", spec.name,
                    f"allowed: {', '.join(sorted(REWARDS))}")
             config_limits.check_reward_params(f"{name}.rewards[{i}]", spec)
