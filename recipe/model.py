@@ -330,11 +330,12 @@ def load(cfg: Any, init_from: str | os.PathLike | None = None, trainable: bool =
     init = None if init_from is None else str(init_from)
     if init is not None:
         _check_init_from(init)
+    backend = prepare_backend(cfg)  # unsloth (when used) is imported before the target check loads transformers
     if trainable and cfg.use_lora and not (init and is_adapter_dir(init)):  # a fresh LoRA goes on: names must match
         problem = targets_error(cfg, init if init and is_model_dir(init) else base)
         if problem:
             raise ModelError(problem)
-    if prepare_backend(cfg) == "unsloth":
+    if backend == "unsloth":
         model, tokenizer = unsloth_backend.load(cfg, base, init, is_adapter_dir(init) if init else False,
                                                 trainable, seed, model_precision(cfg), engine=for_grpo)
     else:
