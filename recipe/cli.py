@@ -20,12 +20,12 @@ from recipe import config as config_mod
 from recipe import dist
 from recipe import plan as plan_mod
 from recipe.data import DataError
+from recipe.devices import device_error
 from recipe.errors import EvalError, RunError
 from recipe.export import ExportError, export
 from recipe.fsio import os_error_line
 from recipe.model import ModelError, prepare_backend
 from recipe.plan import PlanError
-from recipe.precision import device_error
 from recipe.report import build_report, collect_results, format_table
 from recipe.rundir import CONFIG_FILE, GENERATIONS, RESULTS
 from recipe.scoring import format_summary, score_file

@@ -69,20 +69,3 @@ def for_config(cfg: Any) -> Precision:
 
     cuda = torch.cuda.is_available() and getattr(cfg.run, "device", "auto") != "cpu"
     return decide(cfg.model.dtype, cuda)
-
-
-def device_error(device: str) -> str | None:
-    """Why ``run.device`` cannot be honoured on this machine (``cuda`` without a usable CUDA device), naming what was
-    found, or None. Without this check the trainers would quietly fall back to the CPU."""
-    if device != "cuda":
-        return None
-    import torch  # lazy: only commands that load a model ask
-
-    if torch.cuda.is_available():
-        return None
-    if torch.version.cuda is None:
-        found = f"torch {torch.__version__} is a CPU-only build"
-    else:
-        found = f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no usable GPU"
-    return f"run.device=cuda but {found}; set run.device=auto (GPU when there is one) or run.device=cpu"
-
