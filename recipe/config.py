@@ -28,8 +28,7 @@ import yaml
 
 from recipe import config_limits, dist, safe_yaml
 from recipe.errors import ConfigError
-from recipe.rewards import REWARDS
-from recipe.typed import deep_merge, from_mapping
+from recipe.typed import deep_merge, from_mapping, set_path
 
 # --------------------------------------------------------------------------------------------------------------------
 # Schema
@@ -252,25 +251,6 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def _apply_override(data: dict, path: list[str], value: Any) -> None:
-    """Set ``path`` to ``value``; a mapping given for a mapping merges over it, as a ``--config`` file does.
-
-    >>> data = {"stage1": {"learning_rate": 0.001, "optim": "sgd"}}
-    >>> _apply_override(data, ["stage1"], {"max_steps": 2}); data
-    {'stage1': {'learning_rate': 0.001, 'optim': 'sgd', 'max_steps': 2}}
-    """
-    node = data
-    for part in path[:-1]:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = {}
-            node[part] = child
-        node = child
-    old = node.get(path[-1])
-    merge = isinstance(value, dict) and isinstance(old, dict) and path[-1] != "params"
-    node[path[-1]] = deep_merge(old, value) if merge else value
-
-
 def resolve(
     preset: str | None = None,
     config_file: str | Path | None = None,
@@ -287,7 +267,7 @@ def resolve(
         data = deep_merge(data, _load_yaml(safe_yaml.read_bytes(path, ConfigError), str(path)))
     for item in overrides:
         keys, value = parse_override(item)
-        _apply_override(data, keys, value)
+        set_path(data, keys, value)
     cfg = from_mapping(Config, data)
     validate(cfg)
     return cfg
@@ -335,10 +315,6 @@ def validate(cfg: Config) -> None:
             raise ConfigError(batch_error)
         _check(bool(st.rewards), f"{name}.rewards", st.rewards, "at least one reward is needed")
         for i, spec in enumerate(st.rewards):
-            _check(bool(spec.name), f"{name}.rewards[{i}].name", spec.name,
-                   f"every reward needs a name; allowed: {', '.join(sorted(REWARDS))}")
-            _check(spec.name in REWARDS, f"{name}.rewards[{i}].name", spec.name,
-                   f"allowed: {', '.join(sorted(REWARDS))}")
             config_limits.check_reward_params(f"{name}.rewards[{i}]", spec)
     if cfg.data.teacher != "gold":
         _check(Path(cfg.data.teacher).expanduser().is_file(), "data.teacher", cfg.data.teacher,

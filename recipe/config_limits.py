@@ -54,7 +54,10 @@ _PARAM_TYPES = {"float": (int, float), "int": (int,), "str": (str,), "bool": (bo
 
 
 def check_reward_params(key: str, spec: Any) -> None:
-    """Each reward parameter must exist and have its field's type; then the reward must build."""
+    """The reward must be named; each parameter must exist and have its field's type; then the reward must build."""
+    names = ", ".join(sorted(REWARDS))
+    _check(bool(spec.name), f"{key}.name", spec.name, f"every reward needs a name; allowed: {names}")
+    _check(spec.name in REWARDS, f"{key}.name", spec.name, f"allowed: {names}")
     fields_ = {f.name: f for f in dataclasses.fields(REWARDS[spec.name])}
     for param, value in spec.params.items():
         if param not in fields_:
