@@ -19,13 +19,13 @@ import click
 from recipe import config as config_mod
 from recipe import dist
 from recipe import plan as plan_mod
-from recipe.cli_common import config_options, echo_official, eval_overrides, prepare_for_models
-from recipe.cli_common import resolve as _resolve
+from recipe.cli_common import config_options, echo_official, eval_overrides
 from recipe.data import DataError
+from recipe.devices import check_device
 from recipe.errors import EvalError, RunError
 from recipe.export import ExportError, export
 from recipe.fsio import os_error_line
-from recipe.model import ModelError
+from recipe.model import ModelError, prepare_backend
 from recipe.plan import PlanError
 from recipe.report import build_report, collect_results, format_table
 from recipe.rundir import CONFIG_FILE, GENERATIONS, RESULTS
@@ -53,6 +53,25 @@ def friendly(fn):
             raise
 
     return wrapper
+
+
+def _resolve(preset, config_file, overrides, output_dir=None, prepare=False, strict=False):
+    overrides = list(overrides) + (["data.strict=true"] if strict else [])
+    if output_dir is not None:  # "" too: the config check refuses an empty run.output_dir, naming --output-dir
+        if not output_dir.strip():
+            raise config_mod.ConfigError("bad value for '--output-dir': '' (must not be empty)")
+        overrides.append(f"run.output_dir={json.dumps(output_dir)}")
+    cfg = config_mod.resolve(preset=preset, config_file=config_file, overrides=overrides)
+    if prepare:  # commands that train: pick the backend (importing unsloth first when it is used)
+        _prepare(cfg)
+    return cfg
+
+
+def _prepare(cfg) -> None:
+    """Before a model loads: the device the config asks for must exist, then the backend is picked (unsloth is
+    imported before transformers/TRL/peft when it is used)."""
+    check_device(cfg.run.device)
+    prepare_backend(cfg.model)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -173,7 +192,7 @@ def eval_command(preset, config_file, overrides, strict, model_path, adapter, ru
         if not (Path(run_dir) / CONFIG_FILE).is_file():
             raise EvalError(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
         cfg = config_mod.resolve(config_file=Path(run_dir) / CONFIG_FILE, overrides=extra)
-        prepare_for_models(cfg)  # backend first: unsloth before transformers/TRL/peft load
+        _prepare(cfg)  # backend first: unsloth before transformers/TRL/peft load
         from recipe.run import evaluate_run  # lazy: torch/transformers
 
         evaluate_run(cfg, run_dir, names=[stage] if stage else None)
@@ -187,7 +206,7 @@ def eval_command(preset, config_file, overrides, strict, model_path, adapter, ru
         raise EvalError("bad value for '--output-dir': '' (must not be empty)")
     model_over = [f"model.name_or_path={json.dumps(model_path)}"] if model_path else []
     cfg = config_mod.resolve(preset=preset, config_file=config_file, overrides=[*extra, *model_over])
-    prepare_for_models(cfg)  # backend first: unsloth before transformers/TRL/peft load
+    _prepare(cfg)  # backend first: unsloth before transformers/TRL/peft load
     if adapter is not None and not Path(adapter).exists():
         raise EvalError(f"--adapter folder not found: {adapter}")
     from recipe import evaluate  # lazy: torch/transformers

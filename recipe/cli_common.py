@@ -1,5 +1,5 @@
-"""What the ``cotrecipe`` commands share (:mod:`recipe.cli`): the config options, resolving them (``--output-dir``
-included), the checks before a model loads, and the eval command's option handling.
+"""Option helpers of the ``cotrecipe`` commands (:mod:`recipe.cli`): the config options every command takes, and the
+eval command's option handling.
 
 >>> eval_overrides("test", 5, None)
 ['eval.split="test"', 'eval.limit=5']
@@ -11,10 +11,7 @@ import json
 
 import click
 
-from recipe import config as config_mod
-from recipe.devices import device_error
 from recipe.errors import EvalError
-from recipe.model import ModelError, prepare_backend
 
 
 def config_options(fn):
@@ -25,27 +22,6 @@ def config_options(fn):
                       help="A YAML file laid over the preset.")(fn)
     fn = click.option("--preset", default=None, help="A shipped preset (see `cotrecipe presets`).")(fn)
     return fn
-
-
-def resolve(preset, config_file, overrides, output_dir=None, prepare=False, strict=False):
-    overrides = list(overrides) + (["data.strict=true"] if strict else [])
-    if output_dir is not None:  # "" too: the config check refuses an empty run.output_dir, naming --output-dir
-        if not output_dir.strip():
-            raise config_mod.ConfigError("bad value for '--output-dir': '' (must not be empty)")
-        overrides.append(f"run.output_dir={json.dumps(output_dir)}")
-    cfg = config_mod.resolve(preset=preset, config_file=config_file, overrides=overrides)
-    if prepare:  # commands that train: pick the backend (importing unsloth first when it is used)
-        prepare_for_models(cfg)
-    return cfg
-
-
-def prepare_for_models(cfg) -> None:
-    """Before a model loads: the device the config asks for must exist, then the backend is picked (unsloth is
-    imported before transformers/TRL/peft when it is used)."""
-    problem = device_error(cfg.run.device)
-    if problem:
-        raise ModelError(problem)
-    prepare_backend(cfg.model)
 
 
 def eval_overrides(split: str | None, limit: int | None, batch_size: int | None) -> list[str]:

@@ -17,8 +17,11 @@ from click.testing import CliRunner
 from recipe import config as C
 from recipe import config_limits, fsio, run, rundir
 from recipe.cli import main
+from recipe.errors import ConfigError
 from recipe.fsio import read_json, read_jsonl
+from recipe.generation import to_device
 from recipe.stages import stage3
+from recipe.stages.trl_args import sft_args
 
 BOM = b"\xef\xbb\xbf"
 
@@ -131,6 +134,11 @@ def test_run_device_cuda_without_cuda_is_refused_naming_what_was_found(tmp_path,
         line = one_error_line(cli(*args, "--preset", "smoke", "--set", "run.device=cuda"))
         assert "run.device=cuda" in line and f"torch {torch.__version__}" in line and "run.device=cpu" in line, line
     assert not out.exists() and not (tmp_path / "ev").exists()
+    # and where training and generation pick their device (a child process, the Python API): refused too
+    cfg = C.resolve(preset="smoke", overrides=["run.device=cuda"])
+    for call in (lambda: sft_args(cfg, str(tmp_path / "t")), lambda: to_device(torch.nn.Linear(1, 1), "cuda")):
+        with pytest.raises(ConfigError, match=r"run.device=cuda but torch .* run.device=cpu"):
+            call()
 
 
 # --------------------------------------------------------------------------------------------------------------------
