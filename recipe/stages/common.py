@@ -265,15 +265,17 @@ def train_sft(cfg: Config, model, tokenizer, rows: list[dict], stage_dir: Path,
     return train_and_save(trainer, tokenizer, stage_dir, rows, args)
 
 
-def check_length_drops(cfg: Config, n_rows: int, n_kept: int, prompts: Sequence[str], tokenizer: Any) -> None:
-    """TRL's SFTTrainer drops a row whose prompt alone fills ``max_length`` (no completion token left to learn): say
-    how many went, and when none is left, stop with the shortest prompt's length and the key to raise."""
+def check_length_drops(cfg: Config, n_rows: int, n_kept: int, prompts: Sequence[str], tokenizer: Any,
+                       section: str = "stage1") -> None:
+    """TRL's SFTTrainer drops a row whose prompt alone fills ``max_length`` (``min(<section>.max_length,
+    model.max_seq_length)``; no completion token left to learn): say how many went, and when none is left, stop with
+    the shortest prompt's length and the keys to raise."""
     dropped = n_rows - n_kept
     if dropped <= 0:
         return
-    limit = min(cfg.stage1.max_length, cfg.model.max_seq_length)
+    values = {f"{section}.max_length": getattr(cfg, section).max_length, "model.max_seq_length": cfg.model.max_seq_length}
+    limit = min(values.values())
     shortest = min(len(ids) for ids in tokenizer(list(prompts), add_special_tokens=False)["input_ids"])
-    values = {"stage1.max_length": cfg.stage1.max_length, "model.max_seq_length": cfg.model.max_seq_length}
     low = [k for k, v in values.items() if v <= shortest] or [k for k, v in values.items() if v == limit]
     what = (f"{dropped} of {n_rows} training rows were dropped for length: the prompt alone fills max_length {limit} "
             f"tokens (the shortest prompt is {shortest} tokens); raise "
