@@ -175,4 +175,3 @@ def validate_text_and_sources(cfg: Any) -> None:
     for item in report:
         _check(item in REPORT_INTEGRATIONS or (item in REPORT_SPECIAL and len(report) == 1), "run.report_to", item,
                allowed)
-

@@ -33,4 +33,3 @@ def check_device(device: str) -> None:
     problem = device_error(device)
     if problem:
         raise ConfigError(problem)
-

@@ -278,4 +278,3 @@ def parse_source(source: str, default_rows: int) -> tuple[int, int | None, str]:
     if not ok or (len(counts) == 2 and int(counts[1]) < 2):
         raise ValueError(f"bad synthetic source {source!r}: expected {SOURCE_FORMS}")
     return (int(counts[0]) if counts else default_rows), (int(counts[1]) if len(counts) == 2 else None), style
-
