@@ -22,7 +22,9 @@ from recipe import config as config_mod
 from recipe import dist, subrun
 from recipe import doctor as doctor_mod
 from recipe import plan as plan_mod
+from recipe.cli_common import config_options, echo_official, eval_overrides
 from recipe.data import DataError
+from recipe.devices import check_device
 from recipe.errors import EvalError, RunError
 from recipe.export import ExportError, export
 from recipe.fsio import os_error_line
@@ -56,24 +58,23 @@ def friendly(fn):
     return wrapper
 
 
-def config_options(fn):
-    fn = click.option("--strict", is_flag=True, help="Stop at the first bad data row (data.strict=true).")(fn)
-    fn = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                      help="Override one config value, e.g. --set stage2.learning_rate=1e-5 (repeatable).")(fn)
-    fn = click.option("--config", "config_file", type=click.Path(dir_okay=False),
-                      help="A YAML file laid over the preset.")(fn)
-    fn = click.option("--preset", default=None, help="A shipped preset (see `cotrecipe presets`).")(fn)
-    return fn
-
-
 def _resolve(preset, config_file, overrides, output_dir=None, prepare=False, strict=False):
     overrides = list(overrides) + (["data.strict=true"] if strict else [])
-    if output_dir:
-        overrides.append(f"run.output_dir={output_dir}")
+    if output_dir is not None:  # "" too: the config check refuses an empty run.output_dir, naming --output-dir
+        if not output_dir.strip():
+            raise config_mod.ConfigError("bad value for '--output-dir': '' (must not be empty)")
+        overrides.append(f"run.output_dir={json.dumps(output_dir)}")
     cfg = config_mod.resolve(preset=preset, config_file=config_file, overrides=overrides)
     if prepare:  # commands that train: pick the backend (importing unsloth first when it is used)
-        prepare_backend(cfg.model)
+        _prepare(cfg)
     return cfg
+
+
+def _prepare(cfg) -> None:
+    """Before a model loads: the device the config asks for must exist, then the backend is picked (unsloth is
+    imported before transformers/TRL/peft when it is used)."""
+    check_device(cfg.run.device)
+    prepare_backend(cfg.model)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -176,19 +177,6 @@ _stage_command("stage2", "Stage 2: GRPO on masked completion with the gated brev
 _stage_command("stage3", "Stage 3: mine persistent failures, GRPO on shorter rewrites of the teacher solution.")
 
 
-def _eval_overrides(split: str | None, limit: int | None, batch_size: int | None) -> list[str]:
-    out = []
-    if split is not None:
-        out.append(f"eval.split={json.dumps(split)}")
-    if limit is not None:
-        if limit == 0 or limit < -1:
-            raise EvalError(f"--limit must be a positive count (or -1 for the whole split), got {limit}")
-        out.append(f"eval.limit={limit}")
-    if batch_size is not None:
-        out.append(f"eval.batch_size={batch_size}")
-    return out
-
-
 @main.command("eval")
 @config_options
 @click.option("--model", "model_path", default=None, help="Hub id or local folder (default: the config's model).")
@@ -207,29 +195,31 @@ def _eval_overrides(split: str | None, limit: int | None, batch_size: int | None
 def eval_command(preset, config_file, overrides, strict, model_path, adapter, run_dir, stage, split, limit, batch_size,
                  output_dir, checker):
     """Evaluate with the paper's protocol (zero-shot, greedy, 512 new tokens, the authors' stop rule)."""
-    extra = list(overrides) + (["data.strict=true"] if strict else []) + _eval_overrides(split, limit, batch_size)
+    extra = list(overrides) + (["data.strict=true"] if strict else []) + eval_overrides(split, limit, batch_size)
     if run_dir is not None:
         clashes = [flag for flag, value in (("--preset", preset), ("--config", config_file), ("--model", model_path),
-                                            ("--adapter", adapter), ("--output-dir", output_dir)) if value]
+                                            ("--adapter", adapter), ("--output-dir", output_dir)) if value is not None]
         if clashes:
             raise EvalError(f"--run uses the run's own config.yaml and folders; drop {', '.join(clashes)} "
                             "(use --set KEY=VALUE to change an eval setting)")
         if not (Path(run_dir) / CONFIG_FILE).is_file():
             raise EvalError(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
         cfg = config_mod.resolve(config_file=Path(run_dir) / CONFIG_FILE, overrides=extra)
-        prepare_backend(cfg.model)  # backend first: unsloth before transformers/TRL/peft load
+        _prepare(cfg)  # backend first: unsloth before transformers/TRL/peft load
         from recipe.run import evaluate_run  # lazy: torch/transformers
 
         evaluate_run(cfg, run_dir, names=[stage] if stage else None)
         results = collect_results(run_dir)
         click.echo(format_table(results))
-        _echo_official(results, checker)
+        echo_official(results, checker)
         return
     if stage is not None:
         raise EvalError("--stage needs --run DIR")
+    if output_dir is not None and not output_dir.strip():
+        raise EvalError("bad value for '--output-dir': '' (must not be empty)")
     model_over = [f"model.name_or_path={json.dumps(model_path)}"] if model_path else []
     cfg = config_mod.resolve(preset=preset, config_file=config_file, overrides=[*extra, *model_over])
-    prepare_backend(cfg.model)  # backend first: unsloth before transformers/TRL/peft load
+    _prepare(cfg)  # backend first: unsloth before transformers/TRL/peft load
     if adapter is not None and not Path(adapter).exists():
         raise EvalError(f"--adapter folder not found: {adapter}")
     from recipe import evaluate  # lazy: torch/transformers
@@ -238,22 +228,8 @@ def eval_command(preset, config_file, overrides, strict, model_path, adapter, ru
     record = evaluate.model_record(cfg, str(Path(adapter).resolve()) if adapter else None)
     results = evaluate.evaluate_weights(cfg, out, record, init_from=adapter, reuse=False)
     click.echo(format_table([(out.name, results)]))
-    _echo_official([(out.name, results)], checker)
+    echo_official([(out.name, results)], checker)
     click.echo(f"wrote {out / RESULTS} and {out / GENERATIONS}")
-
-
-def _echo_official(results, checker: str) -> None:
-    """With ``--checker official``: the authors' accuracy of each evaluated model, on their terms."""
-    if checker != "official":
-        return
-    for name, res in results:
-        m = res["metrics"]
-        if "official_accuracy" not in m:
-            click.echo(f"{name}: no official verdicts recorded (evaluated before they existed; delete its results.json "
-                       "and evaluate again)")
-            continue
-        click.echo(f"{name}: official checker {100 * m['official_accuracy']:.2f}% ({m['official_n_correct']}/{m['n']})"
-                   f" vs ours {100 * m['accuracy']:.2f}% ({m['n_correct']}/{m['n']})")
 
 
 @main.command()

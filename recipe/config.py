@@ -28,8 +28,7 @@ import yaml
 
 from recipe import config_limits, dist, safe_yaml
 from recipe.errors import ConfigError
-from recipe.rewards import REWARDS
-from recipe.typed import deep_merge, from_mapping
+from recipe.typed import deep_merge, from_mapping, set_path
 
 # --------------------------------------------------------------------------------------------------------------------
 # Schema
@@ -80,7 +79,7 @@ class DataConfig:
 
 @dataclass
 class RewardSpec:
-    name: str = "correctness"
+    name: str = ""  # required: a spec without a name is refused (allowed: recipe.rewards.REWARDS)
     weight: float = 1.0
     params: dict[str, Any] = field(default_factory=dict)
 
@@ -115,6 +114,7 @@ class Stage1Config(TrainConfig):
 
 @dataclass
 class GRPOStageConfig(TrainConfig):
+    per_device_train_batch_size: int = 8  # a multiple of num_generations: one prompt's group per step
     num_generations: int = 8
     max_completion_length: int = 512
     temperature: float = 1.0
@@ -270,17 +270,6 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def _apply_override(data: dict, path: list[str], value: Any) -> None:
-    node = data
-    for part in path[:-1]:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = {}
-            node[part] = child
-        node = child
-    node[path[-1]] = value
-
-
 def resolve(
     preset: str | None = None,
     config_file: str | Path | None = None,
@@ -297,7 +286,7 @@ def resolve(
         data = deep_merge(data, _load_yaml(safe_yaml.read_bytes(path, ConfigError), str(path)))
     for item in overrides:
         keys, value = parse_override(item)
-        _apply_override(data, keys, value)
+        set_path(data, keys, value)
     cfg = from_mapping(Config, data)
     validate(cfg)
     return cfg
@@ -345,8 +334,6 @@ def validate(cfg: Config) -> None:
             raise ConfigError(batch_error)
         _check(bool(st.rewards), f"{name}.rewards", st.rewards, "at least one reward is needed")
         for i, spec in enumerate(st.rewards):
-            _check(spec.name in REWARDS, f"{name}.rewards[{i}].name", spec.name,
-                   f"allowed: {', '.join(sorted(REWARDS))}")
             config_limits.check_reward_params(f"{name}.rewards[{i}]", spec)
     if cfg.data.teacher != "gold":
         _check(Path(cfg.data.teacher).expanduser().is_file(), "data.teacher", cfg.data.teacher,

@@ -18,6 +18,7 @@ from typing import Any
 from recipe import safe_yaml
 from recipe.errors import ConfigError
 from recipe.rewards import REWARDS, build_reward
+from recipe.synthetic import SOURCE_FORMS, parse_source
 
 
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -40,13 +41,23 @@ OPTIMIZERS = (
 )
 GRPO_LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")
 GRPO_SCALE_REWARDS = ("group", "batch", "none")
+# transformers 5.17's integrations (integrations.integration_utils.INTEGRATION_TO_CALLBACK), plus its "all" / "none"
+REPORT_INTEGRATIONS = ("azure_ml", "clearml", "codecarbon", "comet_ml", "dagshub", "dvclive", "flyte", "kubeflow",
+                       "mlflow", "neptune", "swanlab", "tensorboard", "trackio", "wandb")
+REPORT_SPECIAL = ("all", "none")  # each only on its own
+# text keys that must hold something (an empty one silently fell back to a default or matched nothing)
+NON_EMPTY = ("model.name_or_path", "model.cache_dir", "data.source", "data.teacher", "data.answer_label",
+             "data.mask_token", "run.output_dir")
 SEED_MAX = 2**32 - 1  # numpy's seed range (transformers.set_seed seeds numpy too)
 _HUB_SPLITS = ("train", "test")  # the splits of openai/gsm8k and of synthetic data
 _PARAM_TYPES = {"float": (int, float), "int": (int,), "str": (str,), "bool": (bool,)}
 
 
 def check_reward_params(key: str, spec: Any) -> None:
-    """Each reward parameter must exist and have its field's type; then the reward must build."""
+    """The reward must be named; each parameter must exist and have its field's type; then the reward must build."""
+    names = ", ".join(sorted(REWARDS))
+    _check(bool(spec.name), f"{key}.name", spec.name, f"every reward needs a name; allowed: {names}")
+    _check(spec.name in REWARDS, f"{key}.name", spec.name, f"allowed: {names}")
     fields_ = {f.name: f for f in dataclasses.fields(REWARDS[spec.name])}
     for param, value in spec.params.items():
         if param not in fields_:
@@ -125,3 +136,45 @@ def validate_model_eval_run(cfg: Any) -> None:
         _check(ev.split in splits, "eval.split", ev.split,
                f"allowed for {safe_yaml.short_repr(source)}: {', '.join(splits)}")
     _check(0 <= cfg.run.seed <= SEED_MAX, "run.seed", cfg.run.seed, f"must be in [0, {SEED_MAX}]")
+    validate_text_and_sources(cfg)
+    _check_int64(cfg, "")
+
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _check_int64(value: Any, key: str) -> None:
+    """Every integer in the config fits 64 bits (torch, numpy and the trainers hold counts in int64); the checks
+    above, run first, give the key's own range where it has one (``run.seed``)."""
+    if dataclasses.is_dataclass(value):
+        for f in dataclasses.fields(value):
+            _check_int64(getattr(value, f.name), f"{key}.{f.name}" if key else f.name)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_int64(item, f"{key}[{i}]")
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            _check_int64(item, f"{key}.{name}")
+    elif isinstance(value, int) and not isinstance(value, bool):
+        _check(INT64_MIN <= value <= INT64_MAX, key, value, f"beyond 64 bits: must be in [{INT64_MIN}, {INT64_MAX}]")
+
+
+def validate_text_and_sources(cfg: Any) -> None:
+    """Keys that must not be empty, synthetic sources, and the ``run.report_to`` integrations."""
+    for key in NON_EMPTY:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        _check(bool(value.strip()), key, value, "must not be empty")
+    for key in ("data.source", "data.eval_source"):
+        source = getattr(cfg.data, key.split(".")[1])
+        if source == "synthetic" or source.startswith("synthetic:"):
+            try:
+                parse_source(source, 1)
+            except ValueError:
+                _check(False, key, source, f"expected {SOURCE_FORMS}")
+    report = cfg.run.report_to
+    allowed = f"allowed: {', '.join(REPORT_INTEGRATIONS)}; or [all] / [none] alone"
+    _check(bool(report), "run.report_to", report, allowed)
+    for item in report:
+        _check(item in REPORT_INTEGRATIONS or (item in REPORT_SPECIAL and len(report) == 1), "run.report_to", item,
+               allowed)

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from recipe.answers import gold_from_gsm8k
 from recipe.readers import LOCAL_SUFFIXES, BadRow, DataError, read_rows  # noqa: F401  (re-exported)
-from recipe.synthetic import STYLES, synthetic_rows
+from recipe.synthetic import parse_source, synthetic_rows
 
 Annotations = Literal["strip", "keep"]
 SYNTHETIC_DEFAULT_ROWS = 1000
@@ -247,16 +247,13 @@ def _looks_local(source: str) -> bool:
     )
 
 
-def _synthetic_spec(source: str, split: str) -> tuple[int, int, int | None]:
+def _synthetic_spec(source: str, split: str) -> tuple[int, int, int | None, str]:
     """``synthetic[:N[:S]][:verbose]``: N rows (default 1000) of at most S steps (default: any, 2 to 6)."""
-    parts = source.split(":")[1:]
-    parts = parts[:-1] if parts and parts[-1] in STYLES else parts  # a trailing teacher style: read by load_gsm8k
-    if len(parts) > 2 or not all(p.isdigit() and int(p) > 0 for p in parts) or (len(parts) == 2 and int(parts[1]) < 2):
-        raise DataError(f"bad data source {source!r}: expected 'synthetic', 'synthetic:N' or 'synthetic:N:S' "
-                        "(N rows > 0, at most S >= 2 steps each)")
-    n = int(parts[0]) if parts else SYNTHETIC_DEFAULT_ROWS
-    max_steps = int(parts[1]) if len(parts) == 2 else None
-    return n, zlib.crc32(f"synthetic-{split}".encode()), max_steps
+    try:
+        n, max_steps, style = parse_source(source, SYNTHETIC_DEFAULT_ROWS)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+    return n, zlib.crc32(f"synthetic-{split}".encode()), max_steps, style
 
 
 def _hub_rows(source: str, split: str) -> list[Any]:
@@ -297,9 +294,8 @@ def load_raw_rows(source: str = "openai/gsm8k", split: str = "train", strict: bo
     True
     """
     if source == "synthetic" or source.startswith("synthetic:"):
-        n, seed, max_steps = _synthetic_spec(source, split)
-        style = source.rsplit(":", 1)[-1]
-        return synthetic_rows(n, seed, max_steps=max_steps, style=style if style in STYLES else "terse")
+        n, seed, max_steps, style = _synthetic_spec(source, split)
+        return synthetic_rows(n, seed, max_steps=max_steps, style=style)
     if _looks_local(source):
         path = Path(source).expanduser()
         if not path.exists():

@@ -29,6 +29,7 @@ from recipe.fsio import read_json, read_jsonl, write_json, write_jsonl
 from recipe.generation import STOP_TEXTS, generate, to_device
 from recipe.integrity import WEIGHT_SUFFIXES
 from recipe.official_checker import official_verdict
+from recipe.report import results_problem
 from recipe.rewards import step_format_ok
 from recipe.rundir import GENERATIONS, RESULTS, versions
 from recipe.stopping import resolve_stop_rule, stop_rule_record
@@ -267,14 +268,31 @@ def load_eval_problems(cfg: Config) -> tuple[list, str]:
     return problems, source
 
 
-def _matches(path: Path, expected: dict) -> bool:
-    if not path.is_file():
+def _kept(folder: Path, expected: dict) -> bool:
+    """Whether ``folder`` holds a finished evaluation for ``expected`` (protocol, model, data): a well-formed
+    results.json recording them, and a generations.jsonl that reads whole with one row per evaluated problem. A
+    malformed or truncated one is a broken evaluation (said, then redone); a different protocol, model or data is
+    simply not this evaluation."""
+    if not (folder / RESULTS).is_file():
         return False
     try:
-        old = read_json(path)
-    except (OSError, ValueError):
+        old = read_json(folder / RESULTS)
+        problem = results_problem(old)
+    except (OSError, ValueError, RecursionError) as exc:
+        problem = f"unreadable ({type(exc).__name__}: {str(exc)[:80]})"
+    if problem is None and not all(old.get(key) == value for key, value in expected.items()):
         return False
-    return all(old.get(key) == value for key, value in expected.items())
+    if problem is None:
+        try:
+            rows = read_jsonl(folder / GENERATIONS)
+            n = old["metrics"]["n"]
+            if len(rows) != n or not all(isinstance(row, dict) for row in rows):
+                problem = f"{GENERATIONS} holds {len(rows)} rows, not the {n} evaluated problems' records"
+        except (OSError, ValueError, RecursionError) as exc:
+            problem = f"{GENERATIONS} is unreadable ({str(exc)[:120]})"
+    if problem:
+        log.warning("%s: the evaluation in %s is broken (%s); evaluating it again", folder.name, folder, problem)
+    return problem is None
 
 
 def weights_hash(folder: str | Path | None) -> str | None:
@@ -317,12 +335,12 @@ def evaluate_weights(cfg: Config, out_dir: str | Path, record: dict, init_from: 
     problems, source = load_eval_problems(cfg)
     data_record = {"source": source, "split": cfg.eval.split, "n": len(problems), "sha256": dataset_hash(problems)}
     key = {"protocol": protocol(cfg.eval, cfg.data.answer_label), "model": record, "data": data_record}
-    if reuse and _matches(out_dir / RESULTS, key):
+    if reuse and _kept(out_dir, key):
         log.info("%s: already evaluated with this protocol, model and data; kept (delete %s to redo)", out_dir.name,
                  out_dir / RESULTS)
         return read_json(out_dir / RESULTS)
     for other in sorted(out_dir.parent.glob(f"*/{RESULTS}")) if reuse else []:
-        if other.parent != out_dir and _matches(other, key):
+        if other.parent != out_dir and _kept(other.parent, key):
             log.info("%s: same weights, protocol and data as %s; its results are copied", out_dir.name,
                      other.parent.name)
             write_jsonl(out_dir / GENERATIONS, read_jsonl(other.parent / GENERATIONS))

@@ -142,10 +142,20 @@ def parse_jsonl_line(raw: bytes) -> tuple[Any, str | None]:
 
 def iter_jsonl(data: bytes) -> Iterator[tuple[int, Any, str | None]]:
     """(1-based line number, value, reason) for each non-blank line; lines split on ``\\n`` only
-    (a bare ``\\r``, U+2028 or U+0085 inside a row is data, as JSON allows)."""
-    for line_no, raw in enumerate(data.split(b"\n"), start=1):
+    (a bare ``\\r``, U+2028 or U+0085 inside a row is data, as JSON allows). A leading UTF-8 byte order mark (as
+    Windows editors write) is not part of the first row.
+
+    >>> [value for _, value, _ in iter_jsonl(b'\\xef\\xbb\\xbf{"a": 1}\\n{"a": 2}\\n')]
+    [{'a': 1}, {'a': 2}]
+    """
+    for line_no, raw in enumerate(strip_bom(data).split(b"\n"), start=1):
         if raw.strip():
             yield (line_no, *parse_jsonl_line(raw))
+
+
+def strip_bom(data: bytes) -> bytes:
+    """``data`` without a leading UTF-8 byte order mark."""
+    return data.removeprefix(b"\xef\xbb\xbf")
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:

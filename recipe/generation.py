@@ -15,6 +15,7 @@ from functools import partial
 import torch
 from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList
 
+from recipe.devices import check_device
 from recipe.prompts import ANSWER_LABEL
 from recipe.stopping import (  # noqa: F401  (STOP_TEXTS, answer_line_pattern and cut_after_answer are re-exported)
     STOP_TEXTS,
@@ -68,6 +69,7 @@ def _eos_ids(model, tokenizer) -> list[int]:
 
 def to_device(model, device: str = "auto"):
     """Models load on the CPU (4-bit ones excepted); generation runs on CUDA when there is one and it is allowed."""
+    check_device(device)  # run.device=cuda without CUDA is refused, never generated on the CPU
     if device == "cpu" or not torch.cuda.is_available() or getattr(model, "hf_device_map", None):
         return model
     return model.to("cuda")

@@ -17,6 +17,9 @@ import struct
 from pathlib import Path
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")
+# the weight files peft / transformers read from a folder with that config (one of them must be there)
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+MODEL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
 
 
@@ -70,11 +73,24 @@ def weights_file_problem(path: Path) -> str | None:
     return torch_file_problem(path)
 
 
+def missing_weights(folder: Path) -> str | None:
+    """The weight file a weights folder's config promises but that is not there (an adapter config without its
+    adapter weights, a model config without model weights; peft would then look the local path up on the hub), or
+    None."""
+    for config, names in (("adapter_config.json", ADAPTER_WEIGHTS), ("config.json", MODEL_WEIGHTS)):
+        if (folder / config).is_file():
+            return None if any((folder / n).is_file() for n in names) else f"{names[0]} (beside its {config})"
+    return None  # no config: loading it stops at recipe.model's own check, naming the folder
+
+
 def weights_dir_problem(folder: Path) -> str | None:
-    """Why the finished-weights folder ``folder`` is unusable (missing, or a weight or config file damaged, named),
-    or None."""
+    """Why the finished-weights folder ``folder`` is unusable (``missing ...``: the folder or its weight file is
+    gone; else a weight or config file damaged, named), or None."""
     if not folder.is_dir():
         return "missing" if not folder.exists() else "not a folder"
+    gone = missing_weights(folder)
+    if gone:
+        return f"missing {gone}"
     for path in sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file()):
         problem = weights_file_problem(path)
         if problem:

@@ -54,6 +54,8 @@ from typing import Any
 from recipe import dist, unsloth_backend
 from recipe import precision as precision_mod
 from recipe.fsio import replace_dir
+from recipe.integrity import missing_weights
+from recipe.lora_targets import targets_error
 from recipe.tiny import build_tiny_qwen2
 from recipe.unsloth_backend import release_engine  # noqa: F401  (part of this seam: stages call model.release_engine)
 
@@ -286,6 +288,9 @@ def _check_init_from(init_from: str) -> None:
     if not (is_adapter_dir(init_from) or is_model_dir(init_from)):
         raise ModelError(f"init_from '{init_from}' holds neither a LoRA adapter (adapter_config.json) "
                          "nor a model (config.json + weights)")
+    gone = missing_weights(Path(init_from))  # never let peft take a local folder for a hub id
+    if gone:
+        raise ModelError(f"init_from '{init_from}' is missing {gone}")
 
 
 def _load_hf(cfg: Any, base: str, init_from: str | None, trainable: bool) -> tuple[Any, Any]:
@@ -325,7 +330,12 @@ def load(cfg: Any, init_from: str | os.PathLike | None = None, trainable: bool =
     init = None if init_from is None else str(init_from)
     if init is not None:
         _check_init_from(init)
-    if prepare_backend(cfg) == "unsloth":
+    backend = prepare_backend(cfg)  # unsloth (when used) is imported before the target check loads transformers
+    if trainable and cfg.use_lora and not (init and is_adapter_dir(init)):  # a fresh LoRA goes on: names must match
+        problem = targets_error(cfg, init if init and is_model_dir(init) else base)
+        if problem:
+            raise ModelError(problem)
+    if backend == "unsloth":
         model, tokenizer = unsloth_backend.load(cfg, base, init, is_adapter_dir(init) if init else False,
                                                 trainable, seed, model_precision(cfg), engine=for_grpo)
     else:

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from recipe.fsio import iter_jsonl
+from recipe.fsio import iter_jsonl, strip_bom
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 
@@ -98,7 +98,7 @@ def read_rows(path: str | Path, split: str = "train", strict: bool = False) -> l
 
             rows = pq.read_table(path).to_pylist()
         else:
-            raw = path.read_bytes()
+            raw = strip_bom(path.read_bytes())  # a byte order mark is not part of the first row
             if not raw.strip():
                 raise DataError(f"{path}: the file is empty (no rows)")
             rows = _read_json_lines(path, raw, strict) if path.suffix == ".jsonl" else _read_json(path, raw, split, strict)

@@ -266,15 +266,15 @@ def mark_interrupted(run_dir: Path, manifest: dict) -> None:
 
 
 def check_outputs(run_dir: Path, manifest: dict, entries: Mapping[str, Entry], force: bool = False) -> None:
-    """A done entry whose weights folder is gone is trained again (with what starts from it); one whose weights are
-    damaged is an error naming the file and the way to retrain it (with ``force``: trained again)."""
+    """A done entry whose weights folder or weight file is gone is trained again (with what starts from it); one whose
+    weights are damaged is an error naming the file and the way to retrain it (with ``force``: trained again)."""
     for entry in entries.values():
         record = manifest["stages"].get(entry.name, {})
         if record.get("status") != "done" or not record.get("output"):
             continue
         out = Path(absolute(run_dir, record["output"]))
         problem = weights_dir_problem(out)
-        if problem == "missing" or (problem and force):
+        if (problem and problem.startswith("missing")) or (problem and force):  # nothing left to protect
             invalidate(run_dir, manifest, entries, entry.name, f"its finished weights {out} are {problem}")
         elif problem:
             raise RunError(f"{entry.name} is done but its weights {out} are damaged ({problem}); retrain it with "

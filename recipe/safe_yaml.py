@@ -87,6 +87,31 @@ def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
     return size
 
 
+def _duplicate_key(node: yaml.Node, where: str, seen: set[int]) -> str | None:
+    """The first mapping key given twice, as ``'dotted.key' twice (lines A and B)``, or None. YAML itself keeps the last
+    value silently, so a duplicated key or section would drop what the user wrote first."""
+    if id(node) in seen:  # an alias: its node is checked once
+        return None
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        lines: dict[tuple[str, str], int] = {}
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                name = (key.tag, key.value)
+                if name in lines:
+                    return f"'{where}{key.value}' twice (lines {lines[name]} and {key.start_mark.line + 1})"
+                lines[name] = key.start_mark.line + 1
+            found = _duplicate_key(value, f"{where}{getattr(key, 'value', '?')}.", seen)
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found = _duplicate_key(item, f"{where[:-1] if where else ''}[{i}].", seen)
+            if found:
+                return found
+    return None
+
+
 _RAISE = object()
 
 
@@ -112,6 +137,9 @@ def load(text: str | bytes, origin: str, error: type[Exception] = ValueError, if
             return None
         if _expanded_size(node, {}) > MAX_NODES:
             raise _Refused(f"expands to over {MAX_NODES:,} values (aliases counted each time they are used)")
+        duplicate = _duplicate_key(node, "", set())
+        if duplicate:
+            raise error(f"{origin} gives the key {duplicate}; keep one")
         return loader.construct_document(node)
     except _Refused as exc:
         raise error(f"{origin} is refused: {exc}") from None

@@ -20,7 +20,7 @@ from typing import Any
 
 from recipe.answers import answers_match, extract_answer, gold_answer
 from recipe.data import DataError
-from recipe.fsio import parse_jsonl_line, write_jsonl
+from recipe.fsio import parse_jsonl_line, strip_bom, write_jsonl
 from recipe.official_checker import official_prediction, official_verdict
 from recipe.rewards import build_reward, completion_text
 
@@ -136,7 +136,7 @@ def _read_input(input_path: str | os.PathLike[str]) -> list[bytes]:
             data = path.read_bytes()
     except OSError as err:
         raise ScoreError(f"cannot read {name}: {err.strerror or err}") from None
-    return data.split(b"\n")
+    return strip_bom(data).split(b"\n")  # a byte order mark is not part of the first row
 
 
 def _same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:

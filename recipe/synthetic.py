@@ -256,3 +256,25 @@ def synthetic_rows(n: int, seed: int, max_steps: int | None = None, style: str =
         if max_steps is None or row["answer"].count("<<") <= max_steps:
             rows.append(row)
     return rows
+
+
+SOURCE_FORMS = "'synthetic', 'synthetic:N' or 'synthetic:N:S', optionally ':verbose' (N rows > 0, at most S >= 2 steps)"
+
+
+def parse_source(source: str, default_rows: int) -> tuple[int, int | None, str]:
+    """``synthetic[:N[:S]][:STYLE]`` -> (N rows, at most S steps or None, teacher style); ValueError when malformed.
+
+    >>> parse_source("synthetic:40:3:verbose", 1000), parse_source("synthetic", 1000)
+    ((40, 3, 'verbose'), (1000, None, 'terse'))
+    >>> parse_source("synthetic:0", 1000)
+    Traceback (most recent call last):
+    ...
+    ValueError: bad synthetic source 'synthetic:0': expected 'synthetic', 'synthetic:N' or 'synthetic:N:S', optionally ':verbose' (N rows > 0, at most S >= 2 steps)
+    """
+    parts = source.split(":")
+    style = parts.pop() if len(parts) > 1 and parts[-1] in STYLES else "terse"
+    counts = parts[1:]
+    ok = parts[0] == "synthetic" and len(counts) <= 2 and all(p.isascii() and p.isdigit() and int(p) > 0 for p in counts)
+    if not ok or (len(counts) == 2 and int(counts[1]) < 2):
+        raise ValueError(f"bad synthetic source {source!r}: expected {SOURCE_FORMS}")
+    return (int(counts[0]) if counts else default_rows), (int(counts[1]) if len(counts) == 2 else None), style

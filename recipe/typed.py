@@ -139,3 +139,22 @@ def deep_merge(base: dict, over: dict) -> dict:
         else:
             out[key] = value
     return out
+
+
+def set_path(data: dict, path: list[str], value: Any) -> None:
+    """Set ``path`` to ``value``; a mapping given for a mapping merges over it, as a ``--config`` file does.
+
+    >>> data = {"stage1": {"learning_rate": 0.001, "optim": "sgd"}}
+    >>> set_path(data, ["stage1"], {"max_steps": 2}); data
+    {'stage1': {'learning_rate': 0.001, 'optim': 'sgd', 'max_steps': 2}}
+    """
+    node = data
+    for part in path[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    old = node.get(path[-1])
+    merge = isinstance(value, dict) and isinstance(old, dict) and path[-1] != "params"
+    node[path[-1]] = deep_merge(old, value) if merge else value

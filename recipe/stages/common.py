@@ -258,11 +258,32 @@ def train_sft(cfg: Config, model, tokenizer, rows: list[dict], stage_dir: Path,
         processing_class=tokenizer,
         peft_config=model_mod.trainer_peft_config(model, cfg.model),
     )
+    check_length_drops(cfg, len(rows), len(trainer.train_dataset), [r["prompt"] for r in rows], tokenizer)
     if rows_for_epoch is not None:
         # SFTTrainer._prepare_dataset (TRL 1.14.2) is the tokenisation its __init__ ran on epoch 0's rows
         redraw_each_epoch(trainer, lambda epoch: trainer._prepare_dataset(
             _sft_dataset(rows_for_epoch(epoch)), tokenizer, args, args.packing, None, "train"))
     return train_and_save(trainer, tokenizer, stage_dir, rows, args)
+
+
+def check_length_drops(cfg: Config, n_rows: int, n_kept: int, prompts: Sequence[str], tokenizer: Any,
+                       section: str = "stage1") -> None:
+    """TRL's SFTTrainer drops a row whose prompt alone fills ``max_length`` (``min(<section>.max_length,
+    model.max_seq_length)``; no completion token left to learn): say how many went, and when none is left, stop with
+    the shortest prompt's length and the keys to raise."""
+    dropped = n_rows - n_kept
+    if dropped <= 0:
+        return
+    values = {f"{section}.max_length": getattr(cfg, section).max_length, "model.max_seq_length": cfg.model.max_seq_length}
+    limit = min(values.values())
+    shortest = min(len(ids) for ids in tokenizer(list(prompts), add_special_tokens=False)["input_ids"])
+    low = [k for k, v in values.items() if v <= shortest] or [k for k, v in values.items() if v == limit]
+    what = (f"{dropped} of {n_rows} training rows were dropped for length: the prompt alone fills max_length {limit} "
+            f"tokens (the shortest prompt is {shortest} tokens); raise "
+            f"{' and '.join(f'{k} (now {values[k]})' for k in low)} above {shortest}")
+    if n_kept == 0:
+        raise data_mod.DataError(f"no training row left: {what}")
+    log.warning(what)
 
 
 def train_grpo(cfg: Config, stage: str, model, tokenizer, rows: list[dict], stage_dir: Path,

@@ -60,6 +60,23 @@ def mine_failures(cfg: Config, problems: list[Problem], init_from: str | None) -
     return dist.gather_shards(failures)  # every rank's failures, in the slice's order
 
 
+def read_failures(path: Path) -> list[dict] | None:
+    """The failures mining wrote before an interruption, or None (with a warning naming the line) when the file is
+    damaged: it is the run's own output, so mining is simply done again."""
+    try:
+        failures = read_jsonl(path)
+        for line_no, row in enumerate(failures, start=1):
+            try:
+                Problem.from_dict(row)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise ValueError(f"{path}: line {line_no} is not a mined failure ({type(exc).__name__}: "
+                                 f"{str(exc)[:80]})") from None
+    except (OSError, ValueError) as exc:
+        log.warning("stage 3: %s; mining the failures again", str(exc)[:300])
+        return None
+    return failures
+
+
 def build_rows(problems: Sequence[Problem], answer_label: str = prompts.ANSWER_LABEL) -> list[dict[str, Any]]:
     """Internalisation (GRPO): the teacher solution is shown and a much shorter rewrite is asked for.
 
@@ -82,9 +99,8 @@ def run(cfg: Config, stage_dir: Path, init_from: str | None = None) -> dict:
     stage_dir.mkdir(parents=True, exist_ok=True)
     problems = train_problems(cfg, "stage3")
     failures_path = stage_dir / FAILURES
-    if failures_path.is_file():  # mining finished before an interruption: never redo it
-        failures = read_jsonl(failures_path)
-    else:
+    failures = read_failures(failures_path) if failures_path.is_file() else None  # mined before an interruption
+    if failures is None:
         failures = mine_failures(cfg, problems, init_from)
         dist.only_main(write_jsonl, failures_path, failures)  # then a barrier: every rank sees the file
     mined = {"mined": len(problems) if cfg.stage3.mining_limit <= 0 else min(len(problems), cfg.stage3.mining_limit),

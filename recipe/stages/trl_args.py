@@ -9,11 +9,13 @@ from trl import GRPOConfig, SFTConfig
 
 from recipe import dist
 from recipe.config import Config, GRPOStageConfig, TrainConfig
+from recipe.devices import check_device
 from recipe.model import trl_vllm_args
 from recipe.precision import for_config as precision_for
 
 
 def _common_args(cfg: Config, st: TrainConfig, output_dir: str) -> dict:
+    check_device(cfg.run.device)  # run.device=cuda without CUDA is refused, never trained on the CPU
     use_cpu = cfg.run.device == "cpu" or not torch.cuda.is_available()
     flags = precision_for(cfg).trainer_flags()  # the same decision model.load follows (recipe/precision.py)
     return dict(
