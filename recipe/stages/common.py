@@ -258,7 +258,7 @@ def train_sft(cfg: Config, model, tokenizer, rows: list[dict], stage_dir: Path,
         processing_class=tokenizer,
         peft_config=model_mod.trainer_peft_config(model, cfg.model),
     )
-    check_length_drops(cfg, len(rows), len(trainer.train_dataset), [r["prompt"] for r in rows], tokenizer)
+    check_length_drops(cfg, len(rows), len(trainer.train_dataset), [r["prompt"] for r in rows], tokenizer, section)
     if rows_for_epoch is not None:
         # SFTTrainer._prepare_dataset (TRL 1.14.2) is the tokenisation its __init__ ran on epoch 0's rows
         redraw_each_epoch(trainer, lambda epoch: trainer._prepare_dataset(
