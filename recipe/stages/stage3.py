@@ -28,6 +28,7 @@ from recipe.data import Problem
 from recipe.fsio import read_jsonl, write_jsonl
 from recipe.generation import STOP_TEXTS, generate, to_device
 from recipe.stages.common import add_token_lengths, teacher_fields, train_grpo, train_problems
+from recipe.stages.objective import refuse_base_reference
 from recipe.stopping import resolve_stop_rule
 
 log = logging.getLogger("recipe")
@@ -79,6 +80,7 @@ def build_rows(problems: Sequence[Problem], answer_label: str = prompts.ANSWER_L
 
 
 def run(cfg: Config, stage_dir: Path, init_from: str | None = None) -> dict:
+    refuse_base_reference(cfg, "stage3", init_from)  # before mining: the stage could not train anyway
     stage_dir.mkdir(parents=True, exist_ok=True)
     problems = train_problems(cfg, "stage3")
     failures_path = stage_dir / FAILURES
@@ -97,6 +99,7 @@ def run(cfg: Config, stage_dir: Path, init_from: str | None = None) -> dict:
     rows = build_rows([Problem.from_dict(f) for f in failures], answer_label=cfg.data.answer_label)
     model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=True, seed=cfg.run.seed,
                                       for_grpo=True)
-    result = train_grpo(cfg, "stage3", model, tokenizer, add_token_lengths(rows, tokenizer), stage_dir)
+    result = train_grpo(cfg, "stage3", model, tokenizer, add_token_lengths(rows, tokenizer), stage_dir,
+                        init_from=init_from)
     result["metrics"] = {**mined, **result["metrics"]}
     return result
