@@ -316,7 +316,7 @@ def evaluate_weights(cfg: Config, out_dir: str | Path, record: dict, init_from: 
     metrics, rows = generate_and_score(model, tokenizer, problems, cfg.eval, cfg.data.answer_label, cfg.run.seed,
                                        official_golds=golds)
     results = {"name": out_dir.name, "metrics": metrics, **key, "wall_s": round(time.monotonic() - t0, 2),
-               "versions": versions()}
+               "weights": model_mod.weights_record(model), "versions": versions()}
     write_jsonl(out_dir / GENERATIONS, rows)
     write_json(out_dir / RESULTS, results)  # last: its presence means the evaluation is complete
     del model

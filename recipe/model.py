@@ -360,6 +360,16 @@ def save(model: Any, tokenizer: Any, out_dir: str | os.PathLike, state_dict: dic
     return out
 
 
+def weights_record(model: Any) -> dict:
+    """The base weights a loaded model came from, for the manifest: ``repo`` (hub id or folder, as loaded) and
+    ``revision`` (the hub commit transformers resolved, None for a local folder)."""
+    from peft import PeftModel
+
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    config = base.config
+    return {"repo": getattr(config, "_name_or_path", None), "revision": getattr(config, "_commit_hash", None)}
+
+
 def describe(model: Any) -> dict:
     """Facts about a loaded model for run manifests: sizes, dtype, backend, adapter settings."""
     from peft import PeftModel

@@ -240,6 +240,7 @@ def train_and_save(trainer, tokenizer, stage_dir: Path, rows: list[dict]) -> dic
         "data": fingerprint_rows(rows),
         "metrics": summarise_log(trainer.state.log_history),
         "trainer_config": trainer_config_summary(trainer.args),  # what the trainer holds, not what we passed
+        "weights": model_mod.weights_record(trainer.model),
     }
 
 
