@@ -316,9 +316,11 @@ def _load_hf(cfg: Any, base: str, init_from: str | None, trainable: bool) -> tup
 
 
 def load(cfg: Any, init_from: str | os.PathLike | None = None, trainable: bool = True, seed: int = 0,
-         for_grpo: bool = False) -> tuple[Any, Any]:
+         for_grpo: bool = False, vllm: bool = False) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` for a stage; see the module docstring for what comes back in each case.
-    ``seed``: pass ``run.seed``. ``for_grpo``: GRPO will train this model (the only loads that get a vLLM engine)."""
+    ``seed``: pass ``run.seed``. ``for_grpo``: GRPO will train this model; ``vllm``: evaluation or mining will
+    generate through vLLM (:mod:`recipe.vllm_generation`). Only these loads get a vLLM engine, and only with
+    ``model.fast_inference`` on the unsloth backend."""
     import torch
 
     base = resolve_model_path(cfg)
@@ -327,7 +329,7 @@ def load(cfg: Any, init_from: str | os.PathLike | None = None, trainable: bool =
         _check_init_from(init)
     if prepare_backend(cfg) == "unsloth":
         model, tokenizer = unsloth_backend.load(cfg, base, init, is_adapter_dir(init) if init else False,
-                                                trainable, seed, model_precision(cfg), engine=for_grpo)
+                                                trainable, seed, model_precision(cfg), engine=for_grpo or vllm)
     else:
         model, tokenizer = _load_hf(cfg, base, init, trainable)
         torch.manual_seed(seed)  # the TRL trainer draws its LoRA from torch's generator right after this
@@ -342,6 +344,11 @@ def load(cfg: Any, init_from: str | os.PathLike | None = None, trainable: bool =
 # ---------------------------------------------------------------------------------------------------------------
 # Saving and describing
 # ---------------------------------------------------------------------------------------------------------------
+
+
+def adapter_folder(init_from: str | os.PathLike | None) -> str | None:
+    """``init_from`` when it is an adapter folder (what a vLLM engine takes as a LoRA request), else None."""
+    return str(init_from) if init_from is not None and is_adapter_dir(init_from) else None
 
 
 def save(model: Any, tokenizer: Any, out_dir: str | os.PathLike, state_dict: dict | None = None) -> Path:

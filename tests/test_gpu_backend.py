@@ -86,6 +86,7 @@ class StandIn(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         self.engines_started = 0
         self.imported_with: dict | None = None
         self.hub: dict[str, tuple[Path, str]] = {}  # hub id -> (local folder standing in for it, its commit)
+        self.engine_factory = lambda base: Engine()  # base weights (folder or hub id) -> the vLLM engine stand-in
 
     def bind(self, qualname: str, *args, **kwargs) -> dict:
         arguments = dict(real_signature(qualname).bind(*args, **kwargs).arguments)  # TypeError when it does not fit
@@ -99,15 +100,16 @@ class StandIn(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         a = self.bind("unsloth.FastLanguageModel.from_pretrained", *args, **kwargs)
         folder = Path(a["model_name"])
         with real_cuda_answer():
+            base = str(folder)
             if M.is_adapter_dir(folder):  # unsloth: the base named in adapter_config.json + the adapter
                 base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
                 model = PeftModel.from_pretrained(self.base_model(base), folder, is_trainable=True)
             else:
-                model = self.base_model(str(folder))
+                model = self.base_model(base)
         if a.get("fast_inference"):
             if self.alive:  # what a 15 GB T4 does with a second engine
                 raise RuntimeError("CUDA out of memory: a vLLM engine is already running")
-            engine = Engine()
+            engine = self.engine_factory(base)  # vLLM holds the base weights; adapters come as LoRA requests
             self.alive.append(engine)
             self.engines_started += 1
             # unsloth sets it on the model it built, before wrapping an adapter around it
@@ -415,15 +417,15 @@ class Loaded(Exception):
     pass
 
 
-def test_every_stage_load_gets_run_seed_and_only_grpo_asks_for_an_engine(tmp_path, monkeypatch):
+def test_every_stage_load_gets_run_seed_and_only_grpo_or_generation_asks_for_an_engine(tmp_path, monkeypatch):
     from recipe import config
     from recipe.stages import baseline_sft, stage1, stage2, stage3
 
     cfg = config.resolve(preset="smoke", overrides=["run.seed=123"])
     seen = []
 
-    def record(model_cfg, init_from=None, trainable=True, seed=0, for_grpo=False):
-        seen.append((seed, for_grpo))
+    def record(model_cfg, init_from=None, trainable=True, seed=0, for_grpo=False, vllm=False):
+        seen.append((seed, for_grpo or vllm))
         raise Loaded
 
     monkeypatch.setattr(M, "load", record)
@@ -431,4 +433,4 @@ def test_every_stage_load_gets_run_seed_and_only_grpo_asks_for_an_engine(tmp_pat
                  lambda: stage3.run(cfg, tmp_path / "s3"), lambda: baseline_sft.run(cfg, tmp_path / "b")):
         with pytest.raises(Loaded):
             call()
-    assert seen == [(123, False), (123, True), (123, False), (123, False)]  # stage 3's first load is mining
+    assert seen == [(123, False), (123, True), (123, True), (123, False)]  # stage 3's first load is mining (vLLM)
