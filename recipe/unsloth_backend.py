@@ -43,6 +43,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
+from recipe.errors import RunError
 from recipe.precision import Precision
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,8 @@ class EngineError(RuntimeError):
     """A second vLLM engine was asked for while one is still held."""
 
 
-class WeightsError(RuntimeError):
-    """An adapter names a different base repository than the one this run loads everywhere."""
+class WeightsError(RunError):
+    """An adapter names a different base repository than the one this run loads everywhere (a one-line CLI error)."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -164,7 +165,7 @@ def weights_repo(base: str, four_bit: bool, fast_inference: bool, tables: Any) -
 
 def _check_adapter_base(init_from: str, repo: str) -> None:
     recorded = json.loads((Path(init_from) / "adapter_config.json").read_text()).get("base_model_name_or_path")
-    if recorded != repo:
+    if str(recorded).casefold() != repo.casefold():  # hub ids are case-insensitive
         raise WeightsError(f"{Path(init_from) / 'adapter_config.json'}: the adapter was trained on '{recorded}', but "
                            f"this run loads '{repo}' for every stage (model.name_or_path / model.fast_inference "
                            "changed since?); rerun the stage that wrote it")
