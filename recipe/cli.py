@@ -19,7 +19,7 @@ import click
 from click.core import ParameterSource
 
 from recipe import config as config_mod
-from recipe import dist, subrun
+from recipe import dist, plan_time, subrun
 from recipe import doctor as doctor_mod
 from recipe import plan as plan_mod
 from recipe.cli_common import config_options, echo_official, eval_overrides
@@ -344,6 +344,7 @@ def plan_command(preset, config_file, overrides, strict, gpu_mem, model_config):
     gib = gpu_mem or plan_mod.default_gpu_gib(cfg, preset) or (card[1] if card else plan_mod.CARDS[-1][1])
     note = "" if gpu_mem or plan_mod.default_gpu_gib(cfg, preset) else " (the smallest listed card that fits)"
     ok = plan_mod.render(plan_mod.plan_config(cfg, gib, dims), card=card, gpu_note=note)
+    click.echo(plan_time.render_hours(plan_time.stage_hours(cfg, dims)))
     if card is None:
         click.echo("no listed card fits every stage: lower the batch sizes or completion lengths")
     sys.exit(0 if ok else 1)

@@ -120,7 +120,14 @@ class GRPOStageConfig(TrainConfig):
     temperature: float = 1.0
     top_p: float = 1.0
     beta: float = 0.0  # KL coefficient; 0 means no reference model is kept
-    epsilon: float = 0.2  # PPO-style clip range
+    epsilon: float = 0.2  # PPO-style clip range (lower side: ratio >= 1 - epsilon)
+    # Upper clip (ratio <= 1 + epsilon_high). 0.2 = epsilon: the symmetric clip of the paper and of TRL alone. Passed
+    # to TRL explicitly on both backends: with loss_type=dapo Unsloth's GRPOConfig puts 0.28 in an unset one.
+    epsilon_high: float = 0.2
+    # True drops every completion that reaches max_completion_length from the loss. False (ours, and TRL's): those
+    # long completions stay in and take the brevity reward's penalty, which is what stages 2-3 train against.
+    # Passed explicitly on both backends: with loss_type=dapo Unsloth's GRPOConfig turns an unset one on.
+    mask_truncated_completions: bool = False
     loss_type: str = "dapo"
     scale_rewards: str = "group"
     num_iterations: int = 1

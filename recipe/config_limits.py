@@ -106,6 +106,7 @@ def validate_trainer_keys(cfg: Any) -> None:
         _check(0 < st.top_p <= 1, f"{name}.top_p", st.top_p, "must be in (0, 1]")
         _check(st.beta >= 0, f"{name}.beta", st.beta, "must be >= 0 (0: no KL term)")
         _check(st.epsilon >= 0, f"{name}.epsilon", st.epsilon, "must be >= 0")
+        _check(st.epsilon_high >= 0, f"{name}.epsilon_high", st.epsilon_high, "must be >= 0 (upper clip 1 + it)")
         _check(st.num_iterations >= 1, f"{name}.num_iterations", st.num_iterations, "must be >= 1")
         _check(st.num_completions_to_print >= 0, f"{name}.num_completions_to_print", st.num_completions_to_print,
                "must be >= 0")

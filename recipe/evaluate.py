@@ -26,13 +26,14 @@ from recipe.config import Config, EvalConfig
 from recipe.data import load_gsm8k, load_raw_rows
 from recipe.errors import EvalError
 from recipe.fsio import read_json, read_jsonl, write_json, write_jsonl
-from recipe.generation import STOP_TEXTS, generate, to_device
+from recipe.generation import STOP_TEXTS, to_device
 from recipe.integrity import WEIGHT_SUFFIXES
 from recipe.official_checker import official_verdict
 from recipe.report import results_problem
 from recipe.rewards import step_format_ok
 from recipe.rundir import GENERATIONS, RESULTS, versions
 from recipe.stopping import resolve_stop_rule, stop_rule_record
+from recipe.vllm_generation import generate_rows
 
 log = logging.getLogger("recipe")
 
@@ -205,15 +206,17 @@ def protocol(ecfg: EvalConfig, answer_label: str) -> dict:
 
 
 def generate_and_score(model, tokenizer, problems: Sequence[Any], ecfg: EvalConfig, answer_label: str,
-                       seed: int, official_golds: Sequence[Any] | None = None) -> tuple[dict, list[dict]]:
+                       seed: int, official_golds: Sequence[Any] | None = None,
+                       adapter: str | None = None) -> tuple[dict, list[dict]]:
     """Greedy, batched generation for every problem with the configured prompt style and stop rule, then
-    :func:`score_generations`."""
+    :func:`score_generations`. Through vLLM when the model came with an engine (``adapter``: its LoRA folder,
+    :mod:`recipe.vllm_generation`), else HF ``generate``: the same rows either way."""
     texts = [build_prompt(_get(p, "question"), ecfg.prompt, answer_label, tokenizer) for p in problems]
     with tqdm(total=len(texts), desc="eval", unit="problem") as bar:
-        generations = generate(model, tokenizer, texts, max_new_tokens=ecfg.max_new_tokens,
-                               batch_size=ecfg.batch_size, temperature=0.0, seed=seed, stop_texts=STOP_TEXTS,
-                               answer_label=answer_label, stop_rule=resolve_stop_rule(ecfg.stop_rule, ecfg.prompt),
-                               progress=bar.update)
+        generations = generate_rows(model, tokenizer, texts, adapter=adapter, max_new_tokens=ecfg.max_new_tokens,
+                                    batch_size=ecfg.batch_size, temperature=0.0, seed=seed, stop_texts=STOP_TEXTS,
+                                    answer_label=answer_label,
+                                    stop_rule=resolve_stop_rule(ecfg.stop_rule, ecfg.prompt), progress=bar.update)
     return score_generations(problems, [g[0] for g in generations], answer_label=answer_label,
                              official_golds=official_golds)
 
@@ -347,14 +350,15 @@ def evaluate_weights(cfg: Config, out_dir: str | Path, record: dict, init_from: 
             results = {**read_json(other), "name": out_dir.name, "copied_from": other.parent.name}
             write_json(out_dir / RESULTS, results)
             return results
-    model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=False, seed=cfg.run.seed)
+    model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=False, seed=cfg.run.seed,
+                                      vllm=True)
     model = to_device(model, cfg.run.device)
     t0 = time.monotonic()
     golds = official_golds(source, cfg.eval.split, problems)
     metrics, rows = generate_and_score(model, tokenizer, problems, cfg.eval, cfg.data.answer_label, cfg.run.seed,
-                                       official_golds=golds)
+                                       official_golds=golds, adapter=model_mod.adapter_folder(init_from))
     results = {"name": out_dir.name, "metrics": metrics, **key, "wall_s": round(time.monotonic() - t0, 2),
-               "versions": versions()}
+               "weights": model_mod.weights_record(model), "versions": versions()}
     write_jsonl(out_dir / GENERATIONS, rows)
     write_json(out_dir / RESULTS, results)  # last: its presence means the evaluation is complete
     del model

@@ -3,7 +3,8 @@
 Used by stage-3 mining and by evaluation. The answer line is ``data.answer_label`` followed by something with a digit
 (:func:`answer_line_pattern`); :data:`STOP_TEXTS` end a row that starts a new problem. Greedy decoding drops finished
 rows from the batch as it goes (:func:`_greedy_pruned`); sampling, and every model loaded through Unsloth, use HF
-``generate`` (on unsloth that is Unsloth's patched fast decoding; vLLM is used for GRPO training only).
+``generate`` (on unsloth that is Unsloth's patched fast decoding). With ``model.fast_inference`` on unsloth, evaluation
+and mining generate through vLLM instead (:mod:`recipe.vllm_generation`), into the same rows (:func:`make_generation`).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class StopAfterAnswerLine(StoppingCriteria):
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
-def _eos_ids(model, tokenizer) -> list[int]:
+def eos_ids_of(model, tokenizer) -> list[int]:
     """The tokenizer's EOS plus any the model's generation config lists (e.g. a chat model's end-of-turn token)."""
     ids = [tokenizer.eos_token_id]
     config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
@@ -132,6 +133,18 @@ def _greedy_pruned(model, tokenizer, enc, max_new_tokens: int, eos_ids: list[int
     return written
 
 
+def make_generation(prompt: str, ids: Sequence[int], ended: bool, tokenizer, special: set, max_new_tokens: int,
+                    done: Callable[[str], bool] | None, cut: Callable[[str], str] | None) -> Generation:
+    """One row from its generated token ids (both decoders, :mod:`recipe.vllm_generation` too): special tokens
+    dropped and not counted, the text cut by ``cut`` (the stop rule's :func:`recipe.stopping.cut_finished`), and
+    ``truncated`` when ``max_new_tokens`` were written without EOS (``ended``) or a finished answer."""
+    ids = [t for t in ids if t not in special]
+    raw = tokenizer.decode(ids, skip_special_tokens=True)
+    finished = ended or done is not None and done(raw + "\n")
+    return Generation(prompt=prompt, text=cut(raw) if cut is not None else raw, n_tokens=len(ids),
+                      truncated=len(ids) >= max_new_tokens and not finished, raw=raw)
+
+
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 512, batch_size: int = 16,
              temperature: float = 0.0, top_p: float = 1.0, num_return_sequences: int = 1, seed: int = 0,
@@ -149,7 +162,7 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 512,
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    eos_ids = _eos_ids(model, tokenizer)
+    eos_ids = eos_ids_of(model, tokenizer)
     special = {tokenizer.pad_token_id, *eos_ids}
     device = next(model.parameters()).device
     torch.manual_seed(seed)
@@ -175,17 +188,12 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 512,
                                                                                          answer_label, stop_rule)])
             new = model.generate(**enc, **kwargs)[:, prompt_len:].tolist()
         for i, prompt in enumerate(chunk):
-            gens = []
-            for j in range(num_return_sequences):
-                ids = new[i * num_return_sequences + j]
-                ended = any(t in special for t in ids) or pruned and len(ids) < max_new_tokens
-                ids = [t for t in ids if t not in special]
-                raw = tokenizer.decode(ids, skip_special_tokens=True)
-                text = cut_finished(raw, stop_rule, stop_texts, answer_label) if stop_at_answer else raw
-                finished = ended or done is not None and done(raw + "\n")
-                gens.append(Generation(prompt=prompt, text=text, n_tokens=len(ids),
-                                       truncated=len(ids) >= max_new_tokens and not finished, raw=raw))
-            results.append(gens)
+            rows = new[i * num_return_sequences:(i + 1) * num_return_sequences]
+            results.append([make_generation(prompt, ids, any(t in special for t in ids) or pruned and
+                                            len(ids) < max_new_tokens, tokenizer, special, max_new_tokens, done,
+                                            partial(cut_finished, rule=stop_rule, stop_texts=stop_texts,
+                                                    answer_label=answer_label) if stop_at_answer else None)
+                            for ids in rows])
         if progress is not None:
             progress(len(chunk))
     return results

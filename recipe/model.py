@@ -321,9 +321,11 @@ def _load_hf(cfg: Any, base: str, init_from: str | None, trainable: bool) -> tup
 
 
 def load(cfg: Any, init_from: str | os.PathLike | None = None, trainable: bool = True, seed: int = 0,
-         for_grpo: bool = False) -> tuple[Any, Any]:
+         for_grpo: bool = False, vllm: bool = False) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` for a stage; see the module docstring for what comes back in each case.
-    ``seed``: pass ``run.seed``. ``for_grpo``: GRPO will train this model (the only loads that get a vLLM engine)."""
+    ``seed``: pass ``run.seed``. ``for_grpo``: GRPO will train this model; ``vllm``: evaluation or mining will
+    generate through vLLM (:mod:`recipe.vllm_generation`). Only these loads get a vLLM engine, and only with
+    ``model.fast_inference`` on the unsloth backend."""
     import torch
 
     base = resolve_model_path(cfg)
@@ -337,7 +339,7 @@ def load(cfg: Any, init_from: str | os.PathLike | None = None, trainable: bool =
             raise ModelError(problem)
     if backend == "unsloth":
         model, tokenizer = unsloth_backend.load(cfg, base, init, is_adapter_dir(init) if init else False,
-                                                trainable, seed, model_precision(cfg), engine=for_grpo)
+                                                trainable, seed, model_precision(cfg), engine=for_grpo or vllm)
     else:
         model, tokenizer = _load_hf(cfg, base, init, trainable)
         torch.manual_seed(seed)  # the TRL trainer draws its LoRA from torch's generator right after this
@@ -354,6 +356,11 @@ def load(cfg: Any, init_from: str | os.PathLike | None = None, trainable: bool =
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def adapter_folder(init_from: str | os.PathLike | None) -> str | None:
+    """``init_from`` when it is an adapter folder (what a vLLM engine takes as a LoRA request), else None."""
+    return str(init_from) if init_from is not None and is_adapter_dir(init_from) else None
+
+
 def save(model: Any, tokenizer: Any, out_dir: str | os.PathLike, state_dict: dict | None = None) -> Path:
     """Write the adapter (PeftModel) or the full model, plus the tokenizer, to ``out_dir`` atomically.
     ``state_dict``: weights gathered from ZeRO-3 shards (:func:`recipe.dist.full_state_dict`)."""
@@ -368,6 +375,16 @@ def save(model: Any, tokenizer: Any, out_dir: str | os.PathLike, state_dict: dic
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def weights_record(model: Any) -> dict:
+    """The base weights a loaded model came from, for the manifest: ``repo`` (hub id or folder, as loaded) and
+    ``revision`` (the hub commit transformers resolved, None for a local folder)."""
+    from peft import PeftModel
+
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    config = base.config
+    return {"repo": getattr(config, "_name_or_path", None), "revision": getattr(config, "_commit_hash", None)}
 
 
 def describe(model: Any) -> dict:

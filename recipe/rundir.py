@@ -56,6 +56,12 @@ STAGES = ("stage1", "stage2", "stage3")
 # Config that shapes every entry's weights; an entry also depends on its own sections.
 _SHARED_SECTIONS = ("model", "data")
 _IGNORED_KEYS = {"data.eval_source"}
+# Keys added after runs were recorded -> the value the older code trained with: a record without the key holds that
+# value (issue 21: TRL alone used epsilon for an unset epsilon_high and kept truncated completions in the loss).
+LEGACY_KEYS = {
+    **{(section, "epsilon_high"): lambda sec: sec.get("epsilon") for section in ("stage2", "stage3")},
+    **{(section, "mask_truncated_completions"): lambda sec: False for section in ("stage2", "stage3")},
+}
 
 __all__ = ["CONFIG_FILE", "EVAL_DIR", "GENERATIONS", "MANIFEST_FILE", "MODEL_DIR", "RESULTS", "STAGES",
            "TRAINER_DIR", "Entry", "RunError"]
@@ -200,6 +206,19 @@ def entry_config(cfg: Config, entry: Entry) -> dict:
     return out
 
 
+def with_legacy_keys(recorded: dict) -> dict:
+    """A recorded entry config with the :data:`LEGACY_KEYS` it predates filled in (older runs resume unchanged).
+
+    >>> with_legacy_keys({"stage2": {"epsilon": 0.1}})["stage2"]
+    {'epsilon': 0.1, 'epsilon_high': 0.1, 'mask_truncated_completions': False}
+    """
+    out = {key: dict(value) if isinstance(value, dict) else value for key, value in recorded.items()}
+    for (section, key), legacy in LEGACY_KEYS.items():
+        if isinstance(out.get(section), dict) and key not in out[section]:
+            out[section][key] = legacy(out[section])
+    return out
+
+
 def downstream(entries: Mapping[str, Entry], name: str) -> list[str]:
     """``name`` and every entry that (transitively) starts from its weights, in table order.
 
@@ -242,7 +261,7 @@ def refuse_or_invalidate_changed(run_dir: Path, manifest: dict, cfg: Config, ent
         record = manifest["stages"].get(entry.name)
         if not record or "config" not in record:
             continue
-        changed = config_mod.diff_keys(record["config"], entry_config(cfg, entry))
+        changed = config_mod.diff_keys(with_legacy_keys(record["config"]), entry_config(cfg, entry))
         if not changed:
             continue
         if record.get("status") != "done":  # failed, interrupted, stale: no result to protect

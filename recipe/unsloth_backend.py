@@ -16,17 +16,34 @@ The vLLM engine (``model.fast_inference``)
     without one. At most one engine is held per process: :func:`load` frees the held one (unsloth_zoo's
     ``delete_vllm``, ``gc``, ``torch.cuda.empty_cache``) before it loads anything, :func:`release_engine` frees it
     at the end of a GRPO stage, and :func:`_hold` refuses a second.
+
+One set of weights (:func:`weights_repo`)
+    Unsloth's loader picks the repository itself (``unsloth/models/loader.py`` ``FastLanguageModel.from_pretrained``
+    -> ``loader_utils.get_model_name`` over ``unsloth/models/mapper.py``): in 4 bit ``unsloth/Qwen2.5-3B`` and
+    ``Qwen/Qwen2.5-3B`` become the dynamic quant ``unsloth/Qwen2.5-3B-unsloth-bnb-4bit``, an adapter folder's base is
+    mapped the same way, and then, only when the load starts vLLM, ``_utils.fast_inference_setup`` swaps a dynamic
+    quant that ``unsloth_zoo.vllm_utils.vllm_dynamic_quant_supported`` rejects (a property of the repo's
+    ``quantization_config``) for the plain ``-bnb-4bit`` one (``_vllm_plain_bnb_or_16bit``). So stage 1, mining and
+    evaluation (no vLLM) and stages 2-3 (vLLM) could train and measure two different quantisations. We decide once:
+    with ``model.fast_inference`` on, the plain ``-bnb-4bit`` repo (or the 16-bit original when none is published,
+    as Unsloth's fallback does), which vLLM always loads and ``fast_inference_setup`` leaves alone; with it off, the
+    dynamic quant Unsloth would pick. Every load passes it with ``use_exact_model_name=True`` (no remapping), an
+    adapter must name it as its base, and each entry's record keeps the repo id and commit it loaded.
 """
 
 from __future__ import annotations
 
 import gc
+import importlib
+import json
 import logging
 import os
 import sys
 import weakref
+from pathlib import Path
 from typing import Any
 
+from recipe.errors import RunError
 from recipe.precision import Precision
 
 log = logging.getLogger(__name__)
@@ -37,6 +54,10 @@ PATCHED_BY_UNSLOTH = ("transformers", "trl", "peft")
 
 class EngineError(RuntimeError):
     """A second vLLM engine was asked for while one is still held."""
+
+
+class WeightsError(RunError):
+    """An adapter names a different base repository than the one this run loads everywhere (a one-line CLI error)."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -121,6 +142,35 @@ def release_engine() -> bool:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+DYNAMIC, PLAIN = "-unsloth-bnb-4bit", "-bnb-4bit"
+
+
+def weights_repo(base: str, four_bit: bool, fast_inference: bool, tables: Any) -> str:
+    """The one repository every load of a run uses (see the module doc). ``tables``: ``unsloth.models.mapper`` (its
+    ``FLOAT_TO_INT_MAPPER``, ``INT_TO_FLOAT_MAPPER``, ``MAP_TO_UNSLOTH_16bit``, keyed by exact and lower-case ids).
+    A local folder is used as it is."""
+    if Path(base).expanduser().is_dir():
+        return base
+    lower = base.lower()
+    if not four_bit:
+        return tables.INT_TO_FLOAT_MAPPER.get(lower) or tables.MAP_TO_UNSLOTH_16bit.get(lower) or base
+    chosen = base if lower.endswith(PLAIN) else tables.FLOAT_TO_INT_MAPPER.get(lower, base)  # an explicit quant stays
+    if not (fast_inference and chosen.lower().endswith(DYNAMIC)):
+        return chosen
+    plain = chosen[: -len(DYNAMIC)] + PLAIN
+    if tables.FLOAT_TO_INT_MAPPER.get(plain.lower(), "").lower() == chosen.lower():  # published as a twin
+        return plain
+    return tables.INT_TO_FLOAT_MAPPER.get(chosen.lower()) or plain
+
+
+def _check_adapter_base(init_from: str, repo: str) -> None:
+    recorded = json.loads((Path(init_from) / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if str(recorded).casefold() != repo.casefold():  # hub ids are case-insensitive
+        raise WeightsError(f"{Path(init_from) / 'adapter_config.json'}: the adapter was trained on '{recorded}', but "
+                           f"this run loads '{repo}' for every stage (model.name_or_path / model.fast_inference "
+                           "changed since?); rerun the stage that wrote it")
+
+
 def load(cfg: Any, base: str, init_from: str | None, adapter: bool, trainable: bool, seed: int,
          precision: Precision, engine: bool) -> tuple[Any, Any]:
     """``FastLanguageModel`` load; ``engine``: start vLLM (only when ``cfg.fast_inference`` too). See the module doc.
@@ -130,6 +180,11 @@ def load(cfg: Any, base: str, init_from: str | None, adapter: bool, trainable: b
     release_engine()  # the previous stage's engine goes before anything else loads
     FastLanguageModel = import_unsloth().FastLanguageModel
     fast_inference = bool(engine and cfg.fast_inference)
+    four_bit = cfg.load_in_4bit and cfg.use_lora
+    mapper = importlib.import_module("unsloth.models.mapper")  # lazy: exists with the gpu extra only
+    repo = weights_repo(base, four_bit, bool(cfg.fast_inference), mapper)  # the run's setting, not this load's
+    if adapter:
+        _check_adapter_base(init_from, repo)
     import torch
 
     gc.collect()  # vLLM sizes its cache from the free memory: drop what earlier loads (e.g. mining) left cached
@@ -138,10 +193,11 @@ def load(cfg: Any, base: str, init_from: str | None, adapter: bool, trainable: b
     checkpointing = "unsloth" if cfg.gradient_checkpointing else False
     torch.manual_seed(seed)
     model, tokenizer = FastLanguageModel.from_pretrained(
-        model_name=init_from if init_from is not None else base,
+        model_name=init_from if init_from is not None else repo,
+        use_exact_model_name=True,  # repo is already decided: no remapping by Unsloth's mapper
         max_seq_length=cfg.max_seq_length,
         dtype=precision.torch_dtype(),
-        load_in_4bit=cfg.load_in_4bit and cfg.use_lora,
+        load_in_4bit=four_bit,
         full_finetuning=not cfg.use_lora,
         fast_inference=fast_inference,
         gpu_memory_utilization=cfg.gpu_memory_utilization,

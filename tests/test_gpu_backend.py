@@ -29,7 +29,9 @@ from recipe.config import ModelConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 API = json.loads((ROOT / "tests" / "data" / "unsloth_api_2026.10.x.json").read_text())
-STANDIN_MODULES = ("unsloth", "unsloth_zoo", "unsloth_zoo.vllm_utils")
+MAPPER = json.loads((ROOT / "tests" / "data" / "unsloth_mapper_2026.10.9.json").read_text())  # scripts/unsloth_mapper.py
+STANDIN_MODULES = ("unsloth", "unsloth.models", "unsloth.models.mapper", "unsloth_zoo", "unsloth_zoo.vllm_utils")
+PACKAGES = ("unsloth", "unsloth.models", "unsloth_zoo")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -83,6 +85,8 @@ class StandIn(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         self.alive: list[Engine] = []
         self.engines_started = 0
         self.imported_with: dict | None = None
+        self.hub: dict[str, tuple[Path, str]] = {}  # hub id -> (local folder standing in for it, its commit)
+        self.engine_factory = lambda base: Engine()  # base weights (folder or hub id) -> the vLLM engine stand-in
 
     def bind(self, qualname: str, *args, **kwargs) -> dict:
         arguments = dict(real_signature(qualname).bind(*args, **kwargs).arguments)  # TypeError when it does not fit
@@ -92,26 +96,36 @@ class StandIn(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     # -- the functions ------------------------------------------------------------------------------------------
     def from_pretrained(self, *args, **kwargs):
         from peft import PeftModel
-        from transformers import AutoModelForCausalLM
 
         a = self.bind("unsloth.FastLanguageModel.from_pretrained", *args, **kwargs)
         folder = Path(a["model_name"])
         with real_cuda_answer():
+            base = str(folder)
             if M.is_adapter_dir(folder):  # unsloth: the base named in adapter_config.json + the adapter
                 base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
-                model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), folder,
-                                                  is_trainable=True)
+                model = PeftModel.from_pretrained(self.base_model(base), folder, is_trainable=True)
             else:
-                model = AutoModelForCausalLM.from_pretrained(folder)
+                model = self.base_model(base)
         if a.get("fast_inference"):
             if self.alive:  # what a 15 GB T4 does with a second engine
                 raise RuntimeError("CUDA out of memory: a vLLM engine is already running")
-            engine = Engine()
+            engine = self.engine_factory(base)  # vLLM holds the base weights; adapters come as LoRA requests
             self.alive.append(engine)
             self.engines_started += 1
             # unsloth sets it on the model it built, before wrapping an adapter around it
             (model.get_base_model() if isinstance(model, PeftModel) else model).vllm_engine = engine
-        return model, M.load_tokenizer(str(folder))
+        return model, M.load_tokenizer(str(self.hub.get(str(folder), (folder,))[0]))
+
+    def base_model(self, name: str):
+        """A folder as it is; a hub id in :attr:`hub` from its stand-in folder, named and versioned as the hub's."""
+        from transformers import AutoModelForCausalLM
+
+        if name not in self.hub:
+            return AutoModelForCausalLM.from_pretrained(name)
+        folder, commit = self.hub[name]
+        model = AutoModelForCausalLM.from_pretrained(folder)
+        model.config._name_or_path, model.config._commit_hash, model.name_or_path = name, commit, name
+        return model
 
     def get_peft_model(self, *args, **kwargs):
         from peft import LoraConfig, get_peft_model
@@ -130,7 +144,7 @@ class StandIn(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     # -- import machinery ---------------------------------------------------------------------------------------
     def find_spec(self, name, path=None, target=None):
         if name in STANDIN_MODULES:
-            return importlib.machinery.ModuleSpec(name, self, is_package=name != "unsloth_zoo.vllm_utils")
+            return importlib.machinery.ModuleSpec(name, self, is_package=name in PACKAGES)
         return None
 
     def create_module(self, spec):
@@ -144,6 +158,9 @@ class StandIn(importlib.abc.MetaPathFinder, importlib.abc.Loader):
                 for_inference=self.for_inference)
         elif module.__name__ == "unsloth_zoo.vllm_utils":
             module.delete_vllm = self.delete_vllm
+        elif module.__name__ == "unsloth.models.mapper":  # the pinned wheel's tables (their vendored part)
+            for table in ("FLOAT_TO_INT_MAPPER", "INT_TO_FLOAT_MAPPER", "MAP_TO_UNSLOTH_16bit"):
+                setattr(module, table, dict(MAPPER[table]))
 
 
 def fake_gpu(monkeypatch, capability=(7, 5)) -> None:
@@ -254,7 +271,7 @@ def test_grpo_releases_the_engine_when_training_ends_or_fails(standin, monkeypat
 
     class Trainer:  # TRL's GRPOTrainer, running out of memory mid-stage
         def __init__(self, **kwargs):
-            pass
+            self.args, self.model, self.ref_model = kwargs["args"], kwargs["model"], None
 
         def train(self, resume_from_checkpoint=None):
             raise RuntimeError("OOM mid-stage")
@@ -400,15 +417,15 @@ class Loaded(Exception):
     pass
 
 
-def test_every_stage_load_gets_run_seed_and_only_grpo_asks_for_an_engine(tmp_path, monkeypatch):
+def test_every_stage_load_gets_run_seed_and_only_grpo_or_generation_asks_for_an_engine(tmp_path, monkeypatch):
     from recipe import config
     from recipe.stages import baseline_sft, stage1, stage2, stage3
 
     cfg = config.resolve(preset="smoke", overrides=["run.seed=123"])
     seen = []
 
-    def record(model_cfg, init_from=None, trainable=True, seed=0, for_grpo=False):
-        seen.append((seed, for_grpo))
+    def record(model_cfg, init_from=None, trainable=True, seed=0, for_grpo=False, vllm=False):
+        seen.append((seed, for_grpo or vllm))
         raise Loaded
 
     monkeypatch.setattr(M, "load", record)
@@ -416,4 +433,4 @@ def test_every_stage_load_gets_run_seed_and_only_grpo_asks_for_an_engine(tmp_pat
                  lambda: stage3.run(cfg, tmp_path / "s3"), lambda: baseline_sft.run(cfg, tmp_path / "b")):
         with pytest.raises(Loaded):
             call()
-    assert seen == [(123, False), (123, True), (123, False), (123, False)]  # stage 3's first load is mining
+    assert seen == [(123, False), (123, True), (123, True), (123, False)]  # stage 3's first load is mining (vLLM)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from recipe import plan, run
+from recipe import plan, plan_time, run
 from recipe.cli import main
 from recipe.config import preset_names, resolve
 from tests.test_reliability_run import cfg_for, fake_trainers
@@ -142,3 +142,21 @@ def test_run_all_warns_before_training_when_the_plan_does_not_fit_the_cuda_card(
         assert (len(warned) >= 1) == bool(expected), warned
         if expected:
             assert "0.5 GiB GPU" in warned[0] and "cotrecipe plan" in warned[0]
+
+
+def test_time_estimate_counts_the_configured_work_and_vllm_generation():
+    cfg = _resolve("qwen2.5-3b-t4")
+    dims = plan.model_dims(cfg.model.name_or_path)
+    hours = plan_time.stage_hours(cfg, dims)
+    assert list(hours) == ["stage1", "stage2", "mining", "stage3", "eval base", "eval stage1", "eval stage2",
+                           "eval stage3"]
+    assert all(h > 0 for h in hours.values())
+    hf = plan_time.stage_hours(_resolve("qwen2.5-3b-t4", "model.fast_inference=false"), dims)
+    assert hf["eval base"] > hours["eval base"] and hf["mining"] > hours["mining"]  # batch 64 vs a KV-block batch
+    assert hf["stage1"] == hours["stage1"]  # SFT does not generate
+    longer = plan_time.stage_hours(_resolve("qwen2.5-3b-t4", "stage2.max_steps=500"), dims)
+    assert longer["stage2"] == pytest.approx(2 * hours["stage2"])
+    fewer = plan_time.stage_hours(_resolve("qwen2.5-3b-t4", "eval.limit=100"), dims)
+    assert fewer["eval base"] < hours["eval base"] / 5
+    out = CliRunner().invoke(main, ["plan", "--preset", "qwen2.5-3b-t4"]).output
+    assert "never measured" in out and f"stage2: {hours['stage2']:.2f} h" in out

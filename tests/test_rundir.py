@@ -82,3 +82,17 @@ def test_output_of_names_what_is_missing(tmp_path):
     rundir.invalidate(tmp_path, manifest, run.ENTRIES, "stage3", "test")
     with pytest.raises(rundir.RunError, match="stage3 of run .* is not finished \\(status: stale\\)"):
         rundir.output_of(tmp_path, "stage3")
+
+
+def test_a_run_recorded_before_the_objective_keys_resumes_unless_they_differ(tmp_path):
+    fake_run(tmp_path)
+    manifest = rundir.load_manifest(tmp_path)
+    for record in manifest["stages"].values():  # as recorded before epsilon_high / mask_truncated_completions existed
+        for section in ("stage2", "stage3"):
+            for key in ("epsilon_high", "mask_truncated_completions"):
+                record["config"].get(section, {}).pop(key, None)
+    rundir.save_manifest(tmp_path, manifest)
+    _, manifest = run.open_run(cfg_for(tmp_path))  # the same objective TRL trained then: nothing changed
+    assert all(rundir.is_done(manifest, name) for name in run.ENTRIES)
+    with pytest.raises(rundir.RunError, match="changed keys: stage2.mask_truncated_completions"):
+        run.open_run(cfg_for(tmp_path, "stage2.mask_truncated_completions=true"))

@@ -31,6 +31,7 @@ from recipe.data import Problem
 from recipe.errors import RunError
 from recipe.fsio import read_jsonl
 from recipe.stages.common import train_grpo, train_problems
+from recipe.stages.objective import refuse_base_reference
 from recipe.stages.stage3 import FAILURES
 
 log = logging.getLogger("recipe")
@@ -125,6 +126,7 @@ def baseline_config(cfg: Config, max_steps: int) -> Config:
 
 
 def run(cfg: Config, entry_dir: Path, init_from: str | None = None) -> dict:
+    refuse_base_reference(cfg, "stage2", init_from)  # the baseline trains with stage 2's section
     brevity = cfg.baseline_grpo.reward == "correctness+brevity"
     stage2_problems = train_problems(cfg, "stage2")
     rows = build_rows(train_problems(cfg, "stage1") + stage2_problems, cfg.data.answer_label, brevity)
@@ -136,5 +138,6 @@ def run(cfg: Config, entry_dir: Path, init_from: str | None = None) -> dict:
     model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=True, seed=cfg.run.seed,
                                       for_grpo=True)
 
-    result = train_grpo(baseline_config(cfg, budget["max_steps"]), "stage2", model, tokenizer, rows, entry_dir)
+    result = train_grpo(baseline_config(cfg, budget["max_steps"]), "stage2", model, tokenizer, rows, entry_dir,
+                        init_from=init_from)
     return {**result, "budget": budget}

@@ -21,10 +21,12 @@ from recipe import data as data_mod
 from recipe import dist
 from recipe import model as model_mod
 from recipe.config import Config, GRPOStageConfig
+from recipe.errors import ConfigError
 from recipe.fsio import write_json
 from recipe.integrity import checkpoint_problem
 from recipe.rewards import CutAfterAnswer, build_reward, reward_params
 from recipe.rundir import MODEL_DIR, TRAINER_DIR, TRAINER_LOG
+from recipe.stages import objective
 from recipe.stages.epochs import redraw_each_epoch
 from recipe.stages.trl_args import grpo_args, sft_args
 from recipe.teacher import apply_teacher
@@ -193,12 +195,13 @@ def summarise_log(log_history: list[dict]) -> dict:
 
 
 def trainer_config_summary(args) -> dict:
-    """The effective trainer settings worth recording in the manifest."""
+    """The effective trainer settings worth recording in the manifest. Pass the *trainer's* ``args`` (read back
+    after construction): Unsloth's patched configs may change values on the way in (see ``recipe.unsloth_backend``)."""
     keys = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
             "gradient_accumulation_steps", "warmup_steps", "lr_scheduler_type", "weight_decay", "optim", "seed",
             "bf16", "fp16", "use_cpu", "max_length", "completion_only_loss", "num_generations",
-            "max_completion_length", "temperature", "top_p", "beta", "epsilon", "loss_type", "scale_rewards",
-            "num_iterations", "reward_weights", "use_vllm")
+            "max_completion_length", "temperature", "top_p", "beta", "epsilon", "epsilon_high",
+            "mask_truncated_completions", "loss_type", "scale_rewards", "num_iterations", "reward_weights", "use_vllm")
     return {k: getattr(args, k) for k in keys if hasattr(args, k)}
 
 
@@ -218,7 +221,7 @@ def _test_callbacks(stage_dir: Path) -> list:
     return [KillAfterSave(int(step))] if name == stage_dir.name and step.isdigit() else []
 
 
-def train_and_save(trainer, tokenizer, stage_dir: Path, rows: list[dict], args) -> dict:
+def train_and_save(trainer, tokenizer, stage_dir: Path, rows: list[dict]) -> dict:
     """Train (resuming from the newest complete checkpoint), save the weights atomically, return the entry record."""
     resume = last_checkpoint(stage_dir / TRAINER_DIR)
     if resume:
@@ -236,7 +239,8 @@ def train_and_save(trainer, tokenizer, stage_dir: Path, rows: list[dict], args) 
         "resumed_from": resume,
         "data": fingerprint_rows(rows),
         "metrics": summarise_log(trainer.state.log_history),
-        "trainer_config": trainer_config_summary(args),
+        "trainer_config": trainer_config_summary(trainer.args),  # what the trainer holds, not what we passed
+        "weights": model_mod.weights_record(trainer.model),
     }
 
 
@@ -263,7 +267,7 @@ def train_sft(cfg: Config, model, tokenizer, rows: list[dict], stage_dir: Path,
         # SFTTrainer._prepare_dataset (TRL 1.14.2) is the tokenisation its __init__ ran on epoch 0's rows
         redraw_each_epoch(trainer, lambda epoch: trainer._prepare_dataset(
             _sft_dataset(rows_for_epoch(epoch)), tokenizer, args, args.packing, None, "train"))
-    return train_and_save(trainer, tokenizer, stage_dir, rows, args)
+    return train_and_save(trainer, tokenizer, stage_dir, rows)
 
 
 def check_length_drops(cfg: Config, n_rows: int, n_kept: int, prompts: Sequence[str], tokenizer: Any,
@@ -287,9 +291,11 @@ def check_length_drops(cfg: Config, n_rows: int, n_kept: int, prompts: Sequence[
 
 
 def train_grpo(cfg: Config, stage: str, model, tokenizer, rows: list[dict], stage_dir: Path,
-               rows_for_epoch: RowsForEpoch | None = None) -> dict:
+               rows_for_epoch: RowsForEpoch | None = None, init_from: str | None = None) -> dict:
     """TRL GRPOTrainer on ``rows`` with the stage's rewards (stages 2 and 3), then :func:`train_and_save`. With
-    ``rows_for_epoch`` (epoch -> rows; epoch 0 must give ``rows``) every epoch reads its own rows."""
+    ``rows_for_epoch`` (epoch -> rows; epoch 0 must give ``rows``) every epoch reads its own rows. ``init_from``:
+    what the model was loaded from; the record's ``kl_reference`` is read from the built trainer
+    (:mod:`recipe.stages.objective`), which refuses a base-model reference for a stage that starts from an adapter."""
     args = grpo_args(cfg, stage, str(stage_dir / TRAINER_DIR))
     try:  # the GRPO stage's vLLM engine (if any) goes before the next stage or eval, also when building fails
         trainer = GRPOTrainer(
@@ -300,8 +306,12 @@ def train_grpo(cfg: Config, stage: str, model, tokenizer, rows: list[dict], stag
             processing_class=tokenizer,
             peft_config=model_mod.trainer_peft_config(model, cfg.model),
         )
+        reference = objective.kl_reference(trainer, objective.starts_from_adapter(init_from))
+        if reference == objective.BASE_NOT_START:
+            raise ConfigError(f"{stage}.beta={args.beta}: this trainer's KL reference is the base model with adapters "
+                              f"disabled, not this stage's starting adapter ({init_from}); set {stage}.beta=0")
         if rows_for_epoch is not None:
             redraw_each_epoch(trainer, lambda epoch: data_mod.to_dataset(rows_for_epoch(epoch)))
-        return train_and_save(trainer, tokenizer, stage_dir, rows, args)
+        return {**train_and_save(trainer, tokenizer, stage_dir, rows), "kl_reference": reference}
     finally:
         model_mod.release_engine()

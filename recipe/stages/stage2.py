@@ -21,6 +21,7 @@ from recipe.config import Config
 from recipe.data import Problem
 from recipe.prompts import ANSWER_LABEL, MASK_TOKEN, eval_prompt, stage2_prompt
 from recipe.stages.common import add_token_lengths, question_only_picks, teacher_fields, train_grpo, train_problems
+from recipe.stages.objective import refuse_base_reference
 
 
 def mask_count(n_steps: int, min_masked: int = 3, mask_ratio: float = 0.5) -> int:
@@ -82,8 +83,10 @@ def rows_for_epoch(cfg: Config, problems: Sequence[Problem], tokenizer: Any) -> 
 
 
 def run(cfg: Config, stage_dir: Path, init_from: str | None = None) -> dict:
+    refuse_base_reference(cfg, "stage2", init_from)
     problems = train_problems(cfg, "stage2")
     model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=True, seed=cfg.run.seed,
                                       for_grpo=True)
     rows_for = rows_for_epoch(cfg, problems, tokenizer)
-    return train_grpo(cfg, "stage2", model, tokenizer, rows_for(0), stage_dir, rows_for_epoch=rows_for)
+    return train_grpo(cfg, "stage2", model, tokenizer, rows_for(0), stage_dir, rows_for_epoch=rows_for,
+                      init_from=init_from)

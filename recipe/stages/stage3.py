@@ -26,9 +26,11 @@ from recipe.answers import answers_match, extract_answer
 from recipe.config import Config
 from recipe.data import Problem
 from recipe.fsio import read_jsonl, write_jsonl
-from recipe.generation import STOP_TEXTS, generate, to_device
+from recipe.generation import STOP_TEXTS, to_device
 from recipe.stages.common import add_token_lengths, teacher_fields, train_grpo, train_problems
+from recipe.stages.objective import refuse_base_reference
 from recipe.stopping import resolve_stop_rule
+from recipe.vllm_generation import generate_rows
 
 log = logging.getLogger("recipe")
 FAILURES = "failures.jsonl"
@@ -39,16 +41,18 @@ def mine_failures(cfg: Config, problems: list[Problem], init_from: str | None) -
     st = cfg.stage3
     if st.mining_limit > 0:
         problems = problems[: st.mining_limit]
-    model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=False, seed=cfg.run.seed)
+    model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=False, seed=cfg.run.seed,
+                                      vllm=True)  # through vLLM with model.fast_inference on unsloth
     model = to_device(model, cfg.run.device)
     mine = dist.shard(problems)  # several processes: each answers every world_size-th problem
     prompt_texts = [prompts.eval_prompt(p.question, answer_label=cfg.data.answer_label) for _, p in mine]
     with tqdm(total=len(mine), desc="stage 3: mining failures", unit="problem", disable=not dist.is_main()) as bar:
-        generations = generate(model, tokenizer, prompt_texts, max_new_tokens=st.mining_max_new_tokens,
-                               batch_size=st.mining_batch_size, temperature=st.mining_temperature,
-                               num_return_sequences=st.mining_k, seed=cfg.run.seed, stop_texts=STOP_TEXTS,
-                               answer_label=cfg.data.answer_label, progress=bar.update,
-                               stop_rule=resolve_stop_rule(cfg.eval.stop_rule, "paper"))  # the eval prompt's rule
+        generations = generate_rows(model, tokenizer, prompt_texts, adapter=model_mod.adapter_folder(init_from),
+                                    max_new_tokens=st.mining_max_new_tokens, batch_size=st.mining_batch_size,
+                                    temperature=st.mining_temperature, num_return_sequences=st.mining_k,
+                                    seed=cfg.run.seed, stop_texts=STOP_TEXTS, answer_label=cfg.data.answer_label,
+                                    progress=bar.update,
+                                    stop_rule=resolve_stop_rule(cfg.eval.stop_rule, "paper"))  # the eval prompt's rule
     failures = []
     for (index, problem), gens in zip(mine, generations):
         correct = [answers_match(extract_answer(g.text), problem.answer) for g in gens]
@@ -96,6 +100,7 @@ def build_rows(problems: Sequence[Problem], answer_label: str = prompts.ANSWER_L
 
 
 def run(cfg: Config, stage_dir: Path, init_from: str | None = None) -> dict:
+    refuse_base_reference(cfg, "stage3", init_from)  # before mining: the stage could not train anyway
     stage_dir.mkdir(parents=True, exist_ok=True)
     problems = train_problems(cfg, "stage3")
     failures_path = stage_dir / FAILURES
@@ -113,6 +118,7 @@ def run(cfg: Config, stage_dir: Path, init_from: str | None = None) -> dict:
     rows = build_rows([Problem.from_dict(f) for f in failures], answer_label=cfg.data.answer_label)
     model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=True, seed=cfg.run.seed,
                                       for_grpo=True)
-    result = train_grpo(cfg, "stage3", model, tokenizer, add_token_lengths(rows, tokenizer), stage_dir)
+    result = train_grpo(cfg, "stage3", model, tokenizer, add_token_lengths(rows, tokenizer), stage_dir,
+                        init_from=init_from)
     result["metrics"] = {**mined, **result["metrics"]}
     return result

@@ -72,6 +72,8 @@ def grpo_args(cfg: Config, stage: Literal["stage2", "stage3"], output_dir: str) 
         top_p=st.top_p,
         beta=st.beta,
         epsilon=st.epsilon,
+        epsilon_high=st.epsilon_high,  # explicit on both backends: Unsloth fills an unset one (0.28 under dapo)
+        mask_truncated_completions=st.mask_truncated_completions,  # likewise (Unsloth: True under dapo)
         loss_type=st.loss_type,
         scale_rewards=st.scale_rewards,
         num_iterations=st.num_iterations,
