@@ -196,6 +196,14 @@ class BaselineGRPOConfig:
 
 
 @dataclass
+class BaselineSFTConfig:
+    """The SFT baseline's budget (entry ``baseline-sft``): ``stage1`` = stage 1's steps; ``tokens`` = as many steps as
+    it takes to process as many tokens as the curriculum's finished stages did (TRL's ``num_tokens``)."""
+
+    budget: Literal["stage1", "tokens"] = "stage1"
+
+
+@dataclass
 class RunConfig:
     output_dir: str = "runs/cotrecipe"
     seed: int = 42
@@ -225,6 +233,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
     baseline_grpo: BaselineGRPOConfig = field(default_factory=BaselineGRPOConfig)
+    baseline_sft: BaselineSFTConfig = field(default_factory=BaselineSFTConfig)
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
     description: str = ""
 

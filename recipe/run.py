@@ -39,7 +39,7 @@ ENTRIES: dict[str, Entry] = {e.name: e for e in (
     Entry("stage3", "internalisation (persistent failures, GRPO rewriting)", ("stage1", "stage2", "stage3"),
           "stage2", stage3.run),
     # the baseline's weights depend on the stage-1 budget it borrows
-    Entry("baseline-sft", "SFT baseline (full teacher rationales, stage-1 budget)", ("stage1",), None,
+    Entry("baseline-sft", "SFT baseline (full teacher rationales, stage-1 budget)", ("stage1", "baseline_sft"), None,
           baseline_sft.run),
     # plain GRPO from the base model; its step count is matched to stages 2+3 and it borrows stage 2's trainer
     Entry("baseline-grpo", "plain GRPO baseline (no teacher, no SFT; stages 2+3's sampled completions)",

@@ -62,6 +62,8 @@ LEGACY_KEYS = {
     **{(section, "epsilon_high"): lambda sec: sec.get("epsilon") for section in ("stage2", "stage3")},
     **{(section, "mask_truncated_completions"): lambda sec: False for section in ("stage2", "stage3")},
 }
+# sections an entry's config gained later, as runs recorded before them trained (the baseline's stage-1 budget)
+LEGACY_SECTIONS = {"baseline_sft": {"budget": "stage1"}}
 
 __all__ = ["CONFIG_FILE", "EVAL_DIR", "GENERATIONS", "MANIFEST_FILE", "MODEL_DIR", "RESULTS", "STAGES",
            "TRAINER_DIR", "Entry", "RunError"]
@@ -206,13 +208,16 @@ def entry_config(cfg: Config, entry: Entry) -> dict:
     return out
 
 
-def with_legacy_keys(recorded: dict) -> dict:
+def with_legacy_keys(recorded: dict, current: dict | None = None) -> dict:
     """A recorded entry config with the :data:`LEGACY_KEYS` it predates filled in (older runs resume unchanged).
 
     >>> with_legacy_keys({"stage2": {"epsilon": 0.1}})["stage2"]
     {'epsilon': 0.1, 'epsilon_high': 0.1, 'mask_truncated_completions': False}
     """
     out = {key: dict(value) if isinstance(value, dict) else value for key, value in recorded.items()}
+    for section, values in LEGACY_SECTIONS.items():  # a section the entry's config (``current``) has gained
+        if current is not None and section in current:
+            out.setdefault(section, dict(values))
     for (section, key), legacy in LEGACY_KEYS.items():
         if isinstance(out.get(section), dict) and key not in out[section]:
             out[section][key] = legacy(out[section])
@@ -261,7 +266,8 @@ def refuse_or_invalidate_changed(run_dir: Path, manifest: dict, cfg: Config, ent
         record = manifest["stages"].get(entry.name)
         if not record or "config" not in record:
             continue
-        changed = config_mod.diff_keys(with_legacy_keys(record["config"]), entry_config(cfg, entry))
+        now_cfg = entry_config(cfg, entry)
+        changed = config_mod.diff_keys(with_legacy_keys(record["config"], now_cfg), now_cfg)
         if not changed:
             continue
         if record.get("status") != "done":  # failed, interrupted, stale: no result to protect

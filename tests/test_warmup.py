@@ -77,3 +77,27 @@ def test_warmup_slice_must_not_overlap_and_must_be_valid():
     with pytest.raises(ConfigError, match="warmup.learning_rate"):
         C.resolve(preset="smoke", overrides=["warmup.enabled=true", "data.warmup_rows=[160, 200]",
                                              "warmup.learning_rate=0"])
+
+
+def test_sft_baseline_token_budget_matches_the_curriculums_tokens(cache_dir, tmp_path):
+    cfg = smoke(cache_dir, tmp_path / "run", "stage1.max_steps=2", "stage2.max_steps=1", "stage3.enabled=false",
+                "run.baselines=[sft]", "baseline_sft.budget=tokens", "eval.enabled=false")
+    run_dir = run.run_all(cfg)
+    record = rundir.load_manifest(run_dir)["stages"]["baseline-sft"]
+    spent = record["budget"]["curriculum_tokens"]
+    logs = {s: read_json(run_dir / s / "trainer_log.json") for s in ("stage1", "stage2")}
+    assert spent == {s: int(float([r["num_tokens"] for r in h if "num_tokens" in r][-1])) for s, h in logs.items()}
+    steps = record["budget"]["max_steps"]
+    assert record["metrics"]["steps"] == steps and steps > 2  # more than stage 1's 2 steps: GRPO's tokens count too
+    done = [r["num_tokens"] for r in read_json(run_dir / "baseline-sft" / "trainer_log.json") if "num_tokens" in r]
+    assert 0.5 * sum(spent.values()) <= float(done[-1]) <= 2.0 * sum(spent.values())  # same order of tokens
+
+
+def test_a_run_recorded_before_the_baseline_budget_key_resumes(cache_dir, tmp_path):
+    cfg = smoke(cache_dir, tmp_path / "run", "eval.enabled=false")
+    entry = run.ENTRIES["baseline-sft"]
+    recorded = rundir.entry_config(cfg, entry)
+    del recorded["baseline_sft"]  # what a run written before the key holds
+    assert rundir.with_legacy_keys(recorded, rundir.entry_config(cfg, entry)) == rundir.entry_config(cfg, entry)
+    tokens = smoke(cache_dir, tmp_path / "run", "eval.enabled=false", "baseline_sft.budget=tokens")
+    assert rundir.with_legacy_keys(recorded, rundir.entry_config(tokens, entry)) != rundir.entry_config(tokens, entry)
