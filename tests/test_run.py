@@ -15,9 +15,10 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from recipe import config as C
-from recipe import run, rundir
 from recipe.cli import main
+from recipe.config import core as C
+from recipe.run import orchestrator as run
+from recipe.run import rundir
 from tests.conftest import run_killed_after_save
 
 

@@ -10,10 +10,10 @@ from collections import Counter
 
 import pytest
 
-from recipe import config as C
-from recipe.data import Problem, load_gsm8k
-from recipe.stages import stage1, stage2, stage3
-from recipe.stages.common import add_token_lengths, make_rewards
+from recipe.config import core as C
+from recipe.data.gsm8k import Problem, load_gsm8k
+from recipe.train import stage1, stage2, stage3
+from recipe.train.common import add_token_lengths, make_rewards
 from tests.test_data import REPO, bullets, digest, make_problems
 
 build_stage1, build_stage2, build_stage3 = stage1.build_rows, stage2.build_rows, stage3.build_rows
@@ -111,9 +111,9 @@ def test_builders_are_seeded_and_deterministic_across_processes():
     assert s1 != build_stage1(problems, seed=6) and s2 != build_stage2(problems, seed=6)
     code = (
         "import hashlib, json\n"
-        "from recipe.data import load_gsm8k\n"
-        "from recipe.stages.stage1 import build_rows as build_stage1\n"
-        "from recipe.stages.stage2 import build_rows as build_stage2\n"
+        "from recipe.data.gsm8k import load_gsm8k\n"
+        "from recipe.train.stage1 import build_rows as build_stage1\n"
+        "from recipe.train.stage2 import build_rows as build_stage2\n"
         "from tests.test_data import make_problems, digest\n"
         "p = make_problems(200)\n"
         "print(digest(build_stage1(p, seed=5)), digest(build_stage2(p, seed=5)),"

@@ -16,16 +16,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from recipe import config as C
-from recipe import run, rundir, runlock, subrun
+from recipe.config import core as C
 from recipe.errors import RunError
-from recipe.stages.common import KILL_AFTER_SAVE_ENV
+from recipe.run import orchestrator as run
+from recipe.run import rundir, runlock, subrun
+from recipe.train.common import KILL_AFTER_SAVE_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 
 CHILD_TAKES_LOCK = textwrap.dedent("""
     import sys
-    from recipe.runlock import locked
+    from recipe.run.runlock import locked
     from recipe.errors import RunError
     try:
         with locked(sys.argv[1]):
