@@ -4,23 +4,22 @@ metrics and the finished-model folder. A stage module reads rows -> model -> tra
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 import os
 import random
 import shutil
-import signal
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from transformers import TrainerCallback
 from trl import GRPOTrainer, SFTTrainer
 
 from recipe import dist
 from recipe.config.core import Config, GRPOStageConfig
 from recipe.data import gsm8k as data_mod
-from recipe.errors import ConfigError
+from recipe.errors import ConfigError, RunError
 from recipe.fsio import write_json
 from recipe.models import model as model_mod
 from recipe.models.integrity import checkpoint_problem
@@ -34,8 +33,10 @@ from recipe.train.trl_args import grpo_args, sft_args
 
 log = logging.getLogger("recipe")
 
-# Test hook: "<entry>:<step>" makes the process SIGKILL itself right after that entry saves checkpoint <step>.
-KILL_AFTER_SAVE_ENV = "COTRECIPE_KILL_AFTER_SAVE"
+# The seam for extra TrainerCallbacks (logging, profiling, fault injection): "package.module:function", called with
+# the entry's name, returns the callbacks to add. Read in the process that trains, so a run's child processes
+# inherit it. The test suite's SIGKILL-right-after-a-checkpoint lives in tests/fault_injection.py.
+CALLBACKS_ENV = "COTRECIPE_TRAINER_CALLBACKS"
 
 RowsForEpoch = Callable[[int], list[dict]]  # epoch -> that epoch's rows (stage 1's shuffles/masks, stage 2's masks)
 
@@ -205,20 +206,20 @@ def trainer_config_summary(args) -> dict:
     return {k: getattr(args, k) for k in keys if hasattr(args, k)}
 
 
-class KillAfterSave(TrainerCallback):
-    """Test hook (:data:`KILL_AFTER_SAVE_ENV`): SIGKILL this process once checkpoint ``step`` is on disk."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_save(self, args, state, control, **kwargs):  # called after the checkpoint folder is complete
-        if state.global_step >= self.step:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _test_callbacks(stage_dir: Path) -> list:
-    name, _, step = os.environ.get(KILL_AFTER_SAVE_ENV, "").partition(":")
-    return [KillAfterSave(int(step))] if name == stage_dir.name and step.isdigit() else []
+def extra_callbacks(entry: str) -> list:
+    """The callbacks :data:`CALLBACKS_ENV` names for ``entry`` (none when it is unset); a bad value is a one-line
+    :class:`RunError` naming the variable."""
+    spec = os.environ.get(CALLBACKS_ENV, "").strip()
+    if not spec:
+        return []
+    module, sep, attr = spec.partition(":")
+    if not (sep and module and attr):
+        raise RunError(f"{CALLBACKS_ENV}={spec!r}: expected 'package.module:function'")
+    try:
+        factory = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise RunError(f"{CALLBACKS_ENV}={spec!r}: {exc}") from exc
+    return list(factory(entry))
 
 
 def train_and_save(trainer, tokenizer, stage_dir: Path, rows: list[dict]) -> dict:
@@ -226,7 +227,7 @@ def train_and_save(trainer, tokenizer, stage_dir: Path, rows: list[dict]) -> dic
     resume = last_checkpoint(stage_dir / TRAINER_DIR)
     if resume:
         log.info("resuming from %s", resume)
-    for callback in _test_callbacks(stage_dir):
+    for callback in extra_callbacks(stage_dir.name):
         trainer.add_callback(callback)
     trainer.train(resume_from_checkpoint=resume)
     state_dict = dist.full_state_dict(trainer)  # ZeRO-3 only: a collective, so every rank calls it
