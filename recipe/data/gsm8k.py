@@ -135,7 +135,7 @@ def parse_rationale(answer_field: str, annotations: Annotations = "strip") -> tu
     >>> parse_rationale("no marker here")
     Traceback (most recent call last):
     ...
-    recipe.data.readers.BadRow: no '####' final-answer marker
+    recipe.errors.BadRow: no '####' final-answer marker
     """
     if "####" not in answer_field:
         raise BadRow("no '####' final-answer marker")
@@ -217,7 +217,7 @@ def check_source(
     >>> check_source("synthetic:10", "train", {"stage2": (5, 20)})
     Traceback (most recent call last):
     ...
-    recipe.data.readers.DataError: data.stage2_rows [5, 20) does not fit the 10 usable rows of synthetic:10 (train)
+    recipe.errors.DataError: data.stage2_rows [5, 20) does not fit the 10 usable rows of synthetic:10 (train)
     """
     problems, report = load_gsm8k(source, split=split, strict=strict, annotations=annotations)
     if not problems:
