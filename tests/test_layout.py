@@ -108,3 +108,13 @@ def test_readme_map_names_every_package():
     assert folders <= drawn, f"packages missing from the README's Architecture map: {sorted(folders - drawn)}"
     flat = {p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py"}
     assert all(name in section for name in flat), f"flat modules missing from the map: {sorted(flat)}"
+
+
+def test_the_public_import_paths_a_user_would_write_still_work():
+    from recipe.config import ConfigError, ModelConfig, core, resolve
+    from recipe.data import DataError, Problem, gsm8k, load_gsm8k
+    from recipe.errors import ConfigError as config_error
+    from recipe.errors import DataError as data_error
+
+    assert (resolve, ModelConfig) == (core.resolve, core.ModelConfig) and ConfigError is config_error
+    assert (load_gsm8k, Problem) == (gsm8k.load_gsm8k, gsm8k.Problem) and DataError is data_error

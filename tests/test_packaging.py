@@ -59,8 +59,10 @@ def test_constraints_pin_the_floors_within_their_ranges_and_ci_installs_with_the
     for line in lines:
         assert re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][A-Za-z0-9.+-]*", line), f"not an exact pin: {line}"
         name, version = line.split("==")
-        assert canonicalize_name(name) in declared, f"constraints.txt pins {name}, which pyproject.toml does not declare"
-        assert declared[canonicalize_name(name)].specifier.contains(version), f"{line} is outside pyproject's {declared[name]}"
-    floors = {n for n, r in declared.items() if not any(s.operator == "==" for s in r.specifier) and n != "torch"}
-    assert floors <= {canonicalize_name(x.split("==")[0]) for x in lines}, "every floor has its tested version in constraints.txt"
+        req = declared.get(canonicalize_name(name))
+        assert req is not None, f"constraints.txt pins {name}, which pyproject.toml does not declare"
+        assert req.specifier.contains(version), f"{line} is outside pyproject's {req}"
+    floors = {n for n, r in declared.items() if n != "torch" and not any(s.operator == "==" for s in r.specifier)}
+    pinned = {canonicalize_name(x.split("==")[0]) for x in lines}
+    assert floors <= pinned, f"floors without a tested version in constraints.txt: {sorted(floors - pinned)}"
     assert "-e '.[dev]' -c constraints.txt" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
