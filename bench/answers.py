@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recipe.answers import answers_match, clear_answer_cache, extract_answer, gold_from_gsm8k  # noqa: E402
+from recipe.data.answers import answers_match, clear_answer_cache, extract_answer, gold_from_gsm8k  # noqa: E402
 
 TEST_FILE = Path(__file__).resolve().parents[2] / "shared/data/gsm8k/test.jsonl"
 TARGET_SPEEDUP = 50.0

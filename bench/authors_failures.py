@@ -16,10 +16,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recipe.answers import answers_match, gold_answer  # noqa: E402
-from recipe.data import read_rows  # noqa: E402
-from recipe.official_checker import official_gold  # noqa: E402
-from recipe.teacher import parse_teacher_text  # noqa: E402
+from recipe.data.answers import answers_match, gold_answer  # noqa: E402
+from recipe.data.gsm8k import read_rows  # noqa: E402
+from recipe.eval.official_checker import official_gold  # noqa: E402
+from recipe.teacher.rationales import parse_teacher_text  # noqa: E402
 
 
 def main(path: str, test_path: str | None = None) -> None:

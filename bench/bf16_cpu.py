@@ -6,7 +6,7 @@ Run from the repository root (alone on the machine; it warns when the load avera
 
 Both arms keep float32 master weights; the bf16 arm sets ``model.cpu_autocast=bfloat16`` (TRL ``bf16=True`` with
 ``use_cpu``: ``torch.autocast("cpu", torch.bfloat16)`` around the forward passes) and, for generation, wraps
-:func:`recipe.generation.generate` in the same autocast. Loading the weights themselves in bfloat16 was measured to
+:func:`recipe.models.generation.generate` in the same autocast. Loading the weights themselves in bfloat16 was measured to
 break the GRPO policy (README), so it is not an arm here.
 
 1. **GRPO**: stage 2 of the ``proof`` preset (4 groups of 4 completions per step) from ``--init`` for ``--steps``
@@ -34,14 +34,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recipe import config as config_mod  # noqa: E402
-from recipe import model as model_mod  # noqa: E402
-from recipe import prompts, synthetic  # noqa: E402
-from recipe.answers import answers_match, extract_answer  # noqa: E402
+from recipe.config import core as config_mod  # noqa: E402
+from recipe.data import prompts, synthetic  # noqa: E402
+from recipe.data.answers import answers_match, extract_answer  # noqa: E402
 from recipe.fsio import read_json  # noqa: E402
-from recipe.generation import STOP_TEXTS, generate  # noqa: E402
-from recipe.stages import stage2  # noqa: E402
-from recipe.stages.common import train_problems  # noqa: E402
+from recipe.models import model as model_mod  # noqa: E402
+from recipe.models.generation import STOP_TEXTS, generate  # noqa: E402
+from recipe.train import stage2  # noqa: E402
+from recipe.train.common import train_problems  # noqa: E402
 
 TARGET_RATIO = 1.3
 LOSS_TOL = 0.01

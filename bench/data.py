@@ -13,10 +13,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recipe.data import load_gsm8k  # noqa: E402
-from recipe.stages.stage1 import build_rows as build_stage1  # noqa: E402
-from recipe.stages.stage2 import build_rows as build_stage2  # noqa: E402
-from recipe.stages.stage3 import build_rows as build_stage3  # noqa: E402
+from recipe.data.gsm8k import load_gsm8k  # noqa: E402
+from recipe.train.stage1 import build_rows as build_stage1  # noqa: E402
+from recipe.train.stage2 import build_rows as build_stage2  # noqa: E402
+from recipe.train.stage3 import build_rows as build_stage3  # noqa: E402
 
 TARGET_S = 2.0
 SHARED = Path(__file__).resolve().parents[2] / "shared/data/gsm8k"

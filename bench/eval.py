@@ -2,7 +2,7 @@
 
 Run from the repository root: ``python bench/eval.py [--n 16] [--max-new-tokens 96] [--batch-size 16]
 [--repeats 2] [--model builtin:smollm2-135m]``. Both passes use the same evaluation prompts (synthetic GSM8K-style problems), the
-same model and :func:`recipe.generation.generate` with greedy decoding and the evaluation's stop-after-answer rule;
+same model and :func:`recipe.models.generation.generate` with greedy decoding and the evaluation's stop-after-answer rule;
 only ``batch_size`` differs. Throughput is generated tokens (the student tokenizer's, pad/eos excluded) per second
 of wall time. Target: batched >= 4x the tokens/s of one-at-a-time.
 """
@@ -17,15 +17,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recipe import config as config_mod  # noqa: E402
-from recipe import prompts  # noqa: E402
-from recipe.data import load_gsm8k  # noqa: E402
+from recipe.config import core as config_mod  # noqa: E402
+from recipe.data import prompts  # noqa: E402
+from recipe.data.gsm8k import load_gsm8k  # noqa: E402
 
 TARGET_RATIO = 4.0
 
 
 def timed_generate(model, tokenizer, texts, max_new_tokens, batch_size):
-    from recipe.generation import generate
+    from recipe.models.generation import generate
 
     start = time.perf_counter()
     out = generate(model, tokenizer, texts, max_new_tokens=max_new_tokens, batch_size=batch_size, temperature=0.0)
@@ -46,7 +46,7 @@ def main() -> None:
 
     import torch
 
-    from recipe import model as model_mod
+    from recipe.models import model as model_mod
 
     torch.manual_seed(0)
     if args.threads > 0:

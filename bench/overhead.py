@@ -1,4 +1,4 @@
-"""Recipe overhead: a stage-2 GRPO run through ``recipe.stages.stage2`` vs a bare TRL GRPOTrainer script.
+"""Recipe overhead: a stage-2 GRPO run through ``recipe.train.stage2`` vs a bare TRL GRPOTrainer script.
 
 Same tiny model, same prompts, same reward, same GRPO settings, in one process, alternating A/B/A/B so machine noise
 hits both. Prints seconds per GRPO step for each and the ratio (target: recipe / bare <= 1.05), and the whole-stage
@@ -17,13 +17,13 @@ from pathlib import Path
 
 import torch
 
-from recipe import config as C
-from recipe import data as data_mod
-from recipe import model as model_mod
-from recipe import run as run_mod
-from recipe import rundir
+from recipe.config import core as C
+from recipe.data import gsm8k as data_mod
+from recipe.models import model as model_mod
 from recipe.rewards import build_reward
-from recipe.stages import stage2
+from recipe.run import orchestrator as run_mod
+from recipe.run import rundir
+from recipe.train import stage2
 
 
 def recipe_cfg(root: Path, steps: int, tag: str) -> C.Config:

@@ -1,4 +1,4 @@
-"""Measure the peak CUDA memory of LoRA training steps on the hf path and compare with ``recipe.plan``'s estimate.
+"""Measure the peak CUDA memory of LoRA training steps on the hf path and compare with ``recipe.tools.plan``'s estimate.
 
 Random-weight Qwen2.5-1.5B / -3B (dimensions from recipe/model_configs, nothing downloaded), bfloat16, SDPA
 attention, torch AdamW. SFT: labels on every token (transformers' loss). GRPO-like: logits of the completion only
@@ -15,7 +15,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, Qwen2Config
 
 try:
-    from recipe import plan
+    from recipe.tools import plan
 except ImportError:  # measuring only (an older checkout)
     plan = None
 

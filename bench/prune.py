@@ -1,7 +1,7 @@
 """Greedy evaluation with finished rows dropped from the batch vs HF ``generate``, measured side by side in one run.
 
 Run from the repository root: ``python bench/prune.py [--adapter runs/proof/baseline-sft/model] [--n 100]
-[--max-new-tokens 192] [--batch-size 50] [--repeats 1]``. Both passes call :func:`recipe.generation.generate` on the
+[--max-new-tokens 192] [--batch-size 50] [--repeats 1]``. Both passes call :func:`recipe.models.generation.generate` on the
 same evaluation prompts (the dev seed of the two-step synthetic problems, not the held-out ones) with greedy decoding
 and the paper's stop rule; only ``prune`` differs. HF ``generate`` keeps a finished row in the batch until the last
 row ends; the pruned loop index-selects the KV cache instead. Target: >= 1.2x the wall-time speed, identical
@@ -20,10 +20,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recipe import config as config_mod  # noqa: E402
-from recipe import model as model_mod  # noqa: E402
-from recipe import prompts, synthetic  # noqa: E402
-from recipe.generation import STOP_TEXTS, generate  # noqa: E402
+from recipe.config import core as config_mod  # noqa: E402
+from recipe.data import prompts, synthetic  # noqa: E402
+from recipe.models import model as model_mod  # noqa: E402
+from recipe.models.generation import STOP_TEXTS, generate  # noqa: E402
 
 TARGET_RATIO = 1.2
 DEV_SEED = 20261126  # the proof preset's dev problems (the held-out test seed is never used for settings)

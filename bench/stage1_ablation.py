@@ -24,9 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recipe import config as config_mod  # noqa: E402
-from recipe import pairstats, run, rundir  # noqa: E402
+from recipe.config import core as config_mod  # noqa: E402
+from recipe.eval import pairstats  # noqa: E402
 from recipe.fsio import read_json, read_jsonl  # noqa: E402
+from recipe.run import orchestrator as run
+from recipe.run import rundir
 
 VARIANTS = {  # name -> (entry, overrides)
     "stage1-paper": ("stage1", ["stage1.question_only_share=0", "stage1.mask_prob=0.7"]),

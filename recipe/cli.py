@@ -1,7 +1,7 @@
 """The ``cotrecipe`` command line (click): one function per command.
 
-The modules that import torch, transformers and TRL (:mod:`recipe.run`, :mod:`recipe.evaluate`) are imported inside
-the commands that need them — after :func:`recipe.model.prepare_backend`, which must import unsloth before
+The modules that import torch, transformers and TRL (:mod:`recipe.run.orchestrator`, :mod:`recipe.eval.evaluate`) are imported inside
+the commands that need them — after :func:`recipe.models.model.prepare_backend`, which must import unsloth before
 transformers — so ``cotrecipe presets`` and ``cotrecipe config`` answer instantly. Known error types become one
 ``error: ...`` line and exit code 2.
 """
@@ -9,7 +9,6 @@ transformers — so ``cotrecipe presets`` and ``cotrecipe config`` answer instan
 from __future__ import annotations
 
 import json
-import logging
 import shlex
 import sys
 from functools import wraps
@@ -18,24 +17,21 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from recipe import config as config_mod
-from recipe import dist, plan_time, subrun
-from recipe import doctor as doctor_mod
-from recipe import plan as plan_mod
-from recipe.cli_common import config_options, echo_official, eval_overrides
-from recipe.data import DataError
-from recipe.devices import check_device
-from recipe.errors import EvalError, RunError
-from recipe.export import ExportError, export
+from recipe.cli_common import config_options, echo_official, eval_overrides, setup_logging
+from recipe.config import core as config_mod
+from recipe.errors import KNOWN_ERRORS, EvalError
+from recipe.eval.report import build_report, collect_results, format_table
+from recipe.eval.scoring import format_summary, score_file
 from recipe.fsio import os_error_line
-from recipe.model import ModelError, pick_backend, prepare_backend
-from recipe.plan import PlanError
-from recipe.report import build_report, collect_results, format_table
-from recipe.rundir import CONFIG_FILE, GENERATIONS, RESULTS
-from recipe.scoring import format_summary, score_file
-from recipe.teach import TeachOptions, incomplete_line, teach_command
-
-KNOWN_ERRORS = (config_mod.ConfigError, DataError, ModelError, RunError, EvalError, PlanError, ExportError)
+from recipe.models.devices import check_device
+from recipe.models.model import pick_backend, prepare_backend
+from recipe.run import subrun
+from recipe.run.rundir import CONFIG_FILE, GENERATIONS, RESULTS
+from recipe.teacher.teach import TeachOptions, incomplete_line, teach_command
+from recipe.tools import doctor as doctor_mod
+from recipe.tools import plan as plan_mod
+from recipe.tools import plan_time
+from recipe.tools.export import ExportError, export
 
 
 def friendly(fn):
@@ -84,19 +80,6 @@ def main():
     setup_logging()
 
 
-def setup_logging() -> None:
-    logger = logging.getLogger("recipe")
-    if logger.handlers:
-        return
-    from rich.logging import RichHandler
-
-    handler = RichHandler(show_path=False, rich_tracebacks=False, markup=False)
-    prefix = f"[{dist.describe()}] " if dist.is_distributed() else ""  # under accelerate launch: whose line it is
-    handler.setFormatter(logging.Formatter(prefix + "%(message)s", datefmt="[%X]"))
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-
-
 @main.command()
 @friendly
 def presets():
@@ -139,7 +122,7 @@ def score(input_path, completion_field, answer_field, output_path, checker):
 def run_all(preset, config_file, overrides, strict, output_dir, force):
     """Run stage 1 -> 2 -> 3 (and run.baselines) -> eval + report in one run directory; rerun to resume."""
     cfg = _prepare_orchestrator(_resolve(preset, config_file, overrides, output_dir, strict=strict))
-    from recipe.run import run_all as run  # lazy: torch/transformers/trl, imported after the backend is prepared
+    from recipe.run.orchestrator import run_all as run  # lazy: torch/transformers/trl, after prepare_backend
 
     run(cfg, force=force)
 
@@ -164,7 +147,7 @@ def _stage_command(stage: str, help_text: str):
     @friendly
     def command(preset, config_file, overrides, strict, output_dir, init_from, force):
         cfg = _resolve(preset, config_file, overrides, output_dir, prepare=True, strict=strict)
-        from recipe.run import run_one  # lazy: torch/transformers/trl, imported after the backend is prepared
+        from recipe.run.orchestrator import run_one  # lazy: torch/transformers/trl, after prepare_backend
 
         run_one(cfg, stage, init_from=init_from, force=force)
 
@@ -206,7 +189,7 @@ def eval_command(preset, config_file, overrides, strict, model_path, adapter, ru
             raise EvalError(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
         cfg = config_mod.resolve(config_file=Path(run_dir) / CONFIG_FILE, overrides=extra)
         _prepare(cfg)  # backend first: unsloth before transformers/TRL/peft load
-        from recipe.run import evaluate_run  # lazy: torch/transformers
+        from recipe.run.orchestrator import evaluate_run  # lazy: torch/transformers
 
         evaluate_run(cfg, run_dir, names=[stage] if stage else None)
         results = collect_results(run_dir)
@@ -222,7 +205,7 @@ def eval_command(preset, config_file, overrides, strict, model_path, adapter, ru
     _prepare(cfg)  # backend first: unsloth before transformers/TRL/peft load
     if adapter is not None and not Path(adapter).exists():
         raise EvalError(f"--adapter folder not found: {adapter}")
-    from recipe import evaluate  # lazy: torch/transformers
+    from recipe.eval import evaluate  # lazy: torch/transformers
 
     out = Path(output_dir or "runs/eval")
     record = evaluate.model_record(cfg, str(Path(adapter).resolve()) if adapter else None)
@@ -255,7 +238,7 @@ def baseline():
 def baseline_sft(preset, config_file, overrides, strict, output_dir, force):
     """Plain SFT distillation on full teacher rationales, same data and budget; added as a report row."""
     cfg = _prepare_orchestrator(_resolve(preset, config_file, overrides, output_dir, strict=strict))
-    from recipe.run import run_baseline  # lazy: torch/transformers/trl, imported after the backend is prepared
+    from recipe.run.orchestrator import run_baseline  # lazy: torch/transformers/trl, after prepare_backend
 
     run_baseline(cfg, "sft", force=force)
 
@@ -272,7 +255,7 @@ def baseline_grpo(preset, config_file, overrides, strict, output_dir, reward, fo
     """Plain GRPO from the base model (no teacher, no SFT), as many sampled completions as stages 2+3."""
     overrides = list(overrides) + ([f"baseline_grpo.reward={reward}"] if reward else [])
     cfg = _prepare_orchestrator(_resolve(preset, config_file, overrides, output_dir, strict=strict))
-    from recipe.run import run_baseline  # lazy: torch/transformers/trl, imported after the backend is prepared
+    from recipe.run.orchestrator import run_baseline  # lazy: torch/transformers/trl, after prepare_backend
 
     run_baseline(cfg, "grpo", force=force)
 

@@ -8,9 +8,11 @@ eval command's option handling.
 from __future__ import annotations
 
 import json
+import logging
 
 import click
 
+from recipe import dist
 from recipe.errors import EvalError
 
 
@@ -49,3 +51,16 @@ def echo_official(results, checker: str) -> None:
             continue
         click.echo(f"{name}: official checker {100 * m['official_accuracy']:.2f}% ({m['official_n_correct']}/{m['n']})"
                    f" vs ours {100 * m['accuracy']:.2f}% ({m['n_correct']}/{m['n']})")
+
+
+def setup_logging() -> None:
+    logger = logging.getLogger("recipe")
+    if logger.handlers:
+        return
+    from rich.logging import RichHandler
+
+    handler = RichHandler(show_path=False, rich_tracebacks=False, markup=False)
+    prefix = f"[{dist.describe()}] " if dist.is_distributed() else ""  # under accelerate launch: whose line it is
+    handler.setFormatter(logging.Formatter(prefix + "%(message)s", datefmt="[%X]"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)

@@ -9,7 +9,7 @@
 # `pip install --no-index --no-deps`. vLLM cannot be carried (hundreds of MiB, and it pins another torch), so this
 # check runs with model.fast_inference=false: generation goes through HF generate on the 4-bit model.
 # Steps: install + import probe; a random-weight model with Qwen2.5-3B's shapes (recipe/model_configs/Qwen2.5-3B.json,
-# vocab 151936, tied embeddings) built on the GPU with the tiny local tokenizer (recipe/tiny.py; ids it lacks decode
+# vocab 151936, tied embeddings) built on the GPU with the tiny local tokenizer (recipe/models/tiny.py; ids it lacks decode
 # to nothing); then `cotrecipe run-all --preset qwen2.5-3b-t4` on the unsloth backend with 2 steps per stage, 16 mining
 # prompts and an 8-problem eval of stage 3 on synthetic problems, each entry in its own process
 # (run.process_per_entry, auto = on with CUDA). nvidia-smi samples device memory every 250 ms; the table at the end
@@ -48,7 +48,7 @@ print("installed:", ", ".join(f"{p}=={version(p)}" for p in
       ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "bitsandbytes", "unsloth", "unsloth_zoo")))
 assert torch.cuda.is_available(), "torch sees no CUDA GPU"
 print("GPU:", torch.cuda.get_device_name(), "capability", torch.cuda.get_device_capability(), "CUDA", torch.version.cuda)
-import unsloth  # noqa: E402,F401  the real import, with its patches, before trl (as recipe.model does)
+import unsloth  # noqa: E402,F401  the real import, with its patches, before trl (as recipe.models.model does)
 import trl  # noqa: E402,F401
 import datasets  # noqa: E402,F401
 print("unsloth, trl and datasets import")
@@ -63,7 +63,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
-from recipe import tiny
+from recipe.models import tiny
 
 out = Path(sys.argv[1])
 if (out / "config.json").is_file():
@@ -118,8 +118,8 @@ from pathlib import Path
 
 import torch
 
-from recipe import config as C
-from recipe import plan
+from recipe.config import core as C
+from recipe.tools import plan
 
 run, report, parent = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 points = []

@@ -1,4 +1,4 @@
-"""Extract the vLLM API the recipe calls (evaluation and mining through vLLM, ``recipe/vllm_generation.py``) from the
+"""Extract the vLLM API the recipe calls (evaluation and mining through vLLM, ``recipe/models/vllm_generation.py``) from the
 wheel's source (``ast``, nothing imported or executed) into ``tests/data/vllm_api_0.27.1.json``.
 
 Regenerate (no GPU needed)::

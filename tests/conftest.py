@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from recipe import tiny
-from recipe.stages.common import KILL_AFTER_SAVE_ENV
+from recipe.models import tiny
+from tests.fault_injection import kill_after_save_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,9 +40,9 @@ def cache_dir(tmp_path_factory) -> Path:
 
 def run_killed_after_save(args: list[str], entry_and_step: str, timeout: int = 300) -> None:
     """Run ``cotrecipe <args>`` in a subprocess that SIGKILLs itself right after ``entry_and_step``'s checkpoint is
-    saved (``"stage2:2"``: stage 2's checkpoint-2; :data:`recipe.stages.common.KILL_AFTER_SAVE_ENV`), and check that
+    saved (``"stage2:2"``: stage 2's checkpoint-2; :mod:`tests.fault_injection`), and check that
     it died that way."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), KILL_AFTER_SAVE_ENV: entry_and_step}
+    env = {**os.environ, "PYTHONPATH": str(REPO), **kill_after_save_env(entry_and_step)}
     proc = subprocess.run([sys.executable, "-m", "recipe.cli", *args], env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL, timeout=timeout)
     assert proc.returncode == -signal.SIGKILL, f"the run should have killed itself after {entry_and_step}'s checkpoint"

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recipe.answers import answers_match, extract_answer, gold_from_gsm8k, has_final_answer_line, parse_number
+from recipe.data.answers import answers_match, extract_answer, gold_from_gsm8k, has_final_answer_line, parse_number
 
 GSM8K = Path(__file__).resolve().parents[1].parent / "shared/data/gsm8k"
 
@@ -248,7 +248,7 @@ def test_integers_compare_exactly_and_non_integers_with_tolerance() -> None:
 
 
 def test_one_gold_parser_for_ints_floats_and_text() -> None:
-    from recipe.answers import gold_answer, gold_answer_or_none
+    from recipe.data.answers import gold_answer, gold_answer_or_none
 
     assert gold_answer(72) == gold_answer(72.0) == gold_answer("#### 72") == "72"
     for bad in (10**400, float("nan"), True, None, ["72"], "#### x"):

@@ -10,12 +10,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from recipe import config as C
-from recipe import evaluate, prompts, run, rundir
-from recipe import model as model_mod
 from recipe.cli import main
-from recipe.stages import common
-from recipe.stages.common import train_problems, train_sft
+from recipe.config import core as C
+from recipe.data import prompts
+from recipe.eval import evaluate
+from recipe.models import model as model_mod
+from recipe.run import orchestrator as run
+from recipe.run import rundir
+from recipe.train import common
+from recipe.train.common import train_problems, train_sft
 from tests.conftest import run_killed_after_save
 
 QUIET = ("stage2.log_completions=false", "stage3.log_completions=false", "stage3.mining_limit=8",
@@ -79,7 +82,7 @@ def test_no_teacher_text_in_prompts_and_budget_equals_stages_2_and_3(cache_dir, 
 
 
 def test_budget_uses_configured_stage3_before_mining_and_brevity_adds_stage2_reward(cache_dir, tmp_path):
-    from recipe.stages import baseline_grpo
+    from recipe.train import baseline_grpo
 
     cfg = smoke(cache_dir, tmp_path / "run", "baseline_grpo.reward=correctness+brevity")
     n3, source = baseline_grpo.stage3_rows(cfg, tmp_path / "run")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from recipe import config as C
-from recipe.stages import trl_args
+from recipe.config import core as C
+from recipe.train import trl_args
 
 
 @pytest.mark.parametrize("name", C.preset_names())

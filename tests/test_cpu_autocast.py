@@ -7,10 +7,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from recipe import config as C
-from recipe import precision, run
+from recipe.config import core as C
 from recipe.errors import ConfigError
-from recipe.stages.trl_args import grpo_args, sft_args
+from recipe.models import precision
+from recipe.run import orchestrator as run
+from recipe.train.trl_args import grpo_args, sft_args
 
 
 def test_decide_keeps_float32_weights_and_turns_on_bf16_flags_on_cpu():

@@ -1,4 +1,4 @@
-"""recipe.data: parsing, loading, slicing (the stage row builders: tests/test_stages.py)."""
+"""recipe.data.gsm8k: parsing, loading, slicing (the stage row builders: tests/test_stages.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from recipe import data
-from recipe.data import (
+from recipe.data import gsm8k as data
+from recipe.data.gsm8k import (
     BadRow,
     DataError,
     Problem,

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from recipe import config as C
-from recipe import dist, rundir
-from recipe import model as model_mod
-from recipe.run import ENTRIES
-from recipe.stages.trl_args import grpo_args
+from recipe import dist
+from recipe.config import core as C
+from recipe.models import model as model_mod
+from recipe.run import rundir
+from recipe.run.orchestrator import ENTRIES
+from recipe.train.trl_args import grpo_args
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "ACCELERATE_USE_DEEPSPEED", "ACCELERATE_DEEPSPEED_ZERO_STAGE")
@@ -200,7 +201,7 @@ def test_vllm_server_mode_on_a_gpu_binds_to_grpo_config(launcher_env, monkeypatc
 
     import torch
 
-    from recipe.stages import trl_args
+    from recipe.train import trl_args
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: (8, 0))
@@ -317,7 +318,7 @@ def test_accelerate_launch_two_cpu_processes_run_the_smoke_preset(launched):
     assert sorted(p.name for p in (run_dir / "stage2/trainer/checkpoint-2").glob("rng_state*")) == \
         ["rng_state_0.pth", "rng_state_1.pth"]
     # mining was split across the ranks and merged back in the slice's order
-    from recipe.data import load_gsm8k, slice_rows
+    from recipe.data.gsm8k import load_gsm8k, slice_rows
 
     problems, _ = load_gsm8k("synthetic:400", split="train")
     order = [p.question for p in slice_rows(problems, 128, 160)[:8]]

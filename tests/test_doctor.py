@@ -12,9 +12,9 @@ import torch
 from click.testing import CliRunner
 from packaging.requirements import Requirement
 
-from recipe import config as C
-from recipe import doctor
 from recipe.cli import main
+from recipe.config import core as C
+from recipe.tools import doctor
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,30 +11,38 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from recipe import config as C
-from recipe import prompts, rundir
-from recipe.answers import answers_match, extract_answer
 from recipe.cli import main
-from recipe.data import load_gsm8k, load_raw_rows
-from recipe.evaluate import (
+from recipe.config import core as C
+from recipe.data import prompts
+from recipe.data.answers import answers_match, extract_answer
+from recipe.data.gsm8k import load_gsm8k, load_raw_rows
+from recipe.data.stopping import stop_rule_record
+from recipe.eval.evaluate import (
     FEWSHOT_EXAMPLES,
     EvalError,
     build_prompt,
     dataset_hash,
     score_generations,
 )
+from recipe.eval.official_checker import official_verdicts
+from recipe.eval.scoring import score_file
 from recipe.fsio import read_json, read_jsonl, write_jsonl, write_text
-from recipe.generation import STOP_TEXTS, Generation, StopAfterAnswerLine, cut_after_answer, generate, plain_greedy
-from recipe.model import load as load_model
-from recipe.model import load_tokenizer, resolve_model_path
-from recipe.official_checker import official_verdicts
+from recipe.models.generation import (
+    STOP_TEXTS,
+    Generation,
+    StopAfterAnswerLine,
+    cut_after_answer,
+    generate,
+    plain_greedy,
+)
+from recipe.models.model import load as load_model
+from recipe.models.model import load_tokenizer, resolve_model_path
+from recipe.models.tiny import build_tiny_qwen2
 from recipe.rewards import step_format_ok
-from recipe.run import ENTRIES, evaluate_run, run_baseline
-from recipe.scoring import score_file
-from recipe.stages.baseline_sft import build_rows as baseline_rows
-from recipe.stages.common import train_problems
-from recipe.stopping import stop_rule_record
-from recipe.tiny import build_tiny_qwen2
+from recipe.run import rundir
+from recipe.run.orchestrator import ENTRIES, evaluate_run, run_baseline
+from recipe.train.baseline_sft import build_rows as baseline_rows
+from recipe.train.common import train_problems
 from tests.conftest import first_table
 
 PROBLEMS = [

@@ -12,13 +12,15 @@ from click.testing import CliRunner
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from recipe import export, prompts, rundir
-from recipe import model as model_mod
-from recipe import run as run_mod
 from recipe.cli import main
-from recipe.config import resolve
+from recipe.config.core import resolve
+from recipe.data import prompts
 from recipe.errors import RunError
-from recipe.generation import STOP_TEXTS
+from recipe.models import model as model_mod
+from recipe.models.generation import STOP_TEXTS
+from recipe.run import orchestrator as run_mod
+from recipe.run import rundir
+from recipe.tools import export
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from recipe import config as C
-from recipe import evaluate, prompts, stopping
-from recipe import model as model_mod
-from recipe.data import Problem
-from recipe.generation import Generation, StopAfterAnswerLine
-from recipe.stages import common, stage1, stage2, stage3
-from recipe.stages.common import make_rewards, train_problems, train_sft
-from recipe.stages.epochs import EpochRows
-from recipe.teacher_format import THINKING_MARK
+from recipe.config import core as C
+from recipe.data import prompts, stopping
+from recipe.data.gsm8k import Problem
+from recipe.eval import evaluate
+from recipe.models import model as model_mod
+from recipe.models.generation import Generation, StopAfterAnswerLine
+from recipe.teacher.format import THINKING_MARK
+from recipe.train import common, stage1, stage2, stage3
+from recipe.train.common import make_rewards, train_problems, train_sft
+from recipe.train.epochs import EpochRows
 from tests.test_data import make_problems
 
 SAMPLES = Path(__file__).parent / "data" / "teach_stage3_samples.json"

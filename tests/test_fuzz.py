@@ -16,10 +16,10 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recipe.config import ConfigError, parse_override, resolve
-from recipe.data import DataError, load_gsm8k, parse_rows
+from recipe.config.core import ConfigError, parse_override, resolve
+from recipe.data.gsm8k import DataError, load_gsm8k, parse_rows
+from recipe.eval.scoring import ScoreError, score_file
 from recipe.rewards import REWARDS, build_reward
-from recipe.scoring import ScoreError, score_file
 
 FUZZ = settings(max_examples=150, derandomize=True, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

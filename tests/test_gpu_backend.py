@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from recipe import model as M
-from recipe import precision, unsloth_backend
-from recipe.config import ModelConfig
+from recipe.config.core import ModelConfig
+from recipe.models import model as M
+from recipe.models import precision, unsloth_backend
 
 ROOT = Path(__file__).resolve().parents[1]
 API = json.loads((ROOT / "tests" / "data" / "unsloth_api_2026.10.x.json").read_text())
@@ -262,8 +262,8 @@ def test_a_second_engine_is_refused_while_one_is_held(standin):
 
 
 def test_grpo_releases_the_engine_when_training_ends_or_fails(standin, monkeypatch, tmp_path):
-    from recipe import config
-    from recipe.stages import common
+    from recipe.config import core as config
+    from recipe.train import common
 
     standin.alive.append(engine := Engine())
     holder = Holder(engine)
@@ -418,8 +418,8 @@ class Loaded(Exception):
 
 
 def test_every_stage_load_gets_run_seed_and_only_grpo_or_generation_asks_for_an_engine(tmp_path, monkeypatch):
-    from recipe import config
-    from recipe.stages import baseline_sft, stage1, stage2, stage3
+    from recipe.config import core as config
+    from recipe.train import baseline_sft, stage1, stage2, stage3
 
     cfg = config.resolve(preset="smoke", overrides=["run.seed=123"])
     seen = []

@@ -16,8 +16,8 @@ import pytest
 import tomllib
 from packaging.requirements import Requirement
 
-from recipe import model as M
-from recipe.config import ModelConfig
+from recipe.config.core import ModelConfig
+from recipe.models import model as M
 
 ROOT = Path(__file__).resolve().parents[1]
 API = json.loads((ROOT / "tests" / "data" / "unsloth_api_2026.10.x.json").read_text())
@@ -176,8 +176,8 @@ def test_the_wheel_folder_size_check_refuses_more_than_60_mib(tmp_path, mib, ref
 
 
 def colab_install():
-    """recipe/colab_install.py loaded by path, as the notebook cell runs it before `recipe` is installed."""
-    spec = importlib.util.spec_from_file_location("colab_install_by_path", ROOT / "recipe" / "colab_install.py")
+    """recipe/tools/colab_install.py loaded by path, as the notebook cell runs it before `recipe` is installed."""
+    spec = importlib.util.spec_from_file_location("colab_install_by_path", ROOT / "recipe" / "tools" / "colab_install.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # a dataclass looks its module up there
     spec.loader.exec_module(module)
@@ -243,5 +243,5 @@ def test_no_notebook_clones_a_placeholder_and_each_installs_from_its_checkout():
         text = path.read_text()
         assert "<you>" not in text and "git clone" not in text and "'clone'" not in text, path.name
         setup = "".join(next(c for c in json.loads(text)["cells"] if c["cell_type"] == "code")["source"])
-        assert "os.path.join(REPO, 'recipe', 'colab_install.py')" in setup and "COTRECIPE_REPO" in setup, path.name
+        assert "os.path.join(REPO, 'recipe', 'tools', 'colab_install.py')" in setup and "COTRECIPE_REPO" in setup, path.name
         assert "model.fast_inference=false" in setup, path.name

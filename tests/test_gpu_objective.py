@@ -14,10 +14,10 @@ import copy
 import pytest
 from trl import GRPOConfig, GRPOTrainer
 
-from recipe import config
-from recipe import model as M
+from recipe.config import core as config
 from recipe.errors import ConfigError
-from recipe.stages import common, objective, trl_args
+from recipe.models import model as M
+from recipe.train import common, objective, trl_args
 
 
 def unsloth_grpo_config(**kwargs) -> GRPOConfig:
@@ -142,7 +142,7 @@ def test_a_base_model_reference_after_an_adapter_is_refused(cache_dir, tmp_path,
 
 
 def test_unsloth_with_beta_after_an_adapter_is_refused_before_any_work(cache_dir, tmp_path, monkeypatch):
-    from recipe.stages import baseline_grpo, stage2, stage3
+    from recipe.train import baseline_grpo, stage2, stage3
 
     cfg = smoke(cache_dir, "stage2.beta=0.1", "stage3.beta=0.1")
     adapter = saved_adapter(cfg, tmp_path)

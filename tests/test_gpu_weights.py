@@ -9,8 +9,8 @@ import types
 
 import pytest
 
-from recipe import model as M
-from recipe import unsloth_backend
+from recipe.models import model as M
+from recipe.models import unsloth_backend
 from tests.test_gpu_backend import MAPPER, fake_gpu, make_cfg, standin  # noqa: F401  (standin is a fixture)
 
 TABLES = types.SimpleNamespace(**{k: MAPPER[k] for k in ("FLOAT_TO_INT_MAPPER", "INT_TO_FLOAT_MAPPER",

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from recipe import model as M
-from recipe import tiny
-from recipe.config import ModelConfig
+from recipe.config.core import ModelConfig
+from recipe.models import model as M
+from recipe.models import tiny
 
 
 def make_cfg(cache: Path, **changes) -> ModelConfig:
@@ -175,7 +175,7 @@ def test_hf_load_never_imports_unsloth_even_when_installed(cache_dir, tmp_path, 
 def test_fresh_load_is_plain_and_lora_comes_from_the_trainer_config(cache_dir, caplog):
     from peft import LoraConfig, PeftModel
 
-    with caplog.at_level(logging.WARNING, logger="recipe.model"):
+    with caplog.at_level(logging.WARNING, logger="recipe.models.model"):
         model, tokenizer = M.load(make_cfg(cache_dir, load_in_4bit=True, dtype="auto"))
     assert "load_in_4bit=true is ignored" in caplog.text  # CPU: full precision instead
     assert not isinstance(model, PeftModel) and model.dtype == torch.float32 and model.training

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from recipe.answers import gold_from_gsm8k
-from recipe.official_checker import official_accuracy, official_gold, official_prediction, official_verdict
+from recipe.data.answers import gold_from_gsm8k
+from recipe.eval.official_checker import official_accuracy, official_gold, official_prediction, official_verdict
 
 GSM8K_TEST = Path(__file__).resolve().parents[1].parent / "shared/data/gsm8k/test.jsonl"
 

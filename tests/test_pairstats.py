@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from recipe import pairstats
+from recipe.eval import pairstats
+from recipe.eval.report import build_report, comparison_pairs
 from recipe.fsio import write_json, write_jsonl
-from recipe.report import build_report, comparison_pairs
 
 
 @pytest.mark.parametrize(("b", "c", "p"), [

@@ -10,9 +10,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from recipe import plan, plan_time, run
 from recipe.cli import main
-from recipe.config import preset_names, resolve
+from recipe.config.core import preset_names, resolve
+from recipe.run import orchestrator as run
+from recipe.tools import plan, plan_time
 from tests.test_reliability_run import cfg_for, fake_trainers
 
 QWEN3B = plan.model_dims("Qwen/Qwen2.5-3B")

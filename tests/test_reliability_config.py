@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from recipe import config as C
-from recipe import config_limits, run
 from recipe.cli import main
-from recipe.data import DataError
+from recipe.config import core as C
+from recipe.config import limits as config_limits
+from recipe.data.gsm8k import DataError
+from recipe.run import orchestrator as run
 
 # (override, key the message must name, text of what is allowed)
 BAD_VALUES = [
@@ -83,7 +84,7 @@ def test_defaults_and_good_edge_values_pass():
 
 
 def test_enum_lists_match_the_installed_libraries():
-    """The lists in recipe.config_limits are transformers' and TRL's own (not imported at CLI start: unsloth first)."""
+    """The lists in recipe.config.limits are transformers' and TRL's own (not imported at CLI start: unsloth first)."""
     from transformers.trainer_utils import SchedulerType
     from transformers.training_args import OptimizerNames
     from trl import GRPOConfig
@@ -120,7 +121,7 @@ def _no_model(*args, **kwargs):
 def test_data_is_checked_before_any_model_loads(override, message, tmp_path, monkeypatch):
     empty = tmp_path / "empty.jsonl"
     empty.write_bytes(b"")
-    monkeypatch.setattr("recipe.model.load", _no_model)
+    monkeypatch.setattr("recipe.models.model.load", _no_model)
     cfg = C.resolve(preset="smoke", overrides=[f"run.output_dir={tmp_path / 'run'}", override.format(empty=empty)])
     with pytest.raises(DataError, match=message):
         run.run_all(cfg)

@@ -14,14 +14,17 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from recipe import config as C
-from recipe import config_limits, fsio, run, rundir
+from recipe import fsio
 from recipe.cli import main
+from recipe.config import core as C
+from recipe.config import limits as config_limits
 from recipe.errors import ConfigError
 from recipe.fsio import read_json, read_jsonl
-from recipe.generation import to_device
-from recipe.stages import stage3
-from recipe.stages.trl_args import sft_args
+from recipe.models.generation import to_device
+from recipe.run import orchestrator as run
+from recipe.run import rundir
+from recipe.train import stage3
+from recipe.train.trl_args import sft_args
 
 BOM = b"\xef\xbb\xbf"
 

@@ -17,13 +17,16 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from recipe import config as C
-from recipe import evaluate, fsio, run, rundir
+from recipe import fsio
 from recipe.cli import main
+from recipe.config import core as C
 from recipe.errors import RunError
-from recipe.report import build_report, collect_results
-from recipe.runlock import LOCK_FILE
-from recipe.stages.common import last_checkpoint
+from recipe.eval import evaluate
+from recipe.eval.report import build_report, collect_results
+from recipe.run import orchestrator as run
+from recipe.run import rundir
+from recipe.run.runlock import LOCK_FILE
+from recipe.train.common import last_checkpoint
 
 
 def safetensors_bytes(values: int = 4) -> bytes:
@@ -169,7 +172,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(damage, tmp_
 
 HOLD = """
 import sys, time
-from recipe.runlock import locked
+from recipe.run.runlock import locked
 with locked(sys.argv[1]):
     print("held", flush=True)
     time.sleep(60)

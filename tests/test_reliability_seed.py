@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from recipe import config as C
-from recipe import run
+from recipe.config import core as C
+from recipe.run import orchestrator as run
 
 
 @pytest.fixture(scope="module")

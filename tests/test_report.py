@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from recipe.cli import main
-from recipe.evaluate import EvalError
+from recipe.eval.evaluate import EvalError
+from recipe.eval.report import build_report, collect_results
 from recipe.fsio import write_json, write_text
-from recipe.report import build_report, collect_results
 from tests.conftest import first_table
 
 PROTOCOL = {"prompt": "paper", "greedy": True, "max_new_tokens": 512, "answer_label": "Final Answer:",

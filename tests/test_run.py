@@ -15,9 +15,10 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from recipe import config as C
-from recipe import run, rundir
 from recipe.cli import main
+from recipe.config import core as C
+from recipe.run import orchestrator as run
+from recipe.run import rundir
 from tests.conftest import run_killed_after_save
 
 
@@ -145,7 +146,7 @@ def test_changed_config_of_a_finished_stage_is_refused_unless_forced(cache_dir, 
 
 
 def test_sigkill_mid_stage2_then_rerun_resumes_and_finishes(cache_dir, tmp_path):
-    """The child run SIGKILLs itself right after stage 2 saved checkpoint-2 (a test hook in the stage code), so the
+    """The child run SIGKILLs itself right after stage 2 saved checkpoint-2 (tests/fault_injection.py, through the callback seam), so the
     kill lands at a known point; the same command then resumes stage 2 from that checkpoint."""
     run_dir = tmp_path / "run"
     args = ["run-all", "--preset", "smoke", "--output-dir", str(run_dir), "--set", f"model.cache_dir={cache_dir}",

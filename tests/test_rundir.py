@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from recipe import config as C
-from recipe import run, rundir
+from recipe.config import core as C
 from recipe.fsio import write_json
+from recipe.run import orchestrator as run
+from recipe.run import rundir
 
 
 def cfg_for(run_dir: Path, *extra: str) -> C.Config:

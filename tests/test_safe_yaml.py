@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from recipe.config import ConfigError, parse_override, resolve
-from recipe.safe_yaml import MAX_BYTES, short_repr
+from recipe.config.core import ConfigError, parse_override, resolve
+from recipe.config.safe_yaml import MAX_BYTES, short_repr
 
 BOMB = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
     f"{b}: &{b} [{', '.join(['*' + a] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from recipe.scoring import ScoreError, ScoreSummary, format_summary, score_file
+from recipe.eval.scoring import ScoreError, ScoreSummary, format_summary, score_file
 
 GOOD = "Step 1: 6 * 12 = 72\nFinal Answer: 72"
 

@@ -10,10 +10,12 @@ from collections import Counter
 
 import pytest
 
-from recipe import config as C
-from recipe.data import Problem, load_gsm8k
-from recipe.stages import stage1, stage2, stage3
-from recipe.stages.common import add_token_lengths, make_rewards
+from recipe.config import core as C
+from recipe.data.gsm8k import Problem, load_gsm8k
+from recipe.errors import RunError
+from recipe.train import stage1, stage2, stage3
+from recipe.train.common import CALLBACKS_ENV, add_token_lengths, extra_callbacks, make_rewards
+from tests.fault_injection import KILL_AFTER_SAVE_ENV, KillAfterSave, kill_after_save_env
 from tests.test_data import REPO, bullets, digest, make_problems
 
 build_stage1, build_stage2, build_stage3 = stage1.build_rows, stage2.build_rows, stage3.build_rows
@@ -111,9 +113,9 @@ def test_builders_are_seeded_and_deterministic_across_processes():
     assert s1 != build_stage1(problems, seed=6) and s2 != build_stage2(problems, seed=6)
     code = (
         "import hashlib, json\n"
-        "from recipe.data import load_gsm8k\n"
-        "from recipe.stages.stage1 import build_rows as build_stage1\n"
-        "from recipe.stages.stage2 import build_rows as build_stage2\n"
+        "from recipe.data.gsm8k import load_gsm8k\n"
+        "from recipe.train.stage1 import build_rows as build_stage1\n"
+        "from recipe.train.stage2 import build_rows as build_stage2\n"
         "from tests.test_data import make_problems, digest\n"
         "p = make_problems(200)\n"
         "print(digest(build_stage1(p, seed=5)), digest(build_stage2(p, seed=5)),"
@@ -163,3 +165,28 @@ def test_make_rewards_fills_unit_and_answer_label_from_the_config():
     scores = gated(completions=texts, answer=["72", "72"], teacher_steps=[3, 3], completion_ids=[[1] * 8] * 2)
     assert scores[0] > 0 > scores[1] == gated.bad_format_reward  # only the configured label counts as formatted
     assert correct(completions=texts, answer=["72", "72"]) == [1.0, 1.0]
+
+
+def test_the_callback_seam_adds_what_the_named_function_returns_for_the_entry(monkeypatch):
+    """COTRECIPE_TRAINER_CALLBACKS names a function that gets the entry's name; the test kill hook goes through it."""
+    monkeypatch.delenv(CALLBACKS_ENV, raising=False)
+    assert extra_callbacks("stage2") == []
+    for name, value in kill_after_save_env("stage2:3").items():
+        monkeypatch.setenv(name, value)
+    [kill] = extra_callbacks("stage2")
+    assert isinstance(kill, KillAfterSave) and kill.step == 3
+    assert extra_callbacks("stage1") == []  # armed for another entry
+    monkeypatch.setenv(KILL_AFTER_SAVE_ENV, "stage2:x")
+    assert extra_callbacks("stage2") == []
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("tests.fault_injection", "expected 'package.module:function'"),
+    ("no_such_module_here:callbacks", "No module named 'no_such_module_here'"),
+    ("tests.fault_injection:nothing", "has no attribute 'nothing'"),
+])
+def test_a_bad_callback_seam_value_is_one_line_naming_the_variable(monkeypatch, spec, message):
+    monkeypatch.setenv(CALLBACKS_ENV, spec)
+    with pytest.raises(RunError, match=f"^{CALLBACKS_ENV}=.*{message}"):
+        extra_callbacks("stage2")
+

@@ -16,16 +16,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from recipe import config as C
-from recipe import run, rundir, runlock, subrun
+from recipe.config import core as C
 from recipe.errors import RunError
-from recipe.stages.common import KILL_AFTER_SAVE_ENV
+from recipe.run import orchestrator as run
+from recipe.run import rundir, runlock, subrun
+from tests.fault_injection import kill_after_save_env
 
 REPO = Path(__file__).resolve().parents[1]
 
 CHILD_TAKES_LOCK = textwrap.dedent("""
     import sys
-    from recipe.runlock import locked
+    from recipe.run.runlock import locked
     from recipe.errors import RunError
     try:
         with locked(sys.argv[1]):
@@ -95,7 +96,7 @@ def pids_logged(caplog) -> dict[str, int]:
 @pytest.mark.slow
 def test_one_child_per_entry_and_a_killed_child_resumes(tmp_path, monkeypatch, caplog):
     """Forced on (CPU): stage 1, stage 2 and the evaluation each run in a process of their own; stage 2's process
-    SIGKILLs itself after checkpoint-2 (the test hook); the parent reports it, and the same call resumes stage 2.
+    SIGKILLs itself after checkpoint-2 (tests/fault_injection.py); the parent reports it, and the same call resumes stage 2.
     `baseline sft` then trains and evaluates in processes of their own as well."""
     caplog.set_level(logging.INFO, logger="recipe")
     cfg = C.resolve(preset="smoke", overrides=[
@@ -103,7 +104,8 @@ def test_one_child_per_entry_and_a_killed_child_resumes(tmp_path, monkeypatch, c
         "stage1.max_steps=1", "stage2.max_steps=4", "stage2.save_steps=2", "stage2.max_completion_length=8",
         "stage2.log_completions=false", "stage3.enabled=false", "eval.limit=2", "eval.max_new_tokens=8",
         "eval.stages=[stage2]"])
-    monkeypatch.setenv(KILL_AFTER_SAVE_ENV, "stage2:2")
+    for name, value in kill_after_save_env("stage2:2").items():
+        monkeypatch.setenv(name, value)
     with pytest.raises(RunError, match=r"stage2 failed in its own process \(pid \d+, which was killed by SIGKILL\)"):
         run.run_all(cfg)
     run_dir = tmp_path / "run"
@@ -118,7 +120,8 @@ def test_one_child_per_entry_and_a_killed_child_resumes(tmp_path, monkeypatch, c
     assert any("its last lines:" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
     stage1 = digest(run_dir / "stage1")
 
-    monkeypatch.delenv(KILL_AFTER_SAVE_ENV)
+    for name in kill_after_save_env("stage2:2"):
+        monkeypatch.delenv(name)
     caplog.clear()
     run.run_all(cfg)
     manifest = rundir.load_manifest(run_dir)

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from recipe.data import DataError, load_gsm8k, parse_rows
-from recipe.synthetic import TEMPLATES, _Rationale, synthetic_row, synthetic_rows
+from recipe.data.gsm8k import DataError, load_gsm8k, parse_rows
+from recipe.data.synthetic import TEMPLATES, _Rationale, synthetic_row, synthetic_rows
 
 OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
 # "<<a op b=r>>r" with integer operands: checked with the operator module, never evaluated as text.

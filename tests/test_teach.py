@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from recipe import config as C
-from recipe.stages.common import train_problems
-from recipe.teach import TeachCache, TeachError, TeachOptions, cache_key, load_problems, run_teach, teach_prompt
-from recipe.teacher import apply_teacher, load_teacher_rationales
+from recipe.config import core as C
+from recipe.teacher.rationales import apply_teacher, load_teacher_rationales
+from recipe.teacher.teach import TeachCache, TeachError, TeachOptions, cache_key, load_problems, run_teach, teach_prompt
+from recipe.train.common import train_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "sk-test-do-not-leak-31337"
@@ -310,7 +310,7 @@ def test_gold_source_and_stats_via_the_cli(tmp_path, tiny_model):
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from recipe.tiny import build_tiny_qwen2
+    from recipe.models.tiny import build_tiny_qwen2
 
     return build_tiny_qwen2(tmp_path_factory.mktemp("tiny") / "tiny-qwen2")
 
@@ -326,7 +326,7 @@ def test_hf_source_generates_batched_on_the_tiny_model(cfg, tmp_path, tiny_model
 
 
 def test_teacher_file_survives_unicode_line_separators(cfg, tmp_path):
-    from recipe.data import Problem
+    from recipe.data.gsm8k import Problem
 
     problem = Problem("train-0", "Ann has 3\u2028apples. How many?", ("She has 3.",), "3")  # as GSM8K train row 2381
     out = tmp_path / "gold.jsonl"
@@ -335,7 +335,7 @@ def test_teacher_file_survives_unicode_line_separators(cfg, tmp_path):
 
 
 def test_file_source_filters_an_authors_format_file(cfg, tmp_path):
-    from recipe.data import Problem
+    from recipe.data.gsm8k import Problem
 
     fixture = ROOT / "tests" / "data" / "teach_stage3_samples.json"
     rows = json.loads(fixture.read_text())
@@ -353,9 +353,9 @@ def test_teach_file_drives_a_real_run_through_data_teacher(cfg, tmp_path):
     """The file `teach` writes is what a run trains on: stage 1 of the smoke preset, once with GSM8K-style gold
     rationales and once with `data.teacher` set to the teach output, trains on different rows, and the teacher's
     thinking reaches the stage-1 targets."""
-    from recipe import rundir
-    from recipe.run import run_one
-    from recipe.stages import stage1
+    from recipe.run import rundir
+    from recipe.run.orchestrator import run_one
+    from recipe.train import stage1
 
     problems, out = teach_file(cfg, tmp_path, 6)
     small = ["stage1.max_steps=1", "data.stage1_rows=[0, 6]"]

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from recipe import config as C
-from recipe.data import DataError, Problem, load_gsm8k
-from recipe.prompts import render_solution
-from recipe.stages.common import train_problems
-from recipe.teacher import (
+from recipe.config import core as C
+from recipe.data.gsm8k import DataError, Problem, load_gsm8k
+from recipe.data.prompts import render_solution
+from recipe.teacher.format import Rationale, render_target
+from recipe.teacher.rationales import (
     apply_teacher,
     load_teacher,
     load_teacher_rationales,
@@ -20,7 +20,7 @@ from recipe.teacher import (
     rationale_steps,
     teacher_thinking,
 )
-from recipe.teacher_format import Rationale, render_target
+from recipe.train.common import train_problems
 
 
 @pytest.mark.parametrize(

@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from recipe import config, unsloth_backend, vllm_generation
-from recipe import model as M
-from recipe.evaluate import evaluate_weights
+from recipe.config import core as config
+from recipe.eval.evaluate import evaluate_weights
 from recipe.fsio import read_jsonl
-from recipe.generation import eos_ids_of, generate
+from recipe.models import model as M
+from recipe.models import unsloth_backend, vllm_generation
+from recipe.models.generation import eos_ids_of, generate
 from tests.test_gpu_backend import fake_gpu, real_cuda_answer, standin  # noqa: F401  (standin is a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -234,8 +235,8 @@ def test_eval_goes_through_the_held_engine_with_the_stage_adapter(cache_dir, tmp
 
 def test_mining_goes_through_the_held_engine_and_finds_the_same_failures(cache_dir, tmp_path, vllm_standin,
                                                                          monkeypatch, standin):  # noqa: F811
-    from recipe.stages import stage3
-    from recipe.stages.common import train_problems
+    from recipe.train import stage3
+    from recipe.train.common import train_problems
 
     hf_cfg = smoke(cache_dir, "stage3.mining_limit=6", "stage3.mining_max_new_tokens=24")
     adapter = trained_adapter(hf_cfg, tmp_path)

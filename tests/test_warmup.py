@@ -8,11 +8,12 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from recipe import config as C
-from recipe import model as model_mod
-from recipe import run, rundir
+from recipe.config import core as C
 from recipe.errors import ConfigError, RunError
 from recipe.fsio import read_json
+from recipe.models import model as model_mod
+from recipe.run import orchestrator as run
+from recipe.run import rundir
 
 QUICK = ("stage2.max_completion_length=16", "stage3.max_completion_length=16", "stage3.mining_limit=8",
          "stage3.mining_max_new_tokens=16", "stage2.log_completions=false", "stage3.log_completions=false")

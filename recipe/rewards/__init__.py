@@ -7,6 +7,8 @@ read dataset columns from TRL's keyword arguments: ``answer`` (gold), ``teacher_
 lengths). Completions may be plain strings or ``[{"role": "assistant", "content": ...}]``.
 Whatever the text, each reward returns finite floats; a missing or mis-sized column raises
 ValueError naming it.
+
+May import: ``recipe.data`` (answers, prompt format, stop rules) and nothing else of the project.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from recipe.answers import answers_match, extract_answer, finite_number, gold_answer_or_none, has_final_answer_line
-from recipe.prompts import ANSWER_LABEL
+from recipe.data.answers import answers_match, extract_answer, finite_number, gold_answer_or_none, has_final_answer_line
+from recipe.data.prompts import ANSWER_LABEL
 
 _UNITS = ("words", "tokens")
 _FORMAT_MODES = ("paper", "strict")

@@ -3,7 +3,7 @@
 The official stages 2–3 cut every sampled response after its first answer (``truncate_after_answer``) before the
 reward reads it, so whatever a model writes after its answer cannot change the reward. TRL hands the rewards the whole
 completion; :class:`CutAfterAnswer` wraps any reward of :mod:`recipe.rewards` and cuts first, with
-:func:`recipe.stopping.cut_after_answer` (the same rule that ends generation at evaluation). A completion that ends
+:func:`recipe.data.stopping.cut_after_answer` (the same rule that ends generation at evaluation). A completion that ends
 right after its answer (EOS, no newline) counts as a finished answer line. Token lengths (``completion_ids``) of a
 cut completion are recounted with the tokenizer when one is given; without one the column is dropped, so a
 ``unit="tokens"`` reward falls back to words.
@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from recipe.prompts import ANSWER_LABEL
+from recipe.data.prompts import ANSWER_LABEL
+from recipe.data.stopping import cut_after_answer
 from recipe.rewards.core import completion_text
-from recipe.stopping import cut_after_answer
 
 
 def cut_completion(text: str, answer_label: str = ANSWER_LABEL) -> str:

@@ -1,0 +1,31 @@
+"""The configuration: one typed schema (:mod:`.core`), the limits of its keys (:mod:`.limits`), the dataclass
+machinery under it (:mod:`.typed`) and the bounded YAML reader every file goes through (:mod:`.safe_yaml`).
+
+Owns: presets, ``--config`` / ``--set`` merging, validation with one-line errors that name the key.
+May import: ``recipe.rewards`` (reward names), ``recipe.data`` (data source forms), ``recipe.dist``,
+``recipe.errors``. Never the model, training, evaluation or run layers: they all read a resolved ``Config``.
+
+The public entry points are importable from here: ``from recipe.config import resolve, Config``.
+"""
+
+from recipe.config.core import (  # noqa: F401  (the package's public face)
+    BASELINES,
+    Config,
+    DataConfig,
+    EvalConfig,
+    ModelConfig,
+    RunConfig,
+    Stage1Config,
+    Stage2Config,
+    Stage3Config,
+    WarmupConfig,
+    dump_yaml,
+    from_dict,
+    parse_override,
+    preset_names,
+    preset_text,
+    resolve,
+    to_dict,
+    validate,
+)
+from recipe.errors import ConfigError  # noqa: F401

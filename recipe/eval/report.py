@@ -1,0 +1,337 @@
+"""``report.md`` and ``report.png`` of a run, built only from the stored ``eval/<name>/results.json`` files.
+
+Rows: ``base``, ``stage1``, ``stage2``, ``stage3`` (those present, in curriculum order), then any other evaluated
+model (baselines such as ``baseline-sft`` and ``baseline-grpo``) by name. Deltas are against ``base``; without a base
+row they read "-". Below the table one sentence names the best row on accuracy and on tokens; the training curves
+(``report_curves.png``, :mod:`recipe.eval.curves`) follow.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+from recipe.config import safe_yaml
+from recipe.errors import EvalError
+from recipe.eval import curves, pairstats
+from recipe.fsio import read_json, read_jsonl, write_bytes, write_text
+from recipe.run.rundir import CONFIG_FILE, EVAL_DIR, GENERATIONS, REPORT_MD, REPORT_PNG, RESULTS
+
+log = logging.getLogger("recipe")
+
+CURRICULUM = ("base", "stage1", "stage2", "stage3")
+STARTS_FROM = {"stage1": "base", "stage2": "stage1", "stage3": "stage2"}  # a row -> the row its training starts from
+PAPER_RESULT = "Paper (Qwen2.5-3B-Base, GSM8K test, 1,319 problems): base 64.90% / 230 tokens -> BRIDGE 76.19% / 167 tokens."
+COLUMNS = ("model", "accuracy (%)", "Δ vs base (pts)", "avg tokens", "Δ% length", "truncation %", "format %", "n", "official (%)")
+
+
+def _order(name: str) -> tuple[int, str]:
+    return (CURRICULUM.index(name), "") if name in CURRICULUM else (len(CURRICULUM), name)
+
+
+def _is_number(value: object, optional: bool = False) -> bool:
+    if value is None:
+        return optional
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def results_problem(results: object) -> str | None:
+    """Why a results.json cannot be a report row (hand-edited, truncated), or None."""
+    if not isinstance(results, dict):
+        return "not a JSON object"
+    m = results.get("metrics")
+    if not isinstance(m, dict):
+        return "no 'metrics' object"
+    if not (_is_number(m.get("accuracy")) and 0 <= m["accuracy"] <= 1):
+        return f"metrics.accuracy is {str(m.get('accuracy'))[:40]!r}, not a number in [0, 1]"
+    if not (_is_number(m.get("n")) and m["n"] >= 0):
+        return "metrics.n is not a count"
+    for key in ("avg_tokens", "truncation_rate", "format_rate"):
+        if not _is_number(m.get(key), optional=True):
+            return f"metrics.{key} is not a number"
+    for key in ("protocol", "data"):
+        if not isinstance(results.get(key, {}), dict):
+            return f"'{key}' is not an object"
+    return None
+
+
+def collect_results(run_dir: str | Path) -> list[tuple[str, dict]]:
+    """``(name, results)`` for every readable ``eval/<name>/results.json`` of a run, in report order; an unreadable
+    one (corrupt or hand-edited into another shape) is skipped with a warning naming it."""
+    folder = Path(run_dir) / EVAL_DIR
+    found = []
+    for path in sorted(folder.glob(f"*/{RESULTS}")) if folder.is_dir() else []:
+        try:
+            results = read_json(path)
+            problem = results_problem(results)
+        except (OSError, ValueError, RecursionError) as exc:
+            problem = f"{type(exc).__name__}: {str(exc)[:80]}"
+        if problem:
+            log.warning("report: skipping unreadable results file %s (%s); re-evaluate that row to restore it",
+                        path, problem)
+            continue
+        found.append((path.parent.name, results))
+    return sorted(found, key=lambda item: _order(item[0]))
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def table_rows(results: Sequence[tuple[str, dict]]) -> list[list[str]]:
+    """One list of cell strings per result, in :data:`COLUMNS` order.
+
+    ``official (%)`` is the authors' checker (``official_accuracy``; "-" for results recorded before it existed).
+
+    >>> r = lambda acc, tok: {"metrics": {"accuracy": acc, "avg_tokens": tok, "truncation_rate": 0.0,
+    ...                                   "format_rate": 1.0, "n": 4, "official_accuracy": acc / 2}}
+    >>> table_rows([("base", r(0.5, 200.0)), ("stage1", r(0.75, 150.0))])[1]
+    ['stage1', '75.00', '+25.00', '150.0', '-25.0%', '0.0', '100.0', '4', '37.50']
+    >>> table_rows([("stage1", r(0.75, 150.0))])[0][2:5]
+    ['-', '150.0', '-']
+    """
+    base = dict(results).get("base", {}).get("metrics")
+    rows = []
+    for name, res in results:
+        m = res["metrics"]
+        acc = 100 * m["accuracy"]
+        d_acc = d_len = None
+        if base is not None:
+            d_acc = acc - 100 * base["accuracy"]
+            if m.get("avg_tokens") is not None and base.get("avg_tokens"):
+                d_len = 100 * (m["avg_tokens"] - base["avg_tokens"]) / base["avg_tokens"]
+        trunc, fmt = m.get("truncation_rate"), m.get("format_rate")
+        official = m.get("official_accuracy")
+        rows.append([name, f"{acc:.2f}", _fmt(d_acc, "+.2f"), _fmt(m.get("avg_tokens"), ".1f"),
+                     "-" if d_len is None else f"{d_len:+.1f}%", _fmt(None if trunc is None else 100 * trunc, ".1f"),
+                     _fmt(None if fmt is None else 100 * fmt, ".1f"), str(m["n"]),
+                     _fmt(None if official is None else 100 * official, ".2f")])
+    return rows
+
+
+def format_table(results: Sequence[tuple[str, dict]]) -> str:
+    """A Markdown table (also readable in a terminal)."""
+    rows = [list(COLUMNS), *table_rows(results)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths)) + " |" for row in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def _mismatches(results: Sequence[tuple[str, dict]]) -> list[str]:
+    """Rows evaluated under a different protocol or on different problems than the first row."""
+    (first, ref), *rest = results
+    notes = []
+    for name, res in rest:
+        for key, what in (("protocol", "protocol"), ("data", "evaluation problems")):
+            if res.get(key) != ref.get(key):
+                notes.append(f"- **{name}** was evaluated with a different {what} than **{first}**: "
+                             f"{res.get(key)} vs {ref.get(key)}; compare these rows with care.")
+    return notes
+
+
+def _stop_words(proto: dict) -> str:
+    rule = proto.get("stop_rule") or {}
+    if rule.get("rule") == "paper":
+        return f"by the authors' rule (`{rule.get('pattern')}`, then {rule.get('then')})"
+    return "at its answer line"
+
+
+def comparison_pairs(names: Sequence[str]) -> list[tuple[str, str]]:
+    """Which rows the report compares, paired on the same problems: each row against the row it starts from
+    (baselines start from the base model), the last curriculum stage against base, and each curriculum stage
+    against each baseline.
+
+    >>> comparison_pairs(["base", "stage1", "stage2", "baseline-sft"])
+    [('stage1', 'base'), ('stage2', 'stage1'), ('baseline-sft', 'base'), ('stage2', 'base'), ('stage1', 'baseline-sft'), ('stage2', 'baseline-sft')]
+    """
+    present = set(names)
+    stages = [n for n in names if n in STARTS_FROM]
+    baselines = [n for n in names if n not in CURRICULUM]
+    pairs = [(n, STARTS_FROM[n]) for n in stages if STARTS_FROM[n] in present]
+    pairs += [(n, "base") for n in baselines if "base" in present]
+    if stages and "base" in present and (stages[-1], "base") not in pairs:
+        pairs.append((stages[-1], "base"))
+    pairs += [(s, b) for s in stages for b in baselines]
+    return pairs
+
+
+def paired_comparisons(run_dir: str | Path, names: Sequence[str],
+                       samples: int = pairstats.BOOTSTRAP_SAMPLES) -> list[pairstats.Paired]:
+    """:func:`recipe.eval.pairstats.compare` for each of :func:`comparison_pairs`, from the rows' stored
+    ``generations.jsonl``; a pair whose generations are missing or unreadable is left out with a warning."""
+    rows: dict[str, list[dict] | None] = {}
+
+    def load(name: str) -> list[dict] | None:
+        if name not in rows:
+            path = Path(run_dir) / EVAL_DIR / name / GENERATIONS
+            try:
+                data = read_jsonl(path)
+                rows[name] = data if data and all(isinstance(r, dict) and "id" in r and "correct" in r
+                                                  for r in data) else None
+            except (OSError, ValueError) as exc:
+                log.warning("report: no paired statistics for %s (%s: %s)", name, type(exc).__name__, str(exc)[:80])
+                rows[name] = None
+        return rows[name]
+
+    found = []
+    for a, b in comparison_pairs(names):
+        ra, rb = load(a), load(b)
+        paired = pairstats.compare(a, ra, b, rb, samples=samples) if ra and rb else None
+        if paired is not None:
+            found.append(paired)
+    return found
+
+
+def paired_section(paired: Sequence[pairstats.Paired]) -> list[str]:
+    """report.md lines: the verdict (only differences significant at 95 %) and the table behind it."""
+    if not paired:
+        return []
+    head = ("| comparison | n | won | lost | Δ accuracy (pts) | McNemar p | Δ tokens | 95% CI (tokens) |",
+            "|---|---|---|---|---|---|---|---|")
+    body = [f"| {p.a} vs {p.b} | {p.n} | {p.won} | {p.lost} | {p.acc_diff:+.2f} | {p.p_value:.3g} | "
+            f"{_fmt(p.tok_diff, '+.1f')} | {'-' if p.tok_ci is None else f'{p.tok_ci[0]:+.1f} to {p.tok_ci[1]:+.1f}'} |"
+            for p in paired]
+    return ["## Paired comparisons", "",
+            "Verdict (paired on the same problems, 95 %): " + "; ".join(pairstats.describe(p) for p in paired) + ".",
+            "", "Won/lost: problems the first row gets right and the second wrong, and the reverse; p is the exact "
+            "McNemar test on those counts; the token interval is a paired bootstrap of the mean difference "
+            f"({pairstats.BOOTSTRAP_SAMPLES:,} resamples of the problems, seed {pairstats.BOOTSTRAP_SEED}).", "",
+            *head, *body, ""]
+
+
+def report_note(run_dir: str | Path) -> str:
+    """``run.report_note`` of the run's ``config.yaml`` ("" when absent or unreadable)."""
+    path = Path(run_dir) / CONFIG_FILE
+    try:
+        data = safe_yaml.load_mapping(path.read_bytes(), str(path))
+    except (OSError, ValueError):
+        return ""
+    note = data.get("run", {}).get("report_note", "") if isinstance(data.get("run"), dict) else ""
+    return note.strip() if isinstance(note, str) else ""
+
+
+def render_markdown(results: Sequence[tuple[str, dict]], png_name: str = "report.png",
+                    histories: dict[str, list[dict]] | None = None,
+                    paired: Sequence[pairstats.Paired] = (), note: str = "") -> str:
+    _, ref = results[0]
+    proto, data = ref.get("protocol", {}), ref.get("data", {})
+    notes = _mismatches(results)
+    notes += [""] if notes else []
+    lines = [
+        "# cotrecipe report",
+        "",
+        *([f"> {' '.join(note.split())}", ""] if note else []),
+        format_table(results),
+        "",
+        *([f"Point estimates (not tests; see the paired comparisons): {verdict(results)}", ""]
+          if verdict(results) else []),
+        f"Protocol: prompt `{proto.get('prompt')}`, greedy, max {proto.get('max_new_tokens')} new tokens, answer "
+        f"read from `{proto.get('answer_label')}`, a row stops {_stop_words(proto)} or at "
+        f"{', '.join(f'`{t}`' for t in proto.get('stop_texts', [])) or '-'}; data `{data.get('source')}` split `{data.get('split')}`, "
+        f"{data.get('n')} problems (sha256 `{str(data.get('sha256'))[:12]}`). Tokens are the student tokenizer's "
+        "generated tokens, averaged over all problems; Δ are against `base` (accuracy in points, length in %). "
+        "`official` is the authors' checker (their gold parser, first answer, string compare) on the same generations.",
+        "",
+        *notes,
+        PAPER_RESULT,
+        "",
+        f"![accuracy vs length]({png_name})",
+        "",
+        *paired_section(paired),
+        *curves_section(histories or {}, curves.REPORT_CURVES_PNG),
+    ]
+    return "\n".join(lines)
+
+
+def render_png(results: Sequence[tuple[str, dict]]) -> bytes:
+    """Accuracy (%) against average generated tokens; curriculum rows (circles) joined by arrows, baselines as
+    squares. Each row has its own colour and a legend entry (with its numbers) instead of a label next to the point,
+    so rows that land close together (stage 2 / stage 3 often do) stay readable."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend state, works headless
+
+    fig = Figure(figsize=(7.6, 4.6), dpi=120)
+    ax = fig.add_subplot()
+    points = {name: (res["metrics"]["avg_tokens"], 100 * res["metrics"]["accuracy"])
+              for name, res in results if res["metrics"].get("avg_tokens") is not None}
+    chain = [name for name in CURRICULUM if name in points]
+    colours = [f"C{i % 10}" for i in range(len(points))]
+    for (name, (x, y)), colour in zip(points.items(), colours):
+        ax.scatter([x], [y], marker="o" if name in CURRICULUM else "s", s=70, zorder=3, color=colour,
+                   edgecolor="black", linewidth=0.6, label=f"{name}: {y:.1f}% / {x:.0f} tok")
+    for a, b in zip(chain, chain[1:]):
+        ax.annotate("", xy=points[b], xytext=points[a],
+                    arrowprops={"arrowstyle": "->", "color": "0.45", "lw": 1.0, "shrinkA": 6, "shrinkB": 6})
+    ax.set_xlabel("average generated tokens")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("Accuracy vs length (curriculum: circles, baselines: squares)", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.margins(0.2)
+    if points:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return buf.getvalue()
+
+
+def verdict(results: Sequence[tuple[str, dict]]) -> str:
+    """One sentence from the numbers: the best row on accuracy and the shortest on tokens, each against the next.
+
+    >>> r = lambda acc, tok: {"metrics": {"accuracy": acc, "avg_tokens": tok, "n": 4}}
+    >>> verdict([("base", r(0.5, 200.0)), ("stage3", r(0.75, 120.0)), ("baseline-grpo", r(0.7, 150.0))])
+    'Best on accuracy: stage3 (75.0%), +5.0 points over baseline-grpo (70.0%). Fewest tokens: stage3 (120.0), 30.0 tokens (20.0%) fewer than baseline-grpo (150.0).'
+    """
+    rows = [(name, 100 * res["metrics"]["accuracy"], res["metrics"].get("avg_tokens")) for name, res in results]
+    if len(rows) < 2:
+        return ""
+    by_acc = sorted(rows, key=lambda r: -r[1])
+    (a, acc_a, _), (b, acc_b, _) = by_acc[0], by_acc[1]
+    tie = " (tied)" if acc_a == acc_b else ""
+    text = f"Best on accuracy: {a} ({acc_a:.1f}%){tie}, {acc_a - acc_b:+.1f} points over {b} ({acc_b:.1f}%)."
+    by_tok = sorted((r for r in rows if r[2] is not None), key=lambda r: r[2])
+    if len(by_tok) >= 2:
+        (c, _, tok_c), (d, _, tok_d) = by_tok[0], by_tok[1]
+        pct = f" ({100 * (tok_d - tok_c) / tok_d:.1f}%)" if tok_d else ""
+        tie = " (tied)" if tok_c == tok_d else ""
+        text += f" Fewest tokens: {c} ({tok_c:.1f}){tie}, {tok_d - tok_c:.1f} tokens{pct} fewer than {d} ({tok_d:.1f})."
+    return text
+
+
+def curves_section(histories: dict[str, list[dict]], png_name: str) -> list[str]:
+    """report.md lines for the training curves: the image link and a warning per GRPO entry without signal."""
+    if not histories:
+        return []
+    lines = ["## Training curves", "",
+             f"By step, from TRL's log history: reward mean, completion length and the fraction of GRPO groups with a "
+             f"learning signal (1 - `{curves.SIGNAL_KEY}`) for {', '.join(histories)}; SFT entries show their loss.",
+             ""]
+    for name, history in histories.items():
+        frac = curves.signal_fraction(history)
+        if frac is not None:
+            lines.append(f"- {name}: {100 * frac:.0f}% of GRPO groups had a learning signal (mean over steps).")
+    notes = [n for n in (curves.signal_note(name, h) for name, h in histories.items()) if n]
+    lines += [""] + [f"> **Warning**: {n}." for n in notes] + ([""] if notes else [])
+    return lines + [f"![training curves]({png_name})", ""]
+
+
+def build_report(run_dir: str | Path) -> list[Path]:
+    """Write ``report.md``, ``report.png`` and (when entries logged training) ``report_curves.png`` into
+    ``run_dir`` from its stored results and trainer logs; returns the paths written."""
+    run_dir = Path(run_dir)
+    results = collect_results(run_dir)
+    if not results:
+        raise EvalError(f"no evaluation results in {run_dir / EVAL_DIR} (expected <name>/{RESULTS}); "
+                        f"run `cotrecipe eval --run {run_dir}` first")
+    md, png = run_dir / REPORT_MD, run_dir / REPORT_PNG
+    histories = curves.collect_histories(run_dir)
+    paired = paired_comparisons(run_dir, [name for name, _ in results])
+    write_text(md, render_markdown(results, png.name, histories, paired, report_note(run_dir)))
+    write_bytes(png, render_png(results))
+    if not histories:
+        return [md, png]
+    curves_png = run_dir / curves.REPORT_CURVES_PNG
+    write_bytes(curves_png, curves.render_png(histories))
+    return [md, png, curves_png]

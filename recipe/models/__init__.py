@@ -1,0 +1,10 @@
+"""The model seam: resolve a model name, pick a backend (``hf`` or ``unsloth``), load and save
+(:mod:`.model`, :mod:`.names`, :mod:`.unsloth_backend`), the precision both backends train in (:mod:`.precision`),
+LoRA targets (:mod:`.lora_targets`), the built-in tiny test model (:mod:`.tiny`), device checks (:mod:`.devices`),
+weight checks (:mod:`.integrity`) and generation: pruned HF ``generate`` (:mod:`.generation`) or vLLM
+(:mod:`.vllm_generation`).
+
+May import: ``recipe.data`` (prompt format, stop rules, the synthetic vocabulary of the tiny model),
+``recipe.dist``, ``recipe.fsio``, ``recipe.errors``. Never the config, training, evaluation or run layers: callers
+pass a ``ModelConfig`` (or any object with its attributes) in.
+"""

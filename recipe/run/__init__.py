@@ -1,0 +1,11 @@
+"""One run: the orchestrator that trains and evaluates the entries in order (:mod:`.orchestrator`), child
+processes for one entry each (:mod:`.subrun`, :mod:`.child`), and the run directory with its manifest
+(:mod:`.rundir`) and writer lock (:mod:`.runlock`).
+
+May import: two layers live here. :mod:`.rundir` and :mod:`.runlock` are low: they may import only
+``recipe.config``, ``recipe.models`` and the flat helpers, and ``recipe.train``, ``recipe.eval`` and ``recipe.tools``
+read the run directory's file names from them. :mod:`.orchestrator`, :mod:`.subrun` and :mod:`.child` are the top,
+under the CLI only: they may import every package but ``recipe.cli``.
+
+This ``__init__`` imports nothing, so that reading ``recipe.run.rundir`` does not load the orchestrator.
+"""

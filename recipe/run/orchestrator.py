@@ -1,0 +1,297 @@
+"""The run orchestrator: ``run-all``, one stage, a baseline, and evaluating a run — all through one table of
+trainable entries (:data:`ENTRIES`) and one run directory (:mod:`recipe.run.rundir`).
+
+``run-all`` trains stage 1 -> 2 -> 3, then the baselines listed in ``run.baselines``, then evaluates and writes the
+report. Resume: the same command again skips entries whose status is ``done`` and continues an unfinished one from
+its last complete TRL checkpoint. With ``run.process_per_entry`` (auto: on with CUDA) each entry and the evaluation
+run in their own child process (:mod:`recipe.run.subrun`); this process then only orchestrates. A baseline is one more
+entry: same manifest record, resume, config check, evaluation and report row. Adding one = a ``stages/<name>.py``
+with ``run(cfg, entry_dir, init_from)``, a line in :data:`ENTRIES` and its key in :data:`recipe.config.core.BASELINES`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from recipe import dist
+from recipe.config.core import Config
+from recipe.data.gsm8k import check_disjoint_slices, check_source
+from recipe.errors import EvalError, RunError
+from recipe.eval import curves, evaluate
+from recipe.eval.report import build_report
+from recipe.models import model as model_mod
+from recipe.models.integrity import weights_dir_problem
+from recipe.run import rundir, subrun
+from recipe.run.rundir import STAGES, Entry
+from recipe.run.runlock import locked
+from recipe.tools import plan
+from recipe.train import baseline_grpo, baseline_sft, stage1, stage2, stage3, warmup
+
+log = logging.getLogger("recipe")
+
+ENTRIES: dict[str, Entry] = {e.name: e for e in (
+    # not in the paper, off by default: its merged weights become the run's base model (with_base)
+    Entry("warmup", "warm-up (SFT on full teacher rationales, merged into the base weights)", ("warmup",), None,
+          warmup.run),
+    Entry("stage1", "structure (SFT, masked shuffled reconstruction)", ("stage1",), None, stage1.run),
+    Entry("stage2", "brevity (GRPO, masked completion)", ("stage1", "stage2"), "stage1", stage2.run),
+    Entry("stage3", "internalisation (persistent failures, GRPO rewriting)", ("stage1", "stage2", "stage3"),
+          "stage2", stage3.run),
+    # the baseline's weights depend on the stage-1 budget it borrows
+    Entry("baseline-sft", "SFT baseline (full teacher rationales, stage-1 budget)", ("stage1", "baseline_sft"), None,
+          baseline_sft.run),
+    # plain GRPO from the base model; its step count is matched to stages 2+3 and it borrows stage 2's trainer
+    Entry("baseline-grpo", "plain GRPO baseline (no teacher, no SFT; stages 2+3's sampled completions)",
+          ("stage2", "stage3", "baseline_grpo"), None, baseline_grpo.run),
+)}
+BASELINE_ENTRIES = {"sft": "baseline-sft", "grpo": "baseline-grpo"}  # run.baselines key -> entry name
+DATA_SLICES = {"warmup": ("warmup",), "stage1": ("stage1",), "stage2": ("stage2",), "stage3": ("stage3",),
+               "baseline-sft": ("stage1", "stage2"), "baseline-grpo": ("stage1", "stage2")}  # train slices read
+
+
+def overall_bar(done: int, total: int, width: int = 12) -> str:
+    """The run-all progress line's bar (each stage also has TRL's own progress bar).
+
+    >>> overall_bar(1, 3)
+    'curriculum [####--------] 1/3'
+    """
+    filled = round(width * done / total)
+    return f"curriculum [{'#' * filled}{'-' * (width - filled)}] {done}/{total}"
+
+
+def _short_metrics(metrics: dict) -> str:
+    keys = ("loss_last", "reward_first", "reward_last", "completions/mean_length_first",
+            "completions/mean_length_last", "failures")
+    return ", ".join(f"{k}={metrics[k]:.4g}" if isinstance(metrics[k], float) else f"{k}={metrics[k]}"
+                     for k in keys if k in metrics) or "-"
+
+
+def _warn_overlapping_slices(cfg: Config) -> None:
+    """Disjoint stage slices are the default; an overlap (the paper preset mines stage 3 over stage 2's rows too) is
+    allowed but said out loud."""
+    try:
+        check_disjoint_slices({s: getattr(cfg.data, f"{s}_rows") for s in ("warmup", *STAGES)
+                               if getattr(cfg, s).enabled})
+    except ValueError as exc:
+        log.warning("%s: those problems are seen by more than one stage", exc)
+
+
+def check_data(cfg: Config, names: Sequence[str], eval_split: bool) -> None:
+    """Before any model loads: the train slices ``names`` read must fit the parsed rows, and (``eval_split``) the
+    eval split must parse to at least one problem. A :class:`~recipe.data.gsm8k.DataError` names source, split and slice."""
+    slices = {s: getattr(cfg.data, f"{s}_rows") for name in names for s in DATA_SLICES.get(name, ())}
+    if slices:
+        check_source(cfg.data.source, "train", slices, strict=cfg.data.strict, annotations=cfg.data.annotations)
+    if eval_split:
+        check_source(cfg.data.eval_source or cfg.data.source, cfg.eval.split, strict=cfg.data.strict,
+                     annotations=cfg.data.annotations)
+
+
+def open_run(cfg: Config, force: bool = False) -> tuple[Path, dict]:
+    """Reopen or create the run directory (the caller holds its lock; under a launcher only rank 0 takes it)."""
+    dist.init(cpu=cfg.run.device == "cpu")  # under accelerate launch: join the process group (no-op otherwise)
+    # Rank 0 checks and writes first; the others then read the manifest it wrote (nothing is left for them to change)
+    with dist.main_process_first():
+        run_dir, manifest = rundir.open_run(cfg, ENTRIES, force)
+        model_mod.resolve_model_path(cfg.model)  # builtin models are built once, by rank 0, before anyone loads them
+    dist.barrier()  # and every rank starts training together
+    if dist.is_main():
+        _warn_overlapping_slices(cfg)
+    return run_dir, manifest
+
+
+def with_base(cfg: Config, run_dir: Path, manifest: dict) -> Config:
+    """The config entries train and evaluate with: with ``warmup.enabled`` the model is the warm-up's merged weights
+    (it must be done), else ``cfg`` itself. Manifest records keep the config as given (``cfg``), so a resume compares
+    like with like."""
+    if not cfg.warmup.enabled:
+        return cfg
+    if not rundir.is_done(manifest, "warmup"):
+        raise RunError(f"warmup.enabled but the warm-up of {run_dir} is not finished; run `cotrecipe run-all` "
+                       "(it trains the warm-up first)")
+    base = rundir.absolute(run_dir, manifest["stages"]["warmup"]["output"])
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name_or_path=base))
+
+
+def train_entry(cfg: Config, run_dir: Path, manifest: dict, name: str, init_from: str | None) -> dict:
+    """Train one entry into ``run_dir/<name>`` with its manifest record (running -> done | failed); every entry but
+    the warm-up starts from the run's base model (:func:`with_base`)."""
+    entry = ENTRIES[name]
+    train_cfg = cfg if name == "warmup" else with_base(cfg, run_dir, manifest)
+    rundir.mark_running(run_dir, manifest, cfg, entry, init_from)
+    t0 = time.monotonic()
+    try:
+        result = entry.train(train_cfg, rundir.entry_dir(run_dir, name), init_from)
+    except BaseException as exc:
+        rundir.mark_failed(run_dir, manifest, name, exc)
+        raise
+    record = rundir.mark_done(run_dir, manifest, name, result, time.monotonic() - t0)
+    log.info("%s done in %.1f s: %s", name, record["wall_s"], _short_metrics(result.get("metrics", {})))
+    note = curves.signal_note(name, curves.load_history(rundir.entry_dir(run_dir, name)))
+    if note:
+        log.warning(note)
+    return record
+
+
+def _upstream_output(run_dir: Path, manifest: dict, name: str) -> str | None:
+    up = ENTRIES[name].upstream
+    if up is None:
+        return None
+    if rundir.is_done(manifest, up):
+        return rundir.absolute(run_dir, manifest["stages"][up].get("output"))
+    log.warning("%s is not done in %s and no --from was given: %s starts from the base model", up, run_dir, name)
+    return None
+
+
+def run_all(cfg: Config, force: bool = False) -> Path:
+    """Stage 1 -> 2 -> 3 and the configured baselines (skipping finished ones), then evaluation and the report."""
+    rundir.run_path(cfg).mkdir(parents=True, exist_ok=True)
+    with locked(rundir.run_path(cfg)):
+        return _run_all(cfg, force)
+
+
+def _train(cfg: Config, run_dir: Path, manifest: dict, name: str, init_from: str | None, child: bool) -> dict:
+    """Train ``name`` here or (``child``) in its own process; returns the manifest as it now stands."""
+    if not child:
+        train_entry(cfg, run_dir, manifest, name, init_from)
+        return manifest
+    subrun.train_entry(run_dir, name, init_from)
+    manifest = rundir.load_manifest(run_dir)  # the child wrote its record
+    if not rundir.is_done(manifest, name):
+        raise RunError(f"{name}'s process ended without marking it done (status: "
+                       f"{manifest['stages'].get(name, {}).get('status', 'not started')}); run the same command again")
+    return manifest
+
+
+def _run_all(cfg: Config, force: bool) -> Path:
+    run_dir, manifest = open_run(cfg, force)
+    child = subrun.use_children(cfg)
+    todo = [s for s in STAGES if getattr(cfg, s).enabled and not rundir.is_done(manifest, s)]
+    todo += [BASELINE_ENTRIES[k] for k in cfg.run.baselines if not rundir.is_done(manifest, BASELINE_ENTRIES[k])]
+    if cfg.warmup.enabled and not rundir.is_done(manifest, "warmup"):
+        todo.insert(0, "warmup")
+    check_data(cfg, todo, eval_split=cfg.eval.enabled)
+    if todo and dist.is_main():
+        for line in plan.check_fits(cfg):  # on CUDA only: `cotrecipe plan`'s estimate against this card
+            log.warning(line)
+    if todo and todo[0] == "warmup":
+        log.info("warmup: %s", ENTRIES["warmup"].title)
+        manifest = _train(cfg, run_dir, manifest, "warmup", None, child)
+    init_from: str | None = None
+    enabled = [s for s in STAGES if getattr(cfg, s).enabled]
+    for n, stage in enumerate(STAGES, start=1):
+        bar = overall_bar(n - 1, len(STAGES))
+        if not getattr(cfg, stage).enabled:
+            log.info("%s %s disabled in the config; skipped", bar, stage)
+            continue
+        if rundir.is_done(manifest, stage):
+            log.info("%s %s already done; skipped", bar, stage)
+        else:
+            log.info("%s %s: %s", bar, stage, ENTRIES[stage].title)
+            manifest = _train(cfg, run_dir, manifest, stage, init_from, child)
+        init_from = rundir.absolute(run_dir, manifest["stages"][stage].get("output")) or init_from
+    log.info("%s stages finished: %s", overall_bar(len(STAGES), len(STAGES)), ", ".join(enabled) or "none")
+    for key in cfg.run.baselines:
+        name = BASELINE_ENTRIES[key]
+        if rundir.is_done(manifest, name):
+            log.info("%s already done; skipped", name)
+        else:
+            log.info("%s: %s", name, ENTRIES[name].title)
+            manifest = _train(cfg, run_dir, manifest, name, None, child)
+    if cfg.eval.enabled:
+        if child:
+            subrun.evaluate(run_dir)
+        else:
+            evaluate_run(cfg, run_dir)
+    return run_dir
+
+
+def run_one(cfg: Config, name: str, init_from: str | None = None, force: bool = False) -> Path:
+    """Train one entry (a stage or a baseline) in the run directory. Its starting weights: ``init_from``
+    (``--from``), else its upstream entry's output. ``force`` retrains a finished entry and marks what starts from it
+    stale (as run-all's config check does)."""
+    rundir.run_path(cfg).mkdir(parents=True, exist_ok=True)
+    with locked(rundir.run_path(cfg)):
+        return _run_one(cfg, name, init_from, force)
+
+
+def _run_one(cfg: Config, name: str, init_from: str | None, force: bool) -> Path:
+    run_dir, manifest = open_run(cfg, force=force)
+    if rundir.is_done(manifest, name) and not force:
+        log.info("%s already done in %s; pass --force to rerun it", name, run_dir)
+        return run_dir
+    if rundir.is_done(manifest, name):
+        rundir.invalidate(run_dir, manifest, ENTRIES, name, f"--force on {name}")
+        dist.barrier()  # rank 0 removed the folders
+    if init_from is None:
+        init_from = _upstream_output(run_dir, manifest, name)
+    elif not Path(init_from).exists():
+        raise RunError(f"--from path not found: {init_from}")
+    check_data(cfg, [name], eval_split=False)
+    train_entry(cfg, run_dir, manifest, name, init_from)
+    return run_dir
+
+
+def run_baseline(cfg: Config, key: str, force: bool = False) -> list[Path]:
+    """``cotrecipe baseline KEY``: train the baseline entry (resumable), evaluate it, rebuild the report. With
+    ``run.process_per_entry`` training and evaluation each run in a child process, as in ``run-all``."""
+    name = BASELINE_ENTRIES[key]
+    rundir.run_path(cfg).mkdir(parents=True, exist_ok=True)
+    with locked(rundir.run_path(cfg)):
+        if not subrun.use_children(cfg):
+            run_dir = run_one(cfg, name, force=force)
+            return evaluate_run(cfg, run_dir, names=[name])
+        run_dir, manifest = open_run(cfg, force=force)
+        if rundir.is_done(manifest, name) and force:
+            rundir.invalidate(run_dir, manifest, ENTRIES, name, f"--force on {name}")
+        if not rundir.is_done(manifest, name):
+            _train(cfg, run_dir, manifest, name, None, child=True)
+        subrun.evaluate(run_dir, names=[name])
+        return [p for p in (run_dir / rundir.REPORT_MD, run_dir / rundir.REPORT_PNG) if p.is_file()]
+
+
+def evaluate_run(cfg: Config, run_dir: str | Path, names: Sequence[str] | None = None) -> list[Path]:
+    """Evaluate ``names`` (default: ``eval.stages`` plus every finished baseline, skipping what is not done) into
+    ``eval/<name>``, then rebuild the report. A name given explicitly that is not finished is an error naming it.
+    Several processes: rank 0 evaluates and reports; the other ranks return at once (``[]``)."""
+    if not dist.is_main():
+        return []
+    with locked(run_dir):
+        return _evaluate_run(cfg, Path(run_dir), names)
+
+
+def _evaluate_run(cfg: Config, run_dir: Path, names: Sequence[str] | None) -> list[Path]:
+    explicit = names is not None
+    manifest = rundir.load_manifest(run_dir)
+    cfg = with_base(cfg, run_dir, manifest)  # the base row and every adapter sit on the warm-up's weights
+    if not explicit:
+        baselines = [n for n in ENTRIES if n not in (*STAGES, "warmup") and rundir.is_done(manifest, n)]
+        names = [*cfg.eval.stages, *baselines]
+    data_checked = False
+    for name in names:
+        if name == "warmup" or (name != "base" and name not in ENTRIES):
+            raise EvalError(f"unknown stage '{name}' (allowed: base, {', '.join(ENTRIES)})")
+        record = manifest["stages"].get(name, {})
+        if name != "base" and record.get("status") != "done":
+            status = record.get("status", "not started")
+            if explicit:
+                raise EvalError(f"{name} is not finished in run {run_dir} (status: {status}); nothing to evaluate")
+            log.info("eval: %s skipped (%s)", name, status)
+            continue
+        if name in STAGES and not getattr(cfg, name).enabled:
+            log.info("eval: %s is disabled in the config but finished in the run; evaluating it", name)
+        weights = rundir.output_of(run_dir, name, manifest)
+        problem = weights_dir_problem(Path(weights)) if weights else None
+        if problem:
+            raise EvalError(f"{name}'s weights {weights} are {problem}; retrain it with --force "
+                            f"(a missing folder is retrained by run-all)")
+        if not data_checked:
+            check_data(cfg, [], eval_split=True)
+            data_checked = True
+        record = evaluate.model_record(cfg, weights, run_dir)
+        evaluate.evaluate_weights(cfg, rundir.eval_dir(run_dir, name), record, weights)
+    return build_report(run_dir)

@@ -1,0 +1,362 @@
+"""The run directory: its layout, its manifest and the config check, in one place (layout: README, "Run directory").
+
+Every trainable *entry* of a run (a curriculum stage or a baseline) owns a folder ``<run>/<name>/`` with
+``trainer/`` (TRL checkpoints, the resume points) and ``model/`` (the finished weights), a record in
+``manifest.json`` under ``stages.<name>`` (status, times, the config it ran with, data fingerprint, metrics, trainer
+config, output) and an evaluation folder ``eval/<name>/``. Every file is written atomically (:mod:`recipe.fsio`).
+
+A finished entry whose recorded config differs from the current one is refused, naming the changed keys; with
+``force`` it is *invalidated* instead: it and every entry that starts from its weights are marked ``stale`` and
+their folders removed, so the next run trains them again. A failed or interrupted entry has no result to protect:
+a changed config simply retrains it.
+
+Reopening a run (:func:`open_run`, under the run's lock, :mod:`recipe.run.runlock`) also repairs what a crash or a user
+left: an entry still ``running`` is marked ``interrupted`` (it resumes), a done entry whose weights folder is gone is
+trained again with what starts from it, one whose weights are damaged is an error naming the file and ``--force``,
+and a corrupt ``manifest.json`` is an error saying how to recover.
+
+>>> import tempfile, pathlib
+>>> run = pathlib.Path(tempfile.mkdtemp())
+>>> is_done(load_manifest(run), "stage1"), eval_dir(run, "base").relative_to(run).as_posix()
+(False, 'eval/base')
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from recipe import dist
+from recipe.config import core as config_mod
+from recipe.config.core import Config
+from recipe.errors import RunError
+from recipe.fsio import read_json, write_json, write_text
+from recipe.models.integrity import weights_dir_problem
+
+log = logging.getLogger("recipe")
+
+CONFIG_FILE = "config.yaml"  # the resolved config of the latest invocation
+MANIFEST_FILE = "manifest.json"
+TRAINER_DIR = "trainer"  # TRL output_dir inside an entry folder: checkpoint-N folders and logs
+MODEL_DIR = "model"  # the entry's finished weights (adapter or full model), written once, atomically
+METRICS_FILE = "metrics.json"  # an entry's summarised training metrics
+TRAINER_LOG = "trainer_log.json"  # TRL's full log history
+EVAL_DIR = "eval"
+RESULTS = "results.json"  # eval/<name>/results.json: metrics, protocol, model, data hash (written last)
+GENERATIONS = "generations.jsonl"  # eval/<name>/generations.jsonl: one row per problem
+REPORT_MD, REPORT_PNG = "report.md", "report.png"
+STAGES = ("stage1", "stage2", "stage3")
+# Config that shapes every entry's weights; an entry also depends on its own sections.
+_SHARED_SECTIONS = ("model", "data")
+_IGNORED_KEYS = {"data.eval_source"}
+# Keys added after runs were recorded -> the value the older code trained with: a record without the key holds that
+# value (issue 21: TRL alone used epsilon for an unset epsilon_high and kept truncated completions in the loss).
+LEGACY_KEYS = {
+    **{(section, "epsilon_high"): lambda sec: sec.get("epsilon") for section in ("stage2", "stage3")},
+    **{(section, "mask_truncated_completions"): lambda sec: False for section in ("stage2", "stage3")},
+}
+# sections an entry's config gained later, as runs recorded before them trained (the baseline's stage-1 budget)
+LEGACY_SECTIONS = {"baseline_sft": {"budget": "stage1"}}
+
+__all__ = ["CONFIG_FILE", "EVAL_DIR", "GENERATIONS", "MANIFEST_FILE", "MODEL_DIR", "RESULTS", "STAGES",
+           "TRAINER_DIR", "Entry", "RunError"]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One trainable entry of a run: ``train(cfg, entry_dir, init_from) -> record`` writes ``entry_dir/model``."""
+
+    name: str  # manifest key, folder name and eval row
+    title: str
+    sections: tuple[str, ...]  # config sections (besides model, data and run.seed) its weights depend on
+    upstream: str | None  # the entry whose weights it starts from; None: the config's base model
+    train: Callable[[Config, Path, str | None], dict]
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def versions() -> dict:
+    """Python and library versions, recorded in the manifest and in every results.json."""
+    out = {"python": platform.python_version()}
+    for pkg in ("cotrecipe", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "unsloth"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Paths
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def run_path(cfg: Config) -> Path:
+    return Path(cfg.run.output_dir).expanduser()
+
+
+def entry_dir(run_dir: str | Path, name: str) -> Path:
+    return Path(run_dir) / name
+
+
+def eval_dir(run_dir: str | Path, name: str) -> Path:
+    return Path(run_dir) / EVAL_DIR / name
+
+
+def relative(run_dir: Path, path: str) -> str:
+    """Outputs inside the run directory are recorded relative to it, so a run folder can be moved."""
+    try:
+        return str(Path(path).resolve().relative_to(Path(run_dir).resolve()))
+    except ValueError:
+        return str(path)
+
+
+def absolute(run_dir: Path, path: str | None) -> str | None:
+    if path is None:
+        return None
+    return str(Path(run_dir) / path) if not Path(path).is_absolute() else path
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Manifest
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def is_run_dir(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / MANIFEST_FILE).is_file()
+
+
+def _manifest_problem(manifest: object) -> str | None:
+    if not isinstance(manifest, dict):
+        return f"a JSON {type(manifest).__name__}, not an object"
+    stages = manifest.get("stages", {})
+    if not isinstance(stages, dict):
+        return "'stages' is not an object"
+    for name, record in stages.items():
+        if not isinstance(record, dict) or not isinstance(record.get("status", ""), str):
+            return f"the record of {name!r} is not an object with a status"
+    return None
+
+
+def load_manifest(run_dir: str | Path) -> dict:
+    """The manifest, or a fresh one for a folder that has none yet. A corrupt one (truncated, empty, not the
+    manifest's shape) is a :class:`RunError` saying how to recover."""
+    path = Path(run_dir) / MANIFEST_FILE
+    if not path.is_file():
+        return {"created": now(), "versions": versions(), "stages": {}}
+    try:
+        manifest = read_json(path)
+        problem = _manifest_problem(manifest)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        problem = "empty" if path.stat().st_size == 0 else f"not valid JSON: {str(exc)[:80]}"
+    if problem:
+        raise RunError(f"{path} is corrupt ({problem}); move it aside (mv {path} {path}.bad) and run again: stages "
+                       f"are then trained again, resuming from their checkpoints in <stage>/{TRAINER_DIR}")
+    manifest.setdefault("stages", {})
+    return manifest
+
+
+def save_manifest(run_dir: str | Path, manifest: dict) -> None:
+    """Rank 0 writes it (every rank keeps its own copy in memory; see :mod:`recipe.dist`)."""
+    if dist.is_main():
+        write_json(Path(run_dir) / MANIFEST_FILE, manifest)
+
+
+def is_done(manifest: dict, name: str) -> bool:
+    return manifest.get("stages", {}).get(name, {}).get("status") == "done"
+
+
+def output_of(run_dir: str | Path, name: str, manifest: dict | None = None) -> str | None:
+    """Weights folder of a finished entry (``None`` for ``base``: the config's model). Errors name what is
+    missing."""
+    if name == "base":
+        return None
+    run_dir = Path(run_dir)
+    if manifest is None:
+        if not is_run_dir(run_dir):
+            raise RunError(f"{run_dir} is not a run directory (no {MANIFEST_FILE})")
+        manifest = load_manifest(run_dir)
+    entry = manifest.get("stages", {}).get(name)
+    if not entry or entry.get("status") != "done":
+        status = entry.get("status") if entry else "not started"
+        raise RunError(f"{name} of run {run_dir} is not finished (status: {status}); run it first")
+    return absolute(run_dir, entry.get("output"))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Config check and invalidation
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def entry_config(cfg: Config, entry: Entry) -> dict:
+    """The part of the config that determines ``entry``'s weights (its upstream entries' sections included)."""
+    full = config_mod.to_dict(cfg)
+    # with a warm-up every entry starts from its weights; without one the section is left out (older runs resume)
+    warm = ("warmup",) if cfg.warmup.enabled else ()
+    out = {key: full[key] for key in dict.fromkeys(_SHARED_SECTIONS + warm + entry.sections)}
+    out["data"] = {k: v for k, v in out["data"].items() if f"data.{k}" not in _IGNORED_KEYS}
+    out["run"] = {"seed": full["run"]["seed"]}
+    return out
+
+
+def with_legacy_keys(recorded: dict, current: dict | None = None) -> dict:
+    """A recorded entry config with the :data:`LEGACY_KEYS` it predates filled in (older runs resume unchanged).
+
+    >>> with_legacy_keys({"stage2": {"epsilon": 0.1}})["stage2"]
+    {'epsilon': 0.1, 'epsilon_high': 0.1, 'mask_truncated_completions': False}
+    """
+    out = {key: dict(value) if isinstance(value, dict) else value for key, value in recorded.items()}
+    for section, values in LEGACY_SECTIONS.items():  # a section the entry's config (``current``) has gained
+        if current is not None and section in current:
+            out.setdefault(section, dict(values))
+    for (section, key), legacy in LEGACY_KEYS.items():
+        if isinstance(out.get(section), dict) and key not in out[section]:
+            out[section][key] = legacy(out[section])
+    return out
+
+
+def downstream(entries: Mapping[str, Entry], name: str) -> list[str]:
+    """``name`` and every entry that (transitively) starts from its weights, in table order.
+
+    >>> table = {n: Entry(n, "", (), up, print) for n, up in
+    ...          [("stage1", None), ("stage2", "stage1"), ("stage3", "stage2"), ("baseline-sft", None)]}
+    >>> downstream(table, "stage2"), downstream(table, "baseline-sft")
+    (['stage2', 'stage3'], ['baseline-sft'])
+    """
+    out = [name]
+    for other in entries.values():
+        up = other.upstream
+        while up is not None and up not in out:
+            up = entries[up].upstream if up in entries else None
+        if up is not None and other.name not in out:
+            out.append(other.name)
+    return out
+
+
+def invalidate(run_dir: Path, manifest: dict, entries: Mapping[str, Entry], name: str, reason: str) -> list[str]:
+    """Mark ``name`` and its downstream entries ``stale`` and delete their folders and evaluations; returns them.
+    The manifest is saved."""
+    stale = downstream(entries, name)
+    for other in stale:
+        if other not in manifest["stages"] and not entry_dir(run_dir, other).exists():
+            continue
+        log.warning("%s will be trained again (%s)", other, reason)
+        manifest["stages"][other] = {"status": "stale", "reason": reason, "marked": now()}
+        if dist.is_main():  # several processes: the caller makes the others wait for it (a barrier)
+            shutil.rmtree(entry_dir(run_dir, other), ignore_errors=True)
+            shutil.rmtree(eval_dir(run_dir, other), ignore_errors=True)
+    save_manifest(run_dir, manifest)
+    return stale
+
+
+def refuse_or_invalidate_changed(run_dir: Path, manifest: dict, cfg: Config, entries: Mapping[str, Entry],
+                                 force: bool) -> None:
+    """An entry whose recorded config differs from ``cfg`` is an error naming the changed keys; with ``force`` it
+    (and what starts from it) is invalidated instead."""
+    for entry in entries.values():
+        record = manifest["stages"].get(entry.name)
+        if not record or "config" not in record:
+            continue
+        now_cfg = entry_config(cfg, entry)
+        changed = config_mod.diff_keys(with_legacy_keys(record["config"], now_cfg), now_cfg)
+        if not changed:
+            continue
+        if record.get("status") != "done":  # failed, interrupted, stale: no result to protect
+            invalidate(run_dir, manifest, entries, entry.name,
+                       f"{record.get('status')} entry rerun with a changed config: {', '.join(changed)}")
+            continue
+        if not force:
+            raise RunError(f"{entry.name} ({record.get('status')}) was run with a different config; changed keys: "
+                           f"{', '.join(changed)}. Use a new --output-dir, restore them, or pass --force to rerun "
+                           f"{entry.name} and what starts from it")
+        invalidate(run_dir, manifest, entries, entry.name, f"--force, changed: {', '.join(changed)}")
+
+
+def mark_interrupted(run_dir: Path, manifest: dict) -> None:
+    """An entry still ``running`` when its run directory's lock is free was interrupted (killed, disk full): it
+    resumes from its last intact checkpoint. Call it holding the lock."""
+    for name, record in manifest["stages"].items():
+        if record.get("status") == "running":
+            log.warning("%s was interrupted (status 'running' with no live writer); it resumes", name)
+            record.update(status="interrupted", marked=now())
+
+
+def check_outputs(run_dir: Path, manifest: dict, entries: Mapping[str, Entry], force: bool = False) -> None:
+    """A done entry whose weights folder or weight file is gone is trained again (with what starts from it); one whose
+    weights are damaged is an error naming the file and the way to retrain it (with ``force``: trained again)."""
+    for entry in entries.values():
+        record = manifest["stages"].get(entry.name, {})
+        if record.get("status") != "done" or not record.get("output"):
+            continue
+        out = Path(absolute(run_dir, record["output"]))
+        problem = weights_dir_problem(out)
+        if (problem and problem.startswith("missing")) or (problem and force):  # nothing left to protect
+            invalidate(run_dir, manifest, entries, entry.name, f"its finished weights {out} are {problem}")
+        elif problem:
+            raise RunError(f"{entry.name} is done but its weights {out} are damaged ({problem}); retrain it with "
+                           f"--force (cotrecipe {entry.name.replace('baseline-', 'baseline ')} --force, or run-all "
+                           f"--force)")
+
+
+def open_run(cfg: Config, entries: Mapping[str, Entry], force: bool) -> tuple[Path, dict]:
+    """Create or reopen the run directory of ``cfg``: interrupted entries, missing outputs, config check, versions,
+    ``config.yaml``. The caller holds the run's lock (:func:`recipe.run.runlock.locked`)."""
+    run_dir = run_path(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    manifest = load_manifest(run_dir)
+    mark_interrupted(run_dir, manifest)
+    check_outputs(run_dir, manifest, entries, force)
+    refuse_or_invalidate_changed(run_dir, manifest, cfg, entries, force)
+    manifest["versions"] = versions()
+    manifest["updated"] = now()
+    if dist.is_main():
+        write_text(run_dir / CONFIG_FILE, config_mod.dump_yaml(cfg))
+    save_manifest(run_dir, manifest)
+    return run_dir, manifest
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# An entry's record
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def mark_running(run_dir: Path, manifest: dict, cfg: Config, entry: Entry, init_from: str | None) -> dict:
+    record = {"status": "running", "started": now(), "config": entry_config(cfg, entry), "init_from": init_from,
+              "processes": dist.world_size(), "pid": os.getpid()}
+    previous = manifest["stages"].get(entry.name, {})
+    if previous.get("status") in ("running", "failed", "interrupted"):
+        record["attempts"] = previous.get("attempts", 1) + 1
+        if previous.get("processes", 1) != record["processes"]:
+            log.warning("%s resumes with %d processes (its last attempt had %d): the effective batch changes",
+                        entry.name, record["processes"], previous.get("processes", 1))
+    manifest["stages"][entry.name] = record
+    save_manifest(run_dir, manifest)
+    return record
+
+
+def mark_failed(run_dir: Path, manifest: dict, name: str, exc: BaseException) -> None:
+    manifest["stages"][name].update(status="failed", ended=now(), error=f"{type(exc).__name__}: {exc}"[:500])
+    try:
+        save_manifest(run_dir, manifest)
+    except OSError as err:  # e.g. the full disk that failed the entry: the next start marks it interrupted
+        log.error("could not record %s as failed in %s (%s)", name, run_dir / MANIFEST_FILE, err)
+
+
+def mark_done(run_dir: Path, manifest: dict, name: str, result: dict, wall_s: float) -> dict:
+    if result.get("output"):
+        result["output"] = relative(run_dir, result["output"])
+    record = manifest["stages"][name]
+    record.update(status="done", ended=now(), wall_s=round(wall_s, 2), **result)
+    save_manifest(run_dir, manifest)
+    if dist.is_main():
+        write_json(entry_dir(run_dir, name) / METRICS_FILE, result.get("metrics", {}))
+    return record

@@ -1,0 +1,122 @@
+"""One child process per run-all entry (``run.process_per_entry``): the parent orchestrates, each child trains one
+entry (or runs the evaluation) in a fresh process, so every GRPO stage starts with a fresh GPU context.
+
+Why: with ``fast_inference`` Unsloth's vLLM engine is not reliably released inside one process (``delete_vllm`` drops
+a reference), and a new engine refuses to start when free memory is below its ``gpu_memory_utilization`` share. A
+process that exits returns all of its GPU memory.
+
+The parent holds the run directory's lock; each child shares it through the inherited lock descriptor
+(:func:`recipe.run.runlock.child_env`), so it neither deadlocks on it nor lets another writer in. A child writes the
+manifest itself exactly as the single-process path does (its record names its ``pid``); a child that dies (killed,
+out of memory) leaves its entry ``running``, which the parent marks ``interrupted`` just as the next run would, then
+reports the child's last output lines and stops. Running the same command again resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections import deque
+from pathlib import Path
+
+import recipe
+from recipe import dist
+from recipe.config.core import Config
+from recipe.errors import RunError
+from recipe.run import rundir, runlock
+
+log = logging.getLogger("recipe")
+
+CHILD_MODULE = "recipe.run.child"  # `python -m recipe.run.child train|eval ...`
+PARENT_ENV = "COTRECIPE_PARENT_PID"  # the child dies with this process (recipe.run.child)
+TAIL_LINES = 20  # a failed child's last output lines, shown with the error
+STOP_GRACE_S = 30.0  # the parent was interrupted: time the child gets to record its state before SIGKILL
+
+
+def use_children(cfg: Config) -> bool:
+    """Whether run-all runs each entry in its own process: ``run.process_per_entry`` true/false, or ``auto`` = on with
+    CUDA (and ``run.device`` not cpu). Never under a multi-process launch, whose ranks must train together."""
+    mode = cfg.run.process_per_entry
+    if dist.is_distributed():
+        if mode is True:
+            raise RunError("run.process_per_entry=true cannot be used under a multi-process launch (each rank is "
+                           "already its own process): set it to auto or false")
+        return False
+    if mode != "auto":
+        return bool(mode)
+    if cfg.run.device == "cpu":
+        return False
+    import torch  # lazy: the decision is the first thing run-all needs torch for; is_available creates no context
+
+    return torch.cuda.is_available()
+
+
+def train_entry(run_dir: Path, name: str, init_from: str | None) -> None:
+    """Train entry ``name`` of ``run_dir`` (whose ``config.yaml`` the parent wrote) in a child process."""
+    _run_child(run_dir, name, ["train", "--run", str(run_dir), "--entry", name]
+               + (["--from", init_from] if init_from else []))
+
+
+def evaluate(run_dir: Path, names: list[str] | None = None) -> None:
+    """Evaluate the run (``names``: those entries only) and rebuild its report in a child process."""
+    _run_child(run_dir, "evaluation", ["eval", "--run", str(run_dir)]
+               + [arg for name in names or () for arg in ("--entry", name)])
+
+
+def _child_env(run_dir: Path) -> tuple[dict[str, str], int]:
+    lock_env, fd = runlock.child_env(run_dir)
+    source_root = str(Path(recipe.__file__).resolve().parents[1])  # the child imports the same recipe as this process
+    path = os.pathsep.join(filter(None, [source_root, os.environ.get("PYTHONPATH")]))
+    return {**os.environ, **lock_env, PARENT_ENV: str(os.getpid()), "PYTHONPATH": path}, fd
+
+
+def _run_child(run_dir: Path, label: str, args: list[str]) -> None:
+    env, fd = _child_env(run_dir)
+    proc = subprocess.Popen([sys.executable, "-m", CHILD_MODULE, *args], env=env, pass_fds=(fd,),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log.info("%s runs in its own process (pid %d)", label, proc.pid)
+    try:
+        tail = _relay(proc)
+        code = proc.wait()
+    except BaseException:  # Ctrl-C reached the child too: let it record its state, then make sure it is gone
+        _stop(proc)
+        raise
+    if code == 0:
+        return
+    how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
+    manifest = rundir.load_manifest(run_dir)
+    rundir.mark_interrupted(run_dir, manifest)  # what the next run would do: the entry resumes from its checkpoint
+    rundir.save_manifest(run_dir, manifest)
+    lines = [line for line in tail.replace("\r", "\n").splitlines() if line.strip()][-TAIL_LINES:]
+    log.error("%s's process (pid %d) %s; its last lines:\n%s", label, proc.pid, how, "\n".join(lines) or "(none)")
+    raise RunError(f"{label} failed in its own process (pid {proc.pid}, which {how}); its last lines are above; run "
+                   f"the same command again to resume")
+
+
+def _relay(proc: subprocess.Popen) -> str:
+    """Copy the child's output to this process's stderr as it comes; return its last ~64 KiB."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    tail: deque[str] = deque()
+    size = 0
+    for chunk in iter(lambda: proc.stdout.read1(65536), b""):
+        text = decoder.decode(chunk)
+        sys.stderr.write(text)
+        sys.stderr.flush()
+        tail.append(text)
+        size += len(text)
+        while size > 65536 and len(tail) > 1:
+            size -= len(tail.popleft())
+    return "".join(tail)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        try:
+            proc.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

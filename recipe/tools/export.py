@@ -1,0 +1,212 @@
+"""``cotrecipe export``: a finished stage as a LoRA adapter, merged 16-bit weights, or GGUF (+ an Ollama Modelfile).
+
+Formats
+    ``lora``      the stage's adapter folder, copied as is (adapter_config.json, weights, tokenizer).
+    ``merged16``  the adapter merged into the base weights, written as a plain transformers folder: peft's
+                  ``merge_and_unload`` on the hf backend, Unsloth's ``save_pretrained_merged(save_method=
+                  "merged_16bit")`` on the unsloth backend. bfloat16 unless ``dtype`` says otherwise.
+    ``gguf``      Unsloth's ``save_pretrained_gguf`` when the backend is unsloth; otherwise the merged folder is
+                  converted with llama.cpp's ``convert_hf_to_gguf.py`` when given (``converter``), else one error
+                  naming what is needed. An Ollama ``Modelfile`` is written next to the .gguf.
+
+The stage's weights are found through the run directory's manifest (the orchestrator's ``stage_output``).
+Every folder is written atomically (a temporary sibling moved into place).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from recipe.config import core as config_mod
+from recipe.data import prompts
+from recipe.data.stopping import STOP_TEXTS
+from recipe.errors import (
+    ExportError,  # noqa: F401  (defined there, raised here)
+    RunError,
+)
+from recipe.fsio import replace_dir, write_text
+from recipe.models import model as model_mod
+from recipe.run.rundir import output_of as stage_output  # the one dependency on the run-directory layout
+
+log = logging.getLogger("recipe")
+
+FORMATS = ("lora", "merged16", "gguf")
+STAGES = ("stage1", "stage2", "stage3")
+LLAMA_CPP_HINT = ("llama.cpp's converter: git clone https://github.com/ggml-org/llama.cpp && pip install -r "
+                  "llama.cpp/requirements/requirements-convert_hf_to_gguf.txt, then pass "
+                  "--converter llama.cpp/convert_hf_to_gguf.py")
+
+
+def stage_name(stage: str | int | None) -> str | None:
+    """``3`` / ``"3"`` / ``"stage3"`` -> ``"stage3"``; None stays None (the last finished stage)."""
+    if stage is None:
+        return None
+    name = f"stage{stage}" if str(stage).isdigit() else str(stage)
+    if name not in STAGES:
+        raise ExportError(f"unknown stage '{stage}' (allowed: 1, 2, 3 or {', '.join(STAGES)})")
+    return name
+
+
+def find_stage(run_dir: str | Path, stage: str | int | None = None) -> tuple[str, Path]:
+    """(stage, weights folder) of ``stage`` in ``run_dir``, or of its last finished stage when ``stage`` is None."""
+    name = stage_name(stage)
+    if name is not None:
+        return name, Path(stage_output(run_dir, name))
+    errors = []
+    for candidate in reversed(STAGES):
+        try:
+            return candidate, Path(stage_output(run_dir, candidate))
+        except RunError as exc:
+            errors.append(str(exc))
+    raise ExportError(f"no finished stage in {run_dir}: {errors[-1]}")
+
+
+def run_config(run_dir: str | Path) -> config_mod.Config:
+    """The config a run was made with (its ``config.yaml``)."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ExportError(f"{run_dir} has no config.yaml; is it a cotrecipe run directory?")
+    return config_mod.resolve(config_file=path)
+
+
+def _atomic_dir(out: Path):
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+
+
+def export_lora(src: Path, out: Path) -> Path:
+    """Copy the stage's adapter folder to ``out``."""
+    if not model_mod.is_adapter_dir(src):
+        raise ExportError(f"{src} holds a full model, not a LoRA adapter (model.use_lora was off): "
+                          "use --format merged16")
+    tmp = _atomic_dir(out)
+    try:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
+        replace_dir(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def merge_hf(base: str, src: Path, dtype: str = "bfloat16"):
+    """(merged model, tokenizer) with plain transformers + peft: base + adapter -> ``merge_and_unload``."""
+    import torch  # lazy: exporting a LoRA copy needs no torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    torch_dtype = getattr(torch, dtype)
+    if model_mod.is_adapter_dir(src):
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype)
+        model = PeftModel.from_pretrained(model, str(src)).merge_and_unload()
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(src), dtype=torch_dtype)
+    has_tokenizer = (src / "tokenizer_config.json").is_file()
+    return model, model_mod.load_tokenizer(str(src) if has_tokenizer else base)
+
+
+def export_merged(cfg: config_mod.Config, src: Path, out: Path, dtype: str = "bfloat16") -> Path:
+    """Merged weights in ``out``: Unsloth's merged save on the unsloth backend, peft's merge on hf."""
+    mcfg = dataclasses.replace(cfg.model, fast_inference=False)  # no vLLM engine just to save weights
+    if model_mod.prepare_backend(mcfg) == "unsloth":
+        model, tokenizer = model_mod.load(mcfg, init_from=src, trainable=False)
+        tmp = _atomic_dir(out)
+        try:
+            # dtype=None keeps the base checkpoint's 16-bit dtype; "float32" widens (Unsloth's own options)
+            model.save_pretrained_merged(str(tmp), tokenizer, save_method="merged_16bit",
+                                         dtype="float32" if dtype == "float32" else None)
+            replace_dir(tmp, out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return out
+    model, tokenizer = merge_hf(model_mod.resolve_model_path(mcfg), src, dtype)
+    return model_mod.save(model, tokenizer, out)
+
+
+def modelfile_text(gguf_name: str, eos_token: str | None = None, answer_label: str = prompts.ANSWER_LABEL,
+                   stop_texts=STOP_TEXTS, max_new_tokens: int = 512) -> str:
+    """An Ollama Modelfile for a recipe-trained model: the recipe's own prompt frame (what every stage trained on,
+    ending with ``Reasoning:``) as TEMPLATE, greedy decoding, and the recipe's stop texts plus the eos token.
+
+    >>> text = modelfile_text("model-Q8_0.gguf", eos_token="<|endoftext|>")
+    >>> text.splitlines()[0], 'PARAMETER stop "Question:"' in text, "Question: {{ .Prompt }}" in text
+    ('FROM ./model-Q8_0.gguf', True, True)
+    """
+    frame = prompts.eval_prompt("{{ .Prompt }}", answer_label=answer_label)
+    stops = list(dict.fromkeys([*stop_texts, *([eos_token] if eos_token else [])]))
+    lines = [f"FROM ./{gguf_name}", "", f'TEMPLATE """{frame}"""', "",
+             *[f"PARAMETER stop {json.dumps(s)}" for s in stops],
+             "PARAMETER temperature 0", f"PARAMETER num_predict {max_new_tokens}", ""]
+    return "\n".join(lines)
+
+
+def write_modelfile(gguf_path: str | Path, eos_token: str | None = None, answer_label: str = prompts.ANSWER_LABEL,
+                    max_new_tokens: int = 512) -> Path:
+    """Write ``Modelfile`` next to ``gguf_path`` (``ollama create NAME -f Modelfile`` in that folder)."""
+    gguf_path = Path(gguf_path)
+    path = gguf_path.parent / "Modelfile"
+    write_text(path, modelfile_text(gguf_path.name, eos_token, answer_label, max_new_tokens=max_new_tokens))
+    return path
+
+
+def _convert_with_llama_cpp(converter: Path, merged: Path, out: Path, outtype: str) -> Path:
+    if not converter.is_file():
+        raise ExportError(f"converter not found: {converter} (expected {LLAMA_CPP_HINT.split(', then')[0]})")
+    target = out / f"model-{outtype}.gguf"
+    cmd = [sys.executable, str(converter), str(merged), "--outfile", str(target), "--outtype", outtype]
+    log.info("running %s", " ".join(cmd))
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if result.returncode != 0 or not target.is_file():
+        raise ExportError(f"{converter.name} failed (exit {result.returncode}): {result.stderr.strip()[-400:]}")
+    return target
+
+
+def export_gguf(cfg: config_mod.Config, src: Path, out: Path, quantization: str = "q8_0",
+                converter: str | Path | None = None) -> list[Path]:
+    """GGUF file(s) in ``out`` plus a Modelfile beside them. Needs Unsloth (unsloth backend) or llama.cpp's
+    ``convert_hf_to_gguf.py`` (``converter``; its outtypes: f32, f16, bf16, q8_0, auto)."""
+    mcfg = dataclasses.replace(cfg.model, fast_inference=False)
+    backend = model_mod.pick_backend(mcfg)
+    if backend != "unsloth" and converter is None:
+        raise ExportError("GGUF export needs Unsloth's save_pretrained_gguf (pip install 'cotrecipe[gpu]' on a CUDA "
+                          f"machine, model.backend=unsloth) or {LLAMA_CPP_HINT}")
+    out.mkdir(parents=True, exist_ok=True)
+    if backend == "unsloth":
+        model_mod.prepare_backend(mcfg)
+        model, tokenizer = model_mod.load(mcfg, init_from=src, trainable=False)
+        # Unsloth merges into save_directory and writes the .gguf to the sibling "<save_directory>_gguf"
+        result = model.save_pretrained_gguf(str(out / "merged"), tokenizer, quantization_method=quantization)
+        files = [Path(f) for f in (result or {}).get("gguf_files", [])] or sorted(out.rglob("*.gguf"))
+    else:
+        merged = out / "merged"
+        export_merged(cfg, src, merged, dtype="float16" if quantization == "f16" else "bfloat16")
+        tokenizer = model_mod.load_tokenizer(str(merged))
+        files = [_convert_with_llama_cpp(Path(converter), merged, out, quantization)]
+    if not files:
+        raise ExportError(f"no .gguf file was written under {out}")
+    eos = getattr(tokenizer, "eos_token", None)
+    for gguf in files:  # Unsloth writes its own chat-template Modelfile; ours (the recipe's frame) replaces it
+        write_modelfile(gguf, eos, cfg.data.answer_label, cfg.eval.max_new_tokens)
+    return files
+
+
+def export(run_dir: str | Path, fmt: str, output: str | Path, stage: str | int | None = None,
+           dtype: str = "bfloat16", quantization: str = "q8_0", converter: str | Path | None = None) -> list[Path]:
+    """Export a run's stage; returns the written paths (folder, or .gguf files)."""
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format '{fmt}' (allowed: {', '.join(FORMATS)})")
+    name, src = find_stage(run_dir, stage)
+    out = Path(output).expanduser()
+    log.info("exporting %s of %s (%s) as %s to %s", name, run_dir, src, fmt, out)
+    if fmt == "lora":
+        return [export_lora(src, out)]
+    cfg = run_config(run_dir)
+    if fmt == "merged16":
+        return [export_merged(cfg, src, out, dtype)]
+    return export_gguf(cfg, src, out, quantization, converter)

@@ -1,0 +1,85 @@
+"""The SFT-distillation baseline (entry ``baseline-sft``): plain SFT on the FULL teacher rationales, no curriculum.
+
+Same problems as the curriculum trains on (the stage-1 and stage-2 slices together), same trainer settings as stage 1
+(:func:`recipe.train.trl_args.sft_args`), same LoRA settings, from the base model. Budget (``baseline_sft.budget``):
+stage 1's steps, or (``tokens``) as many steps as it takes to process as many tokens as the curriculum's finished
+stages did (:func:`token_matched_steps`; TRL's ``num_tokens``, prompts and completions, from their trainer logs).
+The prompt is the evaluation prompt itself, the completion the ordered teacher solution, so the baseline is trained
+directly for the evaluation format.
+It is an entry of the run like a stage (:data:`recipe.run.orchestrator.ENTRIES`): manifest record, resume, config check,
+``eval/baseline-sft`` and a report row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+from recipe.config.core import Config
+from recipe.data import prompts
+from recipe.data.gsm8k import Problem
+from recipe.errors import RunError
+from recipe.fsio import read_json
+from recipe.models import model as model_mod
+from recipe.run.rundir import STAGES, TRAINER_LOG
+from recipe.train.common import train_problems, train_sft
+
+log = logging.getLogger("recipe")
+
+
+def build_rows(problems: Sequence[Problem], answer_label: str = prompts.ANSWER_LABEL) -> list[dict]:
+    """Prompt = the evaluation prompt; completion = newline + the full ordered teacher solution.
+
+    >>> row = build_rows([Problem("train-0", "Q?", ("a = 1.", "b = a + 1 = 2."), "2")])[0]
+    >>> row["prompt"].endswith("Reasoning:"), row["completion"]
+    (True, '\\nStep 1: a = 1.\\nStep 2: b = a + 1 = 2.\\nFinal Answer: 2')
+    """
+    return [{"id": p.id, "prompt": prompts.eval_prompt(p.question, answer_label),
+             "completion": prompts.COMPLETION_PREFIX + prompts.render_solution(p.steps, p.answer, answer_label),
+             "answer": p.answer}
+            for p in problems]
+
+
+def curriculum_tokens(run_dir: Path, stages: Sequence[str] = STAGES) -> dict[str, int]:
+    """Tokens each finished curriculum stage processed: the last ``num_tokens`` of its ``trainer_log.json``."""
+    found = {}
+    for stage in stages:
+        path = run_dir / stage / TRAINER_LOG
+        history = read_json(path) if path.is_file() else []
+        counts = [row["num_tokens"] for row in history if isinstance(row, dict) and "num_tokens" in row]
+        if counts:
+            found[stage] = int(float(counts[-1]))
+    return found
+
+
+def token_matched_steps(target_tokens: int, row_tokens: Sequence[int], batch: int) -> int:
+    """Optimizer steps of ``batch`` rows whose mean length is that of ``row_tokens`` to process ``target_tokens``.
+
+    >>> token_matched_steps(10_000, [100, 150], batch=4)
+    20
+    """
+    per_step = batch * sum(row_tokens) / len(row_tokens)
+    return max(1, math.ceil(target_tokens / per_step))
+
+
+def run(cfg: Config, entry_dir: Path, init_from: str | None = None) -> dict:
+    rows = build_rows(train_problems(cfg, "stage1") + train_problems(cfg, "stage2"), cfg.data.answer_label)
+    model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=True, seed=cfg.run.seed)
+    budget = None
+    if cfg.baseline_sft.budget == "tokens":
+        spent = curriculum_tokens(entry_dir.parent, [s for s in STAGES if getattr(cfg, s).enabled])
+        if not spent:
+            raise RunError("baseline_sft.budget=tokens matches the curriculum's tokens, but no stage of "
+                           f"{entry_dir.parent} has a trainer log yet; train the stages first (run-all does)")
+        lengths = [len(ids) for ids in tokenizer([r["prompt"] + r["completion"] for r in rows],
+                                                 add_special_tokens=False)["input_ids"]]
+        steps = token_matched_steps(sum(spent.values()), lengths, cfg.stage1.per_device_train_batch_size)
+        budget = {"mode": "tokens", "curriculum_tokens": spent, "max_steps": steps}
+        cfg = dataclasses.replace(cfg, stage1=dataclasses.replace(cfg.stage1, max_steps=steps))
+    log.info("baseline: SFT on %d full teacher rationales (max_steps=%d, epochs=%g; budget: %s)", len(rows),
+             cfg.stage1.max_steps, cfg.stage1.num_train_epochs, budget or "stage 1's")
+    result = train_sft(cfg, model, tokenizer, rows, entry_dir)
+    return {**result, "budget": budget} if budget else result

@@ -1,0 +1,125 @@
+"""Stage 3 — internalisation: persistent failures and targeted rewriting.
+
+1. Mining: the stage-2 model answers every problem of the stage-3 slice ``mining_k`` times (paper: once, greedy, at
+   most 400 new tokens) with the evaluation prompt and its stop rule. A problem is a *persistent failure* when its
+   fraction of correct answers is <= ``failure_threshold`` (default 0: never right). They are written to
+   ``stage3/failures.jsonl``. Answers are compared as numbers (the authors compared strings, so their failures
+   include e.g. ``42.00`` for 42).
+2. Rewriting: the prompt shows the problem and the teacher's solution (its thinking part included, as theirs) and
+   asks for a much shorter rewrite ending in the answer label; GRPO with correctness + compression-ratio reward
+   (response length / teacher length).
+No failures: the stage records that and hands the stage-2 weights on unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from recipe import dist
+from recipe.config.core import Config
+from recipe.data import prompts
+from recipe.data.answers import answers_match, extract_answer
+from recipe.data.gsm8k import Problem
+from recipe.data.stopping import resolve_stop_rule
+from recipe.fsio import read_jsonl, write_jsonl
+from recipe.models import model as model_mod
+from recipe.models.generation import STOP_TEXTS, to_device
+from recipe.models.vllm_generation import generate_rows
+from recipe.train.common import add_token_lengths, teacher_fields, train_grpo, train_problems
+from recipe.train.objective import refuse_base_reference
+
+log = logging.getLogger("recipe")
+FAILURES = "failures.jsonl"
+
+
+def mine_failures(cfg: Config, problems: list[Problem], init_from: str | None) -> list[dict]:
+    """Answer each problem ``mining_k`` times with the stage-2 model; keep the persistent failures."""
+    st = cfg.stage3
+    if st.mining_limit > 0:
+        problems = problems[: st.mining_limit]
+    model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=False, seed=cfg.run.seed,
+                                      vllm=True)  # through vLLM with model.fast_inference on unsloth
+    model = to_device(model, cfg.run.device)
+    mine = dist.shard(problems)  # several processes: each answers every world_size-th problem
+    prompt_texts = [prompts.eval_prompt(p.question, answer_label=cfg.data.answer_label) for _, p in mine]
+    with tqdm(total=len(mine), desc="stage 3: mining failures", unit="problem", disable=not dist.is_main()) as bar:
+        generations = generate_rows(model, tokenizer, prompt_texts, adapter=model_mod.adapter_folder(init_from),
+                                    max_new_tokens=st.mining_max_new_tokens, batch_size=st.mining_batch_size,
+                                    temperature=st.mining_temperature, num_return_sequences=st.mining_k,
+                                    seed=cfg.run.seed, stop_texts=STOP_TEXTS, answer_label=cfg.data.answer_label,
+                                    progress=bar.update,
+                                    stop_rule=resolve_stop_rule(cfg.eval.stop_rule, "paper"))  # the eval prompt's rule
+    failures = []
+    for (index, problem), gens in zip(mine, generations):
+        correct = [answers_match(extract_answer(g.text), problem.answer) for g in gens]
+        fraction = sum(correct) / len(correct)
+        if fraction <= st.failure_threshold:
+            failures.append((index, {**problem.to_dict(), "correct_fraction": fraction,
+                                     "student_outputs": [g.text for g in gens]}))
+    del model
+    return dist.gather_shards(failures)  # every rank's failures, in the slice's order
+
+
+def read_failures(path: Path) -> list[dict] | None:
+    """The failures mining wrote before an interruption, or None (with a warning naming the line) when the file is
+    damaged: it is the run's own output, so mining is simply done again."""
+    try:
+        failures = read_jsonl(path)
+        for line_no, row in enumerate(failures, start=1):
+            try:
+                Problem.from_dict(row)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise ValueError(f"{path}: line {line_no} is not a mined failure ({type(exc).__name__}: "
+                                 f"{str(exc)[:80]})") from None
+    except (OSError, ValueError) as exc:
+        log.warning("stage 3: %s; mining the failures again", str(exc)[:300])
+        return None
+    return failures
+
+
+def build_rows(problems: Sequence[Problem], answer_label: str = prompts.ANSWER_LABEL) -> list[dict[str, Any]]:
+    """Internalisation (GRPO): the teacher solution is shown and a much shorter rewrite is asked for.
+
+    >>> row = build_rows([Problem("t-0", "Q?", ("a = 1.",), "1")])[0]
+    >>> row["teacher_solution"], row["teacher_steps"]
+    ('Step 1: a = 1.\\nFinal Answer: 1', 1)
+    """
+    rows = []
+    for problem in problems:
+        solution, fields = teacher_fields(problem, answer_label)
+        rows.append({
+            **fields,
+            "prompt": prompts.stage3_prompt(problem.question, solution, answer_label),
+            "teacher_solution": solution,
+        })
+    return rows
+
+
+def run(cfg: Config, stage_dir: Path, init_from: str | None = None) -> dict:
+    refuse_base_reference(cfg, "stage3", init_from)  # before mining: the stage could not train anyway
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    problems = train_problems(cfg, "stage3")
+    failures_path = stage_dir / FAILURES
+    failures = read_failures(failures_path) if failures_path.is_file() else None  # mined before an interruption
+    if failures is None:
+        failures = mine_failures(cfg, problems, init_from)
+        dist.only_main(write_jsonl, failures_path, failures)  # then a barrier: every rank sees the file
+    mined = {"mined": len(problems) if cfg.stage3.mining_limit <= 0 else min(len(problems), cfg.stage3.mining_limit),
+             "failures": len(failures)}
+    log.info("stage 3: %d persistent failures out of %d problems", mined["failures"], mined["mined"])
+    if not failures:
+        return {"output": init_from, "data": {"n_rows": 0}, "metrics": {**mined, "skipped": "no failures"},
+                "trainer_config": {}}
+
+    rows = build_rows([Problem.from_dict(f) for f in failures], answer_label=cfg.data.answer_label)
+    model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=True, seed=cfg.run.seed,
+                                      for_grpo=True)
+    result = train_grpo(cfg, "stage3", model, tokenizer, add_token_lengths(rows, tokenizer), stage_dir,
+                        init_from=init_from)
+    result["metrics"] = {**mined, **result["metrics"]}
+    return result

@@ -1,0 +1,94 @@
+"""TRL trainer arguments built from the config: the one place an ``SFTConfig`` or ``GRPOConfig`` is made."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from trl import GRPOConfig, SFTConfig
+
+from recipe import dist
+from recipe.config.core import Config, GRPOStageConfig, TrainConfig
+from recipe.models.devices import check_device
+from recipe.models.model import trl_vllm_args
+from recipe.models.precision import for_config as precision_for
+
+
+def _common_args(cfg: Config, st: TrainConfig, output_dir: str) -> dict:
+    check_device(cfg.run.device)  # run.device=cuda without CUDA is refused, never trained on the CPU
+    use_cpu = cfg.run.device == "cpu" or not torch.cuda.is_available()
+    flags = precision_for(cfg).trainer_flags()  # the same decision model.load follows (recipe/models/precision.py)
+    return dict(
+        output_dir=output_dir,
+        learning_rate=st.learning_rate,
+        num_train_epochs=st.num_train_epochs,
+        max_steps=st.max_steps,
+        per_device_train_batch_size=st.per_device_train_batch_size,
+        gradient_accumulation_steps=st.gradient_accumulation_steps,
+        warmup_steps=st.warmup_steps,
+        lr_scheduler_type=st.lr_scheduler_type,
+        weight_decay=st.weight_decay,
+        max_grad_norm=st.max_grad_norm,
+        optim=st.optim,
+        logging_steps=st.logging_steps,
+        save_strategy="steps",
+        save_steps=st.save_steps,
+        save_total_limit=st.save_total_limit,
+        seed=cfg.run.seed,
+        report_to=[r for r in cfg.run.report_to if r != "none"] or "none",
+        use_cpu=use_cpu,
+        **flags,
+        gradient_checkpointing=cfg.model.gradient_checkpointing,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+        # several processes (DDP): LoRA and full fine-tuning use every trainable weight, so skip DDP's unused-weight scan
+        ddp_find_unused_parameters=False if dist.is_distributed() else None,
+        **dist.trainer_kwargs(use_cpu),
+    )
+
+
+def sft_args(cfg: Config, output_dir: str, section: Literal["stage1", "warmup"] = "stage1") -> SFTConfig:
+    """TRL SFTConfig for stage 1 (and the SFT baseline, on stage 1's budget) or the warm-up (its own section):
+    prompt-completion data, loss on the completion only."""
+    st = getattr(cfg, section)
+    return SFTConfig(
+        **_common_args(cfg, st, output_dir),
+        max_length=min(st.max_length, cfg.model.max_seq_length),
+        completion_only_loss=True,
+        packing=False,
+        dataset_num_proc=None,
+    )
+
+
+def grpo_args(cfg: Config, stage: Literal["stage2", "stage3"], output_dir: str) -> GRPOConfig:
+    """TRL GRPOConfig for stage 2 or 3."""
+    st: GRPOStageConfig = getattr(cfg, stage)
+    args = _common_args(cfg, st, output_dir)
+    return GRPOConfig(
+        **args,
+        num_generations=st.num_generations,
+        max_completion_length=st.max_completion_length,
+        temperature=st.temperature,
+        top_p=st.top_p,
+        beta=st.beta,
+        epsilon=st.epsilon,
+        epsilon_high=st.epsilon_high,  # explicit on both backends: Unsloth fills an unset one (0.28 under dapo)
+        mask_truncated_completions=st.mask_truncated_completions,  # likewise (Unsloth: True under dapo)
+        loss_type=st.loss_type,
+        scale_rewards=st.scale_rewards,
+        num_iterations=st.num_iterations,
+        reward_weights=[spec.weight for spec in st.rewards],
+        log_completions=st.log_completions,
+        num_completions_to_print=st.num_completions_to_print,
+        **{**trl_vllm_args(cfg.model, args["use_cpu"]), **vllm_server_args(cfg)},  # run.vllm_mode wins
+        remove_unused_columns=False,
+    )
+
+
+def vllm_server_args(cfg: Config) -> dict:
+    """Where TRL's vLLM runs (``run.vllm_mode``) and how to reach a ``trl vllm-serve`` server; the switch itself is
+    ``model.hf_use_vllm`` (:func:`recipe.models.model.trl_vllm_args`). The config check allows server mode only on hf."""
+    run = cfg.run
+    return dict(vllm_mode=run.vllm_mode, vllm_server_base_url=run.vllm_server_base_url or None,
+                vllm_server_host=run.vllm_server_host, vllm_server_port=run.vllm_server_port,
+                vllm_server_timeout=run.vllm_server_timeout)
