@@ -1,4 +1,4 @@
-"""The configuration: one typed schema (:mod:`.core`), the limits of its keys (:mod:`.limits`), the dataclass
+"""The configuration: one typed schema (:mod:`.schema`), loading, merging and validation (:mod:`.core`), the limits of its keys (:mod:`.limits`), the dataclass
 machinery under it (:mod:`.typed`) and the bounded YAML reader every file goes through (:mod:`.safe_yaml`).
 
 Owns: presets, ``--config`` / ``--set`` merging, validation with one-line errors that name the key.

@@ -1,0 +1,214 @@
+"""The configuration schema: every key the recipe can be told, as dataclasses whose defaults are the ONE place a
+default is written. Loading, merging and validation live in :mod:`recipe.config.core`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+# --------------------------------------------------------------------------------------------------------------------
+# Schema
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = "Qwen/Qwen2.5-3B"  # hub id, local folder, or builtin:tiny-qwen2 | builtin:smollm2-135m
+    backend: Literal["auto", "hf", "unsloth"] = "auto"
+    load_in_4bit: bool = True  # only honoured on CUDA
+    max_seq_length: int = 1024
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # CPU only: train float32 weights under bf16 autocast (TRL bf16=True with use_cpu); see recipe/models/precision.py
+    cpu_autocast: Literal["none", "bfloat16"] = "none"
+    use_lora: bool = True
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    gradient_checkpointing: bool = False
+    fast_inference: bool = False  # unsloth backend: a vLLM engine for GRPO generation (stages 2-3 only)
+    hf_use_vllm: bool = False  # hf backend: TRL's own colocated vLLM engine for GRPO (off unless asked for)
+    gpu_memory_utilization: float = 0.6
+    trust_remote_code: bool = False
+    cache_dir: str = "~/.cache/cotrecipe"
+
+
+@dataclass
+class DataConfig:
+    source: str = "openai/gsm8k"  # hub id | local .jsonl/.json/.parquet | folder with train/test files | synthetic[:N]
+    eval_source: str = ""  # empty = same as source
+    teacher: str = "gold"  # teacher rationales: "gold" (the dataset's own) or a .jsonl/.json/.parquet file of them
+    annotations: Literal["strip", "keep"] = "strip"
+    answer_label: str = "Final Answer:"
+    mask_token: str = "[MASK]"
+    strict: bool = False
+    teacher_latex: Literal["keep", "math"] = "keep"  # stage 1 only: "math" replaces LaTeX spans by [math] (official)
+    # Row ranges [start, end) of the train split; end -1 means "to the end". Disjoint by default (the `paper` preset
+    # overlaps stage 3 with stage 2, as the authors' mining did).
+    stage1_rows: list[int] = field(default_factory=lambda: [0, 2000])
+    stage2_rows: list[int] = field(default_factory=lambda: [2000, 4000])
+    stage3_rows: list[int] = field(default_factory=lambda: [4000, -1])
+    warmup_rows: list[int] = field(default_factory=lambda: [0, 0])  # the warm-up's own slice (warmup.enabled)
+
+
+@dataclass
+class RewardSpec:
+    name: str = ""  # required: a spec without a name is refused (allowed: recipe.rewards.REWARDS)
+    weight: float = 1.0
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    """Fields shared by every trainer stage (they map 1:1 to transformers TrainingArguments)."""
+
+    enabled: bool = True
+    learning_rate: float = 1e-5
+    num_train_epochs: float = 1.0
+    max_steps: int = -1  # > 0 overrides epochs
+    per_device_train_batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    warmup_steps: float = 0.0  # >= 1: a step count; < 1: a fraction of the training steps
+    lr_scheduler_type: str = "linear"
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    optim: str = "adamw_torch"
+    logging_steps: int = 1
+    save_steps: int = 50  # a checkpoint every N steps: resume point after a crash
+    save_total_limit: int = 2
+
+
+@dataclass
+class Stage1Config(TrainConfig):
+    learning_rate: float = 1e-5
+    mask_prob: float = 0.7
+    max_length: int = 1024
+    question_only_share: float = 0.0  # share of rows with the question alone (eval prompt); 0 = the paper
+
+
+@dataclass
+class GRPOStageConfig(TrainConfig):
+    per_device_train_batch_size: int = 8  # a multiple of num_generations: one prompt's group per step
+    num_generations: int = 8
+    max_completion_length: int = 512
+    temperature: float = 1.0
+    top_p: float = 1.0
+    beta: float = 0.0  # KL coefficient; 0 means no reference model is kept
+    epsilon: float = 0.2  # PPO-style clip range (lower side: ratio >= 1 - epsilon)
+    # Upper clip (ratio <= 1 + epsilon_high). 0.2 = epsilon: the symmetric clip of the paper and of TRL alone. Passed
+    # to TRL explicitly on both backends: with loss_type=dapo Unsloth's GRPOConfig puts 0.28 in an unset one.
+    epsilon_high: float = 0.2
+    # True drops every completion that reaches max_completion_length from the loss. False (ours, and TRL's): those
+    # long completions stay in and take the brevity reward's penalty, which is what stages 2-3 train against.
+    # Passed explicitly on both backends: with loss_type=dapo Unsloth's GRPOConfig turns an unset one on.
+    mask_truncated_completions: bool = False
+    loss_type: str = "dapo"
+    scale_rewards: str = "group"
+    num_iterations: int = 1
+    log_completions: bool = True
+    num_completions_to_print: int = 2
+    length_unit: Literal["words", "tokens"] = "words"
+    cut_after_answer: bool = True  # rewards read a completion up to its first answer line (official truncation)
+    rewards: list[RewardSpec] = field(default_factory=list)
+
+
+@dataclass
+class Stage2Config(GRPOStageConfig):
+    min_masked: int = 3
+    mask_ratio: float = 0.5
+    question_only_share: float = 0.0  # share of prompts with the question alone (eval prompt); 0 = the paper
+    rewards: list[RewardSpec] = field(default_factory=lambda: [RewardSpec("gated_brevity")])
+
+
+@dataclass
+class Stage3Config(GRPOStageConfig):
+    mining_k: int = 1  # answers per mined problem
+    mining_temperature: float = 0.0  # 0 = greedy
+    mining_max_new_tokens: int = 512
+    mining_batch_size: int = 16
+    failure_threshold: float = 0.0  # a problem fails persistently when its correct fraction <= this
+    mining_limit: int = -1  # -1 = mine the whole stage-3 slice
+    # the paper's reward: correctness and format gates (-2 / -1), then 1 + a compression-ratio bonus
+    rewards: list[RewardSpec] = field(default_factory=lambda: [RewardSpec("compression_ratio")])
+
+
+@dataclass
+class WarmupConfig(TrainConfig):
+    """Not in the paper: SFT of the base model on the teacher's full rationales (``data.warmup_rows``), merged into
+    its weights, which then stand for the base model of the whole run (base row, stages, baselines). On CPU it plays
+    the competent, verbose pretrained base the paper starts from (README, "The proof run")."""
+
+    enabled: bool = False
+    learning_rate: float = 3e-4
+    max_length: int = 1024
+
+
+@dataclass
+class EvalConfig:
+    enabled: bool = True
+    split: str = "test"
+    limit: int = -1  # -1 = the whole split
+    batch_size: int = 16
+    max_new_tokens: int = 512
+    prompt: Literal["paper", "fewshot", "chat"] = "paper"
+    # when a row is done: "paper" = the authors' rule ((Final Answer|Answer): number, then a newline or > 20 more
+    # characters); "answer_line" = an answer_label line with a digit, ended; "auto" = paper for prompt=paper, else
+    # answer_line
+    stop_rule: Literal["auto", "paper", "answer_line"] = "auto"
+    stages: list[str] = field(default_factory=lambda: ["base", "stage1", "stage2", "stage3"])
+
+
+BASELINES = ("sft", "grpo")  # `run.baselines` keys; each is an entry of recipe.run.orchestrator.ENTRIES
+
+
+@dataclass
+class BaselineGRPOConfig:
+    """Plain GRPO from the base model (entry ``baseline-grpo``). Everything else is borrowed from ``stage2`` (LoRA,
+    optimizer, lr schedule, generation settings); the step count is matched to stages 2+3's sampled completions."""
+
+    reward: Literal["correctness", "correctness+brevity"] = "correctness"  # +brevity: stage 2's own rewards
+
+
+@dataclass
+class BaselineSFTConfig:
+    """The SFT baseline's budget (entry ``baseline-sft``): ``stage1`` = stage 1's steps; ``tokens`` = as many steps as
+    it takes to process as many tokens as the curriculum's finished stages did (TRL's ``num_tokens``)."""
+
+    budget: Literal["stage1", "tokens"] = "stage1"
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = "runs/cotrecipe"
+    seed: int = 42
+    report_to: list[str] = field(default_factory=lambda: ["none"])
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    baselines: list[str] = field(default_factory=list)  # trained by run-all after the stages, e.g. [sft, grpo]
+    report_note: str = ""  # shown first in report.md: what this run does and does not show
+    # run-all (and `baseline`) train each entry and evaluate in child processes (a fresh GPU context: a vLLM engine
+    # is not reliably freed inside one process). auto: on with CUDA, off on the CPU and under a multi-process launch.
+    process_per_entry: Literal["auto"] | bool = "auto"
+    # Where TRL's vLLM (model.hf_use_vllm) runs for GRPO: in each training process, or a `trl vllm-serve` server
+    # (README "Scaling out"). Not part of any entry's config fingerprint: switching it never blocks a resume.
+    vllm_mode: Literal["colocate", "server"] = "colocate"
+    vllm_server_base_url: str = ""  # e.g. http://10.0.0.5:8000; when set, host and port are ignored
+    vllm_server_host: str = "127.0.0.1"
+    vllm_server_port: int = 8000
+    vllm_server_timeout: float = 240.0  # seconds to wait for the server to come up
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    stage1: Stage1Config = field(default_factory=Stage1Config)
+    stage2: Stage2Config = field(default_factory=Stage2Config)
+    stage3: Stage3Config = field(default_factory=Stage3Config)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    baseline_grpo: BaselineGRPOConfig = field(default_factory=BaselineGRPOConfig)
+    baseline_sft: BaselineSFTConfig = field(default_factory=BaselineSFTConfig)
+    warmup: WarmupConfig = field(default_factory=WarmupConfig)
+    description: str = ""
