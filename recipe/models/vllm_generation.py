@@ -15,7 +15,8 @@ Same protocol and rows as the hf decoder (:func:`recipe.models.hf_generation.gen
       ``answer_line``) is then replayed on the returned tokens exactly as the HF decoder checks it, after every token
       on the decoded tail of the last 48, and the row is cut at the first token where it holds. A row that goes on
       after its answer line costs vLLM time up to ``max_new_tokens`` but is scored on the same tokens;
-    - rows are built by :func:`recipe.models.hf_generation.make_generation` (text cut, ``n_tokens``, ``truncated``, ``raw``).
+    - rows are built by :func:`recipe.models.hf_generation.make_generation` (text cut, ``n_tokens``, ``truncated``,
+      ``raw``).
 """
 
 from __future__ import annotations
