@@ -28,10 +28,10 @@ from recipe.errors import EvalError
 from recipe.eval.official_checker import official_verdict
 from recipe.eval.report import results_problem
 from recipe.fsio import read_json, read_jsonl, write_json, write_jsonl
+from recipe.models import generation
 from recipe.models import model as model_mod
 from recipe.models.generation import STOP_TEXTS, to_device
 from recipe.models.integrity import WEIGHT_SUFFIXES
-from recipe.models.vllm_generation import generate_rows
 from recipe.rewards import step_format_ok
 from recipe.run.rundir import GENERATIONS, RESULTS, versions
 
@@ -200,23 +200,18 @@ def protocol(ecfg: EvalConfig, answer_label: str) -> dict:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# With a model
-# --------------------------------------------------------------------------------------------------------------------
-
-
 def generate_and_score(model, tokenizer, problems: Sequence[Any], ecfg: EvalConfig, answer_label: str,
                        seed: int, official_golds: Sequence[Any] | None = None,
                        adapter: str | None = None) -> tuple[dict, list[dict]]:
     """Greedy, batched generation for every problem with the configured prompt style and stop rule, then
-    :func:`score_generations`. Through vLLM when the model came with an engine (``adapter``: its LoRA folder,
-    :mod:`recipe.models.vllm_generation`), else HF ``generate``: the same rows either way."""
+    :func:`score_generations`. Through the generation seam (:func:`recipe.models.generation.generate`: vLLM when the
+    model came with an engine, ``adapter`` its LoRA folder; else the hf decoder): the same rows either way."""
     texts = [build_prompt(_get(p, "question"), ecfg.prompt, answer_label, tokenizer) for p in problems]
     with tqdm(total=len(texts), desc="eval", unit="problem") as bar:
-        generations = generate_rows(model, tokenizer, texts, adapter=adapter, max_new_tokens=ecfg.max_new_tokens,
-                                    batch_size=ecfg.batch_size, temperature=0.0, seed=seed, stop_texts=STOP_TEXTS,
-                                    answer_label=answer_label,
-                                    stop_rule=resolve_stop_rule(ecfg.stop_rule, ecfg.prompt), progress=bar.update)
+        generations = generation.generate(model, tokenizer, texts, adapter=adapter, max_new_tokens=ecfg.max_new_tokens,
+                                          batch_size=ecfg.batch_size, temperature=0.0, seed=seed, stop_texts=STOP_TEXTS,
+                                          answer_label=answer_label,
+                                          stop_rule=resolve_stop_rule(ecfg.stop_rule, ecfg.prompt), progress=bar.update)
     return score_generations(problems, [g[0] for g in generations], answer_label=answer_label,
                              official_golds=official_golds)
 

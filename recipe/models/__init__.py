@@ -1,8 +1,8 @@
 """The model seam: resolve a model name, pick a backend (``hf`` or ``unsloth``), load and save
 (:mod:`.model`, :mod:`.names`, :mod:`.unsloth_backend`), the precision both backends train in (:mod:`.precision`),
 LoRA targets (:mod:`.lora_targets`), the built-in tiny test model (:mod:`.tiny`), device checks (:mod:`.devices`),
-weight checks (:mod:`.integrity`) and generation: pruned HF ``generate`` (:mod:`.generation`) or vLLM
-(:mod:`.vllm_generation`).
+weight checks (:mod:`.integrity`) and generation: one seam (:func:`.generation.generate`, which alone picks the
+decoder) over pruned HF greedy or HF ``generate`` (:mod:`.hf_generation`) and vLLM (:mod:`.vllm_generation`).
 
 May import: ``recipe.data`` (prompt format, stop rules, the synthetic vocabulary of the tiny model),
 ``recipe.dist``, ``recipe.fsio``, ``recipe.errors``. Never the config, training, evaluation or run layers: callers

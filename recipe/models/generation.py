@@ -1,71 +1,65 @@
-"""Batched generation on the hf backend: left padding, greedy or sampled, stop after the answer line.
+"""The one generation seam: evaluation, stage-3 mining and ``teach``'s ``hf:`` teacher all call :func:`generate`,
+and :func:`choose_backend` is the one place that decides how the rows are made:
 
-Used by stage-3 mining and by evaluation. The answer line is ``data.answer_label`` followed by something with a digit
-(:func:`answer_line_pattern`); :data:`STOP_TEXTS` end a row that starts a new problem. Greedy decoding drops finished
-rows from the batch as it goes (:func:`_greedy_pruned`); sampling, and every model loaded through Unsloth, use HF
-``generate`` (on unsloth that is Unsloth's patched fast decoding). With ``model.fast_inference`` on unsloth, evaluation
-and mining generate through vLLM instead (:mod:`recipe.models.vllm_generation`), into the same rows (:func:`make_generation`).
+- ``vllm``: the model carries the vLLM engine this process holds (loaded with ``model.fast_inference`` on unsloth,
+  :func:`recipe.models.unsloth_backend.engine_of`); every request the seam takes is one the engine serves (greedy or
+  sampled, ``n`` answers, seeded, the stop texts and rule), so nothing falls back. :mod:`recipe.models.vllm_generation`;
+- ``hf_pruned``: greedy, one answer per prompt, ``prune`` on and a model whose greedy decoding is a bare argmax
+  (:func:`recipe.models.hf_generation.plain_greedy`): finished rows leave the batch as it goes;
+- ``hf_generate``: everything else (sampling, several answers, a logits-processing generation config, a model loaded
+  through Unsloth without an engine): HF ``generate`` with a per-row stopping criterion.
+
+All three return the same :class:`Generation` rows (tested against each other). Callers reach :func:`generate` as a
+module attribute (``generation.generate(...)``), so a test can observe every call at this one seam.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
+from typing import Any
 
 import torch
-from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList
 
 from recipe.data.prompts import ANSWER_LABEL
-from recipe.data.stopping import (  # noqa: F401  (STOP_TEXTS, answer_line_pattern and cut_after_answer are re-exported)
-    STOP_TEXTS,
-    answer_line_pattern,
-    cut_after_answer,
-    cut_finished,
-    is_finished,
-)
+from recipe.data.stopping import STOP_TEXTS, cut_after_answer
+from recipe.models import unsloth_backend
 from recipe.models.devices import check_device
+from recipe.models.hf_generation import (
+    Generation,
+    StopAfterAnswerLine,
+    eos_ids_of,
+    generate_hf,
+    plain_greedy,
+)
+from recipe.models.vllm_generation import generate_vllm
 
-_TAIL_TOKENS = 48  # how many trailing tokens are decoded to look for the answer line; far longer than the line
+log = logging.getLogger(__name__)
 
+# names callers and tests import from the seam (the rows, the stop rule's pieces, the device move)
+__all__ = ["STOP_TEXTS", "Backend", "Generation", "StopAfterAnswerLine", "choose_backend", "cut_after_answer",
+           "eos_ids_of", "generate", "plain_greedy", "to_device"]
 
-@dataclass
-class Generation:
-    prompt: str
-    text: str  # the completion, cut right after the final-answer line
-    n_tokens: int  # generated tokens of the student's tokenizer (pad/eos excluded)
-    truncated: bool  # hit max_new_tokens without ending
-    raw: str = ""  # every generated token decoded, uncut (what the authors' checker reads)
-
-
-class StopAfterAnswerLine(StoppingCriteria):
-    """Per-row stop once ``<answer_label> ...<digit>...\\n`` has been generated (``rule="answer_line"``) or the
-    authors' answer test holds (``rule="paper"``, :func:`recipe.data.stopping.paper_answer_done`), or any of
-    ``stop_texts``."""
-
-    def __init__(self, tokenizer, prompt_len: int, stop_texts: Sequence[str] = (), answer_label: str = ANSWER_LABEL,
-                 rule: str = "answer_line"):
-        self.tokenizer = tokenizer
-        self.prompt_len = prompt_len
-        self.stop_texts = tuple(stop_texts)
-        self.answer_label = answer_label
-        self.rule = rule
-
-    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        tails = input_ids[:, max(self.prompt_len, input_ids.shape[1] - _TAIL_TOKENS):]
-        texts = self.tokenizer.batch_decode(tails, skip_special_tokens=True)
-        done = [is_finished(t, self.rule, self.stop_texts, self.answer_label) for t in texts]
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+VLLM, HF_PRUNED, HF_GENERATE = "vllm", "hf_pruned", "hf_generate"
 
 
-def eos_ids_of(model, tokenizer) -> list[int]:
-    """The tokenizer's EOS plus any the model's generation config lists (e.g. a chat model's end-of-turn token)."""
-    ids = [tokenizer.eos_token_id]
-    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    for tok in config_eos if isinstance(config_eos, list) else [config_eos]:
-        if isinstance(tok, int) and tok not in ids:
-            ids.append(tok)
-    return [t for t in ids if t is not None]
+@dataclass(frozen=True)
+class Backend:
+    name: str  # VLLM, HF_PRUNED or HF_GENERATE
+    engine: Any = None  # the vllm.LLM when name is VLLM
+
+
+def choose_backend(model, *, temperature: float = 0.0, num_return_sequences: int = 1,
+                   prune: bool = True) -> Backend:
+    """Which decoder :func:`generate` runs for this model and request (see the module doc); the only place that
+    decides it."""
+    engine = unsloth_backend.engine_of(model)
+    if engine is not None:
+        return Backend(VLLM, engine)
+    if prune and temperature <= 0 and num_return_sequences == 1 and plain_greedy(model):
+        return Backend(HF_PRUNED)
+    return Backend(HF_GENERATE)
 
 
 def to_device(model, device: str = "auto"):
@@ -76,124 +70,26 @@ def to_device(model, device: str = "auto"):
     return model.to("cuda")
 
 
-_PROCESSING_KEYS = {  # generation-config settings that change greedy logits; with any of them set, HF generate runs
-    "repetition_penalty": (None, 1.0), "no_repeat_ngram_size": (None, 0), "min_length": (None, 0),
-    "min_new_tokens": (None, 0), "bad_words_ids": (None,), "suppress_tokens": (None,),
-    "begin_suppress_tokens": (None,), "forced_bos_token_id": (None,), "forced_eos_token_id": (None,),
-    "sequence_bias": (None,), "encoder_repetition_penalty": (None, 1.0), "exponential_decay_length_penalty": (None,),
-}
-
-
-def plain_greedy(model) -> bool:
-    """Whether greedy decoding of ``model`` is a bare argmax (no logits processors from its generation config), so
-    :func:`_greedy_pruned` writes exactly what HF ``generate`` writes. Models loaded through Unsloth (its own patched
-    forward and decoding) keep HF ``generate``."""
-    if getattr(getattr(model, "config", None), "unsloth_version", None):
-        return False
-    config = getattr(model, "generation_config", None)
-    return all(getattr(config, key, None) in allowed for key, allowed in _PROCESSING_KEYS.items())
-
-
-def _greedy_pruned(model, tokenizer, enc, max_new_tokens: int, eos_ids: list[int],
-                   done: Callable[[str], bool] | None) -> list[list[int]]:
-    """Greedy decoding with a KV cache whose finished rows leave the batch: a row ends on EOS (kept, as HF keeps it)
-    or when ``done`` holds for the tail of its generated text (what :class:`StopAfterAnswerLine` reads), and the cache,
-    mask and positions of the rows still writing are index-selected. HF ``generate`` keeps finished rows in the batch
-    until the last one ends, so one rambling row made the whole batch run to ``max_new_tokens``. Same prefill, same
-    positions, same argmax: the same tokens as ``generate`` (tested against it)."""
-    ids, mask = enc["input_ids"], enc["attention_mask"]
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache(config=getattr(model, "config", None))
-    written: list[list[int]] = [[] for _ in range(ids.shape[0])]
-    active = torch.arange(ids.shape[0], device=ids.device)
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                   use_cache=True, logits_to_keep=1).logits[:, -1, :]
-    last = positions[:, -1]
-    for step in range(max_new_tokens):
-        nxt = logits.argmax(-1)
-        rows = active.tolist()
-        keep = []
-        for k, (row, tok) in enumerate(zip(rows, nxt.tolist())):
-            written[row].append(tok)
-            if tok in eos_ids:
-                continue
-            if done is not None and done(tokenizer.decode(written[row][-_TAIL_TOKENS:], skip_special_tokens=True)):
-                continue
-            keep.append(k)
-        if not keep or step == max_new_tokens - 1:
-            break
-        if len(keep) < len(rows):
-            index = torch.tensor(keep, device=ids.device)
-            cache.batch_select_indices(index)
-            active, nxt, mask, last = active[index], nxt[index], mask[index], last[index]
-        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-        last = last + 1
-        logits = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=last[:, None],
-                       past_key_values=cache, use_cache=True).logits[:, -1, :]
-    return written
-
-
-def make_generation(prompt: str, ids: Sequence[int], ended: bool, tokenizer, special: set, max_new_tokens: int,
-                    done: Callable[[str], bool] | None, cut: Callable[[str], str] | None) -> Generation:
-    """One row from its generated token ids (both decoders, :mod:`recipe.models.vllm_generation` too): special tokens
-    dropped and not counted, the text cut by ``cut`` (the stop rule's :func:`recipe.data.stopping.cut_finished`), and
-    ``truncated`` when ``max_new_tokens`` were written without EOS (``ended``) or a finished answer."""
-    ids = [t for t in ids if t not in special]
-    raw = tokenizer.decode(ids, skip_special_tokens=True)
-    finished = ended or done is not None and done(raw + "\n")
-    return Generation(prompt=prompt, text=cut(raw) if cut is not None else raw, n_tokens=len(ids),
-                      truncated=len(ids) >= max_new_tokens and not finished, raw=raw)
-
-
-@torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 512, batch_size: int = 16,
-             temperature: float = 0.0, top_p: float = 1.0, num_return_sequences: int = 1, seed: int = 0,
-             stop_at_answer: bool = True, stop_texts: Sequence[str] = (), answer_label: str = ANSWER_LABEL,
-             stop_rule: str = "answer_line", progress=None, prune: bool = True) -> list[list[Generation]]:
+def generate(model, tokenizer, prompts: list[str], *, adapter: str | None = None, max_new_tokens: int = 512,
+             batch_size: int = 16, temperature: float = 0.0, top_p: float = 1.0, num_return_sequences: int = 1,
+             seed: int = 0, stop_at_answer: bool = True, stop_texts: Sequence[str] = (),
+             answer_label: str = ANSWER_LABEL, stop_rule: str = "answer_line", progress=None,
+             prune: bool = True) -> list[list[Generation]]:
     """Generate for every prompt; returns one list of ``num_return_sequences`` generations per prompt.
 
     With ``stop_at_answer`` a row stops after its ``answer_label`` line, or as soon as it writes one of ``stop_texts``
     (the evaluation protocol passes ``["Question:"]``: a base model that starts a new problem is done); the text is
     cut there, while ``n_tokens`` counts every generated token (as the paper's length does). ``stop_rule="paper"``
-    stops and cuts by the authors' evaluation rule instead (:mod:`recipe.data.stopping`). Greedy single-answer generation
-    drops finished rows from the batch as it goes (:func:`_greedy_pruned`, same tokens as HF ``generate``) unless
-    ``prune`` is off or the model's generation config processes logits; sampling always runs HF ``generate``."""
-    model.eval()
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    eos_ids = eos_ids_of(model, tokenizer)
-    special = {tokenizer.pad_token_id, *eos_ids}
-    device = next(model.parameters()).device
-    torch.manual_seed(seed)
-    pruned = prune and temperature <= 0 and num_return_sequences == 1 and plain_greedy(model)
-    done = partial(is_finished, rule=stop_rule, stop_texts=stop_texts, answer_label=answer_label) \
-        if stop_at_answer else None
-    kwargs = dict(max_new_tokens=max_new_tokens, num_return_sequences=num_return_sequences,
-                  pad_token_id=tokenizer.pad_token_id, eos_token_id=eos_ids)
-    if temperature > 0:
-        kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
-    else:
-        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-    results: list[list[Generation]] = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start:start + batch_size]
-        enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-        prompt_len = enc["input_ids"].shape[1]
-        if pruned:
-            new = _greedy_pruned(model, tokenizer, enc, max_new_tokens, eos_ids, done)
-        else:
-            if stop_at_answer:
-                kwargs["stopping_criteria"] = StoppingCriteriaList([StopAfterAnswerLine(tokenizer, prompt_len, stop_texts,
-                                                                                         answer_label, stop_rule)])
-            new = model.generate(**enc, **kwargs)[:, prompt_len:].tolist()
-        for i, prompt in enumerate(chunk):
-            rows = new[i * num_return_sequences:(i + 1) * num_return_sequences]
-            results.append([make_generation(prompt, ids, any(t in special for t in ids) or pruned and
-                                            len(ids) < max_new_tokens, tokenizer, special, max_new_tokens, done,
-                                            partial(cut_finished, rule=stop_rule, stop_texts=stop_texts,
-                                                    answer_label=answer_label) if stop_at_answer else None)
-                            for ids in rows])
-        if progress is not None:
-            progress(len(chunk))
-    return results
+    stops and cuts by the authors' evaluation rule instead (:mod:`recipe.data.stopping`). ``progress`` is called with
+    the number of prompts done after each batch. ``adapter``: the adapter folder the model was loaded from (a LoRA
+    request when vLLM generates; the hf decoders have it on the model already). ``batch_size`` and ``prune`` are the
+    hf decoders' (vLLM schedules its own batches). The decoder is :func:`choose_backend`'s."""
+    backend = choose_backend(model, temperature=temperature, num_return_sequences=num_return_sequences, prune=prune)
+    request = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                   num_return_sequences=num_return_sequences, seed=seed, stop_at_answer=stop_at_answer,
+                   stop_texts=stop_texts, answer_label=answer_label, stop_rule=stop_rule, progress=progress)
+    if backend.name == VLLM:
+        log.info("generating %d prompts through vLLM%s", len(prompts), f" with LoRA {adapter}" if adapter else "")
+        return generate_vllm(backend.engine, tokenizer, prompts, adapter=adapter, eos_ids=eos_ids_of(model, tokenizer),
+                             **request)
+    return generate_hf(model, tokenizer, prompts, pruned=backend.name == HF_PRUNED, batch_size=batch_size, **request)

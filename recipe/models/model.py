@@ -283,8 +283,8 @@ def load(cfg: Any, init_from: str | os.PathLike | None = None, trainable: bool =
          for_grpo: bool = False, vllm: bool = False) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` for a stage; see the module docstring for what comes back in each case.
     ``seed``: pass ``run.seed``. ``for_grpo``: GRPO will train this model; ``vllm``: evaluation or mining will
-    generate through vLLM (:mod:`recipe.models.vllm_generation`). Only these loads get a vLLM engine, and only with
-    ``model.fast_inference`` on the unsloth backend."""
+    generate with it (the seam, :func:`recipe.models.generation.generate`, then picks vLLM). Only these loads get a
+    vLLM engine, and only with ``model.fast_inference`` on the unsloth backend."""
     import torch
 
     base = resolve_model_path(cfg)

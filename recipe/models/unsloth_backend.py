@@ -94,6 +94,16 @@ def held_engine() -> Any:
     return _held["engine"]
 
 
+def engine_of(model: Any) -> Any:
+    """The held vLLM engine when ``model`` carries it (unsloth sets ``vllm_engine`` on the model it built; an adapter
+    wrapped around it forwards the attribute), else None: a model loaded without the engine, or beside another
+    model's engine, has none."""
+    engine = _held["engine"]
+    if engine is None or getattr(model, "vllm_engine", None) is not engine:
+        return None
+    return engine
+
+
 def _hold(model: Any) -> None:
     engine = getattr(model, "vllm_engine", None)
     if engine is None:

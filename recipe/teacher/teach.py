@@ -208,11 +208,11 @@ def _hf_generator(cfg: Any, opts: TeachOptions) -> Generate:
     def run(todo, record) -> int:
         from transformers import AutoModelForCausalLM  # lazy: torch/transformers only for hf:
 
-        from recipe.models.generation import generate, to_device  # lazy: torch/transformers, only for hf: sources
+        from recipe.models import generation  # lazy: torch/transformers, only for hf: sources
 
         path = resolve_model_path(replace(cfg.model, name_or_path=opts.source.split(":", 1)[1]))
         tokenizer = load_tokenizer(path)
-        model = to_device(AutoModelForCausalLM.from_pretrained(path, trust_remote_code=False))
+        model = generation.to_device(AutoModelForCausalLM.from_pretrained(path, trust_remote_code=False))
         chat = getattr(tokenizer, "chat_template", None)
         with _progress(len(todo), "teacher generation") as bar:
             for start in range(0, len(todo), opts.batch_size):
@@ -220,8 +220,9 @@ def _hf_generator(cfg: Any, opts: TeachOptions) -> Generate:
                 texts = [tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                                        add_generation_prompt=True) if chat else prompt
                          for _, _, prompt in chunk]
-                outs = generate(model, tokenizer, texts, max_new_tokens=opts.max_new_tokens,
-                                batch_size=opts.batch_size, temperature=opts.temperature, seed=cfg.run.seed)
+                outs = generation.generate(model, tokenizer, texts, max_new_tokens=opts.max_new_tokens,
+                                           batch_size=opts.batch_size, temperature=opts.temperature,
+                                           seed=cfg.run.seed)
                 for (key, problem, prompt), gens in zip(chunk, outs, strict=True):
                     record(key, problem, prompt, gens[0].text)
                 bar.update(len(chunk))

@@ -125,7 +125,7 @@ def estimate_memory(d: ModelDims, s: Setup, w: Workload, gpu_gib: float, optim: 
     # cache and its activation profile (~1 GiB for Qwen2.5-3B on a T4 in Unsloth's GRPO notebook log) inside; its
     # CUDA graphs come on top (0.62 GiB in the same log). Unsloth shares the training weights with it (weights
     # counted in the block only); TRL's colocate mode on the hf backend loads a second, 16-bit copy. One engine at a
-    # time: on unsloth, mining and eval generate through an engine of their own load (recipe.models.vllm_generation).
+    # time: on unsloth, mining and eval generate through an engine of their own load (recipe.models.generation).
     kv_per_token = 2 * d.layers * d.kv_heads * d.head_dim * 2  # K and V, 16-bit
     vllm = s.fast_inference and (s.unsloth or w.kind == "grpo")
     if vllm:

@@ -27,9 +27,9 @@ from recipe.data.answers import answers_match, extract_answer
 from recipe.data.gsm8k import Problem
 from recipe.data.stopping import resolve_stop_rule
 from recipe.fsio import read_jsonl, write_jsonl
+from recipe.models import generation
 from recipe.models import model as model_mod
 from recipe.models.generation import STOP_TEXTS, to_device
-from recipe.models.vllm_generation import generate_rows
 from recipe.train.common import add_token_lengths, teacher_fields, train_grpo, train_problems
 from recipe.train.objective import refuse_base_reference
 
@@ -48,12 +48,13 @@ def mine_failures(cfg: Config, problems: list[Problem], init_from: str | None) -
     mine = dist.shard(problems)  # several processes: each answers every world_size-th problem
     prompt_texts = [prompts.eval_prompt(p.question, answer_label=cfg.data.answer_label) for _, p in mine]
     with tqdm(total=len(mine), desc="stage 3: mining failures", unit="problem", disable=not dist.is_main()) as bar:
-        generations = generate_rows(model, tokenizer, prompt_texts, adapter=model_mod.adapter_folder(init_from),
-                                    max_new_tokens=st.mining_max_new_tokens, batch_size=st.mining_batch_size,
-                                    temperature=st.mining_temperature, num_return_sequences=st.mining_k,
-                                    seed=cfg.run.seed, stop_texts=STOP_TEXTS, answer_label=cfg.data.answer_label,
-                                    progress=bar.update,
-                                    stop_rule=resolve_stop_rule(cfg.eval.stop_rule, "paper"))  # the eval prompt's rule
+        # the evaluation prompt's stop rule
+        generations = generation.generate(model, tokenizer, prompt_texts, adapter=model_mod.adapter_folder(init_from),
+                                          max_new_tokens=st.mining_max_new_tokens, batch_size=st.mining_batch_size,
+                                          temperature=st.mining_temperature, num_return_sequences=st.mining_k,
+                                          seed=cfg.run.seed, stop_texts=STOP_TEXTS, answer_label=cfg.data.answer_label,
+                                          progress=bar.update,
+                                          stop_rule=resolve_stop_rule(cfg.eval.stop_rule, "paper"))
     failures = []
     for (index, problem), gens in zip(mine, generations):
         correct = [answers_match(extract_answer(g.text), problem.answer) for g in gens]
