@@ -74,8 +74,10 @@ def one_error_line(result) -> str:
 
 
 @pytest.mark.parametrize("content", [b"", b'{"stages": {"stage1": {"status": "do', b"[1, 2]", b'{"stages": []}',
-                                     b'{"stages": {"stage1": "done"}}', b"\xff\xfe"],
-                         ids=["empty", "truncated", "list", "stages-list", "record-string", "not-utf8"])
+                                     b'{"stages": {"stage1": "done"}}', b"\xff\xfe", b'{"entries": []}',
+                                     b'{"entries": {"stage1": "done"}}'],
+                         ids=["empty", "truncated", "list", "stages-list", "record-string", "not-utf8", "entries-list",
+                              "entries-record-string"])
 def test_a_corrupt_manifest_is_one_line_saying_how_to_recover(content, tmp_path, monkeypatch):
     trained: list[str] = []
     fake_trainers(monkeypatch, trained)
