@@ -39,7 +39,7 @@ def run_recipe(root: Path, steps: int, tag: str) -> tuple[float, float]:
     t0 = time.perf_counter()
     run_mod.run_one(cfg, "stage2")
     wall = time.perf_counter() - t0
-    entry = rundir.load_manifest(root / tag)["stages"]["stage2"]
+    entry = rundir.load_manifest(root / tag)["entries"]["stage2"]
     return entry["metrics"]["train_runtime_s"] / steps, wall
 
 

@@ -26,6 +26,7 @@ from recipe.fsio import os_error_line
 from recipe.models.devices import check_device
 from recipe.models.model import pick_backend, prepare_backend
 from recipe.run import subrun
+from recipe.run.entries import BASE, ENTRIES, STAGES
 from recipe.run.rundir import CONFIG_FILE, GENERATIONS, RESULTS
 from recipe.teacher.teach import TeachOptions, incomplete_line, teach_command
 from recipe.tools import doctor as doctor_mod
@@ -155,9 +156,8 @@ def _stage_command(stage: str, help_text: str):
     return main.command(stage)(command)
 
 
-_stage_command("stage1", "Stage 1: SFT on masked shuffled reconstruction.")
-_stage_command("stage2", "Stage 2: GRPO on masked completion with the gated brevity reward.")
-_stage_command("stage3", "Stage 3: mine persistent failures, GRPO on shorter rewrites of the teacher solution.")
+for _name in STAGES:  # one command per curriculum stage of the registry (each baseline's is under `baseline`)
+    _stage_command(_name, ENTRIES[_name].cli_help)
 
 
 @main.command("eval")
@@ -166,7 +166,7 @@ _stage_command("stage3", "Stage 3: mine persistent failures, GRPO on shorter rew
 @click.option("--adapter", default=None, type=click.Path(), help="A LoRA adapter folder to apply.")
 @click.option("--run", "run_dir", default=None, type=click.Path(), help="A run directory to evaluate.")
 @click.option("--stage", default=None,
-              help="With --run: base, stage1, stage2, stage3 or a baseline entry (default: all done).")
+              help=f"With --run: {', '.join((BASE, *STAGES))} or a baseline entry (default: all done).")
 @click.option("--split", default=None, help="Dataset split (default: eval.split).")
 @click.option("--limit", default=None, type=int, help="Evaluate the first N problems only.")
 @click.option("--batch-size", default=None, type=int)

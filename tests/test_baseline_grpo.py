@@ -61,12 +61,12 @@ def test_no_teacher_text_in_prompts_and_budget_equals_stages_2_and_3(cache_dir, 
     cfg = smoke(cache_dir, tmp_path / "run", "stage1.max_steps=1", "run.baselines=[grpo]")
     run.run_all(cfg)
     manifest = rundir.load_manifest(tmp_path / "run")
-    assert manifest["stages"]["stage3"]["metrics"]["failures"] > 0, "stage 3 trained (the tiny model fails all)"
+    assert manifest["entries"]["stage3"]["metrics"]["failures"] > 0, "stage 3 trained (the tiny model fails all)"
     assert len(calls) == 3
     stage2, stage3, baseline = (sum(n for _, n, _ in c) for c in calls)
     assert (stage2, stage3) == (3 * 4, 2 * 4)  # smoke: max_steps x per-device batch
     assert baseline == stage2 + stage3
-    record = manifest["stages"]["baseline-grpo"]
+    record = manifest["entries"]["baseline-grpo"]
     assert record["budget"]["completions"] == baseline and record["budget"]["stage3_rows_from"].startswith("mined")
     assert record["trainer_config"]["max_steps"] == 5 and record["init_from"] is None
 
@@ -102,12 +102,12 @@ def test_sigkill_mid_baseline_then_rerun_resumes_evaluates_and_reports(cache_dir
             f"model.cache_dir={cache_dir}", "--set", "eval.limit=4", *[a for q in QUIET for a in ("--set", q)]]
     run_killed_after_save(args, "baseline-grpo:2")
     manifest = rundir.load_manifest(run_dir)
-    assert manifest["stages"]["baseline-grpo"]["status"] == "running"
+    assert manifest["entries"]["baseline-grpo"]["status"] == "running"
     assert (run_dir / "baseline-grpo" / "trainer" / "checkpoint-2" / "trainer_state.json").is_file()
 
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    record = rundir.load_manifest(run_dir)["stages"]["baseline-grpo"]
+    record = rundir.load_manifest(run_dir)["entries"]["baseline-grpo"]
     assert record["status"] == "done" and record["resumed_from"].endswith("checkpoint-2")
     assert record["metrics"]["steps"] == 5 and record["attempts"] == 2
     md = (run_dir / "report.md").read_text(encoding="utf-8")

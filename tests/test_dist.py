@@ -312,7 +312,7 @@ def test_accelerate_launch_two_cpu_processes_run_the_smoke_preset(launched):
     # only rank 0 evaluates
     assert _rank_lines(log, 0, "stage2: accuracy") and not _rank_lines(log, 1, "accuracy")
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert {s: (e["status"], e["processes"]) for s, e in manifest["stages"].items()} == \
+    assert {s: (e["status"], e["processes"]) for s, e in manifest["entries"].items()} == \
         {s: ("done", 2) for s in ("stage1", "stage2", "stage3")}
     # the trainer really ran data-parallel: one RNG state per process in its checkpoints
     assert sorted(p.name for p in (run_dir / "stage2/trainer/checkpoint-2").glob("rng_state*")) == \
@@ -344,9 +344,9 @@ def test_launched_run_resumes_an_interrupted_stage_from_its_checkpoint(launched,
     shutil.copytree(first, run_dir)
     # what a kill during stage 2's second step leaves: checkpoint-1 only, no model, status running, no stage 3
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    manifest["stages"]["stage2"] = {k: manifest["stages"]["stage2"][k] for k in ("started", "config", "init_from")}
-    manifest["stages"]["stage2"]["status"] = "running"
-    manifest["stages"].pop("stage3")
+    manifest["entries"]["stage2"] = {k: manifest["entries"]["stage2"][k] for k in ("started", "config", "init_from")}
+    manifest["entries"]["stage2"]["status"] = "running"
+    manifest["entries"].pop("stage3")
     (run_dir / "manifest.json").write_text(json.dumps(manifest))
     for gone in ("stage2/model", "stage2/trainer/checkpoint-2", "stage3"):
         shutil.rmtree(run_dir / gone)
@@ -357,7 +357,7 @@ def test_launched_run_resumes_an_interrupted_stage_from_its_checkpoint(launched,
         assert _rank_lines(log, rank, "stage1 already done; skipped")
         assert _rank_lines(log, rank, "resuming from") and "checkpoint-1" in log
         assert _rank_lines(log, rank, "stage2 done in")
-    after = json.loads((run_dir / "manifest.json").read_text())["stages"]
+    after = json.loads((run_dir / "manifest.json").read_text())["entries"]
     assert after["stage2"]["status"] == "done" and after["stage2"]["attempts"] == 2
     assert after["stage2"]["resumed_from"].endswith("checkpoint-1") and after["stage2"]["metrics"]["steps"] == 2
     assert (run_dir / "stage1/model/adapter_model.safetensors").read_bytes() == stage1_model

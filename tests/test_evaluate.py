@@ -218,8 +218,8 @@ def make_run(cache_dir: Path, run_dir: Path) -> C.Config:
     shutil.copytree(resolve_model_path(cfg.model), run_dir / "stage1" / "model")
     write_text(run_dir / "config.yaml", C.dump_yaml(cfg))
     manifest = rundir.load_manifest(run_dir)
-    manifest["stages"]["stage1"] = {"status": "done", "output": "stage1/model", "ended": "2026-01-01T00:00:00+00:00",
-                                    "config": rundir.entry_config(cfg, ENTRIES["stage1"])}
+    manifest["entries"]["stage1"] = {"status": "done", "output": "stage1/model", "ended": "2026-01-01T00:00:00+00:00",
+                                     "config": rundir.entry_config(cfg, ENTRIES["stage1"])}
     rundir.save_manifest(run_dir, manifest)
     return cfg
 
@@ -269,7 +269,7 @@ def test_a_stage_that_handed_on_earlier_weights_reuses_their_results(cache_dir, 
     run_dir = tmp_path / "run"
     cfg = make_run(cache_dir, run_dir)
     manifest = rundir.load_manifest(run_dir)
-    manifest["stages"]["stage3"] = {"status": "done", "output": "stage1/model", "ended": "2026-01-02T00:00:00+00:00"}
+    manifest["entries"]["stage3"] = {"status": "done", "output": "stage1/model", "ended": "2026-01-02T00:00:00+00:00"}
     rundir.save_manifest(run_dir, manifest)
     evaluate_run(cfg, run_dir, names=["stage1"])
     evaluate_run(cfg, run_dir, names=["stage3"])
@@ -317,7 +317,7 @@ def test_sft_baseline_trains_on_full_rationales_evaluates_and_resumes(cache_dir,
     paths = run_baseline(cfg, "sft")
     model_dir = run_dir / "baseline-sft" / "model"
     assert (model_dir / "adapter_model.safetensors").is_file()
-    record = rundir.load_manifest(run_dir)["stages"]["baseline-sft"]  # a manifest entry, like a stage
+    record = rundir.load_manifest(run_dir)["entries"]["baseline-sft"]  # a manifest entry, like a stage
     assert record["status"] == "done" and record["data"]["n_rows"] == 128
     results = read_json(run_dir / "eval" / "baseline-sft" / "results.json")
     assert results["model"]["init_from"] == "baseline-sft/model" and results["metrics"]["n"] == 2

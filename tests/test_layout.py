@@ -23,6 +23,7 @@ LAYERS: list[list[tuple[str, ...]]] = [
     [("recipe.teacher",)],
     [("recipe.run.rundir", "recipe.run.runlock")],
     [("recipe.config",)],
+    [("recipe.run.entries",)],
     [("recipe.rewards",)],
     [("recipe.models",)],
     [("recipe.data",)],

@@ -122,7 +122,7 @@ def test_notebook_runs_top_to_bottom_in_smoke_mode(executed, name):
 @pytest.mark.parametrize("stage", ["stage1", "stage2", "stage3"])
 def test_stage_notebook_trains_its_stage_into_the_shared_run(executed, stage):
     manifest = json.loads((executed["run_dir"] / "manifest.json").read_text())
-    assert manifest["stages"][stage]["status"] == "done"
+    assert manifest["entries"][stage]["status"] == "done"
     text = outputs_text(executed[f"{stage}.ipynb"]["nb"])
     assert f"{stage} done in" in text and '"steps":' in text  # the training log and the manifest metrics cell
 
@@ -142,7 +142,7 @@ def test_run_all_notebooks_resume_the_finished_stages_and_add_the_baseline(execu
     assert all(f"{stage} already done" in colab for stage in ("stage1", "stage2", "stage3"))
     assert re.search(r"fits|does not fit", colab)  # the plan cell printed a verdict
     manifest = json.loads((executed["run_dir"] / "manifest.json").read_text())
-    assert manifest["stages"]["baseline-sft"]["status"] == "done"
+    assert manifest["entries"]["baseline-sft"]["status"] == "done"
     assert (executed["run_dir"] / "eval" / "baseline-sft" / "results.json").is_file()
     demo = outputs_text(executed["demo_cpu.ipynb"]["nb"])
     assert demo.count("already done; skipped") >= 3

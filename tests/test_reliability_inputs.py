@@ -213,8 +213,7 @@ def _fake_trainers(monkeypatch, trained: list[str]) -> None:
             return {"output": str(model), "metrics": {}}
         return train
 
-    monkeypatch.setattr(run, "ENTRIES", {name: rundir.Entry(e.name, e.title, e.sections, e.upstream, make(name))
-                                         for name, e in run.ENTRIES.items()})
+    monkeypatch.setattr(run, "TRAINERS", {name: make(name) for name in run.ENTRIES})
 
 
 def _safetensors() -> bytes:

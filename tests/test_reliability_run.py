@@ -46,8 +46,7 @@ def fake_trainers(monkeypatch, trained: list[str], fail: dict[str, BaseException
             return {"output": str(entry_dir / rundir.MODEL_DIR), "metrics": {}}
         return train
 
-    table = {name: rundir.Entry(e.name, e.title, e.sections, e.upstream, make(name)) for name, e in run.ENTRIES.items()}
-    monkeypatch.setattr(run, "ENTRIES", table)
+    monkeypatch.setattr(run, "TRAINERS", {name: make(name) for name in run.ENTRIES})
 
 
 def cfg_for(run_dir: Path, *extra: str) -> C.Config:
@@ -75,8 +74,10 @@ def one_error_line(result) -> str:
 
 
 @pytest.mark.parametrize("content", [b"", b'{"stages": {"stage1": {"status": "do', b"[1, 2]", b'{"stages": []}',
-                                     b'{"stages": {"stage1": "done"}}', b"\xff\xfe"],
-                         ids=["empty", "truncated", "list", "stages-list", "record-string", "not-utf8"])
+                                     b'{"stages": {"stage1": "done"}}', b"\xff\xfe", b'{"entries": []}',
+                                     b'{"entries": {"stage1": "done"}}'],
+                         ids=["empty", "truncated", "list", "stages-list", "record-string", "not-utf8", "entries-list",
+                              "entries-record-string"])
 def test_a_corrupt_manifest_is_one_line_saying_how_to_recover(content, tmp_path, monkeypatch):
     trained: list[str] = []
     fake_trainers(monkeypatch, trained)
@@ -131,7 +132,7 @@ def test_a_failed_stage_reruns_with_a_changed_config_without_force(tmp_path, mon
     run_dir = tmp_path / "run"
     with pytest.raises(ValueError):
         run.run_all(cfg_for(run_dir))
-    assert rundir.load_manifest(run_dir)["stages"]["stage2"]["status"] == "failed"
+    assert rundir.load_manifest(run_dir)["entries"]["stage2"]["status"] == "failed"
     run.run_all(cfg_for(run_dir, "stage2.learning_rate=2e-4"))  # no --force: a failed stage has nothing to protect
     assert trained == ["stage1", "stage2", "stage3"]
     # a *done* stage still is protected
@@ -207,10 +208,10 @@ def test_a_running_entry_without_a_live_writer_is_marked_interrupted_and_resumes
     cfg = cfg_for(run_dir)
     run_dir.mkdir()
     manifest = rundir.load_manifest(run_dir)
-    manifest["stages"]["stage1"] = {"status": "running", "config": rundir.entry_config(cfg, run.ENTRIES["stage1"])}
+    manifest["entries"]["stage1"] = {"status": "running", "config": rundir.entry_config(cfg, run.ENTRIES["stage1"])}
     rundir.save_manifest(run_dir, manifest)
     run.run_all(cfg)
-    record = rundir.load_manifest(run_dir)["stages"]["stage1"]
+    record = rundir.load_manifest(run_dir)["entries"]["stage1"]
     assert record["status"] == "done" and record["attempts"] == 2
     assert trained == ["stage1", "stage2", "stage3"]
 
@@ -250,11 +251,11 @@ def test_a_full_disk_is_one_line_and_leaves_the_run_resumable(tmp_path, monkeypa
     run_dir = tmp_path / "run"
     line = one_error_line(invoke(run_dir))
     assert "No space left on device (ENOSPC)" in line and "stage2" in line and "free space" in line, line
-    assert rundir.load_manifest(run_dir)["stages"]["stage2"]["status"] == "running"  # could not write "failed"
+    assert rundir.load_manifest(run_dir)["entries"]["stage2"]["status"] == "running"  # could not write "failed"
     monkeypatch.setattr(fsio, "write_bytes", real_write_bytes)
     assert invoke(run_dir).exit_code == 0
     assert trained == ["stage1", "stage2", "stage3"]
-    assert rundir.load_manifest(run_dir)["stages"]["stage2"]["attempts"] == 2
+    assert rundir.load_manifest(run_dir)["entries"]["stage2"]["attempts"] == 2
 
 
 def test_the_disk_full_message_names_path_and_cause():

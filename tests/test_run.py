@@ -4,7 +4,6 @@ and bad input gives one clear error."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import sys
@@ -56,7 +55,7 @@ def test_each_stage_trains_and_changes_the_lora_weights(cache_dir, tmp_path):
                 f"stage2.rewards={SPREAD}", f"stage3.rewards={SPREAD.replace('gated_brevity', 'compression_ratio')}")
     run_dir = run.run_all(cfg)
     manifest = rundir.load_manifest(run_dir)
-    assert [manifest["stages"][s]["status"] for s in rundir.STAGES] == ["done"] * 3
+    assert [manifest["entries"][s]["status"] for s in rundir.STAGES] == ["done"] * 3
 
     s1 = adapter_weights(run_dir / "stage1" / "model")
     lora_b = [v for k, v in s1.items() if "lora_B" in k]
@@ -66,14 +65,14 @@ def test_each_stage_trains_and_changes_the_lora_weights(cache_dir, tmp_path):
     assert s2.keys() == s1.keys(), "stage 2 must keep training the stage-1 adapter"
     assert any(not torch.equal(s1[k], s2[k]) for k in s1), "stage 2 did not change the adapter"
 
-    stage3 = manifest["stages"]["stage3"]
+    stage3 = manifest["entries"]["stage3"]
     assert stage3["metrics"]["failures"] > 0  # an untrained tiny model gets (nearly) everything wrong
     assert (run_dir / "stage3" / "failures.jsonl").is_file()
     s3 = adapter_weights(run_dir / "stage3" / "model")
     assert any(not torch.equal(s2[k], s3[k]) for k in s2), "stage 3 did not change the adapter"
 
     for stage in rundir.STAGES:
-        entry = manifest["stages"][stage]
+        entry = manifest["entries"][stage]
         assert entry["data"]["n_rows"] > 0 and len(entry["data"]["sha256"]) == 64
         assert entry["wall_s"] > 0 and entry["trainer_config"]["max_steps"] == 2
     assert (run_dir / "config.yaml").is_file()
@@ -101,8 +100,8 @@ def test_sign_check_length_reward_steers_completion_length(cache_dir, tmp_path):
 
 
 def _with_train(name: str, train):
-    """``run.ENTRIES`` with entry ``name`` trained by ``train`` (the table is the run machinery's public seam)."""
-    return {**run.ENTRIES, name: dataclasses.replace(run.ENTRIES[name], train=train)}
+    """``run.TRAINERS`` with entry ``name`` trained by ``train`` (the train functions are the run machinery's seam)."""
+    return {**run.TRAINERS, name: train}
 
 
 def test_crash_after_stage1_resumes_without_redoing_it(cache_dir, tmp_path, monkeypatch):
@@ -112,21 +111,21 @@ def test_crash_after_stage1_resumes_without_redoing_it(cache_dir, tmp_path, monk
         raise RuntimeError("simulated crash")
 
     with monkeypatch.context() as m:
-        m.setattr(run, "ENTRIES", _with_train("stage2", boom))
+        m.setattr(run, "TRAINERS", _with_train("stage2", boom))
         with pytest.raises(RuntimeError, match="simulated crash"):
             run.run_all(cfg)
     manifest = rundir.load_manifest(tmp_path / "run")
-    assert manifest["stages"]["stage1"]["status"] == "done"
-    assert manifest["stages"]["stage2"]["status"] == "failed"
+    assert manifest["entries"]["stage1"]["status"] == "done"
+    assert manifest["entries"]["stage2"]["status"] == "failed"
     before = tree_digest(tmp_path / "run" / "stage1")
-    stage1_entry = manifest["stages"]["stage1"]
+    stage1_entry = manifest["entries"]["stage1"]
 
     with monkeypatch.context() as m:
-        m.setattr(run, "ENTRIES", _with_train("stage1", lambda *a, **k: pytest.fail("finished stage 1 was recomputed")))
+        m.setattr(run, "TRAINERS", _with_train("stage1", lambda *a, **k: pytest.fail("finished stage 1 was recomputed")))
         run.run_all(cfg)
     manifest = rundir.load_manifest(tmp_path / "run")
-    assert [manifest["stages"][s]["status"] for s in rundir.STAGES] == ["done"] * 3
-    assert manifest["stages"]["stage1"] == stage1_entry
+    assert [manifest["entries"][s]["status"] for s in rundir.STAGES] == ["done"] * 3
+    assert manifest["entries"]["stage1"] == stage1_entry
     assert tree_digest(tmp_path / "run" / "stage1") == before
 
 
@@ -141,7 +140,7 @@ def test_changed_config_of_a_finished_stage_is_refused_unless_forced(cache_dir, 
     run.run_all(smoke(cache_dir, tmp_path / "run", "stage1.max_steps=1", "stage2.enabled=false",
                              "stage3.enabled=false", "eval.limit=3"))
     run.run_all(changed, force=True)
-    entry = rundir.load_manifest(tmp_path / "run")["stages"]["stage1"]
+    entry = rundir.load_manifest(tmp_path / "run")["entries"]["stage1"]
     assert entry["status"] == "done" and entry["trainer_config"]["learning_rate"] == 0.5
 
 
@@ -156,19 +155,19 @@ def test_sigkill_mid_stage2_then_rerun_resumes_and_finishes(cache_dir, tmp_path)
             "--set", "stage3.mining_max_new_tokens=8", "--set", "stage3.max_completion_length=8"]
     run_killed_after_save(args, "stage2:2")
     manifest = rundir.load_manifest(run_dir)
-    assert manifest["stages"]["stage1"]["status"] == "done"
-    assert manifest["stages"]["stage2"]["status"] == "running"
+    assert manifest["entries"]["stage1"]["status"] == "done"
+    assert manifest["entries"]["stage2"]["status"] == "running"
     assert (run_dir / "stage2" / "trainer" / "checkpoint-2" / "trainer_state.json").is_file()
     stage1_digest = tree_digest(run_dir / "stage1")
 
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     manifest = rundir.load_manifest(run_dir)
-    stage2 = manifest["stages"]["stage2"]
+    stage2 = manifest["entries"]["stage2"]
     assert stage2["status"] == "done" and stage2["resumed_from"], "stage 2 should resume from its checkpoint"
     assert stage2["resumed_from"].endswith("checkpoint-2") and stage2["metrics"]["steps"] == 4
     assert stage2["attempts"] == 2
-    assert manifest["stages"]["stage3"]["status"] == "done"
+    assert manifest["entries"]["stage3"]["status"] == "done"
     assert tree_digest(run_dir / "stage1") == stage1_digest
 
 
@@ -177,19 +176,19 @@ def test_force_on_a_stage_marks_later_stages_stale_and_baselines_are_entries(cac
                 "run.baselines=[sft]")
     run_dir = run.run_all(cfg)
     manifest = rundir.load_manifest(run_dir)
-    assert [manifest["stages"][n]["status"] for n in ("stage1", "stage2", "baseline-sft")] == ["done"] * 3
-    baseline = manifest["stages"]["baseline-sft"]
+    assert [manifest["entries"][n]["status"] for n in ("stage1", "stage2", "baseline-sft")] == ["done"] * 3
+    baseline = manifest["entries"]["baseline-sft"]
     assert baseline["init_from"] is None and baseline["data"]["n_rows"] > 0
     assert (run_dir / "baseline-sft" / "model" / "adapter_model.safetensors").is_file()
 
     run.run_one(cfg, "stage1", force=True)
     manifest = rundir.load_manifest(run_dir)
-    assert manifest["stages"]["stage1"]["status"] == "done"
-    assert manifest["stages"]["stage2"]["status"] == "stale", "stage 2 was trained on the old stage-1 weights"
+    assert manifest["entries"]["stage1"]["status"] == "done"
+    assert manifest["entries"]["stage2"]["status"] == "stale", "stage 2 was trained on the old stage-1 weights"
     assert not (run_dir / "stage2").exists()
-    assert manifest["stages"]["baseline-sft"] == baseline, "the baseline does not start from stage 1"
+    assert manifest["entries"]["baseline-sft"] == baseline, "the baseline does not start from stage 1"
     run.run_all(cfg)
-    assert rundir.load_manifest(run_dir)["stages"]["stage2"]["status"] == "done"
+    assert rundir.load_manifest(run_dir)["entries"]["stage2"]["status"] == "done"
 
 
 def test_bad_inputs_give_one_clear_error(cache_dir, tmp_path):

@@ -24,15 +24,15 @@ def fake_run(run_dir: Path) -> C.Config:
     for name, entry in run.ENTRIES.items():
         (run_dir / name / "model").mkdir(parents=True)
         write_json(rundir.eval_dir(run_dir, name) / rundir.RESULTS, {"metrics": {"accuracy": 0.5}})
-        manifest["stages"][name] = {"status": "done", "output": f"{name}/model", "ended": "2026-01-01T00:00:00+00:00",
-                                    "config": rundir.entry_config(cfg, entry)}
+        manifest["entries"][name] = {"status": "done", "output": f"{name}/model", "ended": "2026-01-01T00:00:00+00:00",
+                                     "config": rundir.entry_config(cfg, entry)}
     rundir.save_manifest(run_dir, manifest)
     return cfg
 
 
 def test_every_run_baselines_key_is_an_entry():
-    assert set(run.BASELINE_ENTRIES) == set(C.BASELINES)
-    assert all(name in run.ENTRIES for name in run.BASELINE_ENTRIES.values())
+    assert set(run.BASELINES) == set(C.BASELINES)
+    assert all(name in run.ENTRIES for name in run.BASELINES.values())
     with pytest.raises(C.ConfigError, match="run.baselines"):
         C.resolve(preset="smoke", overrides=["run.baselines=[grpo_typo]"])
 
@@ -47,11 +47,11 @@ def test_a_changed_key_is_refused_naming_it(tmp_path):
 def test_force_invalidates_the_changed_entry_and_what_starts_from_it(tmp_path):
     fake_run(tmp_path)
     _, manifest = run.open_run(cfg_for(tmp_path, "stage2.learning_rate=0.5"), force=True)
-    status = {name: manifest["stages"][name]["status"] for name in run.ENTRIES}
+    status = {name: manifest["entries"][name]["status"] for name in run.ENTRIES}
     # baseline-grpo borrows stage 2's trainer settings and budget, so a stage-2 change reaches it too
     assert status == {"warmup": "done", "stage1": "done", "stage2": "stale", "stage3": "stale",
                       "baseline-sft": "done", "baseline-grpo": "stale"}
-    assert rundir.load_manifest(tmp_path)["stages"] == manifest["stages"]
+    assert rundir.load_manifest(tmp_path)["entries"] == manifest["entries"]
     for name in ("stage2", "stage3"):
         assert not (tmp_path / name).exists() and not rundir.eval_dir(tmp_path, name).exists()
     for name in ("stage1", "baseline-sft"):
@@ -64,7 +64,7 @@ def test_a_stage1_change_reaches_the_baseline_that_borrows_its_budget(tmp_path):
     # baseline-grpo starts from the base model and borrows stage 2's settings, not stage 1's: it stays done (and
     # the warm-up, which comes before everything)
     expected = {**dict.fromkeys(run.ENTRIES, "stale"), "baseline-grpo": "done", "warmup": "done"}
-    assert {n: manifest["stages"][n]["status"] for n in run.ENTRIES} == expected
+    assert {n: manifest["entries"][n]["status"] for n in run.ENTRIES} == expected
 
 
 def test_keys_no_entry_depends_on_change_freely(tmp_path):
@@ -88,7 +88,7 @@ def test_output_of_names_what_is_missing(tmp_path):
 def test_a_run_recorded_before_the_objective_keys_resumes_unless_they_differ(tmp_path):
     fake_run(tmp_path)
     manifest = rundir.load_manifest(tmp_path)
-    for record in manifest["stages"].values():  # as recorded before epsilon_high / mask_truncated_completions existed
+    for record in manifest["entries"].values():  # as recorded before epsilon_high / mask_truncated_completions existed
         for section in ("stage2", "stage3"):
             for key in ("epsilon_high", "mask_truncated_completions"):
                 record["config"].get(section, {}).pop(key, None)

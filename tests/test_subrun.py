@@ -112,10 +112,10 @@ def test_one_child_per_entry_and_a_killed_child_resumes(tmp_path, monkeypatch, c
     assert not runlock.holds_lock(run_dir)
     manifest = rundir.load_manifest(run_dir)
     first = pids_logged(caplog)
-    assert manifest["stages"]["stage1"]["status"] == "done"
-    assert manifest["stages"]["stage1"]["pid"] == first["stage1"] != os.getpid()
-    assert manifest["stages"]["stage2"]["status"] == "interrupted"  # as the next run would have marked it
-    assert manifest["stages"]["stage2"]["pid"] == first["stage2"] != first["stage1"]
+    assert manifest["entries"]["stage1"]["status"] == "done"
+    assert manifest["entries"]["stage1"]["pid"] == first["stage1"] != os.getpid()
+    assert manifest["entries"]["stage2"]["status"] == "interrupted"  # as the next run would have marked it
+    assert manifest["entries"]["stage2"]["pid"] == first["stage2"] != first["stage1"]
     assert (run_dir / "stage2" / "trainer" / "checkpoint-2" / "trainer_state.json").is_file()
     assert any("its last lines:" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
     stage1 = digest(run_dir / "stage1")
@@ -126,7 +126,7 @@ def test_one_child_per_entry_and_a_killed_child_resumes(tmp_path, monkeypatch, c
     run.run_all(cfg)
     manifest = rundir.load_manifest(run_dir)
     second = pids_logged(caplog)
-    stage2 = manifest["stages"]["stage2"]
+    stage2 = manifest["entries"]["stage2"]
     assert stage2["status"] == "done" and stage2["resumed_from"].endswith("checkpoint-2")
     assert stage2["metrics"]["steps"] == 4 and stage2["attempts"] == 2
     assert set(second) == {"stage2", "evaluation"}, "stage1 was done: no process for it"
@@ -139,7 +139,7 @@ def test_one_child_per_entry_and_a_killed_child_resumes(tmp_path, monkeypatch, c
 
     caplog.clear()  # `cotrecipe baseline sft`: trained and evaluated in processes of their own too
     run.run_baseline(cfg, "sft")
-    baseline = rundir.load_manifest(run_dir)["stages"]["baseline-sft"]
+    baseline = rundir.load_manifest(run_dir)["entries"]["baseline-sft"]
     assert set(pids_logged(caplog)) == {"baseline-sft", "evaluation"}
     assert baseline["status"] == "done" and baseline["pid"] == pids_logged(caplog)["baseline-sft"] != os.getpid()
     assert (run_dir / "eval" / "baseline-sft" / "results.json").is_file()

@@ -363,7 +363,7 @@ def test_teach_file_drives_a_real_run_through_data_teacher(cfg, tmp_path):
     for name, extra in (("gold", []), ("teach", [f"data.teacher={out}"])):
         run_cfg = C.resolve(preset="smoke", overrides=[*small, *extra, f"run.output_dir={tmp_path / name}"])
         run_one(run_cfg, "stage1")
-        entry = rundir.load_manifest(tmp_path / name)["stages"]["stage1"]
+        entry = rundir.load_manifest(tmp_path / name)["entries"]["stage1"]
         assert entry["status"] == "done"
         fingerprints[name] = entry["data"]["sha256"]
         if name == "teach":

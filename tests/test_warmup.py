@@ -31,7 +31,7 @@ def test_warmup_is_merged_and_becomes_the_base_of_every_entry(cache_dir, tmp_pat
                 "run.baselines=[sft]", "eval.limit=4", "eval.max_new_tokens=8", "eval.stages=[base, stage1]")
     run_dir = run.run_all(cfg)
     manifest = rundir.load_manifest(run_dir)
-    stages = manifest["stages"]
+    stages = manifest["entries"]
     assert {n: stages[n]["status"] for n in ("warmup", "stage1", "stage2", "baseline-sft")} == dict.fromkeys(
         ("warmup", "stage1", "stage2", "baseline-sft"), "done")
     merged = run_dir / "warmup" / "merged"
@@ -62,7 +62,7 @@ def test_warmup_is_merged_and_becomes_the_base_of_every_entry(cache_dir, tmp_pat
 
     # the same command resumes: nothing left to train
     assert run.run_all(cfg) == run_dir
-    assert rundir.load_manifest(run_dir)["stages"]["warmup"]["ended"] == stages["warmup"]["ended"]
+    assert rundir.load_manifest(run_dir)["entries"]["warmup"]["ended"] == stages["warmup"]["ended"]
 
 
 def test_a_stage_alone_refuses_to_start_before_the_warmup(cache_dir, tmp_path):
@@ -84,7 +84,7 @@ def test_sft_baseline_token_budget_matches_the_curriculums_tokens(cache_dir, tmp
     cfg = smoke(cache_dir, tmp_path / "run", "stage1.max_steps=2", "stage2.max_steps=1", "stage3.enabled=false",
                 "run.baselines=[sft]", "baseline_sft.budget=tokens", "eval.enabled=false")
     run_dir = run.run_all(cfg)
-    record = rundir.load_manifest(run_dir)["stages"]["baseline-sft"]
+    record = rundir.load_manifest(run_dir)["entries"]["baseline-sft"]
     spent = record["budget"]["curriculum_tokens"]
     logs = {s: read_json(run_dir / s / "trainer_log.json") for s in ("stage1", "stage2")}
     assert spent == {s: int(float([r["num_tokens"] for r in h if "num_tokens" in r][-1])) for s, h in logs.items()}

@@ -3,7 +3,8 @@ machinery under it (:mod:`.typed`) and the bounded YAML reader every file goes t
 
 Owns: presets, ``--config`` / ``--set`` merging, validation with one-line errors that name the key.
 May import: ``recipe.rewards`` (reward names), ``recipe.data`` (data source forms), ``recipe.dist``,
-``recipe.errors``. Never the model, training, evaluation or run layers: they all read a resolved ``Config``.
+``recipe.errors``, and the registry of run entries ``recipe.run.entries`` (plain data: the ``run.baselines`` keys and
+``eval.stages`` names). Never the model, training, evaluation or run layers: they all read a resolved ``Config``.
 
 The public entry points are importable from here: ``from recipe.config import resolve, Config``.
 """

@@ -47,6 +47,7 @@ from recipe.config.schema import (  # noqa: F401  (re-exported: recipe.config.co
 )
 from recipe.config.typed import deep_merge, from_mapping, set_path
 from recipe.errors import ConfigError
+from recipe.run.entries import EVAL_STAGES
 
 # --------------------------------------------------------------------------------------------------------------------
 # Presets, files and overrides
@@ -178,7 +179,7 @@ def validate(cfg: Config) -> None:
                "model.hf_use_vllm=true and model.fast_inference=false (Unsloth's engine is always colocated)")
     _check(1 <= cfg.run.vllm_server_port <= 65535, "run.vllm_server_port", cfg.run.vllm_server_port,
            "must be a TCP port (1-65535)")
-    allowed_stages = {"base", "stage1", "stage2", "stage3"}
+    allowed_stages = set(EVAL_STAGES)
     for s in cfg.eval.stages:
         _check(s in allowed_stages, "eval.stages", s, f"allowed: {', '.join(sorted(allowed_stages))}")
     _check(cfg.eval.batch_size >= 1, "eval.batch_size", cfg.eval.batch_size, "must be >= 1")

@@ -6,6 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from recipe.run.entries import BASELINES as BASELINE_ENTRIES
+from recipe.run.entries import EVAL_STAGES
+
 # --------------------------------------------------------------------------------------------------------------------
 # Schema
 # --------------------------------------------------------------------------------------------------------------------
@@ -157,10 +160,10 @@ class EvalConfig:
     # characters); "answer_line" = an answer_label line with a digit, ended; "auto" = paper for prompt=paper, else
     # answer_line
     stop_rule: Literal["auto", "paper", "answer_line"] = "auto"
-    stages: list[str] = field(default_factory=lambda: ["base", "stage1", "stage2", "stage3"])
+    stages: list[str] = field(default_factory=lambda: list(EVAL_STAGES))  # base, stage1, stage2, stage3
 
 
-BASELINES = ("sft", "grpo")  # `run.baselines` keys; each is an entry of recipe.run.orchestrator.ENTRIES
+BASELINES = tuple(BASELINE_ENTRIES)  # `run.baselines` keys (sft, grpo): the baselines of recipe.run.entries
 
 
 @dataclass

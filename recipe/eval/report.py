@@ -1,7 +1,8 @@
 """``report.md`` and ``report.png`` of a run, built only from the stored ``eval/<name>/results.json`` files.
 
 Rows: ``base``, ``stage1``, ``stage2``, ``stage3`` (those present, in curriculum order), then any other evaluated
-model (baselines such as ``baseline-sft`` and ``baseline-grpo``) by name. Deltas are against ``base``; without a base
+model (baselines such as ``baseline-sft`` and ``baseline-grpo``) by name; rows, labels and what each row starts from
+are the registry's (:mod:`recipe.run.entries`). Deltas are against ``base``; without a base
 row they read "-". Below the table one sentence names the best row on accuracy and on tokens; the training curves
 (``report_curves.png``, :mod:`recipe.eval.curves`) follow.
 """
@@ -18,12 +19,12 @@ from recipe.config import safe_yaml
 from recipe.errors import EvalError
 from recipe.eval import curves, pairstats
 from recipe.fsio import read_json, read_jsonl, write_bytes, write_text
+from recipe.run.entries import BASE, eval_name_of, row_of, starts_from_row
+from recipe.run.entries import CURRICULUM_ROWS as CURRICULUM
 from recipe.run.rundir import CONFIG_FILE, EVAL_DIR, GENERATIONS, REPORT_MD, REPORT_PNG, RESULTS
 
 log = logging.getLogger("recipe")
 
-CURRICULUM = ("base", "stage1", "stage2", "stage3")
-STARTS_FROM = {"stage1": "base", "stage2": "stage1", "stage3": "stage2"}  # a row -> the row its training starts from
 PAPER_RESULT = "Paper (Qwen2.5-3B-Base, GSM8K test, 1,319 problems): base 64.90% / 230 tokens -> BRIDGE 76.19% / 167 tokens."
 COLUMNS = ("model", "accuracy (%)", "Δ vs base (pts)", "avg tokens", "Δ% length", "truncation %", "format %", "n", "official (%)")
 
@@ -73,7 +74,7 @@ def collect_results(run_dir: str | Path) -> list[tuple[str, dict]]:
             log.warning("report: skipping unreadable results file %s (%s); re-evaluate that row to restore it",
                         path, problem)
             continue
-        found.append((path.parent.name, results))
+        found.append((row_of(path.parent.name), results))
     return sorted(found, key=lambda item: _order(item[0]))
 
 
@@ -93,7 +94,7 @@ def table_rows(results: Sequence[tuple[str, dict]]) -> list[list[str]]:
     >>> table_rows([("stage1", r(0.75, 150.0))])[0][2:5]
     ['-', '150.0', '-']
     """
-    base = dict(results).get("base", {}).get("metrics")
+    base = dict(results).get(BASE, {}).get("metrics")
     rows = []
     for name, res in results:
         m = res["metrics"]
@@ -149,12 +150,12 @@ def comparison_pairs(names: Sequence[str]) -> list[tuple[str, str]]:
     [('stage1', 'base'), ('stage2', 'stage1'), ('baseline-sft', 'base'), ('stage2', 'base'), ('stage1', 'baseline-sft'), ('stage2', 'baseline-sft')]
     """
     present = set(names)
-    stages = [n for n in names if n in STARTS_FROM]
+    stages = [n for n in names if n in CURRICULUM and n != BASE]
     baselines = [n for n in names if n not in CURRICULUM]
-    pairs = [(n, STARTS_FROM[n]) for n in stages if STARTS_FROM[n] in present]
-    pairs += [(n, "base") for n in baselines if "base" in present]
-    if stages and "base" in present and (stages[-1], "base") not in pairs:
-        pairs.append((stages[-1], "base"))
+    pairs = [(n, starts_from_row(n)) for n in stages if starts_from_row(n) in present]
+    pairs += [(n, BASE) for n in baselines if BASE in present]  # a row no entry claims is compared like a baseline
+    if stages and BASE in present and (stages[-1], BASE) not in pairs:
+        pairs.append((stages[-1], BASE))
     pairs += [(s, b) for s in stages for b in baselines]
     return pairs
 
@@ -167,7 +168,7 @@ def paired_comparisons(run_dir: str | Path, names: Sequence[str],
 
     def load(name: str) -> list[dict] | None:
         if name not in rows:
-            path = Path(run_dir) / EVAL_DIR / name / GENERATIONS
+            path = Path(run_dir) / EVAL_DIR / eval_name_of(name) / GENERATIONS
             try:
                 data = read_jsonl(path)
                 rows[name] = data if data and all(isinstance(r, dict) and "id" in r and "correct" in r

@@ -1,20 +1,22 @@
-"""The run orchestrator: ``run-all``, one stage, a baseline, and evaluating a run — all through one table of
-trainable entries (:data:`ENTRIES`) and one run directory (:mod:`recipe.run.rundir`).
+"""The run orchestrator: ``run-all``, one stage, a baseline, and evaluating a run — all through the registry of
+trainable entries (:mod:`recipe.run.entries`) and one run directory (:mod:`recipe.run.rundir`).
 
 ``run-all`` trains stage 1 -> 2 -> 3, then the baselines listed in ``run.baselines``, then evaluates and writes the
 report. Resume: the same command again skips entries whose status is ``done`` and continues an unfinished one from
 its last complete TRL checkpoint. With ``run.process_per_entry`` (auto: on with CUDA) each entry and the evaluation
 run in their own child process (:mod:`recipe.run.subrun`); this process then only orchestrates. A baseline is one more
-entry: same manifest record, resume, config check, evaluation and report row. Adding one = a ``stages/<name>.py``
-with ``run(cfg, entry_dir, init_from)``, a line in :data:`ENTRIES` and its key in :data:`recipe.config.core.BASELINES`.
+entry: same manifest record, resume, config check, evaluation and report row. Adding one = a ``train/<name>.py``
+with ``run(cfg, entry_dir, init_from)`` and a line in :data:`recipe.run.entries.ENTRIES` (its train function is
+looked up here, :data:`TRAINERS`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from recipe import dist
@@ -26,31 +28,16 @@ from recipe.eval.report import build_report
 from recipe.models import model as model_mod
 from recipe.models.integrity import weights_dir_problem
 from recipe.run import rundir, subrun
-from recipe.run.rundir import STAGES, Entry
+from recipe.run.entries import BASE, BASELINES, ENTRIES, STAGES
 from recipe.run.runlock import locked
 from recipe.tools import plan
-from recipe.train import baseline_grpo, baseline_sft, stage1, stage2, stage3, warmup
 
 log = logging.getLogger("recipe")
 
-ENTRIES: dict[str, Entry] = {e.name: e for e in (
-    # not in the paper, off by default: its merged weights become the run's base model (with_base)
-    Entry("warmup", "warm-up (SFT on full teacher rationales, merged into the base weights)", ("warmup",), None,
-          warmup.run),
-    Entry("stage1", "structure (SFT, masked shuffled reconstruction)", ("stage1",), None, stage1.run),
-    Entry("stage2", "brevity (GRPO, masked completion)", ("stage1", "stage2"), "stage1", stage2.run),
-    Entry("stage3", "internalisation (persistent failures, GRPO rewriting)", ("stage1", "stage2", "stage3"),
-          "stage2", stage3.run),
-    # the baseline's weights depend on the stage-1 budget it borrows
-    Entry("baseline-sft", "SFT baseline (full teacher rationales, stage-1 budget)", ("stage1", "baseline_sft"), None,
-          baseline_sft.run),
-    # plain GRPO from the base model; its step count is matched to stages 2+3 and it borrows stage 2's trainer
-    Entry("baseline-grpo", "plain GRPO baseline (no teacher, no SFT; stages 2+3's sampled completions)",
-          ("stage2", "stage3", "baseline_grpo"), None, baseline_grpo.run),
-)}
-BASELINE_ENTRIES = {"sft": "baseline-sft", "grpo": "baseline-grpo"}  # run.baselines key -> entry name
-DATA_SLICES = {"warmup": ("warmup",), "stage1": ("stage1",), "stage2": ("stage2",), "stage3": ("stage3",),
-               "baseline-sft": ("stage1", "stage2"), "baseline-grpo": ("stage1", "stage2")}  # train slices read
+# Each entry's train function, ``run(cfg, entry_dir, init_from) -> record`` of the recipe.train module the registry
+# names (imported here, at the top layer, so that the registry stays plain data); a test swaps one here.
+TRAINERS: dict[str, Callable[[Config, Path, str | None], dict]] = {
+    name: importlib.import_module(entry.module).run for name, entry in ENTRIES.items()}
 
 
 def overall_bar(done: int, total: int, width: int = 12) -> str:
@@ -83,7 +70,8 @@ def _warn_overlapping_slices(cfg: Config) -> None:
 def check_data(cfg: Config, names: Sequence[str], eval_split: bool) -> None:
     """Before any model loads: the train slices ``names`` read must fit the parsed rows, and (``eval_split``) the
     eval split must parse to at least one problem. A :class:`~recipe.data.gsm8k.DataError` names source, split and slice."""
-    slices = {s: getattr(cfg.data, f"{s}_rows") for name in names for s in DATA_SLICES.get(name, ())}
+    slices = {s: getattr(cfg.data, f"{s}_rows") for name in names if name in ENTRIES
+              for s in ENTRIES[name].data_slices}
     if slices:
         check_source(cfg.data.source, "train", slices, strict=cfg.data.strict, annotations=cfg.data.annotations)
     if eval_split:
@@ -113,7 +101,7 @@ def with_base(cfg: Config, run_dir: Path, manifest: dict) -> Config:
     if not rundir.is_done(manifest, "warmup"):
         raise RunError(f"warmup.enabled but the warm-up of {run_dir} is not finished; run `cotrecipe run-all` "
                        "(it trains the warm-up first)")
-    base = rundir.absolute(run_dir, manifest["stages"]["warmup"]["output"])
+    base = rundir.absolute(run_dir, manifest[rundir.ENTRIES_KEY]["warmup"]["output"])
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name_or_path=base))
 
 
@@ -121,11 +109,11 @@ def train_entry(cfg: Config, run_dir: Path, manifest: dict, name: str, init_from
     """Train one entry into ``run_dir/<name>`` with its manifest record (running -> done | failed); every entry but
     the warm-up starts from the run's base model (:func:`with_base`)."""
     entry = ENTRIES[name]
-    train_cfg = cfg if name == "warmup" else with_base(cfg, run_dir, manifest)
+    train_cfg = cfg if entry.kind == "warmup" else with_base(cfg, run_dir, manifest)
     rundir.mark_running(run_dir, manifest, cfg, entry, init_from)
     t0 = time.monotonic()
     try:
-        result = entry.train(train_cfg, rundir.entry_dir(run_dir, name), init_from)
+        result = TRAINERS[name](train_cfg, rundir.entry_dir(run_dir, name), init_from)
     except BaseException as exc:
         rundir.mark_failed(run_dir, manifest, name, exc)
         raise
@@ -138,11 +126,11 @@ def train_entry(cfg: Config, run_dir: Path, manifest: dict, name: str, init_from
 
 
 def _upstream_output(run_dir: Path, manifest: dict, name: str) -> str | None:
-    up = ENTRIES[name].upstream
+    up = ENTRIES[name].starts_from
     if up is None:
         return None
     if rundir.is_done(manifest, up):
-        return rundir.absolute(run_dir, manifest["stages"][up].get("output"))
+        return rundir.absolute(run_dir, manifest[rundir.ENTRIES_KEY][up].get("output"))
     log.warning("%s is not done in %s and no --from was given: %s starts from the base model", up, run_dir, name)
     return None
 
@@ -171,7 +159,7 @@ def _run_all(cfg: Config, force: bool) -> Path:
     run_dir, manifest = open_run(cfg, force)
     child = subrun.use_children(cfg)
     todo = [s for s in STAGES if getattr(cfg, s).enabled and not rundir.is_done(manifest, s)]
-    todo += [BASELINE_ENTRIES[k] for k in cfg.run.baselines if not rundir.is_done(manifest, BASELINE_ENTRIES[k])]
+    todo += [BASELINES[k] for k in cfg.run.baselines if not rundir.is_done(manifest, BASELINES[k])]
     if cfg.warmup.enabled and not rundir.is_done(manifest, "warmup"):
         todo.insert(0, "warmup")
     check_data(cfg, todo, eval_split=cfg.eval.enabled)
@@ -193,10 +181,10 @@ def _run_all(cfg: Config, force: bool) -> Path:
         else:
             log.info("%s %s: %s", bar, stage, ENTRIES[stage].title)
             manifest = _train(cfg, run_dir, manifest, stage, init_from, child)
-        init_from = rundir.absolute(run_dir, manifest["stages"][stage].get("output")) or init_from
+        init_from = rundir.absolute(run_dir, manifest[rundir.ENTRIES_KEY][stage].get("output")) or init_from
     log.info("%s stages finished: %s", overall_bar(len(STAGES), len(STAGES)), ", ".join(enabled) or "none")
     for key in cfg.run.baselines:
-        name = BASELINE_ENTRIES[key]
+        name = BASELINES[key]
         if rundir.is_done(manifest, name):
             log.info("%s already done; skipped", name)
         else:
@@ -239,7 +227,7 @@ def _run_one(cfg: Config, name: str, init_from: str | None, force: bool) -> Path
 def run_baseline(cfg: Config, key: str, force: bool = False) -> list[Path]:
     """``cotrecipe baseline KEY``: train the baseline entry (resumable), evaluate it, rebuild the report. With
     ``run.process_per_entry`` training and evaluation each run in a child process, as in ``run-all``."""
-    name = BASELINE_ENTRIES[key]
+    name = BASELINES[key]
     rundir.run_path(cfg).mkdir(parents=True, exist_ok=True)
     with locked(rundir.run_path(cfg)):
         if not subrun.use_children(cfg):
@@ -269,14 +257,15 @@ def _evaluate_run(cfg: Config, run_dir: Path, names: Sequence[str] | None) -> li
     manifest = rundir.load_manifest(run_dir)
     cfg = with_base(cfg, run_dir, manifest)  # the base row and every adapter sit on the warm-up's weights
     if not explicit:
-        baselines = [n for n in ENTRIES if n not in (*STAGES, "warmup") and rundir.is_done(manifest, n)]
+        baselines = [n for n, e in ENTRIES.items() if e.kind == "baseline" and rundir.is_done(manifest, n)]
         names = [*cfg.eval.stages, *baselines]
     data_checked = False
     for name in names:
-        if name == "warmup" or (name != "base" and name not in ENTRIES):
-            raise EvalError(f"unknown stage '{name}' (allowed: base, {', '.join(ENTRIES)})")
-        record = manifest["stages"].get(name, {})
-        if name != "base" and record.get("status") != "done":
+        if name != BASE and (name not in ENTRIES or ENTRIES[name].eval_name is None):
+            allowed = ", ".join(n for n, e in ENTRIES.items() if e.eval_name)
+            raise EvalError(f"unknown stage '{name}' (allowed: {BASE}, {allowed})")
+        record = manifest[rundir.ENTRIES_KEY].get(name, {})
+        if name != BASE and record.get("status") != "done":
             status = record.get("status", "not started")
             if explicit:
                 raise EvalError(f"{name} is not finished in run {run_dir} (status: {status}); nothing to evaluate")
@@ -293,5 +282,6 @@ def _evaluate_run(cfg: Config, run_dir: Path, names: Sequence[str] | None) -> li
             check_data(cfg, [], eval_split=True)
             data_checked = True
         record = evaluate.model_record(cfg, weights, run_dir)
-        evaluate.evaluate_weights(cfg, rundir.eval_dir(run_dir, name), record, weights)
+        folder = rundir.eval_dir(run_dir, ENTRIES[name].eval_name if name in ENTRIES else BASE)
+        evaluate.evaluate_weights(cfg, folder, record, weights)
     return build_report(run_dir)

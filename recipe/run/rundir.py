@@ -2,7 +2,7 @@
 
 Every trainable *entry* of a run (a curriculum stage or a baseline) owns a folder ``<run>/<name>/`` with
 ``trainer/`` (TRL checkpoints, the resume points) and ``model/`` (the finished weights), a record in
-``manifest.json`` under ``stages.<name>`` (status, times, the config it ran with, data fingerprint, metrics, trainer
+``manifest.json`` under ``entries.<name>`` (status, times, the config it ran with, data fingerprint, metrics, trainer
 config, output) and an evaluation folder ``eval/<name>/``. Every file is written atomically (:mod:`recipe.fsio`).
 
 A finished entry whose recorded config differs from the current one is refused, naming the changed keys; with
@@ -13,7 +13,11 @@ a changed config simply retrains it.
 Reopening a run (:func:`open_run`, under the run's lock, :mod:`recipe.run.runlock`) also repairs what a crash or a user
 left: an entry still ``running`` is marked ``interrupted`` (it resumes), a done entry whose weights folder is gone is
 trained again with what starts from it, one whose weights are damaged is an error naming the file and ``--force``,
-and a corrupt ``manifest.json`` is an error saying how to recover.
+and a corrupt ``manifest.json`` is an error saying how to recover. A manifest written before the key was ``entries``
+(it was ``stages``, baselines and the warm-up included) is migrated when read (:func:`migrate_manifest`).
+
+The entries themselves (name, what they start from, the sections their weights depend on) are the table of
+:mod:`recipe.run.entries`.
 
 >>> import tempfile, pathlib
 >>> run = pathlib.Path(tempfile.mkdtemp())
@@ -27,8 +31,7 @@ import logging
 import os
 import platform
 import shutil
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -39,6 +42,7 @@ from recipe.config.core import Config
 from recipe.errors import RunError
 from recipe.fsio import read_json, write_json, write_text
 from recipe.models.integrity import weights_dir_problem
+from recipe.run.entries import STAGES, Entry
 
 log = logging.getLogger("recipe")
 
@@ -52,7 +56,8 @@ EVAL_DIR = "eval"
 RESULTS = "results.json"  # eval/<name>/results.json: metrics, protocol, model, data hash (written last)
 GENERATIONS = "generations.jsonl"  # eval/<name>/generations.jsonl: one row per problem
 REPORT_MD, REPORT_PNG = "report.md", "report.png"
-STAGES = ("stage1", "stage2", "stage3")
+ENTRIES_KEY = "entries"  # the manifest's records, one per entry
+LEGACY_ENTRIES_KEY = "stages"  # what that key was called before (it held the baselines and the warm-up too)
 # Config that shapes every entry's weights; an entry also depends on its own sections.
 _SHARED_SECTIONS = ("model", "data")
 _IGNORED_KEYS = {"data.eval_source"}
@@ -67,17 +72,6 @@ LEGACY_SECTIONS = {"baseline_sft": {"budget": "stage1"}}
 
 __all__ = ["CONFIG_FILE", "EVAL_DIR", "GENERATIONS", "MANIFEST_FILE", "MODEL_DIR", "RESULTS", "STAGES",
            "TRAINER_DIR", "Entry", "RunError"]
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One trainable entry of a run: ``train(cfg, entry_dir, init_from) -> record`` writes ``entry_dir/model``."""
-
-    name: str  # manifest key, folder name and eval row
-    title: str
-    sections: tuple[str, ...]  # config sections (besides model, data and run.seed) its weights depend on
-    upstream: str | None  # the entry whose weights it starts from; None: the config's base model
-    train: Callable[[Config, Path, str | None], dict]
 
 
 def now() -> str:
@@ -138,21 +132,41 @@ def is_run_dir(run_dir: str | Path) -> bool:
 def _manifest_problem(manifest: object) -> str | None:
     if not isinstance(manifest, dict):
         return f"a JSON {type(manifest).__name__}, not an object"
-    stages = manifest.get("stages", {})
-    if not isinstance(stages, dict):
-        return "'stages' is not an object"
-    for name, record in stages.items():
-        if not isinstance(record, dict) or not isinstance(record.get("status", ""), str):
-            return f"the record of {name!r} is not an object with a status"
+    for key in (ENTRIES_KEY, LEGACY_ENTRIES_KEY):
+        records = manifest.get(key, {})
+        if not isinstance(records, dict):
+            return f"{key!r} is not an object"
+        for name, record in records.items():
+            if not isinstance(record, dict) or not isinstance(record.get("status", ""), str):
+                return f"the record of {name!r} is not an object with a status"
     return None
 
 
+def migrate_manifest(manifest: dict) -> dict:
+    """A manifest as today's code reads it: the records of one written before the key was ``entries`` (they were under
+    ``stages``) move there, in place. A manifest with both (an older version reopened a newer run) keeps every record,
+    those under ``entries`` winning. The file itself changes on the next save.
+
+    >>> migrate_manifest({"created": "t", "stages": {"stage1": {"status": "done"}}})
+    {'created': 't', 'entries': {'stage1': {'status': 'done'}}}
+    """
+    if LEGACY_ENTRIES_KEY in manifest:
+        legacy = manifest.pop(LEGACY_ENTRIES_KEY)
+        if manifest.get(ENTRIES_KEY):
+            log.warning("manifest has both %r and %r: keeping the records of both (%r wins for %s)", ENTRIES_KEY,
+                        LEGACY_ENTRIES_KEY, ENTRIES_KEY, ", ".join(sorted(set(legacy) & set(manifest[ENTRIES_KEY])))
+                        or "none")
+        manifest[ENTRIES_KEY] = {**legacy, **manifest.get(ENTRIES_KEY, {})}
+    manifest.setdefault(ENTRIES_KEY, {})
+    return manifest
+
+
 def load_manifest(run_dir: str | Path) -> dict:
-    """The manifest, or a fresh one for a folder that has none yet. A corrupt one (truncated, empty, not the
-    manifest's shape) is a :class:`RunError` saying how to recover."""
+    """The manifest (:func:`migrate_manifest`: in today's shape), or a fresh one for a folder that has none yet. A
+    corrupt one (truncated, empty, not the manifest's shape) is a :class:`RunError` saying how to recover."""
     path = Path(run_dir) / MANIFEST_FILE
     if not path.is_file():
-        return {"created": now(), "versions": versions(), "stages": {}}
+        return {"created": now(), "versions": versions(), ENTRIES_KEY: {}}
     try:
         manifest = read_json(path)
         problem = _manifest_problem(manifest)
@@ -161,8 +175,7 @@ def load_manifest(run_dir: str | Path) -> dict:
     if problem:
         raise RunError(f"{path} is corrupt ({problem}); move it aside (mv {path} {path}.bad) and run again: stages "
                        f"are then trained again, resuming from their checkpoints in <stage>/{TRAINER_DIR}")
-    manifest.setdefault("stages", {})
-    return manifest
+    return migrate_manifest(manifest)
 
 
 def save_manifest(run_dir: str | Path, manifest: dict) -> None:
@@ -172,7 +185,7 @@ def save_manifest(run_dir: str | Path, manifest: dict) -> None:
 
 
 def is_done(manifest: dict, name: str) -> bool:
-    return manifest.get("stages", {}).get(name, {}).get("status") == "done"
+    return manifest.get(ENTRIES_KEY, {}).get(name, {}).get("status") == "done"
 
 
 def output_of(run_dir: str | Path, name: str, manifest: dict | None = None) -> str | None:
@@ -185,7 +198,7 @@ def output_of(run_dir: str | Path, name: str, manifest: dict | None = None) -> s
         if not is_run_dir(run_dir):
             raise RunError(f"{run_dir} is not a run directory (no {MANIFEST_FILE})")
         manifest = load_manifest(run_dir)
-    entry = manifest.get("stages", {}).get(name)
+    entry = manifest.get(ENTRIES_KEY, {}).get(name)
     if not entry or entry.get("status") != "done":
         status = entry.get("status") if entry else "not started"
         raise RunError(f"{name} of run {run_dir} is not finished (status: {status}); run it first")
@@ -227,16 +240,15 @@ def with_legacy_keys(recorded: dict, current: dict | None = None) -> dict:
 def downstream(entries: Mapping[str, Entry], name: str) -> list[str]:
     """``name`` and every entry that (transitively) starts from its weights, in table order.
 
-    >>> table = {n: Entry(n, "", (), up, print) for n, up in
-    ...          [("stage1", None), ("stage2", "stage1"), ("stage3", "stage2"), ("baseline-sft", None)]}
-    >>> downstream(table, "stage2"), downstream(table, "baseline-sft")
-    (['stage2', 'stage3'], ['baseline-sft'])
+    >>> from recipe.run.entries import ENTRIES
+    >>> downstream(ENTRIES, "stage1"), downstream(ENTRIES, "baseline-sft")
+    (['stage1', 'stage2', 'stage3'], ['baseline-sft'])
     """
     out = [name]
     for other in entries.values():
-        up = other.upstream
+        up = other.starts_from
         while up is not None and up not in out:
-            up = entries[up].upstream if up in entries else None
+            up = entries[up].starts_from if up in entries else None
         if up is not None and other.name not in out:
             out.append(other.name)
     return out
@@ -247,10 +259,10 @@ def invalidate(run_dir: Path, manifest: dict, entries: Mapping[str, Entry], name
     The manifest is saved."""
     stale = downstream(entries, name)
     for other in stale:
-        if other not in manifest["stages"] and not entry_dir(run_dir, other).exists():
+        if other not in manifest[ENTRIES_KEY] and not entry_dir(run_dir, other).exists():
             continue
         log.warning("%s will be trained again (%s)", other, reason)
-        manifest["stages"][other] = {"status": "stale", "reason": reason, "marked": now()}
+        manifest[ENTRIES_KEY][other] = {"status": "stale", "reason": reason, "marked": now()}
         if dist.is_main():  # several processes: the caller makes the others wait for it (a barrier)
             shutil.rmtree(entry_dir(run_dir, other), ignore_errors=True)
             shutil.rmtree(eval_dir(run_dir, other), ignore_errors=True)
@@ -263,7 +275,7 @@ def refuse_or_invalidate_changed(run_dir: Path, manifest: dict, cfg: Config, ent
     """An entry whose recorded config differs from ``cfg`` is an error naming the changed keys; with ``force`` it
     (and what starts from it) is invalidated instead."""
     for entry in entries.values():
-        record = manifest["stages"].get(entry.name)
+        record = manifest[ENTRIES_KEY].get(entry.name)
         if not record or "config" not in record:
             continue
         now_cfg = entry_config(cfg, entry)
@@ -284,7 +296,7 @@ def refuse_or_invalidate_changed(run_dir: Path, manifest: dict, cfg: Config, ent
 def mark_interrupted(run_dir: Path, manifest: dict) -> None:
     """An entry still ``running`` when its run directory's lock is free was interrupted (killed, disk full): it
     resumes from its last intact checkpoint. Call it holding the lock."""
-    for name, record in manifest["stages"].items():
+    for name, record in manifest[ENTRIES_KEY].items():
         if record.get("status") == "running":
             log.warning("%s was interrupted (status 'running' with no live writer); it resumes", name)
             record.update(status="interrupted", marked=now())
@@ -294,7 +306,7 @@ def check_outputs(run_dir: Path, manifest: dict, entries: Mapping[str, Entry], f
     """A done entry whose weights folder or weight file is gone is trained again (with what starts from it); one whose
     weights are damaged is an error naming the file and the way to retrain it (with ``force``: trained again)."""
     for entry in entries.values():
-        record = manifest["stages"].get(entry.name, {})
+        record = manifest[ENTRIES_KEY].get(entry.name, {})
         if record.get("status") != "done" or not record.get("output"):
             continue
         out = Path(absolute(run_dir, record["output"]))
@@ -302,9 +314,10 @@ def check_outputs(run_dir: Path, manifest: dict, entries: Mapping[str, Entry], f
         if (problem and problem.startswith("missing")) or (problem and force):  # nothing left to protect
             invalidate(run_dir, manifest, entries, entry.name, f"its finished weights {out} are {problem}")
         elif problem:
+            command = f"baseline {entry.baseline_key}" if entry.baseline_key else entry.name
+            own = f"cotrecipe {command} --force, or " if entry.kind != "warmup" else ""  # the warm-up has no command
             raise RunError(f"{entry.name} is done but its weights {out} are damaged ({problem}); retrain it with "
-                           f"--force (cotrecipe {entry.name.replace('baseline-', 'baseline ')} --force, or run-all "
-                           f"--force)")
+                           f"--force ({own}run-all --force)")
 
 
 def open_run(cfg: Config, entries: Mapping[str, Entry], force: bool) -> tuple[Path, dict]:
@@ -332,19 +345,19 @@ def open_run(cfg: Config, entries: Mapping[str, Entry], force: bool) -> tuple[Pa
 def mark_running(run_dir: Path, manifest: dict, cfg: Config, entry: Entry, init_from: str | None) -> dict:
     record = {"status": "running", "started": now(), "config": entry_config(cfg, entry), "init_from": init_from,
               "processes": dist.world_size(), "pid": os.getpid()}
-    previous = manifest["stages"].get(entry.name, {})
+    previous = manifest[ENTRIES_KEY].get(entry.name, {})
     if previous.get("status") in ("running", "failed", "interrupted"):
         record["attempts"] = previous.get("attempts", 1) + 1
         if previous.get("processes", 1) != record["processes"]:
             log.warning("%s resumes with %d processes (its last attempt had %d): the effective batch changes",
                         entry.name, record["processes"], previous.get("processes", 1))
-    manifest["stages"][entry.name] = record
+    manifest[ENTRIES_KEY][entry.name] = record
     save_manifest(run_dir, manifest)
     return record
 
 
 def mark_failed(run_dir: Path, manifest: dict, name: str, exc: BaseException) -> None:
-    manifest["stages"][name].update(status="failed", ended=now(), error=f"{type(exc).__name__}: {exc}"[:500])
+    manifest[ENTRIES_KEY][name].update(status="failed", ended=now(), error=f"{type(exc).__name__}: {exc}"[:500])
     try:
         save_manifest(run_dir, manifest)
     except OSError as err:  # e.g. the full disk that failed the entry: the next start marks it interrupted
@@ -354,7 +367,7 @@ def mark_failed(run_dir: Path, manifest: dict, name: str, exc: BaseException) ->
 def mark_done(run_dir: Path, manifest: dict, name: str, result: dict, wall_s: float) -> dict:
     if result.get("output"):
         result["output"] = relative(run_dir, result["output"])
-    record = manifest["stages"][name]
+    record = manifest[ENTRIES_KEY][name]
     record.update(status="done", ended=now(), wall_s=round(wall_s, 2), **result)
     save_manifest(run_dir, manifest)
     if dist.is_main():

@@ -33,12 +33,12 @@ from recipe.errors import (
 )
 from recipe.fsio import replace_dir, write_text
 from recipe.models import model as model_mod
+from recipe.run.entries import STAGES  # the curriculum stages, in training order
 from recipe.run.rundir import output_of as stage_output  # the one dependency on the run-directory layout
 
 log = logging.getLogger("recipe")
 
 FORMATS = ("lora", "merged16", "gguf")
-STAGES = ("stage1", "stage2", "stage3")
 LLAMA_CPP_HINT = ("llama.cpp's converter: git clone https://github.com/ggml-org/llama.cpp && pip install -r "
                   "llama.cpp/requirements/requirements-convert_hf_to_gguf.txt, then pass "
                   "--converter llama.cpp/convert_hf_to_gguf.py")

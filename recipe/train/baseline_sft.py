@@ -6,7 +6,7 @@ stage 1's steps, or (``tokens``) as many steps as it takes to process as many to
 stages did (:func:`token_matched_steps`; TRL's ``num_tokens``, prompts and completions, from their trainer logs).
 The prompt is the evaluation prompt itself, the completion the ordered teacher solution, so the baseline is trained
 directly for the evaluation format.
-It is an entry of the run like a stage (:data:`recipe.run.orchestrator.ENTRIES`): manifest record, resume, config check,
+It is an entry of the run like a stage (:data:`recipe.run.entries.ENTRIES`): manifest record, resume, config check,
 ``eval/baseline-sft`` and a report row.
 """
 
@@ -24,7 +24,8 @@ from recipe.data.gsm8k import Problem
 from recipe.errors import RunError
 from recipe.fsio import read_json
 from recipe.models import model as model_mod
-from recipe.run.rundir import STAGES, TRAINER_LOG
+from recipe.run.entries import STAGES
+from recipe.run.rundir import TRAINER_LOG
 from recipe.train.common import train_problems, train_sft
 
 log = logging.getLogger("recipe")
