@@ -35,7 +35,7 @@ VARIANTS = {  # name -> (entry, overrides)
     "stage1-no-mask": ("stage1", ["stage1.question_only_share=0", "stage1.mask_prob=0"]),
     "stage1-qo0.5": ("stage1", ["stage1.question_only_share=0.5", "stage1.mask_prob=0.7"]),
     "stage1-qo0.75": ("stage1", ["stage1.question_only_share=0.75", "stage1.mask_prob=0.7"]),
-    "sft-baseline": ("baseline-sft", []),
+    "sft-baseline": ("baseline-sft", ["baseline_sft.budget=stage1"]),
 }
 
 
