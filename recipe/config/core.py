@@ -25,9 +25,9 @@ from typing import Any
 
 import yaml
 
+import recipe.config.limits as config_limits
+import recipe.config.safe_yaml as safe_yaml
 from recipe import dist
-from recipe.config import limits as config_limits
-from recipe.config import safe_yaml
 from recipe.config.schema import (  # noqa: F401  (re-exported: recipe.config.core.ModelConfig etc. keep working)
     BASELINES,
     BaselineGRPOConfig,

@@ -15,7 +15,7 @@ import dataclasses
 import difflib
 from typing import Any
 
-from recipe.config import safe_yaml
+import recipe.config.safe_yaml as safe_yaml
 from recipe.data.synthetic import SOURCE_FORMS, parse_source
 from recipe.errors import ConfigError
 from recipe.rewards import REWARDS, build_reward
