@@ -32,7 +32,7 @@ WANTED = [
 ]
 
 
-def _params(fn: ast.FunctionDef) -> list[dict]:
+def signature_params(fn: ast.FunctionDef) -> list[dict]:
     """Parameters in order: name, kind (inspect.Parameter kind names), has_default."""
     a = fn.args
     out = []
@@ -83,7 +83,7 @@ def extract(locations: list[str]) -> dict:
     out = {"versions": versions, "generated_by": "scripts/unsloth_api.py", "functions": {}}
     for qualname, path, cls, name in WANTED:
         fn = _find(ast.parse(sources[path]), cls, name)
-        out["functions"][qualname] = {"source": f"{path}:{fn.lineno}", "parameters": _params(fn)}
+        out["functions"][qualname] = {"source": f"{path}:{fn.lineno}", "parameters": signature_params(fn)}
     return out
 
 

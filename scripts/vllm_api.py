@@ -19,6 +19,8 @@ import re
 import sys
 import zipfile
 
+from unsloth_api import signature_params  # the same AST reading of a signature (scripts/ is on sys.path)
+
 # (name in the JSON, file in the wheel, class, method or None for the class's annotated fields)
 WANTED = [
     ("vllm.SamplingParams", "vllm/sampling_params.py", "SamplingParams", None),
@@ -51,22 +53,6 @@ def _fields(cls: ast.ClassDef) -> list[dict]:
     return out
 
 
-def _params(fn: ast.FunctionDef) -> list[dict]:
-    a = fn.args
-    positional = a.posonlyargs + a.args
-    out = []
-    for i, arg in enumerate(positional):
-        kind = "POSITIONAL_ONLY" if i < len(a.posonlyargs) else "POSITIONAL_OR_KEYWORD"
-        out.append({"name": arg.arg, "kind": kind, "has_default": i >= len(positional) - len(a.defaults)})
-    if a.vararg:
-        out.append({"name": a.vararg.arg, "kind": "VAR_POSITIONAL", "has_default": False})
-    for arg, default in zip(a.kwonlyargs, a.kw_defaults):
-        out.append({"name": arg.arg, "kind": "KEYWORD_ONLY", "has_default": default is not None})
-    if a.kwarg:
-        out.append({"name": a.kwarg.arg, "kind": "VAR_KEYWORD", "has_default": False})
-    return out
-
-
 def extract(wheel: str) -> dict:
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
@@ -80,7 +66,7 @@ def extract(wheel: str) -> dict:
             functions[qualname] = {"source": f"{path}:{cls.lineno}", "parameters": _fields(cls)}
         else:
             fn = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == method)
-            functions[qualname] = {"source": f"{path}:{fn.lineno}", "parameters": _params(fn)}
+            functions[qualname] = {"source": f"{path}:{fn.lineno}", "parameters": signature_params(fn)}
     exports = [name for name in EXPORTS if f'"{name}":' in read["vllm/__init__.py"]]
     return {"versions": {"vllm": version}, "generated_by": "scripts/vllm_api.py", "exports": exports,
             "functions": functions}
