@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import torch
+from peft import get_peft_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -126,8 +127,6 @@ def main() -> None:
     cfg = config_mod.resolve(preset="proof", overrides=args.set)
     model, tokenizer = model_mod.load(cfg.model, init_from=args.init, trainable=True, seed=cfg.run.seed)
     if not hasattr(model, "peft_config"):
-        from peft import get_peft_model  # lazy: only when --init gave no adapter
-
         model = get_peft_model(model, model_mod.lora_config(cfg.model))
     rows = stage2.build_rows(train_problems(cfg, "stage2")[:16], seed=0)
     loss32, grad32, t32 = fixed_batch(model, tokenizer, rows, False)
