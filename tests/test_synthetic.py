@@ -9,7 +9,7 @@ import re
 import pytest
 
 from recipe.data.gsm8k import DataError, load_gsm8k, parse_rows
-from recipe.data.synthetic import TEMPLATES, _Rationale, synthetic_row, synthetic_rows
+from recipe.data.synthetic import MIXED_CHECK_SHARE, TEMPLATES, _Rationale, synthetic_row, synthetic_rows
 
 OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
 # "<<a op b=r>>r" with integer operands: checked with the operator module, never evaluated as text.
@@ -158,3 +158,22 @@ def test_style_is_checked_and_selectable_from_the_source():
     assert all(len(v.steps) > len(t.steps) for v, t in zip(verbose, terse, strict=True))
     with pytest.raises(DataError, match="synthetic:N"):
         load_gsm8k("synthetic:20:verbose:2", split="train")
+
+
+def test_mixed_teacher_is_the_verbose_one_with_some_checks_left_out():
+    verbose = synthetic_rows(400, seed=8, max_steps=2, style="verbose")
+    mixed = synthetic_rows(400, seed=8, max_steps=2, style="mixed")
+    assert mixed == synthetic_rows(400, seed=8, max_steps=2, style="mixed")  # deterministic
+    checks = 0
+    for v, m in zip(verbose, mixed, strict=True):
+        assert m["question"] == v["question"]
+        assert m["answer"].rsplit("#### ", 1)[1] == v["answer"].rsplit("#### ", 1)[1]
+        v_lines, m_lines = v["answer"].splitlines(), m["answer"].splitlines()
+        # every mixed line is a verbose line, in order; only checks are ever left out
+        assert [line for line in v_lines if line in m_lines] == m_lines
+        assert all(line.startswith("Let me double-check") for line in v_lines if line not in m_lines)
+        checks += sum(line.startswith("Let me double-check") for line in m_lines)
+    share = checks / (2 * len(mixed))  # two calculations, two checks in every verbose row
+    assert abs(share - MIXED_CHECK_SHARE) < 0.06
+    problems, _ = load_gsm8k("synthetic:30:2:mixed", split="train")
+    assert {len(p.steps) for p in problems} <= {4, 5, 6} and len({len(p.steps) for p in problems}) > 1

@@ -248,7 +248,7 @@ def _looks_local(source: str) -> bool:
 
 
 def _synthetic_spec(source: str, split: str) -> tuple[int, int, int | None, str]:
-    """``synthetic[:N[:S]][:verbose]``: N rows (default 1000) of at most S steps (default: any, 2 to 6)."""
+    """``synthetic[:N[:S]][:verbose|:mixed]``: N rows (default 1000) of at most S steps (default: any, 2 to 6)."""
     try:
         n, max_steps, style = parse_source(source, SYNTHETIC_DEFAULT_ROWS)
     except ValueError as exc:

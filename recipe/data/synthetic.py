@@ -4,11 +4,14 @@ Rows look exactly like GSM8K rows: ``{"question": ..., "answer": "...<<3*4=12>>1
 rationale line per step (2 to 6 steps) carrying a calculator annotation. Answers are computed with Python
 integer arithmetic while the text is built; nothing is ever evaluated from text.
 
-Two teacher styles write the rationale for the same question and answer: ``terse`` (GSM8K-like, one short line per
-calculation) and ``verbose`` (like a reasoning-model teacher such as DeepSeek-R1-Distill: a thinking preamble that
+Three teacher styles write the rationale for the same question and answer: ``terse`` (GSM8K-like, one short line per
+calculation), ``verbose`` (like a reasoning-model teacher such as DeepSeek-R1-Distill: a thinking preamble that
 restates what is asked, every calculation restated with its exact arithmetic, an inverse-operation check after each,
-and a closing line), about three times the words. The style never changes the random draws, so the questions and
-answers of a seed are the same in both styles.
+and a closing line), about three times the words, and ``mixed``: the verbose teacher checking each calculation with
+chance :data:`MIXED_CHECK_SHARE` only, so its solutions vary in length as a pretrained model's samples do (a student
+trained on it samples both kinds and its greedy answer keeps the checks). The style never changes the random draws:
+the questions and answers of a seed are the same in every style (``mixed`` draws its checks from a generator seeded
+by the question).
 
 >>> rows = synthetic_rows(2, seed=0)
 >>> rows == synthetic_rows(2, seed=0), sorted(rows[0]), rows[0]["answer"].splitlines()[-1].startswith("#### ")
@@ -41,7 +44,8 @@ VEHICLES = ("train", "bus", "car", "truck")
 EXPENSES = ("groceries", "rent", "a new phone", "books", "bus fares")
 
 
-STYLES = ("terse", "verbose")
+STYLES = ("terse", "verbose", "mixed")
+MIXED_CHECK_SHARE = 0.65  # above one half: the greedy answer of a student trained on it keeps the checks
 _INVERSE = {"+": "-", "-": "+", "*": "/", "/": "*"}  # result INV b == a, exact for every step the templates make
 _LEADS = ("First", "Next", "Then", "After that", "Next", "Then")
 _FIRST_NAMES = frozenset(name for name, *_ in NAMES)
@@ -200,9 +204,10 @@ def _lower_first(text: str) -> str:
     return text if word in _FIRST_NAMES else text[:1].lower() + text[1:]
 
 
-def verbose_lines(question: str, rationale: _Rationale) -> list[str]:
+def verbose_lines(question: str, rationale: _Rationale, check_share: float = 1.0) -> list[str]:
     """The verbose teacher's rationale lines: a thinking preamble restating what is asked, then per calculation a
     line restating it with its exact arithmetic and a line checking it by the inverse operation, then a closing line.
+    ``check_share`` < 1 keeps each check with that chance, drawn from a generator seeded by the question alone.
 
     >>> r = _Rationale()
     >>> _ = r.calc("The pens cost ", 3, "*", 4, "", money=True)
@@ -214,10 +219,12 @@ def verbose_lines(question: str, rationale: _Rationale) -> list[str]:
     """
     asked = question.rsplit(". ", 1)[-1]
     lines = [f"Let me think about this carefully. The question asks: {asked}"]
+    keep = random.Random(f"checks:{question}")
     for k, (before, a, op, b, result, after, money) in enumerate(rationale.calcs):
         dollar = "$" if money else ""
         lines.append(f"{_LEADS[k]}, {_lower_first(before)}{a} {op} {b} = {dollar}<<{a}{op}{b}={result}>>{result}{after}.")
-        lines.append(f"Let me double-check that: {result} {_INVERSE[op]} {b} = {a}, which matches.")
+        if check_share >= 1.0 or keep.random() < check_share:
+            lines.append(f"Let me double-check that: {result} {_INVERSE[op]} {b} = {a}, which matches.")
     lines.append(f"So the final answer is {rationale.result}.")
     return lines
 
@@ -228,7 +235,10 @@ def synthetic_row(rng: random.Random, style: str = "terse") -> dict[str, str]:
         raise ValueError(f"unknown synthetic teacher style {style!r}; expected one of {', '.join(STYLES)}")
     rationale = _Rationale()
     question = rng.choice(TEMPLATES)(rng, rationale)
-    lines = rationale.lines if style == "terse" else verbose_lines(question, rationale)
+    if style == "terse":
+        lines = rationale.lines
+    else:
+        lines = verbose_lines(question, rationale, MIXED_CHECK_SHARE if style == "mixed" else 1.0)
     answer = "\n".join(lines) + f"\n#### {rationale.result}"
     return {"question": question, "answer": answer}
 
@@ -258,7 +268,8 @@ def synthetic_rows(n: int, seed: int, max_steps: int | None = None, style: str =
     return rows
 
 
-SOURCE_FORMS = "'synthetic', 'synthetic:N' or 'synthetic:N:S', optionally ':verbose' (N rows > 0, at most S >= 2 steps)"
+SOURCE_FORMS = ("'synthetic', 'synthetic:N' or 'synthetic:N:S', optionally ':verbose' or ':mixed' (N rows > 0, at most "
+                "S >= 2 steps)")
 
 
 def parse_source(source: str, default_rows: int) -> tuple[int, int | None, str]:
@@ -269,7 +280,7 @@ def parse_source(source: str, default_rows: int) -> tuple[int, int | None, str]:
     >>> parse_source("synthetic:0", 1000)
     Traceback (most recent call last):
     ...
-    ValueError: bad synthetic source 'synthetic:0': expected 'synthetic', 'synthetic:N' or 'synthetic:N:S', optionally ':verbose' (N rows > 0, at most S >= 2 steps)
+    ValueError: bad synthetic source 'synthetic:0': expected 'synthetic', 'synthetic:N' or 'synthetic:N:S', optionally ':verbose' or ':mixed' (N rows > 0, at most S >= 2 steps)
     """
     parts = source.split(":")
     style = parts.pop() if len(parts) > 1 and parts[-1] in STYLES else "terse"
