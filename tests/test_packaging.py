@@ -51,6 +51,13 @@ def test_every_imported_package_is_declared():
     assert "pyarrow" in requirements() and "gguf" in requirements()  # parquet reader; the CPU demo's GGUF model
 
 
+def test_every_core_dependency_is_imported_except_the_gguf_reader():
+    """Nothing unused in the core set: each is imported by recipe/, except gguf, which transformers' GGUF reader needs
+    to convert the CPU demo's model (pyproject says so beside it)."""
+    imported = {canonicalize_name(DIST_OF.get(n, n)) for n in third_party_imports()}
+    assert set(requirements()) - imported == {"gguf"}
+
+
 def test_the_teacher_extra_is_the_openai_client_and_dev_installs_it():
     """`cotrecipe teach --source openai:` needs `openai` (recipe/teacher/client.py names the extra when it is missing);
     CI installs `.[dev]`, which must bring the same client so the teach tests drive the real one."""
