@@ -46,22 +46,39 @@ def _initialised() -> bool:
     return bool(dist is not None and dist.is_available() and dist.is_initialized())
 
 
+def _state() -> Any | None:
+    """accelerate's ``PartialState`` once a process group is up, else None.
+
+    Only then: constructing a ``PartialState`` starts the group, and these facts are asked before one may exist (the
+    config checks of :func:`launch_error` and :func:`generation_batch_error` run at resolve time, on every rank, so
+    that all stop with one line before any model loads; the log prefix is set at CLI start; the run lock reads
+    ``RANK``) and by single-process commands that never import torch. Until the group is up the launcher's
+    ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` answer, which is what ``PartialState`` itself reads when it starts.
+    Here only accelerate starts the group (:func:`init`, or a trainer's ``Accelerator``), so the call below returns
+    that shared state and starts nothing."""
+    if not _initialised():
+        return None
+    from accelerate import PartialState  # lazy: a group is up, so torch is loaded; accelerate imports torch
+
+    return PartialState()
+
+
 def world_size() -> int:
-    """Number of processes: the process group's, else the launcher's ``WORLD_SIZE``, else 1."""
-    if _initialised():
-        return sys.modules["torch.distributed"].get_world_size()
-    return max(1, _env_int("WORLD_SIZE", 1))
+    """Number of processes: accelerate's once the group is up, else the launcher's ``WORLD_SIZE``, else 1."""
+    state = _state()
+    return state.num_processes if state is not None else max(1, _env_int("WORLD_SIZE", 1))
 
 
 def rank() -> int:
     """This process's global rank (0 in a single-process run)."""
-    if _initialised():
-        return sys.modules["torch.distributed"].get_rank()
-    return _env_int("RANK", 0)
+    state = _state()
+    return state.process_index if state is not None else _env_int("RANK", 0)
 
 
 def local_rank() -> int:
-    return _env_int("LOCAL_RANK", 0)
+    """This process's rank on its machine (0 in a single-process run)."""
+    state = _state()
+    return state.local_process_index if state is not None else _env_int("LOCAL_RANK", 0)
 
 
 def is_distributed() -> bool:
@@ -70,7 +87,8 @@ def is_distributed() -> bool:
 
 def is_main() -> bool:
     """True on the process that writes files (global rank 0); always True in a single-process run."""
-    return rank() == 0
+    state = _state()
+    return state.is_main_process if state is not None else rank() == 0
 
 
 def describe() -> str:

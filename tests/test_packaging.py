@@ -45,10 +45,27 @@ def third_party_imports() -> set[str]:
 
 
 def test_every_imported_package_is_declared():
-    declared = set(requirements()) | set(requirements("gpu"))
+    declared = set(requirements()) | set(requirements("gpu")) | set(requirements("teacher"))
     missing = {canonicalize_name(DIST_OF.get(n, n)) for n in third_party_imports()} - declared
     assert not missing, f"imported by recipe/ but not declared in pyproject.toml: {sorted(missing)}"
     assert "pyarrow" in requirements() and "gguf" in requirements()  # parquet reader; the CPU demo's GGUF model
+
+
+def test_every_core_dependency_is_imported_except_the_gguf_reader():
+    """Nothing unused in the core set: each is imported by recipe/, except gguf, which transformers' GGUF reader needs
+    to convert the CPU demo's model (pyproject says so beside it)."""
+    imported = {canonicalize_name(DIST_OF.get(n, n)) for n in third_party_imports()}
+    assert set(requirements()) - imported == {"gguf"}
+
+
+def test_the_teacher_extra_is_the_openai_client_and_dev_installs_it():
+    """`cotrecipe teach --source openai:` needs `openai` (recipe/teacher/client.py names the extra when it is missing);
+    CI installs `.[dev]`, which must bring the same client so the teach tests drive the real one."""
+    from recipe.teacher.client import EXTRA
+
+    teacher = requirements(EXTRA)
+    assert set(teacher) == {"openai"} and "openai" not in requirements()
+    assert str(requirements("dev")["openai"].specifier) == str(teacher["openai"].specifier)
 
 
 def test_constraints_pin_the_floors_within_their_ranges_and_ci_installs_with_them():

@@ -23,6 +23,7 @@ from recipe.config import core as C
 from recipe.errors import RunError
 from recipe.eval import evaluate
 from recipe.eval.report import build_report, collect_results
+from recipe.models.integrity import weights_file_problem
 from recipe.run import orchestrator as run
 from recipe.run import rundir
 from recipe.run.runlock import LOCK_FILE
@@ -165,6 +166,25 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(damage, tmp_
     assert "checkpoint-4 is damaged" in caplog.text and "previous intact checkpoint" in caplog.text
     assert not (trainer / "checkpoint-4").exists() and (trainer / ".damaged-checkpoint-4").is_dir()
     assert last_checkpoint(tmp_path / "none") is None
+
+
+def test_a_safetensors_file_is_judged_by_safetensors_own_reader(tmp_path):
+    """What safetensors refuses to load is damaged, including what a hand parser of the header let through (bytes
+    past the last tensor, offsets that disagree with a tensor's shape); an intact file passes."""
+    good = safetensors_bytes()
+    header = json.dumps({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 8]}}).encode()
+    cases = {"intact": good, "cut in half": good[: len(good) // 2], "a byte past the end": good + b"\0",
+             "offsets disagree with the shape": struct.pack("<Q", len(header)) + header + b"\0" * 8,
+             "header is not JSON": struct.pack("<Q", 5) + b"{abc}"}
+    found = {}
+    for name, payload in cases.items():
+        path = tmp_path / f"{name}.safetensors"
+        path.write_bytes(payload)
+        found[name] = weights_file_problem(path)
+    assert found.pop("intact") is None
+    for name, problem in found.items():
+        assert problem is not None and problem.startswith("not readable by safetensors ("), (name, problem)
+    assert "JSON" in found["header is not JSON"]
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -292,6 +292,31 @@ def test_failed_requests_exit_non_zero_and_the_printed_rerun_asks_only_for_them(
         server.close()
 
 
+def test_without_a_key_no_authorization_header_is_sent(cfg, tmp_path, monkeypatch):
+    """A local server needs no key: with the key variable unset the request carries no Authorization header at all
+    (not even the client's placeholder), and OPENAI_API_KEY is not read for another variable."""
+    problems = load_problems(cfg, limit=2)
+    server = Teacher({p.question: [("ok", good_reply(p.answer))] for p in problems})
+    monkeypatch.delenv("TEACH_TEST_KEY", raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    try:
+        summary = run_teach(cfg, TeachOptions(source=f"openai:{server.url}", model="teacher-14b",
+                                              output=str(tmp_path / "t.jsonl"), api_key_env="TEACH_TEST_KEY"), problems)
+        assert summary.kept == 2 and server.auth == [None, None]
+    finally:
+        server.close()
+
+
+def test_without_the_teacher_extra_an_openai_source_is_one_line_naming_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openai", None)  # as if not installed: `import openai` raises ImportError
+    result = teach_cli("http://127.0.0.1:9/v1", tmp_path / "t.jsonl")
+    assert result.exit_code == 2
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: --source openai:<base_url> needs the openai client") and \
+        line.endswith("pip install 'cotrecipe[teacher]'"), line
+    assert not (tmp_path / "t.jsonl").exists()
+
+
 def test_gold_source_and_stats_via_the_cli(tmp_path, tiny_model):
     from click.testing import CliRunner
 

@@ -1,32 +1,54 @@
-"""A minimal OpenAI-compatible chat client (stdlib ``urllib``) for ``cotrecipe teach --source openai:<base_url>``.
+"""The OpenAI-compatible teacher for ``cotrecipe teach --source openai:<base_url>``, through the official ``openai``
+client: the ``teacher`` extra (``pip install 'cotrecipe[teacher]'``); without it, such a source is one error line
+saying so.
 
-Works with Ollama (``http://localhost:11434/v1``), vLLM, LM Studio and hosted APIs: one POST to
-``{base_url}/chat/completions`` per problem. Timeouts, HTTP 408/429/5xx, broken connections and malformed JSON are
-retried with exponential backoff (``Retry-After`` honoured, capped); 401/403/404 stop the run (wrong key, URL or
-model); any other 4xx fails that row only. The API key comes from an environment variable, is sent only in the
-``Authorization`` header and never appears in a message, a repr, a log line or a file.
+Works with Ollama (``http://localhost:11434/v1``), vLLM, LM Studio and hosted APIs: one chat-completions request per
+problem. The ``openai`` client builds and sends it (JSON body, ``Authorization`` header, a pooled connection, the
+timeout) and types what went wrong (a status, a timeout, a broken connection). Its own retry loop is off
+(``max_retries=0``) and ours kept, because the client's has no backoff setting (``--backoff``), does not retry a
+malformed reply (it raises a JSON error), and treats every 4xx alike: here timeouts, HTTP 408/429/5xx, broken
+connections and malformed JSON are retried with exponential backoff (``Retry-After`` honoured, capped); 401/403/404
+stop the run (wrong key, URL or model); any other 4xx fails that row only. The reply is read from the raw body
+(``with_raw_response``): the reasoning fields servers add (``reasoning_content``, ``reasoning``) are not part of the
+typed ``ChatCompletion``.
+
+The API key comes only from the variable named by ``--api-key-env`` (passed explicitly, so the client never falls
+back to ``OPENAI_API_KEY`` for another variable), is sent only in the ``Authorization`` header (none at all without a
+key: local servers need none) and never appears in a message, a repr, a log line or a file. The client's other
+environment variables (``OPENAI_ORG_ID``, ``OPENAI_PROJECT_ID``, ``OPENAI_CUSTOM_HEADERS``) apply as for any
+``openai`` client.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import random
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from recipe.errors import TeacherServerError  # noqa: F401  (defined there, raised here)
+from recipe.errors import TeachError, TeacherServerError
 
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 FATAL_STATUS = frozenset({401, 403, 404})
+EXTRA = "teacher"  # the pyproject extra that installs the openai client
+_NO_KEY = "no-key"  # the client insists on a key; without one, the header it would make is omitted (openai.omit)
 
 
 class RequestFailed(Exception):
     """One request failed for good (after retries, or a non-retryable 4xx); the row counts as failed."""
+
+
+def import_openai() -> Any:
+    """The ``openai`` module, or a :class:`TeachError` saying which extra installs it."""
+    try:
+        import openai  # lazy: an optional extra, needed only for openai: sources
+    except ImportError as exc:
+        raise TeachError(f"--source openai:<base_url> needs the openai client ({exc}): "
+                         f"pip install 'cotrecipe[{EXTRA}]'") from None
+    return openai
 
 
 @dataclass
@@ -41,20 +63,18 @@ class OpenAIClient:
     temperature: float = 0.0
     max_tokens: int = 2048
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
+    _openai: Any = field(init=False, repr=False, default=None)
+    _client: Any = field(init=False, repr=False, default=None)
+
+    def __post_init__(self) -> None:
+        self._openai = import_openai()
+        self._client = self._openai.OpenAI(base_url=self.base_url, api_key=self.api_key or _NO_KEY,
+                                           timeout=self.timeout, max_retries=0)
 
     @classmethod
     def from_env(cls, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", **kwargs) -> OpenAIClient:
         """A client whose key is ``$api_key_env`` (no key when unset: local servers need none)."""
         return cls(base_url=base_url.rstrip("/"), model=model, api_key=os.environ.get(api_key_env) or None, **kwargs)
-
-    def _request(self, prompt: str) -> urllib.request.Request:
-        body = {"model": self.model, "messages": [{"role": "user", "content": prompt}],
-                "temperature": self.temperature, "max_tokens": self.max_tokens, "stream": False}
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        return urllib.request.Request(f"{self.base_url}/chat/completions", data=json.dumps(body).encode(),
-                                      headers=headers, method="POST")
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
         if retry_after:
@@ -67,23 +87,25 @@ class OpenAIClient:
 
     def _once(self, prompt: str) -> str:
         """One attempt; raises ``_Retry`` for transient problems, RequestFailed/TeacherServerError otherwise."""
+        openai = self._openai
         try:
-            with urllib.request.urlopen(self._request(prompt), timeout=self.timeout) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as exc:
-            status, retry_after = exc.code, exc.headers.get("Retry-After") if exc.headers else None
-            exc.close()
+            raw = self._client.chat.completions.with_raw_response.create(
+                model=self.model, messages=[{"role": "user", "content": prompt}], temperature=self.temperature,
+                max_tokens=self.max_tokens, stream=False,
+                extra_headers=None if self.api_key else {"Authorization": openai.omit})
+            body = raw.content
+        except openai.APIStatusError as exc:
+            status, retry_after = exc.status_code, exc.response.headers.get("Retry-After")
             if status in FATAL_STATUS:
                 raise TeacherServerError(f"{self.base_url}/chat/completions answered HTTP {status} "
                                          f"(check the URL, --model {self.model!r} and the API key variable)") from None
             if status in RETRY_STATUS or status >= 500:
                 raise _Retry(f"HTTP {status}", retry_after) from None
             raise RequestFailed(f"HTTP {status}") from None
-        except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError,
-                OSError) as exc:
-            reason = getattr(exc, "reason", exc)
+        except openai.APIConnectionError as exc:  # also APITimeoutError; the cause says what broke
+            reason = exc.__cause__ or exc
             raise _Retry(f"{type(reason).__name__}: {reason}", None) from None
-        return parse_reply(raw)
+        return parse_reply(body)
 
     def complete(self, prompt: str) -> str:
         """The reply text for ``prompt`` (a reasoning field or ``<think>`` part becomes a ``Thinking…`` block)."""
