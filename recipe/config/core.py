@@ -17,6 +17,7 @@ recipe.errors.ConfigError: unknown key 'stage2.lerning_rate' (did you mean 'stag
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 from importlib import resources
@@ -27,9 +28,11 @@ import yaml
 
 import recipe.config.limits as config_limits
 import recipe.config.safe_yaml as safe_yaml
+import recipe.config.trl_pass as trl_pass
 from recipe import dist
 from recipe.config.schema import (  # noqa: F401  (re-exported: recipe.config.core.ModelConfig etc. keep working)
     BASELINES,
+    TRAINER_SECTIONS,
     BaselineGRPOConfig,
     BaselineSFTConfig,
     Config,
@@ -47,6 +50,7 @@ from recipe.config.schema import (  # noqa: F401  (re-exported: recipe.config.co
 )
 from recipe.config.typed import deep_merge, from_mapping, set_path
 from recipe.errors import ConfigError
+from recipe.models.devices import GRPO, uses_vllm
 from recipe.run.entries import EVAL_STAGES
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -114,13 +118,26 @@ def resolve(
     for item in overrides:
         keys, value = parse_override(item)
         set_path(data, keys, value)
-    cfg = from_mapping(Config, data)
+    cfg = build(data)
     validate(cfg)
     return cfg
 
 
+def build(data: dict) -> Config:
+    """Plain data -> :class:`Config`, unvalidated: the trainer sections through :mod:`recipe.config.trl_pass` (TRL's
+    keys pass through), everything else through :func:`~recipe.config.typed.from_mapping`."""
+    sections = {name: data[name] for name in TRAINER_SECTIONS if name in data}
+    for name, value in sections.items():
+        if not isinstance(value, dict):
+            raise ConfigError(f"bad value for '{name}': {safe_yaml.short_repr(value)} (expected mapping)")
+    cfg = from_mapping(Config, {k: v for k, v in data.items() if k not in sections})
+    built = {name: trl_pass.section_from_mapping(type(getattr(cfg, name)), value, name)
+             for name, value in sections.items()}
+    return dataclasses.replace(cfg, **built)
+
+
 def from_dict(data: dict) -> Config:
-    cfg = from_mapping(Config, data)
+    cfg = build(data)
     validate(cfg)
     return cfg
 
@@ -174,7 +191,8 @@ def validate(cfg: Config) -> None:
     if launch_problem:
         raise ConfigError(launch_problem)
     if cfg.run.vllm_mode == "server":
-        _check(cfg.model.backend == "hf" and cfg.model.hf_use_vllm and not cfg.model.fast_inference, "run.vllm_mode",
+        _check(cfg.model.backend == "hf" and uses_vllm(cfg.model, "hf", GRPO) and not cfg.model.fast_inference,
+               "run.vllm_mode",
                cfg.run.vllm_mode, "server mode is TRL's vLLM on the hf backend: set model.backend=hf, "
                "model.hf_use_vllm=true and model.fast_inference=false (Unsloth's engine is always colocated)")
     _check(1 <= cfg.run.vllm_server_port <= 65535, "run.vllm_server_port", cfg.run.vllm_server_port,
@@ -194,8 +212,11 @@ def dump_yaml(cfg: Config) -> str:
 
 
 def to_dict(cfg: Any) -> dict:
-    """The config as plain data (what ``config.yaml`` holds)."""
-    return dataclasses.asdict(cfg)
+    """The config as plain data (what ``config.yaml`` holds); a trainer section's TRL keys sit beside its own."""
+    if hasattr(cfg, "as_dict"):
+        return cfg.as_dict()
+    return {f.name: to_dict(value) if dataclasses.is_dataclass(value := getattr(cfg, f.name)) else copy.deepcopy(value)
+            for f in dataclasses.fields(cfg)}
 
 
 def diff_keys(old: dict, new: dict, prefix: str = "") -> list[str]:

@@ -147,7 +147,9 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 def _check_int64(value: Any, key: str) -> None:
     """Every integer in the config fits 64 bits (torch, numpy and the trainers hold counts in int64); the checks
     above, run first, give the key's own range where it has one (``run.seed``)."""
-    if dataclasses.is_dataclass(value):
+    if hasattr(value, "as_dict"):  # a trainer section: TRL's keys beside the recipe's own
+        _check_int64(value.as_dict(), key)
+    elif dataclasses.is_dataclass(value):
         for f in dataclasses.fields(value):
             _check_int64(getattr(value, f.name), f"{key}.{f.name}" if key else f.name)
     elif isinstance(value, list):

@@ -3,8 +3,9 @@ default is written. Loading, merging and validation live in :mod:`recipe.config.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from recipe.run.entries import BASELINES as BASELINE_ENTRIES
 from recipe.run.entries import EVAL_STAGES
@@ -63,55 +64,96 @@ class RewardSpec:
     params: dict[str, Any] = field(default_factory=dict)
 
 
+# The TRL fields the recipe records (config.yaml, the entries' config fingerprints) with the recipe's defaults for
+# them: the ONE place they are written. Any other field of the pinned TRL class may be set in a section too; it is
+# passed through as-is (recipe.config.trl_pass checks it against that class's fields).
+TRAIN_DEFAULTS: dict[str, Any] = dict(
+    learning_rate=1e-5,
+    num_train_epochs=1.0,
+    max_steps=-1,  # > 0 overrides epochs
+    per_device_train_batch_size=4,
+    gradient_accumulation_steps=1,
+    warmup_steps=0.0,  # >= 1: a step count; < 1: a fraction of the training steps
+    lr_scheduler_type="linear",
+    weight_decay=0.0,
+    max_grad_norm=1.0,
+    optim="adamw_torch",
+    logging_steps=1,
+    save_steps=50,  # a checkpoint every N steps: resume point after a crash
+    save_total_limit=2,
+)
+GRPO_DEFAULTS: dict[str, Any] = dict(
+    TRAIN_DEFAULTS,
+    per_device_train_batch_size=8,  # a multiple of num_generations: one prompt's group per step
+    num_generations=8,
+    max_completion_length=512,
+    temperature=1.0,
+    top_p=1.0,
+    beta=0.0,  # KL coefficient; 0 means no reference model is kept
+    epsilon=0.2,  # PPO-style clip range (lower side: ratio >= 1 - epsilon)
+    # Upper clip (ratio <= 1 + epsilon_high). 0.2 = epsilon: the symmetric clip of the paper and of TRL alone. Passed
+    # to TRL explicitly on both backends: with loss_type=dapo Unsloth's GRPOConfig puts 0.28 in an unset one.
+    epsilon_high=0.2,
+    # True drops every completion that reaches max_completion_length from the loss. False (ours, and TRL's): those
+    # long completions stay in and take the brevity reward's penalty, which is what stages 2-3 train against.
+    # Passed explicitly on both backends: with loss_type=dapo Unsloth's GRPOConfig turns an unset one on.
+    mask_truncated_completions=False,
+    loss_type="dapo",
+    scale_rewards="group",
+    num_iterations=1,
+    log_completions=True,
+    num_completions_to_print=2,
+)
+
+
 @dataclass
 class TrainConfig:
-    """Fields shared by every trainer stage (they map 1:1 to transformers TrainingArguments)."""
+    """A trainer section: the recipe's own keys as fields, TRL's (``TRL_CLASS``'s) in ``trl_args``, read as
+    attributes too (``cfg.stage2.learning_rate``). ``trl_args`` holds ``TRL_DEFAULTS`` and whatever TRL field the
+    config sets; it goes to the TRL class as it is (:mod:`recipe.train.trl_args`)."""
+
+    TRL_CLASS: ClassVar[str] = "SFTConfig"
+    TRL_DEFAULTS: ClassVar[dict[str, Any]] = TRAIN_DEFAULTS
 
     enabled: bool = True
-    learning_rate: float = 1e-5
-    num_train_epochs: float = 1.0
-    max_steps: int = -1  # > 0 overrides epochs
-    per_device_train_batch_size: int = 4
-    gradient_accumulation_steps: int = 1
-    warmup_steps: float = 0.0  # >= 1: a step count; < 1: a fraction of the training steps
-    lr_scheduler_type: str = "linear"
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    optim: str = "adamw_torch"
-    logging_steps: int = 1
-    save_steps: int = 50  # a checkpoint every N steps: resume point after a crash
-    save_total_limit: int = 2
+    trl_args: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.trl_args = {**self.TRL_DEFAULTS, **self.trl_args}
+
+    def __getattr__(self, name: str) -> Any:  # only for names that are not fields: TRL's keys
+        passed = self.__dict__.get("trl_args", {})
+        if name in passed:
+            return passed[name]
+        raise AttributeError(f"'{type(self).__name__}' has no key '{name}'")
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data in the order config.yaml has always had: ``enabled``, TRL's keys, the recipe's own."""
+        out: dict[str, Any] = {}
+        for name, value in dataclasses.asdict(self).items():
+            out.update(value if name == "trl_args" else {name: value})
+        return out
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with ``changes`` (own keys or TRL's), as ``dataclasses.replace`` for both kinds."""
+        own = {f.name for f in dataclasses.fields(self)}
+        trl = {k: v for k, v in changes.items() if k not in own}
+        mine = {k: v for k, v in changes.items() if k in own}
+        return dataclasses.replace(self, **mine, trl_args={**self.trl_args, **trl})
 
 
 @dataclass
 class Stage1Config(TrainConfig):
-    learning_rate: float = 1e-5
     mask_prob: float = 0.7
-    max_length: int = 1024
+    max_length: int = 1024  # TRL's max_length, capped at model.max_seq_length
     question_only_share: float = 0.0  # share of rows with the question alone (eval prompt); 0 = the paper
 
 
 @dataclass
 class GRPOStageConfig(TrainConfig):
-    per_device_train_batch_size: int = 8  # a multiple of num_generations: one prompt's group per step
-    num_generations: int = 8
-    max_completion_length: int = 512
-    temperature: float = 1.0
-    top_p: float = 1.0
-    beta: float = 0.0  # KL coefficient; 0 means no reference model is kept
-    epsilon: float = 0.2  # PPO-style clip range (lower side: ratio >= 1 - epsilon)
-    # Upper clip (ratio <= 1 + epsilon_high). 0.2 = epsilon: the symmetric clip of the paper and of TRL alone. Passed
-    # to TRL explicitly on both backends: with loss_type=dapo Unsloth's GRPOConfig puts 0.28 in an unset one.
-    epsilon_high: float = 0.2
-    # True drops every completion that reaches max_completion_length from the loss. False (ours, and TRL's): those
-    # long completions stay in and take the brevity reward's penalty, which is what stages 2-3 train against.
-    # Passed explicitly on both backends: with loss_type=dapo Unsloth's GRPOConfig turns an unset one on.
-    mask_truncated_completions: bool = False
-    loss_type: str = "dapo"
-    scale_rewards: str = "group"
-    num_iterations: int = 1
-    log_completions: bool = True
-    num_completions_to_print: int = 2
+    TRL_CLASS: ClassVar[str] = "GRPOConfig"
+    TRL_DEFAULTS: ClassVar[dict[str, Any]] = GRPO_DEFAULTS
+
     length_unit: Literal["words", "tokens"] = "words"
     cut_after_answer: bool = True  # rewards read a completion up to its first answer line (official truncation)
     rewards: list[RewardSpec] = field(default_factory=list)
@@ -143,9 +185,13 @@ class WarmupConfig(TrainConfig):
     its weights, which then stand for the base model of the whole run (base row, stages, baselines). On CPU it plays
     the competent, verbose pretrained base the paper starts from (README, "The proof run")."""
 
+    TRL_DEFAULTS: ClassVar[dict[str, Any]] = dict(TRAIN_DEFAULTS, learning_rate=3e-4)
+
     enabled: bool = False
-    learning_rate: float = 3e-4
-    max_length: int = 1024
+    max_length: int = 1024  # TRL's max_length, capped at model.max_seq_length
+
+
+TRAINER_SECTIONS = ("stage1", "stage2", "stage3", "warmup")  # the Config fields that are TrainConfig sections
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """``run.device`` against this machine: ``cuda`` where torch sees no usable CUDA device is refused before any model
 loads, naming what torch found (the trainers and the generation code would otherwise fall back to the CPU without a
-word). ``auto`` and ``cpu`` always hold."""
+word). ``auto`` and ``cpu`` always hold. And the one place that says whether a use of generation goes through vLLM:
+:func:`uses_vllm`."""
 
 from __future__ import annotations
 
@@ -33,3 +34,30 @@ def check_device(device: str) -> None:
     problem = device_error(device)
     if problem:
         raise ConfigError(problem)
+
+
+GRPO, EVAL, MINING, TEACH = "grpo", "eval", "mining", "teach"  # the uses of generation
+USES = (GRPO, EVAL, MINING, TEACH)
+
+
+def uses_vllm(model_cfg: object, backend: str, use: str, on_gpu: bool = True) -> bool:
+    """Whether ``use`` (GRPO's generation, evaluation, stage-3 mining, ``teach``) generates through vLLM for a
+    ``ModelConfig`` on ``backend`` (``unsloth`` or ``hf``, as picked). Every site that decides vLLM asks here.
+
+    unsloth: ``model.fast_inference`` gives each GRPO, evaluation and mining load one in-process engine (the weights
+    repository follows it too); hf: ``model.hf_use_vllm`` gives GRPO TRL's own engine (colocated or a server,
+    ``run.vllm_mode``), and evaluation and mining generate with HF. ``teach`` loads without an engine; nothing
+    uses vLLM off the GPU.
+
+    >>> from types import SimpleNamespace as NS
+    >>> on = NS(fast_inference=True, hf_use_vllm=False)
+    >>> [uses_vllm(on, "unsloth", u) for u in USES], uses_vllm(on, "hf", GRPO), uses_vllm(on, "unsloth", EVAL, False)
+    ([True, True, True, False], False, False)
+    """
+    if use not in USES:
+        raise ValueError(f"unknown use of generation {use!r} (allowed: {', '.join(USES)})")
+    if not on_gpu or use == TEACH:
+        return False
+    if backend == "unsloth":
+        return bool(getattr(model_cfg, "fast_inference", False))
+    return use == GRPO and bool(getattr(model_cfg, "hf_use_vllm", False))

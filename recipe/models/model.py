@@ -343,7 +343,8 @@ def weights_record(model: Any) -> dict:
 
     base = model.get_base_model() if isinstance(model, PeftModel) else model
     config = base.config
-    return {"repo": getattr(config, "_name_or_path", None), "revision": getattr(config, "_commit_hash", None)}
+    # transformers keeps the resolved hub commit only as ``_commit_hash`` (no public accessor); the name is public
+    return {"repo": getattr(config, "name_or_path", None), "revision": getattr(config, "_commit_hash", None)}
 
 
 def describe(model: Any) -> dict:
@@ -354,7 +355,7 @@ def describe(model: Any) -> dict:
     config = model.config
     info = {
         "class": type(model.get_base_model() if isinstance(model, PeftModel) else model).__name__,
-        "name_or_path": getattr(config, "_name_or_path", ""),
+        "name_or_path": getattr(config, "name_or_path", None) or "",
         "backend": "unsloth" if getattr(config, "unsloth_version", None) else "hf",
         "dtype": str(params[0].dtype).removeprefix("torch.") if params else "",
         "n_params": sum(p.numel() for p in params),

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from recipe.errors import EngineError, RunError, WeightsError  # noqa: F401  (defined there, raised here)
+from recipe.models.devices import GRPO, uses_vllm
 from recipe.models.precision import Precision
 
 log = logging.getLogger(__name__)
@@ -181,10 +182,10 @@ def load(cfg: Any, base: str, init_from: str | None, adapter: bool, trainable: b
     its base in adapter_config.json and unsloth attaches the adapter), ``adapter`` whether it is one."""
     release_engine()  # the previous stage's engine goes before anything else loads
     FastLanguageModel = import_unsloth().FastLanguageModel
-    fast_inference = bool(engine and cfg.fast_inference)
+    fast_inference = bool(engine) and uses_vllm(cfg, "unsloth", GRPO)  # eval and mining: as GRPO
     four_bit = cfg.load_in_4bit and cfg.use_lora
     mapper = importlib.import_module("unsloth.models.mapper")  # lazy: exists with the gpu extra only
-    repo = weights_repo(base, four_bit, bool(cfg.fast_inference), mapper)  # the run's setting, not this load's
+    repo = weights_repo(base, four_bit, uses_vllm(cfg, "unsloth", GRPO), mapper)  # the run's setting, not this load's
     if adapter:
         _check_adapter_base(init_from, repo)
     import torch
@@ -227,10 +228,5 @@ def trl_vllm_args(cfg: Any, backend: str, use_cpu: bool) -> dict:
     """The vLLM part of a TRL ``GRPOConfig``: on unsloth, its shared engine when ``model.fast_inference`` is on
     (unsloth's trainer uses ``model.vllm_engine``); on hf, TRL's own colocated engine only when
     ``model.hf_use_vllm`` asks for it explicitly; never on the CPU."""
-    if use_cpu:
-        use_vllm = False
-    elif backend == "unsloth":
-        use_vllm = bool(cfg.fast_inference)
-    else:
-        use_vllm = bool(getattr(cfg, "hf_use_vllm", False))
+    use_vllm = uses_vllm(cfg, backend, GRPO, on_gpu=not use_cpu)
     return {"use_vllm": use_vllm, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": cfg.gpu_memory_utilization}

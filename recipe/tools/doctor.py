@@ -27,6 +27,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from recipe.config import core as config_mod
+from recipe.models.devices import USES, uses_vllm
 from recipe.models.model import GPU_INSTALL, SMOLLM2, SMOLLM2_INSTALL
 from recipe.tools import plan as plan_mod
 
@@ -252,7 +253,7 @@ def can_run(cfg: config_mod.Config, m: Machine) -> tuple[str, list[str]]:
                         f"CUDA build {m.torch_cuda or 'none'}, driver {m.driver or 'none'})")
     on_gpu = m.cuda and (backend == "unsloth" or device != "cpu")
     needed = set(UNSLOTH_NEEDS) if backend == "unsloth" else set()
-    vllm = on_gpu and (mc.fast_inference if backend == "unsloth" else mc.hf_use_vllm)
+    vllm = any(uses_vllm(mc, backend, use, on_gpu) for use in USES)
     if vllm:
         needed.add("vllm")
         ok, why = m.imports.get("vllm", (None, "not installed"))

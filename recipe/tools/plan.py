@@ -25,6 +25,7 @@ from pathlib import Path
 from recipe.config.core import Config
 from recipe.errors import PlanError  # noqa: F401  (defined there, raised here)
 from recipe.models import model as model_mod
+from recipe.models.devices import GRPO, uses_vllm
 
 GIB = 2**30
 # GSM8K prompts in the recipe's frame, in tokens (assumption, Qwen/SmolLM BPE): the question (~40-120 tokens) plus
@@ -226,7 +227,8 @@ def setup_from_config(cfg: Config) -> Setup:
     return Setup(four_bit=m.load_in_4bit and m.use_lora, weight_bytes=4 if m.dtype == "float32" else 2,
                  lora_r=m.lora_r, lora_targets=tuple(m.lora_target_modules), use_lora=m.use_lora,
                  grad_ckpt=m.gradient_checkpointing, unsloth=m.backend in ("unsloth", "auto"),
-                 fast_inference=m.fast_inference, gpu_util=m.gpu_memory_utilization)
+                 fast_inference=uses_vllm(m, "unsloth" if m.backend in ("unsloth", "auto") else "hf", GRPO),
+                 gpu_util=m.gpu_memory_utilization)
 
 
 def stage_workloads(cfg: Config) -> dict[str, tuple[Workload, str]]:

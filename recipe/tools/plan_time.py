@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass
 
 from recipe.config.core import Config
+from recipe.models.devices import EVAL, uses_vllm
 from recipe.tools.plan import GIB, PROMPT_TOKENS, ModelDims, Setup, setup_from_config
 
 GSM8K_ROWS = {"train": 7473, "test": 1319}
@@ -73,7 +74,7 @@ def train_seconds(d: ModelDims, r: Rates, tokens: float) -> float:
 def stage_hours(cfg: Config, d: ModelDims, gpu_gib: float = T4_GIB, r: Rates = T4) -> dict[str, float]:
     """Estimated hours per entry of ``run-all`` (stages, mining, each evaluation) for ``cfg``."""
     s = setup_from_config(cfg)
-    vllm = s.fast_inference and cfg.model.backend in ("unsloth", "auto")
+    vllm = uses_vllm(cfg.model, "unsloth" if cfg.model.backend in ("unsloth", "auto") else "hf", EVAL)  # and mining
     out: dict[str, float] = {}
     s1 = cfg.stage1
     if s1.enabled:

@@ -121,7 +121,7 @@ def baseline_config(cfg: Config, max_steps: int) -> Config:
         rewards = [RewardSpec("correctness")]
     else:
         rewards = list(cfg.stage2.rewards)
-    st = dataclasses.replace(cfg.stage2, max_steps=max_steps, rewards=rewards, enabled=True)
+    st = cfg.stage2.replace(max_steps=max_steps, rewards=rewards, enabled=True)
     return dataclasses.replace(cfg, stage2=st)
 
 

@@ -79,7 +79,7 @@ def run(cfg: Config, entry_dir: Path, init_from: str | None = None) -> dict:
                                                  add_special_tokens=False)["input_ids"]]
         steps = token_matched_steps(sum(spent.values()), lengths, cfg.stage1.per_device_train_batch_size)
         budget = {"mode": "tokens", "curriculum_tokens": spent, "max_steps": steps}
-        cfg = dataclasses.replace(cfg, stage1=dataclasses.replace(cfg.stage1, max_steps=steps))
+        cfg = dataclasses.replace(cfg, stage1=cfg.stage1.replace(max_steps=steps))
     log.info("baseline: SFT on %d full teacher rationales (max_steps=%d, epochs=%g; budget: %s)", len(rows),
              cfg.stage1.max_steps, cfg.stage1.num_train_epochs, budget or "stage 1's")
     result = train_sft(cfg, model, tokenizer, rows, entry_dir)

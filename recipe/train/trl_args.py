@@ -1,4 +1,7 @@
-"""TRL trainer arguments built from the config: the one place an ``SFTConfig`` or ``GRPOConfig`` is made."""
+"""TRL trainer arguments built from the config: the one place an ``SFTConfig`` or ``GRPOConfig`` is made. A section's
+TRL keys go through as they are; the recipe adds what it decides itself (output folder, seed, device, precision,
+checkpointing, the data layout, the vLLM switch): :data:`recipe.config.trl_pass.RECIPE_SETS` refuses those keys in a
+section."""
 
 from __future__ import annotations
 
@@ -19,21 +22,9 @@ def _common_args(cfg: Config, st: TrainConfig, output_dir: str) -> dict:
     use_cpu = cfg.run.device == "cpu" or not torch.cuda.is_available()
     flags = precision_for(cfg).trainer_flags()  # the same decision model.load follows (recipe/models/precision.py)
     return dict(
+        **st.trl_args,  # TRL's own keys of the section, as the config gives them (recipe.config.trl_pass)
         output_dir=output_dir,
-        learning_rate=st.learning_rate,
-        num_train_epochs=st.num_train_epochs,
-        max_steps=st.max_steps,
-        per_device_train_batch_size=st.per_device_train_batch_size,
-        gradient_accumulation_steps=st.gradient_accumulation_steps,
-        warmup_steps=st.warmup_steps,
-        lr_scheduler_type=st.lr_scheduler_type,
-        weight_decay=st.weight_decay,
-        max_grad_norm=st.max_grad_norm,
-        optim=st.optim,
-        logging_steps=st.logging_steps,
         save_strategy="steps",
-        save_steps=st.save_steps,
-        save_total_limit=st.save_total_limit,
         seed=cfg.run.seed,
         report_to=[r for r in cfg.run.report_to if r != "none"] or "none",
         use_cpu=use_cpu,
@@ -65,21 +56,8 @@ def grpo_args(cfg: Config, stage: Literal["stage2", "stage3"], output_dir: str) 
     st: GRPOStageConfig = getattr(cfg, stage)
     args = _common_args(cfg, st, output_dir)
     return GRPOConfig(
-        **args,
-        num_generations=st.num_generations,
-        max_completion_length=st.max_completion_length,
-        temperature=st.temperature,
-        top_p=st.top_p,
-        beta=st.beta,
-        epsilon=st.epsilon,
-        epsilon_high=st.epsilon_high,  # explicit on both backends: Unsloth fills an unset one (0.28 under dapo)
-        mask_truncated_completions=st.mask_truncated_completions,  # likewise (Unsloth: True under dapo)
-        loss_type=st.loss_type,
-        scale_rewards=st.scale_rewards,
-        num_iterations=st.num_iterations,
+        **args,  # epsilon_high and mask_truncated_completions among them: see recipe.config.schema
         reward_weights=[spec.weight for spec in st.rewards],
-        log_completions=st.log_completions,
-        num_completions_to_print=st.num_completions_to_print,
         **{**trl_vllm_args(cfg.model, args["use_cpu"]), **vllm_server_args(cfg)},  # run.vllm_mode wins
         remove_unused_columns=False,
     )

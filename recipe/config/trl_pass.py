@@ -1,0 +1,115 @@
+"""TRL's own arguments in a trainer section: a key that is a field of the pinned TRL class (``SFTConfig`` for stage 1
+and the warm-up, ``GRPOConfig`` for stages 2-3) is type-checked against that field and passed through as it is; the
+recipe's own keys are the section's dataclass fields; anything else is an unknown key with a did-you-mean drawn from
+both. TRL's fields that the recipe sets itself are refused, naming the key that decides them.
+
+The fields come from ``trl_fields.json`` (written by ``scripts/trl_fields.py`` from the installed TRL and checked
+against it by tests/test_trl_pass.py): resolving a config never imports TRL, which would load transformers before
+unsloth on the GPU backend.
+
+>>> from recipe.config.schema import Stage2Config
+>>> section_from_mapping(Stage2Config, {"learning_rate": "1e-4", "top_k": 50}, "stage2").trl_args["top_k"]
+50
+>>> section_from_mapping(Stage2Config, {"lerning_rate": 1}, "stage2")
+Traceback (most recent call last):
+...
+recipe.errors.ConfigError: unknown key 'stage2.lerning_rate' (did you mean 'stage2.learning_rate'?)
+>>> section_from_mapping(Stage2Config, {"seed": 1}, "stage2")
+Traceback (most recent call last):
+...
+recipe.errors.ConfigError: 'stage2.seed' is set by the recipe, not per section: use 'run.seed'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import json
+from importlib import resources
+from typing import Any
+
+from recipe.config.typed import from_mapping
+from recipe.errors import ConfigError
+
+# TRL fields the recipe decides itself -> where to say it instead (None: set by the recipe, no key)
+RECIPE_SETS: dict[str, str | None] = {
+    "output_dir": "run.output_dir", "overwrite_output_dir": "run.output_dir", "seed": "run.seed",
+    "data_seed": "run.seed", "full_determinism": "run.seed", "report_to": "run.report_to", "use_cpu": "run.device",
+    "no_cuda": "run.device", "bf16": "model.dtype", "fp16": "model.dtype", "bf16_full_eval": "model.dtype",
+    "fp16_full_eval": "model.dtype", "half_precision_backend": "model.dtype",
+    "gradient_checkpointing": "model.gradient_checkpointing", "model_init_kwargs": "model",
+    "max_length": None, "reward_weights": "rewards[].weight", "resume_from_checkpoint": None,
+    "save_strategy": None, "remove_unused_columns": None, "completion_only_loss": None, "packing": None,
+    "dataset_num_proc": None, "dataloader_num_workers": None, "disable_tqdm": None,
+    "ddp_find_unused_parameters": None, "accelerator_config": None,
+    "use_vllm": "model.fast_inference / model.hf_use_vllm", "vllm_mode": "run.vllm_mode",
+    "vllm_gpu_memory_utilization": "model.gpu_memory_utilization",
+    **{f"vllm_server_{k}": f"run.vllm_server_{k}" for k in ("base_url", "host", "port", "timeout")},
+}
+_SCALARS: dict[str, Any] = {"bool": bool, "int": int, "float": float, "str": str, "dict": dict[str, Any], "any": Any}
+
+
+@functools.cache
+def trl_fields(trl_class: str) -> dict[str, str]:
+    """``name -> plain type`` of the pinned TRL class's fields (``SFTConfig`` or ``GRPOConfig``)."""
+    text = (resources.files("recipe") / "config" / "trl_fields.json").read_text(encoding="utf-8")
+    return json.loads(text)[trl_class]
+
+
+def _alternative(name: str) -> Any:
+    if name.startswith("list[") and name.endswith("]"):
+        items = [_alternative(part) for part in name[5:-1].split(" | ")]
+        return list[items[0] if len(items) == 1 else _union(items)]
+    return _SCALARS[name]
+
+
+def _union(types: list[Any]) -> Any:
+    out = types[0]
+    for tp in types[1:]:
+        out = out | tp
+    return out
+
+
+def annotation(plain: str, recipe_default: Any = None) -> tuple[Any, bool]:
+    """The checkable annotation of a field's plain type, and whether it takes ``null``. A field the recipe records
+    with an integer default keeps integers integers where TRL's type is float (``save_steps: 50``)."""
+    names = plain.split(" | ")
+    if "float" in names and "int" not in names and type(recipe_default) is int:
+        names.insert(names.index("float"), "int")
+    kept = [n for n in names if n != "None"]
+    return (_union([_alternative(n) for n in kept]) if kept else Any), "None" in names
+
+
+def _checked(cls: type, key: str, value: Any, prefix: str) -> Any:
+    recorded = cls.TRL_DEFAULTS.get(key)
+    tp, nullable = annotation(trl_fields(cls.TRL_CLASS)[key], recorded)
+    if value is None and nullable and key not in cls.TRL_DEFAULTS:  # the recorded keys keep a value
+        return None
+    holder = dataclasses.make_dataclass("TRLField", [(key, tp, dataclasses.field(default=None))])
+    return getattr(from_mapping(holder, {key: value}, prefix), key)
+
+
+def section_from_mapping(cls: type, data: dict, prefix: str) -> Any:
+    """A trainer section (a :class:`~recipe.config.schema.TrainConfig`) from plain data: own keys through
+    :func:`~recipe.config.typed.from_mapping`, TRL's checked one by one and kept in ``trl_args``."""
+    own_names = [f.name for f in dataclasses.fields(cls) if f.name != "trl_args"]
+    trl_names = trl_fields(cls.TRL_CLASS)
+    own, passed = {}, {}
+    for key, value in data.items():
+        if key in own_names:
+            own[key] = value
+        elif key in RECIPE_SETS and key in trl_names:
+            instead = RECIPE_SETS[key]
+            hint = f"use '{instead}'" if instead else "the recipe sets it"
+            raise ConfigError(f"'{prefix}.{key}' is set by the recipe, not per section: {hint}")
+        elif key in trl_names:
+            passed[key] = _checked(cls, key, value, prefix)
+        else:
+            known = own_names + [n for n in trl_names if n not in RECIPE_SETS]
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            hint = (f"did you mean '{prefix}.{close[0]}'?" if close else
+                    f"the recipe's keys: {', '.join(sorted(own_names))}; or a field of TRL's {cls.TRL_CLASS}")
+            raise ConfigError(f"unknown key '{prefix}.{key}' ({hint})")
+    section = from_mapping(cls, own, prefix)
+    return dataclasses.replace(section, trl_args={**section.trl_args, **passed})

@@ -1,0 +1,117 @@
+"""Trainer sections pass TRL's own keys through (issue 23 item 3): checked against the pinned TRL's SFTConfig /
+GRPOConfig fields, refused where the recipe decides them, and the config as plain data unchanged for every preset
+(config.yaml and the entries' fingerprints of older run directories still match)."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from trl import GRPOConfig, SFTConfig
+
+from recipe.config import core as C
+from recipe.config import trl_pass
+from recipe.config.schema import TRAINER_SECTIONS
+from recipe.train.trl_args import grpo_args, sft_args
+
+ROOT = Path(__file__).resolve().parents[1]
+# to_dict(resolve(...)) as the code at commit 3d77827 (before the pass-through) wrote it, per preset ("" = defaults)
+BEFORE = json.loads((ROOT / "tests" / "data" / "config_dicts_3d77827.json").read_text())
+BEFORE_OVERRIDES = ["stage2.learning_rate=1e-4", "stage1.save_steps=7", "warmup.enabled=true", "data.warmup_rows=[0,8]",
+                    "warmup.max_steps=3", "stage3.epsilon_high=0.28"]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("trl_fields", ROOT / "scripts" / "trl_fields.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_vendored_fields_are_the_installed_trls():
+    script = _script()
+    live = script.table()
+    vendored = json.loads((ROOT / "recipe" / "config" / "trl_fields.json").read_text())
+    assert vendored == live, "TRL's fields changed: rerun scripts/trl_fields.py > recipe/config/trl_fields.json"
+    assert set(trl_pass.trl_fields("SFTConfig")) == {f.name for f in dataclasses.fields(SFTConfig) if f.init}
+    assert set(trl_pass.trl_fields("GRPOConfig")) == {f.name for f in dataclasses.fields(GRPOConfig) if f.init}
+
+
+@pytest.mark.parametrize("name", TRAINER_SECTIONS)
+def test_every_recorded_default_is_a_field_of_the_trl_class_and_not_ours(name):
+    section = getattr(C.Config(), name)
+    fields = trl_pass.trl_fields(section.TRL_CLASS)
+    own = {f.name for f in dataclasses.fields(section)}
+    assert set(section.TRL_DEFAULTS) <= set(fields)
+    assert not set(section.TRL_DEFAULTS) & (own | set(trl_pass.RECIPE_SETS))
+
+
+@pytest.mark.parametrize("preset", sorted(BEFORE))
+def test_plain_data_is_what_the_code_before_the_pass_through_wrote(preset):
+    if preset == "smoke+overrides":
+        cfg = C.resolve(preset="smoke", overrides=BEFORE_OVERRIDES)
+    else:
+        cfg = C.resolve(preset=preset or None)
+    # same keys, values and order: config.yaml comes out byte for byte as before
+    assert C.dump_yaml(cfg) == yaml.safe_dump(BEFORE[preset], sort_keys=False, default_flow_style=None, width=120)
+    # and a config.yaml written by the old code loads back to the same config
+    assert C.from_dict(yaml.safe_load(C.dump_yaml(cfg))) == cfg
+    assert C.from_dict(BEFORE[preset]) == cfg
+
+
+def test_attributes_and_replace_read_trls_keys_and_ours():
+    cfg = C.resolve(preset="smoke", overrides=["stage2.learning_rate=1e-4", "stage1.save_steps=7"])
+    assert (cfg.stage2.learning_rate, cfg.stage1.save_steps, cfg.stage2.epsilon_high) == (1e-4, 7, 0.2)
+    changed = cfg.stage2.replace(max_steps=17, enabled=False)
+    assert (changed.max_steps, changed.enabled, changed.rewards) == (17, False, cfg.stage2.rewards)
+    assert cfg.stage2.max_steps != 17 and cfg.stage2.enabled  # a copy
+    with pytest.raises(AttributeError, match="no key 'top_k'"):
+        _ = cfg.stage2.top_k  # not set: not recorded
+
+
+def test_any_trl_field_reaches_the_trainer_arguments(tmp_path):
+    cfg = C.resolve(preset="smoke", overrides=["run.device=cpu", "stage2.top_k=5", "stage3.repetition_penalty=1.1",
+                                               "stage1.neftune_noise_alpha=5", "warmup.lr_scheduler_kwargs={}",
+                                               "stage2.learning_rate=1e-4"])
+    g2, g3 = grpo_args(cfg, "stage2", str(tmp_path)), grpo_args(cfg, "stage3", str(tmp_path))
+    assert (g2.top_k, g2.learning_rate, g3.repetition_penalty, g3.top_k) == (5, 1e-4, 1.1, 0)
+    assert sft_args(cfg, str(tmp_path)).neftune_noise_alpha == 5
+    # the recipe's own explicit values reach TRL too (Unsloth's dapo override must never fill them)
+    assert (g2.epsilon_high, g2.mask_truncated_completions, g2.log_completions) == (0.2, False, True)
+    assert g2.save_steps == cfg.stage2.save_steps and g3.num_generations == cfg.stage3.num_generations
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("stage2.lerning_rate=1", "unknown key 'stage2.lerning_rate' (did you mean 'stage2.learning_rate'?)"),
+    ("stage3.mining_limt=1", "unknown key 'stage3.mining_limt' (did you mean 'stage3.mining_limit'?)"),
+    ("stage1.xyzzy=1", "unknown key 'stage1.xyzzy' (the recipe's keys: enabled, mask_prob, max_length, "
+                       "question_only_share; or a field of TRL's SFTConfig)"),
+    ("stage1.num_generations=4", "unknown key 'stage1.num_generations'"),  # a GRPOConfig field, not SFTConfig's
+    ("stage2.seed=3", "'stage2.seed' is set by the recipe, not per section: use 'run.seed'"),
+    ("stage1.bf16=true", "'stage1.bf16' is set by the recipe, not per section: use 'model.dtype'"),
+    ("stage2.use_vllm=true", "'stage2.use_vllm' is set by the recipe"),
+    ("stage2.reward_weights=[1]", "use 'rewards[].weight'"),
+    ("warmup.output_dir=x", "use 'run.output_dir'"),
+    ("stage2.remove_unused_columns=true", "'stage2.remove_unused_columns' is set by the recipe, not per section: "
+                                          "the recipe sets it"),
+    ("stage2.top_k=abc", "bad value for 'stage2.top_k': 'abc' (expected int)"),
+    ("stage2.epsilon_high=null", "bad value for 'stage2.epsilon_high': None"),  # recorded keys keep a value
+    ("stage2.top_k=null", "bad value for 'stage2.top_k': None (expected int)"),  # TRL's top_k is a plain int
+    ("stage2.trl_args={}", "unknown key 'stage2.trl_args'"),
+    ("stage2=3", "bad value for 'stage2': 3 (expected mapping)"),
+])
+def test_bad_section_keys_are_one_line_errors(override, message):
+    with pytest.raises(C.ConfigError) as err:
+        C.resolve(preset="smoke", overrides=[override])
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_trl_field_that_takes_null_takes_it():
+    cfg = C.resolve(preset="smoke", overrides=["stage2.min_p=null", "stage1.save_steps=2.0"])
+    assert "min_p" in cfg.stage2.trl_args and cfg.stage2.min_p is None  # TRL 1.14.2: float | None
+    assert type(cfg.stage1.save_steps) is float  # TRL's float next to our integer default
+    assert C.resolve(preset="smoke", overrides=["stage1.save_steps=9"]).stage1.save_steps == 9  # an int stays one
