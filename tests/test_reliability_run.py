@@ -182,8 +182,12 @@ def test_a_safetensors_file_is_judged_by_safetensors_own_reader(tmp_path):
         path.write_bytes(payload)
         found[name] = weights_file_problem(path)
     assert found.pop("intact") is None
+    assert found.pop("cut in half").startswith("not readable by safetensors (")  # the header itself is cut
     for name, problem in found.items():
         assert problem is not None and problem.startswith("not readable by safetensors ("), (name, problem)
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(good[:-3])
+    assert weights_file_problem(cut).startswith(f"truncated ({len(good) - 3} of {len(good)} bytes; safetensors: ")
     assert "JSON" in found["header is not JSON"]
 
 

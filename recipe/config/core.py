@@ -130,10 +130,24 @@ def build(data: dict) -> Config:
     for name, value in sections.items():
         if not isinstance(value, dict):
             raise ConfigError(f"bad value for '{name}': {safe_yaml.short_repr(value)} (expected mapping)")
-    cfg = from_mapping(Config, {k: v for k, v in data.items() if k not in sections})
+    try:
+        cfg = from_mapping(Config, {k: v for k, v in data.items() if k not in sections})
+    except ConfigError:
+        _first_problem(data, sections)  # name the first problem in the data's own order, as a key-by-key check would
+        raise
     built = {name: trl_pass.section_from_mapping(type(getattr(cfg, name)), value, name)
              for name, value in sections.items()}
     return dataclasses.replace(cfg, **built)
+
+
+def _first_problem(data: dict, sections: dict) -> None:
+    """Raise the error of the first top-level key (in the data's order) that is wrong; return if none alone is."""
+    defaults = Config()
+    for key, value in data.items():
+        if key in sections:
+            trl_pass.section_from_mapping(type(getattr(defaults, key)), value, key)
+        else:
+            from_mapping(Config, {key: value})
 
 
 def from_dict(data: dict) -> Config:

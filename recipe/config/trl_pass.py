@@ -107,7 +107,7 @@ def section_from_mapping(cls: type, data: dict, prefix: str) -> Any:
             passed[key] = _checked(cls, key, value, prefix)
         else:
             known = own_names + [n for n in trl_names if n not in RECIPE_SETS]
-            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)  # YAML keys may be any scalar
             hint = (f"did you mean '{prefix}.{close[0]}'?" if close else
                     f"the recipe's keys: {', '.join(sorted(own_names))}; or a field of TRL's {cls.TRL_CLASS}")
             raise ConfigError(f"unknown key '{prefix}.{key}' ({hint})")

@@ -13,6 +13,7 @@ weights_only=True)`` (memory-mapped, nothing unpickled beyond tensors and plain 
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
@@ -33,7 +34,26 @@ def safetensors_problem(path: Path) -> str | None:
             return None
     except SafetensorError as exc:
         reason = str(exc).removeprefix("Error while deserializing header: ")
-        return f"not readable by safetensors ({path.stat().st_size} bytes: {reason})"
+        size = path.stat().st_size
+        declared = _declared_size(path)
+        if declared is not None and size < declared:  # a copy or a save cut off: say so in the user's words
+            return f"truncated ({size} of {declared} bytes; safetensors: {reason})"
+        return f"not readable by safetensors ({size} bytes: {reason})"
+
+
+def _declared_size(path: Path) -> int | None:
+    """The size the file's own header promises (8 + header + the last tensor's end), or None when the header itself
+    cannot be read; only asked after safetensors has refused the file, to tell a cut-off file from a malformed one."""
+    try:
+        with path.open("rb") as fh:
+            (length,) = struct.unpack("<Q", fh.read(8))
+            if length > 100_000_000:
+                return None
+            header = json.loads(fh.read(length))
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+        return 8 + length + max(ends, default=0)
+    except (struct.error, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return None
 
 
 def torch_file_problem(path: Path) -> str | None:
