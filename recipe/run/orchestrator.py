@@ -152,8 +152,8 @@ def _train(cfg: Config, run_dir: Path, manifest: dict, name: str, init_from: str
     subrun.train_entry(run_dir, name, init_from)
     manifest = rundir.load_manifest(run_dir)  # the child wrote its record
     if not rundir.is_done(manifest, name):
-        raise RunError(f"{name}'s process ended without marking it done (status: "
-                       f"{manifest['stages'].get(name, {}).get('status', 'not started')}); run the same command again")
+        status = manifest[rundir.ENTRIES_KEY].get(name, {}).get("status", "not started")
+        raise RunError(f"{name}'s process ended without marking it done (status: {status}); run the same command again")
     return manifest
 
 
