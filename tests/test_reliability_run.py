@@ -25,7 +25,7 @@ from recipe.eval import evaluate
 from recipe.eval.report import build_report, collect_results
 from recipe.models.integrity import weights_file_problem
 from recipe.run import orchestrator as run
-from recipe.run import rundir
+from recipe.run import rundir, subrun
 from recipe.run.runlock import LOCK_FILE
 from recipe.train.common import last_checkpoint
 
@@ -331,3 +331,16 @@ def test_report_skips_a_hand_edited_results_file_with_a_warning(tmp_path, caplog
     build_report(tmp_path)
     result = CliRunner().invoke(main, ["report", "--run", str(tmp_path)])
     assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+
+
+def test_a_child_that_ends_without_marking_its_entry_done_is_one_line(tmp_path, monkeypatch):
+    """With a process per entry, a child that exits cleanly but leaves no finished record (a bug in the child, a
+    hand-edited manifest) stops the run with one line naming the entry and its recorded status."""
+    started: list[str] = []
+    monkeypatch.setattr(subrun, "train_entry", lambda run_dir, name, init_from: started.append(name))
+    run_dir = tmp_path / "run"
+    with pytest.raises(RunError) as info:
+        run.run_all(cfg_for(run_dir, "run.process_per_entry=true"))
+    assert started == ["stage1"]
+    assert str(info.value) == ("stage1's process ended without marking it done (status: not started); "
+                               "run the same command again")
