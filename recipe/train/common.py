@@ -27,7 +27,7 @@ from recipe.rewards import CutAfterAnswer, build_reward, reward_params
 from recipe.run.rundir import MODEL_DIR, TRAINER_DIR, TRAINER_LOG
 from recipe.teacher.format import render_target
 from recipe.teacher.rationales import apply_teacher
-from recipe.train import objective
+from recipe.train import objective, sft_tokenise
 from recipe.train.epochs import redraw_each_epoch
 from recipe.train.trl_args import grpo_args, sft_args
 
@@ -245,37 +245,48 @@ def train_and_save(trainer, tokenizer, stage_dir: Path, rows: list[dict]) -> dic
     }
 
 
-def _sft_dataset(rows: Sequence[Mapping[str, Any]]):
-    return data_mod.to_dataset([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+def sft_dataset(rows: Sequence[Mapping[str, Any]], tokenizer: Any, args) -> Any:
+    """The rows' prompt/completion pairs as SFTTrainer's processed dataset for ``args``
+    (:func:`recipe.train.sft_tokenise.tokenise`: the trainer's own tokenisation, done here), rows dropped for length
+    left out. The trainer takes it as it is (it has ``input_ids`` and ``labels``), bar its ``shuffle_dataset``."""
+    return data_mod.to_dataset(sft_tokenise.tokenise(rows, tokenizer, args))
+
+
+def build_sft_trainer(cfg: Config, model, tokenizer, rows: list[dict], stage_dir: Path,
+                      rows_for_epoch: RowsForEpoch | None = None, section: str = "stage1") -> SFTTrainer:
+    """TRL SFTTrainer on the rows' prompt/completion pairs (loss on the completion), tokenised as the trainer would
+    (:func:`sft_dataset`); rows dropped for length are reported (:func:`check_length_drops`). With ``rows_for_epoch``
+    (epoch -> rows; epoch 0 must give ``rows``) every epoch trains on its own rows, tokenised the same way and, with
+    ``shuffle_dataset``, shuffled as the trainer shuffled epoch 0's (:func:`recipe.train.epochs.redraw_each_epoch`)."""
+    args = sft_args(cfg, str(stage_dir / TRAINER_DIR), section)
+    first = sft_dataset(rows, tokenizer, args)
+    check_length_drops(cfg, len(rows), len(first), [r["prompt"] for r in rows], tokenizer, section)
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=first,
+        processing_class=tokenizer,
+        peft_config=model_mod.trainer_peft_config(model, cfg.model),
+    )
+    if rows_for_epoch is not None:
+        redraw_each_epoch(trainer, lambda epoch: sft_tokenise.shuffled_like_trl(
+            sft_dataset(rows_for_epoch(epoch), tokenizer, args), args))
+    return trainer
 
 
 def train_sft(cfg: Config, model, tokenizer, rows: list[dict], stage_dir: Path,
               rows_for_epoch: RowsForEpoch | None = None, section: str = "stage1") -> dict:
-    """TRL SFTTrainer on the rows' prompt/completion pairs (loss on the completion), then :func:`train_and_save`.
-    Used by stage 1 and the SFT baseline, both with the stage-1 budget, and by the warm-up (``section``). With
-    ``rows_for_epoch`` (epoch -> rows; epoch 0 must give ``rows``) every epoch trains on its own rows, tokenised by
-    the trainer's own preparation."""
-    args = sft_args(cfg, str(stage_dir / TRAINER_DIR), section)
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=_sft_dataset(rows),
-        processing_class=tokenizer,
-        peft_config=model_mod.trainer_peft_config(model, cfg.model),
-    )
-    check_length_drops(cfg, len(rows), len(trainer.train_dataset), [r["prompt"] for r in rows], tokenizer, section)
-    if rows_for_epoch is not None:
-        # SFTTrainer._prepare_dataset (TRL 1.14.2) is the tokenisation its __init__ ran on epoch 0's rows
-        redraw_each_epoch(trainer, lambda epoch: trainer._prepare_dataset(
-            _sft_dataset(rows_for_epoch(epoch)), tokenizer, args, args.packing, None, "train"))
+    """:func:`build_sft_trainer`, then :func:`train_and_save`. Used by stage 1 and the SFT baseline, both with the
+    stage-1 budget, and by the warm-up (``section``)."""
+    trainer = build_sft_trainer(cfg, model, tokenizer, rows, stage_dir, rows_for_epoch, section)
     return train_and_save(trainer, tokenizer, stage_dir, rows)
 
 
 def check_length_drops(cfg: Config, n_rows: int, n_kept: int, prompts: Sequence[str], tokenizer: Any,
                        section: str = "stage1") -> None:
-    """TRL's SFTTrainer drops a row whose prompt alone fills ``max_length`` (``min(<section>.max_length,
-    model.max_seq_length)``; no completion token left to learn): say how many went, and when none is left, stop with
-    the shortest prompt's length and the keys to raise."""
+    """A row whose prompt alone fills ``max_length`` (``min(<section>.max_length, model.max_seq_length)``; no completion
+    token left to learn) is dropped, by TRL's SFTTrainer rule (:func:`recipe.train.sft_tokenise.tokenise`): say how
+    many went, and when none is left, stop with the shortest prompt's length and the keys to raise."""
     dropped = n_rows - n_kept
     if dropped <= 0:
         return

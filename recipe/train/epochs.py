@@ -4,12 +4,13 @@ The authors' collator draws a new permutation and mask every time it reads a row
 other jumbles of the same problem. Here epoch ``e`` reads the rows a builder makes with seed ``run.seed + e``:
 seeded (a rerun or a resumed run sees the same sequence) and different from epoch to epoch.
 
-How it plugs into TRL (1.14.2): the trainer is built as usual on epoch 0's dataset (SFTTrainer tokenises it then);
-its ``train_dataset`` is swapped for an :class:`EpochRows` that serves the current epoch's rows, and an
-:class:`EpochSwitch` callback moves it to the next epoch at ``on_epoch_begin``, which ``Trainer`` calls before it
-iterates that epoch's dataloader (also for the epoch a resumed run restarts in). Rows are read in the main process
-(``dataloader_num_workers=0``, :mod:`recipe.train.trl_args`). A dataset transform cannot do this: SFTTrainer
-tokenises once, up front, and refuses a ``with_transform`` dataset.
+How it plugs into TRL (1.14.2): the trainer is built as usual on epoch 0's dataset (for SFT already tokenised the
+trainer's way, :mod:`recipe.train.sft_tokenise`, as every later epoch's is); its ``train_dataset`` is swapped for an
+:class:`EpochRows` that serves the current epoch's rows, and an :class:`EpochSwitch` callback moves it to the next
+epoch at ``on_epoch_begin``, which ``Trainer`` calls before it iterates that epoch's dataloader (also for the epoch a
+resumed run restarts in). Rows are read in the main process (``dataloader_num_workers=0``,
+:mod:`recipe.train.trl_args`). A dataset transform cannot do this: SFTTrainer
+prepares its dataset once, up front, and refuses a ``with_transform`` dataset.
 """
 
 from __future__ import annotations
