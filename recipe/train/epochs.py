@@ -15,6 +15,7 @@ prepares its dataset once, up front, and refuses a ``with_transform`` dataset.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -22,14 +23,23 @@ from typing import Any
 from torch.utils.data import Dataset
 from transformers import TrainerCallback
 
+from recipe.errors import DataError
+
+log = logging.getLogger("recipe")
+
 
 class EpochRows(Dataset):
     """A map-style dataset whose rows are ``build(epoch)`` for the current epoch (built on first use, one epoch held
-    at a time). Every epoch must have the same number of rows.
+    at a time). Its length is epoch 0's (the trainer sized its schedule by it): a redrawn epoch that kept fewer rows
+    (a new mask can make a prompt too long for ``max_length``) serves its rows again from the start to fill it, one
+    that kept more serves its first ones; either is logged.
 
     >>> data = EpochRows(lambda epoch: [f"row-0-epoch-{epoch}"])
     >>> data[0], data.set_epoch(2), data[0]
     ('row-0-epoch-0', None, 'row-0-epoch-2')
+    >>> data = EpochRows(lambda epoch: ["a", "b", "c"][: 3 - epoch])
+    >>> data.set_epoch(1); len(data), [data[i] for i in range(len(data))]
+    (3, ['a', 'b', 'a'])
     """
 
     def __init__(self, build: Callable[[int], Any], first: Any = None):
@@ -42,14 +52,21 @@ class EpochRows(Dataset):
         return self._n
 
     def __getitem__(self, index: int) -> Any:
-        return self._rows[index]
+        if not 0 <= index < self._n:
+            raise IndexError(f"row {index} of {self._n}")
+        return self._rows[index % len(self._rows)]
 
     def set_epoch(self, epoch: int) -> None:
         if epoch == self.epoch:
             return
         rows = self.build(epoch)
+        if len(rows) == 0:
+            raise DataError(f"epoch {epoch} kept no training row (every redrawn prompt fills max_length); raise the "
+                            f"section's max_length")
         if len(rows) != self._n:
-            raise ValueError(f"epoch {epoch} built {len(rows)} rows, epoch {self.epoch} had {self._n}")
+            how = "repeating its first rows" if len(rows) < self._n else f"using its first {self._n}"
+            log.warning("epoch %d kept %d training rows after the length check, epoch 0 %d: %s to keep the schedule",
+                        epoch, len(rows), self._n, how)
         self._rows, self.epoch = rows, epoch
 
 
