@@ -7,7 +7,7 @@
 #
 # The machine (Python 3.12, torch 2.11 CUDA 13, transformers 5.17, peft, accelerate) gets the carried wheels with
 # `pip install --no-index --no-deps`. vLLM cannot be carried (hundreds of MiB, and it pins another torch), so this
-# check runs with model.fast_inference=false: generation goes through HF generate on the 4-bit model.
+# check runs with vllm.enabled=false: generation goes through HF generate on the 4-bit model.
 # Steps: install + import probe; a random-weight model with Qwen2.5-3B's shapes (recipe/model_configs/Qwen2.5-3B.json,
 # vocab 151936, tied embeddings) built on the GPU with the tiny local tokenizer (recipe/models/tiny.py; ids it lacks decode
 # to nothing); then `cotrecipe run-all --preset qwen2.5-3b-t4` on the unsloth backend with 2 steps per stage, 16 mining
@@ -89,7 +89,7 @@ PY
 
 RUN="$WORK/run"
 rm -rf "$RUN"
-SETS=(--set "model.name_or_path=$MODEL" --set model.fast_inference=false
+SETS=(--set "model.name_or_path=$MODEL" --set vllm.enabled=false
       --set data.source=synthetic:400 --set data.eval_source=synthetic:400
       --set "data.stage1_rows=[0, 64]" --set "data.stage2_rows=[64, 128]" --set "data.stage3_rows=[128, 160]"
       --set stage1.max_steps=2 --set stage2.max_steps=2 --set stage3.max_steps=2 --set stage3.mining_limit=16

@@ -7,7 +7,7 @@
 #
 # It installs the pinned set (pyproject.toml's `gpu` extra: torch 2.13.0, vllm 0.27.1, unsloth 2026.10.x), then runs
 # `cotrecipe run-all --preset smoke` on the tiny local Qwen2 through the unsloth backend in 4-bit, once without and
-# once with fast_inference (vLLM engine for GRPO), and prints per stage/eval row: wall time and the peak GPU memory
+# once with vllm.enabled (vLLM engine for GRPO), and prints per stage/eval row: wall time and the peak GPU memory
 # the device reported (nvidia-smi, sampled every 250 ms; this includes vLLM's own pool).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,18 +36,18 @@ print("GPU:", torch.cuda.get_device_name(), "compute capability", torch.cuda.get
 PY
 
 for fast in false true; do
-  run="$OUT/fast_inference-$fast"
+  run="$OUT/vllm-$fast"
   rm -rf "$run"
   mkdir -p "$run"
   samples="$run/gpu_memory.csv"
   nvidia-smi --query-gpu=timestamp,memory.used --format=csv,noheader,nounits -lms 250 > "$samples" &
   sampler=$!
-  echo "=== run-all, unsloth backend, 4-bit, fast_inference=$fast, model $MODEL ==="
+  echo "=== run-all, unsloth backend, 4-bit, vllm.enabled=$fast, model $MODEL ==="
   status=0
   cotrecipe run-all --preset smoke --output-dir "$run" \
     --set model.name_or_path="$MODEL" --set model.backend=unsloth --set model.load_in_4bit=true \
-    --set model.dtype=auto --set run.device=auto --set model.fast_inference=$fast \
-    --set model.gpu_memory_utilization=0.4 2> >(tee "$run/stderr.log" >&2) || status=$?
+    --set model.dtype=auto --set run.device=auto --set vllm.enabled=$fast \
+    --set vllm.gpu_memory_utilization=0.4 2> >(tee "$run/stderr.log" >&2) || status=$?
   kill "$sampler" 2>/dev/null || true
   wait "$sampler" 2>/dev/null || true
   python - "$run" "$samples" "$fast" "$status" <<'PY'
@@ -73,7 +73,7 @@ def peak(start, end):
 
 
 manifest = json.loads((run / "manifest.json").read_text()) if (run / "manifest.json").is_file() else {"stages": {}}
-print(f"--- fast_inference={fast}: exit status {status}")
+print(f"--- vllm.enabled={fast}: exit status {status}")
 print(f"{'step':<16}{'status':<10}{'wall_s':>10}{'peak GPU MiB':>14}")
 for name, entry in manifest.get("stages", {}).items():
     start = datetime.fromisoformat(entry["started"])

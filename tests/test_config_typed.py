@@ -55,7 +55,7 @@ REFUSED = [
                                   "(expected mapping)"),
     ({"modle": {}}, "unknown key 'modle' (did you mean 'model'?)"),
     ({"xyzzy": 1}, "unknown key 'xyzzy' (allowed: baseline_grpo, baseline_sft, data, description, eval, model, run, "
-                   "stage1, stage2, stage3, warmup)"),
+                   "stage1, stage2, stage3, vllm, warmup)"),
     ({"run": {"process_per_entry": "x"}}, "bad value for 'run.process_per_entry': 'x' (expected 'auto' | bool)"),
     ({"run": {"process_per_entry": 1}}, "bad value for 'run.process_per_entry': 1 (expected 'auto' | bool)"),
     ({"run": {"report_to": ["none"], "baselines": ["sft", 3]}}, "bad value for 'run.baselines[1]': 3 (expected str)"),

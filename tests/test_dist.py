@@ -176,8 +176,8 @@ def test_auto_backend_is_hf_under_a_launcher(launcher_env, monkeypatch):
 # --------------------------------------------------------------------------------------------------------------------
 
 
-SERVER = ["model.hf_use_vllm=true", "run.vllm_mode=server", "model.backend=hf", "run.vllm_server_host=10.0.0.7",
-          "run.vllm_server_port=8123", "run.vllm_server_timeout=30"]
+SERVER = ["vllm.enabled=true", "vllm.mode=server", "model.backend=hf", "vllm.server_host=10.0.0.7",
+          "vllm.server_port=8123", "vllm.server_timeout=30"]
 
 
 def test_vllm_server_keys_reach_trls_grpo_config(launcher_env, tmp_path):
@@ -187,10 +187,10 @@ def test_vllm_server_keys_reach_trls_grpo_config(launcher_env, tmp_path):
         ("server", "10.0.0.7", 8123, 30.0)
     assert args.vllm_server_base_url is None
     assert args.use_vllm is False  # the smoke preset runs on the CPU, where vLLM never runs
-    url = C.resolve(preset="smoke", overrides=["run.vllm_server_base_url=http://gen:9000"])
+    url = C.resolve(preset="smoke", overrides=["vllm.server_base_url=http://gen:9000"])
     assert grpo_args(url, "stage3", str(tmp_path)).vllm_server_base_url == "http://gen:9000"
     # where completions are sampled is not part of an entry's fingerprint: switching it never blocks a resume
-    colocated = C.resolve(preset="smoke", overrides=["model.hf_use_vllm=true", "model.backend=hf"])
+    colocated = C.resolve(preset="smoke", overrides=["vllm.enabled=true", "model.backend=hf"])
     assert rundir.entry_config(cfg, ENTRIES["stage3"]) == rundir.entry_config(colocated, ENTRIES["stage3"])
 
 
@@ -211,19 +211,19 @@ def test_vllm_server_mode_on_a_gpu_binds_to_grpo_config(launcher_env, monkeypatc
     cfg = C.resolve(preset="smoke", overrides=[*SERVER, "run.device=cuda"])
     kw = trl_args.grpo_args(cfg, "stage2", str(tmp_path))
     assert (kw["use_vllm"], kw["vllm_mode"], kw["vllm_server_port"], kw["use_cpu"]) == (True, "server", 8123, False)
-    colocated = C.resolve(preset="smoke", overrides=["model.hf_use_vllm=true", "run.device=cuda"])
+    colocated = C.resolve(preset="smoke", overrides=["vllm.enabled=true", "run.device=cuda"])
     assert trl_args.grpo_args(colocated, "stage2", str(tmp_path))["vllm_mode"] == "colocate"
     off = C.resolve(preset="smoke", overrides=["run.device=cuda"])
     assert trl_args.grpo_args(off, "stage2", str(tmp_path))["use_vllm"] is False  # vLLM only where asked for
 
 
 def test_vllm_server_mode_needs_trls_vllm_on_the_hf_backend():
-    with pytest.raises(C.ConfigError, match="'run.vllm_mode'.*model.backend=hf"):
+    with pytest.raises(C.ConfigError, match="'vllm.mode'.*model.backend=hf"):
         C.resolve(preset="smoke", overrides=[*SERVER, "model.backend=unsloth"])
-    with pytest.raises(C.ConfigError, match="'run.vllm_mode'.*model.hf_use_vllm=true"):
-        C.resolve(preset="smoke", overrides=["run.vllm_mode=server", "model.backend=hf"])
-    with pytest.raises(C.ConfigError, match="run.vllm_server_port"):
-        C.resolve(preset="smoke", overrides=["run.vllm_server_port=70000"])
+    with pytest.raises(C.ConfigError, match="'vllm.mode'.*vllm.enabled=true"):
+        C.resolve(preset="smoke", overrides=["vllm.mode=server", "model.backend=hf"])
+    with pytest.raises(C.ConfigError, match="'vllm.server_port'"):
+        C.resolve(preset="smoke", overrides=["vllm.server_port=70000"])
 
 
 # --------------------------------------------------------------------------------------------------------------------

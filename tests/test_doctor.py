@@ -116,7 +116,7 @@ def test_the_gpu_path_on_a_fake_t4():
     assert doctor.can_run(cfg, t4_machine()) == ("unsloth on cuda", [])
     where, problems = doctor.can_run(cfg, t4_machine(imports={"unsloth": (True, "x"), "vllm": (False, "import fails: "
                                                                                      "ImportError: libcudart.so.12")}))
-    assert problems == ["model.fast_inference=true needs vLLM to import (import fails: ImportError: libcudart.so.12): "
+    assert problems == ["vllm.enabled=true needs vLLM to import (import fails: ImportError: libcudart.so.12): "
                         "pip install 'cotrecipe[gpu]'"]
     _, problems = doctor.can_run(cfg, t4_machine(versions={**GPU_SET, "bitsandbytes": "0.46.0"}))
     assert problems == ['bitsandbytes!=0.46.0,!=0.48.0,>=0.45.5 is pinned, 0.46.0 installed: '

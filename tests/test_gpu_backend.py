@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from recipe.config.core import ModelConfig
+from recipe.config.core import ModelConfig, VllmConfig
 from recipe.models import model as M
 from recipe.models import precision, unsloth_backend
 
@@ -188,9 +188,11 @@ def standin(monkeypatch):
 
 def make_cfg(cache: Path, **changes) -> ModelConfig:
     base = ModelConfig(name_or_path=M.TINY, backend="unsloth", load_in_4bit=True, dtype="auto", use_lora=True,
-                       lora_r=4, lora_alpha=8, lora_target_modules=["q_proj", "v_proj"], cache_dir=str(cache),
-                       fast_inference=True)
+                       lora_r=4, lora_alpha=8, lora_target_modules=["q_proj", "v_proj"], cache_dir=str(cache))
     return dataclasses.replace(base, **changes)
+
+
+VLLM_ON = VllmConfig(enabled=True, gpu_memory_utilization=0.45)  # a run's `vllm` section with the engine on
 
 
 def lora_a(model) -> dict[str, torch.Tensor]:
@@ -214,27 +216,27 @@ def test_standin_rejects_a_misspelt_or_removed_keyword(standin):
 
 def test_run_all_load_sequence_holds_at_most_one_engine(cache_dir, tmp_path, standin, monkeypatch):
     fake_gpu(monkeypatch)
-    cfg = make_cfg(cache_dir)
-    m1, tok = M.load(cfg, trainable=True, seed=1)  # stage 1 (SFT): no engine
+    cfg, on = make_cfg(cache_dir), VLLM_ON
+    m1, tok = M.load(cfg, trainable=True, seed=1, vllm_cfg=on)  # stage 1 (SFT): no engine
     assert standin.engines_started == 0 and not hasattr(m1, "vllm_engine")
     adapter = M.save(m1, tok, tmp_path / "stage1")
-    m2, _ = M.load(cfg, init_from=adapter, trainable=True, seed=1, for_grpo=True)  # stage 2 (GRPO)
+    m2, _ = M.load(cfg, init_from=adapter, trainable=True, seed=1, for_grpo=True, vllm_cfg=on)  # stage 2 (GRPO)
     assert standin.engines_started == 1 and unsloth_backend.held_engine() is m2.vllm_engine
-    M.load(cfg, init_from=adapter, trainable=False, seed=1)  # eval / mining: frees stage 2's engine first
+    M.load(cfg, init_from=adapter, trainable=False, seed=1, vllm_cfg=on)  # eval / mining: frees stage 2's engine
     assert standin.alive == [] and unsloth_backend.held_engine() is None and not hasattr(m2, "vllm_engine")
-    m3, _ = M.load(cfg, init_from=adapter, trainable=True, seed=1, for_grpo=True)  # stage 3 (GRPO)
+    m3, _ = M.load(cfg, init_from=adapter, trainable=True, seed=1, for_grpo=True, vllm_cfg=on)  # stage 3 (GRPO)
     assert standin.engines_started == 2 and len(standin.alive) == 1
     assert M.release_engine() is True and standin.alive == [] and M.release_engine() is False
     froms = [a for name, a in standin.calls if name == "from_pretrained"]
     assert [a["fast_inference"] for a in froms] == [False, True, False, True]
-    assert all(a["gpu_memory_utilization"] == cfg.gpu_memory_utilization for a in froms)
+    assert all(a["gpu_memory_utilization"] == on.gpu_memory_utilization for a in froms)
 
 
 def test_unsloth_wiring_binds_and_an_adapter_round_trips(cache_dir, tmp_path, standin, monkeypatch):
     from peft import PeftModel
 
     fake_gpu(monkeypatch)
-    cfg = make_cfg(cache_dir, max_seq_length=256, gradient_checkpointing=True, fast_inference=False)
+    cfg = make_cfg(cache_dir, max_seq_length=256, gradient_checkpointing=True)  # no vllm section: no engine
     model, tokenizer = M.load(cfg, seed=7)
     assert isinstance(model, PeftModel) and M.trainer_peft_config(model, cfg) is None
     (_, first), (_, peft) = standin.calls
@@ -372,13 +374,13 @@ def test_hf_backend_on_a_t4_loads_float16(cache_dir, monkeypatch):
 
 def test_use_vllm_only_where_asked_for(cache_dir, standin, monkeypatch):
     fake_gpu(monkeypatch)
-    hf = make_cfg(cache_dir, backend="hf")
-    assert M.trl_vllm_args(hf, use_cpu=False)["use_vllm"] is False  # fast_inference alone: not on hf
-    assert M.trl_vllm_args(dataclasses.replace(hf, hf_use_vllm=True), use_cpu=False)["use_vllm"] is True
-    assert M.trl_vllm_args(make_cfg(cache_dir), use_cpu=False) == {
-        "use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.6}
-    assert M.trl_vllm_args(make_cfg(cache_dir, fast_inference=False), use_cpu=False)["use_vllm"] is False
-    assert M.trl_vllm_args(make_cfg(cache_dir), use_cpu=True)["use_vllm"] is False
+    hf, off = make_cfg(cache_dir, backend="hf"), VllmConfig()
+    assert M.trl_vllm_args(hf, off, use_cpu=False)["use_vllm"] is False  # off by default, on hf too
+    assert M.trl_vllm_args(hf, VLLM_ON, use_cpu=False)["use_vllm"] is True  # TRL's own engine on hf
+    assert M.trl_vllm_args(make_cfg(cache_dir), VLLM_ON, use_cpu=False) == {
+        "use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.45}
+    assert M.trl_vllm_args(make_cfg(cache_dir), off, use_cpu=False)["use_vllm"] is False
+    assert M.trl_vllm_args(make_cfg(cache_dir), VLLM_ON, use_cpu=True)["use_vllm"] is False
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -388,7 +390,7 @@ def test_use_vllm_only_where_asked_for(cache_dir, standin, monkeypatch):
 
 def test_seed_reaches_unsloth_and_fixes_the_lora_init(cache_dir, standin, monkeypatch):
     fake_gpu(monkeypatch)
-    cfg = make_cfg(cache_dir, fast_inference=False)
+    cfg = make_cfg(cache_dir)
     a, _ = M.load(cfg, seed=11)
     torch.manual_seed(999)  # whatever happened in between
     b, _ = M.load(cfg, seed=11)
@@ -424,7 +426,8 @@ def test_every_stage_load_gets_run_seed_and_only_grpo_or_generation_asks_for_an_
     cfg = config.resolve(preset="smoke", overrides=["run.seed=123"])
     seen = []
 
-    def record(model_cfg, init_from=None, trainable=True, seed=0, for_grpo=False, vllm=False):
+    def record(model_cfg, init_from=None, trainable=True, seed=0, for_grpo=False, vllm=False, vllm_cfg=None):
+        assert vllm_cfg is cfg.vllm  # every load gets the run's vllm section (the unsloth weights follow it)
         seen.append((seed, for_grpo or vllm))
         raise Loaded
 

@@ -198,7 +198,7 @@ def test_an_older_driver_keeps_its_torch_and_installs_unsloth_without_vllm(drive
     assert got.mode == "gpu-novllm"
     assert got.pip_args == ("-e", "/content/cotrecipe[gpu-novllm]", "torch==2.8.0+cu126")
     assert "older than R580, which torch 2.13.0 (CUDA 13) needs: keeping torch 2.8.0+cu126" in got.line
-    assert "without vLLM (model.fast_inference=false" in got.line and "\n" not in got.line
+    assert "without vLLM (vllm.enabled=false" in got.line and "\n" not in got.line
 
 
 @pytest.mark.parametrize("driver", [None, "", "NVIDIA-SMI has failed because it couldn't communicate with the driver"])
@@ -244,4 +244,4 @@ def test_no_notebook_clones_a_placeholder_and_each_installs_from_its_checkout():
         assert "<you>" not in text and "git clone" not in text and "'clone'" not in text, path.name
         setup = "".join(next(c for c in json.loads(text)["cells"] if c["cell_type"] == "code")["source"])
         assert "os.path.join(REPO, 'recipe', 'tools', 'colab_install.py')" in setup and "COTRECIPE_REPO" in setup, path.name
-        assert "model.fast_inference=false" in setup, path.name
+        assert "vllm.enabled=false" in setup, path.name

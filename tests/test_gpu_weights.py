@@ -9,9 +9,10 @@ import types
 
 import pytest
 
+from recipe.config.core import VllmConfig
 from recipe.models import model as M
 from recipe.models import unsloth_backend
-from tests.test_gpu_backend import MAPPER, fake_gpu, make_cfg, standin  # noqa: F401  (standin is a fixture)
+from tests.test_gpu_backend import MAPPER, VLLM_ON, fake_gpu, make_cfg, standin  # noqa: F401  (standin: a fixture)
 
 TABLES = types.SimpleNamespace(**{k: MAPPER[k] for k in ("FLOAT_TO_INT_MAPPER", "INT_TO_FLOAT_MAPPER",
                                                           "MAP_TO_UNSLOTH_16bit")})
@@ -39,11 +40,11 @@ def test_every_load_of_a_run_uses_the_same_repo_and_the_record_says_which(cache_
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # nothing may reach for the hub: the stand-in serves these ids
     standin.hub[PLAIN] = (cache_dir / "tiny-qwen2", "c0ffee" * 6 + "c0ff")
     standin.hub[DYNAMIC] = (cache_dir / "tiny-qwen2", "d" * 40)
-    cfg = make_cfg(cache_dir, name_or_path="unsloth/Qwen2.5-3B")
-    m1, tok = M.load(cfg, trainable=True, seed=1)  # stage 1 (SFT): no vLLM, yet the plain quant vLLM will load
+    cfg, on = make_cfg(cache_dir, name_or_path="unsloth/Qwen2.5-3B"), VLLM_ON
+    m1, tok = M.load(cfg, trainable=True, seed=1, vllm_cfg=on)  # stage 1 (SFT): no vLLM, yet the plain quant vLLM loads
     adapter = M.save(m1, tok, tmp_path / "stage1")
-    m2, _ = M.load(cfg, init_from=adapter, trainable=True, seed=1, for_grpo=True)  # stage 2: vLLM
-    m3, _ = M.load(cfg, init_from=adapter, trainable=False, seed=1)  # evaluation / mining
+    m2, _ = M.load(cfg, init_from=adapter, trainable=True, seed=1, for_grpo=True, vllm_cfg=on)  # stage 2: vLLM
+    m3, _ = M.load(cfg, init_from=adapter, trainable=False, seed=1, vllm_cfg=on)  # evaluation / mining
     froms = [a for name, a in standin.calls if name == "from_pretrained"]
     assert [a["fast_inference"] for a in froms] == [False, True, False]
     assert all(a["use_exact_model_name"] is True for a in froms)  # Unsloth's mapper does not get a second say
@@ -57,8 +58,8 @@ def test_an_adapter_on_other_weights_is_refused(cache_dir, tmp_path, standin, mo
     fake_gpu(monkeypatch)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     standin.hub[DYNAMIC] = (cache_dir / "tiny-qwen2", "d" * 40)
-    stage1 = make_cfg(cache_dir, name_or_path="unsloth/Qwen2.5-3B", fast_inference=False)  # dynamic quant
-    model, tok = M.load(stage1, seed=1)
+    stage1 = make_cfg(cache_dir, name_or_path="unsloth/Qwen2.5-3B")
+    model, tok = M.load(stage1, seed=1, vllm_cfg=VllmConfig(enabled=False))  # vLLM off: the dynamic quant
     adapter = M.save(model, tok, tmp_path / "stage1")
     with pytest.raises(unsloth_backend.WeightsError, match=f"trained on '{DYNAMIC}', but this run loads '{PLAIN}'"):
-        M.load(make_cfg(cache_dir, name_or_path="unsloth/Qwen2.5-3B"), init_from=adapter, seed=1, for_grpo=True)
+        M.load(stage1, init_from=adapter, seed=1, for_grpo=True, vllm_cfg=VLLM_ON)

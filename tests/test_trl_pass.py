@@ -50,15 +50,34 @@ def test_every_recorded_default_is_a_field_of_the_trl_class_and_not_ours(name):
     assert not set(section.TRL_DEFAULTS) & (own | set(trl_pass.RECIPE_SETS))
 
 
+def _vllm_keys_moved(old: dict) -> dict:
+    """The old code's dict with the vLLM keys in today's ``vllm`` section, right after ``model`` (issue 23: the one
+    change since); every other key, value and order as the old code wrote them. ``vllm.enabled`` is the switch of
+    the config's backend (the two were equal wherever the backend was not unsloth or hf)."""
+    model, run = dict(old["model"]), dict(old["run"])
+    fast, hf = model.pop("fast_inference"), model.pop("hf_use_vllm")
+    vllm = {"enabled": fast if model["backend"] == "unsloth" else hf,
+            "gpu_memory_utilization": model.pop("gpu_memory_utilization"),
+            **{key: run.pop(f"vllm_{key}") for key in ("mode", "server_base_url", "server_host", "server_port",
+                                                      "server_timeout")}}
+    out = {}
+    for key, value in old.items():
+        out[key] = {"model": model, "run": run}.get(key, value)
+        if key == "model":
+            out["vllm"] = vllm
+    return out
+
+
 @pytest.mark.parametrize("preset", sorted(BEFORE))
 def test_plain_data_is_what_the_code_before_the_pass_through_wrote(preset):
     if preset == "smoke+overrides":
         cfg = C.resolve(preset="smoke", overrides=BEFORE_OVERRIDES)
     else:
         cfg = C.resolve(preset=preset or None)
-    # same keys, values and order: config.yaml comes out byte for byte as before
-    assert C.dump_yaml(cfg) == yaml.safe_dump(BEFORE[preset], sort_keys=False, default_flow_style=None, width=120)
-    # and a config.yaml written by the old code loads back to the same config
+    # same keys, values and order: config.yaml comes out byte for byte as before, the vLLM keys in their new section
+    expected = _vllm_keys_moved(BEFORE[preset])
+    assert C.dump_yaml(cfg) == yaml.safe_dump(expected, sort_keys=False, default_flow_style=None, width=120)
+    # and a config.yaml written by the old code (its old vLLM keys too) loads back to the same config
     assert C.from_dict(yaml.safe_load(C.dump_yaml(cfg))) == cfg
     assert C.from_dict(BEFORE[preset]) == cfg
 

@@ -223,7 +223,7 @@ def test_eval_goes_through_the_held_engine_with_the_stage_adapter(cache_dir, tmp
         return engine
 
     standin.engine_factory = engine_for
-    gpu_cfg = smoke(cache_dir, "model.backend=unsloth", "model.fast_inference=true")
+    gpu_cfg = smoke(cache_dir, "model.backend=unsloth", "vllm.enabled=true")
     fast = evaluate_weights(gpu_cfg, tmp_path / "eval-vllm", {"w": 1}, init_from=adapter, reuse=False)
     assert [a["fast_inference"] for name, a in standin.calls if name == "from_pretrained"] == [True]
     assert engines and engines[0].calls and engines[0].calls[0]["lora_request"].lora_path == adapter
@@ -248,7 +248,7 @@ def test_mining_goes_through_the_held_engine_and_finds_the_same_failures(cache_d
     standin.engine_factory = lambda base: engines.append(FakeLLM(lambda: standin.base_model(base),
                                                                  M.load_tokenizer(base))) or engines[-1]
     gpu_cfg = smoke(cache_dir, "stage3.mining_limit=6", "stage3.mining_max_new_tokens=24", "model.backend=unsloth",
-                    "model.fast_inference=true")
+                    "vllm.enabled=true")
     on_vllm = stage3.mine_failures(gpu_cfg, problems, adapter)
     assert len(engines) == 1 and engines[0].calls[0]["lora_request"].lora_path == adapter
     assert engines[0].calls[0]["n_prompts"] == 6 and engines[0].calls[0]["params"].max_tokens == 24

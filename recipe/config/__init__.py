@@ -1,5 +1,6 @@
 """The configuration: one typed schema (:mod:`.schema`), loading, merging and validation (:mod:`.core`), the limits of its keys (:mod:`.limits`), TRL's own keys
-passed through a trainer section (:mod:`.trl_pass`), the dataclass machinery under it (:mod:`.typed`) and the bounded YAML reader every file goes through (:mod:`.safe_yaml`).
+passed through a trainer section (:mod:`.trl_pass`), the dataclass machinery under it (:mod:`.typed`), the bounded YAML reader every file goes through (:mod:`.safe_yaml`)
+and the keys that moved, still read in their old spelling (:mod:`.renamed`).
 
 Owns: presets, ``--config`` / ``--set`` merging, validation with one-line errors that name the key.
 May import: ``recipe.rewards`` (reward names), ``recipe.data`` (data source forms), ``recipe.dist``,
@@ -20,6 +21,7 @@ from recipe.config.core import (  # noqa: F401  (the package's public face)
     Stage1Config,
     Stage2Config,
     Stage3Config,
+    VllmConfig,
     WarmupConfig,
     dump_yaml,
     from_dict,

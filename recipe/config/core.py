@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 import recipe.config.limits as config_limits
+import recipe.config.renamed as renamed
 import recipe.config.safe_yaml as safe_yaml
 import recipe.config.trl_pass as trl_pass
 from recipe import dist
@@ -46,6 +47,7 @@ from recipe.config.schema import (  # noqa: F401  (re-exported: recipe.config.co
     Stage2Config,
     Stage3Config,
     TrainConfig,
+    VllmConfig,
     WarmupConfig,
 )
 from recipe.config.typed import deep_merge, from_mapping, set_path
@@ -106,18 +108,30 @@ def resolve(
     config_file: str | Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
 ) -> Config:
-    """Defaults, then the preset, then a YAML file, then ``--set`` overrides; validated."""
-    data: dict = {}
+    """Defaults, then the preset, then a YAML file, then ``--set`` overrides; validated. Each of the three sources
+    may use a key's old spelling (:mod:`recipe.config.renamed`: moved, with a warning)."""
+    sources: list[tuple[str, dict]] = []
     if preset:
-        data = deep_merge(data, _load_yaml(preset_text(preset), f"preset '{preset}'"))
+        sources.append((f"preset '{preset}'", _load_yaml(preset_text(preset), f"preset '{preset}'")))
     if config_file:
         path = Path(config_file)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        data = deep_merge(data, _load_yaml(safe_yaml.read_bytes(path, ConfigError), str(path)))
-    for item in overrides:
-        keys, value = parse_override(item)
+        sources.append((str(path), _load_yaml(safe_yaml.read_bytes(path, ConfigError), str(path))))
+    items = [parse_override(item) for item in overrides]
+    command_line: dict = {}  # the overrides as one source, for the old keys they set
+    for keys, value in items:
+        set_path(command_line, keys, value)
+    backend = renamed.backend_of(*(source for _, source in sources), command_line)
+    data: dict = {}
+    for origin, source in sources:
+        data = deep_merge(data, renamed.migrate(source, origin, backend)[0])
+    _, moved = renamed.migrate(command_line, "--set", backend)
+    for keys, value in items:
         set_path(data, keys, value)
+    renamed.drop_old(data)  # the overrides' old keys: their values go to the new places
+    for key, value in moved.items():
+        set_path(data, key.split("."), value)
     cfg = build(data)
     validate(cfg)
     return cfg
@@ -125,7 +139,9 @@ def resolve(
 
 def build(data: dict) -> Config:
     """Plain data -> :class:`Config`, unvalidated: the trainer sections through :mod:`recipe.config.trl_pass` (TRL's
-    keys pass through), everything else through :func:`~recipe.config.typed.from_mapping`."""
+    keys pass through), everything else through :func:`~recipe.config.typed.from_mapping`. Old spellings of moved keys
+    are read as the new ones (:mod:`recipe.config.renamed`)."""
+    data = renamed.migrate(data, "config")[0]
     sections = {name: data[name] for name in TRAINER_SECTIONS if name in data}
     for name, value in sections.items():
         if not isinstance(value, dict):
@@ -204,13 +220,10 @@ def validate(cfg: Config) -> None:
     launch_problem = dist.launch_error(cfg.model.backend, cfg.model.load_in_4bit)  # accelerate launch / torchrun
     if launch_problem:
         raise ConfigError(launch_problem)
-    if cfg.run.vllm_mode == "server":
-        _check(cfg.model.backend == "hf" and uses_vllm(cfg.model, "hf", GRPO) and not cfg.model.fast_inference,
-               "run.vllm_mode",
-               cfg.run.vllm_mode, "server mode is TRL's vLLM on the hf backend: set model.backend=hf, "
-               "model.hf_use_vllm=true and model.fast_inference=false (Unsloth's engine is always colocated)")
-    _check(1 <= cfg.run.vllm_server_port <= 65535, "run.vllm_server_port", cfg.run.vllm_server_port,
-           "must be a TCP port (1-65535)")
+    if cfg.vllm.mode == "server":
+        _check(cfg.model.backend == "hf" and uses_vllm(cfg.vllm, "hf", GRPO), "vllm.mode", cfg.vllm.mode,
+               "server mode is TRL's vLLM on the hf backend: set model.backend=hf and vllm.enabled=true "
+               "(Unsloth's engine is always colocated)")
     allowed_stages = set(EVAL_STAGES)
     for s in cfg.eval.stages:
         _check(s in allowed_stages, "eval.stages", s, f"allowed: {', '.join(sorted(allowed_stages))}")

@@ -124,8 +124,10 @@ def validate_model_eval_run(cfg: Any) -> None:
     _check(0 <= m.lora_dropout < 1, "model.lora_dropout", m.lora_dropout, "must be in [0, 1)")
     _check(bool(m.lora_target_modules), "model.lora_target_modules", m.lora_target_modules,
            "at least one module name, e.g. [q_proj, v_proj]")
-    _check(0 < m.gpu_memory_utilization <= 1, "model.gpu_memory_utilization", m.gpu_memory_utilization,
+    v = cfg.vllm
+    _check(0 < v.gpu_memory_utilization <= 1, "vllm.gpu_memory_utilization", v.gpu_memory_utilization,
            "must be in (0, 1]")
+    _check(1 <= v.server_port <= 65535, "vllm.server_port", v.server_port, "must be a TCP port (1-65535)")
     ev = cfg.eval
     _check(ev.max_new_tokens >= 1, "eval.max_new_tokens", ev.max_new_tokens, "must be >= 1")
     _check(ev.limit == -1 or ev.limit >= 1, "eval.limit", ev.limit,

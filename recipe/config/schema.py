@@ -32,11 +32,28 @@ class ModelConfig:
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
     gradient_checkpointing: bool = False
-    fast_inference: bool = False  # unsloth backend: a vLLM engine for GRPO generation (stages 2-3 only)
-    hf_use_vllm: bool = False  # hf backend: TRL's own colocated vLLM engine for GRPO (off unless asked for)
-    gpu_memory_utilization: float = 0.6
     trust_remote_code: bool = False
     cache_dir: str = "~/.cache/cotrecipe"
+
+
+@dataclass
+class VllmConfig:
+    """The one ``vllm`` section: whether and how generation goes through vLLM, for every stage
+    (:func:`recipe.models.devices.uses_vllm` reads ``enabled``). Replaces ``model.fast_inference``,
+    ``model.hf_use_vllm``, ``model.gpu_memory_utilization`` and ``run.vllm_*`` (still read, with a warning:
+    :mod:`recipe.config.renamed`)."""
+
+    # unsloth backend: one in-process engine for GRPO, evaluation and stage-3 mining (and the weights repository
+    # follows it); hf backend: TRL's own engine for GRPO only (evaluation and mining generate with HF). Never on CPU.
+    enabled: bool = False
+    gpu_memory_utilization: float = 0.6  # the engine's share of the GPU's memory (weights + KV cache)
+    # Where TRL's vLLM runs for GRPO on the hf backend: in each training process, or a `trl vllm-serve` server
+    # (README "Scaling out"). mode and server_* are in no entry's config fingerprint: switching never blocks a resume.
+    mode: Literal["colocate", "server"] = "colocate"
+    server_base_url: str = ""  # e.g. http://10.0.0.5:8000; when set, host and port are ignored
+    server_host: str = "127.0.0.1"
+    server_port: int = 8000
+    server_timeout: float = 240.0  # seconds to wait for the server to come up
 
 
 @dataclass
@@ -239,18 +256,12 @@ class RunConfig:
     # run-all (and `baseline`) train each entry and evaluate in child processes (a fresh GPU context: a vLLM engine
     # is not reliably freed inside one process). auto: on with CUDA, off on the CPU and under a multi-process launch.
     process_per_entry: Literal["auto"] | bool = "auto"
-    # Where TRL's vLLM (model.hf_use_vllm) runs for GRPO: in each training process, or a `trl vllm-serve` server
-    # (README "Scaling out"). Not part of any entry's config fingerprint: switching it never blocks a resume.
-    vllm_mode: Literal["colocate", "server"] = "colocate"
-    vllm_server_base_url: str = ""  # e.g. http://10.0.0.5:8000; when set, host and port are ignored
-    vllm_server_host: str = "127.0.0.1"
-    vllm_server_port: int = 8000
-    vllm_server_timeout: float = 240.0  # seconds to wait for the server to come up
 
 
 @dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
+    vllm: VllmConfig = field(default_factory=VllmConfig)
     data: DataConfig = field(default_factory=DataConfig)
     stage1: Stage1Config = field(default_factory=Stage1Config)
     stage2: Stage2Config = field(default_factory=Stage2Config)

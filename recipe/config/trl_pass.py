@@ -43,9 +43,8 @@ RECIPE_SETS: dict[str, str | None] = {
     "save_strategy": None, "remove_unused_columns": None, "completion_only_loss": None, "packing": None,
     "dataset_num_proc": None, "dataloader_num_workers": None, "disable_tqdm": None,
     "ddp_find_unused_parameters": None, "accelerator_config": None,
-    "use_vllm": "model.fast_inference / model.hf_use_vllm", "vllm_mode": "run.vllm_mode",
-    "vllm_gpu_memory_utilization": "model.gpu_memory_utilization",
-    **{f"vllm_server_{k}": f"run.vllm_server_{k}" for k in ("base_url", "host", "port", "timeout")},
+    "use_vllm": "vllm.enabled", "vllm_mode": "vllm.mode", "vllm_gpu_memory_utilization": "vllm.gpu_memory_utilization",
+    **{f"vllm_server_{k}": f"vllm.server_{k}" for k in ("base_url", "host", "port", "timeout")},
 }
 _SCALARS: dict[str, Any] = {"bool": bool, "int": int, "float": float, "str": str, "dict": dict[str, Any], "any": Any}
 

@@ -346,7 +346,7 @@ def evaluate_weights(cfg: Config, out_dir: str | Path, record: dict, init_from: 
             write_json(out_dir / RESULTS, results)
             return results
     model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=False, seed=cfg.run.seed,
-                                      vllm=True)
+                                      vllm=True, vllm_cfg=cfg.vllm)
     model = to_device(model, cfg.run.device)
     t0 = time.monotonic()
     golds = official_golds(source, cfg.eval.split, problems)

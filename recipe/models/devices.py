@@ -40,24 +40,23 @@ GRPO, EVAL, MINING, TEACH = "grpo", "eval", "mining", "teach"  # the uses of gen
 USES = (GRPO, EVAL, MINING, TEACH)
 
 
-def uses_vllm(model_cfg: object, backend: str, use: str, on_gpu: bool = True) -> bool:
-    """Whether ``use`` (GRPO's generation, evaluation, stage-3 mining, ``teach``) generates through vLLM for a
-    ``ModelConfig`` on ``backend`` (``unsloth`` or ``hf``, as picked). Every site that decides vLLM asks here.
+def uses_vllm(vllm_cfg: object, backend: str, use: str, on_gpu: bool = True) -> bool:
+    """Whether ``use`` (GRPO's generation, evaluation, stage-3 mining, ``teach``) generates through vLLM for the
+    config's ``vllm`` section on ``backend`` (``unsloth`` or ``hf``, as picked). Every site that decides vLLM asks here.
 
-    unsloth: ``model.fast_inference`` gives each GRPO, evaluation and mining load one in-process engine (the weights
-    repository follows it too); hf: ``model.hf_use_vllm`` gives GRPO TRL's own engine (colocated or a server,
-    ``run.vllm_mode``), and evaluation and mining generate with HF. ``teach`` loads without an engine; nothing
-    uses vLLM off the GPU.
+    ``vllm.enabled`` on unsloth gives each GRPO, evaluation and mining load one in-process engine (the weights
+    repository follows it too); on hf it gives GRPO TRL's own engine (colocated or a server, ``vllm.mode``), and
+    evaluation and mining generate with HF. ``teach`` loads without an engine; nothing uses vLLM off the GPU.
 
     >>> from types import SimpleNamespace as NS
-    >>> on = NS(fast_inference=True, hf_use_vllm=False)
-    >>> [uses_vllm(on, "unsloth", u) for u in USES], uses_vllm(on, "hf", GRPO), uses_vllm(on, "unsloth", EVAL, False)
-    ([True, True, True, False], False, False)
+    >>> on = NS(enabled=True)
+    >>> [uses_vllm(on, "unsloth", u) for u in USES], [uses_vllm(on, "hf", u) for u in USES]
+    ([True, True, True, False], [True, False, False, False])
+    >>> uses_vllm(on, "unsloth", EVAL, on_gpu=False), uses_vllm(NS(enabled=False), "unsloth", GRPO)
+    (False, False)
     """
     if use not in USES:
         raise ValueError(f"unknown use of generation {use!r} (allowed: {', '.join(USES)})")
-    if not on_gpu or use == TEACH:
+    if not on_gpu or use == TEACH or not bool(getattr(vllm_cfg, "enabled", False)):
         return False
-    if backend == "unsloth":
-        return bool(getattr(model_cfg, "fast_inference", False))
-    return use == GRPO and bool(getattr(model_cfg, "hf_use_vllm", False))
+    return backend == "unsloth" or use == GRPO

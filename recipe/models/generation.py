@@ -1,7 +1,7 @@
 """The one generation seam: evaluation, stage-3 mining and ``teach``'s ``hf:`` teacher all call :func:`generate`,
 and :func:`choose_backend` is the one place that decides how the rows are made:
 
-- ``vllm``: the model carries the vLLM engine this process holds (loaded with ``model.fast_inference`` on unsloth,
+- ``vllm``: the model carries the vLLM engine this process holds (loaded with ``vllm.enabled`` on unsloth,
   :func:`recipe.models.unsloth_backend.engine_of`); every request the seam takes is one the engine serves (greedy or
   sampled, ``n`` answers, seeded, the stop texts and rule), so nothing falls back. :mod:`recipe.models.vllm_generation`;
 - ``hf_pruned``: greedy, one answer per prompt, ``prune`` on and a model whose greedy decoding is a bare argmax

@@ -15,8 +15,8 @@ Backends (:func:`pick_backend`): ``hf`` (transformers + peft, any device) or ``u
 lazily by :func:`prepare_backend` / :func:`load`, never on the ``hf`` path; see ``recipe.models.unsloth_backend``).
 Precision comes from ``recipe.models.precision.decide`` (the same answer the TRL configs use). ``seed`` seeds torch before
 any random initialisation (unsloth's LoRA; on hf the LoRA the TRL trainer adds right after loading).
-``for_grpo=True`` marks the loads GRPO trains: only those start unsloth's vLLM engine (``model.fast_inference``),
-and any load frees the engine the previous one held.
+``for_grpo=True`` marks the loads GRPO trains: only those start unsloth's vLLM engine (``vllm.enabled``, the run's
+``vllm`` section passed as ``vllm_cfg``), and any load frees the engine the previous one held.
 
 What :func:`load` returns, as ``(model, tokenizer)``:
     ========================  =====================================  ===========================================
@@ -166,11 +166,11 @@ def prepare_backend(cfg: Any) -> str:
     return backend
 
 
-def trl_vllm_args(cfg: Any, use_cpu: bool) -> dict:
-    """``use_vllm``/``vllm_mode``/``vllm_gpu_memory_utilization`` for a GRPOConfig (see ``unsloth_backend``):
-    vLLM only with ``fast_inference`` on unsloth, or ``hf_use_vllm`` on hf."""
+def trl_vllm_args(cfg: Any, vllm_cfg: Any, use_cpu: bool) -> dict:
+    """``use_vllm``/``vllm_mode``/``vllm_gpu_memory_utilization`` for a GRPOConfig (see ``unsloth_backend``) from the
+    model config (its backend) and the run's ``vllm`` section: vLLM only with ``vllm.enabled`` on the GPU."""
     backend = "hf" if use_cpu else pick_backend(cfg)
-    return unsloth_backend.trl_vllm_args(cfg, backend, use_cpu)
+    return unsloth_backend.trl_vllm_args(vllm_cfg, backend, use_cpu)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -280,11 +280,12 @@ def _load_hf(cfg: Any, base: str, init_from: str | None, trainable: bool) -> tup
 
 
 def load(cfg: Any, init_from: str | os.PathLike | None = None, trainable: bool = True, seed: int = 0,
-         for_grpo: bool = False, vllm: bool = False) -> tuple[Any, Any]:
+         for_grpo: bool = False, vllm: bool = False, vllm_cfg: Any = None) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` for a stage; see the module docstring for what comes back in each case.
     ``seed``: pass ``run.seed``. ``for_grpo``: GRPO will train this model; ``vllm``: evaluation or mining will
     generate with it (the seam, :func:`recipe.models.generation.generate`, then picks vLLM). Only these loads get a
-    vLLM engine, and only with ``model.fast_inference`` on the unsloth backend."""
+    vLLM engine, and only with ``vllm.enabled`` on the unsloth backend. ``vllm_cfg``: the run's ``vllm`` section
+    (``cfg.vllm``), passed by every load of a run (the unsloth weights repository follows it); None: off."""
     import torch
 
     base = resolve_model_path(cfg)
@@ -298,7 +299,8 @@ def load(cfg: Any, init_from: str | os.PathLike | None = None, trainable: bool =
             raise ModelError(problem)
     if backend == "unsloth":
         model, tokenizer = unsloth_backend.load(cfg, base, init, is_adapter_dir(init) if init else False,
-                                                trainable, seed, model_precision(cfg), engine=for_grpo or vllm)
+                                                trainable, seed, model_precision(cfg), engine=for_grpo or vllm,
+                                                vllm_cfg=vllm_cfg)
     else:
         model, tokenizer = _load_hf(cfg, base, init, trainable)
         torch.manual_seed(seed)  # the TRL trainer draws its LoRA from torch's generator right after this

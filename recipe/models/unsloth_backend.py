@@ -9,7 +9,7 @@ Import (:func:`import_unsloth`)
     otherwise unsloth_zoo's ``load_vllm`` turns on ``VLLM_USE_FLASHINFER_SAMPLER`` wherever flashinfer, nvcc and
     ninja exist (Colab has them) and vLLM cannot build that sampler there. A value already in the environment wins.
 
-The vLLM engine (``model.fast_inference``)
+The vLLM engine (``vllm.enabled``)
     ``FastLanguageModel.from_pretrained(fast_inference=True)`` starts an in-process vLLM engine that shares the
     weights (``model.vllm_engine``); unsloth's patched ``GRPOTrainer`` generates through it. The recipe asks for it
     only where GRPO generates (stages 2 and 3: ``model.load(..., for_grpo=True)``); SFT, mining and evaluation load
@@ -25,7 +25,7 @@ One set of weights (:func:`weights_repo`)
     quant that ``unsloth_zoo.vllm_utils.vllm_dynamic_quant_supported`` rejects (a property of the repo's
     ``quantization_config``) for the plain ``-bnb-4bit`` one (``_vllm_plain_bnb_or_16bit``). So stage 1, mining and
     evaluation (no vLLM) and stages 2-3 (vLLM) could train and measure two different quantisations. We decide once:
-    with ``model.fast_inference`` on, the plain ``-bnb-4bit`` repo (or the 16-bit original when none is published,
+    with ``vllm.enabled`` on, the plain ``-bnb-4bit`` repo (or the 16-bit original when none is published,
     as Unsloth's fallback does), which vLLM always loads and ``fast_inference_setup`` leaves alone; with it off, the
     dynamic quant Unsloth would pick. Every load passes it with ``use_exact_model_name=True`` (no remapping), an
     adapter must name it as its base, and each entry's record keeps the repo id and commit it loaded.
@@ -170,22 +170,23 @@ def _check_adapter_base(init_from: str, repo: str) -> None:
     recorded = json.loads((Path(init_from) / "adapter_config.json").read_text()).get("base_model_name_or_path")
     if str(recorded).casefold() != repo.casefold():  # hub ids are case-insensitive
         raise WeightsError(f"{Path(init_from) / 'adapter_config.json'}: the adapter was trained on '{recorded}', but "
-                           f"this run loads '{repo}' for every stage (model.name_or_path / model.fast_inference "
+                           f"this run loads '{repo}' for every stage (model.name_or_path / vllm.enabled "
                            "changed since?); rerun the stage that wrote it")
 
 
 def load(cfg: Any, base: str, init_from: str | None, adapter: bool, trainable: bool, seed: int,
-         precision: Precision, engine: bool) -> tuple[Any, Any]:
-    """``FastLanguageModel`` load; ``engine``: start vLLM (only when ``cfg.fast_inference`` too). See the module doc.
+         precision: Precision, engine: bool, vllm_cfg: Any = None) -> tuple[Any, Any]:
+    """``FastLanguageModel`` load; ``engine``: start vLLM (only when ``vllm_cfg.enabled`` too, the run's ``vllm``
+    section; None: off). See the module doc.
 
     ``base`` is the resolved model folder or hub id, ``init_from`` a stage's output folder (an adapter folder names
     its base in adapter_config.json and unsloth attaches the adapter), ``adapter`` whether it is one."""
     release_engine()  # the previous stage's engine goes before anything else loads
     FastLanguageModel = import_unsloth().FastLanguageModel
-    fast_inference = bool(engine) and uses_vllm(cfg, "unsloth", GRPO)  # eval and mining: as GRPO
+    fast_inference = bool(engine) and uses_vllm(vllm_cfg, "unsloth", GRPO)  # eval and mining: as GRPO
     four_bit = cfg.load_in_4bit and cfg.use_lora
     mapper = importlib.import_module("unsloth.models.mapper")  # lazy: exists with the gpu extra only
-    repo = weights_repo(base, four_bit, uses_vllm(cfg, "unsloth", GRPO), mapper)  # the run's setting, not this load's
+    repo = weights_repo(base, four_bit, uses_vllm(vllm_cfg, "unsloth", GRPO), mapper)  # the run's, not this load's
     if adapter:
         _check_adapter_base(init_from, repo)
     import torch
@@ -203,7 +204,7 @@ def load(cfg: Any, base: str, init_from: str | None, adapter: bool, trainable: b
         load_in_4bit=four_bit,
         full_finetuning=not cfg.use_lora,
         fast_inference=fast_inference,
-        gpu_memory_utilization=cfg.gpu_memory_utilization,
+        **({} if vllm_cfg is None else {"gpu_memory_utilization": vllm_cfg.gpu_memory_utilization}),
         max_lora_rank=cfg.lora_r,
         trust_remote_code=cfg.trust_remote_code,
         use_gradient_checkpointing=checkpointing,  # used when init_from is an adapter (no get_peft_model below)
@@ -224,9 +225,8 @@ def load(cfg: Any, base: str, init_from: str | None, adapter: bool, trainable: b
     return model, tokenizer
 
 
-def trl_vllm_args(cfg: Any, backend: str, use_cpu: bool) -> dict:
-    """The vLLM part of a TRL ``GRPOConfig``: on unsloth, its shared engine when ``model.fast_inference`` is on
-    (unsloth's trainer uses ``model.vllm_engine``); on hf, TRL's own colocated engine only when
-    ``model.hf_use_vllm`` asks for it explicitly; never on the CPU."""
-    use_vllm = uses_vllm(cfg, backend, GRPO, on_gpu=not use_cpu)
-    return {"use_vllm": use_vllm, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": cfg.gpu_memory_utilization}
+def trl_vllm_args(vllm_cfg: Any, backend: str, use_cpu: bool) -> dict:
+    """The vLLM part of a TRL ``GRPOConfig`` from the run's ``vllm`` section: with ``vllm.enabled``, on unsloth its
+    shared engine (unsloth's trainer uses ``model.vllm_engine``), on hf TRL's own engine; never on the CPU."""
+    use_vllm = uses_vllm(vllm_cfg, backend, GRPO, on_gpu=not use_cpu)
+    return {"use_vllm": use_vllm, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": vllm_cfg.gpu_memory_utilization}

@@ -1,5 +1,5 @@
 """The vLLM decoder behind :func:`recipe.models.generation.generate`: generation through the engine Unsloth starts
-(``model.fast_inference`` on unsloth) for evaluation, stage-3 mining and any other caller of the seam.
+(``vllm.enabled`` on unsloth) for evaluation, stage-3 mining and any other caller of the seam.
 
 Bound to vllm 0.27.1 (the ``gpu`` extra's pin; the tests bind every call against signatures vendored from its wheel,
 ``tests/data/vllm_api_0.27.1.json``): ``LLM.generate(prompts, sampling_params, *, use_tqdm, lora_request)`` with

@@ -39,6 +39,7 @@ from pathlib import Path
 from recipe import dist
 from recipe.config import core as config_mod
 from recipe.config.core import Config
+from recipe.config.renamed import migrate_recorded
 from recipe.errors import RunError
 from recipe.fsio import read_json, write_json, write_text
 from recipe.models.integrity import weights_dir_problem
@@ -58,9 +59,11 @@ GENERATIONS = "generations.jsonl"  # eval/<name>/generations.jsonl: one row per 
 REPORT_MD, REPORT_PNG = "report.md", "report.png"
 ENTRIES_KEY = "entries"  # the manifest's records, one per entry
 LEGACY_ENTRIES_KEY = "stages"  # what that key was called before (it held the baselines and the warm-up too)
-# Config that shapes every entry's weights; an entry also depends on its own sections.
-_SHARED_SECTIONS = ("model", "data")
-_IGNORED_KEYS = {"data.eval_source"}
+# Config that shapes every entry's weights; an entry also depends on its own sections. The vllm section's switch and
+# memory share count (they were model keys; the unsloth weights repository follows the switch), not where a server is.
+_SHARED_SECTIONS = ("model", "vllm", "data")
+_IGNORED_KEYS = {"data.eval_source", "vllm.mode", "vllm.server_base_url", "vllm.server_host", "vllm.server_port",
+                 "vllm.server_timeout"}
 # Keys added after runs were recorded -> the value the older code trained with: a record without the key holds that
 # value (issue 21: TRL alone used epsilon for an unset epsilon_high and kept truncated completions in the loss).
 LEGACY_KEYS = {
@@ -216,18 +219,22 @@ def entry_config(cfg: Config, entry: Entry) -> dict:
     # with a warm-up every entry starts from its weights; without one the section is left out (older runs resume)
     warm = ("warmup",) if cfg.warmup.enabled else ()
     out = {key: full[key] for key in dict.fromkeys(_SHARED_SECTIONS + warm + entry.sections)}
-    out["data"] = {k: v for k, v in out["data"].items() if f"data.{k}" not in _IGNORED_KEYS}
+    for section in ("vllm", "data"):
+        out[section] = {k: v for k, v in out[section].items() if f"{section}.{k}" not in _IGNORED_KEYS}
     out["run"] = {"seed": full["run"]["seed"]}
     return out
 
 
 def with_legacy_keys(recorded: dict, current: dict | None = None) -> dict:
-    """A recorded entry config with the :data:`LEGACY_KEYS` it predates filled in (older runs resume unchanged).
+    """A recorded entry config with the :data:`LEGACY_KEYS` it predates filled in and the keys that moved since in
+    their new places (:func:`recipe.config.renamed.migrate_recorded`): older runs resume unchanged.
 
     >>> with_legacy_keys({"stage2": {"epsilon": 0.1}})["stage2"]
     {'epsilon': 0.1, 'epsilon_high': 0.1, 'mask_truncated_completions': False}
+    >>> with_legacy_keys({"model": {"fast_inference": False, "gpu_memory_utilization": 0.6}})
+    {'model': {}, 'vllm': {'enabled': False, 'gpu_memory_utilization': 0.6}}
     """
-    out = {key: dict(value) if isinstance(value, dict) else value for key, value in recorded.items()}
+    out = {key: dict(value) if isinstance(value, dict) else value for key, value in migrate_recorded(recorded).items()}
     for section, values in LEGACY_SECTIONS.items():  # a section the entry's config (``current``) has gained
         if current is not None and section in current:
             out.setdefault(section, dict(values))

@@ -1,9 +1,9 @@
 """One child process per run-all entry (``run.process_per_entry``): the parent orchestrates, each child trains one
 entry (or runs the evaluation) in a fresh process, so every GRPO stage starts with a fresh GPU context.
 
-Why: with ``fast_inference`` Unsloth's vLLM engine is not reliably released inside one process (``delete_vllm`` drops
-a reference), and a new engine refuses to start when free memory is below its ``gpu_memory_utilization`` share. A
-process that exits returns all of its GPU memory.
+Why: with ``vllm.enabled`` Unsloth's vLLM engine is not reliably released inside one process (``delete_vllm`` drops
+a reference), and a new engine refuses to start when free memory is below its ``vllm.gpu_memory_utilization`` share.
+A process that exits returns all of its GPU memory.
 
 The parent holds the run directory's lock; each child shares it through the inherited lock descriptor
 (:func:`recipe.run.runlock.child_env`), so it neither deadlocks on it nor lets another writer in. A child writes the

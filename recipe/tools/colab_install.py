@@ -7,7 +7,7 @@ driver replaces a working torch with one that sees no GPU. So:
 
 * driver R580+: the pinned set, ``pip install -e REPO[gpu]``;
 * an older driver: the documented fallback, ``pip install -e REPO[gpu-novllm] torch==<the installed torch>``: Unsloth
-  and bitsandbytes on the torch the machine ships, no vLLM (the notebooks then pass ``model.fast_inference=false``:
+  and bitsandbytes on the torch the machine ships, no vLLM (the notebooks then pass ``vllm.enabled=false``:
   GRPO generates with HF generate, slower);
 * no driver: cotrecipe alone (the CPU presets).
 
@@ -80,7 +80,7 @@ def choose(driver: str | None, repo: str | Path, torch_version: str | None) -> I
     return Install("gpu-novllm", ("-e", f"{repo}[gpu-novllm]", f"torch=={torch_version}"),
                    f"NVIDIA driver {version} is older than R{MIN_DRIVER_MAJOR}, which torch {TORCH_PIN} (CUDA 13) "
                    f"needs: keeping torch {torch_version} and installing Unsloth without vLLM "
-                   "(model.fast_inference=false: GRPO generates with HF generate, slower)")
+                   "(vllm.enabled=false: GRPO generates with HF generate, slower)")
 
 
 def main(argv: list[str] | None = None) -> int:

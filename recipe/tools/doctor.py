@@ -253,13 +253,12 @@ def can_run(cfg: config_mod.Config, m: Machine) -> tuple[str, list[str]]:
                         f"CUDA build {m.torch_cuda or 'none'}, driver {m.driver or 'none'})")
     on_gpu = m.cuda and (backend == "unsloth" or device != "cpu")
     needed = set(UNSLOTH_NEEDS) if backend == "unsloth" else set()
-    vllm = any(uses_vllm(mc, backend, use, on_gpu) for use in USES)
+    vllm = any(uses_vllm(cfg.vllm, backend, use, on_gpu) for use in USES)
     if vllm:
         needed.add("vllm")
         ok, why = m.imports.get("vllm", (None, "not installed"))
         if ok is not True:
-            problems.append(f"model.{'fast_inference' if backend == 'unsloth' else 'hf_use_vllm'}=true needs vLLM "
-                            f"to import ({why}): {GPU_INSTALL}")
+            problems.append(f"vllm.enabled=true needs vLLM to import ({why}): {GPU_INSTALL}")
     if on_gpu and mc.load_in_4bit:
         needed.add("bitsandbytes")
     for pin in m.pins:

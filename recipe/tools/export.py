@@ -15,7 +15,6 @@ Every folder is written atomically (a temporary sibling moved into place).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import shutil
@@ -113,9 +112,9 @@ def merge_hf(base: str, src: Path, dtype: str = "bfloat16"):
 
 def export_merged(cfg: config_mod.Config, src: Path, out: Path, dtype: str = "bfloat16") -> Path:
     """Merged weights in ``out``: Unsloth's merged save on the unsloth backend, peft's merge on hf."""
-    mcfg = dataclasses.replace(cfg.model, fast_inference=False)  # no vLLM engine just to save weights
-    if model_mod.prepare_backend(mcfg) == "unsloth":
-        model, tokenizer = model_mod.load(mcfg, init_from=src, trainable=False)
+    mcfg = cfg.model
+    if model_mod.prepare_backend(mcfg) == "unsloth":  # no engine (not a GRPO or generating load), the run's weights
+        model, tokenizer = model_mod.load(mcfg, init_from=src, trainable=False, vllm_cfg=cfg.vllm)
         tmp = _atomic_dir(out)
         try:
             # dtype=None keeps the base checkpoint's 16-bit dtype; "float32" widens (Unsloth's own options)
@@ -171,7 +170,7 @@ def export_gguf(cfg: config_mod.Config, src: Path, out: Path, quantization: str 
                 converter: str | Path | None = None) -> list[Path]:
     """GGUF file(s) in ``out`` plus a Modelfile beside them. Needs Unsloth (unsloth backend) or llama.cpp's
     ``convert_hf_to_gguf.py`` (``converter``; its outtypes: f32, f16, bf16, q8_0, auto)."""
-    mcfg = dataclasses.replace(cfg.model, fast_inference=False)
+    mcfg = cfg.model
     backend = model_mod.pick_backend(mcfg)
     if backend != "unsloth" and converter is None:
         raise ExportError("GGUF export needs Unsloth's save_pretrained_gguf (pip install 'cotrecipe[gpu]' on a CUDA "
@@ -179,7 +178,7 @@ def export_gguf(cfg: config_mod.Config, src: Path, out: Path, quantization: str 
     out.mkdir(parents=True, exist_ok=True)
     if backend == "unsloth":
         model_mod.prepare_backend(mcfg)
-        model, tokenizer = model_mod.load(mcfg, init_from=src, trainable=False)
+        model, tokenizer = model_mod.load(mcfg, init_from=src, trainable=False, vllm_cfg=cfg.vllm)  # no engine
         # Unsloth merges into save_directory and writes the .gguf to the sibling "<save_directory>_gguf"
         result = model.save_pretrained_gguf(str(out / "merged"), tokenizer, quantization_method=quantization)
         files = [Path(f) for f in (result or {}).get("gguf_files", [])] or sorted(out.rglob("*.gguf"))

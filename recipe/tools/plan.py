@@ -122,7 +122,7 @@ def estimate_memory(d: ModelDims, s: Setup, w: Workload, gpu_gib: float, optim: 
     linear = d.layers * sum(a * b for a, b in d.module_shapes().values())
     embed = d.vocab * d.hidden * (1 if d.tied else 2)
     weights = linear * 4.127 / 8 + embed * 2 if s.four_bit else (linear + embed) * s.weight_bytes
-    # vLLM (fast_inference): it reserves gpu_memory_utilization x the card (vLLM's own rule) and holds weights, KV
+    # vLLM (vllm.enabled): it reserves gpu_memory_utilization x the card (vLLM's own rule) and holds weights, KV
     # cache and its activation profile (~1 GiB for Qwen2.5-3B on a T4 in Unsloth's GRPO notebook log) inside; its
     # CUDA graphs come on top (0.62 GiB in the same log). Unsloth shares the training weights with it (weights
     # counted in the block only); TRL's colocate mode on the hf backend loads a second, 16-bit copy. One engine at a
@@ -227,8 +227,8 @@ def setup_from_config(cfg: Config) -> Setup:
     return Setup(four_bit=m.load_in_4bit and m.use_lora, weight_bytes=4 if m.dtype == "float32" else 2,
                  lora_r=m.lora_r, lora_targets=tuple(m.lora_target_modules), use_lora=m.use_lora,
                  grad_ckpt=m.gradient_checkpointing, unsloth=m.backend in ("unsloth", "auto"),
-                 fast_inference=uses_vllm(m, "unsloth" if m.backend in ("unsloth", "auto") else "hf", GRPO),
-                 gpu_util=m.gpu_memory_utilization)
+                 fast_inference=uses_vllm(cfg.vllm, "unsloth" if m.backend in ("unsloth", "auto") else "hf", GRPO),
+                 gpu_util=cfg.vllm.gpu_memory_utilization)
 
 
 def stage_workloads(cfg: Config) -> dict[str, tuple[Workload, str]]:
@@ -300,7 +300,7 @@ def propose(d: ModelDims, s: Setup, stage: str, w: Workload, optim: str, gpu_gib
     if not out and not s.four_bit:
         out.append("model.load_in_4bit=true")
     elif not out and s.fast_inference:
-        out.append(f"model.gpu_memory_utilization={max(round(s.gpu_util - 0.1, 2), 0.1)} (vLLM's block is too big)")
+        out.append(f"vllm.gpu_memory_utilization={max(round(s.gpu_util - 0.1, 2), 0.1)} (vLLM's block is too big)")
     return out
 
 

@@ -136,7 +136,7 @@ def run(cfg: Config, entry_dir: Path, init_from: str | None = None) -> dict:
              budget["stage2_completions"], budget["stage3_completions"])
 
     model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=True, seed=cfg.run.seed,
-                                      for_grpo=True)
+                                      for_grpo=True, vllm_cfg=cfg.vllm)
 
     result = train_grpo(baseline_config(cfg, budget["max_steps"]), "stage2", model, tokenizer, rows, entry_dir,
                         init_from=init_from)

@@ -68,7 +68,8 @@ def token_matched_steps(target_tokens: int, row_tokens: Sequence[int], batch: in
 
 def run(cfg: Config, entry_dir: Path, init_from: str | None = None) -> dict:
     rows = build_rows(train_problems(cfg, "stage1") + train_problems(cfg, "stage2"), cfg.data.answer_label)
-    model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=True, seed=cfg.run.seed)
+    model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=True, seed=cfg.run.seed,
+                                      vllm_cfg=cfg.vllm)
     budget = None
     if cfg.baseline_sft.budget == "tokens":
         spent = curriculum_tokens(entry_dir.parent, [s for s in STAGES if getattr(cfg, s).enabled])

@@ -78,5 +78,6 @@ def rows_for_epoch(cfg: Config, problems: Sequence[Problem]) -> Callable[[int], 
 
 def run(cfg: Config, stage_dir: Path, init_from: str | None = None) -> dict:
     rows_for = rows_for_epoch(cfg, train_problems(cfg, "stage1"))
-    model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=True, seed=cfg.run.seed)
+    model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=True, seed=cfg.run.seed,
+                                      vllm_cfg=cfg.vllm)
     return train_sft(cfg, model, tokenizer, rows_for(0), stage_dir, rows_for_epoch=rows_for)

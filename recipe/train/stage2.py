@@ -86,7 +86,7 @@ def run(cfg: Config, stage_dir: Path, init_from: str | None = None) -> dict:
     refuse_base_reference(cfg, "stage2", init_from)
     problems = train_problems(cfg, "stage2")
     model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=True, seed=cfg.run.seed,
-                                      for_grpo=True)
+                                      for_grpo=True, vllm_cfg=cfg.vllm)
     rows_for = rows_for_epoch(cfg, problems, tokenizer)
     return train_grpo(cfg, "stage2", model, tokenizer, rows_for(0), stage_dir, rows_for_epoch=rows_for,
                       init_from=init_from)

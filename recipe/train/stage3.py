@@ -43,7 +43,7 @@ def mine_failures(cfg: Config, problems: list[Problem], init_from: str | None) -
     if st.mining_limit > 0:
         problems = problems[: st.mining_limit]
     model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=False, seed=cfg.run.seed,
-                                      vllm=True)  # through vLLM with model.fast_inference on unsloth
+                                      vllm=True, vllm_cfg=cfg.vllm)  # through vLLM with vllm.enabled on unsloth
     model = to_device(model, cfg.run.device)
     mine = dist.shard(problems)  # several processes: each answers every world_size-th problem
     prompt_texts = [prompts.eval_prompt(p.question, answer_label=cfg.data.answer_label) for _, p in mine]
@@ -119,7 +119,7 @@ def run(cfg: Config, stage_dir: Path, init_from: str | None = None) -> dict:
 
     rows = build_rows([Problem.from_dict(f) for f in failures], answer_label=cfg.data.answer_label)
     model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=True, seed=cfg.run.seed,
-                                      for_grpo=True)
+                                      for_grpo=True, vllm_cfg=cfg.vllm)
     result = train_grpo(cfg, "stage3", model, tokenizer, add_token_lengths(rows, tokenizer), stage_dir,
                         init_from=init_from)
     result["metrics"] = {**mined, **result["metrics"]}

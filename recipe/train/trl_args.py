@@ -58,15 +58,14 @@ def grpo_args(cfg: Config, stage: Literal["stage2", "stage3"], output_dir: str) 
     return GRPOConfig(
         **args,  # epsilon_high and mask_truncated_completions among them: see recipe.config.schema
         reward_weights=[spec.weight for spec in st.rewards],
-        **{**trl_vllm_args(cfg.model, args["use_cpu"]), **vllm_server_args(cfg)},  # run.vllm_mode wins
+        **{**trl_vllm_args(cfg.model, cfg.vllm, args["use_cpu"]), **vllm_server_args(cfg)},  # vllm.mode wins
         remove_unused_columns=False,
     )
 
 
 def vllm_server_args(cfg: Config) -> dict:
-    """Where TRL's vLLM runs (``run.vllm_mode``) and how to reach a ``trl vllm-serve`` server; the switch itself is
-    ``model.hf_use_vllm`` (:func:`recipe.models.model.trl_vllm_args`). The config check allows server mode only on hf."""
-    run = cfg.run
-    return dict(vllm_mode=run.vllm_mode, vllm_server_base_url=run.vllm_server_base_url or None,
-                vllm_server_host=run.vllm_server_host, vllm_server_port=run.vllm_server_port,
-                vllm_server_timeout=run.vllm_server_timeout)
+    """Where TRL's vLLM runs (``vllm.mode``) and how to reach a ``trl vllm-serve`` server; the switch itself is
+    ``vllm.enabled`` (:func:`recipe.models.model.trl_vllm_args`). The config check allows server mode only on hf."""
+    v = cfg.vllm
+    return dict(vllm_mode=v.mode, vllm_server_base_url=v.server_base_url or None, vllm_server_host=v.server_host,
+                vllm_server_port=v.server_port, vllm_server_timeout=v.server_timeout)

@@ -34,7 +34,8 @@ def run(cfg: Config, entry_dir: Path, init_from: str | None = None) -> dict:
     if model_mod.prepare_backend(cfg.model) == "unsloth":
         raise model_mod.ModelError("warmup.enabled merges a LoRA into the base weights, which 4-bit Unsloth weights cannot "
                          "hold exactly; the warm-up is for the hf backend (set model.backend=hf or warmup.enabled=false)")
-    model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=True, seed=cfg.run.seed)
+    model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=True, seed=cfg.run.seed,
+                                      vllm_cfg=cfg.vllm)
     if cfg.model.use_lora and not isinstance(model, PeftModel):  # wrap here (as the trainer would) to keep a handle for the merge
         model = get_peft_model(model, model_mod.lora_config(cfg.model))
     result = train_sft(cfg, model, tokenizer, rows, entry_dir, section="warmup")
