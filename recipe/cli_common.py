@@ -57,9 +57,11 @@ def setup_logging() -> None:
     logger = logging.getLogger("recipe")
     if logger.handlers:
         return
+    from rich.console import Console
     from rich.logging import RichHandler
 
-    handler = RichHandler(show_path=False, rich_tracebacks=False, markup=False)
+    # log lines go to stderr: stdout carries what a command prints (`cotrecipe config > run.yaml` stays pure YAML)
+    handler = RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False, markup=False)
     prefix = f"[{dist.describe()}] " if dist.is_distributed() else ""  # under accelerate launch: whose line it is
     handler.setFormatter(logging.Formatter(prefix + "%(message)s", datefmt="[%X]"))
     logger.addHandler(handler)

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from click.testing import CliRunner
 
+from recipe.cli import main
 from recipe.config import core as C
 from recipe.config import renamed
 from recipe.models import model as M
@@ -229,3 +231,15 @@ def test_a_run_recorded_with_the_old_keys_resumes_unchanged(preset, tmp_path):
     with pytest.raises(rundir.RunError, match=r"stage1 \(done\).*changed keys: vllm.enabled\."):
         rundir.open_run(C.resolve(preset=preset, overrides=[f"run.output_dir={run_dir}", flipped]), ENTRIES,
                         force=False)
+
+
+def test_config_with_an_old_key_prints_pure_yaml_on_stdout_and_the_warning_on_stderr(tmp_path):
+    """`cotrecipe config --config old.yaml > new.yaml` gives a YAML file that loads: the deprecation line goes to
+    stderr with every other log line."""
+    old = tmp_path / "old.yaml"
+    old.write_text("model:\n  fast_inference: true\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["config", "--preset", "smoke", "--config", str(old)])
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load(result.stdout)["vllm"]["enabled"] is True
+    assert "deprecated" not in result.stdout
+    assert "'model.fast_inference' is deprecated, use 'vllm.enabled'" in " ".join(result.stderr.split())
