@@ -36,6 +36,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from filelock import FileLock
+
 from recipe import dist
 from recipe.config import core as config_mod
 from recipe.config.core import Config
@@ -48,6 +50,7 @@ log = logging.getLogger("recipe")
 
 CONFIG_FILE = "config.yaml"  # the resolved config of the latest invocation
 MANIFEST_FILE = "manifest.json"
+MANIFEST_LOCK = ".manifest.lock"  # serialises the merged writes of entries trained side by side (not the run's .lock)
 TRAINER_DIR = "trainer"  # TRL output_dir inside an entry folder: checkpoint-N folders and logs
 MODEL_DIR = "model"  # the entry's finished weights (adapter or full model), written once, atomically
 METRICS_FILE = "metrics.json"  # an entry's summarised training metrics
@@ -178,10 +181,30 @@ def load_manifest(run_dir: str | Path) -> dict:
     return migrate_manifest(manifest)
 
 
+_OWN: set[str] = set()  # this process trains beside others and writes only these records (empty: the whole manifest)
+
+
+def write_only(names: set[str]) -> None:
+    """This process (a child beside others, :mod:`recipe.run.parallel`) now saves and repairs only ``names``."""
+    _OWN.clear()
+    _OWN.update(names)
+
+
 def save_manifest(run_dir: str | Path, manifest: dict) -> None:
     """Rank 0 writes it (every rank keeps its own copy in memory; see :mod:`recipe.dist`)."""
-    if dist.is_main():
+    if dist.is_main() and _OWN:
+        save_records(run_dir, manifest, _OWN)
+    elif dist.is_main():
         write_json(Path(run_dir) / MANIFEST_FILE, manifest)
+
+
+def save_records(run_dir: str | Path, manifest: dict, names: set[str]) -> None:
+    """Write ``names``' records of ``manifest`` into manifest.json as it is on disk now, under :data:`MANIFEST_LOCK`:
+    the records other processes wrote meanwhile stay."""
+    with FileLock(Path(run_dir) / MANIFEST_LOCK, preserve_lock_file=True):
+        disk = load_manifest(run_dir)
+        disk[ENTRIES_KEY].update({n: r for n, r in manifest[ENTRIES_KEY].items() if n in names})
+        write_json(Path(run_dir) / MANIFEST_FILE, disk)
 
 
 def is_done(manifest: dict, name: str) -> bool:
@@ -293,11 +316,11 @@ def refuse_or_invalidate_changed(run_dir: Path, manifest: dict, cfg: Config, ent
         invalidate(run_dir, manifest, entries, entry.name, f"--force, changed: {', '.join(changed)}")
 
 
-def mark_interrupted(run_dir: Path, manifest: dict) -> None:
-    """An entry still ``running`` when its run directory's lock is free was interrupted (killed, disk full): it
-    resumes from its last intact checkpoint. Call it holding the lock."""
+def mark_interrupted(run_dir: Path, manifest: dict, names: set[str] | None = None) -> None:
+    """An entry (of ``names``, default all) still ``running`` when its run directory's lock is free was interrupted
+    (killed, disk full): it resumes from its last intact checkpoint. Call it holding the lock."""
     for name, record in manifest[ENTRIES_KEY].items():
-        if record.get("status") == "running":
+        if record.get("status") == "running" and (names is None or name in names):
             log.warning("%s was interrupted (status 'running' with no live writer); it resumes", name)
             record.update(status="interrupted", marked=now())
 
@@ -326,7 +349,8 @@ def open_run(cfg: Config, entries: Mapping[str, Entry], force: bool) -> tuple[Pa
     run_dir = run_path(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     manifest = load_manifest(run_dir)
-    mark_interrupted(run_dir, manifest)
+    entries = {n: e for n, e in entries.items() if not _OWN or n in _OWN}  # beside others: its own entries only
+    mark_interrupted(run_dir, manifest, _OWN or None)
     check_outputs(run_dir, manifest, entries, force)
     refuse_or_invalidate_changed(run_dir, manifest, cfg, entries, force)
     manifest["versions"] = versions()
