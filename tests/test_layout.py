@@ -18,10 +18,10 @@ MAX_LINES = 400
 # eval, tools) may not import each other. A group is a package or one module (matched on whole dotted parts).
 LAYERS: list[list[tuple[str, ...]]] = [
     [("recipe.cli",)],
-    [("recipe.run", "recipe.run.orchestrator", "recipe.run.subrun", "recipe.run.child")],
+    [("recipe.run", "recipe.run.orchestrator", "recipe.run.subrun", "recipe.run.child", "recipe.run.parallel")],
     [("recipe.train",), ("recipe.eval",), ("recipe.tools",)],
     [("recipe.teacher",)],
-    [("recipe.run.rundir", "recipe.run.runlock")],
+    [("recipe.run.rundir", "recipe.run.runlock", "recipe.run.fingerprint")],
     [("recipe.config",)],
     [("recipe.run.entries",)],
     [("recipe.rewards",)],

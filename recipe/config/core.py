@@ -224,6 +224,7 @@ def validate(cfg: Config) -> None:
         _check(cfg.model.backend == "hf" and uses_vllm(cfg.vllm, "hf", GRPO), "vllm.mode", cfg.vllm.mode,
                "server mode is TRL's vLLM on the hf backend: set model.backend=hf and vllm.enabled=true "
                "(Unsloth's engine is always colocated)")
+    _check_parallel_entries(cfg)
     allowed_stages = set(EVAL_STAGES)
     for s in cfg.eval.stages:
         _check(s in allowed_stages, "eval.stages", s, f"allowed: {', '.join(sorted(allowed_stages))}")
@@ -232,6 +233,18 @@ def validate(cfg: Config) -> None:
         _check(b in BASELINES, "run.baselines", b, f"allowed: {', '.join(BASELINES)}")
     config_limits.validate_trainer_keys(cfg)
     config_limits.validate_model_eval_run(cfg)
+
+
+def _check_parallel_entries(cfg: Config) -> None:
+    """``run.parallel_entries`` > 1 runs entries as child processes of one run-all on the CPU (recipe.run.parallel)."""
+    n, key = cfg.run.parallel_entries, "run.parallel_entries"
+    _check(n >= 1, key, n, "must be >= 1 (1: one entry at a time)")
+    _check(n == 1 or not dist.is_distributed(), key, n, "entries side by side are child processes of one run-all, "
+           "not of a multi-process launch (WORLD_SIZE > 1): set it to 1")
+    _check(n == 1 or cfg.run.process_per_entry is not False, key, n, "entries side by side each run in a child "
+           "process: set run.process_per_entry to auto or true, or this to 1")
+    _check(n == 1 or cfg.run.device != "cuda", key, n, "entries side by side are for CPU runs: set it to 1 with "
+           "run.device=cuda")
 
 
 def dump_yaml(cfg: Config) -> str:

@@ -256,6 +256,9 @@ class RunConfig:
     # run-all (and `baseline`) train each entry and evaluate in child processes (a fresh GPU context: a vLLM engine
     # is not reliably freed inside one process). auto: on with CUDA, off on the CPU and under a multi-process launch.
     process_per_entry: Literal["auto"] | bool = "auto"
+    # run-all: up to this many entries (and evaluations) at once, each in a child process with OMP_NUM_THREADS =
+    # usable cores // N (unless set). For CPU runs, where a GRPO step scales poorly with threads. 1: one at a time.
+    parallel_entries: int = 1
 
 
 @dataclass

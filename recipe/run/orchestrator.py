@@ -4,7 +4,8 @@ trainable entries (:mod:`recipe.run.entries`) and one run directory (:mod:`recip
 ``run-all`` trains stage 1 -> 2 -> 3, then the baselines listed in ``run.baselines``, then evaluates and writes the
 report. Resume: the same command again skips entries whose status is ``done`` and continues an unfinished one from
 its last complete TRL checkpoint. With ``run.process_per_entry`` (auto: on with CUDA) each entry and the evaluation
-run in their own child process (:mod:`recipe.run.subrun`); this process then only orchestrates. A baseline is one more
+run in their own child process (:mod:`recipe.run.subrun`); this process then only orchestrates. With
+``run.parallel_entries`` >= 2 (CPU runs) up to that many of those children run at once (:mod:`recipe.run.parallel`). A baseline is one more
 entry: same manifest record, resume, config check, evaluation and report row. Adding one = a ``train/<name>.py``
 with ``run(cfg, entry_dir, init_from)`` and a line in :data:`recipe.run.entries.ENTRIES` (its train function is
 looked up here, :data:`TRAINERS`).
@@ -26,7 +27,7 @@ from recipe.eval import curves, evaluate
 from recipe.eval.report import build_report
 from recipe.models import model as model_mod
 from recipe.models.integrity import weights_dir_problem
-from recipe.run import rundir, subrun
+from recipe.run import parallel, rundir, subrun
 from recipe.run.entries import BASE, BASELINES, ENTRIES, STAGES
 from recipe.run.runlock import locked
 from recipe.tools import plan
@@ -150,16 +151,13 @@ def _train(cfg: Config, run_dir: Path, manifest: dict, name: str, init_from: str
         train_entry(cfg, run_dir, manifest, name, init_from)
         return manifest
     subrun.train_entry(run_dir, name, init_from)
-    manifest = rundir.load_manifest(run_dir)  # the child wrote its record
-    if not rundir.is_done(manifest, name):
-        status = manifest[rundir.ENTRIES_KEY].get(name, {}).get("status", "not started")
-        raise RunError(f"{name}'s process ended without marking it done (status: {status}); run the same command again")
-    return manifest
+    return subrun.check_done(run_dir, name)
 
 
 def _run_all(cfg: Config, force: bool) -> Path:
+    lanes = parallel.lanes(cfg)  # run.parallel_entries (refused with CUDA before anything is written)
     run_dir, manifest = open_run(cfg, force)
-    child = subrun.use_children(cfg)
+    child = lanes == 1 and subrun.use_children(cfg)
     todo = [s for s in STAGES if getattr(cfg, s).enabled and not rundir.is_done(manifest, s)]
     todo += [BASELINES[k] for k in cfg.run.baselines if not rundir.is_done(manifest, BASELINES[k])]
     if cfg.warmup.enabled and not rundir.is_done(manifest, "warmup"):
@@ -168,6 +166,9 @@ def _run_all(cfg: Config, force: bool) -> Path:
     if todo and dist.is_main():
         for line in plan.check_fits(cfg):  # on CUDA only: `cotrecipe plan`'s estimate against this card
             log.warning(line)
+    if lanes > 1:  # entries side by side, each in a child process (recipe.run.parallel)
+        parallel.run_all(cfg, run_dir, manifest, lanes)
+        return run_dir
     if todo and todo[0] == "warmup":
         log.info("warmup: %s", ENTRIES["warmup"].title)
         manifest = _train(cfg, run_dir, manifest, "warmup", None, child)
@@ -244,17 +245,19 @@ def run_baseline(cfg: Config, key: str, force: bool = False) -> list[Path]:
         return [p for p in (run_dir / rundir.REPORT_MD, run_dir / rundir.REPORT_PNG) if p.is_file()]
 
 
-def evaluate_run(cfg: Config, run_dir: str | Path, names: Sequence[str] | None = None) -> list[Path]:
+def evaluate_run(cfg: Config, run_dir: str | Path, names: Sequence[str] | None = None,
+                 report: bool = True) -> list[Path]:
     """Evaluate ``names`` (default: ``eval.stages`` plus every finished baseline, skipping what is not done) into
-    ``eval/<name>``, then rebuild the report. A name given explicitly that is not finished is an error naming it.
-    Several processes: rank 0 evaluates and reports; the other ranks return at once (``[]``)."""
+    ``eval/<name>``, then rebuild the report (unless ``report`` is false: returns ``[]``). A name given explicitly that
+    is not finished is an error naming it. Several processes: rank 0 evaluates and reports; the other ranks return at
+    once (``[]``)."""
     if not dist.is_main():
         return []
     with locked(run_dir):
-        return _evaluate_run(cfg, Path(run_dir), names)
+        return _evaluate_run(cfg, Path(run_dir), names, report)
 
 
-def _evaluate_run(cfg: Config, run_dir: Path, names: Sequence[str] | None) -> list[Path]:
+def _evaluate_run(cfg: Config, run_dir: Path, names: Sequence[str] | None, report: bool = True) -> list[Path]:
     explicit = names is not None
     manifest = rundir.load_manifest(run_dir)
     cfg = with_base(cfg, run_dir, manifest)  # the base row and every adapter sit on the warm-up's weights
@@ -286,4 +289,4 @@ def _evaluate_run(cfg: Config, run_dir: Path, names: Sequence[str] | None) -> li
         record = evaluate.model_record(cfg, weights, run_dir)
         folder = rundir.eval_dir(run_dir, ENTRIES[name].eval_name if name in ENTRIES else BASE)
         evaluate.evaluate_weights(cfg, folder, record, weights)
-    return build_report(run_dir)
+    return build_report(run_dir) if report else []

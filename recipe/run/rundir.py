@@ -36,19 +36,22 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from filelock import FileLock
+
 from recipe import dist
 from recipe.config import core as config_mod
 from recipe.config.core import Config
-from recipe.config.renamed import migrate_recorded
 from recipe.errors import RunError
 from recipe.fsio import read_json, write_json, write_text
 from recipe.models.integrity import weights_dir_problem
 from recipe.run.entries import STAGES, Entry
+from recipe.run.fingerprint import LEGACY_KEYS, LEGACY_SECTIONS, entry_config, with_legacy_keys  # noqa: F401
 
 log = logging.getLogger("recipe")
 
 CONFIG_FILE = "config.yaml"  # the resolved config of the latest invocation
 MANIFEST_FILE = "manifest.json"
+MANIFEST_LOCK = ".manifest.lock"  # serialises the merged writes of entries trained side by side (not the run's .lock)
 TRAINER_DIR = "trainer"  # TRL output_dir inside an entry folder: checkpoint-N folders and logs
 MODEL_DIR = "model"  # the entry's finished weights (adapter or full model), written once, atomically
 METRICS_FILE = "metrics.json"  # an entry's summarised training metrics
@@ -59,20 +62,6 @@ GENERATIONS = "generations.jsonl"  # eval/<name>/generations.jsonl: one row per 
 REPORT_MD, REPORT_PNG = "report.md", "report.png"
 ENTRIES_KEY = "entries"  # the manifest's records, one per entry
 LEGACY_ENTRIES_KEY = "stages"  # what that key was called before (it held the baselines and the warm-up too)
-# Config that shapes every entry's weights; an entry also depends on its own sections. The vllm section's switch and
-# memory share count (they were model keys; the unsloth weights repository follows the switch), not where a server is.
-_SHARED_SECTIONS = ("model", "vllm", "data")
-_IGNORED_KEYS = {"data.eval_source", "vllm.mode", "vllm.server_base_url", "vllm.server_host", "vllm.server_port",
-                 "vllm.server_timeout"}
-# Keys added after runs were recorded -> the value the older code trained with: a record without the key holds that
-# value (issue 21: TRL alone used epsilon for an unset epsilon_high and kept truncated completions in the loss).
-LEGACY_KEYS = {
-    **{(section, "epsilon_high"): lambda sec: sec.get("epsilon") for section in ("stage2", "stage3")},
-    **{(section, "mask_truncated_completions"): lambda sec: False for section in ("stage2", "stage3")},
-}
-# sections an entry's config gained later, as runs recorded before them trained (the baseline's stage-1 budget)
-LEGACY_SECTIONS = {"baseline_sft": {"budget": "stage1"}}
-
 __all__ = ["CONFIG_FILE", "EVAL_DIR", "GENERATIONS", "MANIFEST_FILE", "MODEL_DIR", "RESULTS", "STAGES",
            "TRAINER_DIR", "Entry", "RunError"]
 
@@ -181,10 +170,30 @@ def load_manifest(run_dir: str | Path) -> dict:
     return migrate_manifest(manifest)
 
 
+_OWN: set[str] = set()  # this process trains beside others and writes only these records (empty: the whole manifest)
+
+
+def write_only(names: set[str]) -> None:
+    """This process (a child beside others, :mod:`recipe.run.parallel`) now saves and repairs only ``names``."""
+    _OWN.clear()
+    _OWN.update(names)
+
+
 def save_manifest(run_dir: str | Path, manifest: dict) -> None:
     """Rank 0 writes it (every rank keeps its own copy in memory; see :mod:`recipe.dist`)."""
-    if dist.is_main():
+    if dist.is_main() and _OWN:
+        save_records(run_dir, manifest, _OWN)
+    elif dist.is_main():
         write_json(Path(run_dir) / MANIFEST_FILE, manifest)
+
+
+def save_records(run_dir: str | Path, manifest: dict, names: set[str]) -> None:
+    """Write ``names``' records of ``manifest`` into manifest.json as it is on disk now, under :data:`MANIFEST_LOCK`:
+    the records other processes wrote meanwhile stay."""
+    with FileLock(Path(run_dir) / MANIFEST_LOCK, preserve_lock_file=True):
+        disk = load_manifest(run_dir)
+        disk[ENTRIES_KEY].update({n: r for n, r in manifest[ENTRIES_KEY].items() if n in names})
+        write_json(Path(run_dir) / MANIFEST_FILE, disk)
 
 
 def is_done(manifest: dict, name: str) -> bool:
@@ -211,37 +220,6 @@ def output_of(run_dir: str | Path, name: str, manifest: dict | None = None) -> s
 # --------------------------------------------------------------------------------------------------------------------
 # Config check and invalidation
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def entry_config(cfg: Config, entry: Entry) -> dict:
-    """The part of the config that determines ``entry``'s weights (its upstream entries' sections included)."""
-    full = config_mod.to_dict(cfg)
-    # with a warm-up every entry starts from its weights; without one the section is left out (older runs resume)
-    warm = ("warmup",) if cfg.warmup.enabled else ()
-    out = {key: full[key] for key in dict.fromkeys(_SHARED_SECTIONS + warm + entry.sections)}
-    for section in ("vllm", "data"):
-        out[section] = {k: v for k, v in out[section].items() if f"{section}.{k}" not in _IGNORED_KEYS}
-    out["run"] = {"seed": full["run"]["seed"]}
-    return out
-
-
-def with_legacy_keys(recorded: dict, current: dict | None = None) -> dict:
-    """A recorded entry config with the :data:`LEGACY_KEYS` it predates filled in and the keys that moved since in
-    their new places (:func:`recipe.config.renamed.migrate_recorded`): older runs resume unchanged.
-
-    >>> with_legacy_keys({"stage2": {"epsilon": 0.1}})["stage2"]
-    {'epsilon': 0.1, 'epsilon_high': 0.1, 'mask_truncated_completions': False}
-    >>> with_legacy_keys({"model": {"fast_inference": False, "gpu_memory_utilization": 0.6}})
-    {'model': {}, 'vllm': {'enabled': False, 'gpu_memory_utilization': 0.6}}
-    """
-    out = {key: dict(value) if isinstance(value, dict) else value for key, value in migrate_recorded(recorded).items()}
-    for section, values in LEGACY_SECTIONS.items():  # a section the entry's config (``current``) has gained
-        if current is not None and section in current:
-            out.setdefault(section, dict(values))
-    for (section, key), legacy in LEGACY_KEYS.items():
-        if isinstance(out.get(section), dict) and key not in out[section]:
-            out[section][key] = legacy(out[section])
-    return out
 
 
 def downstream(entries: Mapping[str, Entry], name: str) -> list[str]:
@@ -300,11 +278,11 @@ def refuse_or_invalidate_changed(run_dir: Path, manifest: dict, cfg: Config, ent
         invalidate(run_dir, manifest, entries, entry.name, f"--force, changed: {', '.join(changed)}")
 
 
-def mark_interrupted(run_dir: Path, manifest: dict) -> None:
-    """An entry still ``running`` when its run directory's lock is free was interrupted (killed, disk full): it
-    resumes from its last intact checkpoint. Call it holding the lock."""
+def mark_interrupted(run_dir: Path, manifest: dict, names: set[str] | None = None) -> None:
+    """An entry (of ``names``, default all) still ``running`` when its run directory's lock is free was interrupted
+    (killed, disk full): it resumes from its last intact checkpoint. Call it holding the lock."""
     for name, record in manifest[ENTRIES_KEY].items():
-        if record.get("status") == "running":
+        if record.get("status") == "running" and (names is None or name in names):
             log.warning("%s was interrupted (status 'running' with no live writer); it resumes", name)
             record.update(status="interrupted", marked=now())
 
@@ -333,7 +311,8 @@ def open_run(cfg: Config, entries: Mapping[str, Entry], force: bool) -> tuple[Pa
     run_dir = run_path(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     manifest = load_manifest(run_dir)
-    mark_interrupted(run_dir, manifest)
+    entries = {n: e for n, e in entries.items() if not _OWN or n in _OWN}  # beside others: its own entries only
+    mark_interrupted(run_dir, manifest, _OWN or None)
     check_outputs(run_dir, manifest, entries, force)
     refuse_or_invalidate_changed(run_dir, manifest, cfg, entries, force)
     manifest["versions"] = versions()

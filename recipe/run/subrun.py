@@ -10,6 +10,7 @@ The parent holds the run directory's lock; each child shares it through the inhe
 manifest itself exactly as the single-process path does (its record names its ``pid``); a child that dies (killed,
 out of memory) leaves its entry ``running``, which the parent marks ``interrupted`` just as the next run would, then
 reports the child's last output lines and stops. Running the same command again resumes from the last checkpoint.
+With ``run.parallel_entries`` several children run at once (:mod:`recipe.run.parallel`, through :func:`start_child`).
 """
 
 from __future__ import annotations
@@ -55,10 +56,14 @@ def use_children(cfg: Config) -> bool:
     return torch.cuda.is_available()
 
 
+def train_args(run_dir: Path, name: str, init_from: str | None) -> list[str]:
+    """The child command's arguments that train entry ``name`` of ``run_dir``."""
+    return ["train", "--run", str(run_dir), "--entry", name] + (["--from", init_from] if init_from else [])
+
+
 def train_entry(run_dir: Path, name: str, init_from: str | None) -> None:
     """Train entry ``name`` of ``run_dir`` (whose ``config.yaml`` the parent wrote) in a child process."""
-    _run_child(run_dir, name, ["train", "--run", str(run_dir), "--entry", name]
-               + (["--from", init_from] if init_from else []))
+    _run_child(run_dir, name, train_args(run_dir, name, init_from))
 
 
 def evaluate(run_dir: Path, names: list[str] | None = None) -> None:
@@ -74,27 +79,47 @@ def _child_env(run_dir: Path) -> tuple[dict[str, str], int]:
     return {**os.environ, **lock_env, PARENT_ENV: str(os.getpid()), "PYTHONPATH": path}, fd
 
 
+def start_child(run_dir: Path, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start ``python -m recipe.run.child ARGS`` under this process's lock of ``run_dir`` (``env``: extra variables)
+    without waiting for it; its stdout and stderr come together through ``proc.stdout``."""
+    child_env, fd = _child_env(run_dir)
+    return subprocess.Popen([sys.executable, "-m", CHILD_MODULE, *args], env={**child_env, **(env or {})},
+                            pass_fds=(fd,), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
 def _run_child(run_dir: Path, label: str, args: list[str]) -> None:
-    env, fd = _child_env(run_dir)
-    proc = subprocess.Popen([sys.executable, "-m", CHILD_MODULE, *args], env=env, pass_fds=(fd,),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = start_child(run_dir, args)
     log.info("%s runs in its own process (pid %d)", label, proc.pid)
     try:
         tail = _relay(proc)
         code = proc.wait()
     except BaseException:  # Ctrl-C reached the child too: let it record its state, then make sure it is gone
-        _stop(proc)
+        stop_child(proc)
         raise
     if code == 0:
         return
-    how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
     manifest = rundir.load_manifest(run_dir)
     rundir.mark_interrupted(run_dir, manifest)  # what the next run would do: the entry resumes from its checkpoint
     rundir.save_manifest(run_dir, manifest)
+    raise child_failure(label, proc.pid, code, tail)
+
+
+def check_done(run_dir: Path, name: str) -> dict:
+    """After ``name``'s child exited cleanly: the manifest it left, which must record ``name`` done."""
+    manifest = rundir.load_manifest(run_dir)  # the child wrote its record
+    if not rundir.is_done(manifest, name):
+        status = manifest[rundir.ENTRIES_KEY].get(name, {}).get("status", "not started")
+        raise RunError(f"{name}'s process ended without marking it done (status: {status}); run the same command again")
+    return manifest
+
+
+def child_failure(label: str, pid: int, code: int, tail: str) -> RunError:
+    """Log a failed child's last output lines and return the one-line error that stops the run."""
+    how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
     lines = [line for line in tail.replace("\r", "\n").splitlines() if line.strip()][-TAIL_LINES:]
-    log.error("%s's process (pid %d) %s; its last lines:\n%s", label, proc.pid, how, "\n".join(lines) or "(none)")
-    raise RunError(f"{label} failed in its own process (pid {proc.pid}, which {how}); its last lines are above; run "
-                   f"the same command again to resume")
+    log.error("%s's process (pid %d) %s; its last lines:\n%s", label, pid, how, "\n".join(lines) or "(none)")
+    return RunError(f"{label} failed in its own process (pid {pid}, which {how}); its last lines are above; run "
+                    f"the same command again to resume")
 
 
 def _relay(proc: subprocess.Popen) -> str:
@@ -113,7 +138,9 @@ def _relay(proc: subprocess.Popen) -> str:
     return "".join(tail)
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def stop_child(proc: subprocess.Popen) -> None:
+    """After a Ctrl-C (which reached the child too): give the child :data:`STOP_GRACE_S` to record its state, then
+    kill it."""
     if proc.poll() is None:
         try:
             proc.wait(timeout=STOP_GRACE_S)

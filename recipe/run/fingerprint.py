@@ -1,0 +1,57 @@
+"""What of the config an entry's weights depend on (its *fingerprint*, recorded in the manifest when it trains and
+compared when a run reopens), and how a record written by older code reads today: keys added since hold the value
+that code trained with (:data:`LEGACY_KEYS`, :data:`LEGACY_SECTIONS`), keys that moved are read in their new places
+(:func:`recipe.config.renamed.migrate_recorded`). :mod:`recipe.run.rundir` does the comparison.
+"""
+
+from __future__ import annotations
+
+from recipe.config import core as config_mod
+from recipe.config.core import Config
+from recipe.config.renamed import migrate_recorded
+from recipe.run.entries import Entry
+
+# Config that shapes every entry's weights; an entry also depends on its own sections. The vllm section's switch and
+# memory share count (they were model keys; the unsloth weights repository follows the switch), not where a server is.
+_SHARED_SECTIONS = ("model", "vllm", "data")
+_IGNORED_KEYS = {"data.eval_source", "vllm.mode", "vllm.server_base_url", "vllm.server_host", "vllm.server_port",
+                 "vllm.server_timeout"}
+# Keys added after runs were recorded -> the value the older code trained with: a record without the key holds that
+# value (issue 21: TRL alone used epsilon for an unset epsilon_high and kept truncated completions in the loss).
+LEGACY_KEYS = {
+    **{(section, "epsilon_high"): lambda sec: sec.get("epsilon") for section in ("stage2", "stage3")},
+    **{(section, "mask_truncated_completions"): lambda sec: False for section in ("stage2", "stage3")},
+}
+# sections an entry's config gained later, as runs recorded before them trained (the baseline's stage-1 budget)
+LEGACY_SECTIONS = {"baseline_sft": {"budget": "stage1"}}
+
+
+def entry_config(cfg: Config, entry: Entry) -> dict:
+    """The part of the config that determines ``entry``'s weights (its upstream entries' sections included)."""
+    full = config_mod.to_dict(cfg)
+    # with a warm-up every entry starts from its weights; without one the section is left out (older runs resume)
+    warm = ("warmup",) if cfg.warmup.enabled else ()
+    out = {key: full[key] for key in dict.fromkeys(_SHARED_SECTIONS + warm + entry.sections)}
+    for section in ("vllm", "data"):
+        out[section] = {k: v for k, v in out[section].items() if f"{section}.{k}" not in _IGNORED_KEYS}
+    out["run"] = {"seed": full["run"]["seed"]}
+    return out
+
+
+def with_legacy_keys(recorded: dict, current: dict | None = None) -> dict:
+    """A recorded entry config with the :data:`LEGACY_KEYS` it predates filled in and the keys that moved since in
+    their new places (:func:`recipe.config.renamed.migrate_recorded`): older runs resume unchanged.
+
+    >>> with_legacy_keys({"stage2": {"epsilon": 0.1}})["stage2"]
+    {'epsilon': 0.1, 'epsilon_high': 0.1, 'mask_truncated_completions': False}
+    >>> with_legacy_keys({"model": {"fast_inference": False, "gpu_memory_utilization": 0.6}})
+    {'model': {}, 'vllm': {'enabled': False, 'gpu_memory_utilization': 0.6}}
+    """
+    out = {key: dict(value) if isinstance(value, dict) else value for key, value in migrate_recorded(recorded).items()}
+    for section, values in LEGACY_SECTIONS.items():  # a section the entry's config (``current``) has gained
+        if current is not None and section in current:
+            out.setdefault(section, dict(values))
+    for (section, key), legacy in LEGACY_KEYS.items():
+        if isinstance(out.get(section), dict) and key not in out[section]:
+            out[section][key] = legacy(out[section])
+    return out
