@@ -99,9 +99,7 @@ def migrate(data: dict, origin: str, backend: str | None = None, warn: bool = Tr
         return data, {}
     decided, unused = _decide(found, backend or backend_of(data))
     out = {key: dict(value) if isinstance(value, dict) else value for key, value in data.items()}
-    for old in found:
-        section, name = old.split(".")
-        del out[section][name]
+    drop_old(out)  # its sections are copies: ``data`` keeps its old keys
     moved: dict[str, Any] = {}
     for new, (old, value) in decided.items():
         section, name = new.split(".")
