@@ -4,21 +4,18 @@ loss/gradient check, and batched greedy generation.
 Run from the repository root (alone on the machine; it warns when the load average says otherwise):
 ``python bench/bf16_cpu.py [--init runs/X/baseline-sft/model] [--steps 2] [--n 50]``.
 
-Every arm keeps float32 master weights; the bf16 arms set ``model.cpu_autocast=bfloat16`` (TRL ``bf16=True`` with
+Both arms keep float32 master weights; the bf16 arm sets ``model.cpu_autocast=bfloat16`` (TRL ``bf16=True`` with
 ``use_cpu``: ``torch.autocast("cpu", torch.bfloat16)`` around the forward passes) and, for generation, wraps
 :func:`recipe.models.generation.generate` in the same autocast. Loading the weights themselves in bfloat16 was measured to
-break the GRPO policy (README), so it is not an arm here. Two bf16 arms: plain autocast (every frozen weight cast at
-every call), and autocast with the frozen weights held as bfloat16 copies (:func:`recipe.models.precision.frozen_bf16`,
-what training does since 2026-12-03): the same numbers, cast once.
+break the GRPO policy (README), so it is not an arm here.
 
 1. **GRPO**: stage 2 of the ``proof`` preset (4 groups of 4 completions per step) from ``--init`` for ``--steps``
-   steps, same seed, each arm (float32, autocast, autocast + frozen copies) in its own folder; seconds per step from TRL's ``train_runtime``, and the logged
+   steps, same seed, each arm in its own folder; seconds per step from TRL's ``train_runtime``, and the logged
    reward and loss (sampling makes these differ between arms; the fixed batch below is the like-for-like check).
 2. **Fixed batch**: the teacher solutions of 16 stage-2 prompts scored by the same LoRA model in both precisions:
-   mean token NLL (target: relative difference <= 1 %), cosine of the LoRA gradients (target >= 0.99); and with the
-   frozen copies: loss and gradients bit-identical to plain autocast.
+   mean token NLL (target: relative difference <= 1 %), cosine of the LoRA gradients (target >= 0.99).
 3. **Generation**: greedy answers to ``--n`` dev problems (never the held-out test seed): seconds, identical
-   outputs, accuracy of each arm (float32, autocast, autocast + frozen copies).
+   outputs, accuracy of each arm.
 
 Adoption rule (issue 22): >= 1.3x faster per GRPO step with the fixed-batch targets met.
 """
@@ -44,8 +41,7 @@ from recipe.data.answers import answers_match, extract_answer  # noqa: E402
 from recipe.fsio import read_json  # noqa: E402
 from recipe.models import model as model_mod  # noqa: E402
 from recipe.models.generation import STOP_TEXTS, generate  # noqa: E402
-from recipe.models.precision import Precision, frozen_bf16  # noqa: E402
-from recipe.train import common, stage2  # noqa: E402
+from recipe.train import stage2  # noqa: E402
 from recipe.train.common import train_problems  # noqa: E402
 
 TARGET_RATIO = 1.3
@@ -58,18 +54,7 @@ def autocast(on: bool):
     return torch.autocast("cpu", dtype=torch.bfloat16) if on else contextlib.nullcontext()
 
 
-ARMS = {"float32": (False, True), "autocast": (True, False), "autocast+frozen": (True, True)}  # (bf16, frozen copies)
-AUTOCAST_BF16 = Precision("float32", bf16=True, fp16=False)
-
-
-@contextlib.contextmanager
-def no_frozen_copies(model, precision):
-    yield 0
-
-
-def grpo_arm(base: list[str], init: str | None, steps: int, arm: str) -> dict:
-    bf16, frozen = ARMS[arm]
-    common.frozen_bf16 = frozen_bf16 if frozen else no_frozen_copies  # what train_and_save wraps training in
+def grpo_arm(base: list[str], init: str | None, steps: int, bf16: bool) -> dict:
     with tempfile.TemporaryDirectory(prefix="bf16-bench-") as tmp:
         cfg = config_mod.resolve(preset="proof", overrides=[
             *base, f"run.output_dir={tmp}", f"stage2.max_steps={steps}", f"stage2.save_steps={steps}",
@@ -134,10 +119,10 @@ def main() -> None:
 
     grpo = {}
     if not args.skip_grpo:
-        for arm in ARMS:
-            grpo[arm] = grpo_arm(args.set, args.init, args.steps, arm)
-            print(f"GRPO {arm:15}: {grpo[arm]['s_per_step']:.1f} s/step; "
-                  f"reward {grpo[arm]['rewards']} loss {grpo[arm]['losses']} length {grpo[arm]['lengths']}")
+        for bf16 in (False, True):
+            grpo[bf16] = grpo_arm(args.set, args.init, args.steps, bf16)
+            print(f"GRPO {'bf16 autocast' if bf16 else 'float32      '}: {grpo[bf16]['s_per_step']:.1f} s/step; "
+                  f"reward {grpo[bf16]['rewards']} loss {grpo[bf16]['losses']} length {grpo[bf16]['lengths']}")
 
     cfg = config_mod.resolve(preset="proof", overrides=args.set)
     model, tokenizer = model_mod.load(cfg.model, init_from=args.init, trainable=True, seed=cfg.run.seed)
@@ -146,39 +131,27 @@ def main() -> None:
     rows = stage2.build_rows(train_problems(cfg, "stage2")[:16], seed=0)
     loss32, grad32, t32 = fixed_batch(model, tokenizer, rows, False)
     loss16, grad16, t16 = fixed_batch(model, tokenizer, rows, True)
-    with frozen_bf16(model, AUTOCAST_BF16):
-        lossfz, gradfz, tfz = fixed_batch(model, tokenizer, rows, True)
     rel = abs(loss16 - loss32) / loss32
     cos = float(torch.nn.functional.cosine_similarity(grad32, grad16, dim=0))
     print(f"fixed batch (16 rows): NLL {loss32:.4f} vs {loss16:.4f} (rel. diff {rel:.4f}, target <= {LOSS_TOL}); "
           f"grad cosine {cos:.4f} (target >= {GRAD_COS}); forward+backward {t32:.2f} s vs {t16:.2f} s "
           f"({t32 / t16:.2f}x)")
-    print(f"fixed batch, frozen copies vs autocast: loss identical {lossfz == loss16}, gradients identical "
-          f"{bool(torch.equal(gradfz, grad16))}; forward+backward {t16:.2f} s vs {tfz:.2f} s ({t16 / tfz:.2f}x)")
 
     model.eval()
     problems = synthetic.synthetic_rows(args.n, seed=DEV_SEED, max_steps=2)
     s32, g32, a32 = gen_arm(model, tokenizer, problems, False, args.max_new_tokens)
     s16, g16, a16 = gen_arm(model, tokenizer, problems, True, args.max_new_tokens)
-    with frozen_bf16(model, AUTOCAST_BF16):
-        sfz, gfz, afz = gen_arm(model, tokenizer, problems, True, args.max_new_tokens)
     same = sum(a.raw == b.raw for a, b in zip(g32, g16))
     tok32 = sum(g.n_tokens for g in g32) / len(g32)
     tok16 = sum(g.n_tokens for g in g16) / len(g16)
     print(f"greedy generation ({args.n} dev problems): {s32:.1f} s vs {s16:.1f} s ({s32 / s16:.2f}x); identical "
           f"{same}/{args.n}; accuracy {100 * a32:.1f}% vs {100 * a16:.1f}%; tokens {tok32:.1f} vs {tok16:.1f}")
-    same_fz = sum(a.raw == b.raw for a, b in zip(g16, gfz))
-    print(f"greedy generation, frozen copies vs autocast: {s16:.1f} s vs {sfz:.1f} s ({s16 / sfz:.2f}x), vs float32 "
-          f"{s32 / sfz:.2f}x; identical to autocast {same_fz}/{args.n}; accuracy {100 * afz:.1f}%")
 
     if grpo:
-        ratio = grpo["float32"]["s_per_step"] / grpo["autocast"]["s_per_step"]
+        ratio = grpo[False]["s_per_step"] / grpo[True]["s_per_step"]
         adopt = ratio >= TARGET_RATIO and rel <= LOSS_TOL and cos >= GRAD_COS
         print(f"GRPO step: {ratio:.2f}x faster with bf16 autocast (target >= {TARGET_RATIO}x); "
               f"{'ADOPT' if adopt else 'do not adopt'} for training")
-        frozen_ratio = grpo["autocast"]["s_per_step"] / grpo["autocast+frozen"]["s_per_step"]
-        print(f"GRPO step: {frozen_ratio:.2f}x faster with the frozen copies than plain autocast, "
-              f"{grpo['float32']['s_per_step'] / grpo['autocast+frozen']['s_per_step']:.2f}x than float32")
 
 
 if __name__ == "__main__":

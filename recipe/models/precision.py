@@ -16,8 +16,6 @@ bfloat16 can be emulated there; we ask for native support (``including_emulation
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,44 +79,3 @@ def for_config(cfg: Any) -> Precision:
 
     cuda = torch.cuda.is_available() and getattr(cfg.run, "device", "auto") != "cpu"
     return decide(cfg.model.dtype, cuda, getattr(cfg.model, "cpu_autocast", "none"))
-
-
-@contextlib.contextmanager
-def frozen_bf16(model: Any, precision: Precision) -> Iterator[int]:
-    """While training under CPU bf16 autocast (``precision``: float32 weights with ``bf16``), give every frozen
-    float32 ``nn.Linear`` (LoRA's base layers, the MLP, the output head) a bfloat16 copy of its weight, and run the
-    model's forward under autocast wherever it is called from; put the originals back on leaving. Yields how many
-    weights were swapped (0 for any other precision: nothing is done).
-
-    Why: autocast casts a Linear's weight to bfloat16 on every call and caches the cast only for weights that
-    require grad, so a frozen weight is cast again at every call; and TRL's GRPO sampling runs outside the trainer's
-    autocast, in float32. A frozen weight never changes, so casting it once gives the training passes the same bf16
-    matmuls (identical losses and LoRA gradients, tests/test_frozen_bf16.py), and GRPO now samples with the bf16
-    matmuls it trains with, at ~1.75x float32's speed (bench/bf16_cpu.py). A tied output head gets its own copy;
-    the input embedding stays float32, as autocast leaves it. The trained (requires-grad) weights stay float32: the
-    master weights. Originals come back before anything saves or merges the model.
-    """
-    import torch
-
-    swapped: list[tuple[Any, Any]] = []
-    if precision.bf16 and precision.dtype == "float32":
-        for module in model.modules():
-            weight = getattr(module, "weight", None)
-            if (isinstance(module, torch.nn.Linear) and isinstance(weight, torch.nn.Parameter)
-                    and weight.dtype == torch.float32 and not weight.requires_grad):
-                swapped.append((module, weight))
-                module.weight = torch.nn.Parameter(weight.detach().to(torch.bfloat16), requires_grad=False)
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # the transformers model
-    own_forward = vars(inner).get("forward")  # an instance attribute set by someone else, if any
-    if swapped:  # a bf16 weight meets float32 activations outside autocast: every call of the model goes under it
-        inner.forward = torch.autocast("cpu", dtype=torch.bfloat16)(inner.forward)
-    try:
-        yield len(swapped)
-    finally:
-        for module, weight in swapped:
-            module.weight = weight
-        if swapped:
-            if own_forward is None:
-                del inner.forward
-            else:
-                inner.forward = own_forward

@@ -23,8 +23,6 @@ from recipe.errors import ConfigError, RunError
 from recipe.fsio import write_json
 from recipe.models import model as model_mod
 from recipe.models.integrity import checkpoint_problem
-from recipe.models.precision import for_config as precision_for
-from recipe.models.precision import frozen_bf16
 from recipe.rewards import CutAfterAnswer, build_reward, reward_params
 from recipe.run.rundir import MODEL_DIR, TRAINER_DIR, TRAINER_LOG
 from recipe.teacher.format import render_target
@@ -224,19 +222,14 @@ def extra_callbacks(entry: str) -> list:
     return list(factory(entry))
 
 
-def train_and_save(cfg: Config, trainer, tokenizer, stage_dir: Path, rows: list[dict]) -> dict:
-    """Train (resuming from the newest complete checkpoint), save the weights atomically, return the entry record.
-    Under CPU bf16 autocast the frozen weights train as bfloat16 copies (:func:`recipe.models.precision.frozen_bf16`:
-    the same numbers, cast once instead of at every call)."""
+def train_and_save(trainer, tokenizer, stage_dir: Path, rows: list[dict]) -> dict:
+    """Train (resuming from the newest complete checkpoint), save the weights atomically, return the entry record."""
     resume = last_checkpoint(stage_dir / TRAINER_DIR)
     if resume:
         log.info("resuming from %s", resume)
     for callback in extra_callbacks(stage_dir.name):
         trainer.add_callback(callback)
-    with frozen_bf16(trainer.model, precision_for(cfg)) as swapped:
-        if swapped:
-            log.info("bf16 autocast: %d frozen linear weights held as bfloat16 copies while training", swapped)
-        trainer.train(resume_from_checkpoint=resume)
+    trainer.train(resume_from_checkpoint=resume)
     state_dict = dist.full_state_dict(trainer)  # ZeRO-3 only: a collective, so every rank calls it
     if dist.is_main():
         model_mod.save(trainer.model, tokenizer, stage_dir / MODEL_DIR, state_dict=state_dict)
@@ -286,7 +279,7 @@ def train_sft(cfg: Config, model, tokenizer, rows: list[dict], stage_dir: Path,
     """:func:`build_sft_trainer`, then :func:`train_and_save`. Used by stage 1 and the SFT baseline, both with the
     stage-1 budget, and by the warm-up (``section``)."""
     trainer = build_sft_trainer(cfg, model, tokenizer, rows, stage_dir, rows_for_epoch, section)
-    return train_and_save(cfg, trainer, tokenizer, stage_dir, rows)
+    return train_and_save(trainer, tokenizer, stage_dir, rows)
 
 
 def check_length_drops(cfg: Config, n_rows: int, n_kept: int, prompts: Sequence[str], tokenizer: Any,
@@ -331,6 +324,6 @@ def train_grpo(cfg: Config, stage: str, model, tokenizer, rows: list[dict], stag
                               f"disabled, not this stage's starting adapter ({init_from}); set {stage}.beta=0")
         if rows_for_epoch is not None:
             redraw_each_epoch(trainer, lambda epoch: data_mod.to_dataset(rows_for_epoch(epoch)))
-        return {**train_and_save(cfg, trainer, tokenizer, stage_dir, rows), "kl_reference": reference}
+        return {**train_and_save(trainer, tokenizer, stage_dir, rows), "kl_reference": reference}
     finally:
         model_mod.release_engine()
