@@ -55,8 +55,8 @@ def test_the_proof_plan_puts_the_curriculum_first_and_each_task_after_what_it_re
     assert waits(tasks) == {
         w: (),
         "train:stage1": (w,), "train:stage2": (w, "train:stage1"), "train:stage3": (w, "train:stage2"),
-        # budget: tokens reads every stage's trainer log; the GRPO baseline's budget is a step count (max_steps: 20)
-        "train:baseline-sft": (w, "train:stage1", "train:stage2", "train:stage3"), "train:baseline-grpo": (w,),
+        # both baselines' budgets are step counts (baseline_sft.budget: 400; stage 3's max_steps: 20): no waiting
+        "train:baseline-sft": (w,), "train:baseline-grpo": (w,),
         "eval:base": (w,), "eval:stage1": (w, "train:stage1"), "eval:stage2": (w, "train:stage2"),
         "eval:stage3": (w, "train:stage3"), "eval:baseline-sft": (w, "train:baseline-sft"),
         "eval:baseline-grpo": (w, "train:baseline-grpo")}
@@ -65,7 +65,7 @@ def test_the_proof_plan_puts_the_curriculum_first_and_each_task_after_what_it_re
 
 
 def test_finished_entries_leave_the_plan_and_stop_being_waited_for():
-    tasks = parallel.plan(proof(), done("warmup", "stage1", "baseline-grpo"))
+    tasks = parallel.plan(proof("baseline_sft.budget=tokens"), done("warmup", "stage1", "baseline-grpo"))
     assert waits(tasks) == {
         "train:stage2": (), "train:stage3": ("train:stage2",),
         "train:baseline-sft": ("train:stage2", "train:stage3"),
@@ -75,9 +75,10 @@ def test_finished_entries_leave_the_plan_and_stop_being_waited_for():
 
 @pytest.mark.parametrize("sets, expected", [
     (["baseline_sft.budget=stage1"], {"train:baseline-sft": ()}),
+    (["baseline_sft.budget=tokens"], {"train:baseline-sft": ("train:stage1", "train:stage2", "train:stage3")}),
     (["stage3.max_steps=-1"], {"train:baseline-grpo": ("train:stage3",)}),  # its budget counts stage 3's mined rows
-    (["stage2.enabled=false"], {"train:stage3": ("train:stage1",), "train:baseline-sft": ("train:stage1",
-                                                                                         "train:stage3")}),
+    (["stage2.enabled=false", "baseline_sft.budget=tokens"],
+     {"train:stage3": ("train:stage1",), "train:baseline-sft": ("train:stage1", "train:stage3")}),
 ])
 def test_what_a_task_waits_for_follows_the_config(sets, expected):
     tasks = waits(parallel.plan(proof("warmup.enabled=false", *sets), done()))
@@ -134,11 +135,12 @@ def test_two_lanes_on_the_proof_plan():
                    "train:baseline-grpo": 7, **dict.fromkeys(EVALS, 1)})
     parallel.schedule(tasks, 2, world.start, world.finish, sleep=world.sleep)
     s = world.started
-    # stage 1 and the GRPO baseline start together; stage 2 takes the first free lane (the critical path before any
-    # evaluation), the base evaluation the next one; the SFT baseline waits for stage 3
-    assert s["train:stage1"] == s["train:baseline-grpo"] == 0
-    assert s["train:stage2"] == 2 and s["eval:base"] == 7 and s["train:stage3"] == 6
-    assert s["train:baseline-sft"] == world.ended["train:stage3"] == 9
+    # stage 1 and the SFT baseline (a step budget: it waits for no stage) start together; stage 2 and the GRPO
+    # baseline take the lanes they free, stage 3 follows stage 2 (the critical path before any evaluation), and the
+    # evaluations come last
+    assert s["train:stage1"] == s["train:baseline-sft"] == 0
+    assert s["train:stage2"] == s["train:baseline-grpo"] == 2 and s["train:stage3"] == 6
+    assert s["eval:base"] == s["eval:stage1"] == world.ended["train:stage3"] == 9
     assert all(s[dep] < s[task.id] and world.ended[dep] <= s[task.id] for task in tasks for dep in task.after)
     assert max(len(world.running_at(t)) for t in range(world.t + 1)) == 2
     assert set(world.ended) == {t.id for t in tasks}
@@ -151,12 +153,12 @@ def test_two_lanes_on_the_proof_plan():
 
 def test_a_failure_starts_nothing_new_waits_for_the_running_and_raises_the_first():
     tasks = parallel.plan(proof(), done("warmup"))
-    world = World({"train:stage1": 1, "train:baseline-grpo": 5, **dict.fromkeys(
-        ["train:stage2", "train:stage3", "train:baseline-sft", *EVALS], 1)}, codes={"train:stage1": 1})
+    world = World({"train:stage1": 1, "train:baseline-sft": 5, **dict.fromkeys(
+        ["train:stage2", "train:stage3", "train:baseline-grpo", *EVALS], 1)}, codes={"train:stage1": 1})
     with pytest.raises(RunError, match="^train:stage1 failed$"):
         parallel.schedule(tasks, 2, world.start, world.finish, sleep=world.sleep)
-    assert set(world.started) == {"train:stage1", "train:baseline-grpo"}  # the lane stage 1 freed stays empty
-    assert world.ended == {"train:stage1": 1, "train:baseline-grpo": 5}  # the GRPO baseline ran to its end
+    assert set(world.started) == {"train:stage1", "train:baseline-sft"}  # the lane stage 1 freed stays empty
+    assert world.ended == {"train:stage1": 1, "train:baseline-sft": 5}  # the SFT baseline ran to its end
 
 
 def test_a_task_that_cannot_start_counts_as_failed_and_ctrl_c_stops_the_running():

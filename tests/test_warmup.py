@@ -102,3 +102,17 @@ def test_a_run_recorded_before_the_baseline_budget_key_resumes(cache_dir, tmp_pa
     assert rundir.with_legacy_keys(recorded, rundir.entry_config(cfg, entry)) == rundir.entry_config(cfg, entry)
     tokens = smoke(cache_dir, tmp_path / "run", "eval.enabled=false", "baseline_sft.budget=tokens")
     assert rundir.with_legacy_keys(recorded, rundir.entry_config(tokens, entry)) != rundir.entry_config(tokens, entry)
+
+
+def test_sft_baseline_step_budget_trains_that_many_steps_without_the_stages(cache_dir, tmp_path):
+    cfg = smoke(cache_dir, tmp_path / "run", "stage1.enabled=false", "stage2.enabled=false", "stage3.enabled=false",
+                "run.baselines=[sft]", "baseline_sft.budget=3", "eval.enabled=false")
+    run_dir = run.run_all(cfg)
+    record = rundir.load_manifest(run_dir)["entries"]["baseline-sft"]
+    assert record["budget"] == {"mode": "steps", "max_steps": 3} and record["metrics"]["steps"] == 3
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "true", "1.5", "many"])
+def test_a_bad_sft_baseline_budget_is_one_line_naming_the_key(value):
+    with pytest.raises(ConfigError, match="baseline_sft.budget"):
+        C.resolve(preset="smoke", overrides=[f"baseline_sft.budget={value}"])

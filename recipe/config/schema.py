@@ -240,9 +240,11 @@ class BaselineGRPOConfig:
 @dataclass
 class BaselineSFTConfig:
     """The SFT baseline's budget (entry ``baseline-sft``): ``stage1`` = stage 1's steps; ``tokens`` = as many steps as
-    it takes to process as many tokens as the curriculum's finished stages did (TRL's ``num_tokens``)."""
+    it takes to process as many tokens as the curriculum's finished stages did (TRL's ``num_tokens``; it waits for
+    them); a number = that many steps, chosen ahead (it starts at once beside the stages; the report's cost section
+    puts its tokens beside the curriculum's, so a mismatch shows)."""
 
-    budget: Literal["stage1", "tokens"] = "stage1"
+    budget: Literal["stage1", "tokens"] | int = "stage1"
 
 
 @dataclass

@@ -33,7 +33,7 @@ from recipe.models import model as model_mod
 from recipe.models.generation import STOP_TEXTS, to_device
 from recipe.models.integrity import WEIGHT_SUFFIXES
 from recipe.rewards import step_format_ok
-from recipe.run.rundir import GENERATIONS, RESULTS, versions
+from recipe.run.rundir import GENERATIONS, RESULTS, peak_rss_mb, versions
 
 log = logging.getLogger("recipe")
 
@@ -353,6 +353,7 @@ def evaluate_weights(cfg: Config, out_dir: str | Path, record: dict, init_from: 
     metrics, rows = generate_and_score(model, tokenizer, problems, cfg.eval, cfg.data.answer_label, cfg.run.seed,
                                        official_golds=golds, adapter=model_mod.adapter_folder(init_from))
     results = {"name": out_dir.name, "metrics": metrics, **key, "wall_s": round(time.monotonic() - t0, 2),
+               "peak_rss_mb": peak_rss_mb(),
                "weights": model_mod.weights_record(model), "versions": versions()}
     write_jsonl(out_dir / GENERATIONS, rows)
     write_json(out_dir / RESULTS, results)  # last: its presence means the evaluation is complete

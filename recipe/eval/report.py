@@ -17,7 +17,7 @@ from pathlib import Path
 
 from recipe.config import safe_yaml
 from recipe.errors import EvalError
-from recipe.eval import curves, pairstats
+from recipe.eval import costs, curves, pairstats
 from recipe.fsio import read_json, read_jsonl, write_bytes, write_text
 from recipe.run.entries import BASE, eval_name_of, row_of, starts_from_row
 from recipe.run.entries import CURRICULUM_ROWS as CURRICULUM
@@ -217,7 +217,7 @@ def report_note(run_dir: str | Path) -> str:
 
 def render_markdown(results: Sequence[tuple[str, dict]], png_name: str = "report.png",
                     histories: dict[str, list[dict]] | None = None,
-                    paired: Sequence[pairstats.Paired] = (), note: str = "") -> str:
+                    paired: Sequence[pairstats.Paired] = (), note: str = "", cost: Sequence[str] = ()) -> str:
     _, ref = results[0]
     proto, data = ref.get("protocol", {}), ref.get("data", {})
     notes = _mismatches(results)
@@ -244,6 +244,7 @@ def render_markdown(results: Sequence[tuple[str, dict]], png_name: str = "report
         "",
         *paired_section(paired),
         *curves_section(histories or {}, curves.REPORT_CURVES_PNG),
+        *cost,
     ]
     return "\n".join(lines)
 
@@ -329,7 +330,8 @@ def build_report(run_dir: str | Path) -> list[Path]:
     md, png = run_dir / REPORT_MD, run_dir / REPORT_PNG
     histories = curves.collect_histories(run_dir)
     paired = paired_comparisons(run_dir, [name for name, _ in results])
-    write_text(md, render_markdown(results, png.name, histories, paired, report_note(run_dir)))
+    write_text(md, render_markdown(results, png.name, histories, paired, report_note(run_dir),
+                                   costs.cost_section(run_dir)))
     write_bytes(png, render_png(results))
     if not histories:
         return [md, png]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import resource
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -120,6 +121,7 @@ def train_entry(cfg: Config, run_dir: Path, manifest: dict, name: str, init_from
     except BaseException as exc:
         rundir.mark_failed(run_dir, manifest, name, exc)
         raise
+    result = {**result, "peak_rss_mb": rundir.peak_rss_mb()}  # the process's peak so far (a child: this entry's)
     record = rundir.mark_done(run_dir, manifest, name, result, time.monotonic() - t0)
     log.info("%s done in %.1f s: %s", name, record["wall_s"], _short_metrics(result.get("metrics", {})))
     note = curves.signal_note(name, curves.load_history(rundir.entry_dir(run_dir, name)))
@@ -142,7 +144,20 @@ def run_all(cfg: Config, force: bool = False) -> Path:
     """Stage 1 -> 2 -> 3 and the configured baselines (skipping finished ones), then evaluation and the report."""
     rundir.run_path(cfg).mkdir(parents=True, exist_ok=True)
     with locked(rundir.run_path(cfg)):
-        return _run_all(cfg, force)
+        started, t0 = rundir.now(), time.monotonic()
+        run_dir = _run_all(cfg, force)
+        if dist.is_main():  # the report's cost section reads this (recipe/eval/costs.py): rebuilt with it
+            records = rundir.load_manifest(run_dir)[rundir.ENTRIES_KEY]
+            done_before = [n for n, r in records.items()
+                           if r.get("status") == "done" and r.get("started", "") < started]
+            rundir.record_invocation(run_dir, {
+                "started": started, "ended": rundir.now(), "wall_s": round(time.monotonic() - t0, 1),
+                "parallel_entries": cfg.run.parallel_entries, "done_before": done_before,
+                "peak_rss_mb_child": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+                "peak_rss_mb_self": rundir.peak_rss_mb()})
+            if cfg.eval.enabled and (run_dir / rundir.EVAL_DIR).is_dir():
+                build_report(run_dir)
+        return run_dir
 
 
 def _train(cfg: Config, run_dir: Path, manifest: dict, name: str, init_from: str | None, child: bool) -> dict:

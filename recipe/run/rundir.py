@@ -27,9 +27,11 @@ The entries themselves (name, what they start from, the sections their weights d
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
+import resource
 import shutil
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -59,6 +61,7 @@ TRAINER_LOG = "trainer_log.json"  # TRL's full log history
 EVAL_DIR = "eval"
 RESULTS = "results.json"  # eval/<name>/results.json: metrics, protocol, model, data hash (written last)
 GENERATIONS = "generations.jsonl"  # eval/<name>/generations.jsonl: one row per problem
+INVOCATIONS = "run_all.jsonl"  # one line per finished `run-all`: start, end, wall, lanes, entries already done
 REPORT_MD, REPORT_PNG = "report.md", "report.png"
 ENTRIES_KEY = "entries"  # the manifest's records, one per entry
 LEGACY_ENTRIES_KEY = "stages"  # what that key was called before (it held the baselines and the warm-up too)
@@ -68,6 +71,18 @@ __all__ = ["CONFIG_FILE", "EVAL_DIR", "GENERATIONS", "MANIFEST_FILE", "MODEL_DIR
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB (Linux reports ``ru_maxrss`` in KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def record_invocation(run_dir: str | Path, record: dict) -> None:
+    """Append one finished ``run-all``'s record to ``run_dir/`` :data:`INVOCATIONS` (the run lock is held)."""
+    path = Path(run_dir) / INVOCATIONS
+    previous = path.read_text(encoding="utf-8") if path.is_file() else ""
+    write_text(path, previous + json.dumps(record, sort_keys=True) + "\n")
 
 
 def versions() -> dict:

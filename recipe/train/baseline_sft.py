@@ -3,7 +3,8 @@
 Same problems as the curriculum trains on (the stage-1 and stage-2 slices together), same trainer settings as stage 1
 (:func:`recipe.train.trl_args.sft_args`), same LoRA settings, from the base model. Budget (``baseline_sft.budget``):
 stage 1's steps, or (``tokens``) as many steps as it takes to process as many tokens as the curriculum's finished
-stages did (:func:`token_matched_steps`; TRL's ``num_tokens``, prompts and completions, from their trainer logs).
+stages did (:func:`token_matched_steps`; TRL's ``num_tokens``, prompts and completions, from their trainer logs), or
+a number of steps chosen ahead (it then need not wait for the stages).
 The prompt is the evaluation prompt itself, the completion the ordered teacher solution, so the baseline is trained
 directly for the evaluation format.
 It is an entry of the run like a stage (:data:`recipe.run.entries.ENTRIES`): manifest record, resume, config check,
@@ -71,7 +72,10 @@ def run(cfg: Config, entry_dir: Path, init_from: str | None = None) -> dict:
     model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=True, seed=cfg.run.seed,
                                       vllm_cfg=cfg.vllm)
     budget = None
-    if cfg.baseline_sft.budget == "tokens":
+    if isinstance(cfg.baseline_sft.budget, int):
+        budget = {"mode": "steps", "max_steps": cfg.baseline_sft.budget}
+        cfg = dataclasses.replace(cfg, stage1=cfg.stage1.replace(max_steps=cfg.baseline_sft.budget))
+    elif cfg.baseline_sft.budget == "tokens":
         spent = curriculum_tokens(entry_dir.parent, [s for s in STAGES if getattr(cfg, s).enabled])
         if not spent:
             raise RunError("baseline_sft.budget=tokens matches the curriculum's tokens, but no stage of "

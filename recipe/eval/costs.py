@@ -1,0 +1,125 @@
+"""What a run cost, read from its folder: each task's wall time and peak memory (the manifest's training records and
+each evaluation's ``results.json``), the training budgets side by side (tokens TRL processed, GRPO completions
+sampled: does each baseline match the curriculum?) and the ``run-all`` invocations' wall time
+(:data:`recipe.run.rundir.INVOCATIONS`). The report's "Cost" section (:func:`cost_section`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from recipe.fsio import read_json, read_jsonl
+from recipe.run.entries import BASELINES, ENTRIES, STAGES
+from recipe.run.rundir import ENTRIES_KEY, EVAL_DIR, INVOCATIONS, MANIFEST_FILE, RESULTS, TRAINER_LOG
+
+
+def _read(path: Path) -> object:
+    try:
+        return read_json(path)
+    except (OSError, ValueError):
+        return None
+
+
+def trained_tokens(history: object) -> int | None:
+    """The last ``num_tokens`` TRL logged (prompt and completion tokens the trainer processed), or None."""
+    counts = [row["num_tokens"] for row in history if isinstance(row, dict) and "num_tokens" in row] \
+        if isinstance(history, list) else []
+    return int(float(counts[-1])) if counts else None
+
+
+def sampled_completions(record: dict) -> int | None:
+    """GRPO completions sampled by a finished training record: optimizer steps x per-device batch x accumulation x
+    processes / iterations per generation batch (None for an SFT entry).
+
+    >>> sampled_completions({"metrics": {"steps": 40}, "processes": 1, "trainer_config": {"num_generations": 4,
+    ...     "per_device_train_batch_size": 16, "gradient_accumulation_steps": 1, "num_iterations": 1}})
+    640
+    """
+    args, steps = record.get("trainer_config", {}), record.get("metrics", {}).get("steps")
+    if "num_generations" not in args or not isinstance(steps, int):
+        return None
+    per_step = args.get("per_device_train_batch_size", 0) * args.get("gradient_accumulation_steps", 1)
+    return steps * per_step * int(record.get("processes") or 1) // max(1, int(args.get("num_iterations") or 1))
+
+
+def _minutes(seconds: object) -> str:
+    return f"{seconds / 60:.1f}" if isinstance(seconds, (int, float)) else "-"
+
+
+def _gb(mb: object) -> str:
+    return f"{mb / 1024:.1f}" if isinstance(mb, (int, float)) else "-"
+
+
+def _count(n: object) -> str:
+    return f"{n:,}" if isinstance(n, int) else "-"
+
+
+def task_rows(run_dir: Path) -> list[dict]:
+    """One row per finished training entry (run order) and per evaluation: task, wall_s, peak_rss_mb, tokens,
+    completions."""
+    manifest = _read(run_dir / MANIFEST_FILE)
+    records = manifest.get(ENTRIES_KEY, {}) if isinstance(manifest, dict) else {}
+    rows = []
+    for name in ENTRIES:
+        record = records.get(name)
+        if not isinstance(record, dict) or record.get("status") != "done":
+            continue
+        rows.append({"task": name, "wall_s": record.get("wall_s"), "peak_rss_mb": record.get("peak_rss_mb"),
+                     "tokens": trained_tokens(_read(run_dir / name / TRAINER_LOG)),
+                     "completions": sampled_completions(record)})
+    for path in sorted((run_dir / EVAL_DIR).glob(f"*/{RESULTS}")):
+        results = _read(path)
+        if isinstance(results, dict):
+            rows.append({"task": f"eval:{path.parent.name}", "wall_s": results.get("wall_s"),
+                         "peak_rss_mb": results.get("peak_rss_mb"), "tokens": None, "completions": None})
+    return rows
+
+
+def budget_lines(rows: list[dict]) -> list[str]:
+    """The baselines' budgets beside the curriculum's: tokens for the SFT baseline, completions for plain GRPO."""
+    by = {r["task"]: r for r in rows}
+    stages = [s for s in STAGES if s in by]
+    lines = []
+    tokens = [by[s]["tokens"] for s in stages]
+    sft = by.get(BASELINES["sft"], {}).get("tokens")
+    if stages and all(isinstance(t, int) for t in tokens) and isinstance(sft, int):
+        total = sum(tokens)
+        lines.append(f"- Tokens trained: curriculum ({' + '.join(stages)}) {total:,}; {BASELINES['sft']} {sft:,} "
+                     f"({sft / total:.3f}x the curriculum's).")
+    grpo_stages = [s for s in stages if isinstance(by[s]["completions"], int)]
+    grpo = by.get(BASELINES["grpo"], {}).get("completions")
+    if grpo_stages and isinstance(grpo, int):
+        total = sum(by[s]["completions"] for s in grpo_stages)
+        lines.append(f"- Completions sampled: curriculum ({' + '.join(grpo_stages)}) {total:,}; {BASELINES['grpo']} "
+                     f"{grpo:,} ({grpo / total:.3f}x).")
+    return lines
+
+
+def invocation_lines(run_dir: Path) -> list[str]:
+    """The ``run-all`` invocations of this folder: wall time, entries at once, resumed or from scratch."""
+    path = run_dir / INVOCATIONS
+    calls = [c for c in (read_jsonl(path) if path.is_file() else []) if isinstance(c, dict)]
+    lines = []
+    for call in calls:
+        how = ("from an empty run directory" if not call.get("done_before")
+               else f"resuming ({', '.join(call['done_before'])} done before)")
+        lines.append(f"- `run-all` {how}: {_minutes(call.get('wall_s'))} min wall ({call.get('started')} to "
+                     f"{call.get('ended')}), {call.get('parallel_entries', 1)} task(s) at once; largest child "
+                     f"process {_gb(call.get('peak_rss_mb_child'))} GB peak RSS, the parent "
+                     f"{_gb(call.get('peak_rss_mb_self'))} GB.")
+    return lines
+
+
+def cost_section(run_dir: str | Path) -> list[str]:
+    """report.md lines: the invocations, the budgets, and a table of each task's wall time and peak memory."""
+    run_dir = Path(run_dir)
+    rows = task_rows(run_dir)
+    if not rows:
+        return []
+    table = ["| task | wall (min) | peak RSS (GB) | tokens trained | completions sampled |", "|---|---|---|---|---|"]
+    table += [f"| {r['task']} | {_minutes(r['wall_s'])} | {_gb(r['peak_rss_mb'])} | {_count(r['tokens'])} | "
+              f"{_count(r['completions'])} |" for r in rows]
+    return ["## Cost", "", *invocation_lines(run_dir), *budget_lines(rows), "",
+            "Wall: a training entry from its start to its saved weights; an evaluation's generation (model loading "
+            "left out). Peak RSS: the process's resident peak when the task ended (in one process, it includes the "
+            "tasks before). Tokens: TRL's `num_tokens` (prompt and completion tokens processed).", "",
+            *table, ""]
