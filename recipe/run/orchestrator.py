@@ -155,7 +155,7 @@ def run_all(cfg: Config, force: bool = False) -> Path:
                 "parallel_entries": cfg.run.parallel_entries, "done_before": done_before,
                 "peak_rss_mb_child": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
                 "peak_rss_mb_self": rundir.peak_rss_mb()})
-            if cfg.eval.enabled and (run_dir / rundir.EVAL_DIR).is_dir():
+            if cfg.eval.enabled and any((run_dir / rundir.EVAL_DIR).glob(f"*/{rundir.RESULTS}")):
                 build_report(run_dir)
         return run_dir
 
