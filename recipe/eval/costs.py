@@ -9,7 +9,7 @@ from pathlib import Path
 
 from recipe.fsio import read_json, read_jsonl
 from recipe.run.entries import BASELINES, ENTRIES, STAGES
-from recipe.run.rundir import ENTRIES_KEY, EVAL_DIR, INVOCATIONS, MANIFEST_FILE, RESULTS, TRAINER_LOG
+from recipe.run.rundir import ENTRIES_KEY, EVAL_DIR, INVOCATIONS, MANIFEST_FILE, RESULTS, trained_tokens
 
 
 def _read(path: Path) -> object:
@@ -19,11 +19,11 @@ def _read(path: Path) -> object:
         return None
 
 
-def trained_tokens(history: object) -> int | None:
-    """The last ``num_tokens`` TRL logged (prompt and completion tokens the trainer processed), or None."""
-    counts = [row["num_tokens"] for row in history if isinstance(row, dict) and "num_tokens" in row] \
-        if isinstance(history, list) else []
-    return int(float(counts[-1])) if counts else None
+def _tokens(run_dir: Path, name: str) -> int | None:
+    try:
+        return trained_tokens(run_dir, name)
+    except (OSError, ValueError):  # a damaged log leaves a "-" in the report, not a failed report
+        return None
 
 
 def sampled_completions(record: dict) -> int | None:
@@ -64,7 +64,7 @@ def task_rows(run_dir: Path) -> list[dict]:
         if not isinstance(record, dict) or record.get("status") != "done":
             continue
         rows.append({"task": name, "wall_s": record.get("wall_s"), "peak_rss_mb": record.get("peak_rss_mb"),
-                     "tokens": trained_tokens(_read(run_dir / name / TRAINER_LOG)),
+                     "tokens": _tokens(run_dir, name),
                      "completions": sampled_completions(record)})
     for path in sorted((run_dir / EVAL_DIR).glob(f"*/{RESULTS}")):
         results = _read(path)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import resource
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -153,7 +152,7 @@ def run_all(cfg: Config, force: bool = False) -> Path:
             rundir.record_invocation(run_dir, {
                 "started": started, "ended": rundir.now(), "wall_s": round(time.monotonic() - t0, 1),
                 "parallel_entries": cfg.run.parallel_entries, "done_before": done_before,
-                "peak_rss_mb_child": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+                "peak_rss_mb_child": rundir.peak_rss_mb(children=True),
                 "peak_rss_mb_self": rundir.peak_rss_mb()})
             if cfg.eval.enabled and any((run_dir / rundir.EVAL_DIR).glob(f"*/{rundir.RESULTS}")):
                 build_report(run_dir)

@@ -73,9 +73,21 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory so far, in MiB (Linux reports ``ru_maxrss`` in KiB)."""
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+def peak_rss_mb(children: bool = False) -> float:
+    """This process's peak resident memory so far, in MiB (Linux reports ``ru_maxrss`` in KiB); ``children``: that
+    of its largest finished child process instead."""
+    who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
+    return round(resource.getrusage(who).ru_maxrss / 1024, 1)
+
+
+def trained_tokens(run_dir: str | Path, name: str) -> int | None:
+    """The tokens entry ``name`` trained on: the last ``num_tokens`` of its ``trainer_log.json`` (TRL's count of
+    prompt and completion tokens processed), or None without a log or a count. An unreadable log raises."""
+    path = Path(run_dir) / name / TRAINER_LOG
+    history = read_json(path) if path.is_file() else []
+    counts = [row["num_tokens"] for row in history if isinstance(row, dict) and "num_tokens" in row] \
+        if isinstance(history, list) else []
+    return int(float(counts[-1])) if counts else None
 
 
 def record_invocation(run_dir: str | Path, record: dict) -> None:

@@ -23,10 +23,9 @@ from recipe.config.core import Config
 from recipe.data import prompts
 from recipe.data.gsm8k import Problem
 from recipe.errors import RunError
-from recipe.fsio import read_json
 from recipe.models import model as model_mod
 from recipe.run.entries import STAGES
-from recipe.run.rundir import TRAINER_LOG
+from recipe.run.rundir import trained_tokens
 from recipe.train.common import train_problems, train_sft
 
 log = logging.getLogger("recipe")
@@ -47,14 +46,8 @@ def build_rows(problems: Sequence[Problem], answer_label: str = prompts.ANSWER_L
 
 def curriculum_tokens(run_dir: Path, stages: Sequence[str] = STAGES) -> dict[str, int]:
     """Tokens each finished curriculum stage processed: the last ``num_tokens`` of its ``trainer_log.json``."""
-    found = {}
-    for stage in stages:
-        path = run_dir / stage / TRAINER_LOG
-        history = read_json(path) if path.is_file() else []
-        counts = [row["num_tokens"] for row in history if isinstance(row, dict) and "num_tokens" in row]
-        if counts:
-            found[stage] = int(float(counts[-1]))
-    return found
+    counts = {stage: trained_tokens(run_dir, stage) for stage in stages}
+    return {stage: n for stage, n in counts.items() if n is not None}
 
 
 def token_matched_steps(target_tokens: int, row_tokens: Sequence[int], batch: int) -> int:
