@@ -84,9 +84,13 @@ dist.init(cpu=True)
 items = [f"p{i}" for i in range(7)]
 mine = dist.shard(items)
 merged = dist.gather_shards([(i, item.upper()) for i, item in mine])
+if not dist.is_main():
+    (out / "rank1_at_barrier").touch()
 with dist.main_process_first():  # rank 0 writes first; rank 1 must already see the file
-    if dist.is_main():
-        time.sleep(0.5)
+    if dist.is_main():  # write only once rank 1 stands at the barrier: without one it would read too early
+        deadline = time.monotonic() + 60
+        while not (out / "rank1_at_barrier").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
         (out / "first.txt").write_text("rank 0")
     seen = (out / "first.txt").read_text()
 written = dist.only_main((out / "only.txt").write_text, "x")

@@ -34,10 +34,14 @@ def good_reply(answer: str) -> str:
 
 class Teacher:
     """A canned OpenAI-compatible server: ``plan[question]`` is the list of actions for successive attempts
-    (the last repeats): ``("ok", text)``, ``("status", code)``, ``("sleep", seconds)`` or ``("malformed", None)``."""
+    (the last repeats): ``("ok", text)``, ``("status", code)``, ``("sleep", seconds)`` or ``("malformed", None)``.
+    With ``hold_at=n`` the n-th request (counting from 1, once) sets ``held`` and waits for ``release`` before it is
+    answered, so a test can act while the client is known to be mid-run."""
 
-    def __init__(self, plan: dict[str, list], delay: float = 0.0):
-        self.plan, self.delay = plan, delay
+    def __init__(self, plan: dict[str, list], delay: float = 0.0, hold_at: int | None = None):
+        self.plan, self.delay, self.hold_at = plan, delay, hold_at
+        self.held, self.release = threading.Event(), threading.Event()
+        self.requests = 0
         self.hits: Counter = Counter()
         self.auth: list[str | None] = []
         self.lock = threading.Lock()
@@ -56,6 +60,11 @@ class Teacher:
                     n = teacher.hits[question]
                     teacher.hits[question] += 1
                     teacher.auth.append(self.headers.get("Authorization"))
+                    teacher.requests += 1
+                    hold = teacher.requests == teacher.hold_at
+                if hold:
+                    teacher.held.set()
+                    teacher.release.wait(60)
                 actions = teacher.plan[question]
                 kind, arg = actions[min(n, len(actions) - 1)]
                 time.sleep(teacher.delay)
@@ -84,6 +93,7 @@ class Teacher:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self):
+        self.release.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -172,7 +182,7 @@ def test_teach_file_drives_the_stages_through_data_teacher(cfg, tmp_path):
 
 def test_sigkill_halfway_then_rerun_has_no_duplicates(cfg, tmp_path):
     problems = load_problems(cfg, limit=10)
-    server = Teacher({p.question: [("ok", good_reply(p.answer))] for p in problems}, delay=0.3)
+    server = Teacher({p.question: [("ok", good_reply(p.answer))] for p in problems}, hold_at=4)
     out = tmp_path / "teacher.jsonl"
     cache = Path(f"{out}.cache.jsonl")
     cmd = [sys.executable, "-m", "recipe.cli", "teach", "--preset", "smoke", "--limit", "10", "--concurrency", "1",
@@ -180,13 +190,16 @@ def test_sigkill_halfway_then_rerun_has_no_duplicates(cfg, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     try:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 60
-        while time.time() < deadline and (not cache.exists() or cache.read_text().count("\n") < 3):
+        assert server.held.wait(120), "the teacher never got its 4th request"
+        # one request at a time: rows 1-3 are answered, the 4th waits on the server; their cache lines follow
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline and (
+                not cache.exists() or cache.read_text().count("\n") < 3):
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         done_before = {json.loads(line)["question"] for line in cache.read_text().splitlines()}
-        assert 3 <= len(done_before) < 10 and not out.exists()  # killed halfway, before the output was written
+        assert len(done_before) == 3 and not out.exists()  # killed halfway, before the output was written
         with open(cache, "ab") as fh:  # and as if the kill had torn a line in half
             fh.write(b'{"key": "abc", "raw": "Step 1')
         result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
