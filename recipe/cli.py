@@ -323,9 +323,11 @@ def plan_command(preset, config_file, overrides, strict, gpu_mem, model_config):
     """Estimate peak GPU memory per stage and say whether it fits (no GPU or download needed)."""
     cfg = _resolve(preset, config_file, overrides, strict=strict)
     dims = plan_mod.model_dims(model_config or cfg.model.name_or_path, cfg.model.cache_dir)
+    plan_mod.check_inputs(cfg, dims, gpu_mem)
     card = plan_mod.smallest_card(cfg, dims)
-    gib = gpu_mem or plan_mod.default_gpu_gib(cfg, preset) or (card[1] if card else plan_mod.CARDS[-1][1])
-    note = "" if gpu_mem or plan_mod.default_gpu_gib(cfg, preset) else " (the smallest listed card that fits)"
+    given = gpu_mem or plan_mod.default_gpu_gib(cfg, preset)
+    gib = given or (card[1] if card else plan_mod.CARDS[-1][1])
+    note = "" if given else " (the smallest listed card that fits)"
     ok = plan_mod.render(plan_mod.plan_config(cfg, gib, dims), card=card, gpu_note=note)
     click.echo(plan_time.render_hours(plan_time.stage_hours(cfg, dims)))
     if card is None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -51,6 +52,7 @@ class ModelDims:
     vocab: int
     tied: bool
     head_dim: int
+    max_positions: int | None = None  # max_position_embeddings: the longest sequence the model takes (None: unsaid)
 
     @classmethod
     def from_config(cls, c: dict) -> ModelDims:
@@ -58,7 +60,8 @@ class ModelDims:
         return cls(hidden=c["hidden_size"], intermediate=c["intermediate_size"], layers=c["num_hidden_layers"],
                    heads=heads, kv_heads=c.get("num_key_value_heads") or heads, vocab=c["vocab_size"],
                    tied=bool(c.get("tie_word_embeddings", False)),
-                   head_dim=c.get("head_dim") or c["hidden_size"] // heads)
+                   head_dim=c.get("head_dim") or c["hidden_size"] // heads,
+                   max_positions=c.get("max_position_embeddings"))
 
     def module_shapes(self) -> dict[str, tuple[int, int]]:
         """(in, out) of each linear layer in one decoder block (Llama/Qwen2 names)."""
@@ -203,13 +206,45 @@ def _shipped_name(name: str) -> str:
     return re.sub(r"(-unsloth)?(-bnb-4bit|-4bit)$", "", base).removesuffix("-instruct")
 
 
+# config.json fields the estimate needs (positive integers); num_key_value_heads, head_dim and
+# max_position_embeddings are optional but must be positive integers when given
+REQUIRED_DIMS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+OPTIONAL_DIMS = ("num_key_value_heads", "head_dim", "max_position_embeddings")
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def read_model_config(path: Path) -> dict:
+    """A model's ``config.json`` as a dict holding the dimensions :class:`ModelDims` reads; a file that is not one is
+    a one-line :class:`PlanError` naming the file and what is wrong (the parse error's line and column)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise PlanError(f"{path} is not a model config.json: not UTF-8 text (byte {err.start})") from None
+    except json.JSONDecodeError as err:
+        raise PlanError(f"{path} is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}") from None
+    except (ValueError, RecursionError) as err:  # an integer over Python's digit limit, nesting too deep
+        why = "nested too deeply" if isinstance(err, RecursionError) else str(err)[:80]
+        raise PlanError(f"{path} is not usable JSON ({why})") from None
+    if not isinstance(data, dict):
+        raise PlanError(f"{path} is not a model config.json: expected a JSON object, got {type(data).__name__}")
+    bad = [k for k in REQUIRED_DIMS if not _positive_int(data.get(k))]
+    bad += [k for k in OPTIONAL_DIMS if data.get(k) is not None and not _positive_int(data[k])]
+    if bad:
+        raise PlanError(f"{path} is not a usable model config.json: {', '.join(bad)} must be positive integers "
+                        f"(needed: {', '.join(REQUIRED_DIMS)})")
+    return data
+
+
 def model_dims(name_or_path: str, cache_dir: str = "~/.cache/cotrecipe") -> ModelDims:
     """Dimensions from a local folder's config.json, a config.json file, the tiny builtin, or a shipped config."""
     local = Path(name_or_path).expanduser()
     if local.is_file():
-        return ModelDims.from_config(json.loads(local.read_text()))
+        return ModelDims.from_config(read_model_config(local))
     if (local / "config.json").is_file():
-        return ModelDims.from_config(json.loads((local / "config.json").read_text()))
+        return ModelDims.from_config(read_model_config(local / "config.json"))
     if name_or_path == model_mod.TINY:  # built locally in about a second
         cfg = dataclasses.make_dataclass("C", [("name_or_path", str), ("cache_dir", str)])(name_or_path, cache_dir)
         return model_dims(model_mod.resolve_model_path(cfg))
@@ -264,13 +299,25 @@ def _total(terms: dict[str, float]) -> float:
 
 
 def _largest(fits, current: int, step: int = 1, floor: int = 1, cap: int | None = None) -> int | None:
-    """The largest value in ``floor..cap`` (multiples of ``step``) for which ``fits(value)``; None if none does."""
+    """The largest value in ``floor..cap`` (``floor`` plus multiples of ``step``) for which ``fits(value)``; None if
+    none does. ``fits`` is monotone (every knob planned only adds memory: true up to some value, false above), so a
+    bisection finds it in about log2(span / step) estimates, whatever the span (a batch or length of 10**9 too).
+
+    >>> calls = []
+    >>> _largest(lambda v: calls.append(v) or v <= 1000, 8, step=64, floor=64, cap=10**9), len(calls) < 30
+    (960, True)
+    """
     cap = cap or max(current * 4, floor)
-    best = None
-    for value in range(floor, cap + 1, step):
-        if fits(value):
-            best = value
-    return best
+    if cap < floor or not fits(floor):
+        return None
+    low, high = 0, (cap - floor) // step  # indices: value = floor + index * step; fits(floor + low * step) holds
+    while low < high:
+        mid = (low + high + 1) // 2
+        if fits(floor + mid * step):
+            low = mid
+        else:
+            high = mid - 1
+    return floor + low * step
 
 
 def propose(d: ModelDims, s: Setup, stage: str, w: Workload, optim: str, gpu_gib: float, max_seq: int) -> list[str]:
@@ -302,6 +349,17 @@ def propose(d: ModelDims, s: Setup, stage: str, w: Workload, optim: str, gpu_gib
     elif not out and s.fast_inference:
         out.append(f"vllm.gpu_memory_utilization={max(round(s.gpu_util - 0.1, 2), 0.1)} (vLLM's block is too big)")
     return out
+
+
+def check_inputs(cfg: Config, dims: ModelDims, gpu_gib: float | None) -> None:
+    """What ``cotrecipe plan`` refuses before estimating, each in one line naming the value: a card size that is not
+    a finite number above 0 (``--gpu-mem``), a ``model.max_seq_length`` above the model's own position limit."""
+    if gpu_gib is not None and not (math.isfinite(gpu_gib) and gpu_gib > 0):
+        raise PlanError(f"bad value for '--gpu-mem': {gpu_gib:g} (the card's memory in GiB: a number > 0)")
+    limit, seq = dims.max_positions, cfg.model.max_seq_length
+    if limit is not None and seq > limit:
+        raise PlanError(f"bad value for 'model.max_seq_length': {seq} (above the model's position limit, "
+                        f"max_position_embeddings={limit} in its config.json: at most {limit})")
 
 
 def plan_config(cfg: Config, gpu_gib: float, dims: ModelDims | None = None) -> list[StagePlan]:
