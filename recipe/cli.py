@@ -359,11 +359,14 @@ def doctor(preset, config_file, overrides, strict, import_timeout):
               "llama.cpp's --outtype.")
 @click.option("--converter", default=None, type=click.Path(), help="gguf without Unsloth: llama.cpp's "
               "convert_hf_to_gguf.py.")
+@click.option("--force", is_flag=True, help="Write into an --output folder holding files export did not write "
+              "(they stay; files of the same names are replaced).")
 @friendly
-def export_command(run_dir, stage, fmt, output, dtype, quantization, converter):
+def export_command(run_dir, stage, fmt, output, dtype, quantization, converter, force):
     """Export a finished stage: LoRA adapter, merged 16-bit weights, or GGUF with an Ollama Modelfile."""
     try:
-        paths = export(run_dir, fmt, output, stage=stage, dtype=dtype, quantization=quantization, converter=converter)
+        paths = export(run_dir, fmt, output, stage=stage, dtype=dtype, quantization=quantization, converter=converter,
+                       force=force)
     except ExportError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
