@@ -33,6 +33,7 @@ from recipe.tools import doctor as doctor_mod
 from recipe.tools import plan as plan_mod
 from recipe.tools import plan_time
 from recipe.tools.export import ExportError, export
+from recipe.tools.plan_inputs import check_inputs as check_plan_inputs
 
 
 def friendly(fn):
@@ -323,7 +324,7 @@ def plan_command(preset, config_file, overrides, strict, gpu_mem, model_config):
     """Estimate peak GPU memory per stage and say whether it fits (no GPU or download needed)."""
     cfg = _resolve(preset, config_file, overrides, strict=strict)
     dims = plan_mod.model_dims(model_config or cfg.model.name_or_path, cfg.model.cache_dir)
-    plan_mod.check_inputs(cfg, dims, gpu_mem)
+    check_plan_inputs(cfg, dims.max_positions, gpu_mem)
     card = plan_mod.smallest_card(cfg, dims)
     given = gpu_mem or plan_mod.default_gpu_gib(cfg, preset)
     gib = given or (card[1] if card else plan_mod.CARDS[-1][1])

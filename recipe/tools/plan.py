@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -27,6 +26,7 @@ from recipe.config.core import Config
 from recipe.errors import PlanError  # noqa: F401  (defined there, raised here)
 from recipe.models import model as model_mod
 from recipe.models.devices import GRPO, uses_vllm
+from recipe.tools.plan_inputs import read_model_config
 
 GIB = 2**30
 # GSM8K prompts in the recipe's frame, in tokens (assumption, Qwen/SmolLM BPE): the question (~40-120 tokens) plus
@@ -206,38 +206,6 @@ def _shipped_name(name: str) -> str:
     return re.sub(r"(-unsloth)?(-bnb-4bit|-4bit)$", "", base).removesuffix("-instruct")
 
 
-# config.json fields the estimate needs (positive integers); num_key_value_heads, head_dim and
-# max_position_embeddings are optional but must be positive integers when given
-REQUIRED_DIMS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
-OPTIONAL_DIMS = ("num_key_value_heads", "head_dim", "max_position_embeddings")
-
-
-def _positive_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def read_model_config(path: Path) -> dict:
-    """A model's ``config.json`` as a dict holding the dimensions :class:`ModelDims` reads; a file that is not one is
-    a one-line :class:`PlanError` naming the file and what is wrong (the parse error's line and column)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as err:
-        raise PlanError(f"{path} is not a model config.json: not UTF-8 text (byte {err.start})") from None
-    except json.JSONDecodeError as err:
-        raise PlanError(f"{path} is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}") from None
-    except (ValueError, RecursionError) as err:  # an integer over Python's digit limit, nesting too deep
-        why = "nested too deeply" if isinstance(err, RecursionError) else str(err)[:80]
-        raise PlanError(f"{path} is not usable JSON ({why})") from None
-    if not isinstance(data, dict):
-        raise PlanError(f"{path} is not a model config.json: expected a JSON object, got {type(data).__name__}")
-    bad = [k for k in REQUIRED_DIMS if not _positive_int(data.get(k))]
-    bad += [k for k in OPTIONAL_DIMS if data.get(k) is not None and not _positive_int(data[k])]
-    if bad:
-        raise PlanError(f"{path} is not a usable model config.json: {', '.join(bad)} must be positive integers "
-                        f"(needed: {', '.join(REQUIRED_DIMS)})")
-    return data
-
-
 def model_dims(name_or_path: str, cache_dir: str = "~/.cache/cotrecipe") -> ModelDims:
     """Dimensions from a local folder's config.json, a config.json file, the tiny builtin, or a shipped config."""
     local = Path(name_or_path).expanduser()
@@ -299,24 +267,19 @@ def _total(terms: dict[str, float]) -> float:
 
 
 def _largest(fits, current: int, step: int = 1, floor: int = 1, cap: int | None = None) -> int | None:
-    """The largest value in ``floor..cap`` (``floor`` plus multiples of ``step``) for which ``fits(value)``; None if
-    none does. ``fits`` is monotone (every knob planned only adds memory: true up to some value, false above), so a
-    bisection finds it in about log2(span / step) estimates, whatever the span (a batch or length of 10**9 too).
+    """The largest ``floor + k * step`` <= ``cap`` for which ``fits``; None if none. ``fits`` is monotone (each knob
+    only adds memory), so bisection needs ~log2(span / step) estimates for any span (10**9 included).
 
-    >>> calls = []
-    >>> _largest(lambda v: calls.append(v) or v <= 1000, 8, step=64, floor=64, cap=10**9), len(calls) < 30
-    (960, True)
+    >>> _largest(lambda v: v <= 1000, 8, step=64, floor=64, cap=10**9)
+    960
     """
     cap = cap or max(current * 4, floor)
     if cap < floor or not fits(floor):
         return None
-    low, high = 0, (cap - floor) // step  # indices: value = floor + index * step; fits(floor + low * step) holds
+    low, high = 0, (cap - floor) // step  # value = floor + index * step; fits at `low` holds throughout
     while low < high:
         mid = (low + high + 1) // 2
-        if fits(floor + mid * step):
-            low = mid
-        else:
-            high = mid - 1
+        low, high = (mid, high) if fits(floor + mid * step) else (low, mid - 1)
     return floor + low * step
 
 
@@ -349,17 +312,6 @@ def propose(d: ModelDims, s: Setup, stage: str, w: Workload, optim: str, gpu_gib
     elif not out and s.fast_inference:
         out.append(f"vllm.gpu_memory_utilization={max(round(s.gpu_util - 0.1, 2), 0.1)} (vLLM's block is too big)")
     return out
-
-
-def check_inputs(cfg: Config, dims: ModelDims, gpu_gib: float | None) -> None:
-    """What ``cotrecipe plan`` refuses before estimating, each in one line naming the value: a card size that is not
-    a finite number above 0 (``--gpu-mem``), a ``model.max_seq_length`` above the model's own position limit."""
-    if gpu_gib is not None and not (math.isfinite(gpu_gib) and gpu_gib > 0):
-        raise PlanError(f"bad value for '--gpu-mem': {gpu_gib:g} (the card's memory in GiB: a number > 0)")
-    limit, seq = dims.max_positions, cfg.model.max_seq_length
-    if limit is not None and seq > limit:
-        raise PlanError(f"bad value for 'model.max_seq_length': {seq} (above the model's position limit, "
-                        f"max_position_embeddings={limit} in its config.json: at most {limit})")
 
 
 def plan_config(cfg: Config, gpu_gib: float, dims: ModelDims | None = None) -> list[StagePlan]:
