@@ -3,7 +3,8 @@
 The modules that import torch, transformers and TRL (:mod:`recipe.run.orchestrator`, :mod:`recipe.eval.evaluate`) are imported inside
 the commands that need them — after :func:`recipe.models.model.prepare_backend`, which must import unsloth before
 transformers — so ``cotrecipe presets`` and ``cotrecipe config`` answer instantly. Known error types become one
-``error: ...`` line and exit code 2.
+``error: ...`` line and exit code 2; Ctrl-C becomes one line saying what stopped and the command that goes on, and
+exit code 130 (:mod:`recipe.run.interrupt`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from recipe.eval.scoring import format_summary, score_file
 from recipe.fsio import os_error_line
 from recipe.models.devices import check_device
 from recipe.models.model import pick_backend, prepare_backend
-from recipe.run import subrun
+from recipe.run import interrupt, subrun
 from recipe.run.entries import BASE, ENTRIES, STAGES
 from recipe.run.rundir import CONFIG_FILE, GENERATIONS, RESULTS
 from recipe.teacher.teach import TeachOptions, incomplete_line, teach_command
@@ -43,6 +44,8 @@ def friendly(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except KeyboardInterrupt as exc:  # Ctrl-C: what stopped where (recipe.errors.Interrupted), and the way on
+            where = getattr(exc, "where", "")
         except Exception as exc:  # noqa: BLE001 - filtered right below
             if isinstance(exc, KNOWN_ERRORS):
                 click.echo(f"error: {exc}", err=True)
@@ -52,6 +55,10 @@ def friendly(fn):
                 click.echo(f"error: {line}", err=True)
                 sys.exit(2)
             raise
+        interrupt.release_work()
+        click.echo(f"error: stopped by Ctrl-C{': ' + where if where else ''}; to go on, run the same command "
+                   f"again: {typed_command(click.get_current_context())}", err=True)
+        sys.exit(interrupt.EXIT_CODE)
 
     return wrapper
 
@@ -80,6 +87,7 @@ def _prepare(cfg) -> None:
 def main():
     """Distil chain-of-thought into a small model: structure (SFT) -> brevity (GRPO) -> internalisation (GRPO)."""
     setup_logging()
+    interrupt.catch()
 
 
 @main.command()
@@ -299,9 +307,13 @@ def teach(preset, config_file, overrides, strict, source, served_model, output, 
 
 
 def typed_command(ctx: click.Context) -> str:
-    """A top-level command's line as the user gave it (options from the command line only), for a rerun hint;
-    the program is always `cotrecipe` (also under ``python -m recipe.cli``)."""
-    words = ["cotrecipe", ctx.info_name]
+    """A command's line as the user gave it (options from the command line only), for a rerun hint; the program is
+    always `cotrecipe` (also under ``python -m recipe.cli``)."""
+    names, outer = [], ctx
+    while outer.parent is not None:  # a command inside a group: `baseline sft`
+        names.insert(0, outer.info_name)
+        outer = outer.parent
+    words = ["cotrecipe", *names]
     for param in ctx.command.params:
         if not isinstance(param, click.Option) or ctx.get_parameter_source(param.name) != ParameterSource.COMMANDLINE:
             continue
