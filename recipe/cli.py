@@ -3,7 +3,8 @@
 The modules that import torch, transformers and TRL (:mod:`recipe.run.orchestrator`, :mod:`recipe.eval.evaluate`) are imported inside
 the commands that need them — after :func:`recipe.models.model.prepare_backend`, which must import unsloth before
 transformers — so ``cotrecipe presets`` and ``cotrecipe config`` answer instantly. Known error types become one
-``error: ...`` line and exit code 2.
+``error: ...`` line and exit code 2; Ctrl-C becomes one line saying what stopped and the command that goes on, and
+exit code 130 (:mod:`recipe.run.interrupt`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from recipe.eval.scoring import format_summary, score_file
 from recipe.fsio import os_error_line
 from recipe.models.devices import check_device
 from recipe.models.model import pick_backend, prepare_backend
-from recipe.run import subrun
+from recipe.run import interrupt, subrun
 from recipe.run.entries import BASE, ENTRIES, STAGES
 from recipe.run.rundir import CONFIG_FILE, GENERATIONS, RESULTS
 from recipe.teacher.teach import TeachOptions, incomplete_line, teach_command
@@ -33,6 +34,7 @@ from recipe.tools import doctor as doctor_mod
 from recipe.tools import plan as plan_mod
 from recipe.tools import plan_time
 from recipe.tools.export import ExportError, export
+from recipe.tools.plan_inputs import check_inputs as check_plan_inputs
 
 
 def friendly(fn):
@@ -42,6 +44,8 @@ def friendly(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except KeyboardInterrupt as exc:  # Ctrl-C: what stopped where (recipe.errors.Interrupted), and the way on
+            where = getattr(exc, "where", "")
         except Exception as exc:  # noqa: BLE001 - filtered right below
             if isinstance(exc, KNOWN_ERRORS):
                 click.echo(f"error: {exc}", err=True)
@@ -51,6 +55,10 @@ def friendly(fn):
                 click.echo(f"error: {line}", err=True)
                 sys.exit(2)
             raise
+        interrupt.release_work()
+        click.echo(f"error: stopped by Ctrl-C{': ' + where if where else ''}; to go on, run the same command "
+                   f"again: {typed_command(click.get_current_context())}", err=True)
+        sys.exit(interrupt.EXIT_CODE)
 
     return wrapper
 
@@ -79,6 +87,7 @@ def _prepare(cfg) -> None:
 def main():
     """Distil chain-of-thought into a small model: structure (SFT) -> brevity (GRPO) -> internalisation (GRPO)."""
     setup_logging()
+    interrupt.catch()
 
 
 @main.command()
@@ -298,9 +307,13 @@ def teach(preset, config_file, overrides, strict, source, served_model, output, 
 
 
 def typed_command(ctx: click.Context) -> str:
-    """A top-level command's line as the user gave it (options from the command line only), for a rerun hint;
-    the program is always `cotrecipe` (also under ``python -m recipe.cli``)."""
-    words = ["cotrecipe", ctx.info_name]
+    """A command's line as the user gave it (options from the command line only), for a rerun hint; the program is
+    always `cotrecipe` (also under ``python -m recipe.cli``)."""
+    names, outer = [], ctx
+    while outer.parent is not None:  # a command inside a group: `baseline sft`
+        names.insert(0, outer.info_name)
+        outer = outer.parent
+    words = ["cotrecipe", *names]
     for param in ctx.command.params:
         if not isinstance(param, click.Option) or ctx.get_parameter_source(param.name) != ParameterSource.COMMANDLINE:
             continue
@@ -323,9 +336,11 @@ def plan_command(preset, config_file, overrides, strict, gpu_mem, model_config):
     """Estimate peak GPU memory per stage and say whether it fits (no GPU or download needed)."""
     cfg = _resolve(preset, config_file, overrides, strict=strict)
     dims = plan_mod.model_dims(model_config or cfg.model.name_or_path, cfg.model.cache_dir)
+    check_plan_inputs(cfg, dims.max_positions, gpu_mem)
     card = plan_mod.smallest_card(cfg, dims)
-    gib = gpu_mem or plan_mod.default_gpu_gib(cfg, preset) or (card[1] if card else plan_mod.CARDS[-1][1])
-    note = "" if gpu_mem or plan_mod.default_gpu_gib(cfg, preset) else " (the smallest listed card that fits)"
+    given = gpu_mem or plan_mod.default_gpu_gib(cfg, preset)
+    gib = given or (card[1] if card else plan_mod.CARDS[-1][1])
+    note = "" if given else " (the smallest listed card that fits)"
     ok = plan_mod.render(plan_mod.plan_config(cfg, gib, dims), card=card, gpu_note=note)
     click.echo(plan_time.render_hours(plan_time.stage_hours(cfg, dims)))
     if card is None:
@@ -357,11 +372,14 @@ def doctor(preset, config_file, overrides, strict, import_timeout):
               "llama.cpp's --outtype.")
 @click.option("--converter", default=None, type=click.Path(), help="gguf without Unsloth: llama.cpp's "
               "convert_hf_to_gguf.py.")
+@click.option("--force", is_flag=True, help="Write into an --output folder holding files export did not write "
+              "(they stay; files of the same names are replaced).")
 @friendly
-def export_command(run_dir, stage, fmt, output, dtype, quantization, converter):
+def export_command(run_dir, stage, fmt, output, dtype, quantization, converter, force):
     """Export a finished stage: LoRA adapter, merged 16-bit weights, or GGUF with an Ollama Modelfile."""
     try:
-        paths = export(run_dir, fmt, output, stage=stage, dtype=dtype, quantization=quantization, converter=converter)
+        paths = export(run_dir, fmt, output, stage=stage, dtype=dtype, quantization=quantization, converter=converter,
+                       force=force)
     except ExportError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

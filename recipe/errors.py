@@ -76,3 +76,12 @@ class ExportError(RuntimeError):
 # What the CLI reports as one line (subclasses included: BadRow, TeachError, ScoreError are DataErrors, WeightsError
 # is a RunError).
 KNOWN_ERRORS = (ConfigError, DataError, ModelError, RunError, EvalError, PlanError, ExportError)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped the work; ``where`` says where in the user's words (the entry, the step, what is kept).
+    A KeyboardInterrupt, so that everything that cleans up after one (``except BaseException``) still does."""
+
+    def __init__(self, where: str = ""):
+        self.where = where
+        super().__init__(where)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import filecmp
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,81 @@ def test_cli_exports_lora_and_prints_the_path(run, tmp_path):
                                        "--output", str(tmp_path / "cli-lora")])
     assert result.exit_code == 0, result.output
     assert result.output.strip().endswith("cli-lora") and (tmp_path / "cli-lora" / "adapter_config.json").is_file()
+
+
+def _cli_export(run_dir, out, *extra, fmt="lora"):
+    return CliRunner().invoke(main, ["export", "--run", str(run_dir), "--format", fmt, "--output", str(out), *extra])
+
+
+def _one_error_line(result) -> str:
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+def _listing(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("fmt", ["lora", "merged16"])
+def test_an_output_that_is_a_file_is_refused_and_kept(run, tmp_path, fmt):
+    target = tmp_path / "mine.txt"
+    target.write_text("my notes")
+    line = _one_error_line(_cli_export(run["dir"], target, fmt=fmt))
+    assert str(target) in line and "is a file" in line
+    assert target.read_text() == "my notes" and sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
+
+
+def test_a_folder_of_the_users_files_needs_force_and_keeps_them(run, tmp_path):
+    """A folder export did not write is refused, naming it and --force; with --force the export's files go in beside
+    the user's, which stay as they were."""
+    out = tmp_path / "shared"
+    (out / "sub").mkdir(parents=True)
+    (out / "notes.txt").write_text("keep me")
+    (out / "sub" / "data.bin").write_bytes(b"\x00\x01")
+    before = _listing(out)
+    line = _one_error_line(_cli_export(run["dir"], out))
+    assert str(out) in line and "--force" in line and "notes.txt" in line
+    assert _listing(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["shared"]
+    result = _cli_export(run["dir"], out, "--force")
+    assert result.exit_code == 0, result.output
+    after = _listing(out)
+    assert {k: after[k] for k in before} == before
+    assert after["adapter_model.safetensors"] == (run["adapter"] / "adapter_model.safetensors").read_bytes()
+
+
+def test_exporting_again_replaces_only_what_export_wrote(run, tmp_path):
+    """Into a folder an earlier export wrote: no --force needed; the earlier export's files that this one does not
+    write go, a file the user added stays, and nothing is left beside the folder."""
+    out = tmp_path / "model"
+    assert _cli_export(run["dir"], out).exit_code == 0
+    (out / "README-mine.md").write_text("my card")
+    result = _cli_export(run["dir"], out, fmt="merged16")
+    assert result.exit_code == 0, result.output
+    names = set(_listing(out))
+    assert "README-mine.md" in names and "adapter_model.safetensors" not in names and "adapter_config.json" not in names
+    assert model_mod.is_model_dir(out) and (out / "README-mine.md").read_text() == "my card"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert _cli_export(run["dir"], out).exit_code == 0 and model_mod.is_adapter_dir(out)
+
+
+@pytest.mark.parametrize("damage, why", [
+    ("truncate", "adapter_model.safetensors is truncated"),
+    ("delete", "missing adapter_model.safetensors"),
+])
+@pytest.mark.parametrize("fmt", ["lora", "merged16"])
+def test_damaged_weights_are_refused_before_anything_is_written(run, tmp_path, damage, why, fmt):
+    """The run's own integrity check runs first: a cut-off or missing adapter file is one line naming it and how to
+    retrain; no output folder appears."""
+    copy = tmp_path / "run"
+    shutil.copytree(run["dir"], copy)
+    weights = Path(rundir.output_of(copy, "stage1")) / "adapter_model.safetensors"
+    if damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[:-100])  # a copy cut off
+    else:
+        weights.unlink()
+    out = tmp_path / "out"
+    line = _one_error_line(_cli_export(copy, out, fmt=fmt))
+    assert why in line and "stage1" in line and "--force" in line, line
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["run"]

@@ -263,7 +263,7 @@ def test_a_childs_lines_are_prefixed_and_its_progress_bar_thinned(capsys):
     script = ("import sys; print('loading'); sys.stdout.write('\\r 1%|#\\r 2%|##\\r 3%|###\\r100%|####\\n'); "
               "print('done'); sys.stdout.write('no newline at the end')")
     child = parallel.Child(subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                                            stderr=subprocess.STDOUT), "stage2")
+                                            stderr=subprocess.STDOUT), Task("train", "stage2"))
     assert child.wait(timeout=60) == 0
     err = capsys.readouterr().err.splitlines()
     # the first redraw is shown, the next ones within BAR_EVERY_S are not, the bar's final line (ending in \n) is

@@ -161,3 +161,69 @@ def test_time_estimate_counts_the_configured_work_and_vllm_generation():
     assert fewer["eval base"] < hours["eval base"] / 5
     out = CliRunner().invoke(main, ["plan", "--preset", "qwen2.5-3b-t4"]).output
     assert "never measured" in out and f"stage2: {hours['stage2']:.2f} h" in out
+
+
+def _one_error_line(result) -> str:
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize("size", ["-4", "0", "nan", "inf"])
+def test_a_card_size_that_is_not_above_zero_is_one_line_naming_the_flag(size):
+    line = _one_error_line(CliRunner().invoke(main, ["plan", "--preset", "qwen2.5-3b-t4", "--gpu-mem", size]))
+    assert "'--gpu-mem'" in line and "> 0" in line
+
+
+def test_a_sequence_length_above_the_models_position_limit_is_refused_and_none_makes_plan_search_long():
+    """Qwen2.5-3B's config.json says max_position_embeddings 32768: 10**9 is refused in one line. A config.json that
+    gives no limit is planned at 10**9 too: the largest length that fits is bisected, not walked 64 tokens at a time
+    (~15.6 million estimates, hours), so the command returns with its proposals."""
+    line = _one_error_line(CliRunner().invoke(main, ["plan", "--preset", "qwen2.5-3b-t4",
+                                                     "--set", "model.max_seq_length=1000000000"]))
+    assert "'model.max_seq_length'" in line and "1000000000" in line and "32768" in line
+    ok = CliRunner().invoke(main, ["plan", "--preset", "qwen2.5-3b-t4", "--set", "model.max_seq_length=32768"])
+    assert ok.exit_code in (0, 1) and "verdict:" in ok.output, ok.output
+
+
+def _stage1(dims, *sets):
+    cfg = _resolve("qwen2.5-3b-t4", "model.max_seq_length=1000000000", "vllm.enabled=false", *sets)
+    return next(p for p in plan.plan_config(cfg, 15.0, dims) if p.stage == "stage1")
+
+
+@pytest.mark.parametrize("key", ["per_device_train_batch_size", "max_length"])
+def test_huge_values_are_bisected_to_the_largest_that_fits(key, tmp_path):
+    """A length or batch of 10**9 (no position limit in this config.json): the proposal for it is the largest value
+    that fits (one step more does not), found without walking the range."""
+    config = json.loads((plan.shipped_configs()["qwen2.5-3b"]).read_text())
+    del config["max_position_embeddings"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    dims = plan.model_dims(str(tmp_path))
+    assert dims.max_positions is None
+    stage1 = _stage1(dims, f"stage1.{key}=1000000000")
+    proposal = next(p for p in stage1.proposals if p.startswith(f"stage1.{key}="))
+    value = int(proposal.split("=")[1])
+    step = 1 if key == "per_device_train_batch_size" else 64
+    assert not stage1.fits and 1 <= value < 10**9
+    assert _stage1(dims, f"stage1.{key}={value}").fits and not _stage1(dims, f"stage1.{key}={value + step}").fits
+    result = CliRunner().invoke(main, ["plan", "--preset", "qwen2.5-3b-t4", "--model-config", str(tmp_path),
+                                       "--gpu-mem", "15", "--set", "model.max_seq_length=1000000000",
+                                       "--set", "vllm.enabled=false", "--set", f"stage1.{key}=1000000000"])
+    assert result.exit_code == 1 and f"--set {proposal}" in result.output, result.output
+
+
+@pytest.mark.parametrize("content, why", [
+    ('{"hidden_size": 64,\n  oops}\n', "not valid JSON: Expecting property name enclosed in double quotes at line 2"),
+    (b"\xff\xfe{}", "not UTF-8 text"),
+    ("[1, 2]", "expected a JSON object, got list"),
+    ('{"hidden_size": 64}', "intermediate_size, num_hidden_layers, num_attention_heads, vocab_size must be positive"),
+    ('{"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 0, '
+     '"vocab_size": 10}', "num_attention_heads must be positive"),
+])
+def test_a_model_config_that_is_not_a_config_json_is_one_line_naming_the_file(content, why, tmp_path):
+    path = tmp_path / "config.json"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    for given in (path, tmp_path):  # the file itself, or the folder holding it
+        line = _one_error_line(CliRunner().invoke(main, ["plan", "--preset", "smoke", "--model-config", str(given)]))
+        assert str(path) in line and why in line, line

@@ -51,6 +51,8 @@ BAD_VALUES = [
     ("stage1.max_grad_norm=-1", "stage1.max_grad_norm", ">= 0"),
     ("eval.limit=0", "eval.limit", "-1 for the whole split"),
     ("eval.split=tset", "eval.split", "train, test"),
+    ("vllm.server_timeout=-5", "vllm.server_timeout", "> 0"),
+    ("vllm.server_timeout=0", "vllm.server_timeout", "> 0"),
 ]
 
 

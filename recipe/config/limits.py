@@ -128,6 +128,8 @@ def validate_model_eval_run(cfg: Any) -> None:
     _check(0 < v.gpu_memory_utilization <= 1, "vllm.gpu_memory_utilization", v.gpu_memory_utilization,
            "must be in (0, 1]")
     _check(1 <= v.server_port <= 65535, "vllm.server_port", v.server_port, "must be a TCP port (1-65535)")
+    _check(v.server_timeout > 0, "vllm.server_timeout", v.server_timeout,
+           "seconds to wait for the server to come up: must be > 0")
     budget = cfg.baseline_sft.budget
     _check(not isinstance(budget, int) or budget >= 1, "baseline_sft.budget", budget,
            "stage1, tokens, or a positive number of steps")

@@ -5,7 +5,9 @@ Beside other children (``run.parallel_entries``, :mod:`recipe.run.parallel`): ``
 its entry's manifest record, merged into the file under its lock, and ``eval ... --no-report`` leaves the report to
 the parent.
 
-Exit status: 0 done, 2 one of the recipe's own errors (printed as one ``error:`` line), anything else a crash.
+Exit status: 0 done, 2 one of the recipe's own errors (printed as one ``error:`` line), 130 stopped by Ctrl-C (one
+``stopped by Ctrl-C: ...`` line saying where; SIGINT is taken from the first line of :func:`main` on, see
+:mod:`recipe.run.interrupt`), anything else a crash.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from pathlib import Path
 
 from recipe.cli_common import setup_logging
 from recipe.config import core as config_mod
-from recipe.errors import KNOWN_ERRORS
+from recipe.errors import KNOWN_ERRORS, Interrupted
 from recipe.models.model import prepare_backend
-from recipe.run import rundir
+from recipe.run import interrupt, rundir
 from recipe.run.rundir import CONFIG_FILE
 from recipe.run.subrun import PARENT_ENV
 
@@ -42,7 +44,42 @@ def die_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def stopped_line(what: str, entries: list[str] | None, exc: KeyboardInterrupt) -> str:
+    """The one line a child prints when Ctrl-C stopped it: where (a training's step and kept checkpoint, when the
+    interrupt came during its steps), and what the same command does next.
+
+    >>> stopped_line("eval", ["stage1"], KeyboardInterrupt())
+    'stopped by Ctrl-C: eval:stage1 before its results were written; the same command evaluates it again'
+    """
+    if isinstance(exc, Interrupted) and exc.where:
+        return f"stopped by Ctrl-C: {exc.where}"
+    if what == "train":
+        return (f"stopped by Ctrl-C: {entries[0]} outside its training steps (loading, or saving its weights); the "
+                "same command goes on from what is saved")
+    label = f"eval:{','.join(entries)}" if entries else "the evaluation"
+    return f"stopped by Ctrl-C: {label} before its results were written; the same command evaluates it again"
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        interrupt.catch(once=True)  # first: a SIGINT held back since this process was started is taken here
+        return _main(argv)
+    except KeyboardInterrupt as exc:
+        line = stopped_line(*_what(argv), exc)
+    interrupt.release_work()
+    print(line, file=sys.stderr, flush=True)
+    return interrupt.EXIT_CODE
+
+
+def _what(argv: list[str] | None) -> tuple[str, list[str] | None]:
+    """(train | eval, its entries) from the command line, for the stopped line (read without argparse: the interrupt
+    may have come while it ran)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    entries = [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--entry"]
+    return ("train" if args[:1] == ["train"] else "eval"), entries or None
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m recipe.run.child", description=__doc__.split("\n\n")[0])
     parser.add_argument("what", choices=("train", "eval"))
     parser.add_argument("--run", required=True, help="The run directory (its config.yaml is used).")

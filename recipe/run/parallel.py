@@ -12,12 +12,14 @@ every thread, as with N = 1.
 - :func:`schedule` (pure): runs up to N tasks at once, always starting the first ready task in that order, through
   an injected ``start(task) -> handle`` (``poll()``/``wait()`` as :class:`subprocess.Popen`) and ``finish(task,
   handle)``, which raises when the task failed. After a failure it starts nothing new, waits for the running tasks,
-  then raises the first failure (the run resumes like any stopped one).
+  then raises the first failure (the run resumes like any stopped one). A Ctrl-C stops the running tasks and goes up;
+  each task is started with SIGINT held back (:func:`recipe.run.interrupt.held`), so none starts unseen by it.
 - :func:`run_all`: both with real children. A training child writes only its own entry's manifest record, merged into
   the file under :data:`recipe.run.rundir.MANIFEST_LOCK` (``--beside-others``); an evaluation child writes only
   ``eval/<name>/`` (``--no-report``); this process rebuilds the report once at the end. Each child's output is relayed
   line by line, prefixed with its task (``[stage2] ...``, ``[eval:base] ...``); a progress bar's redraws at most
-  every :data:`BAR_EVERY_S` seconds per child.
+  every :data:`BAR_EVERY_S` seconds per child. After a Ctrl-C each child prints where it stopped (relayed) and
+  :func:`run_all` raises :class:`~recipe.errors.Interrupted` naming how each ended.
 
 What waits for what: everything for the warm-up (when it is still to do: its weights are the run's base model); a
 stage for the enabled stage before it (its starting weights, as with N = 1); ``baseline-sft`` with
@@ -42,9 +44,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from recipe.config.core import Config
-from recipe.errors import ConfigError, RunError
+from recipe.errors import ConfigError, Interrupted, RunError
 from recipe.eval.report import build_report
-from recipe.run import rundir, subrun
+from recipe.run import interrupt, rundir, subrun
 from recipe.run.entries import BASE, BASELINES, ENTRIES, STAGES
 
 log = logging.getLogger("recipe")
@@ -112,24 +114,29 @@ def eval_names(cfg: Config, manifest: dict, trains: Sequence[str]) -> list[str]:
 
 
 def schedule(tasks: Sequence[Task], lanes: int, start: Callable[[Task], Any], finish: Callable[[Task, Any], None],
-             stop: Callable[[Any], None] = subrun.stop_child, poll_s: float = POLL_S,
-             sleep: Callable[[float], None] = time.sleep) -> None:
+             stop: Callable[[Any], Any] = subrun.stop_child, poll_s: float = POLL_S,
+             sleep: Callable[[float], None] = time.sleep, interrupts: Callable[[], int] = interrupt.count) -> None:
     """Run ``tasks`` (priority order), at most ``lanes`` at once, each as soon as the tasks it waits for have
     finished; ``finish(task, handle)`` raises when a task failed. An interrupt (Ctrl-C) stops the running tasks
-    through ``stop`` (default: a grace period to record their state, then SIGKILL) and goes on up."""
+    through ``stop`` (default: a grace period to record their state, then SIGKILL) and goes on up; one counted by
+    ``interrupts`` whose KeyboardInterrupt was lost on the way (swallowed by a library) does the same."""
     pending, running, finished = list(tasks), {}, set()
     known = {task.id for task in tasks}  # a task waits only for planned tasks (the rest is done already)
     failure: Exception | None = None
+    seen = interrupts()
     try:
         while pending or running:
             for task in list(pending) if failure is None else []:
                 if len(running) < lanes and all(dep in finished or dep not in known for dep in task.after):
                     pending.remove(task)
                     try:
-                        running[task.id] = (task, start(task))
+                        with interrupt.held():  # a Ctrl-C now comes once the task is in `running`, to be stopped
+                            running[task.id] = (task, start(task))
                     except Exception as exc:  # it could not start: the same as a task that failed
                         failure = exc
                         break
+            if interrupts() != seen:
+                raise KeyboardInterrupt
             if not running:
                 break
             ended = [(task, handle) for task, handle in running.values() if handle.poll() is not None]
@@ -194,7 +201,15 @@ def run_all(cfg: Config, run_dir: Path, manifest: dict, n: int) -> None:
         progress["done"] += 1
         log.info("%s finished (%d of %d tasks)", task.id, progress["done"], len(tasks))
 
-    schedule(tasks, n, lambda task: _start(cfg, run_dir, task, threads), finish, poll_s=POLL_S)
+    ended: list[str] = []
+
+    def stop(child: Child) -> None:
+        ended.append(subrun.stopped(child.label, _stop(run_dir, child)))
+
+    try:
+        schedule(tasks, n, lambda task: _start(cfg, run_dir, task, threads), finish, stop=stop, poll_s=POLL_S)
+    except KeyboardInterrupt:
+        raise Interrupted("; ".join(ended) or "no task was running") from None
     if cfg.eval.enabled:
         build_report(run_dir)
 
@@ -207,7 +222,7 @@ def _start(cfg: Config, run_dir: Path, task: Task, threads: str | None) -> Child
     env = {"OMP_NUM_THREADS": threads} if threads and task.name != "warmup" else {}
     proc = subrun.start_child(run_dir, args, env)
     log.info("%s runs in its own process (pid %d)", task.label, proc.pid)
-    return Child(proc, task.label)
+    return Child(proc, task)
 
 
 def _init_from(cfg: Config, run_dir: Path, name: str) -> str | None:
@@ -220,6 +235,19 @@ def _init_from(cfg: Config, run_dir: Path, name: str) -> str | None:
         if getattr(cfg, stage).enabled:
             init_from = rundir.absolute(run_dir, records.get(stage, {}).get("output")) or init_from
     return init_from
+
+
+def _stop(run_dir: Path, child: Child) -> int:
+    """After a Ctrl-C: stop ``child`` (:func:`recipe.run.subrun.stop_child`); a training child killed before it
+    recorded where it stopped has its ``running`` record marked ``interrupted`` here, as :func:`_finish` does. Its
+    exit status."""
+    code = subrun.stop_child(child)
+    child.join()
+    if child.task.kind == "train":
+        manifest = rundir.load_manifest(run_dir)
+        rundir.mark_interrupted(run_dir, manifest, {child.task.name})
+        rundir.save_records(run_dir, manifest, {child.task.name})
+    return code
 
 
 def _finish(run_dir: Path, task: Task, child: Child) -> None:
@@ -236,13 +264,13 @@ def _finish(run_dir: Path, task: Task, child: Child) -> None:
 
 class Child:
     """A started child process and the thread that relays its output (as :class:`subprocess.Popen` to
-    :func:`schedule` and :func:`recipe.run.subrun.stop_child`: ``poll``, ``wait``, ``kill``)."""
+    :func:`schedule` and :func:`recipe.run.subrun.stop_child`: ``poll``, ``wait``, ``kill``, ``send_signal``)."""
 
-    def __init__(self, proc: Any, label: str) -> None:
-        self.proc, self.label, self.pid = proc, label, proc.pid
+    def __init__(self, proc: Any, task: Task) -> None:
+        self.proc, self.task, self.label, self.pid = proc, task, task.label, proc.pid
         self._tail: deque[str] = deque(maxlen=TAIL_SEGMENTS)
         self._bar_at = float("-inf")
-        self._thread = threading.Thread(target=self._relay, name=f"relay {label}", daemon=True)
+        self._thread = threading.Thread(target=self._relay, name=f"relay {self.label}", daemon=True)
         self._thread.start()
 
     def poll(self) -> int | None:
@@ -259,10 +287,18 @@ class Child:
     def kill(self) -> None:
         self.proc.kill()
 
+    def send_signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def join(self, timeout: float | None = subrun.STOP_GRACE_S) -> None:
+        """Wait for its last lines to be relayed (the relay ends when the child's output closes)."""
+        self._thread.join(timeout)
+
     def tail(self) -> str:
         return "\n".join(self._tail)
 
     def _relay(self) -> None:
+        interrupt.leave_to_main_thread()
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pending = ""
         for chunk in iter(lambda: self.proc.stdout.read1(65536), b""):

@@ -370,7 +370,9 @@ def mark_running(run_dir: Path, manifest: dict, cfg: Config, entry: Entry, init_
 
 
 def mark_failed(run_dir: Path, manifest: dict, name: str, exc: BaseException) -> None:
-    manifest[ENTRIES_KEY][name].update(status="failed", ended=now(), error=f"{type(exc).__name__}: {exc}"[:500])
+    """``failed``, or ``interrupted`` when Ctrl-C stopped it (KeyboardInterrupt); either resumes on the next run."""
+    status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+    manifest[ENTRIES_KEY][name].update(status=status, ended=now(), error=f"{type(exc).__name__}: {exc}"[:500])
     try:
         save_manifest(run_dir, manifest)
     except OSError as err:  # e.g. the full disk that failed the entry: the next start marks it interrupted

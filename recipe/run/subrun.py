@@ -11,6 +11,11 @@ manifest itself exactly as the single-process path does (its record names its ``
 out of memory) leaves its entry ``running``, which the parent marks ``interrupted`` just as the next run would, then
 reports the child's last output lines and stops. Running the same command again resumes from the last checkpoint.
 With ``run.parallel_entries`` several children run at once (:mod:`recipe.run.parallel`, through :func:`start_child`).
+
+Ctrl-C: a child is started with SIGINT held back and takes it once its handler is in place (:mod:`recipe.run.interrupt`);
+it stops, records its entry ``interrupted`` and prints one line saying where (:mod:`recipe.run.child`). The parent
+passes the interrupt on to a child that did not get it (a SIGINT sent to the parent alone), waits
+:data:`STOP_GRACE_S` for it, kills it after that or on a second Ctrl-C, and stops with :class:`~recipe.errors.Interrupted`.
 """
 
 from __future__ import annotations
@@ -21,14 +26,15 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections import deque
 from pathlib import Path
 
 import recipe
 from recipe import dist
 from recipe.config.core import Config
-from recipe.errors import RunError
-from recipe.run import rundir, runlock
+from recipe.errors import Interrupted, RunError
+from recipe.run import interrupt, rundir, runlock
 
 log = logging.getLogger("recipe")
 
@@ -88,12 +94,19 @@ def start_child(run_dir: Path, args: list[str], env: dict[str, str] | None = Non
 
 
 def _run_child(run_dir: Path, label: str, args: list[str]) -> None:
-    proc = start_child(run_dir, args)
-    log.info("%s runs in its own process (pid %d)", label, proc.pid)
+    with interrupt.held():  # the child starts with SIGINT held back; this process takes its own once proc is known
+        proc = start_child(run_dir, args)
     try:
+        log.info("%s runs in its own process (pid %d)", label, proc.pid)
         tail = _relay(proc)
         code = proc.wait()
-    except BaseException:  # Ctrl-C reached the child too: let it record its state, then make sure it is gone
+    except KeyboardInterrupt:
+        rest = threading.Thread(target=_relay_rest, args=(proc,), name=f"relay {label}", daemon=True)
+        rest.start()  # while it stops: its last lines, the one saying where it stopped among them
+        code = stop_child(proc)
+        rest.join(timeout=STOP_GRACE_S)
+        raise Interrupted(stopped(label, code)) from None
+    except BaseException:
         stop_child(proc)
         raise
     if code == 0:
@@ -122,6 +135,11 @@ def child_failure(label: str, pid: int, code: int, tail: str) -> RunError:
                     f"the same command again to resume")
 
 
+def _relay_rest(proc: subprocess.Popen) -> None:
+    interrupt.leave_to_main_thread()
+    _relay(proc)
+
+
 def _relay(proc: subprocess.Popen) -> str:
     """Copy the child's output to this process's stderr as it comes; return its last ~64 KiB."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -138,12 +156,27 @@ def _relay(proc: subprocess.Popen) -> str:
     return "".join(tail)
 
 
-def stop_child(proc: subprocess.Popen) -> None:
-    """After a Ctrl-C (which reached the child too): give the child :data:`STOP_GRACE_S` to record its state, then
-    kill it."""
+def stop_child(proc: subprocess.Popen) -> int:
+    """After a Ctrl-C: pass it on to the child (one that got it already ignores a second), give it
+    :data:`STOP_GRACE_S` to record its state, then kill it (at once on another Ctrl-C); its exit status."""
     if proc.poll() is None:
         try:
+            proc.send_signal(signal.SIGINT)
             proc.wait(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):
             proc.kill()
             proc.wait()
+    return proc.wait()
+
+
+def stopped(label: str, code: int) -> str:
+    """How a child ended after Ctrl-C, in words, for the parent's one line (the child's own line says where).
+
+    >>> stopped("stage2", 130), stopped("stage2", -9)
+    ('stage2 stopped (its line above says where)', 'stage2 was killed (SIGKILL) before it said where it stopped')
+    """
+    if code == interrupt.EXIT_CODE:
+        return f"{label} stopped (its line above says where)"
+    if code < 0:
+        return f"{label} was killed ({signal.Signals(-code).name}) before it said where it stopped"
+    return f"{label} ended with exit status {code}"

@@ -1,4 +1,5 @@
-"""Commands beside a run: the memory and time estimates (:mod:`.plan`, :mod:`.plan_time`), ``export`` of a stage's
+"""Commands beside a run: the memory and time estimates (:mod:`.plan`, :mod:`.plan_time`; :mod:`.plan_inputs`
+checks what the user gives them), ``export`` of a stage's
 weights (:mod:`.export`), the ``doctor`` install check (:mod:`.doctor`) and the Colab installer the notebooks run
 by path before ``recipe`` is importable (:mod:`.colab_install`, standard library only).
 

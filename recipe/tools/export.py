@@ -9,14 +9,21 @@ Formats
                   converted with llama.cpp's ``convert_hf_to_gguf.py`` when given (``converter``), else one error
                   naming what is needed. An Ollama ``Modelfile`` is written next to the .gguf.
 
-The stage's weights are found through the run directory's manifest (the orchestrator's ``stage_output``).
-Every folder is written atomically (a temporary sibling moved into place).
+The stage's weights are found through the run directory's manifest (the orchestrator's ``stage_output``) and must
+pass the run's own integrity check (:func:`recipe.models.integrity.weights_dir_problem`) before anything is written.
+
+The user's files are never removed or replaced without asking: ``--output`` must be a new folder, an empty one, or
+one an earlier export wrote (it holds :data:`MARKER`, listing the files that export wrote); a file there, or a
+folder holding other files, is refused unless ``force`` (then the export's files are written beside them). Each export
+is built in a temporary sibling folder: a new ``--output`` is that folder moved into place; an existing one receives
+its files one by one, after the files the previous export listed (and only those) are removed.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -30,8 +37,9 @@ from recipe.errors import (
     ExportError,  # noqa: F401  (defined there, raised here)
     RunError,
 )
-from recipe.fsio import replace_dir, write_text
+from recipe.fsio import read_json, write_json, write_text
 from recipe.models import model as model_mod
+from recipe.models.integrity import weights_dir_problem
 from recipe.run.entries import STAGES  # the curriculum stages, in training order
 from recipe.run.rundir import output_of as stage_output  # the one dependency on the run-directory layout
 
@@ -41,6 +49,7 @@ FORMATS = ("lora", "merged16", "gguf")
 LLAMA_CPP_HINT = ("llama.cpp's converter: git clone https://github.com/ggml-org/llama.cpp && pip install -r "
                   "llama.cpp/requirements/requirements-convert_hf_to_gguf.txt, then pass "
                   "--converter llama.cpp/convert_hf_to_gguf.py")
+MARKER = ".cotrecipe-export.json"  # in a folder export wrote: {"files": [what it wrote, relative], "run", "stage", ...}
 
 
 def stage_name(stage: str | int | None) -> str | None:
@@ -81,16 +90,11 @@ def _atomic_dir(out: Path):
 
 
 def export_lora(src: Path, out: Path) -> Path:
-    """Copy the stage's adapter folder to ``out``."""
+    """Copy the stage's adapter folder to the new folder ``out``."""
     if not model_mod.is_adapter_dir(src):
         raise ExportError(f"{src} holds a full model, not a LoRA adapter (model.use_lora was off): "
                           "use --format merged16")
-    tmp = _atomic_dir(out)
-    try:
-        shutil.copytree(src, tmp, dirs_exist_ok=True)
-        replace_dir(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, out)
     return out
 
 
@@ -111,18 +115,14 @@ def merge_hf(base: str, src: Path, dtype: str = "bfloat16"):
 
 
 def export_merged(cfg: config_mod.Config, src: Path, out: Path, dtype: str = "bfloat16") -> Path:
-    """Merged weights in ``out``: Unsloth's merged save on the unsloth backend, peft's merge on hf."""
+    """Merged weights in the new folder ``out``: Unsloth's merged save on the unsloth backend, peft's merge on hf."""
     mcfg = cfg.model
     if model_mod.prepare_backend(mcfg) == "unsloth":  # no engine (not a GRPO or generating load), the run's weights
         model, tokenizer = model_mod.load(mcfg, init_from=src, trainable=False, vllm_cfg=cfg.vllm)
-        tmp = _atomic_dir(out)
-        try:
-            # dtype=None keeps the base checkpoint's 16-bit dtype; "float32" widens (Unsloth's own options)
-            model.save_pretrained_merged(str(tmp), tokenizer, save_method="merged_16bit",
-                                         dtype="float32" if dtype == "float32" else None)
-            replace_dir(tmp, out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        out.mkdir()  # Unsloth saves into an existing (here: empty) folder
+        # dtype=None keeps the base checkpoint's 16-bit dtype; "float32" widens (Unsloth's own options)
+        model.save_pretrained_merged(str(out), tokenizer, save_method="merged_16bit",
+                                     dtype="float32" if dtype == "float32" else None)
         return out
     model, tokenizer = merge_hf(model_mod.resolve_model_path(mcfg), src, dtype)
     return model_mod.save(model, tokenizer, out)
@@ -155,8 +155,6 @@ def write_modelfile(gguf_path: str | Path, eos_token: str | None = None, answer_
 
 
 def _convert_with_llama_cpp(converter: Path, merged: Path, out: Path, outtype: str) -> Path:
-    if not converter.is_file():
-        raise ExportError(f"converter not found: {converter} (expected {LLAMA_CPP_HINT.split(', then')[0]})")
     target = out / f"model-{outtype}.gguf"
     cmd = [sys.executable, str(converter), str(merged), "--outfile", str(target), "--outtype", outtype]
     log.info("running %s", " ".join(cmd))
@@ -175,6 +173,8 @@ def export_gguf(cfg: config_mod.Config, src: Path, out: Path, quantization: str 
     if backend != "unsloth" and converter is None:
         raise ExportError("GGUF export needs Unsloth's save_pretrained_gguf (pip install 'cotrecipe[gpu]' on a CUDA "
                           f"machine, model.backend=unsloth) or {LLAMA_CPP_HINT}")
+    if backend != "unsloth" and not Path(converter).is_file():  # before the merge, which takes minutes
+        raise ExportError(f"converter not found: {converter} (expected {LLAMA_CPP_HINT.split(', then')[0]})")
     out.mkdir(parents=True, exist_ok=True)
     if backend == "unsloth":
         model_mod.prepare_backend(mcfg)
@@ -195,17 +195,93 @@ def export_gguf(cfg: config_mod.Config, src: Path, out: Path, quantization: str 
     return files
 
 
+def check_weights(name: str, src: Path) -> None:
+    """The stage's weights folder must pass the check a run makes before it uses finished weights."""
+    problem = weights_dir_problem(src)
+    if problem:
+        raise ExportError(f"{name}'s weights {src} are unusable ({problem}); nothing was written: retrain it with "
+                          f"`cotrecipe {name} --force` (or `cotrecipe run-all --force`) and export again")
+
+
+def _previous_files(out: Path) -> set[str] | None:
+    """The files an earlier export listed in ``out``'s :data:`MARKER` (paths inside ``out`` only), or None when
+    ``out`` holds no readable marker (not an export's folder)."""
+    try:
+        listed = read_json(out / MARKER).get("files")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(listed, list) or not all(isinstance(f, str) for f in listed):
+        return None
+    inside = {f for f in listed if f and not Path(f).is_absolute() and ".." not in Path(f).parts}
+    return inside - {MARKER}
+
+
+def check_output(out: Path, force: bool = False) -> None:
+    """``--output`` may be a new folder, an empty one, or one an earlier export wrote; a file is refused, and a folder
+    holding files export did not write is refused unless ``force``."""
+    if out.is_symlink() and not out.exists():
+        raise ExportError(f"--output {out} is a link to nothing; give a new folder's path (nothing was written)")
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--output {out} is a file, not a folder; give a new folder's path (nothing was written)")
+    if not out.is_dir() or _previous_files(out) is not None:
+        return
+    others = sorted(p.name for p in out.iterdir())
+    if others and not force:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        raise ExportError(f"--output {out} is a folder export did not write (it holds {shown}); choose a new or "
+                          "empty folder, or pass --force to write the export's files beside them (files of the same "
+                          "names are replaced)")
+
+
+def place(staged: Path, out: Path, about: dict) -> None:
+    """Move the export built in ``staged`` to ``out`` with its :data:`MARKER`: a new ``out`` is ``staged`` renamed;
+    into an existing one each file is moved, after the previous export's listed files that this one does not write
+    are removed. Nothing else in ``out`` is touched."""
+    files = sorted(p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file() or p.is_symlink())
+    write_json(staged / MARKER, {**about, "files": files})
+    if not out.exists():
+        os.replace(staged, out)
+        return
+    for rel in sorted((_previous_files(out) or set()) - set(files)):
+        old = out / rel
+        if old.is_file() or old.is_symlink():
+            old.unlink()
+    for rel in [*files, MARKER]:
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged / rel, out / rel)
+
+
 def export(run_dir: str | Path, fmt: str, output: str | Path, stage: str | int | None = None,
-           dtype: str = "bfloat16", quantization: str = "q8_0", converter: str | Path | None = None) -> list[Path]:
-    """Export a run's stage; returns the written paths (folder, or .gguf files)."""
+           dtype: str = "bfloat16", quantization: str = "q8_0", converter: str | Path | None = None,
+           force: bool = False) -> list[Path]:
+    """Export a run's stage; returns the written paths (folder, or .gguf files). Nothing is written when the stage's
+    weights are damaged or ``output`` is not a folder export may write to (:func:`check_output`)."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format '{fmt}' (allowed: {', '.join(FORMATS)})")
     name, src = find_stage(run_dir, stage)
+    check_weights(name, src)
     out = Path(output).expanduser()
+    check_output(out, force)
+    cfg = run_config(run_dir) if fmt != "lora" else None
     log.info("exporting %s of %s (%s) as %s to %s", name, run_dir, src, fmt, out)
-    if fmt == "lora":
-        return [export_lora(src, out)]
-    cfg = run_config(run_dir)
-    if fmt == "merged16":
-        return [export_merged(cfg, src, out, dtype)]
-    return export_gguf(cfg, src, out, quantization, converter)
+    staged = _atomic_dir(out)
+    try:
+        build = staged / "export"  # a path that does not exist yet, as every writer below expects
+        if fmt == "lora":
+            written = [export_lora(src, build)]
+        elif fmt == "merged16":
+            written = [export_merged(cfg, src, build, dtype)]
+        else:
+            written = export_gguf(cfg, src, build, quantization, converter)
+        place(build, out, {"run": str(Path(run_dir).resolve()), "stage": name, "format": fmt})
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    return [_moved(path, build, out) for path in written]
+
+
+def _moved(path: Path, build: Path, out: Path) -> Path:
+    """Where ``path``, written under ``build``, lies now that ``build``'s files are in ``out``."""
+    try:
+        return out / Path(path).resolve().relative_to(build.resolve())
+    except ValueError:  # not under build (nothing moved it)
+        return Path(path)

@@ -26,6 +26,7 @@ from recipe.config.core import Config
 from recipe.errors import PlanError  # noqa: F401  (defined there, raised here)
 from recipe.models import model as model_mod
 from recipe.models.devices import GRPO, uses_vllm
+from recipe.tools.plan_inputs import read_model_config
 
 GIB = 2**30
 # GSM8K prompts in the recipe's frame, in tokens (assumption, Qwen/SmolLM BPE): the question (~40-120 tokens) plus
@@ -51,6 +52,7 @@ class ModelDims:
     vocab: int
     tied: bool
     head_dim: int
+    max_positions: int | None = None  # max_position_embeddings: the longest sequence the model takes (None: unsaid)
 
     @classmethod
     def from_config(cls, c: dict) -> ModelDims:
@@ -58,7 +60,8 @@ class ModelDims:
         return cls(hidden=c["hidden_size"], intermediate=c["intermediate_size"], layers=c["num_hidden_layers"],
                    heads=heads, kv_heads=c.get("num_key_value_heads") or heads, vocab=c["vocab_size"],
                    tied=bool(c.get("tie_word_embeddings", False)),
-                   head_dim=c.get("head_dim") or c["hidden_size"] // heads)
+                   head_dim=c.get("head_dim") or c["hidden_size"] // heads,
+                   max_positions=c.get("max_position_embeddings"))
 
     def module_shapes(self) -> dict[str, tuple[int, int]]:
         """(in, out) of each linear layer in one decoder block (Llama/Qwen2 names)."""
@@ -207,9 +210,9 @@ def model_dims(name_or_path: str, cache_dir: str = "~/.cache/cotrecipe") -> Mode
     """Dimensions from a local folder's config.json, a config.json file, the tiny builtin, or a shipped config."""
     local = Path(name_or_path).expanduser()
     if local.is_file():
-        return ModelDims.from_config(json.loads(local.read_text()))
+        return ModelDims.from_config(read_model_config(local))
     if (local / "config.json").is_file():
-        return ModelDims.from_config(json.loads((local / "config.json").read_text()))
+        return ModelDims.from_config(read_model_config(local / "config.json"))
     if name_or_path == model_mod.TINY:  # built locally in about a second
         cfg = dataclasses.make_dataclass("C", [("name_or_path", str), ("cache_dir", str)])(name_or_path, cache_dir)
         return model_dims(model_mod.resolve_model_path(cfg))
@@ -264,13 +267,20 @@ def _total(terms: dict[str, float]) -> float:
 
 
 def _largest(fits, current: int, step: int = 1, floor: int = 1, cap: int | None = None) -> int | None:
-    """The largest value in ``floor..cap`` (multiples of ``step``) for which ``fits(value)``; None if none does."""
+    """The largest ``floor + k * step`` <= ``cap`` for which ``fits``; None if none. ``fits`` is monotone (each knob
+    only adds memory), so bisection needs ~log2(span / step) estimates for any span (10**9 included).
+
+    >>> _largest(lambda v: v <= 1000, 8, step=64, floor=64, cap=10**9)
+    960
+    """
     cap = cap or max(current * 4, floor)
-    best = None
-    for value in range(floor, cap + 1, step):
-        if fits(value):
-            best = value
-    return best
+    if cap < floor or not fits(floor):
+        return None
+    low, high = 0, (cap - floor) // step  # value = floor + index * step; fits at `low` holds throughout
+    while low < high:
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if fits(floor + mid * step) else (low, mid - 1)
+    return floor + low * step
 
 
 def propose(d: ModelDims, s: Setup, stage: str, w: Workload, optim: str, gpu_gib: float, max_seq: int) -> list[str]:

@@ -19,7 +19,7 @@ from trl import GRPOTrainer, SFTTrainer
 from recipe import dist
 from recipe.config.core import Config, GRPOStageConfig
 from recipe.data import gsm8k as data_mod
-from recipe.errors import ConfigError, RunError
+from recipe.errors import ConfigError, Interrupted, RunError
 from recipe.fsio import write_json
 from recipe.models import model as model_mod
 from recipe.models.integrity import checkpoint_problem
@@ -222,6 +222,16 @@ def extra_callbacks(entry: str) -> list:
     return list(factory(entry))
 
 
+def stopped_at(entry: str, state: Any, trainer_dir: Path) -> str:
+    """Where Ctrl-C stopped ``entry``'s training, in words: its step (TRL's ``TrainerState``) and the newest saved
+    checkpoint (its ``trainer_state.json`` is written last), which the next run resumes from."""
+    saved = [p for p in trainer_dir.glob("checkpoint-*") if _step(p) >= 0 and (p / "trainer_state.json").is_file()]
+    newest = max(saved, key=_step, default=None)
+    keep = (f"the same command resumes it from {newest.name}" if newest is not None else
+            "no checkpoint was saved yet: the same command starts it again")
+    return f"{entry} at step {state.global_step} of {state.max_steps}; {keep}"
+
+
 def train_and_save(trainer, tokenizer, stage_dir: Path, rows: list[dict]) -> dict:
     """Train (resuming from the newest complete checkpoint), save the weights atomically, return the entry record."""
     resume = last_checkpoint(stage_dir / TRAINER_DIR)
@@ -229,7 +239,10 @@ def train_and_save(trainer, tokenizer, stage_dir: Path, rows: list[dict]) -> dic
         log.info("resuming from %s", resume)
     for callback in extra_callbacks(stage_dir.name):
         trainer.add_callback(callback)
-    trainer.train(resume_from_checkpoint=resume)
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+    except KeyboardInterrupt as exc:
+        raise Interrupted(stopped_at(stage_dir.name, trainer.state, stage_dir / TRAINER_DIR)) from exc
     state_dict = dist.full_state_dict(trainer)  # ZeRO-3 only: a collective, so every rank calls it
     if dist.is_main():
         model_mod.save(trainer.model, tokenizer, stage_dir / MODEL_DIR, state_dict=state_dict)
