@@ -7,6 +7,11 @@ shipped under ``recipe/model_configs/`` (dimension fields only), so planning nev
 Stages planned (:func:`stage_workloads`): stage 1 (SFT), stage 2 and stage 3 (GRPO), stage-3 failure mining and
 evaluation (batched generation). Sizes are GiB (2**30 bytes); a "15 GB" T4 is 15 GiB here, as ``nvidia-smi`` shows.
 
+Each row is what one process holds at its peak (:attr:`StagePlan.process`, :func:`alive_in`): run-all trains every
+entry and runs the evaluation in a fresh process (``run.process_per_entry``), and a process builds at most one vLLM
+engine. Stage 3 mines in its own process before its trainer starts, through the engine GRPO then uses; the
+evaluation process serves the base model and every adapter from one engine.
+
 >>> from recipe.config.core import resolve
 >>> plans = plan_config(resolve(preset="qwen2.5-3b-t4"), gpu_gib=15)
 >>> all(p.fits for p in plans)
@@ -17,7 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
+import shutil
+import subprocess
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -105,6 +113,7 @@ class StagePlan:
     gpu_gib: float
     fits: bool
     proposals: list[str] = field(default_factory=list)
+    process: str = ""  # the process this peak is in (run-all runs each in its own): alive_in says what it holds
 
 
 def estimate_memory(d: ModelDims, s: Setup, w: Workload, gpu_gib: float, optim: str = "adamw_torch") -> dict[str, float]:
@@ -125,8 +134,9 @@ def estimate_memory(d: ModelDims, s: Setup, w: Workload, gpu_gib: float, optim: 
     # vLLM (vllm.enabled): it reserves gpu_memory_utilization x the card (vLLM's own rule) and holds weights, KV
     # cache and its activation profile (~1 GiB for Qwen2.5-3B on a T4 in Unsloth's GRPO notebook log) inside; its
     # CUDA graphs come on top (0.62 GiB in the same log). Unsloth shares the training weights with it (weights
-    # counted in the block only); TRL's colocate mode on the hf backend loads a second, 16-bit copy. One engine at a
-    # time: on unsloth, mining and eval generate through an engine of their own load (recipe.models.generation).
+    # counted in the block only); TRL's colocate mode on the hf backend loads a second, 16-bit copy. One engine per
+    # process: on unsloth, stage-3 mining generates through the engine its trainer uses, and evaluation through one
+    # engine serving every adapter as a LoRA request; their KV cache lives in the block.
     kv_per_token = 2 * d.layers * d.kv_heads * d.head_dim * 2  # K and V, 16-bit
     vllm = s.fast_inference and (s.unsloth or w.kind == "grpo")
     if vllm:
@@ -172,7 +182,7 @@ def estimate_memory(d: ModelDims, s: Setup, w: Workload, gpu_gib: float, optim: 
     # compute dtype, plus one step of fp32 logits per sequence.
     gen_seqs = w.gen_batch or w.batch
     generate = 0.0
-    if w.kind == "generate" or (w.kind == "grpo" and not vllm):
+    if w.kind in ("generate", "grpo") and not vllm:
         generate = gen_seqs * (w.prompt + w.completion) * kv_per_token * act_bytes / 2 + gen_seqs * d.vocab * 4
     t["KV cache (generate)"] = generate
     # Training and generation do not overlap: keep the larger phase.
@@ -304,6 +314,32 @@ def propose(d: ModelDims, s: Setup, stage: str, w: Workload, optim: str, gpu_gib
     return out
 
 
+PROCESS = {"stage1": "stage1", "stage2": "stage2", "mining": "stage3", "stage3": "stage3", "eval": "evaluation"}
+
+
+def alive_in(stage: str, s: Setup) -> str:
+    """What the process of ``stage``'s row holds at its peak, in words (``cotrecipe plan`` prints it).
+
+    >>> alive_in("mining", Setup(True, 2, 8, ("q_proj",), True, True, True, True, 0.5))
+    "stage3's process before its trainer starts: one vLLM engine's share (the weights inside it), mining through it"
+    """
+    engine = "one vLLM engine's share (the weights inside it)" if s.unsloth else "the model"
+    if stage == "stage1":
+        return "stage1's process: the model and its SFT trainer, no engine"
+    if stage in ("stage2", "stage3"):
+        if not s.fast_inference:
+            return f"{stage}'s process: the model and its GRPO trainer (HF generate), no engine"
+        what = engine + " + the GRPO trainer" if s.unsloth else "the model + the GRPO trainer + TRL's vLLM engine"
+        return f"{stage}'s process: {what}" + (" (it mined through the same engine first)" if stage == "stage3"
+                                                and s.unsloth else "")
+    vllm = s.fast_inference and s.unsloth
+    if stage == "mining":
+        return ("stage3's process before its trainer starts: " + (f"{engine}, mining through it" if vllm else
+                "the model it then trains, HF generate"))
+    return ("the evaluation process: " + ("one vLLM engine serving the base model and every adapter as a LoRA "
+            "request (a full fine-tune: a process each)" if vllm else "one model at a time, HF generate"))
+
+
 def plan_config(cfg: Config, gpu_gib: float, dims: ModelDims | None = None) -> list[StagePlan]:
     """A :class:`StagePlan` per enabled stage for a card with ``gpu_gib`` GiB."""
     d = dims or model_dims(cfg.model.name_or_path, cfg.model.cache_dir)
@@ -313,7 +349,8 @@ def plan_config(cfg: Config, gpu_gib: float, dims: ModelDims | None = None) -> l
         terms = estimate_memory(d, s, w, gpu_gib, optim)
         total = _total(terms)
         plans.append(StagePlan(stage, terms, total, gpu_gib, total <= gpu_gib,
-                               propose(d, s, stage, w, optim, gpu_gib, cfg.model.max_seq_length)))
+                               propose(d, s, stage, w, optim, gpu_gib, cfg.model.max_seq_length),
+                               process=alive_in(stage, s)))
     return plans
 
 
@@ -329,24 +366,64 @@ def smallest_card(cfg: Config, dims: ModelDims | None = None) -> tuple[str, floa
     return None
 
 
+def gpu_total_gib() -> float | None:
+    """GPU 0's memory in GiB as CUDA reports it, read from the driver's ``nvidia-smi`` (it ships with every NVIDIA
+    driver), or None without one. Never through torch: ``torch.cuda.get_device_properties`` creates a CUDA context,
+    which in the run-all parent would hold a few hundred MiB of the card beside every child for the whole run.
+
+    ``memory.total`` includes what the driver reserves for itself (0.25 GiB of a T4's 15 GiB), which CUDA does not
+    hand out: ``memory.reserved`` is subtracted where the driver knows that field. With ``CUDA_VISIBLE_DEVICES`` the
+    first device it names is read (the one torch calls ``cuda:0``)."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+    if visible.startswith("-"):  # CUDA_VISIBLE_DEVICES=-1: no GPU for this process
+        return None
+    select = [f"--id={visible}"] if visible else ["--id=0"]
+    for fields in ("memory.total,memory.reserved", "memory.total"):  # an older driver refuses the first query
+        try:
+            out = subprocess.run([exe, *select, f"--query-gpu={fields}", "--format=csv,noheader,nounits"],
+                                 capture_output=True, text=True, timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        lines = out.stdout.strip().splitlines()
+        if out.returncode != 0 or not lines:
+            continue
+        total, reserved = (_mib(v) for v in (lines[0].split(",") + ["0"])[:2])
+        return None if not total else (total - (reserved or 0.0)) * 2**20 / GIB
+    return None
+
+
+def _mib(text: str) -> float | None:
+    """A number of MiB as nvidia-smi prints it, or None (``[N/A]``).
+
+    >>> _mib(" 15360"), _mib("[N/A]")
+    (15360.0, None)
+    """
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
 def default_gpu_gib(cfg: Config, preset: str | None) -> float | None:
-    """The card to judge against when none is given: the preset's target card, else the local GPU, else None."""
+    """The card to judge against when none is given: the preset's target card, else the local GPU
+    (:func:`gpu_total_gib`), else None."""
     if preset in PRESET_CARDS:
         return PRESET_CARDS[preset]
     try:
-        import torch  # lazy: planning itself needs no torch
-
-        if torch.cuda.is_available():
-            return torch.cuda.get_device_properties(0).total_memory / GIB
+        import torch  # lazy: planning itself needs no torch; is_available creates no CUDA context
     except ImportError:
         return None
-    return None
+    return gpu_total_gib() if torch.cuda.is_available() else None
 
 
 def check_fits(cfg: Config, gpu_gib: float | None = None) -> list[str]:
     """Warnings (empty when everything fits) for the run orchestrator to log before training on CUDA.
 
-    ``gpu_gib`` defaults to the current CUDA device's memory; without CUDA or model dimensions it returns [].
+    ``gpu_gib`` defaults to the local GPU's memory, read without a CUDA context (:func:`gpu_total_gib`: the
+    run-all parent only orchestrates, its children hold the GPU); without a GPU or model dimensions it returns [].
     """
     gpu_gib = gpu_gib if gpu_gib is not None else default_gpu_gib(cfg, None)
     if gpu_gib is None:
@@ -369,6 +446,8 @@ def render(plans: list[StagePlan], console=None, card: tuple[str, float] | None 
     for p in plans:
         console.print(f"[bold]{p.stage}[/bold]: {p.total:.2f} GiB of {p.gpu_gib:.1f} GiB "
                       f"({'fits' if p.fits else '[red]DOES NOT FIT[/red]'})")
+        if p.process:
+            console.print(f"  alive: {p.process}", soft_wrap=True)
         table = Table()
         table.add_column("term")
         table.add_column("GiB", justify="right")
@@ -380,6 +459,9 @@ def render(plans: list[StagePlan], console=None, card: tuple[str, float] | None 
             verb = "largest that fit (one at a time)" if p.fits else "to fit, change one of"
             console.print(f"  {verb}: " + "; ".join(f"--set {x}" for x in p.proposals), soft_wrap=True)
     ok = all(p.fits for p in plans)
+    if plans:
+        console.print("each row is one process at its peak: run-all runs every entry and the evaluation in a fresh "
+                      "process (run.process_per_entry), each building at most one vLLM engine", soft_wrap=True)
     worst = max(plans, key=lambda p: p.total) if plans else None
     gpu = f" on {plans[0].gpu_gib:.2f} GiB{gpu_note}" if plans else ""
     verdict = (f"verdict: fits{gpu}; peak {worst.total:.1f} GiB in {worst.stage}" if ok and worst else
