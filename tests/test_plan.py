@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from recipe.cli import main
 from recipe.config.core import preset_names, resolve
 from recipe.run import orchestrator as run
-from recipe.tools import plan, plan_time
+from recipe.tools import gpu_memory, plan, plan_time
 from tests.test_reliability_run import cfg_for, fake_trainers
 
 QWEN3B = plan.model_dims("Qwen/Qwen2.5-3B")
@@ -142,19 +142,19 @@ def fake_nvidia_smi(folder: Path, answer: str, calls: Path) -> Path:
 def test_gpu_memory_is_read_from_the_driver_without_torch(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda *_: pytest.fail("a CUDA context was asked for"))
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    assert plan.gpu_total_gib() is None  # no driver tool: no GPU to judge against
+    assert gpu_memory.gpu_total_gib() is None  # no driver tool: no GPU to judge against
     calls = tmp_path / "calls"
     monkeypatch.setenv("PATH", str(fake_nvidia_smi(tmp_path / "t4", "15360, 258", calls)))
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    assert plan.gpu_total_gib() == pytest.approx(14.748, abs=1e-3)  # a T4 as CUDA reports it: 14.74 GiB
+    assert gpu_memory.gpu_total_gib() == pytest.approx(14.748, abs=1e-3)  # a T4 as CUDA reports it: 14.74 GiB
     assert calls.read_text().startswith("--id=0 --query-gpu=memory.total,memory.reserved")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-1234,0")
-    plan.gpu_total_gib()
+    gpu_memory.gpu_total_gib()
     assert calls.read_text().splitlines()[-1].startswith("--id=GPU-1234 ")  # the device torch calls cuda:0
     monkeypatch.setenv("PATH", str(fake_nvidia_smi(tmp_path / "old", "", tmp_path / "old-calls")))
-    assert plan.gpu_total_gib() == 15.0  # an older driver: memory.total alone
+    assert gpu_memory.gpu_total_gib() == 15.0  # an older driver: memory.total alone
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
-    assert plan.gpu_total_gib() is None
+    assert gpu_memory.gpu_total_gib() is None
 
 
 def test_run_all_warns_before_training_when_the_plan_does_not_fit_the_cuda_card(tmp_path, monkeypatch, caplog):

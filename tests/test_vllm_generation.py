@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from recipe.config import core as config
-from recipe.eval import evaluate
+from recipe.eval import engine
 from recipe.eval.evaluate import evaluate_weights
 from recipe.fsio import read_jsonl
 from recipe.models import model as M
@@ -293,9 +293,9 @@ def test_one_engine_serves_the_base_and_every_adapter_with_the_rows_of_their_own
     standin.engine_factory = lambda base: engines.append(FakeLLM(lambda: standin.base_model(base),
                                                                  M.load_tokenizer(base))) or engines[-1]
     gpu_cfg = smoke(cache_dir, "model.backend=unsloth", "vllm.enabled=true")
-    assert evaluate.shares_engine(gpu_cfg) and not evaluate.shares_engine(hf_cfg)
-    assert [len(g) for g in evaluate.engine_groups([(str(i), w) for i, w in enumerate(targets)])] == [3]
-    served = evaluate.EngineModel(gpu_cfg)
+    assert engine.shares_engine(gpu_cfg) and not engine.shares_engine(hf_cfg)
+    assert [len(g) for g in engine.engine_groups([(str(i), w) for i, w in enumerate(targets)])] == [3]
+    served = engine.EngineModel(gpu_cfg)
     fast = [evaluate_weights(gpu_cfg, tmp_path / f"vllm-{i}", {"w": i}, init_from=w, reuse=False, served=served)
             for i, w in enumerate(targets)]
     served.close()

@@ -4,12 +4,7 @@ read from the ``data.answer_label`` line, length in the student tokenizer's gene
 One entry point with a model, :func:`evaluate_weights`: load weights, generate, score, write ``results.json`` (the
 record, written last) and ``generations.jsonl`` into a folder (a run's ``eval/<name>``, see :mod:`recipe.run.rundir`).
 An existing ``results.json`` with the same protocol, model and dataset hash is kept, not recomputed.
-
-One vLLM engine for many models (:func:`shares_engine`: ``vllm.enabled`` on unsloth): a GPU has room for one engine
-per process, and each build reloads the weights, profiles memory and captures CUDA graphs. So a run's models are
-grouped by what the engine must load (:func:`engine_groups`): the run's base model serves the base row without a
-LoRA and every adapter (stages, baselines) as its own LoRA request (:class:`EngineModel`, loaded once); a full-model
-folder (a full fine-tune) is a base of its own, evaluated in a process of its own by the orchestrator.
+One vLLM engine may serve many evaluations (``served``, :mod:`recipe.eval.engine`).
 """
 
 from __future__ import annotations
@@ -31,12 +26,12 @@ from recipe.data.answers import answers_match, extract_answer
 from recipe.data.gsm8k import load_gsm8k, load_raw_rows
 from recipe.data.stopping import resolve_stop_rule, stop_rule_record
 from recipe.errors import EvalError
+from recipe.eval.engine import EngineModel
 from recipe.eval.official_checker import official_verdict
 from recipe.eval.report import results_problem
 from recipe.fsio import read_json, read_jsonl, write_json, write_jsonl
 from recipe.models import generation
 from recipe.models import model as model_mod
-from recipe.models.devices import EVAL, uses_vllm
 from recipe.models.generation import STOP_TEXTS, to_device
 from recipe.models.integrity import WEIGHT_SUFFIXES
 from recipe.rewards import step_format_ok
@@ -329,60 +324,6 @@ def model_record(cfg: Config, init_from: str | None, run_dir: str | Path | None 
             shown = init_from
     return {"name_or_path": cfg.model.name_or_path, "dtype": cfg.model.dtype, "load_in_4bit": cfg.model.load_in_4bit,
             "init_from": shown, "weights_sha256": weights_hash(init_from)}
-
-
-def shares_engine(cfg: Config) -> bool:
-    """Whether evaluation generates through a vLLM engine here (``vllm.enabled`` on the unsloth backend, as picked),
-    so that one engine per base serves every model on it (:func:`engine_groups`)."""
-    return uses_vllm(cfg.vllm, model_mod.pick_backend(cfg.model), EVAL)
-
-
-def engine_base(init_from: str | None) -> str | None:
-    """What an engine must load to serve ``init_from``: None (the run's base model) for the base itself and for an
-    adapter folder (a LoRA request on it), the folder itself for full-model weights.
-
-    >>> engine_base(None) is None
-    True
-    """
-    return None if init_from is None or model_mod.is_adapter_dir(init_from) else str(init_from)
-
-
-def engine_groups(targets: Sequence[tuple[str, str | None]]) -> list[list[tuple[str, str | None]]]:
-    """``(name, weights)`` pairs grouped by :func:`engine_base`, in first-seen order: the models one engine serves.
-
-    >>> engine_groups([("base", None), ("stage1", "/no/such/model"), ("stage2", None)])
-    [[('base', None), ('stage2', None)], [('stage1', '/no/such/model')]]
-    """
-    groups: dict[str | None, list[tuple[str, str | None]]] = {}
-    for name, weights in targets:
-        groups.setdefault(engine_base(weights), []).append((name, weights))
-    return list(groups.values())
-
-
-class EngineModel:
-    """One model whose vLLM engine serves several evaluations in this process: loaded from ``base`` (None: the
-    config's model; else a full-model folder) on first use, so evaluations kept from before load nothing. Adapter
-    folders on that base are LoRA requests on its engine (:func:`recipe.models.generation.generate`'s ``adapter``).
-    :meth:`close` frees the engine."""
-
-    def __init__(self, cfg: Config, base: str | None = None):
-        self.cfg, self.base = cfg, base
-        self._loaded: tuple[Any, Any] | None = None
-
-    def get(self) -> tuple[Any, Any]:
-        """``(model, tokenizer)``, loaded once."""
-        if self._loaded is None:
-            model, tokenizer = model_mod.load(self.cfg.model, init_from=self.base, trainable=False,
-                                              seed=self.cfg.run.seed, vllm=True, vllm_cfg=self.cfg.vllm)
-            self._loaded = (to_device(model, self.cfg.run.device), tokenizer)
-        return self._loaded
-
-    def close(self) -> None:
-        loaded, self._loaded = self._loaded, None
-        if loaded is not None:
-            del loaded
-            model_mod.release_engine()
-            gc.collect()
 
 
 def evaluate_weights(cfg: Config, out_dir: str | Path, record: dict, init_from: str | None = None,

@@ -25,7 +25,7 @@ from recipe import dist
 from recipe.config.core import Config
 from recipe.data.gsm8k import check_disjoint_slices, check_source
 from recipe.errors import EvalError, RunError
-from recipe.eval import curves, evaluate
+from recipe.eval import curves, engine, evaluate
 from recipe.eval.report import build_report
 from recipe.models import model as model_mod
 from recipe.models.integrity import weights_dir_problem
@@ -279,7 +279,7 @@ def _evaluate_run(cfg: Config, run_dir: Path, names: Sequence[str] | None, repor
         _groups_in_children(run_dir, groups)
     elif groups:
         check_data(cfg, [], eval_split=True)
-        served = evaluate.EngineModel(cfg, evaluate.engine_base(groups[0][0][1])) if sharing else None
+        served = engine.EngineModel(cfg, engine.engine_base(groups[0][0][1])) if sharing else None
         try:
             for name, weights in groups[0]:
                 folder = rundir.eval_dir(run_dir, ENTRIES[name].eval_name if name in ENTRIES else BASE)
@@ -305,15 +305,15 @@ def _groups_in_children(run_dir: Path, groups: list[list[tuple[str, str | None]]
 def eval_groups(cfg: Config, run_dir: Path, names: Sequence[str] | None
                 ) -> tuple[Config, list[list[tuple[str, str | None]]], bool]:
     """The config evaluation runs with (:func:`with_base`), what it evaluates (:func:`eval_targets`) in groups that
-    one process evaluates, and whether they share a vLLM engine (:func:`recipe.eval.evaluate.shares_engine`). With
-    an engine, a group is the models one engine serves (:func:`recipe.eval.evaluate.engine_groups`: the base model
+    one process evaluates, and whether they share a vLLM engine (:func:`recipe.eval.engine.shares_engine`). With
+    an engine, a group is the models one engine serves (:func:`recipe.eval.engine.engine_groups`: the base model
     and every adapter on it; each full-model folder alone), since a GPU has room for one engine per process;
     without one, everything is one group."""
     manifest = rundir.load_manifest(run_dir)
     cfg = with_base(cfg, run_dir, manifest)  # the base row and every adapter sit on the warm-up's weights
     targets = eval_targets(cfg, run_dir, manifest, names)
-    sharing = evaluate.shares_engine(cfg)
-    return cfg, [g for g in (evaluate.engine_groups(targets) if sharing else [targets]) if g], sharing
+    sharing = engine.shares_engine(cfg)
+    return cfg, [g for g in (engine.engine_groups(targets) if sharing else [targets]) if g], sharing
 
 
 def eval_targets(cfg: Config, run_dir: Path, manifest: dict,

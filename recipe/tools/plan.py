@@ -6,11 +6,8 @@ shipped under ``recipe/model_configs/`` (dimension fields only), so planning nev
 
 Stages planned (:func:`stage_workloads`): stage 1 (SFT), stage 2 and stage 3 (GRPO), stage-3 failure mining and
 evaluation (batched generation). Sizes are GiB (2**30 bytes); a "15 GB" T4 is 15 GiB here, as ``nvidia-smi`` shows.
-
-Each row is what one process holds at its peak (:attr:`StagePlan.process`, :func:`alive_in`): run-all trains every
-entry and runs the evaluation in a fresh process (``run.process_per_entry``), and a process builds at most one vLLM
-engine. Stage 3 mines in its own process before its trainer starts, through the engine GRPO then uses; the
-evaluation process serves the base model and every adapter from one engine.
+Each row is one process at its peak, stage-3 mining being stage 3's process before its trainer starts
+(:mod:`recipe.tools.plan_process` says what each holds).
 
 >>> from recipe.config.core import resolve
 >>> plans = plan_config(resolve(preset="qwen2.5-3b-t4"), gpu_gib=15)
@@ -22,10 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
-import shutil
-import subprocess
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -34,6 +28,8 @@ from recipe.config.core import Config
 from recipe.errors import PlanError  # noqa: F401  (defined there, raised here)
 from recipe.models import model as model_mod
 from recipe.models.devices import GRPO, uses_vllm
+from recipe.tools.gpu_memory import gpu_total_gib
+from recipe.tools.plan_process import alive_in
 
 GIB = 2**30
 # GSM8K prompts in the recipe's frame, in tokens (assumption, Qwen/SmolLM BPE): the question (~40-120 tokens) plus
@@ -314,32 +310,6 @@ def propose(d: ModelDims, s: Setup, stage: str, w: Workload, optim: str, gpu_gib
     return out
 
 
-PROCESS = {"stage1": "stage1", "stage2": "stage2", "mining": "stage3", "stage3": "stage3", "eval": "evaluation"}
-
-
-def alive_in(stage: str, s: Setup) -> str:
-    """What the process of ``stage``'s row holds at its peak, in words (``cotrecipe plan`` prints it).
-
-    >>> alive_in("mining", Setup(True, 2, 8, ("q_proj",), True, True, True, True, 0.5))
-    "stage3's process before its trainer starts: one vLLM engine's share (the weights inside it), mining through it"
-    """
-    engine = "one vLLM engine's share (the weights inside it)" if s.unsloth else "the model"
-    if stage == "stage1":
-        return "stage1's process: the model and its SFT trainer, no engine"
-    if stage in ("stage2", "stage3"):
-        if not s.fast_inference:
-            return f"{stage}'s process: the model and its GRPO trainer (HF generate), no engine"
-        what = engine + " + the GRPO trainer" if s.unsloth else "the model + the GRPO trainer + TRL's vLLM engine"
-        return f"{stage}'s process: {what}" + (" (it mined through the same engine first)" if stage == "stage3"
-                                                and s.unsloth else "")
-    vllm = s.fast_inference and s.unsloth
-    if stage == "mining":
-        return ("stage3's process before its trainer starts: " + (f"{engine}, mining through it" if vllm else
-                "the model it then trains, HF generate"))
-    return ("the evaluation process: " + ("one vLLM engine serving the base model and every adapter as a LoRA "
-            "request (a full fine-tune: a process each)" if vllm else "one model at a time, HF generate"))
-
-
 def plan_config(cfg: Config, gpu_gib: float, dims: ModelDims | None = None) -> list[StagePlan]:
     """A :class:`StagePlan` per enabled stage for a card with ``gpu_gib`` GiB."""
     d = dims or model_dims(cfg.model.name_or_path, cfg.model.cache_dir)
@@ -366,50 +336,9 @@ def smallest_card(cfg: Config, dims: ModelDims | None = None) -> tuple[str, floa
     return None
 
 
-def gpu_total_gib() -> float | None:
-    """GPU 0's memory in GiB as CUDA reports it, read from the driver's ``nvidia-smi`` (it ships with every NVIDIA
-    driver), or None without one. Never through torch: ``torch.cuda.get_device_properties`` creates a CUDA context,
-    which in the run-all parent would hold a few hundred MiB of the card beside every child for the whole run.
-
-    ``memory.total`` includes what the driver reserves for itself (0.25 GiB of a T4's 15 GiB), which CUDA does not
-    hand out: ``memory.reserved`` is subtracted where the driver knows that field. With ``CUDA_VISIBLE_DEVICES`` the
-    first device it names is read (the one torch calls ``cuda:0``)."""
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return None
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
-    if visible.startswith("-"):  # CUDA_VISIBLE_DEVICES=-1: no GPU for this process
-        return None
-    select = [f"--id={visible}"] if visible else ["--id=0"]
-    for fields in ("memory.total,memory.reserved", "memory.total"):  # an older driver refuses the first query
-        try:
-            out = subprocess.run([exe, *select, f"--query-gpu={fields}", "--format=csv,noheader,nounits"],
-                                 capture_output=True, text=True, timeout=30, check=False)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        lines = out.stdout.strip().splitlines()
-        if out.returncode != 0 or not lines:
-            continue
-        total, reserved = (_mib(v) for v in (lines[0].split(",") + ["0"])[:2])
-        return None if not total else (total - (reserved or 0.0)) * 2**20 / GIB
-    return None
-
-
-def _mib(text: str) -> float | None:
-    """A number of MiB as nvidia-smi prints it, or None (``[N/A]``).
-
-    >>> _mib(" 15360"), _mib("[N/A]")
-    (15360.0, None)
-    """
-    try:
-        return float(text)
-    except ValueError:
-        return None
-
-
 def default_gpu_gib(cfg: Config, preset: str | None) -> float | None:
     """The card to judge against when none is given: the preset's target card, else the local GPU
-    (:func:`gpu_total_gib`), else None."""
+    (:func:`recipe.tools.gpu_memory.gpu_total_gib`), else None."""
     if preset in PRESET_CARDS:
         return PRESET_CARDS[preset]
     try:
@@ -422,7 +351,7 @@ def default_gpu_gib(cfg: Config, preset: str | None) -> float | None:
 def check_fits(cfg: Config, gpu_gib: float | None = None) -> list[str]:
     """Warnings (empty when everything fits) for the run orchestrator to log before training on CUDA.
 
-    ``gpu_gib`` defaults to the local GPU's memory, read without a CUDA context (:func:`gpu_total_gib`: the
+    ``gpu_gib`` defaults to the local GPU's memory, read without a CUDA context (:func:`recipe.tools.gpu_memory.gpu_total_gib`: the
     run-all parent only orchestrates, its children hold the GPU); without a GPU or model dimensions it returns [].
     """
     gpu_gib = gpu_gib if gpu_gib is not None else default_gpu_gib(cfg, None)
@@ -459,9 +388,8 @@ def render(plans: list[StagePlan], console=None, card: tuple[str, float] | None 
             verb = "largest that fit (one at a time)" if p.fits else "to fit, change one of"
             console.print(f"  {verb}: " + "; ".join(f"--set {x}" for x in p.proposals), soft_wrap=True)
     ok = all(p.fits for p in plans)
-    if plans:
-        console.print("each row is one process at its peak: run-all runs every entry and the evaluation in a fresh "
-                      "process (run.process_per_entry), each building at most one vLLM engine", soft_wrap=True)
+    console.print("each row: one process at its peak (run-all runs each entry and the evaluation in a fresh "
+                  "process, run.process_per_entry, each building at most one vLLM engine)", soft_wrap=True)
     worst = max(plans, key=lambda p: p.total) if plans else None
     gpu = f" on {plans[0].gpu_gib:.2f} GiB{gpu_note}" if plans else ""
     verdict = (f"verdict: fits{gpu}; peak {worst.total:.1f} GiB in {worst.stage}" if ok and worst else
