@@ -101,7 +101,7 @@ def test_eval_mining_and_teach_hf_generate_through_the_seam(cache_dir, tmp_path,
     assert len(read_jsonl(tmp_path / "eval" / "generations.jsonl")) == 3
     assert len(seen) == 1 and seen[0]["n"] == 3 and seen[0]["max_new_tokens"] == 8 and seen[0]["temperature"] == 0.0
 
-    stage3.mine_failures(cfg, train_problems(cfg, "stage3"), None)
+    stage3.mine_failures(cfg, train_problems(cfg, "stage3"), None, *stage3.load_policy(cfg, None))
     assert len(seen) == 2 and seen[1]["n"] == 2 and seen[1]["num_return_sequences"] == 2
     assert seen[1]["temperature"] == 0.7 and seen[1]["adapter"] is None
 

@@ -436,4 +436,4 @@ def test_every_stage_load_gets_run_seed_and_only_grpo_or_generation_asks_for_an_
                  lambda: stage3.run(cfg, tmp_path / "s3"), lambda: baseline_sft.run(cfg, tmp_path / "b")):
         with pytest.raises(Loaded):
             call()
-    assert seen == [(123, False), (123, True), (123, True), (123, False)]  # stage 3's first load is mining (vLLM)
+    assert seen == [(123, False), (123, True), (123, True), (123, False)]  # stage 3 loads once: mines, then trains

@@ -12,8 +12,11 @@ from __future__ import annotations
 import copy
 
 import pytest
+import yaml
+from click.testing import CliRunner
 from trl import GRPOConfig, GRPOTrainer
 
+from recipe.cli import main
 from recipe.config import core as config
 from recipe.errors import ConfigError
 from recipe.models import model as M
@@ -25,6 +28,7 @@ def unsloth_grpo_config(**kwargs) -> GRPOConfig:
     ``loss_type='dapo'`` turns a None into True and a None ``epsilon_high`` (TRL's default) into 0.28; a None that is
     left becomes False. Everything else goes to TRL's real ``GRPOConfig``."""
     kwargs.setdefault("mask_truncated_completions", None)
+    kwargs.setdefault("vllm_importance_sampling_correction", False)  # Unsloth's default (TRL's: True)
     explicit_loss = kwargs.get("loss_type") is not None
     kwargs["loss_type"] = kwargs.get("loss_type") or "dapo"
     if explicit_loss and kwargs["loss_type"].lower() == "dapo":
@@ -38,7 +42,8 @@ def unsloth_grpo_config(**kwargs) -> GRPOConfig:
 
 
 def objective_of(args) -> tuple:
-    return args.loss_type, args.epsilon, args.epsilon_high, args.mask_truncated_completions
+    return (args.loss_type, args.epsilon, args.epsilon_high, args.mask_truncated_completions,
+            args.vllm_importance_sampling_correction)
 
 
 def test_the_standin_overrides_unset_values_as_unsloth_does(tmp_path):
@@ -46,23 +51,35 @@ def test_the_standin_overrides_unset_values_as_unsloth_does(tmp_path):
     assert (changed.epsilon_high, changed.mask_truncated_completions) == (0.28, True)
     kept = unsloth_grpo_config(output_dir=str(tmp_path), use_cpu=True)  # TRL's default loss: left as TRL has it
     assert (kept.epsilon_high, kept.mask_truncated_completions) == (None, False)
+    assert kept.vllm_importance_sampling_correction is False
+    assert GRPOConfig(output_dir=str(tmp_path), use_cpu=True).vllm_importance_sampling_correction is True  # TRL 1.14.2
 
 
-@pytest.mark.parametrize("overrides", [[], ["stage2.epsilon_high=0.3", "stage2.mask_truncated_completions=true"]])
+@pytest.mark.parametrize("overrides", [[], ["stage2.epsilon_high=0.3", "stage2.mask_truncated_completions=true",
+                                            "stage2.vllm_importance_sampling_correction=false"]])
 def test_our_values_survive_unsloths_rule_and_match_trl_alone(tmp_path, monkeypatch, overrides):
     cfg = config.resolve(preset="smoke", overrides=overrides)
     on_hf = trl_args.grpo_args(cfg, "stage2", str(tmp_path))
     monkeypatch.setattr(trl_args, "GRPOConfig", unsloth_grpo_config)
     on_unsloth = trl_args.grpo_args(cfg, "stage2", str(tmp_path))
-    expected = ("dapo", 0.2, cfg.stage2.epsilon_high, cfg.stage2.mask_truncated_completions)
+    expected = ("dapo", 0.2, cfg.stage2.epsilon_high, cfg.stage2.mask_truncated_completions,
+                cfg.stage2.vllm_importance_sampling_correction)
     assert objective_of(on_hf) == objective_of(on_unsloth) == expected
 
 
-def test_every_grpo_section_shows_both_keys():
+def test_every_grpo_section_shows_the_objective_keys():
     for preset in ("qwen2.5-3b-t4", "paper", "smoke"):
         cfg = config.resolve(preset=preset)
         for stage in (cfg.stage2, cfg.stage3):
             assert (stage.epsilon_high, stage.mask_truncated_completions) == (0.2, False)
+            assert stage.vllm_importance_sampling_correction is True
+
+
+def test_config_command_shows_the_correction_for_both_grpo_stages():
+    result = CliRunner().invoke(main, ["config", "--preset", "qwen2.5-3b-t4"])
+    assert result.exit_code == 0, result.output
+    shown = yaml.safe_load(result.output)
+    assert [shown[s]["vllm_importance_sampling_correction"] for s in ("stage2", "stage3")] == [True, True]
 
 
 def test_bad_epsilon_high_is_named():
@@ -113,16 +130,18 @@ def test_the_record_holds_what_the_trainer_holds(cache_dir, tmp_path, monkeypatc
     record = grpo_record(cfg, tmp_path, monkeypatch=monkeypatch)
     assert record["trainer_config"]["epsilon_high"] == 0.27
     assert record["trainer_config"]["mask_truncated_completions"] is False
+    assert record["trainer_config"]["vllm_importance_sampling_correction"] is True
     assert record["kl_reference"] == objective.NO_KL
 
     class Rewriting(GRPOTrainer):  # a trainer that changes its args on the way in: the record follows the trainer
         def __init__(self, *args, **kwargs):
             kwargs["args"] = copy.copy(kwargs["args"])  # as Unsloth's trainer builds its own config object
             kwargs["args"].mask_truncated_completions = True
+            kwargs["args"].vllm_importance_sampling_correction = False
             super().__init__(*args, **kwargs)
 
-    assert grpo_record(cfg, tmp_path, trainer=Rewriting,
-                       monkeypatch=monkeypatch)["trainer_config"]["mask_truncated_completions"] is True
+    rewritten = grpo_record(cfg, tmp_path, trainer=Rewriting, monkeypatch=monkeypatch)["trainer_config"]
+    assert rewritten["mask_truncated_completions"] is True and rewritten["vllm_importance_sampling_correction"] is False
 
 
 def test_hf_reference_is_a_frozen_copy_of_the_starting_adapter(cache_dir, tmp_path, monkeypatch, no_training):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +15,7 @@ from click.testing import CliRunner
 from recipe.cli import main
 from recipe.config.core import preset_names, resolve
 from recipe.run import orchestrator as run
-from recipe.tools import plan, plan_time
+from recipe.tools import gpu_memory, plan, plan_time
 from tests.test_reliability_run import cfg_for, fake_trainers
 
 QWEN3B = plan.model_dims("Qwen/Qwen2.5-3B")
@@ -125,15 +127,46 @@ def test_cli_prints_tables_and_verdict_with_exit_code():
     assert "smallest card that fits every stage: L4" in paper.output
 
 
+def fake_nvidia_smi(folder: Path, answer: str, calls: Path) -> Path:
+    """A folder with an ``nvidia-smi`` that prints ``answer`` to a query naming ``memory.reserved`` and fails any
+    other (``answer`` "" : a driver that does not know the field, answering the plain ``memory.total`` query with
+    15360), noting each call's arguments in ``calls``."""
+    folder.mkdir(parents=True)
+    exe = folder / "nvidia-smi"
+    exe.write_text(f'#!/bin/sh\necho "$@" >> {calls}\ncase "$*" in\n  *reserved*) [ -n "{answer}" ] || exit 2; '
+                   f'echo "{answer}";;\n  *) echo 15360;;\nesac\n')
+    exe.chmod(0o755)
+    return folder
+
+
+def test_gpu_memory_is_read_from_the_driver_without_torch(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda *_: pytest.fail("a CUDA context was asked for"))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert gpu_memory.gpu_total_gib() is None  # no driver tool: no GPU to judge against
+    calls = tmp_path / "calls"
+    monkeypatch.setenv("PATH", str(fake_nvidia_smi(tmp_path / "t4", "15360, 258", calls)))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert gpu_memory.gpu_total_gib() == pytest.approx(14.748, abs=1e-3)  # a T4 as CUDA reports it: 14.74 GiB
+    assert calls.read_text().startswith("--id=0 --query-gpu=memory.total,memory.reserved")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-1234,0")
+    gpu_memory.gpu_total_gib()
+    assert calls.read_text().splitlines()[-1].startswith("--id=GPU-1234 ")  # the device torch calls cuda:0
+    monkeypatch.setenv("PATH", str(fake_nvidia_smi(tmp_path / "old", "", tmp_path / "old-calls")))
+    assert gpu_memory.gpu_total_gib() == 15.0  # an older driver: memory.total alone
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert gpu_memory.gpu_total_gib() is None
+
+
 def test_run_all_warns_before_training_when_the_plan_does_not_fit_the_cuda_card(tmp_path, monkeypatch, caplog):
-    """On CUDA, `run-all` logs `cotrecipe plan`'s warning before the first stage trains (a faked 0.5 GiB card; the
-    trainers are stand-ins that write a valid adapter, so nothing touches a GPU). Without CUDA it says nothing."""
+    """On CUDA, `run-all` logs `cotrecipe plan`'s warning before the first stage trains (a faked 0.5 GiB card read
+    from a stand-in nvidia-smi; the trainers are stand-ins that write a valid adapter, so nothing touches a GPU).
+    Without CUDA it says nothing."""
+    monkeypatch.setenv("PATH", f"{fake_nvidia_smi(tmp_path / 'bin', '512, 0', tmp_path / 'calls')}:{os.environ['PATH']}")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     for cuda, expected in ((False, 0), (True, 1)):
         trained: list[str] = []
         fake_trainers(monkeypatch, trained)
         monkeypatch.setattr(torch.cuda, "is_available", lambda cuda=cuda: cuda)
-        monkeypatch.setattr(torch.cuda, "get_device_properties",
-                            lambda *_: type("Props", (), {"total_memory": 2 ** 29})())
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="recipe"):
             run.run_all(cfg_for(tmp_path / f"run-{cuda}", "stage1.per_device_train_batch_size=64",

@@ -243,7 +243,7 @@ def test_a_deleted_adapter_file_retrains_the_stage_and_is_never_a_hub_id(tmp_pat
 def test_a_damaged_failures_file_is_mined_again(tmp_path, monkeypatch, caplog):
     mined: list[int] = []
 
-    def fake_mining(cfg, problems, init_from):
+    def fake_mining(cfg, problems, init_from, model, tokenizer):
         mined.append(len(problems))
         return []  # no persistent failures: the stage hands its starting weights on, nothing to train
 

@@ -75,6 +75,8 @@ def test_each_stage_trains_and_changes_the_lora_weights(cache_dir, tmp_path):
         entry = manifest["entries"][stage]
         assert entry["data"]["n_rows"] > 0 and len(entry["data"]["sha256"]) == 64
         assert entry["wall_s"] > 0 and entry["trainer_config"]["max_steps"] == 2
+    for stage in ("stage2", "stage3"):  # the effective value, read back from the built trainer's args
+        assert manifest["entries"][stage]["trainer_config"]["vllm_importance_sampling_correction"] is True
     assert (run_dir / "config.yaml").is_file()
 
 

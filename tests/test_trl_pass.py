@@ -68,6 +68,19 @@ def _vllm_keys_moved(old: dict) -> dict:
     return out
 
 
+def _correction_key_added(old: dict) -> dict:
+    """The old code's dict with the GRPO sections' ``vllm_importance_sampling_correction`` (added since, default True:
+    what TRL alone, the only backend those runs trained on, used) right after ``mask_truncated_completions``."""
+    out = {}
+    for key, value in old.items():
+        if isinstance(value, dict) and "mask_truncated_completions" in value:
+            value = {k: v for item in value.items() for k, v in
+                     ([item, ("vllm_importance_sampling_correction", True)]
+                      if item[0] == "mask_truncated_completions" else [item])}
+        out[key] = value
+    return out
+
+
 @pytest.mark.parametrize("preset", sorted(BEFORE))
 def test_plain_data_is_what_the_code_before_the_pass_through_wrote(preset):
     if preset == "smoke+overrides":
@@ -75,7 +88,8 @@ def test_plain_data_is_what_the_code_before_the_pass_through_wrote(preset):
     else:
         cfg = C.resolve(preset=preset or None)
     # same keys, values and order: config.yaml comes out byte for byte as before, the vLLM keys in their new section
-    expected = _vllm_keys_moved(BEFORE[preset])
+    # and the GRPO sections' importance-sampling switch added
+    expected = _correction_key_added(_vllm_keys_moved(BEFORE[preset]))
     assert C.dump_yaml(cfg) == yaml.safe_dump(expected, sort_keys=False, default_flow_style=None, width=120)
     # and a config.yaml written by the old code (its old vLLM keys too) loads back to the same config
     assert C.from_dict(yaml.safe_load(C.dump_yaml(cfg))) == cfg

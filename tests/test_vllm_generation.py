@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from recipe.config import core as config
+from recipe.eval import engine
 from recipe.eval.evaluate import evaluate_weights
 from recipe.fsio import read_jsonl
 from recipe.models import model as M
@@ -182,7 +183,8 @@ def test_vllm_calls_bind_and_rows_equal_the_hf_path(cache_dir, tmp_path, vllm_st
         assert got == expected
     assert any(g[0].n_tokens < 24 and not g[0].truncated for g in got)  # some rows were stopped, not cut at 24
     call = engine.calls[-1]
-    assert call["lora_request"].lora_path == adapter and call["lora_request"].lora_int_id == 1
+    assert call["lora_request"].lora_path == adapter
+    assert call["lora_request"].lora_int_id == vllm_generation.FIRST_LORA_ID  # clear of unsloth_zoo's 1, 2, ...
     assert call["params"].max_tokens == 24 and call["params"].stop == [middle]
     assert call["params"].stop_token_ids == eos_ids_of(model, tokenizer)
 
@@ -241,7 +243,7 @@ def test_mining_goes_through_the_held_engine_and_finds_the_same_failures(cache_d
     hf_cfg = smoke(cache_dir, "stage3.mining_limit=6", "stage3.mining_max_new_tokens=24")
     adapter = trained_adapter(hf_cfg, tmp_path)
     problems = train_problems(hf_cfg, "stage3")
-    on_hf = stage3.mine_failures(hf_cfg, problems, adapter)
+    on_hf = stage3.mine_failures(hf_cfg, problems, adapter, *stage3.load_policy(hf_cfg, adapter))
 
     fake_gpu(monkeypatch)
     engines = []
@@ -249,8 +251,10 @@ def test_mining_goes_through_the_held_engine_and_finds_the_same_failures(cache_d
                                                                  M.load_tokenizer(base))) or engines[-1]
     gpu_cfg = smoke(cache_dir, "stage3.mining_limit=6", "stage3.mining_max_new_tokens=24", "model.backend=unsloth",
                     "vllm.enabled=true")
-    on_vllm = stage3.mine_failures(gpu_cfg, problems, adapter)
+    policy = stage3.load_policy(gpu_cfg, adapter)  # the model stage 3 trains: its engine mines
+    on_vllm = stage3.mine_failures(gpu_cfg, problems, adapter, *policy)
     assert len(engines) == 1 and engines[0].calls[0]["lora_request"].lora_path == adapter
+    assert unsloth_backend.engine_of(policy[0]) is engines[0]  # still held: GRPO generates with it next
     assert engines[0].calls[0]["n_prompts"] == 6 and engines[0].calls[0]["params"].max_tokens == 24
     assert on_vllm == on_hf and len(on_hf) > 0
 
@@ -275,3 +279,31 @@ def test_a_row_vllm_writes_past_its_answer_line_is_cut_where_the_hf_decoder_stop
     (row,), = vllm_generation.generate_vllm(Scripted(), tokenizer, ["Q"], adapter=None, eos_ids=[],
                                              max_new_tokens=5)
     assert row.truncated and row.n_tokens == 5  # cut by max_tokens before any answer: truncated, as on HF
+
+
+def test_one_engine_serves_the_base_and_every_adapter_with_the_rows_of_their_own_loads(cache_dir, tmp_path,
+                                                                                     vllm_standin, monkeypatch,
+                                                                                     standin):  # noqa: F811
+    hf_cfg = smoke(cache_dir)
+    targets = [None, trained_adapter(hf_cfg, tmp_path / "a"), trained_adapter(hf_cfg, tmp_path / "b")]
+    hf = [evaluate_weights(hf_cfg, tmp_path / f"hf-{i}", {"w": i}, init_from=w) for i, w in enumerate(targets)]
+
+    fake_gpu(monkeypatch)
+    engines = []
+    standin.engine_factory = lambda base: engines.append(FakeLLM(lambda: standin.base_model(base),
+                                                                 M.load_tokenizer(base))) or engines[-1]
+    gpu_cfg = smoke(cache_dir, "model.backend=unsloth", "vllm.enabled=true")
+    assert engine.shares_engine(gpu_cfg) and not engine.shares_engine(hf_cfg)
+    assert [len(g) for g in engine.engine_groups([(str(i), w) for i, w in enumerate(targets)])] == [3]
+    served = engine.EngineModel(gpu_cfg)
+    fast = [evaluate_weights(gpu_cfg, tmp_path / f"vllm-{i}", {"w": i}, init_from=w, reuse=False, served=served)
+            for i, w in enumerate(targets)]
+    served.close()
+    assert len(engines) == 1 and unsloth_backend.held_engine() is None  # one engine, freed at the end
+    requests = [call["lora_request"] for call in engines[0].calls]
+    assert requests[0] is None and [(r.lora_int_id, r.lora_path) for r in requests[1:]] == [
+        (vllm_generation.FIRST_LORA_ID, targets[1]), (vllm_generation.FIRST_LORA_ID + 1, targets[2])]
+    assert [r["metrics"] for r in fast] == [r["metrics"] for r in hf]
+    for i in range(len(targets)):
+        assert read_jsonl(tmp_path / f"vllm-{i}" / "generations.jsonl") == read_jsonl(tmp_path / f"hf-{i}" /
+                                                                                     "generations.jsonl")

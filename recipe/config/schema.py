@@ -115,6 +115,14 @@ GRPO_DEFAULTS: dict[str, Any] = dict(
     # long completions stay in and take the brevity reward's penalty, which is what stages 2-3 train against.
     # Passed explicitly on both backends: with loss_type=dapo Unsloth's GRPOConfig turns an unset one on.
     mask_truncated_completions=False,
+    # True: with vLLM generating (vllm.enabled on a GPU), the rollouts are sampled by vLLM's kernels (on a T4: fp16,
+    # 4-bit weights, its LoRA kernels) and scored by the trainer's, so they are slightly off-policy; TRL's importance
+    # sampling correction (its vllm_importance_sampling_mode sequence_mask, clip_max 3: a completion whose
+    # trainer/vLLM probability ratio leaves the bounds drops out of the loss) accounts for it. TRL 1.14.2 defaults it
+    # True, Unsloth 2026.10.x's GRPOConfig False (unsloth/models/rl.py), and both implement it: passed explicitly, so
+    # the two backends train one objective. Without vLLM (HF generate, the CPU path) there is nothing to correct and
+    # it has no effect.
+    vllm_importance_sampling_correction=True,
     loss_type="dapo",
     scale_rewards="group",
     num_iterations=1,

@@ -1,4 +1,5 @@
-"""Evaluation and reporting: greedy evaluation of a stage's weights (:mod:`.evaluate`), scoring a generations file
+"""Evaluation and reporting: greedy evaluation of a stage's weights (:mod:`.evaluate`; one vLLM engine serving many,
+:mod:`.engine`), scoring a generations file
 (:mod:`.scoring`), the authors' official checker (:mod:`.official_checker`), the run report (:mod:`.report`), its
 training curves (:mod:`.curves`) and paired statistics (:mod:`.pairstats`).
 

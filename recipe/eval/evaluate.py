@@ -4,6 +4,7 @@ read from the ``data.answer_label`` line, length in the student tokenizer's gene
 One entry point with a model, :func:`evaluate_weights`: load weights, generate, score, write ``results.json`` (the
 record, written last) and ``generations.jsonl`` into a folder (a run's ``eval/<name>``, see :mod:`recipe.run.rundir`).
 An existing ``results.json`` with the same protocol, model and dataset hash is kept, not recomputed.
+One vLLM engine may serve many evaluations (``served``, :mod:`recipe.eval.engine`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from recipe.data.answers import answers_match, extract_answer
 from recipe.data.gsm8k import load_gsm8k, load_raw_rows
 from recipe.data.stopping import resolve_stop_rule, stop_rule_record
 from recipe.errors import EvalError
+from recipe.eval.engine import EngineModel
 from recipe.eval.official_checker import official_verdict
 from recipe.eval.report import results_problem
 from recipe.fsio import read_json, read_jsonl, write_json, write_jsonl
@@ -325,10 +327,12 @@ def model_record(cfg: Config, init_from: str | None, run_dir: str | Path | None 
 
 
 def evaluate_weights(cfg: Config, out_dir: str | Path, record: dict, init_from: str | None = None,
-                     reuse: bool = True) -> dict:
+                     reuse: bool = True, served: EngineModel | None = None) -> dict:
     """Load the model (plus ``init_from`` weights), evaluate, write results.json + generations.jsonl into
     ``out_dir``. With ``reuse``, an existing results.json with the same protocol, model and data is returned as
-    is, and one in a sibling folder (e.g. stage 3 found no failures: stage-2 weights) is copied."""
+    is, and one in a sibling folder (e.g. stage 3 found no failures: stage-2 weights) is copied. ``served``: the
+    loaded model whose engine serves ``init_from`` (its base; ``init_from`` an adapter on it or the base itself)
+    instead of a load of its own."""
     out_dir = Path(out_dir)
     problems, source = load_eval_problems(cfg)
     data_record = {"source": source, "split": cfg.eval.split, "n": len(problems), "sha256": dataset_hash(problems)}
@@ -345,9 +349,12 @@ def evaluate_weights(cfg: Config, out_dir: str | Path, record: dict, init_from: 
             results = {**read_json(other), "name": out_dir.name, "copied_from": other.parent.name}
             write_json(out_dir / RESULTS, results)
             return results
-    model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=False, seed=cfg.run.seed,
-                                      vllm=True, vllm_cfg=cfg.vllm)
-    model = to_device(model, cfg.run.device)
+    if served is None:
+        model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=False, seed=cfg.run.seed,
+                                          vllm=True, vllm_cfg=cfg.vllm)
+        model = to_device(model, cfg.run.device)
+    else:
+        model, tokenizer = served.get()
     t0 = time.monotonic()
     golds = official_golds(source, cfg.eval.split, problems)
     metrics, rows = generate_and_score(model, tokenizer, problems, cfg.eval, cfg.data.answer_label, cfg.run.seed,

@@ -44,9 +44,9 @@ def uses_vllm(vllm_cfg: object, backend: str, use: str, on_gpu: bool = True) -> 
     """Whether ``use`` (GRPO's generation, evaluation, stage-3 mining, ``teach``) generates through vLLM for the
     config's ``vllm`` section on ``backend`` (``unsloth`` or ``hf``, as picked). Every site that decides vLLM asks here.
 
-    ``vllm.enabled`` on unsloth gives each GRPO, evaluation and mining load one in-process engine (the weights
-    repository follows it too); on hf it gives GRPO TRL's own engine (colocated or a server, ``vllm.mode``), and
-    evaluation and mining generate with HF. ``teach`` loads without an engine; nothing uses vLLM off the GPU.
+    ``vllm.enabled`` on unsloth gives the GRPO load and the evaluation load of a process one in-process engine
+    (stage-3 mining generates through the GRPO load's; the weights repository follows the switch too); on hf it
+    gives GRPO TRL's own engine (colocated or a server, ``vllm.mode``), and evaluation and mining generate with HF. ``teach`` loads without an engine; nothing uses vLLM off the GPU.
 
     >>> from types import SimpleNamespace as NS
     >>> on = NS(enabled=True)

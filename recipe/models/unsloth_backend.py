@@ -12,10 +12,12 @@ Import (:func:`import_unsloth`)
 The vLLM engine (``vllm.enabled``)
     ``FastLanguageModel.from_pretrained(fast_inference=True)`` starts an in-process vLLM engine that shares the
     weights (``model.vllm_engine``); unsloth's patched ``GRPOTrainer`` generates through it. The recipe asks for it
-    only where GRPO generates (stages 2 and 3: ``model.load(..., for_grpo=True)``); SFT, mining and evaluation load
-    without one. At most one engine is held per process: :func:`load` frees the held one (unsloth_zoo's
-    ``delete_vllm``, ``gc``, ``torch.cuda.empty_cache``) before it loads anything, :func:`release_engine` frees it
-    at the end of a GRPO stage, and :func:`_hold` refuses a second.
+    where GRPO generates (stages 2 and 3: ``model.load(..., for_grpo=True)``; stage 3 mines through that same
+    engine first) and where evaluation generates (``vllm=True``: one load per process, whose engine serves the base
+    model and every adapter as a LoRA request, :class:`recipe.eval.engine.EngineModel`); SFT loads without one.
+    A GPU has room for one engine per process: :func:`load` frees the held one (unsloth_zoo's ``delete_vllm``,
+    ``gc``, ``torch.cuda.empty_cache``) before it loads anything, :func:`release_engine` frees it at the end of a
+    GRPO stage, and :func:`_hold` refuses a second.
 
 One set of weights (:func:`weights_repo`)
     Unsloth's loader picks the repository itself (``unsloth/models/loader.py`` ``FastLanguageModel.from_pretrained``

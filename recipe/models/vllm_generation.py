@@ -29,16 +29,20 @@ from recipe.data.stopping import cut_finished, is_finished
 from recipe.models.hf_generation import TAIL_TOKENS, Generation, make_generation
 
 _LORA_IDS: dict[str, int] = {}  # adapter folder -> its LoRA id in this process's engine (ids must be unique, > 0)
+# Our ids start far above the ones unsloth_zoo gives the live training LoRA (``vllm_utils.load_lora``: 1, 2, ... one
+# per GRPO rollout): vLLM keys its adapter cache by id, so stage 3's mining adapter must never share one with them.
+FIRST_LORA_ID = 1_000_001
 CHUNK = 512  # prompts per engine call: vLLM batches inside a call; between calls the progress bar moves
 
 
 def lora_request(adapter: str | None):
-    """The ``LoRARequest`` for an adapter folder (one id per folder for the process), or None."""
+    """The ``LoRARequest`` for an adapter folder (one id per folder for the process, so one engine serves several
+    adapters side by side), or None."""
     if adapter is None:
         return None
     from vllm.lora.request import LoRARequest  # lazy: vLLM exists with the gpu extra only
 
-    lora_id = _LORA_IDS.setdefault(adapter, len(_LORA_IDS) + 1)
+    lora_id = _LORA_IDS.setdefault(adapter, FIRST_LORA_ID + len(_LORA_IDS))
     return LoRARequest(lora_name=f"cotrecipe-{lora_id}", lora_int_id=lora_id, lora_path=adapter)
 
 

@@ -21,6 +21,8 @@ _IGNORED_KEYS = {"data.eval_source", "vllm.mode", "vllm.server_base_url", "vllm.
 LEGACY_KEYS = {
     **{(section, "epsilon_high"): lambda sec: sec.get("epsilon") for section in ("stage2", "stage3")},
     **{(section, "mask_truncated_completions"): lambda sec: False for section in ("stage2", "stage3")},
+    # recorded runs predate it: they trained with TRL alone (hf backend), whose default is True
+    **{(section, "vllm_importance_sampling_correction"): lambda sec: True for section in ("stage2", "stage3")},
 }
 # sections an entry's config gained later, as runs recorded before them trained (the baseline's stage-1 budget)
 LEGACY_SECTIONS = {"baseline_sft": {"budget": "stage1"}}
@@ -42,8 +44,9 @@ def with_legacy_keys(recorded: dict, current: dict | None = None) -> dict:
     """A recorded entry config with the :data:`LEGACY_KEYS` it predates filled in and the keys that moved since in
     their new places (:func:`recipe.config.renamed.migrate_recorded`): older runs resume unchanged.
 
-    >>> with_legacy_keys({"stage2": {"epsilon": 0.1}})["stage2"]
-    {'epsilon': 0.1, 'epsilon_high': 0.1, 'mask_truncated_completions': False}
+    >>> sorted(with_legacy_keys({"stage2": {"epsilon": 0.1}})["stage2"].items())  # doctest: +NORMALIZE_WHITESPACE
+    [('epsilon', 0.1), ('epsilon_high', 0.1), ('mask_truncated_completions', False),
+     ('vllm_importance_sampling_correction', True)]
     >>> with_legacy_keys({"model": {"fast_inference": False, "gpu_memory_utilization": 0.6}})
     {'model': {}, 'vllm': {'enabled': False, 'gpu_memory_utilization': 0.6}}
     """

@@ -4,7 +4,9 @@ trainable entries (:mod:`recipe.run.entries`) and one run directory (:mod:`recip
 ``run-all`` trains stage 1 -> 2 -> 3, then the baselines listed in ``run.baselines``, then evaluates and writes the
 report. Resume: the same command again skips entries whose status is ``done`` and continues an unfinished one from
 its last complete TRL checkpoint. With ``run.process_per_entry`` (auto: on with CUDA) each entry and the evaluation
-run in their own child process (:mod:`recipe.run.subrun`); this process then only orchestrates. With
+run in their own child process (:mod:`recipe.run.subrun`; evaluation: one child per vLLM engine base,
+:func:`eval_groups`); this process then only orchestrates and never creates a CUDA context (its fit check reads the
+card through ``nvidia-smi``, :func:`recipe.tools.plan.gpu_total_gib`). With
 ``run.parallel_entries`` >= 2 (CPU runs) up to that many of those children run at once (:mod:`recipe.run.parallel`). A baseline is one more
 entry: same manifest record, resume, config check, evaluation and report row. Adding one = a ``train/<name>.py``
 with ``run(cfg, entry_dir, init_from)`` and a line in :data:`recipe.run.entries.ENTRIES` (its train function is
@@ -23,7 +25,7 @@ from recipe import dist
 from recipe.config.core import Config
 from recipe.data.gsm8k import check_disjoint_slices, check_source
 from recipe.errors import EvalError, RunError
-from recipe.eval import curves, evaluate
+from recipe.eval import curves, engine, evaluate
 from recipe.eval.report import build_report
 from recipe.models import model as model_mod
 from recipe.models.integrity import weights_dir_problem
@@ -209,7 +211,7 @@ def _run_all(cfg: Config, force: bool) -> Path:
             manifest = _train(cfg, run_dir, manifest, name, None, child)
     if cfg.eval.enabled:
         if child:
-            subrun.evaluate(run_dir)
+            evaluate_in_children(cfg, run_dir)
         else:
             evaluate_run(cfg, run_dir)
     return run_dir
@@ -255,7 +257,7 @@ def run_baseline(cfg: Config, key: str, force: bool = False) -> list[Path]:
             rundir.invalidate(run_dir, manifest, ENTRIES, name, f"--force on {name}")
         if not rundir.is_done(manifest, name):
             _train(cfg, run_dir, manifest, name, None, child=True)
-        subrun.evaluate(run_dir, names=[name])
+        evaluate_in_children(cfg, run_dir, [name])
         return [p for p in (run_dir / rundir.REPORT_MD, run_dir / rundir.REPORT_PNG) if p.is_file()]
 
 
@@ -272,13 +274,58 @@ def evaluate_run(cfg: Config, run_dir: str | Path, names: Sequence[str] | None =
 
 
 def _evaluate_run(cfg: Config, run_dir: Path, names: Sequence[str] | None, report: bool = True) -> list[Path]:
-    explicit = names is not None
+    cfg, groups, sharing = eval_groups(cfg, run_dir, names)
+    if len(groups) > 1:  # several bases, one engine each: one process per base
+        _groups_in_children(run_dir, groups)
+    elif groups:
+        check_data(cfg, [], eval_split=True)
+        served = engine.EngineModel(cfg, engine.engine_base(groups[0][0][1])) if sharing else None
+        try:
+            for name, weights in groups[0]:
+                folder = rundir.eval_dir(run_dir, ENTRIES[name].eval_name if name in ENTRIES else BASE)
+                evaluate.evaluate_weights(cfg, folder, evaluate.model_record(cfg, weights, run_dir), weights,
+                                          served=served)
+        finally:
+            if served is not None:
+                served.close()
+    return build_report(run_dir) if report else []
+
+
+def evaluate_in_children(cfg: Config, run_dir: Path, names: Sequence[str] | None = None) -> None:
+    """:func:`evaluate_run` from a process that only orchestrates: each of :func:`eval_groups` in a child process of
+    its own, which rebuilds the report. Nothing here loads a model or touches the GPU."""
+    _groups_in_children(run_dir, eval_groups(cfg, run_dir, names)[1])
+
+
+def _groups_in_children(run_dir: Path, groups: list[list[tuple[str, str | None]]]) -> None:
+    for group in groups:
+        subrun.evaluate(run_dir, names=[name for name, _ in group])
+
+
+def eval_groups(cfg: Config, run_dir: Path, names: Sequence[str] | None
+                ) -> tuple[Config, list[list[tuple[str, str | None]]], bool]:
+    """The config evaluation runs with (:func:`with_base`), what it evaluates (:func:`eval_targets`) in groups that
+    one process evaluates, and whether they share a vLLM engine (:func:`recipe.eval.engine.shares_engine`). With
+    an engine, a group is the models one engine serves (:func:`recipe.eval.engine.engine_groups`: the base model
+    and every adapter on it; each full-model folder alone), since a GPU has room for one engine per process;
+    without one, everything is one group."""
     manifest = rundir.load_manifest(run_dir)
     cfg = with_base(cfg, run_dir, manifest)  # the base row and every adapter sit on the warm-up's weights
+    targets = eval_targets(cfg, run_dir, manifest, names)
+    sharing = engine.shares_engine(cfg)
+    return cfg, [g for g in (engine.engine_groups(targets) if sharing else [targets]) if g], sharing
+
+
+def eval_targets(cfg: Config, run_dir: Path, manifest: dict,
+                 names: Sequence[str] | None) -> list[tuple[str, str | None]]:
+    """What to evaluate, as ``(name, weights folder)`` (None: the base model): ``names``, or by default
+    ``eval.stages`` plus every finished baseline, skipping what is not done. A name given explicitly that is not
+    finished, an unknown name, or damaged weights is an :class:`EvalError` naming it."""
+    explicit = names is not None
     if not explicit:
         baselines = [n for n, e in ENTRIES.items() if e.kind == "baseline" and rundir.is_done(manifest, n)]
         names = [*cfg.eval.stages, *baselines]
-    data_checked = False
+    targets = []
     for name in names:
         if name != BASE and (name not in ENTRIES or ENTRIES[name].eval_name is None):
             allowed = ", ".join(n for n, e in ENTRIES.items() if e.eval_name)
@@ -297,10 +344,5 @@ def _evaluate_run(cfg: Config, run_dir: Path, names: Sequence[str] | None, repor
         if problem:
             raise EvalError(f"{name}'s weights {weights} are {problem}; retrain it with --force "
                             f"(a missing folder is retrained by run-all)")
-        if not data_checked:
-            check_data(cfg, [], eval_split=True)
-            data_checked = True
-        record = evaluate.model_record(cfg, weights, run_dir)
-        folder = rundir.eval_dir(run_dir, ENTRIES[name].eval_name if name in ENTRIES else BASE)
-        evaluate.evaluate_weights(cfg, folder, record, weights)
-    return build_report(run_dir) if report else []
+        targets.append((name, weights))
+    return targets

@@ -11,7 +11,7 @@ driver replaces a working torch with one that sees no GPU. So:
   GRPO generates with HF generate, slower);
 * no driver: cotrecipe alone (the CPU presets).
 
-This file imports only the standard library: the cell runs it by path (``python REPO/recipe/colab_install.py REPO``)
+This file imports only the standard library: the cell runs it by path (``python REPO/recipe/tools/colab_install.py REPO``)
 before the ``recipe`` package is installed.
 
 >>> driver_major("550.54.15\\n"), driver_major("580.82.07"), driver_major("NVIDIA-SMI has failed"), driver_major(None)

@@ -6,6 +6,8 @@ shipped under ``recipe/model_configs/`` (dimension fields only), so planning nev
 
 Stages planned (:func:`stage_workloads`): stage 1 (SFT), stage 2 and stage 3 (GRPO), stage-3 failure mining and
 evaluation (batched generation). Sizes are GiB (2**30 bytes); a "15 GB" T4 is 15 GiB here, as ``nvidia-smi`` shows.
+Each row is one process at its peak, stage-3 mining being stage 3's process before its trainer starts
+(:mod:`recipe.tools.plan_process` says what each holds).
 
 >>> from recipe.config.core import resolve
 >>> plans = plan_config(resolve(preset="qwen2.5-3b-t4"), gpu_gib=15)
@@ -26,7 +28,9 @@ from recipe.config.core import Config
 from recipe.errors import PlanError  # noqa: F401  (defined there, raised here)
 from recipe.models import model as model_mod
 from recipe.models.devices import GRPO, uses_vllm
+from recipe.tools.gpu_memory import gpu_total_gib
 from recipe.tools.plan_inputs import read_model_config
+from recipe.tools.plan_process import alive_in
 
 GIB = 2**30
 # GSM8K prompts in the recipe's frame, in tokens (assumption, Qwen/SmolLM BPE): the question (~40-120 tokens) plus
@@ -108,6 +112,7 @@ class StagePlan:
     gpu_gib: float
     fits: bool
     proposals: list[str] = field(default_factory=list)
+    process: str = ""  # the process this peak is in (run-all runs each in its own): alive_in says what it holds
 
 
 def estimate_memory(d: ModelDims, s: Setup, w: Workload, gpu_gib: float, optim: str = "adamw_torch") -> dict[str, float]:
@@ -128,8 +133,9 @@ def estimate_memory(d: ModelDims, s: Setup, w: Workload, gpu_gib: float, optim: 
     # vLLM (vllm.enabled): it reserves gpu_memory_utilization x the card (vLLM's own rule) and holds weights, KV
     # cache and its activation profile (~1 GiB for Qwen2.5-3B on a T4 in Unsloth's GRPO notebook log) inside; its
     # CUDA graphs come on top (0.62 GiB in the same log). Unsloth shares the training weights with it (weights
-    # counted in the block only); TRL's colocate mode on the hf backend loads a second, 16-bit copy. One engine at a
-    # time: on unsloth, mining and eval generate through an engine of their own load (recipe.models.generation).
+    # counted in the block only); TRL's colocate mode on the hf backend loads a second, 16-bit copy. One engine per
+    # process: on unsloth, stage-3 mining generates through the engine its trainer uses, and evaluation through one
+    # engine serving every adapter as a LoRA request; their KV cache lives in the block.
     kv_per_token = 2 * d.layers * d.kv_heads * d.head_dim * 2  # K and V, 16-bit
     vllm = s.fast_inference and (s.unsloth or w.kind == "grpo")
     if vllm:
@@ -175,7 +181,7 @@ def estimate_memory(d: ModelDims, s: Setup, w: Workload, gpu_gib: float, optim: 
     # compute dtype, plus one step of fp32 logits per sequence.
     gen_seqs = w.gen_batch or w.batch
     generate = 0.0
-    if w.kind == "generate" or (w.kind == "grpo" and not vllm):
+    if w.kind in ("generate", "grpo") and not vllm:
         generate = gen_seqs * (w.prompt + w.completion) * kv_per_token * act_bytes / 2 + gen_seqs * d.vocab * 4
     t["KV cache (generate)"] = generate
     # Training and generation do not overlap: keep the larger phase.
@@ -323,7 +329,8 @@ def plan_config(cfg: Config, gpu_gib: float, dims: ModelDims | None = None) -> l
         terms = estimate_memory(d, s, w, gpu_gib, optim)
         total = _total(terms)
         plans.append(StagePlan(stage, terms, total, gpu_gib, total <= gpu_gib,
-                               propose(d, s, stage, w, optim, gpu_gib, cfg.model.max_seq_length)))
+                               propose(d, s, stage, w, optim, gpu_gib, cfg.model.max_seq_length),
+                               process=alive_in(stage, s)))
     return plans
 
 
@@ -340,23 +347,22 @@ def smallest_card(cfg: Config, dims: ModelDims | None = None) -> tuple[str, floa
 
 
 def default_gpu_gib(cfg: Config, preset: str | None) -> float | None:
-    """The card to judge against when none is given: the preset's target card, else the local GPU, else None."""
+    """The card to judge against when none is given: the preset's target card, else the local GPU
+    (:func:`recipe.tools.gpu_memory.gpu_total_gib`), else None."""
     if preset in PRESET_CARDS:
         return PRESET_CARDS[preset]
     try:
-        import torch  # lazy: planning itself needs no torch
-
-        if torch.cuda.is_available():
-            return torch.cuda.get_device_properties(0).total_memory / GIB
+        import torch  # lazy: planning itself needs no torch; is_available creates no CUDA context
     except ImportError:
         return None
-    return None
+    return gpu_total_gib() if torch.cuda.is_available() else None
 
 
 def check_fits(cfg: Config, gpu_gib: float | None = None) -> list[str]:
     """Warnings (empty when everything fits) for the run orchestrator to log before training on CUDA.
 
-    ``gpu_gib`` defaults to the current CUDA device's memory; without CUDA or model dimensions it returns [].
+    ``gpu_gib`` defaults to the local GPU's memory, read without a CUDA context (:func:`recipe.tools.gpu_memory.gpu_total_gib`: the
+    run-all parent only orchestrates, its children hold the GPU); without a GPU or model dimensions it returns [].
     """
     gpu_gib = gpu_gib if gpu_gib is not None else default_gpu_gib(cfg, None)
     if gpu_gib is None:
@@ -379,6 +385,8 @@ def render(plans: list[StagePlan], console=None, card: tuple[str, float] | None 
     for p in plans:
         console.print(f"[bold]{p.stage}[/bold]: {p.total:.2f} GiB of {p.gpu_gib:.1f} GiB "
                       f"({'fits' if p.fits else '[red]DOES NOT FIT[/red]'})")
+        if p.process:
+            console.print(f"  alive: {p.process}", soft_wrap=True)
         table = Table()
         table.add_column("term")
         table.add_column("GiB", justify="right")
@@ -390,6 +398,8 @@ def render(plans: list[StagePlan], console=None, card: tuple[str, float] | None 
             verb = "largest that fit (one at a time)" if p.fits else "to fit, change one of"
             console.print(f"  {verb}: " + "; ".join(f"--set {x}" for x in p.proposals), soft_wrap=True)
     ok = all(p.fits for p in plans)
+    console.print("each row: one process at its peak (run-all runs each entry and the evaluation in a fresh "
+                  "process, run.process_per_entry, each building at most one vLLM engine)", soft_wrap=True)
     worst = max(plans, key=lambda p: p.total) if plans else None
     gpu = f" on {plans[0].gpu_gib:.2f} GiB{gpu_note}" if plans else ""
     verdict = (f"verdict: fits{gpu}; peak {worst.total:.1f} GiB in {worst.stage}" if ok and worst else

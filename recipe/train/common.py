@@ -202,7 +202,8 @@ def trainer_config_summary(args) -> dict:
             "gradient_accumulation_steps", "warmup_steps", "lr_scheduler_type", "weight_decay", "optim", "seed",
             "bf16", "fp16", "use_cpu", "max_length", "completion_only_loss", "num_generations",
             "max_completion_length", "temperature", "top_p", "beta", "epsilon", "epsilon_high",
-            "mask_truncated_completions", "loss_type", "scale_rewards", "num_iterations", "reward_weights", "use_vllm")
+            "mask_truncated_completions", "vllm_importance_sampling_correction", "loss_type", "scale_rewards",
+            "num_iterations", "reward_weights", "use_vllm")
     return {k: getattr(args, k) for k in keys if hasattr(args, k)}
 
 

@@ -9,6 +9,13 @@ Clip and truncation (``epsilon_high``, ``mask_truncated_completions``)
     TRL 1.14.2 alone keeps False and uses ``epsilon`` for an unset ``epsilon_high``. Explicit values are left alone
     by that rule; the record keeps the values read back from ``trainer.args`` after construction.
 
+Importance-sampling correction (``vllm_importance_sampling_correction``)
+    With vLLM generating, TRL 1.14.2 corrects for the vLLM/trainer log-prob mismatch by default
+    (``trl/trainer/grpo_config.py``: True); Unsloth 2026.10.9's patched ``GRPOConfig`` defaults it to False (the
+    ``grpo_trainer`` replacements of ``_patch_trl_rl_trainers_impl``) and applies TRL's modes itself when it is on
+    (``unsloth_zoo/rl_replacements.py``, ``grpo_accumulated_loss``). A config key of stages 2 and 3 (default True,
+    why: :mod:`recipe.config.schema`), always passed, recorded from ``trainer.args`` like the clip keys.
+
 KL reference (``beta`` > 0)
     TRL 1.14.2 alone (``hf``): a stage that re-trains an existing adapter gets a frozen copy of it, the ``ref``
     adapter (``GRPOTrainer.__init__``, the ``elif is_peft_model(model) and args.beta != 0.0`` branch), and the

@@ -4,7 +4,9 @@
    most 400 new tokens) with the evaluation prompt and its stop rule. A problem is a *persistent failure* when its
    fraction of correct answers is <= ``failure_threshold`` (default 0: never right). They are written to
    ``stage3/failures.jsonl``. Answers are compared as numbers (the authors compared strings, so their failures
-   include e.g. ``42.00`` for 42).
+   include e.g. ``42.00`` for 42). The model that mines is the one the stage trains, loaded once
+   (:func:`load_policy`): with ``vllm.enabled`` on unsloth its engine generates (the stage-2 adapter as a LoRA
+   request) and then serves GRPO's rollouts, so the process builds one engine, as a GPU with room for one needs.
 2. Rewriting: the prompt shows the problem and the teacher's solution (its thinking part included, as theirs) and
    asks for a much shorter rewrite ending in the answer label; GRPO with correctness + compression-ratio reward
    (response length / teacher length).
@@ -37,24 +39,38 @@ log = logging.getLogger("recipe")
 FAILURES = "failures.jsonl"
 
 
-def mine_failures(cfg: Config, problems: list[Problem], init_from: str | None) -> list[dict]:
-    """Answer each problem ``mining_k`` times with the stage-2 model; keep the persistent failures."""
+def load_policy(cfg: Config, init_from: str | None) -> tuple[Any, Any]:
+    """The model stage 3 mines with and then trains (``for_grpo``: with ``vllm.enabled`` on unsloth it carries the
+    engine GRPO generates with), and its tokenizer."""
+    return model_mod.load(cfg.model, init_from=init_from, trainable=True, seed=cfg.run.seed, for_grpo=True,
+                          vllm_cfg=cfg.vllm)
+
+
+def mine_failures(cfg: Config, problems: list[Problem], init_from: str | None, model: Any,
+                  tokenizer: Any) -> list[dict]:
+    """Answer each problem ``mining_k`` times with the stage-2 model (``model``, loaded from ``init_from`` by
+    :func:`load_policy`); keep the persistent failures. Generation goes through the model's vLLM engine when it has
+    one (``init_from``'s adapter as a LoRA request), else HF generate in eval mode; the model's mode is restored."""
     st = cfg.stage3
     if st.mining_limit > 0:
         problems = problems[: st.mining_limit]
-    model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=False, seed=cfg.run.seed,
-                                      vllm=True, vllm_cfg=cfg.vllm)  # through vLLM with vllm.enabled on unsloth
     model = to_device(model, cfg.run.device)
     mine = dist.shard(problems)  # several processes: each answers every world_size-th problem
     prompt_texts = [prompts.eval_prompt(p.question, answer_label=cfg.data.answer_label) for _, p in mine]
-    with tqdm(total=len(mine), desc="stage 3: mining failures", unit="problem", disable=not dist.is_main()) as bar:
-        # the evaluation prompt's stop rule
-        generations = generation.generate(model, tokenizer, prompt_texts, adapter=model_mod.adapter_folder(init_from),
-                                          max_new_tokens=st.mining_max_new_tokens, batch_size=st.mining_batch_size,
-                                          temperature=st.mining_temperature, num_return_sequences=st.mining_k,
-                                          seed=cfg.run.seed, stop_texts=STOP_TEXTS, answer_label=cfg.data.answer_label,
-                                          progress=bar.update,
-                                          stop_rule=resolve_stop_rule(cfg.eval.stop_rule, "paper"))
+    training = model.training
+    model.eval()  # HF generate: no dropout (the vLLM engine does not read the module's mode)
+    try:
+        with tqdm(total=len(mine), desc="stage 3: mining failures", unit="problem", disable=not dist.is_main()) as bar:
+            # the evaluation prompt's stop rule
+            generations = generation.generate(model, tokenizer, prompt_texts,
+                                              adapter=model_mod.adapter_folder(init_from),
+                                              max_new_tokens=st.mining_max_new_tokens, batch_size=st.mining_batch_size,
+                                              temperature=st.mining_temperature, num_return_sequences=st.mining_k,
+                                              seed=cfg.run.seed, stop_texts=STOP_TEXTS,
+                                              answer_label=cfg.data.answer_label, progress=bar.update,
+                                              stop_rule=resolve_stop_rule(cfg.eval.stop_rule, "paper"))
+    finally:
+        model.train(training)
     failures = []
     for (index, problem), gens in zip(mine, generations):
         correct = [answers_match(extract_answer(g.text), problem.answer) for g in gens]
@@ -62,7 +78,6 @@ def mine_failures(cfg: Config, problems: list[Problem], init_from: str | None) -
         if fraction <= st.failure_threshold:
             failures.append((index, {**problem.to_dict(), "correct_fraction": fraction,
                                      "student_outputs": [g.text for g in gens]}))
-    del model
     return dist.gather_shards(failures)  # every rank's failures, in the slice's order
 
 
@@ -107,19 +122,23 @@ def run(cfg: Config, stage_dir: Path, init_from: str | None = None) -> dict:
     problems = train_problems(cfg, "stage3")
     failures_path = stage_dir / FAILURES
     failures = read_failures(failures_path) if failures_path.is_file() else None  # mined before an interruption
+    policy = None  # (model, tokenizer): loaded once, to mine and then to train
     if failures is None:
-        failures = mine_failures(cfg, problems, init_from)
+        policy = load_policy(cfg, init_from)
+        failures = mine_failures(cfg, problems, init_from, *policy)
         dist.only_main(write_jsonl, failures_path, failures)  # then a barrier: every rank sees the file
     mined = {"mined": len(problems) if cfg.stage3.mining_limit <= 0 else min(len(problems), cfg.stage3.mining_limit),
              "failures": len(failures)}
     log.info("stage 3: %d persistent failures out of %d problems", mined["failures"], mined["mined"])
     if not failures:
+        del policy
+        model_mod.release_engine()  # the engine mining used (none held: nothing to do)
         return {"output": init_from, "data": {"n_rows": 0}, "metrics": {**mined, "skipped": "no failures"},
                 "trainer_config": {}}
 
     rows = build_rows([Problem.from_dict(f) for f in failures], answer_label=cfg.data.answer_label)
-    model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=True, seed=cfg.run.seed,
-                                      for_grpo=True, vllm_cfg=cfg.vllm)
+    model, tokenizer = policy or load_policy(cfg, init_from)
+    del policy
     result = train_grpo(cfg, "stage3", model, tokenizer, add_token_lengths(rows, tokenizer), stage_dir,
                         init_from=init_from)
     result["metrics"] = {**mined, **result["metrics"]}
