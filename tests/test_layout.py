@@ -1,5 +1,5 @@
-"""The package's layout shows its architecture: few flat modules, small packages by concern, short modules, every
-package says what it owns, and imports flow one way down the layers that ``recipe/__init__.py`` and the README's
+"""The package's layout shows its architecture: few flat modules, small packages by concern, every package says
+what it owns, and imports flow one way down the layers that ``recipe/__init__.py`` and the README's
 "Architecture" section draw (checked here on the import graph of tests/test_imports.py)."""
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from test_imports import GRAPH, MODULES, PACKAGE
 
 MAX_FLAT = 6  # modules directly under recipe/ besides __init__.py
 MAX_PER_PACKAGE = 12  # modules in one package besides its __init__.py
-MAX_LINES = 400
 
 # Top first. A module may import its own group and any group of a LOWER layer; groups that share a layer (train,
 # eval, tools) may not import each other. A group is a package or one module (matched on whole dotted parts).
@@ -71,12 +70,6 @@ def test_small_packages():
     big = {str(folder.relative_to(PACKAGE.parent)): len(mods) for folder, mods in packages().items()
            if folder != PACKAGE and len(mods) > MAX_PER_PACKAGE}
     assert not big, f"packages over {MAX_PER_PACKAGE} modules: {big}"
-
-
-def test_short_modules():
-    long = {str(p.relative_to(PACKAGE.parent)): n for p in PACKAGE.rglob("*.py")
-            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
-    assert not long, f"modules over {MAX_LINES} lines: {long}"
 
 
 def test_every_package_says_what_it_owns_and_may_import():
