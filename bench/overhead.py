@@ -22,7 +22,7 @@ from recipe.data import gsm8k as data_mod
 from recipe.models import model as model_mod
 from recipe.rewards import build_reward
 from recipe.run import orchestrator as run_mod
-from recipe.run import rundir
+from recipe.store import rundir
 from recipe.train import stage2
 
 

@@ -28,7 +28,7 @@ from recipe.config import core as config_mod  # noqa: E402
 from recipe.eval import pairstats  # noqa: E402
 from recipe.fsio import read_json, read_jsonl  # noqa: E402
 from recipe.run import orchestrator as run
-from recipe.run import rundir
+from recipe.store import rundir
 
 VARIANTS = {  # name -> (entry, overrides)
     "stage1-paper": ("stage1", ["stage1.question_only_share=0", "stage1.mask_prob=0.7"]),

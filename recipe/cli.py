@@ -20,6 +20,7 @@ from click.core import ParameterSource
 
 from recipe.cli_common import config_options, echo_official, eval_overrides, setup_logging
 from recipe.config import core as config_mod
+from recipe.config.entries import BASE, ENTRIES, STAGES
 from recipe.errors import KNOWN_ERRORS, EvalError
 from recipe.eval.report import build_report, collect_results, format_table
 from recipe.eval.scoring import format_summary, score_file
@@ -27,8 +28,7 @@ from recipe.fsio import os_error_line
 from recipe.models.devices import check_device
 from recipe.models.model import pick_backend, prepare_backend
 from recipe.run import interrupt, subrun
-from recipe.run.entries import BASE, ENTRIES, STAGES
-from recipe.run.rundir import CONFIG_FILE, GENERATIONS, RESULTS
+from recipe.store.rundir import CONFIG_FILE, GENERATIONS, RESULTS
 from recipe.teacher.teach import TeachOptions, incomplete_line, teach_command
 from recipe.tools import doctor as doctor_mod
 from recipe.tools import plan as plan_mod

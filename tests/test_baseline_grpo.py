@@ -16,7 +16,7 @@ from recipe.data import prompts
 from recipe.eval import evaluate
 from recipe.models import model as model_mod
 from recipe.run import orchestrator as run
-from recipe.run import rundir
+from recipe.store import rundir
 from recipe.train import common
 from recipe.train.common import train_problems, train_sft
 from tests.conftest import run_killed_after_save

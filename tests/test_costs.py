@@ -9,7 +9,7 @@ from recipe.config import core as C
 from recipe.eval import costs
 from recipe.fsio import read_jsonl, write_json
 from recipe.run import orchestrator as run
-from recipe.run import rundir
+from recipe.store import rundir
 
 
 def grpo_record(steps: int, wall_s: float, rss: float) -> dict:

@@ -17,8 +17,8 @@ import pytest
 from recipe import dist
 from recipe.config import core as C
 from recipe.models import model as model_mod
-from recipe.run import rundir
 from recipe.run.orchestrator import ENTRIES
+from recipe.store import rundir
 from recipe.train.trl_args import grpo_args
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""The registry of run entries (recipe/run/entries.py) is the one table the orchestrator, the run directory, the report,
+"""The registry of run entries (recipe/config/entries.py) is the one table the orchestrator, the run directory, the report,
 the CLI and the config check read; and a run directory written before the manifest key was ``entries`` resumes
 without retraining (stand-in trainers, no model)."""
 
@@ -15,9 +15,10 @@ import pytest
 from recipe import fsio
 from recipe.cli import main
 from recipe.config import core as C
+from recipe.config import entries
 from recipe.eval.report import build_report, collect_results, comparison_pairs
-from recipe.run import entries, rundir
 from recipe.run import orchestrator as run
+from recipe.store import rundir
 
 
 def test_every_entry_is_wired_to_a_trainer_sections_and_slices_that_exist():

@@ -39,8 +39,8 @@ from recipe.models.model import load as load_model
 from recipe.models.model import load_tokenizer, resolve_model_path
 from recipe.models.tiny import build_tiny_qwen2
 from recipe.rewards import step_format_ok
-from recipe.run import rundir
 from recipe.run.orchestrator import ENTRIES, evaluate_run, run_baseline
+from recipe.store import rundir
 from recipe.train.baseline_sft import build_rows as baseline_rows
 from recipe.train.common import train_problems
 from tests.conftest import first_table

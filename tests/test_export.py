@@ -20,7 +20,7 @@ from recipe.errors import RunError
 from recipe.models import model as model_mod
 from recipe.models.generation import STOP_TEXTS
 from recipe.run import orchestrator as run_mod
-from recipe.run import rundir
+from recipe.store import rundir
 from recipe.tools import export
 
 

@@ -23,7 +23,7 @@ import torch
 from click.testing import CliRunner
 
 from recipe.cli import main
-from recipe.run import rundir
+from recipe.store import rundir
 from tests import gpu_children
 from tests.test_gpu_backend import standin  # noqa: F401  (a fixture: unsloth findable in the parent, never imported)
 from tests.test_plan import fake_nvidia_smi

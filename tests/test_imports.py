@@ -71,9 +71,9 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 
 def test_the_graph_covers_the_package():
-    assert {"recipe.run.orchestrator", "recipe.run.rundir", "recipe.eval.evaluate", "recipe.eval.report",
+    assert {"recipe.run.orchestrator", "recipe.store.rundir", "recipe.eval.evaluate", "recipe.eval.report",
             "recipe.cli"} <= set(GRAPH)
-    assert "recipe.run.rundir" in {t for t, _, _ in GRAPH["recipe.run.orchestrator"]}
+    assert "recipe.store.rundir" in {t for t, _, _ in GRAPH["recipe.run.orchestrator"]}
     assert "recipe.config.core" in {t for t, _, _ in GRAPH["recipe.cli"]}
 
 

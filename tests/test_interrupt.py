@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from recipe.run import child, interrupt, parallel, rundir
+from recipe.run import child, interrupt, parallel
 from recipe.run.parallel import Task
+from recipe.store import rundir
 from tests.fault_injection import WAITING, ctrl_c_env, wait_for_ctrl_c_env
 
 REPO = Path(__file__).resolve().parents[1]

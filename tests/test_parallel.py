@@ -14,11 +14,12 @@ import pytest
 import torch
 
 from recipe.config import core as C
+from recipe.config.entries import ENTRIES
 from recipe.errors import RunError
 from recipe.run import orchestrator as run
-from recipe.run import parallel, rundir, subrun
-from recipe.run.entries import ENTRIES
+from recipe.run import parallel, subrun
 from recipe.run.parallel import Task
+from recipe.store import rundir
 
 REPO = Path(__file__).resolve().parents[1]
 EVALS = ["eval:base", "eval:stage1", "eval:stage2", "eval:stage3", "eval:baseline-sft", "eval:baseline-grpo"]
@@ -190,7 +191,7 @@ def test_a_task_that_cannot_start_counts_as_failed_and_ctrl_c_stops_the_running(
 
 WRITER = textwrap.dedent("""
     import sys
-    from recipe.run import rundir
+    from recipe.store import rundir
     run_dir, name, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
     rundir.write_only({name})
     manifest = rundir.load_manifest(run_dir)  # this process's copy, as a training child holds one
@@ -280,7 +281,7 @@ def test_a_childs_lines_are_prefixed_and_its_progress_bar_thinned(capsys):
 STAND_IN = textwrap.dedent("""
     import json, os, struct, sys
     from recipe import fsio
-    from recipe.run import rundir
+    from recipe.store import rundir
     args = sys.argv[1:]
     run_dir, name = args[args.index("--run") + 1], args[args.index("--entry") + 1]
     assert args[0] == "train" and "--beside-others" in args, args

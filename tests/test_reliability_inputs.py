@@ -22,7 +22,7 @@ from recipe.errors import ConfigError
 from recipe.fsio import read_json, read_jsonl
 from recipe.models.generation import to_device
 from recipe.run import orchestrator as run
-from recipe.run import rundir
+from recipe.store import rundir
 from recipe.train import stage3
 from recipe.train.trl_args import sft_args
 

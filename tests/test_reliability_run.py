@@ -25,8 +25,9 @@ from recipe.eval import evaluate
 from recipe.eval.report import build_report, collect_results
 from recipe.models.integrity import weights_file_problem
 from recipe.run import orchestrator as run
-from recipe.run import rundir, subrun
-from recipe.run.runlock import LOCK_FILE
+from recipe.run import subrun
+from recipe.store import rundir
+from recipe.store.runlock import LOCK_FILE
 from recipe.train.common import last_checkpoint
 
 
@@ -197,7 +198,7 @@ def test_a_safetensors_file_is_judged_by_safetensors_own_reader(tmp_path):
 
 HOLD = """
 import sys, time
-from recipe.run.runlock import locked
+from recipe.store.runlock import locked
 with locked(sys.argv[1]):
     print("held", flush=True)
     time.sleep(60)

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from recipe.cli import main
 from recipe.config import core as C
 from recipe.run import orchestrator as run
-from recipe.run import rundir
+from recipe.store import rundir
 from tests.conftest import run_killed_after_save
 
 

@@ -10,7 +10,7 @@ import pytest
 from recipe.config import core as C
 from recipe.fsio import write_json
 from recipe.run import orchestrator as run
-from recipe.run import rundir
+from recipe.store import rundir
 
 
 def cfg_for(run_dir: Path, *extra: str) -> C.Config:

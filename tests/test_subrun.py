@@ -19,14 +19,15 @@ import torch
 from recipe.config import core as C
 from recipe.errors import RunError
 from recipe.run import orchestrator as run
-from recipe.run import rundir, runlock, subrun
+from recipe.run import subrun
+from recipe.store import rundir, runlock
 from tests.fault_injection import kill_after_save_env
 
 REPO = Path(__file__).resolve().parents[1]
 
 CHILD_TAKES_LOCK = textwrap.dedent("""
     import sys
-    from recipe.run.runlock import locked
+    from recipe.store.runlock import locked
     from recipe.errors import RunError
     try:
         with locked(sys.argv[1]):

@@ -391,8 +391,8 @@ def test_teach_file_drives_a_real_run_through_data_teacher(cfg, tmp_path):
     """The file `teach` writes is what a run trains on: stage 1 of the smoke preset, once with GSM8K-style gold
     rationales and once with `data.teacher` set to the teach output, trains on different rows, and the teacher's
     thinking reaches the stage-1 targets."""
-    from recipe.run import rundir
     from recipe.run.orchestrator import run_one
+    from recipe.store import rundir
     from recipe.train import stage1
 
     problems, out = teach_file(cfg, tmp_path, 6)

@@ -17,10 +17,10 @@ from click.testing import CliRunner
 from recipe.cli import main
 from recipe.config import core as C
 from recipe.config import renamed
+from recipe.config.entries import ENTRIES
 from recipe.models import model as M
 from recipe.models.devices import EVAL, GRPO, MINING, TEACH, USES, uses_vllm
-from recipe.run import rundir
-from recipe.run.entries import ENTRIES
+from recipe.store import rundir
 from recipe.tools import plan
 
 ROOT = Path(__file__).resolve().parents[1]

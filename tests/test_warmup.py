@@ -13,7 +13,7 @@ from recipe.errors import ConfigError, RunError
 from recipe.fsio import read_json
 from recipe.models import model as model_mod
 from recipe.run import orchestrator as run
-from recipe.run import rundir
+from recipe.store import rundir
 
 QUICK = ("stage2.max_completion_length=16", "stage3.max_completion_length=16", "stage3.mining_limit=8",
          "stage3.mining_max_new_tokens=16", "stage2.log_completions=false", "stage3.log_completions=false")

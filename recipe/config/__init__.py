@@ -1,11 +1,12 @@
 """The configuration: one typed schema (:mod:`.schema`), loading, merging and validation (:mod:`.core`), the limits of its keys (:mod:`.limits`), TRL's own keys
 passed through a trainer section (:mod:`.trl_pass`), the dataclass machinery under it (:mod:`.typed`), the bounded YAML reader every file goes through (:mod:`.safe_yaml`)
-and the keys that moved, still read in their old spelling (:mod:`.renamed`).
+the keys that moved, still read in their old spelling (:mod:`.renamed`), and the registry of a run's entries
+(:mod:`.entries`).
 
 Owns: presets, ``--config`` / ``--set`` merging, validation with one-line errors that name the key.
 May import: ``recipe.rewards`` (reward names), ``recipe.data`` (data source forms), ``recipe.dist``,
-``recipe.errors``, and the registry of run entries ``recipe.run.entries`` (plain data: the ``run.baselines`` keys and
-``eval.stages`` names), and ``recipe.models.devices`` (the one vLLM switch, :func:`~recipe.models.devices.uses_vllm`).
+``recipe.errors``, Its own registry of run entries (:mod:`.entries`, plain data: the ``run.baselines`` keys and ``eval.stages`` names)
+is read by every layer above.
 Never the model loading, training, evaluation or run layers: they all read a resolved ``Config``.
 
 The public entry points are importable from here: ``from recipe.config import resolve, Config``.

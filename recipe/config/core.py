@@ -31,6 +31,7 @@ import recipe.config.renamed as renamed
 import recipe.config.safe_yaml as safe_yaml
 import recipe.config.trl_pass as trl_pass
 from recipe import dist
+from recipe.config.entries import EVAL_STAGES
 from recipe.config.schema import (  # noqa: F401  (re-exported: recipe.config.core.ModelConfig etc. keep working)
     BASELINES,
     TRAINER_SECTIONS,
@@ -52,8 +53,6 @@ from recipe.config.schema import (  # noqa: F401  (re-exported: recipe.config.co
 )
 from recipe.config.typed import deep_merge, from_mapping, set_path
 from recipe.errors import ConfigError
-from recipe.models.devices import GRPO, uses_vllm
-from recipe.run.entries import EVAL_STAGES
 
 # --------------------------------------------------------------------------------------------------------------------
 # Presets, files and overrides
@@ -221,7 +220,7 @@ def validate(cfg: Config) -> None:
     if launch_problem:
         raise ConfigError(launch_problem)
     if cfg.vllm.mode == "server":
-        _check(cfg.model.backend == "hf" and uses_vllm(cfg.vllm, "hf", GRPO), "vllm.mode", cfg.vllm.mode,
+        _check(cfg.model.backend == "hf" and cfg.vllm.enabled, "vllm.mode", cfg.vllm.mode,
                "server mode is TRL's vLLM on the hf backend: set model.backend=hf and vllm.enabled=true "
                "(Unsloth's engine is always colocated)")
     _check_parallel_entries(cfg)

@@ -7,8 +7,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from recipe.run.entries import BASELINES as BASELINE_ENTRIES
-from recipe.run.entries import EVAL_STAGES
+from recipe.config.entries import BASELINES as BASELINE_ENTRIES
+from recipe.config.entries import EVAL_STAGES
 
 # --------------------------------------------------------------------------------------------------------------------
 # Schema
@@ -234,7 +234,7 @@ class EvalConfig:
     stages: list[str] = field(default_factory=lambda: list(EVAL_STAGES))  # base, stage1, stage2, stage3
 
 
-BASELINES = tuple(BASELINE_ENTRIES)  # `run.baselines` keys (sft, grpo): the baselines of recipe.run.entries
+BASELINES = tuple(BASELINE_ENTRIES)  # `run.baselines` keys (sft, grpo): the baselines of recipe.config.entries
 
 
 @dataclass

@@ -3,7 +3,7 @@
 (:mod:`.scoring`), the authors' official checker (:mod:`.official_checker`), the run report (:mod:`.report`), its
 training curves (:mod:`.curves`) and paired statistics (:mod:`.pairstats`).
 
-May import: ``recipe.run.rundir`` (the run directory's file names), ``recipe.config``, ``recipe.models``,
+May import: ``recipe.store.rundir`` (the run directory's file names), ``recipe.config``, ``recipe.models``,
 ``recipe.rewards``, ``recipe.data`` and the flat helpers. Never ``recipe.train``, ``recipe.teacher`` or the run
 orchestrator.
 """

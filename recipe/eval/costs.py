@@ -1,15 +1,15 @@
 """What a run cost, read from its folder: each task's wall time and peak memory (the manifest's training records and
 each evaluation's ``results.json``), the training budgets side by side (tokens TRL processed, GRPO completions
 sampled: does each baseline match the curriculum?) and the ``run-all`` invocations' wall time
-(:data:`recipe.run.rundir.INVOCATIONS`). The report's "Cost" section (:func:`cost_section`)."""
+(:data:`recipe.store.rundir.INVOCATIONS`). The report's "Cost" section (:func:`cost_section`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from recipe.config.entries import BASELINES, ENTRIES, STAGES
 from recipe.fsio import read_json, read_jsonl
-from recipe.run.entries import BASELINES, ENTRIES, STAGES
-from recipe.run.rundir import ENTRIES_KEY, EVAL_DIR, INVOCATIONS, MANIFEST_FILE, RESULTS, trained_tokens
+from recipe.store.rundir import ENTRIES_KEY, EVAL_DIR, INVOCATIONS, MANIFEST_FILE, RESULTS, trained_tokens
 
 
 def _read(path: Path) -> object:

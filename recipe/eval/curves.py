@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from recipe.fsio import read_json
-from recipe.run.rundir import TRAINER_DIR, TRAINER_LOG
+from recipe.store.rundir import TRAINER_DIR, TRAINER_LOG
 
 REPORT_CURVES_PNG = "report_curves.png"
 SIGNAL_KEY = "frac_reward_zero_std"  # TRL GRPOTrainer: fraction of groups whose rewards all agree

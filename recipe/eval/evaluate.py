@@ -2,7 +2,7 @@
 read from the ``data.answer_label`` line, length in the student tokenizer's generated tokens (wrong answers included).
 
 One entry point with a model, :func:`evaluate_weights`: load weights, generate, score, write ``results.json`` (the
-record, written last) and ``generations.jsonl`` into a folder (a run's ``eval/<name>``, see :mod:`recipe.run.rundir`).
+record, written last) and ``generations.jsonl`` into a folder (a run's ``eval/<name>``, see :mod:`recipe.store.rundir`).
 An existing ``results.json`` with the same protocol, model and dataset hash is kept, not recomputed.
 One vLLM engine may serve many evaluations (``served``, :mod:`recipe.eval.engine`).
 """
@@ -35,7 +35,7 @@ from recipe.models import model as model_mod
 from recipe.models.generation import STOP_TEXTS, to_device
 from recipe.models.integrity import WEIGHT_SUFFIXES
 from recipe.rewards import step_format_ok
-from recipe.run.rundir import GENERATIONS, RESULTS, peak_rss_mb, versions
+from recipe.store.rundir import GENERATIONS, RESULTS, peak_rss_mb, versions
 
 log = logging.getLogger("recipe")
 

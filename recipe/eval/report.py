@@ -2,7 +2,7 @@
 
 Rows: ``base``, ``stage1``, ``stage2``, ``stage3`` (those present, in curriculum order), then any other evaluated
 model (baselines such as ``baseline-sft`` and ``baseline-grpo``) by name; rows, labels and what each row starts from
-are the registry's (:mod:`recipe.run.entries`). Deltas are against ``base``; without a base
+are the registry's (:mod:`recipe.config.entries`). Deltas are against ``base``; without a base
 row they read "-". Below the table one sentence names the best row on accuracy and on tokens; the training curves
 (``report_curves.png``, :mod:`recipe.eval.curves`) follow.
 """
@@ -16,12 +16,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from recipe.config import safe_yaml
+from recipe.config.entries import BASE, eval_name_of, row_of, starts_from_row
+from recipe.config.entries import CURRICULUM_ROWS as CURRICULUM
 from recipe.errors import EvalError
 from recipe.eval import costs, curves, pairstats
 from recipe.fsio import read_json, read_jsonl, write_bytes, write_text
-from recipe.run.entries import BASE, eval_name_of, row_of, starts_from_row
-from recipe.run.entries import CURRICULUM_ROWS as CURRICULUM
-from recipe.run.rundir import CONFIG_FILE, EVAL_DIR, GENERATIONS, REPORT_MD, REPORT_PNG, RESULTS
+from recipe.store.rundir import CONFIG_FILE, EVAL_DIR, GENERATIONS, REPORT_MD, REPORT_PNG, RESULTS
 
 log = logging.getLogger("recipe")
 

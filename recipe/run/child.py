@@ -1,6 +1,6 @@
 """The child side of ``run.process_per_entry`` (:mod:`recipe.run.subrun`): ``python -m recipe.run.child train --run DIR
 --entry NAME [--from PATH]`` trains one entry, ``python -m recipe.run.child eval --run DIR [--entry NAME ...]`` evaluates
-the run, both with the run's own ``config.yaml`` and under the parent's run lock (inherited, :mod:`recipe.run.runlock`).
+the run, both with the run's own ``config.yaml`` and under the parent's run lock (inherited, :mod:`recipe.store.runlock`).
 Beside other children (``run.parallel_entries``, :mod:`recipe.run.parallel`): ``train ... --beside-others`` writes only
 its entry's manifest record, merged into the file under its lock, and ``eval ... --no-report`` leaves the report to
 the parent.
@@ -23,9 +23,10 @@ from recipe.cli_common import setup_logging
 from recipe.config import core as config_mod
 from recipe.errors import KNOWN_ERRORS, Interrupted
 from recipe.models.model import prepare_backend
-from recipe.run import interrupt, rundir
-from recipe.run.rundir import CONFIG_FILE
+from recipe.run import interrupt
 from recipe.run.subrun import PARENT_ENV
+from recipe.store import rundir
+from recipe.store.rundir import CONFIG_FILE
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 

@@ -15,7 +15,7 @@ every thread, as with N = 1.
   then raises the first failure (the run resumes like any stopped one). A Ctrl-C stops the running tasks and goes up;
   each task is started with SIGINT held back (:func:`recipe.run.interrupt.held`), so none starts unseen by it.
 - :func:`run_all`: both with real children. A training child writes only its own entry's manifest record, merged into
-  the file under :data:`recipe.run.rundir.MANIFEST_LOCK` (``--beside-others``); an evaluation child writes only
+  the file under :data:`recipe.store.rundir.MANIFEST_LOCK` (``--beside-others``); an evaluation child writes only
   ``eval/<name>/`` (``--no-report``); this process rebuilds the report once at the end. Each child's output is relayed
   line by line, prefixed with its task (``[stage2] ...``, ``[eval:base] ...``); a progress bar's redraws at most
   every :data:`BAR_EVERY_S` seconds per child. After a Ctrl-C each child prints where it stopped (relayed) and
@@ -44,10 +44,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from recipe.config.core import Config
+from recipe.config.entries import BASE, BASELINES, ENTRIES, STAGES
 from recipe.errors import ConfigError, Interrupted, RunError
 from recipe.eval.report import build_report
-from recipe.run import interrupt, rundir, subrun
-from recipe.run.entries import BASE, BASELINES, ENTRIES, STAGES
+from recipe.run import interrupt, subrun
+from recipe.store import rundir
 
 log = logging.getLogger("recipe")
 

@@ -6,7 +6,7 @@ a reference), and a new engine refuses to start when free memory is below its ``
 A process that exits returns all of its GPU memory.
 
 The parent holds the run directory's lock; each child shares it through the inherited lock descriptor
-(:func:`recipe.run.runlock.child_env`), so it neither deadlocks on it nor lets another writer in. A child writes the
+(:func:`recipe.store.runlock.child_env`), so it neither deadlocks on it nor lets another writer in. A child writes the
 manifest itself exactly as the single-process path does (its record names its ``pid``); a child that dies (killed,
 out of memory) leaves its entry ``running``, which the parent marks ``interrupted`` just as the next run would, then
 reports the child's last output lines and stops. Running the same command again resumes from the last checkpoint.
@@ -34,7 +34,8 @@ import recipe
 from recipe import dist
 from recipe.config.core import Config
 from recipe.errors import Interrupted, RunError
-from recipe.run import interrupt, rundir, runlock
+from recipe.run import interrupt
+from recipe.store import rundir, runlock
 
 log = logging.getLogger("recipe")
 

@@ -4,6 +4,6 @@
 install check (:mod:`.doctor`) and the Colab installer the notebooks run by path before ``recipe`` is importable
 (:mod:`.colab_install`, standard library only).
 
-May import: ``recipe.run.rundir``, ``recipe.config``, ``recipe.models``, ``recipe.data`` and the flat helpers.
+May import: ``recipe.store.rundir``, ``recipe.config``, ``recipe.models``, ``recipe.data`` and the flat helpers.
 Never ``recipe.train``, ``recipe.eval`` or the run orchestrator (which reads :func:`.plan.check_fits`).
 """

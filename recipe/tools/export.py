@@ -31,6 +31,7 @@ import tempfile
 from pathlib import Path
 
 from recipe.config import core as config_mod
+from recipe.config.entries import STAGES  # the curriculum stages, in training order
 from recipe.data import prompts
 from recipe.data.stopping import STOP_TEXTS
 from recipe.errors import (
@@ -40,8 +41,7 @@ from recipe.errors import (
 from recipe.fsio import read_json, write_json, write_text
 from recipe.models import model as model_mod
 from recipe.models.integrity import weights_dir_problem
-from recipe.run.entries import STAGES  # the curriculum stages, in training order
-from recipe.run.rundir import output_of as stage_output  # the one dependency on the run-directory layout
+from recipe.store.rundir import output_of as stage_output  # the one dependency on the run-directory layout
 
 log = logging.getLogger("recipe")
 

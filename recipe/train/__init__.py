@@ -3,7 +3,7 @@
 ``run(cfg, stage_dir, init_from)``; what they share (:mod:`.common`, :mod:`.objective`, :mod:`.epochs`,
 :mod:`.sft_tokenise`) and the TRL trainer arguments built from the config (:mod:`.trl_args`).
 
-May import: ``recipe.teacher``, ``recipe.run.rundir``, ``recipe.config``, ``recipe.rewards``, ``recipe.models``,
+May import: ``recipe.teacher``, ``recipe.store.rundir``, ``recipe.config``, ``recipe.rewards``, ``recipe.models``,
 ``recipe.data`` and the flat helpers. Never ``recipe.eval``, ``recipe.tools`` or the run orchestrator, which calls
 these entries.
 """

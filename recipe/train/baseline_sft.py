@@ -7,7 +7,7 @@ stages did (:func:`token_matched_steps`; TRL's ``num_tokens``, prompts and compl
 a number of steps chosen ahead (it then need not wait for the stages).
 The prompt is the evaluation prompt itself, the completion the ordered teacher solution, so the baseline is trained
 directly for the evaluation format.
-It is an entry of the run like a stage (:data:`recipe.run.entries.ENTRIES`): manifest record, resume, config check,
+It is an entry of the run like a stage (:data:`recipe.config.entries.ENTRIES`): manifest record, resume, config check,
 ``eval/baseline-sft`` and a report row.
 """
 
@@ -20,12 +20,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from recipe.config.core import Config
+from recipe.config.entries import STAGES
 from recipe.data import prompts
 from recipe.data.gsm8k import Problem
 from recipe.errors import RunError
 from recipe.models import model as model_mod
-from recipe.run.entries import STAGES
-from recipe.run.rundir import trained_tokens
+from recipe.store.rundir import trained_tokens
 from recipe.train.common import train_problems, train_sft
 
 log = logging.getLogger("recipe")

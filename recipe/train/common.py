@@ -24,7 +24,7 @@ from recipe.fsio import write_json
 from recipe.models import model as model_mod
 from recipe.models.integrity import checkpoint_problem
 from recipe.rewards import CutAfterAnswer, build_reward, reward_params
-from recipe.run.rundir import MODEL_DIR, TRAINER_DIR, TRAINER_LOG
+from recipe.store.rundir import MODEL_DIR, TRAINER_DIR, TRAINER_LOG
 from recipe.teacher.format import render_target
 from recipe.teacher.rationales import apply_teacher
 from recipe.train import objective, sft_tokenise

@@ -10,14 +10,14 @@ A finished entry whose recorded config differs from the current one is refused, 
 their folders removed, so the next run trains them again. A failed or interrupted entry has no result to protect:
 a changed config simply retrains it.
 
-Reopening a run (:func:`open_run`, under the run's lock, :mod:`recipe.run.runlock`) also repairs what a crash or a user
+Reopening a run (:func:`open_run`, under the run's lock, :mod:`recipe.store.runlock`) also repairs what a crash or a user
 left: an entry still ``running`` is marked ``interrupted`` (it resumes), a done entry whose weights folder is gone is
 trained again with what starts from it, one whose weights are damaged is an error naming the file and ``--force``,
 and a corrupt ``manifest.json`` is an error saying how to recover. A manifest written before the key was ``entries``
 (it was ``stages``, baselines and the warm-up included) is migrated when read (:func:`migrate_manifest`).
 
 The entries themselves (name, what they start from, the sections their weights depend on) are the table of
-:mod:`recipe.run.entries`.
+:mod:`recipe.config.entries`.
 
 >>> import tempfile, pathlib
 >>> run = pathlib.Path(tempfile.mkdtemp())
@@ -43,11 +43,11 @@ from filelock import FileLock
 from recipe import dist
 from recipe.config import core as config_mod
 from recipe.config.core import Config
+from recipe.config.entries import STAGES, Entry
 from recipe.errors import RunError
 from recipe.fsio import read_json, write_json, write_text
 from recipe.models.integrity import weights_dir_problem
-from recipe.run.entries import STAGES, Entry
-from recipe.run.fingerprint import LEGACY_KEYS, LEGACY_SECTIONS, entry_config, with_legacy_keys  # noqa: F401
+from recipe.store.fingerprint import LEGACY_KEYS, LEGACY_SECTIONS, entry_config, with_legacy_keys  # noqa: F401
 
 log = logging.getLogger("recipe")
 
@@ -252,7 +252,7 @@ def output_of(run_dir: str | Path, name: str, manifest: dict | None = None) -> s
 def downstream(entries: Mapping[str, Entry], name: str) -> list[str]:
     """``name`` and every entry that (transitively) starts from its weights, in table order.
 
-    >>> from recipe.run.entries import ENTRIES
+    >>> from recipe.config.entries import ENTRIES
     >>> downstream(ENTRIES, "stage1"), downstream(ENTRIES, "baseline-sft")
     (['stage1', 'stage2', 'stage3'], ['baseline-sft'])
     """
@@ -334,7 +334,7 @@ def check_outputs(run_dir: Path, manifest: dict, entries: Mapping[str, Entry], f
 
 def open_run(cfg: Config, entries: Mapping[str, Entry], force: bool) -> tuple[Path, dict]:
     """Create or reopen the run directory of ``cfg``: interrupted entries, missing outputs, config check, versions,
-    ``config.yaml``. The caller holds the run's lock (:func:`recipe.run.runlock.locked`)."""
+    ``config.yaml``. The caller holds the run's lock (:func:`recipe.store.runlock.locked`)."""
     run_dir = run_path(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     manifest = load_manifest(run_dir)

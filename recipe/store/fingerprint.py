@@ -1,15 +1,15 @@
 """What of the config an entry's weights depend on (its *fingerprint*, recorded in the manifest when it trains and
 compared when a run reopens), and how a record written by older code reads today: keys added since hold the value
 that code trained with (:data:`LEGACY_KEYS`, :data:`LEGACY_SECTIONS`), keys that moved are read in their new places
-(:func:`recipe.config.renamed.migrate_recorded`). :mod:`recipe.run.rundir` does the comparison.
+(:func:`recipe.config.renamed.migrate_recorded`). :mod:`recipe.store.rundir` does the comparison.
 """
 
 from __future__ import annotations
 
 from recipe.config import core as config_mod
 from recipe.config.core import Config
+from recipe.config.entries import Entry
 from recipe.config.renamed import migrate_recorded
-from recipe.run.entries import Entry
 
 # Config that shapes every entry's weights; an entry also depends on its own sections. The vllm section's switch and
 # memory share count (they were model keys; the unsloth weights repository follows the switch), not where a server is.
