@@ -23,6 +23,10 @@ T0=$SECONDS
 fail() { echo "offline_install_check: $*" >&2; exit 1; }
 step() { echo "=== [$((SECONDS - T0)) s] $*"; }
 
+if [ -d "$WORK" ] && [ -n "$(ls -A "$WORK")" ] && [ ! -e "$WORK/.cotrecipe-offline-check" ]; then
+  fail "$WORK holds files this script did not write: set OFFLINE_CHECK_WORK to a new folder"
+fi
+
 is312() { "$1" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null; }
 if [ -n "${PYTHON:-}" ]; then
   is312 "$PYTHON" || fail "PYTHON=$PYTHON does not run as Python 3.12, the image's"
@@ -33,6 +37,7 @@ else
   [ -n "$PYTHON" ] || fail "no Python 3.12 here (the image's): set PYTHON to one"
 fi
 mkdir -p "$WORK" "$CACHE"
+touch "$WORK/.cotrecipe-offline-check"
 
 step "1. the carried wheels"
 if [ -n "${GPU_WHEELS_DIR:-}" ]; then

@@ -74,6 +74,16 @@ def test_install_carried_leaves_a_folder_it_did_not_make_alone(tmp_path):
     assert sorted(p.name for p in venv.iterdir()) == ["keep.txt"]
 
 
+def test_offline_check_leaves_a_work_folder_it_did_not_write_alone(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "offline_install_check.sh")], capture_output=True, text=True,
+                          env={**os.environ, "OFFLINE_CHECK_WORK": str(tmp_path)}, timeout=60)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr == (f"offline_install_check: {tmp_path} holds files this script did not write: set "
+                           "OFFLINE_CHECK_WORK to a new folder\n")
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
 RESOLVED = "torch==2.9.0\n    # via cotrecipe\nunsloth==2026.10.9\nunsloth-zoo==2026.10.9\n"
 
 
