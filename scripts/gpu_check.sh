@@ -2,12 +2,14 @@
 # Device check of the unsloth path on a lent GPU machine with NO network. NOT RUN YET: no GPU was lent to the task
 # that wrote it (README, "GPU path").
 #
-# Here first (reaches PyPI):   scripts/gpu_check_wheels.sh          # -> .gpu-wheels/ (gitignored), ~10 MiB
+# Here first (reaches PyPI):   scripts/gpu_check_wheels.sh          # -> .gpu-wheels/ (gitignored), ~15 MiB
 # Then on the device tool:     run(command="scripts/gpu_check.sh", carry=[".gpu-wheels"], timeout_s=600)
 #
-# The machine (Python 3.12, torch 2.11 CUDA 13, transformers 5.17, peft, accelerate) gets the carried wheels with
-# `pip install --no-index --no-deps`. vLLM cannot be carried (hundreds of MiB, and it pins another torch), so this
-# check runs with vllm.enabled=false: generation goes through HF generate on the 4-bit model.
+# The machine's image (scripts/gpu_image.txt: Python 3.12, torch 2.11 CUDA 13, transformers 5.17, accelerate; no
+# pydantic, trl, datasets) stays as it is: scripts/install_carried.sh makes a venv over it and installs cotrecipe
+# with pip's resolver from the carried wheels alone (the same install scripts/offline_install_check.sh proves on a CPU
+# machine), then the unsloth set without its dependencies. vLLM cannot be carried (hundreds of MiB, and it pins another
+# torch), so this check runs with vllm.enabled=false: generation goes through HF generate on the 4-bit model.
 # Steps: install + import probe; a random-weight model with Qwen2.5-3B's shapes (recipe/model_configs/Qwen2.5-3B.json,
 # vocab 151936, tied embeddings) built on the GPU with the tiny local tokenizer (recipe/models/tiny.py; ids it lacks decode
 # to nothing); then `cotrecipe run-all --preset qwen2.5-3b-t4` on the unsloth backend with 2 steps per stage, 16 mining
@@ -21,9 +23,9 @@ cd "$(dirname "$0")/.."
 
 WHEELS="${GPU_WHEELS_DIR:-.gpu-wheels}"
 WORK="${GPU_CHECK_WORK:-/tmp/cotrecipe-gpu-check}"
-SITE="$WORK/site"
 REPORT="${OUT:-$WORK}"
-PY="${PYTHON:-python3}"
+BASE_PY="${PYTHON:-python3}"
+PY="$WORK/venv/bin/python"
 T0=$SECONDS
 mkdir -p "$WORK" "$REPORT"
 
@@ -34,9 +36,10 @@ compgen -G "$WHEELS/*.whl" >/dev/null || {
   exit 2
 }
 
-echo "=== install the carried wheels ($(du -sh "$WHEELS" | cut -f1)) into $SITE"
-"$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHEELS"/*.whl
-export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+echo "=== install cotrecipe from the carried wheels ($(du -sh "$WHEELS" | cut -f1)) into $WORK/venv over $BASE_PY"
+scripts/install_carried.sh "$BASE_PY" "$WHEELS" "$WORK/venv" > "$REPORT/install.log" 2>&1 || {
+  tail -n 25 "$REPORT/install.log"; exit 2; }
+grep '^install_carried: ' "$REPORT/install.log"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1
 
 "$PY" - <<'PY'
@@ -119,6 +122,7 @@ from pathlib import Path
 import torch
 
 from recipe.config import core as C
+from recipe.run import rundir
 from recipe.tools import plan
 
 run, report, parent = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
@@ -130,9 +134,9 @@ for line in (report / "gpu_memory.csv").read_text().splitlines():
                        int(used)))
     except ValueError:
         continue
-manifest = json.loads((run / "manifest.json").read_text()) if (run / "manifest.json").is_file() else {"stages": {}}
+entries = rundir.load_manifest(run)[rundir.ENTRIES_KEY]
 windows = {}
-for name, rec in manifest["stages"].items():
+for name, rec in entries.items():
     if "started" in rec:
         end = rec.get("ended") or datetime.now(timezone.utc).isoformat()
         windows[name] = (datetime.fromisoformat(rec["started"]), datetime.fromisoformat(end))
@@ -153,7 +157,7 @@ predicted = {p.stage: p.total for p in plan.plan_config(cfg, gib, plan.model_dim
 rows = [("stage1", ["stage1"]), ("stage2", ["stage2"]), ("stage3", ["mining", "stage3"]), ("eval", ["eval"])]
 print(f"{'entry':<8}{'status':<13}{'wall_s':>8}{'peak GiB':>10}{'plan GiB':>10}  (plan rows)")
 for name, plan_rows in rows:
-    rec = manifest["stages"].get(name, {})
+    rec = entries.get(name, {})
     measured = peak(*windows[name]) if name in windows else None
     guess = max((predicted[r] for r in plan_rows if r in predicted), default=None)
     fmt = lambda v: f"{v:.2f}" if v is not None else "-"  # noqa: E731
@@ -167,7 +171,7 @@ for line in (report / "gpu_apps.csv").read_text().splitlines():
     pid, _, used = (x.strip() for x in line.partition(","))
     if pid.isdigit() and used.isdigit():
         apps[int(pid)] = max(apps.get(int(pid), 0), int(used))
-owners = {rec.get("pid"): name for name, rec in manifest["stages"].items()}
+owners = {rec.get("pid"): name for name, rec in entries.items()}
 for pid, used in sorted(apps.items()):
     who = "run-all parent" if pid == parent else owners.get(pid, "another process (the eval child, or not ours)")
     print(f"pid {pid}: {used} MiB peak ({who})")

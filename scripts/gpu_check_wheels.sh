@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Run HERE, on a machine that reaches PyPI: download the wheels scripts/gpu_check.sh installs on a lent GPU machine
-# that has no network. That machine (Python 3.12, x86-64) already has torch 2.11 (CUDA 13.0), transformers 5.17,
-# peft, accelerate, pyarrow, pandas, xxhash, fsspec, huggingface-hub; it lacks trl, datasets (and datasets' pure-Python
-# dill and multiprocess), unsloth, unsloth_zoo, bitsandbytes (and msgspec, which unsloth_zoo imports).
+# Run HERE, on a machine that reaches PyPI: download the wheels a lent GPU machine (no network) needs beside its image
+# (scripts/gpu_image.txt: Python 3.12, x86-64, torch 2.11 CUDA 13, transformers 5.17, accelerate, ...): what cotrecipe
+# needs and the image lacks or holds at an unread version (scripts/gpu_wheels_recipe.txt: trl, datasets, peft, pydantic
+# and its three, filelock, fsspec, ...) and the unsloth set (scripts/gpu_wheels_unsloth.txt). scripts/install_carried.sh
+# installs them there (scripts/gpu_check.sh) and here (scripts/offline_install_check.sh, which proves the set complete).
 #
 #   scripts/gpu_check_wheels.sh               # -> .gpu-wheels/ (gitignored); prints every size and the total
 #   scripts/gpu_check_wheels.sh --check DIR   # only the size check of a folder (exit 1 above the limit)
@@ -17,8 +18,6 @@ cd "$(dirname "$0")/.."
 OUT="${GPU_WHEELS_DIR:-.gpu-wheels}"
 LIMIT_MIB="${GPU_WHEELS_LIMIT_MIB:-60}"
 BNB_CUDA="${BNB_CUDA:-130}"
-WHEELS=(trl==1.14.2 datasets==4.8.5 dill==0.4.1 multiprocess==0.70.19 unsloth==2026.10.9 unsloth_zoo==2026.10.9
-        bitsandbytes==0.50.2 msgspec==0.23.0)
 
 check_size() {  # check_size DIR: print each file's size and the total; fail above LIMIT_MIB
   python3 - "$1" "$LIMIT_MIB" <<'PY'
@@ -50,7 +49,8 @@ rm -rf "$OUT"
 mkdir -p "$OUT"
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 \
-  --platform manylinux2014_x86_64 --platform any -d "$OUT" "${WHEELS[@]}"
+  --platform manylinux2014_x86_64 --platform any -d "$OUT" -r scripts/gpu_wheels_recipe.txt \
+  -r scripts/gpu_wheels_unsloth.txt
 
 python3 - "$OUT" "$BNB_CUDA" <<'PY'
 """Trim a wheel in place: drop members, rewrite RECORD without them."""

@@ -56,6 +56,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from recipe.run import rundir
+
 run, samples, fast, status = Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
 points = []
 for line in open(samples):
@@ -72,10 +74,9 @@ def peak(start, end):
     return max(inside) if inside else None
 
 
-manifest = json.loads((run / "manifest.json").read_text()) if (run / "manifest.json").is_file() else {"stages": {}}
 print(f"--- vllm.enabled={fast}: exit status {status}")
 print(f"{'step':<16}{'status':<10}{'wall_s':>10}{'peak GPU MiB':>14}")
-for name, entry in manifest.get("stages", {}).items():
+for name, entry in rundir.load_manifest(run)[rundir.ENTRIES_KEY].items():
     start = datetime.fromisoformat(entry["started"])
     end = datetime.fromisoformat(entry.get("ended", datetime.now(timezone.utc).isoformat()))
     print(f"{name:<16}{entry.get('status', '?'):<10}{entry.get('wall_s', '-'):>10}{peak(start, end) or '-':>14}")
