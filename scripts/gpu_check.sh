@@ -122,7 +122,7 @@ from pathlib import Path
 import torch
 
 from recipe.config import core as C
-from recipe.run import rundir
+from recipe.store import rundir
 from recipe.tools import plan
 
 run, report, parent = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])

@@ -56,7 +56,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from recipe.run import rundir
+from recipe.store import rundir
 
 run, samples, fast, status = Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
 points = []

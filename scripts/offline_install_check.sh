@@ -90,7 +90,7 @@ rm -rf "$WORK/run"
 import sys
 from pathlib import Path
 
-from recipe.run import rundir
+from recipe.store import rundir
 
 run = Path(sys.argv[1])
 entries = rundir.load_manifest(run)[rundir.ENTRIES_KEY]
