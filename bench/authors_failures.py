@@ -1,5 +1,5 @@
 """Facts about the authors' released stage-3 failures (``data/stage3_error_samples.json`` of GitHub
-Applied-Machine-Learning-Lab/SDM2026_BRIDGE), quoted in README "Differences from the paper".
+Applied-Machine-Learning-Lab/SDM2026_BRIDGE), quoted in docs/differences-from-paper.md.
 
 Run from the repository root: ``python bench/authors_failures.py PATH/stage3_error_samples.json [GSM8K test.jsonl]``.
 Prints: how many failures, their train-row range (``idx``), how many hit exactly 400 generated tokens (their mining

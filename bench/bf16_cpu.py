@@ -7,7 +7,7 @@ Run from the repository root (alone on the machine; it warns when the load avera
 Both arms keep float32 master weights; the bf16 arm sets ``model.cpu_autocast=bfloat16`` (TRL ``bf16=True`` with
 ``use_cpu``: ``torch.autocast("cpu", torch.bfloat16)`` around the forward passes) and, for generation, wraps
 :func:`recipe.models.generation.generate` in the same autocast. Loading the weights themselves in bfloat16 was measured to
-break the GRPO policy (README), so it is not an arm here.
+break the GRPO policy (docs/benchmarks.md), so it is not an arm here.
 
 1. **GRPO**: stage 2 of the ``proof`` preset (4 groups of 4 completions per step) from ``--init`` for ``--steps``
    steps, same seed, each arm in its own folder; seconds per step from TRL's ``train_runtime``, and the logged

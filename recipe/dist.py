@@ -6,7 +6,7 @@ Under ``accelerate launch`` (or ``torchrun``) every process runs the same ``cotr
 state the TRL trainers use afterwards. A plain ``python -m recipe.cli ...`` is one process: every helper here is then a
 no-op (rank 0 of 1, barriers return at once, gathers return ``[obj]``), and torch is not even imported.
 
-Who does what in a multi-process run (see the README's "Scaling out"):
+Who does what in a multi-process run (see docs/scaling-out.md):
 
 - rank 0 writes ``config.yaml``, ``manifest.json``, every stage's ``model/`` and ``metrics.json``, evaluates and
   reports; the other ranks wait at a barrier where they need rank 0's files, and leave once training is done;

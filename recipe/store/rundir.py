@@ -1,4 +1,4 @@
-"""The run directory: its layout, its manifest and the config check, in one place (layout: README, "Run directory").
+"""The run directory: its layout, its manifest and the config check, in one place (layout: docs/run-directory.md).
 
 Every trainable *entry* of a run (a curriculum stage or a baseline) owns a folder ``<run>/<name>/`` with
 ``trainer/`` (TRL checkpoints, the resume points) and ``model/`` (the finished weights), a record in

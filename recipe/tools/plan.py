@@ -159,7 +159,7 @@ def estimate_memory(d: ModelDims, s: Setup, w: Workload, gpu_gib: float, optim: 
     # Activations saved for backward in one decoder block, per token, in compute-dtype elements (a Korthikanti et
     # al. 2022 style count with SDPA attention, so no seq^2 scores): 16h for the residual stream, q/o, attention
     # output and the two RMSNorms' fp32 upcasts; 4 kv_dim for k/v before and after RoPE; 5I for SwiGLU (gate, up,
-    # silu(gate), their product, down's input). Fitted to bench/plan_memory.py on an H200 (README): +-10 %.
+    # silu(gate), their product, down's input). Fitted to bench/plan_memory.py on an H200 (docs/will-it-fit.md): +-10 %.
     kv_dim = d.kv_heads * d.head_dim
     per_layer_token = act_bytes * (16 * d.hidden + 4 * kv_dim + 5 * d.intermediate)
     per_layer_token += 4 * s.lora_r * len(s.lora_targets) if s.use_lora else 0  # LoRA's r-wide intermediates, fp32
