@@ -1,6 +1,6 @@
 """The limits of every config key that types alone cannot express, checked by :func:`recipe.config.core.validate` before
-anything loads: the enums transformers / TRL accept (copied from their code; tests/test_reliability_config.py checks
-them against the installed libraries, since importing transformers here would load it before unsloth), ranges, and
+anything loads: the enums transformers accepts (read from its installed source, :mod:`recipe.config.trl_source`: importing it here
+would load it before unsloth), TRL's GRPO enums (copied from its help text, checked by tests), ranges, and
 reward parameters by their fields' types. Every error names the key, the value and what is allowed.
 
 >>> check_reward_params("stage2.rewards[0]", type("Spec", (), {"name": "correctness", "params": {"wrong": "abc"}}))
@@ -16,6 +16,7 @@ import difflib
 from typing import Any
 
 import recipe.config.safe_yaml as safe_yaml
+from recipe.config.trl_source import enum_values
 from recipe.data.synthetic import SOURCE_FORMS, parse_source
 from recipe.errors import ConfigError
 from recipe.rewards import REWARDS, build_reward
@@ -26,19 +27,8 @@ def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"bad value for '{key}': {safe_yaml.short_repr(value)} ({allowed})")
 
 
-LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
-                 "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
-                 "warmup_stable_decay", "greedy")
-OPTIMIZERS = (
-    "adamw_torch", "adamw_torch_fused", "adamw_torch_xla", "adamw_torch_npu_fused", "adafactor",
-    "adamw_anyprecision", "adamw_torch_4bit", "adamw_torch_8bit", "ademamix", "sgd", "adagrad", "adamw_bnb_8bit",
-    "adamw_8bit", "ademamix_8bit", "lion_8bit", "lion_32bit", "paged_adamw_32bit", "paged_adamw_8bit",
-    "paged_ademamix_32bit", "paged_ademamix_8bit", "paged_lion_32bit", "paged_lion_8bit", "rmsprop", "rmsprop_bnb",
-    "rmsprop_bnb_8bit", "rmsprop_bnb_32bit", "galore_adamw", "galore_adamw_8bit", "galore_adafactor",
-    "galore_adamw_layerwise", "galore_adamw_8bit_layerwise", "galore_adafactor_layerwise", "lomo", "adalomo",
-    "grokadamw", "schedule_free_radam", "schedule_free_adamw", "schedule_free_sgd", "apollo_adamw",
-    "apollo_adamw_layerwise", "stable_adamw",
-)
+LR_SCHEDULERS = enum_values("SchedulerType")  # read from the installed transformers' source, not imported
+OPTIMIZERS = enum_values("OptimizerNames")
 GRPO_LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")
 GRPO_SCALE_REWARDS = ("group", "batch", "none")
 # transformers 5.17's integrations (integrations.integration_utils.INTEGRATION_TO_CALLBACK), plus its "all" / "none"

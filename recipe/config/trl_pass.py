@@ -3,9 +3,8 @@ and the warm-up, ``GRPOConfig`` for stages 2-3) is type-checked against that fie
 recipe's own keys are the section's dataclass fields; anything else is an unknown key with a did-you-mean drawn from
 both. TRL's fields that the recipe sets itself are refused, naming the key that decides them.
 
-The fields come from ``trl_fields.json`` (written by ``scripts/trl_fields.py`` from the installed TRL and checked
-against it by tests/test_trl_pass.py): resolving a config never imports TRL, which would load transformers before
-unsloth on the GPU backend.
+The fields are read from the installed TRL's source (:mod:`recipe.config.trl_source`): resolving a config never imports
+TRL, which would load transformers before unsloth on the GPU backend.
 
 >>> from recipe.config.schema import Stage2Config
 >>> section_from_mapping(Stage2Config, {"learning_rate": "1e-4", "top_k": 50}, "stage2").trl_args["top_k"]
@@ -24,11 +23,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
-import json
-from importlib import resources
 from typing import Any
 
+from recipe.config.trl_source import fields_of as trl_fields
 from recipe.config.typed import from_mapping
 from recipe.errors import ConfigError
 
@@ -47,13 +44,6 @@ RECIPE_SETS: dict[str, str | None] = {
     **{f"vllm_server_{k}": f"vllm.server_{k}" for k in ("base_url", "host", "port", "timeout")},
 }
 _SCALARS: dict[str, Any] = {"bool": bool, "int": int, "float": float, "str": str, "dict": dict[str, Any], "any": Any}
-
-
-@functools.cache
-def trl_fields(trl_class: str) -> dict[str, str]:
-    """``name -> plain type`` of the pinned TRL class's fields (``SFTConfig`` or ``GRPOConfig``)."""
-    text = (resources.files("recipe") / "config" / "trl_fields.json").read_text(encoding="utf-8")
-    return json.loads(text)[trl_class]
 
 
 def _alternative(name: str) -> Any:
