@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from typing import Any
+from typing import Annotated, Any
 
+from recipe.config.schema import TRL_LIMITS
 from recipe.config.trl_source import fields_of as trl_fields
 from recipe.config.typed import from_mapping
 from recipe.errors import ConfigError
@@ -75,6 +76,8 @@ def _checked(cls: type, key: str, value: Any, prefix: str) -> Any:
     tp, nullable = annotation(trl_fields(cls.TRL_CLASS)[key], recorded)
     if value is None and nullable and key not in cls.TRL_DEFAULTS:  # the recorded keys keep a value
         return None
+    if key in TRL_LIMITS:
+        tp = Annotated[tp, TRL_LIMITS[key]]
     holder = dataclasses.make_dataclass("TRLField", [(key, tp, dataclasses.field(default=None))])
     return getattr(from_mapping(holder, {key: value}, prefix), key)
 
