@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import operator
 from typing import Annotated, Any
 
 from recipe.config.schema import TRL_LIMITS
@@ -44,31 +46,15 @@ RECIPE_SETS: dict[str, str | None] = {
     "use_vllm": "vllm.enabled", "vllm_mode": "vllm.mode", "vllm_gpu_memory_utilization": "vllm.gpu_memory_utilization",
     **{f"vllm_server_{k}": f"vllm.server_{k}" for k in ("base_url", "host", "port", "timeout")},
 }
-_SCALARS: dict[str, Any] = {"bool": bool, "int": int, "float": float, "str": str, "dict": dict[str, Any], "any": Any}
 
 
-def _alternative(name: str) -> Any:
-    if name.startswith("list[") and name.endswith("]"):
-        items = [_alternative(part) for part in name[5:-1].split(" | ")]
-        return list[items[0] if len(items) == 1 else _union(items)]
-    return _SCALARS[name]
-
-
-def _union(types: list[Any]) -> Any:
-    out = types[0]
-    for tp in types[1:]:
-        out = out | tp
-    return out
-
-
-def annotation(plain: str, recipe_default: Any = None) -> tuple[Any, bool]:
-    """The checkable annotation of a field's plain type, and whether it takes ``null``. A field the recipe records
+def annotation(arms: tuple[Any, ...], recipe_default: Any = None) -> tuple[Any, bool]:
+    """The checkable annotation of a field's plain types, and whether it takes ``null``. A field the recipe records
     with an integer default keeps integers integers where TRL's type is float (``save_steps: 50``)."""
-    names = plain.split(" | ")
-    if "float" in names and "int" not in names and type(recipe_default) is int:
-        names.insert(names.index("float"), "int")
-    kept = [n for n in names if n != "None"]
-    return (_union([_alternative(n) for n in kept]) if kept else Any), "None" in names
+    kept = [arm for arm in arms if arm is not type(None)]
+    if float in kept and int not in kept and type(recipe_default) is int:
+        kept.insert(kept.index(float), int)
+    return (functools.reduce(operator.or_, kept) if kept else Any), type(None) in arms
 
 
 def _checked(cls: type, key: str, value: Any, prefix: str) -> Any:

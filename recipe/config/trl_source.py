@@ -7,7 +7,7 @@ after unsloth on the GPU backend), so resolving a config reads the dataclasses' 
 fields are always the installed version's, with nothing vendored to regenerate.
 
 >>> fields_of("GRPOConfig")["top_k"], fields_of("SFTConfig")["lr_scheduler_kwargs"]
-('int', 'dict | str | None')
+((<class 'int'>,), (dict[str, typing.Any], <class 'str'>, <class 'NoneType'>))
 >>> enum_values("SchedulerType")[:2]
 ('linear', 'cosine')
 """
@@ -15,9 +15,12 @@ fields are always the installed version's, with nothing vendored to regenerate.
 from __future__ import annotations
 
 import ast
+import builtins
 import functools
 import importlib.util
+import operator
 from pathlib import Path
+from typing import Any
 
 # class -> (package, file in it, class name), base first: the dataclass inheritance chain, fields in that order
 _CHAIN = {
@@ -26,7 +29,7 @@ _CHAIN = {
     "GRPOConfig": [("trl", "trainer/base_config.py", "_BaseConfig"), ("trl", "trainer/grpo_config.py", "GRPOConfig")],
 }
 _ENUMS = {"SchedulerType": ("transformers", "trainer_utils.py"), "OptimizerNames": ("transformers", "training_args.py")}
-_PLAIN = {"bool", "int", "float", "str", "dict"}
+_PLAIN = {"bool", "int", "float", "str"}
 
 
 @functools.cache
@@ -39,26 +42,27 @@ def _class(package: str, file: str, name: str) -> ast.ClassDef:
     return next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == name)
 
 
-def _plain(node: ast.expr) -> list[str]:
-    """An annotation as the plain alternatives a YAML value can take: bool, int, float, str, dict, None, list[...],
-    any (a class YAML cannot spell). Beside ``str`` such a class is left out: transformers annotates its string
-    enums as ``SchedulerType | str``, and checks the text itself."""
+def _plain(node: ast.expr) -> tuple[Any, ...]:
+    """An annotation as the plain alternatives a YAML value can take: bool, int, float, str, ``dict[str, Any]``,
+    NoneType, ``list[...]``, ``Any`` (a class YAML cannot spell). Beside ``str`` such a class is left out:
+    transformers annotates its string enums as ``SchedulerType | str``, and checks the text itself."""
     if isinstance(node, ast.BinOp):
         arms = [alt for side in (node.left, node.right) for alt in _plain(side)]
-        return list(dict.fromkeys(alt for alt in arms if alt != "any" or "str" not in arms))
+        return tuple(dict.fromkeys(alt for alt in arms if alt is not Any or str not in arms))
     if isinstance(node, ast.Constant):
-        return ["None" if node.value is None else type(node.value).__name__]
+        return (type(node.value),)
     if isinstance(node, ast.Subscript):
         outer = ast.unparse(node.value)
         if outer == "Literal":
             return _plain(node.slice)
         if outer == "list":
-            return [f"list[{' | '.join(_plain(node.slice))}]"]
-        return ["dict"] if outer == "dict" else ["any"]
+            items = _plain(node.slice)
+            return (list[functools.reduce(operator.or_, items)],)
+        return (dict[str, Any],) if outer == "dict" else (Any,)
     if isinstance(node, ast.Tuple):  # Literal["a", "b"]
-        return list(dict.fromkeys(alt for item in node.elts for alt in _plain(item)))
+        return tuple(dict.fromkeys(alt for item in node.elts for alt in _plain(item)))
     name = ast.unparse(node)
-    return [name] if name in _PLAIN else ["any"]
+    return (dict[str, Any],) if name == "dict" else (getattr(builtins, name),) if name in _PLAIN else (Any,)
 
 
 def _init_field(statement: ast.AnnAssign) -> bool:
@@ -68,14 +72,14 @@ def _init_field(statement: ast.AnnAssign) -> bool:
 
 
 @functools.cache
-def fields_of(trl_class: str) -> dict[str, str]:
-    """``name -> plain type`` of the installed TRL class's fields that its constructor takes, in dataclass order."""
-    out: dict[str, str] = {}
+def fields_of(trl_class: str) -> dict[str, tuple[Any, ...]]:
+    """``name -> the plain types it takes`` for the installed TRL class's constructor fields, in dataclass order."""
+    out: dict[str, tuple[Any, ...]] = {}
     for package, file, name in _CHAIN["TrainingArguments"] + _CHAIN[trl_class]:
         for statement in _class(package, file, name).body:
             if isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name):
                 if _init_field(statement):
-                    out[statement.target.id] = " | ".join(_plain(statement.annotation))
+                    out[statement.target.id] = _plain(statement.annotation)
                 else:
                     out.pop(statement.target.id, None)
     return out
