@@ -1,5 +1,7 @@
-"""The configuration: one typed schema (:mod:`.schema`), loading, merging and validation (:mod:`.core`), the limits of its keys (:mod:`.limits`), TRL's own keys
-passed through a trainer section (:mod:`.trl_pass`), the dataclass machinery under it (:mod:`.typed`), the bounded YAML reader every file goes through (:mod:`.safe_yaml`)
+"""The configuration: one typed schema with each key's limits (:mod:`.schema`), loading, merging and validation
+(:mod:`.core`), the checks that span keys or name libraries' values (:mod:`.limits`), TRL's own keys passed through a
+trainer section (:mod:`.trl_pass`) against the fields of the installed TRL read from its source (:mod:`.trl_source`),
+the pydantic machinery under it (:mod:`.typed`), the bounded YAML reader every file goes through (:mod:`.safe_yaml`),
 the keys that moved, still read in their old spelling (:mod:`.renamed`), and the registry of a run's entries
 (:mod:`.entries`).
 

@@ -32,6 +32,7 @@ import recipe.config.safe_yaml as safe_yaml
 import recipe.config.trl_pass as trl_pass
 from recipe import dist
 from recipe.config.entries import EVAL_STAGES
+from recipe.config.limits import check
 from recipe.config.schema import (  # noqa: F401  (re-exported: recipe.config.core.ModelConfig etc. keep working)
     BASELINES,
     TRAINER_SECTIONS,
@@ -171,65 +172,38 @@ def from_dict(data: dict) -> Config:
     return cfg
 
 
-def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"bad value for '{key}': {safe_yaml.short_repr(value)} ({allowed})")
-
-
 def validate(cfg: Config) -> None:
-    """Range checks that types alone cannot express."""
+    """What the schema's types and limits cannot say: keys that depend on each other, files, the entries' names."""
     for name in ("stage1", "stage2", "stage3", *(("warmup",) if cfg.warmup.enabled else ())):
         st = getattr(cfg, name)
-        _check(st.learning_rate > 0, f"{name}.learning_rate", st.learning_rate, "must be > 0")
-        _check(st.per_device_train_batch_size >= 1, f"{name}.per_device_train_batch_size",
-               st.per_device_train_batch_size, "must be >= 1")
-        _check(st.max_steps != 0, f"{name}.max_steps", st.max_steps, "use -1 for epochs or a positive count")
-        _check(st.save_steps >= 1, f"{name}.save_steps", st.save_steps, "must be >= 1")
+        check(st.max_steps == -1 or st.max_steps >= 1, f"{name}.max_steps", st.max_steps,
+              "use -1 for epochs or a positive count")
         rows = getattr(cfg.data, f"{name}_rows")
-        _check(len(rows) == 2 and rows[0] >= 0 and (rows[1] == -1 or rows[1] > rows[0]), f"data.{name}_rows", rows,
-               "expected [start, end) with 0 <= start < end, end -1 for 'to the end'")
-    _check(0.0 <= cfg.stage1.mask_prob <= 1.0, "stage1.mask_prob", cfg.stage1.mask_prob, "must be in [0, 1]")
-    for name in ("stage1", "stage2"):
-        share = getattr(cfg, name).question_only_share
-        _check(0.0 <= share <= 1.0, f"{name}.question_only_share", share, "must be in [0, 1]")
-    _check(0.0 <= cfg.stage2.mask_ratio <= 1.0, "stage2.mask_ratio", cfg.stage2.mask_ratio, "must be in [0, 1]")
-    _check(cfg.stage2.min_masked >= 0, "stage2.min_masked", cfg.stage2.min_masked, "must be >= 0")
+        check(len(rows) == 2 and rows[0] >= 0 and (rows[1] == -1 or rows[1] > rows[0]), f"data.{name}_rows", rows,
+              "expected [start, end) with 0 <= start < end, end -1 for 'to the end'")
     for name in ("stage2", "stage3"):
         st = getattr(cfg, name)
-        _check(st.num_generations >= 2, f"{name}.num_generations", st.num_generations,
-               "GRPO needs at least 2 generations per prompt")
-        _check(st.max_completion_length >= 1, f"{name}.max_completion_length", st.max_completion_length,
-               "must be >= 1")
-        _check(st.temperature > 0, f"{name}.temperature", st.temperature, "must be > 0 for sampling")
         batch_error = dist.generation_batch_error(name, st.per_device_train_batch_size, st.gradient_accumulation_steps,
                                                   st.num_generations)  # processes: the launcher's WORLD_SIZE, else 1
         if batch_error:
             raise ConfigError(batch_error)
-        _check(bool(st.rewards), f"{name}.rewards", st.rewards, "at least one reward is needed")
         for i, spec in enumerate(st.rewards):
             config_limits.check_reward_params(f"{name}.rewards[{i}]", spec)
     if cfg.data.teacher != "gold":
-        _check(Path(cfg.data.teacher).expanduser().is_file(), "data.teacher", cfg.data.teacher,
-               "'gold' or an existing .jsonl/.json/.parquet file of teacher rationales")
-    _check(cfg.stage3.mining_k >= 1, "stage3.mining_k", cfg.stage3.mining_k, "must be >= 1")
-    _check(0.0 <= cfg.stage3.failure_threshold < 1.0, "stage3.failure_threshold", cfg.stage3.failure_threshold,
-           "must be in [0, 1)")
-    _check(cfg.model.lora_r >= 1, "model.lora_r", cfg.model.lora_r, "must be >= 1")
-    _check(cfg.model.max_seq_length >= 16, "model.max_seq_length", cfg.model.max_seq_length, "must be >= 16")
+        check(Path(cfg.data.teacher).expanduser().is_file(), "data.teacher", cfg.data.teacher,
+              "'gold' or an existing .jsonl/.json/.parquet file of teacher rationales")
     launch_problem = dist.launch_error(cfg.model.backend, cfg.model.load_in_4bit)  # accelerate launch / torchrun
     if launch_problem:
         raise ConfigError(launch_problem)
     if cfg.vllm.mode == "server":
-        _check(cfg.model.backend == "hf" and cfg.vllm.enabled, "vllm.mode", cfg.vllm.mode,
-               "server mode is TRL's vLLM on the hf backend: set model.backend=hf and vllm.enabled=true "
-               "(Unsloth's engine is always colocated)")
+        check(cfg.model.backend == "hf" and cfg.vllm.enabled, "vllm.mode", cfg.vllm.mode,
+              "server mode is TRL's vLLM on the hf backend: set model.backend=hf and vllm.enabled=true "
+              "(Unsloth's engine is always colocated)")
     _check_parallel_entries(cfg)
-    allowed_stages = set(EVAL_STAGES)
     for s in cfg.eval.stages:
-        _check(s in allowed_stages, "eval.stages", s, f"allowed: {', '.join(sorted(allowed_stages))}")
-    _check(cfg.eval.batch_size >= 1, "eval.batch_size", cfg.eval.batch_size, "must be >= 1")
+        check(s in EVAL_STAGES, "eval.stages", s, f"allowed: {', '.join(sorted(EVAL_STAGES))}")
     for b in cfg.run.baselines:
-        _check(b in BASELINES, "run.baselines", b, f"allowed: {', '.join(BASELINES)}")
+        check(b in BASELINES, "run.baselines", b, f"allowed: {', '.join(BASELINES)}")
     config_limits.validate_trainer_keys(cfg)
     config_limits.validate_model_eval_run(cfg)
 
@@ -237,13 +211,12 @@ def validate(cfg: Config) -> None:
 def _check_parallel_entries(cfg: Config) -> None:
     """``run.parallel_entries`` > 1 runs entries as child processes of one run-all on the CPU (recipe.run.parallel)."""
     n, key = cfg.run.parallel_entries, "run.parallel_entries"
-    _check(n >= 1, key, n, "must be >= 1 (1: one entry at a time)")
-    _check(n == 1 or not dist.is_distributed(), key, n, "entries side by side are child processes of one run-all, "
-           "not of a multi-process launch (WORLD_SIZE > 1): set it to 1")
-    _check(n == 1 or cfg.run.process_per_entry is not False, key, n, "entries side by side each run in a child "
-           "process: set run.process_per_entry to auto or true, or this to 1")
-    _check(n == 1 or cfg.run.device != "cuda", key, n, "entries side by side are for CPU runs: set it to 1 with "
-           "run.device=cuda")
+    check(n == 1 or not dist.is_distributed(), key, n, "entries side by side are child processes of one run-all, "
+          "not of a multi-process launch (WORLD_SIZE > 1): set it to 1")
+    check(n == 1 or cfg.run.process_per_entry is not False, key, n, "entries side by side each run in a child "
+          "process: set run.process_per_entry to auto or true, or this to 1")
+    check(n == 1 or cfg.run.device != "cuda", key, n, "entries side by side are for CPU runs: set it to 1 with "
+          "run.device=cuda")
 
 
 def dump_yaml(cfg: Config) -> str:

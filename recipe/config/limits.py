@@ -1,6 +1,6 @@
 """The limits of every config key that types alone cannot express, checked by :func:`recipe.config.core.validate` before
-anything loads: the enums transformers / TRL accept (copied from their code; tests/test_reliability_config.py checks
-them against the installed libraries, since importing transformers here would load it before unsloth), ranges, and
+anything loads: the enums transformers accepts (read from its installed source, :mod:`recipe.config.trl_source`: importing it here
+would load it before unsloth), TRL's GRPO enums (copied from its help text, checked by tests), ranges, and
 reward parameters by their fields' types. Every error names the key, the value and what is allowed.
 
 >>> check_reward_params("stage2.rewards[0]", type("Spec", (), {"name": "correctness", "params": {"wrong": "abc"}}))
@@ -16,29 +16,20 @@ import difflib
 from typing import Any
 
 import recipe.config.safe_yaml as safe_yaml
+from recipe.config.trl_source import enum_values
 from recipe.data.synthetic import SOURCE_FORMS, parse_source
 from recipe.errors import ConfigError
 from recipe.rewards import REWARDS, build_reward
 
 
-def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+def check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    """Unless ``ok``: the one-line error naming ``key``, its value and what is allowed."""
     if not ok:
         raise ConfigError(f"bad value for '{key}': {safe_yaml.short_repr(value)} ({allowed})")
 
 
-LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
-                 "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
-                 "warmup_stable_decay", "greedy")
-OPTIMIZERS = (
-    "adamw_torch", "adamw_torch_fused", "adamw_torch_xla", "adamw_torch_npu_fused", "adafactor",
-    "adamw_anyprecision", "adamw_torch_4bit", "adamw_torch_8bit", "ademamix", "sgd", "adagrad", "adamw_bnb_8bit",
-    "adamw_8bit", "ademamix_8bit", "lion_8bit", "lion_32bit", "paged_adamw_32bit", "paged_adamw_8bit",
-    "paged_ademamix_32bit", "paged_ademamix_8bit", "paged_lion_32bit", "paged_lion_8bit", "rmsprop", "rmsprop_bnb",
-    "rmsprop_bnb_8bit", "rmsprop_bnb_32bit", "galore_adamw", "galore_adamw_8bit", "galore_adafactor",
-    "galore_adamw_layerwise", "galore_adamw_8bit_layerwise", "galore_adafactor_layerwise", "lomo", "adalomo",
-    "grokadamw", "schedule_free_radam", "schedule_free_adamw", "schedule_free_sgd", "apollo_adamw",
-    "apollo_adamw_layerwise", "stable_adamw",
-)
+LR_SCHEDULERS = enum_values("SchedulerType")  # read from the installed transformers' source, not imported
+OPTIMIZERS = enum_values("OptimizerNames")
 GRPO_LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")
 GRPO_SCALE_REWARDS = ("group", "batch", "none")
 # transformers 5.17's integrations (integrations.integration_utils.INTEGRATION_TO_CALLBACK), plus its "all" / "none"
@@ -48,7 +39,6 @@ REPORT_SPECIAL = ("all", "none")  # each only on its own
 # text keys that must hold something (an empty one silently fell back to a default or matched nothing)
 NON_EMPTY = ("model.name_or_path", "model.cache_dir", "data.source", "data.teacher", "data.answer_label",
              "data.mask_token", "run.output_dir")
-SEED_MAX = 2**32 - 1  # numpy's seed range (transformers.set_seed seeds numpy too)
 _HUB_SPLITS = ("train", "test")  # the splits of openai/gsm8k and of synthetic data
 _PARAM_TYPES = {"float": (int, float), "int": (int,), "str": (str,), "bool": (bool,)}
 
@@ -56,8 +46,8 @@ _PARAM_TYPES = {"float": (int, float), "int": (int,), "str": (str,), "bool": (bo
 def check_reward_params(key: str, spec: Any) -> None:
     """The reward must be named; each parameter must exist and have its field's type; then the reward must build."""
     names = ", ".join(sorted(REWARDS))
-    _check(bool(spec.name), f"{key}.name", spec.name, f"every reward needs a name; allowed: {names}")
-    _check(spec.name in REWARDS, f"{key}.name", spec.name, f"allowed: {names}")
+    check(bool(spec.name), f"{key}.name", spec.name, f"every reward needs a name; allowed: {names}")
+    check(spec.name in REWARDS, f"{key}.name", spec.name, f"allowed: {names}")
     fields_ = {f.name: f for f in dataclasses.fields(REWARDS[spec.name])}
     for param, value in spec.params.items():
         if param not in fields_:
@@ -69,7 +59,7 @@ def check_reward_params(key: str, spec: Any) -> None:
         if allowed is not None:
             ok = isinstance(value, allowed) and (ftype == "bool" or not isinstance(value, bool))
             ok = ok and (not isinstance(value, float) or value == value and abs(value) != float("inf"))
-            _check(ok, f"{key}.params.{param}", value, f"expected a finite {ftype}")
+            check(ok, f"{key}.params.{param}", value, f"expected a finite {ftype}")
     try:
         build_reward(spec.name, **spec.params)
     except (TypeError, ValueError) as exc:
@@ -78,72 +68,35 @@ def check_reward_params(key: str, spec: Any) -> None:
 
 
 def validate_trainer_keys(cfg: Any) -> None:
-    """Every trainer key against what transformers / TRL accept, so nothing fails after the model loads."""
+    """The trainer keys whose values are names transformers / TRL look up, so nothing fails after the model loads."""
     for name in ("stage1", "stage2", "stage3", *(("warmup",) if cfg.warmup.enabled else ())):
         st = getattr(cfg, name)
-        _check(st.lr_scheduler_type in LR_SCHEDULERS, f"{name}.lr_scheduler_type", st.lr_scheduler_type,
-               f"allowed: {', '.join(LR_SCHEDULERS)}")
-        _check(st.optim in OPTIMIZERS, f"{name}.optim", st.optim, f"allowed: {', '.join(OPTIMIZERS)}")
-        _check(st.num_train_epochs > 0, f"{name}.num_train_epochs", st.num_train_epochs, "must be > 0")
-        _check(st.max_steps >= -1, f"{name}.max_steps", st.max_steps, "use -1 for epochs or a positive count")
-        _check(st.warmup_steps >= 0, f"{name}.warmup_steps", st.warmup_steps,
-               "must be >= 0 (>= 1: a step count, < 1: a fraction of the steps)")
-        _check(st.logging_steps >= 1, f"{name}.logging_steps", st.logging_steps, "must be >= 1")
-        _check(st.gradient_accumulation_steps >= 1, f"{name}.gradient_accumulation_steps",
-               st.gradient_accumulation_steps, "must be >= 1")
-        _check(st.max_grad_norm >= 0, f"{name}.max_grad_norm", st.max_grad_norm, "must be >= 0")
-        _check(st.weight_decay >= 0, f"{name}.weight_decay", st.weight_decay, "must be >= 0")
-        _check(st.save_total_limit >= 1, f"{name}.save_total_limit", st.save_total_limit,
-               "must be >= 1 (the newest checkpoint is the resume point)")
-    _check(cfg.stage1.max_length >= 1, "stage1.max_length", cfg.stage1.max_length, "must be >= 1")
-    _check(cfg.warmup.max_length >= 1, "warmup.max_length", cfg.warmup.max_length, "must be >= 1")
+        check(st.lr_scheduler_type in LR_SCHEDULERS, f"{name}.lr_scheduler_type", st.lr_scheduler_type,
+              f"allowed: {', '.join(LR_SCHEDULERS)}")
+        check(st.optim in OPTIMIZERS, f"{name}.optim", st.optim, f"allowed: {', '.join(OPTIMIZERS)}")
     for name in ("stage2", "stage3"):
         st = getattr(cfg, name)
-        _check(st.loss_type in GRPO_LOSS_TYPES, f"{name}.loss_type", st.loss_type,
-               f"allowed: {', '.join(GRPO_LOSS_TYPES)}")
-        _check(st.scale_rewards in GRPO_SCALE_REWARDS, f"{name}.scale_rewards", st.scale_rewards,
-               f"allowed: {', '.join(GRPO_SCALE_REWARDS)}")
-        _check(0 < st.top_p <= 1, f"{name}.top_p", st.top_p, "must be in (0, 1]")
-        _check(st.beta >= 0, f"{name}.beta", st.beta, "must be >= 0 (0: no KL term)")
-        _check(st.epsilon >= 0, f"{name}.epsilon", st.epsilon, "must be >= 0")
-        _check(st.epsilon_high >= 0, f"{name}.epsilon_high", st.epsilon_high, "must be >= 0 (upper clip 1 + it)")
-        _check(st.num_iterations >= 1, f"{name}.num_iterations", st.num_iterations, "must be >= 1")
-        _check(st.num_completions_to_print >= 0, f"{name}.num_completions_to_print", st.num_completions_to_print,
-               "must be >= 0")
-    st3 = cfg.stage3
-    _check(st3.mining_batch_size >= 1, "stage3.mining_batch_size", st3.mining_batch_size, "must be >= 1")
-    _check(st3.mining_max_new_tokens >= 1, "stage3.mining_max_new_tokens", st3.mining_max_new_tokens, "must be >= 1")
-    _check(st3.mining_temperature >= 0, "stage3.mining_temperature", st3.mining_temperature, "must be >= 0 (0: greedy)")
-    _check(st3.mining_limit == -1 or st3.mining_limit >= 1, "stage3.mining_limit", st3.mining_limit,
-           "a positive count, or -1 for the whole slice")
+        check(st.loss_type in GRPO_LOSS_TYPES, f"{name}.loss_type", st.loss_type,
+              f"allowed: {', '.join(GRPO_LOSS_TYPES)}")
+        check(st.scale_rewards in GRPO_SCALE_REWARDS, f"{name}.scale_rewards", st.scale_rewards,
+              f"allowed: {', '.join(GRPO_SCALE_REWARDS)}")
+    check(cfg.stage3.mining_limit == -1 or cfg.stage3.mining_limit >= 1, "stage3.mining_limit",
+          cfg.stage3.mining_limit, "a positive count, or -1 for the whole slice")
 
 
 def validate_model_eval_run(cfg: Any) -> None:
-    m = cfg.model
-    _check(m.lora_alpha > 0, "model.lora_alpha", m.lora_alpha, "must be > 0")
-    _check(0 <= m.lora_dropout < 1, "model.lora_dropout", m.lora_dropout, "must be in [0, 1)")
-    _check(bool(m.lora_target_modules), "model.lora_target_modules", m.lora_target_modules,
-           "at least one module name, e.g. [q_proj, v_proj]")
-    v = cfg.vllm
-    _check(0 < v.gpu_memory_utilization <= 1, "vllm.gpu_memory_utilization", v.gpu_memory_utilization,
-           "must be in (0, 1]")
-    _check(1 <= v.server_port <= 65535, "vllm.server_port", v.server_port, "must be a TCP port (1-65535)")
-    _check(v.server_timeout > 0, "vllm.server_timeout", v.server_timeout,
-           "seconds to wait for the server to come up: must be > 0")
     budget = cfg.baseline_sft.budget
-    _check(not isinstance(budget, int) or budget >= 1, "baseline_sft.budget", budget,
-           "stage1, tokens, or a positive number of steps")
+    check(not isinstance(budget, int) or budget >= 1, "baseline_sft.budget", budget,
+          "stage1, tokens, or a positive number of steps")
     ev = cfg.eval
-    _check(ev.max_new_tokens >= 1, "eval.max_new_tokens", ev.max_new_tokens, "must be >= 1")
-    _check(ev.limit == -1 or ev.limit >= 1, "eval.limit", ev.limit,
-           "a positive count, or -1 for the whole split (as --limit)")
+    check(ev.limit == -1 or ev.limit >= 1, "eval.limit", ev.limit,
+          "a positive count, or -1 for the whole split (as --limit)")
     source = cfg.data.eval_source or cfg.data.source
     if source in ("synthetic", "openai/gsm8k") or source.startswith("synthetic:"):  # others: the pre-load data check
         # synthetic sources also have a `dev` split (its own seed): settings are tuned there, never on `test`
         splits = _HUB_SPLITS if source == "openai/gsm8k" else (*_HUB_SPLITS, "dev")
-        _check(ev.split in splits, "eval.split", ev.split,
-               f"allowed for {safe_yaml.short_repr(source)}: {', '.join(splits)}")
-    _check(0 <= cfg.run.seed <= SEED_MAX, "run.seed", cfg.run.seed, f"must be in [0, {SEED_MAX}]")
+        check(ev.split in splits, "eval.split", ev.split,
+              f"allowed for {safe_yaml.short_repr(source)}: {', '.join(splits)}")
     validate_text_and_sources(cfg)
     _check_int64(cfg, "")
 
@@ -152,8 +105,8 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def _check_int64(value: Any, key: str) -> None:
-    """Every integer in the config fits 64 bits (torch, numpy and the trainers hold counts in int64); the checks
-    above, run first, give the key's own range where it has one (``run.seed``)."""
+    """Every integer in the config fits 64 bits (torch, numpy and the trainers hold counts in int64); a key with its
+    own range (``run.seed``) has it checked as it is read."""
     if hasattr(value, "as_dict"):  # a trainer section: TRL's keys beside the recipe's own
         _check_int64(value.as_dict(), key)
     elif dataclasses.is_dataclass(value):
@@ -166,7 +119,7 @@ def _check_int64(value: Any, key: str) -> None:
         for name, item in value.items():
             _check_int64(item, f"{key}.{name}")
     elif isinstance(value, int) and not isinstance(value, bool):
-        _check(INT64_MIN <= value <= INT64_MAX, key, value, f"beyond 64 bits: must be in [{INT64_MIN}, {INT64_MAX}]")
+        check(INT64_MIN <= value <= INT64_MAX, key, value, f"beyond 64 bits: must be in [{INT64_MIN}, {INT64_MAX}]")
 
 
 def validate_text_and_sources(cfg: Any) -> None:
@@ -174,17 +127,17 @@ def validate_text_and_sources(cfg: Any) -> None:
     for key in NON_EMPTY:
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
-        _check(bool(value.strip()), key, value, "must not be empty")
+        check(bool(value.strip()), key, value, "must not be empty")
     for key in ("data.source", "data.eval_source"):
         source = getattr(cfg.data, key.split(".")[1])
         if source == "synthetic" or source.startswith("synthetic:"):
             try:
                 parse_source(source, 1)
             except ValueError:
-                _check(False, key, source, f"expected {SOURCE_FORMS}")
+                check(False, key, source, f"expected {SOURCE_FORMS}")
     report = cfg.run.report_to
     allowed = f"allowed: {', '.join(REPORT_INTEGRATIONS)}; or [all] / [none] alone"
-    _check(bool(report), "run.report_to", report, allowed)
+    check(bool(report), "run.report_to", report, allowed)
     for item in report:
-        _check(item in REPORT_INTEGRATIONS or (item in REPORT_SPECIAL and len(report) == 1), "run.report_to", item,
+        check(item in REPORT_INTEGRATIONS or (item in REPORT_SPECIAL and len(report) == 1), "run.report_to", item,
                allowed)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field
 
 from recipe.config.entries import BASELINES as BASELINE_ENTRIES
 from recipe.config.entries import EVAL_STAGES
@@ -20,15 +22,16 @@ class ModelConfig:
     name_or_path: str = "Qwen/Qwen2.5-3B"  # hub id, local folder, or builtin:tiny-qwen2 | builtin:smollm2-135m
     backend: Literal["auto", "hf", "unsloth"] = "auto"
     load_in_4bit: bool = True  # only honoured on CUDA
-    max_seq_length: int = 1024
+    max_seq_length: Annotated[int, Field(ge=16)] = 1024
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     # CPU only: train float32 weights under bf16 autocast (TRL bf16=True with use_cpu); see recipe/models/precision.py
     cpu_autocast: Literal["none", "bfloat16"] = "none"
     use_lora: bool = True
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    lora_target_modules: list[str] = field(
+    lora_r: Annotated[int, Field(ge=1)] = 16
+    lora_alpha: Annotated[int, Field(gt=0)] = 32
+    lora_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    lora_target_modules: Annotated[list[str], Field(min_length=1, description="at least one module name, e.g. "
+                                                                             "[q_proj, v_proj]")] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
     gradient_checkpointing: bool = False
@@ -46,14 +49,15 @@ class VllmConfig:
     # unsloth backend: one in-process engine for GRPO, evaluation and stage-3 mining (and the weights repository
     # follows it); hf backend: TRL's own engine for GRPO only (evaluation and mining generate with HF). Never on CPU.
     enabled: bool = False
-    gpu_memory_utilization: float = 0.6  # the engine's share of the GPU's memory (weights + KV cache)
+    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.6  # the engine's share of the GPU's memory (weights + KV cache)
     # Where TRL's vLLM runs for GRPO on the hf backend: in each training process, or a `trl vllm-serve` server
     # (README "Scaling out"). mode and server_* are in no entry's config fingerprint: switching never blocks a resume.
     mode: Literal["colocate", "server"] = "colocate"
     server_base_url: str = ""  # e.g. http://10.0.0.5:8000; when set, host and port are ignored
     server_host: str = "127.0.0.1"
-    server_port: int = 8000
-    server_timeout: float = 240.0  # seconds to wait for the server to come up
+    server_port: Annotated[int, Field(ge=1, le=65535, description="must be a TCP port (1-65535)")] = 8000
+    server_timeout: Annotated[float, Field(gt=0, description="seconds to wait for the server to come up: must be > 0")] \
+        = 240.0  # seconds to wait for the server to come up
 
 
 @dataclass
@@ -129,6 +133,20 @@ GRPO_DEFAULTS: dict[str, Any] = dict(
     log_completions=True,
     num_completions_to_print=2,
 )
+# The limits of TRL's keys that TRL's own classes do not check before training starts (a key absent here is passed as
+# the config gives it): checked as each section is read (recipe.config.trl_pass).
+TRL_LIMITS: dict[str, Any] = dict(
+    learning_rate=Field(gt=0), num_train_epochs=Field(gt=0), per_device_train_batch_size=Field(ge=1),
+    gradient_accumulation_steps=Field(ge=1), logging_steps=Field(ge=1), save_steps=Field(ge=1),
+    warmup_steps=Field(ge=0, description="must be >= 0 (>= 1: a step count, < 1: a fraction of the steps)"),
+    max_grad_norm=Field(ge=0), weight_decay=Field(ge=0),
+    save_total_limit=Field(ge=1, description="must be >= 1 (the newest checkpoint is the resume point)"),
+    num_generations=Field(ge=2, description="GRPO needs at least 2 generations per prompt"),
+    max_completion_length=Field(ge=1), temperature=Field(gt=0, description="must be > 0 for sampling"),
+    top_p=Field(gt=0, le=1), beta=Field(ge=0, description="must be >= 0 (0: no KL term)"), epsilon=Field(ge=0),
+    epsilon_high=Field(ge=0, description="must be >= 0 (upper clip 1 + it)"), num_iterations=Field(ge=1),
+    num_completions_to_print=Field(ge=0),
+)
 
 
 @dataclass
@@ -169,9 +187,9 @@ class TrainConfig:
 
 @dataclass
 class Stage1Config(TrainConfig):
-    mask_prob: float = 0.7
-    max_length: int = 1024  # TRL's max_length, capped at model.max_seq_length
-    question_only_share: float = 0.0  # share of rows with the question alone (eval prompt); 0 = the paper
+    mask_prob: Annotated[float, Field(ge=0, le=1)] = 0.7
+    max_length: Annotated[int, Field(ge=1)] = 1024  # TRL's max_length, capped at model.max_seq_length
+    question_only_share: Annotated[float, Field(ge=0, le=1)] = 0.0  # share of rows with the question alone (eval prompt); 0 = the paper
 
 
 @dataclass
@@ -181,27 +199,30 @@ class GRPOStageConfig(TrainConfig):
 
     length_unit: Literal["words", "tokens"] = "words"
     cut_after_answer: bool = True  # rewards read a completion up to its first answer line (official truncation)
-    rewards: list[RewardSpec] = field(default_factory=list)
+    rewards: Annotated[list[RewardSpec], Field(min_length=1, description="at least one reward is needed")] = \
+        field(default_factory=list)
 
 
 @dataclass
 class Stage2Config(GRPOStageConfig):
-    min_masked: int = 3
-    mask_ratio: float = 0.5
-    question_only_share: float = 0.0  # share of prompts with the question alone (eval prompt); 0 = the paper
-    rewards: list[RewardSpec] = field(default_factory=lambda: [RewardSpec("gated_brevity")])
+    min_masked: Annotated[int, Field(ge=0)] = 3
+    mask_ratio: Annotated[float, Field(ge=0, le=1)] = 0.5
+    question_only_share: Annotated[float, Field(ge=0, le=1)] = 0.0  # share of prompts with the question alone (eval prompt); 0 = the paper
+    rewards: Annotated[list[RewardSpec], Field(min_length=1, description="at least one reward is needed")] = \
+        field(default_factory=lambda: [RewardSpec("gated_brevity")])
 
 
 @dataclass
 class Stage3Config(GRPOStageConfig):
-    mining_k: int = 1  # answers per mined problem
-    mining_temperature: float = 0.0  # 0 = greedy
-    mining_max_new_tokens: int = 512
-    mining_batch_size: int = 16
-    failure_threshold: float = 0.0  # a problem fails persistently when its correct fraction <= this
+    mining_k: Annotated[int, Field(ge=1)] = 1  # answers per mined problem
+    mining_temperature: Annotated[float, Field(ge=0, description="must be >= 0 (0: greedy)")] = 0.0
+    mining_max_new_tokens: Annotated[int, Field(ge=1)] = 512
+    mining_batch_size: Annotated[int, Field(ge=1)] = 16
+    failure_threshold: Annotated[float, Field(ge=0, lt=1)] = 0.0  # a problem fails persistently when its correct fraction <= this
     mining_limit: int = -1  # -1 = mine the whole stage-3 slice
     # the paper's reward: correctness and format gates (-2 / -1), then 1 + a compression-ratio bonus
-    rewards: list[RewardSpec] = field(default_factory=lambda: [RewardSpec("compression_ratio")])
+    rewards: Annotated[list[RewardSpec], Field(min_length=1, description="at least one reward is needed")] = \
+        field(default_factory=lambda: [RewardSpec("compression_ratio")])
 
 
 @dataclass
@@ -213,7 +234,7 @@ class WarmupConfig(TrainConfig):
     TRL_DEFAULTS: ClassVar[dict[str, Any]] = dict(TRAIN_DEFAULTS, learning_rate=3e-4)
 
     enabled: bool = False
-    max_length: int = 1024  # TRL's max_length, capped at model.max_seq_length
+    max_length: Annotated[int, Field(ge=1)] = 1024  # TRL's max_length, capped at model.max_seq_length
 
 
 TRAINER_SECTIONS = ("stage1", "stage2", "stage3", "warmup")  # the Config fields that are TrainConfig sections
@@ -224,8 +245,8 @@ class EvalConfig:
     enabled: bool = True
     split: str = "test"
     limit: int = -1  # -1 = the whole split
-    batch_size: int = 16
-    max_new_tokens: int = 512
+    batch_size: Annotated[int, Field(ge=1)] = 16
+    max_new_tokens: Annotated[int, Field(ge=1)] = 512
     prompt: Literal["paper", "fewshot", "chat"] = "paper"
     # when a row is done: "paper" = the authors' rule ((Final Answer|Answer): number, then a newline or > 20 more
     # characters); "answer_line" = an answer_label line with a digit, ended; "auto" = paper for prompt=paper, else
@@ -258,7 +279,7 @@ class BaselineSFTConfig:
 @dataclass
 class RunConfig:
     output_dir: str = "runs/cotrecipe"
-    seed: int = 42
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 42  # numpy's seed range (transformers.set_seed seeds numpy)
     report_to: list[str] = field(default_factory=lambda: ["none"])
     device: Literal["auto", "cpu", "cuda"] = "auto"
     baselines: list[str] = field(default_factory=list)  # trained by run-all after the stages, e.g. [sft, grpo]
@@ -268,7 +289,7 @@ class RunConfig:
     process_per_entry: Literal["auto"] | bool = "auto"
     # run-all: up to this many entries (and evaluations) at once, each in a child process with OMP_NUM_THREADS =
     # usable cores // N (unless set). For CPU runs, where a GRPO step scales poorly with threads. 1: one at a time.
-    parallel_entries: int = 1
+    parallel_entries: Annotated[int, Field(ge=1, description="must be >= 1 (1: one entry at a time)")] = 1
 
 
 @dataclass

@@ -3,9 +3,8 @@ and the warm-up, ``GRPOConfig`` for stages 2-3) is type-checked against that fie
 recipe's own keys are the section's dataclass fields; anything else is an unknown key with a did-you-mean drawn from
 both. TRL's fields that the recipe sets itself are refused, naming the key that decides them.
 
-The fields come from ``trl_fields.json`` (written by ``scripts/trl_fields.py`` from the installed TRL and checked
-against it by tests/test_trl_pass.py): resolving a config never imports TRL, which would load transformers before
-unsloth on the GPU backend.
+The fields are read from the installed TRL's source (:mod:`recipe.config.trl_source`): resolving a config never imports
+TRL, which would load transformers before unsloth on the GPU backend.
 
 >>> from recipe.config.schema import Stage2Config
 >>> section_from_mapping(Stage2Config, {"learning_rate": "1e-4", "top_k": 50}, "stage2").trl_args["top_k"]
@@ -25,10 +24,11 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
-import json
-from importlib import resources
-from typing import Any
+import operator
+from typing import Annotated, Any
 
+from recipe.config.schema import TRL_LIMITS
+from recipe.config.trl_source import fields_of as trl_fields
 from recipe.config.typed import from_mapping
 from recipe.errors import ConfigError
 
@@ -46,38 +46,15 @@ RECIPE_SETS: dict[str, str | None] = {
     "use_vllm": "vllm.enabled", "vllm_mode": "vllm.mode", "vllm_gpu_memory_utilization": "vllm.gpu_memory_utilization",
     **{f"vllm_server_{k}": f"vllm.server_{k}" for k in ("base_url", "host", "port", "timeout")},
 }
-_SCALARS: dict[str, Any] = {"bool": bool, "int": int, "float": float, "str": str, "dict": dict[str, Any], "any": Any}
 
 
-@functools.cache
-def trl_fields(trl_class: str) -> dict[str, str]:
-    """``name -> plain type`` of the pinned TRL class's fields (``SFTConfig`` or ``GRPOConfig``)."""
-    text = (resources.files("recipe") / "config" / "trl_fields.json").read_text(encoding="utf-8")
-    return json.loads(text)[trl_class]
-
-
-def _alternative(name: str) -> Any:
-    if name.startswith("list[") and name.endswith("]"):
-        items = [_alternative(part) for part in name[5:-1].split(" | ")]
-        return list[items[0] if len(items) == 1 else _union(items)]
-    return _SCALARS[name]
-
-
-def _union(types: list[Any]) -> Any:
-    out = types[0]
-    for tp in types[1:]:
-        out = out | tp
-    return out
-
-
-def annotation(plain: str, recipe_default: Any = None) -> tuple[Any, bool]:
-    """The checkable annotation of a field's plain type, and whether it takes ``null``. A field the recipe records
+def annotation(arms: tuple[Any, ...], recipe_default: Any = None) -> tuple[Any, bool]:
+    """The checkable annotation of a field's plain types, and whether it takes ``null``. A field the recipe records
     with an integer default keeps integers integers where TRL's type is float (``save_steps: 50``)."""
-    names = plain.split(" | ")
-    if "float" in names and "int" not in names and type(recipe_default) is int:
-        names.insert(names.index("float"), "int")
-    kept = [n for n in names if n != "None"]
-    return (_union([_alternative(n) for n in kept]) if kept else Any), "None" in names
+    kept = [arm for arm in arms if arm is not type(None)]
+    if float in kept and int not in kept and type(recipe_default) is int:
+        kept.insert(kept.index(float), int)
+    return (functools.reduce(operator.or_, kept) if kept else Any), type(None) in arms
 
 
 def _checked(cls: type, key: str, value: Any, prefix: str) -> Any:
@@ -85,6 +62,8 @@ def _checked(cls: type, key: str, value: Any, prefix: str) -> Any:
     tp, nullable = annotation(trl_fields(cls.TRL_CLASS)[key], recorded)
     if value is None and nullable and key not in cls.TRL_DEFAULTS:  # the recorded keys keep a value
         return None
+    if key in TRL_LIMITS:
+        tp = Annotated[tp, TRL_LIMITS[key]]
     holder = dataclasses.make_dataclass("TRLField", [(key, tp, dataclasses.field(default=None))])
     return getattr(from_mapping(holder, {key: value}, prefix), key)
 

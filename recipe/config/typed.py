@@ -28,6 +28,7 @@ import typing
 from typing import Annotated, Any, Literal
 
 import pydantic
+import pydantic.fields
 import typing_extensions  # pydantic reads a TypedDict only from here before Python 3.12
 
 from recipe.config.safe_yaml import short_repr
@@ -51,7 +52,35 @@ def _float_from_text(value: Any) -> Any:
 _FLOAT = Annotated[float, pydantic.BeforeValidator(_float_from_text)]
 
 
+_LIMIT_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "too_short")
+
+
+def _bare(tp: Any) -> Any:
+    """The type under an ``Annotated`` one (its limits stripped)."""
+    return typing.get_args(tp)[0] if typing.get_origin(tp) is Annotated else tp
+
+
+def _allowed(tp: Any) -> str:
+    """What a field's limits allow: its ``pydantic.Field``'s description, else its bounds ("must be in [0, 1)").
+
+    >>> _allowed(Annotated[float, pydantic.Field(gt=0, le=1)]), _allowed(Annotated[int, pydantic.Field(ge=1)])
+    ('must be in (0, 1]', 'must be >= 1')
+    """
+    infos = [m for m in typing.get_args(tp)[1:] if isinstance(m, pydantic.fields.FieldInfo)]
+    described = [info.description for info in infos if info.description]
+    if described:
+        return described[0]
+    bound = {k: getattr(c, k) for info in infos for c in info.metadata for k in ("ge", "gt", "le", "lt") if hasattr(c, k)}
+    low = next(((f"[{bound[k]}" if k == "ge" else f"({bound[k]}", k) for k in ("ge", "gt") if k in bound), None)
+    high = next(((f"{bound[k]}]" if k == "le" else f"{bound[k]})", k) for k in ("le", "lt") if k in bound), None)
+    if low and high:
+        return f"must be in {low[0]}, {high[0]}"
+    name, symbol = next((k, sym) for k, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if k in bound)
+    return f"must be {symbol} {bound[name]}"
+
+
 def _type_name(tp: Any) -> str:
+    tp = _bare(tp)
     origin = typing.get_origin(tp)
     if origin is Literal:
         return " | ".join(repr(a) for a in typing.get_args(tp))
@@ -66,13 +95,16 @@ def _type_name(tp: Any) -> str:
 
 @functools.cache
 def _fields(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
 def _checked(tp: Any, owner: type) -> Any:
-    """The pydantic type that checks a value of the schema annotation ``tp`` (a field of ``owner``)."""
+    """The pydantic type that checks a value of the schema annotation ``tp`` (a field of ``owner``); the limits of an
+    ``Annotated`` one (``pydantic.Field(ge=1)``) apply to the type it checks."""
     origin = typing.get_origin(tp)
+    if origin is Annotated:
+        return Annotated[(_checked(typing.get_args(tp)[0], owner), *typing.get_args(tp)[1:])]
     if tp in (bool, int, str, type(None)) or tp is Any or origin is Literal:
         return tp
     if tp is float:
@@ -122,26 +154,27 @@ def _unknown_key(key: Any, known: list[str], prefix: str) -> ConfigError:
     return ConfigError(f"unknown key '{full}'{hint}")
 
 
-def _locate(cls: type, data: Any, prefix: str, loc: tuple) -> tuple[list[int], ConfigError]:
+def _locate(cls: type, data: Any, prefix: str, loc: tuple, kind: str) -> tuple[list[int], ConfigError]:
     """Pydantic's error location -> (where it sits in ``data``'s own order, the one-line error for it).
 
     The location is followed through the schema's annotations while they are sections and lists; a union, a dict or a
     plain value stops it there (pydantic's further parts name union arms), and that whole value is the bad one."""
     tp, value, key, order = cls, data, prefix, []
     for part in loc:
-        if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+        if dataclasses.is_dataclass(_bare(tp)) and isinstance(value, dict):
             keys = list(value)
             order.append(keys.index(part) if part in keys else len(keys))
-            fields_ = _fields(tp)
+            fields_ = _fields(_bare(tp))
             if part not in fields_:
                 return order, _unknown_key(part, list(fields_), f"{key}." if key else "")
             tp, value, key = fields_[part], value[part], f"{key}.{part}" if key else part
-        elif typing.get_origin(tp) is list and isinstance(value, list) and isinstance(part, int):
+        elif typing.get_origin(_bare(tp)) is list and isinstance(value, list) and isinstance(part, int):
             order.append(part)
-            tp, value, key = typing.get_args(tp)[0], value[part], f"{key}[{part}]"
+            tp, value, key = typing.get_args(_bare(tp))[0], value[part], f"{key}[{part}]"
         else:
             break
-    return order, ConfigError(f"bad value for '{key}': {short_repr(value)} (expected {_type_name(tp)})")
+    allowed = _allowed(tp) if kind in _LIMIT_ERRORS else f"expected {_type_name(tp)}"
+    return order, ConfigError(f"bad value for '{key}': {short_repr(value)} ({allowed})")
 
 
 def from_mapping(cls: type, data: dict, prefix: str = "") -> Any:
@@ -150,7 +183,7 @@ def from_mapping(cls: type, data: dict, prefix: str = "") -> Any:
     except pydantic.ValidationError as exc:
         # pydantic lists every error, fields in schema order and unknown keys last; the one raised is the first in the
         # data's own order (as a reader goes down the file), the same one a key-by-key check stops at
-        found = [_locate(cls, data, prefix, err["loc"]) for err in exc.errors(include_url=False)]
+        found = [_locate(cls, data, prefix, err["loc"], err["type"]) for err in exc.errors(include_url=False)]
         raise min(found, key=lambda item: item[0])[1] from None
 
 

@@ -1,0 +1,93 @@
+"""TRL's config classes read from the installed source, never imported: the fields of ``SFTConfig`` / ``GRPOConfig``
+(their own, ``trl``'s base config's and ``transformers.TrainingArguments``') as plain types, and the values of the
+string enums transformers checks (optimizers, schedulers).
+
+Importing TRL takes torch and transformers with it (tens of seconds on two loaded cores, and transformers must load
+after unsloth on the GPU backend), so resolving a config reads the dataclasses' source with :mod:`ast` instead: the
+fields are always the installed version's, with nothing vendored to regenerate.
+
+>>> fields_of("GRPOConfig")["top_k"], fields_of("SFTConfig")["lr_scheduler_kwargs"]
+((<class 'int'>,), (dict[str, typing.Any], <class 'str'>, <class 'NoneType'>))
+>>> enum_values("SchedulerType")[:2]
+('linear', 'cosine')
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import functools
+import importlib.util
+import operator
+from pathlib import Path
+from typing import Any
+
+# class -> (package, file in it, class name), base first: the dataclass inheritance chain, fields in that order
+_CHAIN = {
+    "TrainingArguments": [("transformers", "training_args.py", "TrainingArguments")],
+    "SFTConfig": [("trl", "trainer/base_config.py", "_BaseConfig"), ("trl", "trainer/sft_config.py", "SFTConfig")],
+    "GRPOConfig": [("trl", "trainer/base_config.py", "_BaseConfig"), ("trl", "trainer/grpo_config.py", "GRPOConfig")],
+}
+_ENUMS = {"SchedulerType": ("transformers", "trainer_utils.py"), "OptimizerNames": ("transformers", "training_args.py")}
+_PLAIN = {"bool", "int", "float", "str"}
+
+
+@functools.cache
+def _class(package: str, file: str, name: str) -> ast.ClassDef:
+    """The class statement ``name`` of ``package/file``, located without importing the package."""
+    spec = importlib.util.find_spec(package)  # a top-level package: found, not imported
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"{package} is not installed")
+    tree = ast.parse(Path(spec.submodule_search_locations[0], file).read_text(encoding="utf-8"))
+    return next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == name)
+
+
+def _plain(node: ast.expr) -> tuple[Any, ...]:
+    """An annotation as the plain alternatives a YAML value can take: bool, int, float, str, ``dict[str, Any]``,
+    NoneType, ``list[...]``, ``Any`` (a class YAML cannot spell). Beside ``str`` such a class is left out:
+    transformers annotates its string enums as ``SchedulerType | str``, and checks the text itself."""
+    if isinstance(node, ast.BinOp):
+        arms = [alt for side in (node.left, node.right) for alt in _plain(side)]
+        return tuple(dict.fromkeys(alt for alt in arms if alt is not Any or str not in arms))
+    if isinstance(node, ast.Constant):
+        return (type(node.value),)
+    if isinstance(node, ast.Subscript):
+        outer = ast.unparse(node.value)
+        if outer == "Literal":
+            return _plain(node.slice)
+        if outer == "list":
+            items = _plain(node.slice)
+            return (list[functools.reduce(operator.or_, items)],)
+        return (dict[str, Any],) if outer == "dict" else (Any,)
+    if isinstance(node, ast.Tuple):  # Literal["a", "b"]
+        return tuple(dict.fromkeys(alt for item in node.elts for alt in _plain(item)))
+    name = ast.unparse(node)
+    return (dict[str, Any],) if name == "dict" else (getattr(builtins, name),) if name in _PLAIN else (Any,)
+
+
+def _init_field(statement: ast.AnnAssign) -> bool:
+    value = statement.value
+    return not (isinstance(value, ast.Call) and any(k.arg == "init" and isinstance(k.value, ast.Constant)
+                                                    and k.value.value is False for k in value.keywords))
+
+
+@functools.cache
+def fields_of(trl_class: str) -> dict[str, tuple[Any, ...]]:
+    """``name -> the plain types it takes`` for the installed TRL class's constructor fields, in dataclass order."""
+    out: dict[str, tuple[Any, ...]] = {}
+    for package, file, name in _CHAIN["TrainingArguments"] + _CHAIN[trl_class]:
+        for statement in _class(package, file, name).body:
+            if isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name):
+                if _init_field(statement):
+                    out[statement.target.id] = _plain(statement.annotation)
+                else:
+                    out.pop(statement.target.id, None)
+    return out
+
+
+@functools.cache
+def enum_values(name: str) -> tuple[str, ...]:
+    """The string values of a transformers enum (``SchedulerType``, ``OptimizerNames``), in definition order."""
+    body = _class(*_ENUMS[name], name).body
+    return tuple(s.value.value for s in body if isinstance(s, ast.Assign) and isinstance(s.value, ast.Constant)
+                 and isinstance(s.value.value, str))
