@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from recipe.rewards import (
     REWARDS,
+    AllCorrectLengthReward,
     CompressionRatioReward,
     CorrectnessReward,
     CosineLengthReward,
@@ -291,6 +292,50 @@ def test_group_length_needs_prompts() -> None:
         GroupRelativeLengthReward()(completions=["Answer: 4"], answer=["4"])
 
 
+# ---------------------------------------------------------------- all-correct length bonus (ConciseR's gating)
+
+
+def test_all_correct_length_pays_brevity_only_in_groups_that_are_all_correct() -> None:
+    """Three groups of 3 (gold 4), token lengths given: an all-correct group gets 1 + (1 - L/100) each, so its
+    shorter answers score higher; a group with one wrong answer gets plain correctness (its short right answer earns
+    no bonus over its long right answer); an all-wrong group gets 0 whatever the lengths."""
+    reward = AllCorrectLengthReward(num_generations=3, max_length=100)
+    completions = ["Answer: 4", "Answer: 4", "Answer: 4",
+                   "Answer: 4", "Answer: 4", "Answer: 5",
+                   "Answer: 5", "Answer: 5", "Answer: 5"]
+    lengths = [10, 50, 150, 10, 90, 10, 10, 60, 100]
+    logged: dict[str, float] = {}
+    got = reward(prompts=["a"] * 3 + ["b"] * 3 + ["c"] * 3, completions=completions, answer=["4"] * 9,
+                 completion_ids=[[0] * k for k in lengths], log_metric=lambda k, v: logged.__setitem__(k, v))
+    assert got == pytest.approx([1.9, 1.5, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0])  # 150 tokens: capped at max_length
+    assert logged == {"all_correct_length/all_correct_groups": pytest.approx(1 / 3)}
+    weighted = AllCorrectLengthReward(num_generations=3, max_length=100, length_weight=0.5)
+    assert weighted(prompts=["a"] * 3, completions=completions[:3], answer=["4"] * 3,
+                    completion_ids=[[0] * k for k in lengths[:3]]) == pytest.approx([1.45, 1.25, 1.0])
+
+
+def test_all_correct_length_groups_are_trls_consecutive_blocks() -> None:
+    """TRL scores prompts repeated num_generations times in a row; the same question in two blocks is two groups
+    (one all-correct, one not), and a batch that is not whole one-prompt blocks is refused, naming the key."""
+    reward = AllCorrectLengthReward(num_generations=2, max_length=10)
+    ids = [[0] * 5] * 4
+    got = reward(prompts=["q"] * 4, completions=["Answer: 4", "Answer: 4", "Answer: 4", "Answer: 5"],
+                 answer=["4"] * 4, completion_ids=ids)
+    assert got == pytest.approx([1.5, 1.5, 1.0, 0.0])
+    with pytest.raises(ValueError, match="not whole groups of num_generations=2"):
+        reward(prompts=["q"] * 3, completions=["Answer: 4"] * 3, answer=["4"] * 3)
+    with pytest.raises(ValueError, match="completions 0-1 are not one prompt's group"):
+        reward(prompts=["q", "r", "r", "r"], completions=["Answer: 4"] * 4, answer=["4"] * 4)
+    with pytest.raises(ValueError, match="one prompt per completion"):
+        reward(completions=["Answer: 4"] * 2, answer=["4"] * 2)
+    with pytest.raises(ValueError, match="group size"):
+        AllCorrectLengthReward(num_generations=1)
+    # without a size, a group is a run of one prompt: "q q" all right (bonus), then "r" wrong, then "q" alone right
+    runs = AllCorrectLengthReward(max_length=10)(prompts=["q", "q", "r", "q"], answer=["4"] * 4, completion_ids=ids,
+                                                 completions=["Answer: 4", "Answer: 4", "Answer: 5", "Answer: 4"])
+    assert runs == pytest.approx([1.5, 1.5, 0.0, 1.5])
+
+
 # ---------------------------------------------------------------- length only
 
 
@@ -313,6 +358,7 @@ def test_registry_builds_every_reward_by_name() -> None:
         "compression_ratio",
         "cosine_length",
         "group_length",
+        "all_correct_length",
         "length_only",
     }
     for name in REWARDS:

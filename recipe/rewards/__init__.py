@@ -19,10 +19,11 @@ from typing import Any
 from recipe.rewards.bridge import CompressionRatioReward, GatedBrevityReward
 from recipe.rewards.core import CorrectnessReward, FormatReward, _Reward, completion_text, count_steps, step_format_ok
 from recipe.rewards.cut import CutAfterAnswer, cut_completion
-from recipe.rewards.length import CosineLengthReward, GroupRelativeLengthReward, LengthReward
+from recipe.rewards.length import AllCorrectLengthReward, CosineLengthReward, GroupRelativeLengthReward, LengthReward
 
 __all__ = [
     "REWARDS",
+    "AllCorrectLengthReward",
     "CompressionRatioReward",
     "CorrectnessReward",
     "CosineLengthReward",
@@ -47,6 +48,7 @@ REWARDS: dict[str, type[_Reward]] = {
     "compression_ratio": CompressionRatioReward,
     "cosine_length": CosineLengthReward,
     "group_length": GroupRelativeLengthReward,
+    "all_correct_length": AllCorrectLengthReward,
     "length_only": LengthReward,
 }
 

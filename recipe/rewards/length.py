@@ -1,12 +1,14 @@
-"""Length-shaping rewards from other work: cosine scaling, the group-relative penalty, a bare length signal."""
+"""Length-shaping rewards from other work: cosine scaling, the group-relative penalty, the all-correct-group length
+bonus, a bare length signal."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from recipe.rewards.core import _correct_flags, _lengths, _Reward
+from recipe.rewards.core import _correct_flags, _lengths, _log, _Reward
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,6 +88,83 @@ class GroupRelativeLengthReward(_Reward):
             for i in members:
                 lam = 0.5 - (lengths[i] - lo) / (hi - lo)
                 out[i] = lam if correct[i] else min(0.0, lam)
+        return out
+
+
+def trl_groups(prompts: Sequence[Any] | None, n: int, size: int, who: str) -> list[range]:
+    """The index ranges of the GRPO groups in a batch of ``n`` scored completions, as TRL 1.14.2 lays them out: its
+    ``RepeatSampler`` repeats each prompt ``num_generations`` times in a row, each process scores a contiguous slice
+    of the generation batch, and the advantages are taken over ``rewards.view(-1, num_generations)``.
+
+    ``size`` = ``num_generations``: consecutive blocks of that many, each checked to hold one prompt (a ValueError
+    otherwise: a group split across processes cannot be gated on its own completions). ``size`` = 0: each run of
+    consecutive completions of one prompt (the same layout without knowing the size; two groups of one question
+    drawn back to back would read as one).
+
+    >>> trl_groups(["a", "a", "b", "b"], 4, 2, "r"), trl_groups(["a", "a", "b", "a"], 4, 0, "r")
+    ([range(0, 2), range(2, 4)], [range(0, 2), range(2, 3), range(3, 4)])
+    """
+    if prompts is None or len(prompts) != n:
+        raise ValueError(f"{who} needs one prompt per completion to form groups")
+    keys = [_prompt_key(p) for p in prompts]
+    if size == 0:
+        starts = [i for i in range(n) if i == 0 or keys[i] != keys[i - 1]]
+        return [range(a, b) for a, b in zip(starts, [*starts[1:], n])]
+    if n % size:
+        raise ValueError(f"{who}: {n} completions are not whole groups of num_generations={size}; each process's "
+                         "generation batch (per_device_train_batch_size x steps_per_generation) must be a multiple "
+                         "of num_generations")
+    groups = [range(start, start + size) for start in range(0, n, size)]
+    for group in groups:
+        if len({keys[i] for i in group}) != 1:
+            raise ValueError(f"{who}: completions {group.start}-{group.stop - 1} are not one prompt's group of "
+                             f"num_generations={size}")
+    return groups
+
+
+@dataclass(frozen=True, kw_only=True)
+class AllCorrectLengthReward(_Reward):
+    """Correctness always; a length bonus only in a group whose completions are all correct. The idea of ConciseR's
+    L-GRPO (Song & Zheng 2025, arXiv 2505.21178: length is optimised "only once all rollouts of a sample are
+    correct"); the formula is this recipe's: ``correct`` / ``wrong``, plus, in an all-correct group,
+    ``length_weight * (1 - min(L, max_length) / max_length)``. A group with a wrong completion is scored on
+    correctness alone, so brevity is never bought with accuracy; an all-correct group, where correctness alone
+    gives every completion the same reward (no GRPO signal), prefers its shorter answers. Groups are TRL's
+    (:func:`trl_groups`: blocks of ``num_generations``, checked; 0 = runs of one prompt). Logs the share of
+    all-correct groups.
+
+    >>> r = AllCorrectLengthReward(num_generations=2, max_length=4, unit="words")
+    >>> r(prompts=["p", "p", "q", "q"], completions=["Answer: 4", "so Answer: 4", "Answer: 4", "Answer: 5"],
+    ...   answer=["4", "4", "4", "4"])
+    [1.5, 1.25, 1.0, 0.0]
+    """
+
+    num_generations: int = 0  # TRL's group size (the GRPO section's num_generations); 0: runs of one prompt
+    max_length: int = 512
+    length_weight: float = 1.0
+    correct: float = 1.0
+    wrong: float = 0.0
+    unit: str = "tokens"
+    name = "all_correct_length"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.num_generations == 1 or self.num_generations < 0:
+            raise ValueError(f"{self.name}: num_generations must be the GRPO group size (>= 2) or 0, got "
+                             f"{self.num_generations}")
+        if self.max_length <= 0:
+            raise ValueError(f"{self.name}: max_length must be > 0, got {self.max_length}")
+
+    def _score(self, prompts, texts, kwargs):
+        groups = trl_groups(prompts, len(texts), self.num_generations, self.name)
+        correct = _correct_flags(texts, kwargs, self.name)
+        lengths = _lengths(texts, kwargs, self.unit, self.name)
+        out = [self.correct if ok else self.wrong for ok in correct]
+        gated = [all(correct[i] for i in group) for group in groups]
+        for group, all_right in zip(groups, gated):
+            for i in group if all_right else ():
+                out[i] += self.length_weight * (1.0 - min(lengths[i], self.max_length) / self.max_length)
+        _log(kwargs, f"{self.name}/all_correct_groups", [float(g) for g in gated])
         return out
 
 
