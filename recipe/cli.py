@@ -269,6 +269,20 @@ def baseline_grpo(preset, config_file, overrides, strict, output_dir, reward, fo
     run_baseline(cfg, "grpo", force=force)
 
 
+@baseline.command("concise")
+@config_options
+@click.option("--output-dir", default=None, help="Run directory to add the baseline to.")
+@click.option("--force", is_flag=True, help="Retrain the baseline even if it is done or its config changed.")
+@friendly
+def baseline_concise(preset, config_file, overrides, strict, output_dir, force):
+    """SFT on full teacher rationales at stage 1's budget, then GRPO at stages 2+3's sampled completions with a length
+    bonus only for groups whose answers are all right (baseline_concise.length_weight)."""
+    cfg = _prepare_orchestrator(_resolve(preset, config_file, overrides, output_dir, strict=strict))
+    from recipe.run.orchestrator import run_baseline  # lazy: torch/transformers/trl, after prepare_backend
+
+    run_baseline(cfg, "concise", force=force)
+
+
 # --- cotrecipe teach (issue 12): a self-contained block -----------------------------------------------------------
 @main.command()
 @config_options

@@ -54,8 +54,8 @@ REFUSED = [
     ({"stage2": RewardSpec("x")}, "bad value for 'stage2': RewardSpec(name='x', weight=1.0, params={}) "
                                   "(expected mapping)"),
     ({"modle": {}}, "unknown key 'modle' (did you mean 'model'?)"),
-    ({"xyzzy": 1}, "unknown key 'xyzzy' (allowed: baseline_grpo, baseline_sft, data, description, eval, model, run, "
-                   "stage1, stage2, stage3, vllm, warmup)"),
+    ({"xyzzy": 1}, "unknown key 'xyzzy' (allowed: baseline_concise, baseline_grpo, baseline_sft, data, description, eval, "
+                   "model, run, stage1, stage2, stage3, vllm, warmup)"),
     ({"run": {"process_per_entry": "x"}}, "bad value for 'run.process_per_entry': 'x' (expected 'auto' | bool)"),
     ({"run": {"process_per_entry": 1}}, "bad value for 'run.process_per_entry': 1 (expected 'auto' | bool)"),
     ({"run": {"report_to": ["none"], "baselines": ["sft", 3]}}, "bad value for 'run.baselines[1]': 3 (expected str)"),

@@ -78,6 +78,9 @@ def test_finished_entries_leave_the_plan_and_stop_being_waited_for():
     (["baseline_sft.budget=stage1"], {"train:baseline-sft": ()}),
     (["baseline_sft.budget=tokens"], {"train:baseline-sft": ("train:stage1", "train:stage2", "train:stage3")}),
     (["stage3.max_steps=-1"], {"train:baseline-grpo": ("train:stage3",)}),  # its budget counts stage 3's mined rows
+    # the concise-RL baseline spends the same GRPO budget: it waits for stage 3 only then, and never for stage 1
+    (["run.baselines=[concise]"], {"train:baseline-concise": ()}),
+    (["run.baselines=[concise]", "stage3.max_steps=-1"], {"train:baseline-concise": ("train:stage3",)}),
     (["stage2.enabled=false", "baseline_sft.budget=tokens"],
      {"train:stage3": ("train:stage1",), "train:baseline-sft": ("train:stage1", "train:stage3")}),
 ])

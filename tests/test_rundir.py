@@ -48,9 +48,9 @@ def test_force_invalidates_the_changed_entry_and_what_starts_from_it(tmp_path):
     fake_run(tmp_path)
     _, manifest = run.open_run(cfg_for(tmp_path, "stage2.learning_rate=0.5"), force=True)
     status = {name: manifest["entries"][name]["status"] for name in run.ENTRIES}
-    # baseline-grpo borrows stage 2's trainer settings and budget, so a stage-2 change reaches it too
+    # baseline-grpo and baseline-concise borrow stage 2's trainer settings and budget, so a stage-2 change reaches them
     assert status == {"warmup": "done", "stage1": "done", "stage2": "stale", "stage3": "stale",
-                      "baseline-sft": "done", "baseline-grpo": "stale"}
+                      "baseline-sft": "done", "baseline-grpo": "stale", "baseline-concise": "stale"}
     assert rundir.load_manifest(tmp_path)["entries"] == manifest["entries"]
     for name in ("stage2", "stage3"):
         assert not (tmp_path / name).exists() and not rundir.eval_dir(tmp_path, name).exists()
@@ -64,6 +64,13 @@ def test_a_stage1_change_reaches_the_baseline_that_borrows_its_budget(tmp_path):
     # baseline-grpo starts from the base model and borrows stage 2's settings, not stage 1's: it stays done (and
     # the warm-up, which comes before everything)
     expected = {**dict.fromkeys(run.ENTRIES, "stale"), "baseline-grpo": "done", "warmup": "done"}
+    assert {n: manifest["entries"][n]["status"] for n in run.ENTRIES} == expected
+
+
+def test_the_concise_baselines_own_key_reaches_it_alone(tmp_path):
+    fake_run(tmp_path)
+    _, manifest = run.open_run(cfg_for(tmp_path, "baseline_concise.length_weight=0.5"), force=True)
+    expected = {**dict.fromkeys(run.ENTRIES, "done"), "baseline-concise": "stale"}
     assert {n: manifest["entries"][n]["status"] for n in run.ENTRIES} == expected
 
 

@@ -36,6 +36,7 @@ from recipe.config.limits import check
 from recipe.config.schema import (  # noqa: F401  (re-exported: recipe.config.core.ModelConfig etc. keep working)
     BASELINES,
     TRAINER_SECTIONS,
+    BaselineConciseConfig,
     BaselineGRPOConfig,
     BaselineSFTConfig,
     Config,

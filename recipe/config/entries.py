@@ -26,7 +26,7 @@ class Entry:
     name: str  # manifest key under "entries", folder <run>/<name>/, the name `cotrecipe eval --stage` takes
     kind: Literal["warmup", "stage", "baseline"]
     title: str  # what it does, logged when it starts
-    trainer: Literal["sft", "grpo"]  # the TRL trainer it runs
+    trainer: Literal["sft", "grpo"]  # the TRL trainer it runs (its last one, for an entry with an SFT phase first)
     module: str  # its recipe.train module: builds its dataset from its slices and trains (``run(cfg, dir, from)``)
     sections: tuple[str, ...]  # config sections (besides model, data and run.seed) its weights depend on
     data_slices: tuple[str, ...]  # the train slices it reads: data.<slice>_rows
@@ -67,6 +67,12 @@ ENTRIES: dict[str, Entry] = _table(
     Entry("baseline-grpo", "baseline", "plain GRPO baseline (no teacher, no SFT; stages 2+3's sampled completions)",
           "grpo", "recipe.train.baseline_grpo", ("stage2", "stage3", "baseline_grpo"), ("stage1", "stage2"),
           eval_name="baseline-grpo", baseline_key="grpo"),
+    # the SFT baseline's trainer at stage 1's budget, then baseline-grpo's budget with a length bonus for groups that
+    # are all right; both phases in its own folder (the SFT phase in <run>/baseline-concise/sft/)
+    Entry("baseline-concise", "baseline", "concise-RL baseline (SFT on full teacher rationales at stage 1's budget, "
+          "then GRPO with a length bonus for all-correct groups at stages 2+3's sampled completions)", "grpo",
+          "recipe.train.baseline_concise", ("stage1", "stage2", "stage3", "baseline_concise"), ("stage1", "stage2"),
+          eval_name="baseline-concise", baseline_key="concise"),
 )
 
 

@@ -255,7 +255,7 @@ class EvalConfig:
     stages: list[str] = field(default_factory=lambda: list(EVAL_STAGES))  # base, stage1, stage2, stage3
 
 
-BASELINES = tuple(BASELINE_ENTRIES)  # `run.baselines` keys (sft, grpo): the baselines of recipe.config.entries
+BASELINES = tuple(BASELINE_ENTRIES)  # `run.baselines` keys (sft, grpo, concise): the baselines of recipe.config.entries
 
 
 @dataclass
@@ -274,6 +274,17 @@ class BaselineSFTConfig:
     puts its tokens beside the curriculum's, so a mismatch shows)."""
 
     budget: Literal["stage1", "tokens"] | int = "stage1"
+
+
+@dataclass
+class BaselineConciseConfig:
+    """The concise-RL baseline (entry ``baseline-concise``): SFT on the full teacher rationales at stage 1's budget
+    (the ``baseline-sft`` trainer with ``budget: stage1``), then GRPO on the questions alone at stages 2+3's sampled
+    completions (the ``baseline-grpo`` budget and stage 2's section), rewarded by ``all_correct_length``: 1 right /
+    0 wrong, plus ``length_weight`` x (1 - tokens / stage2.max_completion_length) in a group whose completions are
+    all right (ConciseR's L-GRPO gating, arXiv 2505.21178)."""
+
+    length_weight: Annotated[float, Field(ge=0)] = 1.0
 
 
 @dataclass
@@ -304,5 +315,6 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
     baseline_grpo: BaselineGRPOConfig = field(default_factory=BaselineGRPOConfig)
     baseline_sft: BaselineSFTConfig = field(default_factory=BaselineSFTConfig)
+    baseline_concise: BaselineConciseConfig = field(default_factory=BaselineConciseConfig)
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
     description: str = ""

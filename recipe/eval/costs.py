@@ -66,6 +66,8 @@ def task_rows(run_dir: Path) -> list[dict]:
         rows.append({"task": name, "wall_s": record.get("wall_s"), "peak_rss_mb": record.get("peak_rss_mb"),
                      "tokens": _tokens(run_dir, name),
                      "completions": sampled_completions(record)})
+        if "sft_phase" in record:  # an entry that trains an SFT phase first, in <entry>/sft (baseline-concise)
+            rows[-1]["sft_tokens"] = _tokens(run_dir / name, "sft")
     for path in sorted((run_dir / EVAL_DIR).glob(f"*/{RESULTS}")):
         results = _read(path)
         if isinstance(results, dict):
@@ -75,7 +77,8 @@ def task_rows(run_dir: Path) -> list[dict]:
 
 
 def budget_lines(rows: list[dict]) -> list[str]:
-    """The baselines' budgets beside the curriculum's: tokens for the SFT baseline, completions for plain GRPO."""
+    """The baselines' budgets beside the curriculum's: tokens for the SFT baseline, completions for plain GRPO, and
+    for the concise-RL baseline its SFT phase's tokens beside stage 1's and its completions beside stages 2+3's."""
     by = {r["task"]: r for r in rows}
     stages = [s for s in STAGES if s in by]
     lines = []
@@ -86,11 +89,21 @@ def budget_lines(rows: list[dict]) -> list[str]:
         lines.append(f"- Tokens trained: curriculum ({' + '.join(stages)}) {total:,}; {BASELINES['sft']} {sft:,} "
                      f"({sft / total:.3f}x the curriculum's).")
     grpo_stages = [s for s in stages if isinstance(by[s]["completions"], int)]
+    sampled = sum(by[s]["completions"] for s in grpo_stages)
     grpo = by.get(BASELINES["grpo"], {}).get("completions")
     if grpo_stages and isinstance(grpo, int):
-        total = sum(by[s]["completions"] for s in grpo_stages)
-        lines.append(f"- Completions sampled: curriculum ({' + '.join(grpo_stages)}) {total:,}; {BASELINES['grpo']} "
-                     f"{grpo:,} ({grpo / total:.3f}x).")
+        lines.append(f"- Completions sampled: curriculum ({' + '.join(grpo_stages)}) {sampled:,}; {BASELINES['grpo']} "
+                     f"{grpo:,} ({grpo / sampled:.3f}x).")
+    concise = by.get(BASELINES["concise"], {})
+    parts = []
+    phase, stage1 = concise.get("sft_tokens"), by.get("stage1", {}).get("tokens")
+    if isinstance(phase, int) and isinstance(stage1, int) and stage1:
+        parts.append(f"SFT phase {phase:,} tokens against stage1's {stage1:,} ({phase / stage1:.3f}x)")
+    if grpo_stages and sampled and isinstance(concise.get("completions"), int):
+        parts.append(f"GRPO phase {concise['completions']:,} completions against {' + '.join(grpo_stages)}'s "
+                     f"{sampled:,} ({concise['completions'] / sampled:.3f}x)")
+    if parts:
+        lines.append(f"- {BASELINES['concise']}: {'; '.join(parts)}.")
     return lines
 
 

@@ -34,14 +34,15 @@ from recipe.run import parallel, subrun
 from recipe.store import rundir
 from recipe.store.runlock import locked
 from recipe.tools import plan
-from recipe.train import baseline_grpo, baseline_sft, stage1, stage2, stage3, warmup
+from recipe.train import baseline_concise, baseline_grpo, baseline_sft, stage1, stage2, stage3, warmup
 
 log = logging.getLogger("recipe")
 
 # Each entry's train function, ``run(cfg, entry_dir, init_from) -> record`` of the recipe.train module the registry
 # names (imported here, at the top layer and in plain sight of the import-graph test, so that the registry stays
 # plain data); a test swaps one here.
-_TRAIN_MODULES = {m.__name__: m for m in (warmup, stage1, stage2, stage3, baseline_sft, baseline_grpo)}
+_TRAIN_MODULES = {m.__name__: m for m in (warmup, stage1, stage2, stage3, baseline_sft, baseline_grpo,
+                                           baseline_concise)}
 TRAINERS: dict[str, Callable[[Config, Path, str | None], dict]] = {
     name: _TRAIN_MODULES[entry.module].run for name, entry in ENTRIES.items()}
 

@@ -23,9 +23,10 @@ every thread, as with N = 1.
 
 What waits for what: everything for the warm-up (when it is still to do: its weights are the run's base model); a
 stage for the enabled stage before it (its starting weights, as with N = 1); ``baseline-sft`` with
-``baseline_sft.budget: tokens`` for every enabled stage (it reads their trainer logs); ``baseline-grpo`` for stage 3
-only when stage 3 trains by epochs (``max_steps: -1``: then its budget counts stage 3's mined rows; with a step count
-it does not, unless stage 3 mines no failure at all, and it starts at once); an evaluation for its entry's training.
+``baseline_sft.budget: tokens`` for every enabled stage (it reads their trainer logs); ``baseline-grpo`` and
+``baseline-concise`` (the same GRPO budget) for stage 3 only when stage 3 trains by epochs (``max_steps: -1``: then
+their budget counts stage 3's mined rows; with a step count it does not, unless stage 3 mines no failure at all, and
+they start at once); an evaluation for its entry's training.
 """
 
 from __future__ import annotations
@@ -101,7 +102,8 @@ def _reads_upstream(cfg: Config, name: str, stages: Sequence[str]) -> Sequence[s
     """The curriculum entries whose finished files a baseline reads when it starts (module docstring)."""
     if name == BASELINES["sft"] and cfg.baseline_sft.budget == "tokens":
         return stages  # recipe.train.baseline_sft.curriculum_tokens
-    if name == BASELINES["grpo"] and "stage3" in stages and cfg.stage3.max_steps <= 0:
+    matched = (BASELINES["grpo"], BASELINES["concise"])  # recipe.train.baseline_grpo.train_matched's budget
+    if name in matched and "stage3" in stages and cfg.stage3.max_steps <= 0:
         return ["stage3"]  # recipe.train.baseline_grpo.stage3_rows
     return []
 

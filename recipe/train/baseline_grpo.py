@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,29 +115,40 @@ def stage3_rows(cfg: Config, run_dir: Path) -> tuple[int, str]:
     return n, "configured (stage 3 not mined yet: its whole mining slice)"
 
 
+def with_stage2(cfg: Config, max_steps: int, rewards: Sequence[RewardSpec]) -> Config:
+    """Stage 2's trainer settings with ``max_steps`` and ``rewards`` replaced (and enabled)."""
+    return dataclasses.replace(cfg, stage2=cfg.stage2.replace(max_steps=max_steps, rewards=list(rewards), enabled=True))
+
+
 def baseline_config(cfg: Config, max_steps: int) -> Config:
     """Stage 2's trainer settings with the matched ``max_steps`` and the baseline's reward."""
     if cfg.baseline_grpo.reward == "correctness":
-        rewards = [RewardSpec("correctness")]
-    else:
-        rewards = list(cfg.stage2.rewards)
-    st = cfg.stage2.replace(max_steps=max_steps, rewards=rewards, enabled=True)
-    return dataclasses.replace(cfg, stage2=st)
+        return with_stage2(cfg, max_steps, [RewardSpec("correctness")])
+    return with_stage2(cfg, max_steps, cfg.stage2.rewards)
 
 
-def run(cfg: Config, entry_dir: Path, init_from: str | None = None) -> dict:
+def train_matched(cfg: Config, entry_dir: Path, init_from: str | None,
+                  configure: Callable[[Config, int], Config], brevity: bool = False, what: str = "") -> dict:
+    """GRPO on the stage-1/2 questions (:func:`build_rows`) at stages 2+3's sampled completions
+    (:func:`matched_budget`), through stage 2's section as ``configure(cfg, max_steps)`` gives it, from ``init_from``
+    (None: the base model) into ``entry_dir``; the record with its ``budget``."""
     refuse_base_reference(cfg, "stage2", init_from)  # the baseline trains with stage 2's section
-    brevity = cfg.baseline_grpo.reward == "correctness+brevity"
     stage2_problems = train_problems(cfg, "stage2")
     rows = build_rows(train_problems(cfg, "stage1") + stage2_problems, cfg.data.answer_label, brevity)
     budget = matched_budget(cfg, len(stage2_problems), *stage3_rows(cfg, entry_dir.parent))
-    log.info("baseline: plain GRPO (%s) on %d questions, %d steps = %d sampled completions (stages 2+3: %d + %d)",
-             cfg.baseline_grpo.reward, len(rows), budget["max_steps"], budget["completions"],
-             budget["stage2_completions"], budget["stage3_completions"])
+    log.info("baseline: GRPO (%s) on %d questions, %d steps = %d sampled completions (stages 2+3: %d + %d)",
+             what, len(rows), budget["max_steps"], budget["completions"], budget["stage2_completions"],
+             budget["stage3_completions"])
 
     model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=True, seed=cfg.run.seed,
                                       for_grpo=True, vllm_cfg=cfg.vllm)
 
-    result = train_grpo(baseline_config(cfg, budget["max_steps"]), "stage2", model, tokenizer, rows, entry_dir,
+    result = train_grpo(configure(cfg, budget["max_steps"]), "stage2", model, tokenizer, rows, entry_dir,
                         init_from=init_from)
     return {**result, "budget": budget}
+
+
+def run(cfg: Config, entry_dir: Path, init_from: str | None = None) -> dict:
+    return train_matched(cfg, entry_dir, init_from, baseline_config,
+                         brevity=cfg.baseline_grpo.reward == "correctness+brevity",
+                         what=f"plain, {cfg.baseline_grpo.reward}")
