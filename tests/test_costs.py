@@ -54,6 +54,19 @@ def test_the_budgets_put_each_baseline_beside_the_curriculum(tmp_path):
     assert "- Completions sampled: curriculum (stage2 + stage3) 960; baseline-grpo 960 (1.000x)." in lines
 
 
+def test_the_concise_baseline_counts_both_phases_and_sits_beside_stage1_and_stages_2_3(tmp_path):
+    fake_run(tmp_path)
+    manifest = json.loads((tmp_path / rundir.MANIFEST_FILE).read_text())
+    manifest["entries"]["baseline-concise"] = {**grpo_record(60, 600.0, 4096.0), "sft_phase": {"metrics": {}}}
+    write_json(tmp_path / rundir.MANIFEST_FILE, manifest)
+    write_json(tmp_path / "baseline-concise" / rundir.TRAINER_LOG, [{"num_tokens": 7000.0}])  # the GRPO phase
+    write_json(tmp_path / "baseline-concise" / "sft" / rundir.TRAINER_LOG, [{"num_tokens": 800.0}])  # the SFT phase
+    lines = costs.cost_section(tmp_path)
+    assert "| baseline-concise | 10.0 | 4.0 | 7,800 | 960 |" in lines
+    assert ("- baseline-concise: SFT phase 800 tokens against stage1's 1,000 (0.800x); GRPO phase 960 completions "
+            "against stage2 + stage3's 960 (1.000x).") in lines
+
+
 def test_no_finished_task_means_no_section(tmp_path):
     assert costs.cost_section(tmp_path) == []
 

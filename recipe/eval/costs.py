@@ -1,7 +1,7 @@
 """What a run cost, read from its folder: each task's wall time and peak memory (the manifest's training records and
-each evaluation's ``results.json``), the training budgets side by side (tokens TRL processed, GRPO completions
-sampled: does each baseline match the curriculum?) and the ``run-all`` invocations' wall time
-(:data:`recipe.store.rundir.INVOCATIONS`). The report's "Cost" section (:func:`cost_section`)."""
+each evaluation's ``results.json``), the training budgets side by side (tokens TRL processed, both phases' for an
+entry with an SFT phase; GRPO completions sampled: does each baseline match the curriculum?) and the ``run-all``
+invocations' wall time (:data:`recipe.store.rundir.INVOCATIONS`). The report's "Cost" section (:func:`cost_section`)."""
 
 from __future__ import annotations
 
@@ -66,8 +66,10 @@ def task_rows(run_dir: Path) -> list[dict]:
         rows.append({"task": name, "wall_s": record.get("wall_s"), "peak_rss_mb": record.get("peak_rss_mb"),
                      "tokens": _tokens(run_dir, name),
                      "completions": sampled_completions(record)})
-        if "sft_phase" in record:  # an entry that trains an SFT phase first, in <entry>/sft (baseline-concise)
-            rows[-1]["sft_tokens"] = _tokens(run_dir / name, "sft")
+        if "sft_phase" in record:  # an SFT phase first, in <entry>/sft (baseline-concise): both phases' tokens
+            phase, own = _tokens(run_dir / name, "sft"), rows[-1]["tokens"]
+            rows[-1].update(sft_tokens=phase, tokens=phase + own if isinstance(phase, int) and isinstance(own, int)
+                            else None)
     for path in sorted((run_dir / EVAL_DIR).glob(f"*/{RESULTS}")):
         results = _read(path)
         if isinstance(results, dict):
