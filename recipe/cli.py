@@ -10,6 +10,7 @@ exit code 130 (:mod:`recipe.run.interrupt`).
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import sys
 from functools import wraps
@@ -194,9 +195,7 @@ def eval_command(preset, config_file, overrides, strict, model_path, adapter, ru
         if clashes:
             raise EvalError(f"--run uses the run's own config.yaml and folders; drop {', '.join(clashes)} "
                             "(use --set KEY=VALUE to change an eval setting)")
-        if not (Path(run_dir) / CONFIG_FILE).is_file():
-            raise EvalError(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
-        cfg = config_mod.resolve(config_file=Path(run_dir) / CONFIG_FILE, overrides=extra)
+        cfg = config_mod.resolve(config_file=_run_config(run_dir), overrides=extra)
         _prepare(cfg)  # backend first: unsloth before transformers/TRL/peft load
         from recipe.run.orchestrator import evaluate_run  # lazy: torch/transformers
 
@@ -209,6 +208,9 @@ def eval_command(preset, config_file, overrides, strict, model_path, adapter, ru
         raise EvalError("--stage needs --run DIR")
     if output_dir is not None and not output_dir.strip():
         raise EvalError("bad value for '--output-dir': '' (must not be empty)")
+    if output_dir is not None and Path(output_dir).exists() and not Path(output_dir).is_dir():
+        raise EvalError(f"--output-dir {output_dir} is a file, not a folder: move it or choose another path "
+                        "(nothing was evaluated)")
     model_over = [f"model.name_or_path={json.dumps(model_path)}"] if model_path else []
     cfg = config_mod.resolve(preset=preset, config_file=config_file, overrides=[*extra, *model_over])
     _prepare(cfg)  # backend first: unsloth before transformers/TRL/peft load
@@ -222,6 +224,29 @@ def eval_command(preset, config_file, overrides, strict, model_path, adapter, ru
     click.echo(format_table([(out.name, results)]))
     echo_official([(out.name, results)], checker)
     click.echo(f"wrote {out / RESULTS} and {out / GENERATIONS}")
+
+
+def _run_config(run_dir: str) -> Path:
+    """A run directory's ``config.yaml``, refused when it is not there or is damaged: the run writes it whole
+    (every section, ending in a newline), so an empty file, one cut off mid-line or one without its ``model`` and
+    ``run`` sections would silently evaluate with the defaults instead of the run's settings."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise EvalError(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise EvalError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not text.strip():
+        raise EvalError(f"{path} is empty; the run writes its whole config there (run-all rewrites it)")
+    if not text.endswith(b"\n"):
+        raise EvalError(f"{path} is cut off (its last line has no end); restore it or rerun run-all to rewrite it")
+    sections = {line.split(b":", 1)[0] for line in text.splitlines() if line[:1].isalpha()}
+    missing = [name for name in ("model", "run") if name.encode() not in sections]
+    if missing:
+        raise EvalError(f"{path} has no {' or '.join(missing)} section: not a config the run wrote; restore it or "
+                        "rerun run-all to rewrite it")
+    return path
 
 
 @main.command()
@@ -369,6 +394,8 @@ def plan_command(preset, config_file, overrides, strict, gpu_mem, model_config):
 @friendly
 def doctor(preset, config_file, overrides, strict, import_timeout):
     """Print this machine's setup for a bug report; exit 1 when it cannot run the chosen preset."""
+    if not (math.isfinite(import_timeout) and import_timeout > 0):  # -1 read as "did not finish", nan/inf crashed
+        raise config_mod.ConfigError(f"bad value for '--import-timeout': {import_timeout} (seconds: a number > 0)")
     overrides = list(overrides) + (["data.strict=true"] if strict else [])
     lines, ok = doctor_mod.doctor(preset, config_file, overrides, import_timeout=import_timeout)
     click.echo("\n".join(lines))

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from recipe.config.entries import BASELINES, ENTRIES, STAGES
-from recipe.fsio import read_json, read_jsonl
+from recipe.fsio import iter_jsonl, read_json
 from recipe.store.rundir import ENTRIES_KEY, EVAL_DIR, INVOCATIONS, MANIFEST_FILE, RESULTS, trained_tokens
 
 
@@ -112,7 +112,11 @@ def budget_lines(rows: list[dict]) -> list[str]:
 def invocation_lines(run_dir: Path) -> list[str]:
     """The ``run-all`` invocations of this folder: wall time, entries at once, resumed or from scratch."""
     path = run_dir / INVOCATIONS
-    calls = [c for c in (read_jsonl(path) if path.is_file() else []) if isinstance(c, dict)]
+    try:  # a damaged line (a run killed while appending, a hand edit) drops that line's record, not the report
+        rows = [value for _, value, reason in iter_jsonl(path.read_bytes()) if reason is None] if path.is_file() else []
+    except OSError:
+        rows = []
+    calls = [c for c in rows if isinstance(c, dict)]
     lines = []
     for call in calls:
         how = ("from an empty run directory" if not call.get("done_before")

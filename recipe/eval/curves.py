@@ -10,12 +10,15 @@ reward). A GRPO entry whose signal fraction stays near 0 learnt nothing: :func:`
 from __future__ import annotations
 
 import io
+import logging
 import math
 from collections.abc import Mapping
 from pathlib import Path
 
 from recipe.fsio import read_json
 from recipe.store.rundir import TRAINER_DIR, TRAINER_LOG
+
+log = logging.getLogger("recipe")
 
 REPORT_CURVES_PNG = "report_curves.png"
 SIGNAL_KEY = "frac_reward_zero_std"  # TRL GRPOTrainer: fraction of groups whose rewards all agree
@@ -25,7 +28,9 @@ PANELS = (("reward", "reward mean (GRPO)"), ("completions/mean_length", "complet
 
 
 def load_history(entry_dir: str | Path) -> list[dict]:
-    """An entry's TRL log history (finished: ``trainer_log.json``; unfinished: the newest checkpoint's), or []."""
+    """An entry's TRL log history (finished: ``trainer_log.json``; unfinished: the newest checkpoint's), or [].
+    A damaged log (truncated, empty, not JSON) is [] with a warning naming it: the curves are a view of the run, and
+    one unreadable log must not stop the report or the end of a run."""
     entry_dir = Path(entry_dir)
     path = entry_dir / TRAINER_LOG
     if not path.is_file():
@@ -34,7 +39,12 @@ def load_history(entry_dir: str | Path) -> list[dict]:
         path = states[-1] if states else None
     if path is None:
         return []
-    data = read_json(path)
+    try:
+        data = read_json(path)
+    except (OSError, ValueError, RecursionError) as exc:
+        log.warning("no training curves for %s: unreadable %s (%s: %s)", entry_dir.name, path,
+                    type(exc).__name__, str(exc)[:80])
+        return []
     history = data.get("log_history", []) if isinstance(data, dict) else data
     return [row for row in history if isinstance(row, dict)]
 

@@ -129,6 +129,8 @@ def _read_input(input_path: str | os.PathLike[str]) -> list[bytes]:
                 raise ScoreError(f"no generations file at {path}")
             if path.is_dir():
                 raise ScoreError(f"{path} is a folder, expected a generations .jsonl file")
+            if path.is_char_device() or path.is_block_device():  # /dev/zero would be read until memory runs out
+                raise ScoreError(f"{path} is a device, expected a generations .jsonl file")
             data = path.read_bytes()
     except OSError as err:
         raise ScoreError(f"cannot read {name}: {err.strerror or err}") from None

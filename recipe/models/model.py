@@ -55,7 +55,7 @@ from recipe.errors import ModelError  # noqa: F401  (defined there, raised here)
 from recipe.fsio import replace_dir
 from recipe.models import precision as precision_mod
 from recipe.models import unsloth_backend
-from recipe.models.integrity import missing_weights
+from recipe.models.integrity import weights_dir_problem
 from recipe.models.lora_targets import targets_error
 from recipe.models.names import (  # noqa: F401  (part of this seam: callers use model.TINY, model.is_adapter_dir, ...)
     GPU_INSTALL,
@@ -247,9 +247,11 @@ def _check_init_from(init_from: str) -> None:
     if not (is_adapter_dir(init_from) or is_model_dir(init_from)):
         raise ModelError(f"init_from '{init_from}' holds neither a LoRA adapter (adapter_config.json) "
                          "nor a model (config.json + weights)")
-    gone = missing_weights(Path(init_from))  # never let peft take a local folder for a hub id
-    if gone:
-        raise ModelError(f"init_from '{init_from}' is missing {gone}")
+    # the run's own integrity check: a missing weight file (never let peft take a local folder for a hub id), a
+    # truncated or garbled safetensors/config.json is one line here instead of a loader's traceback
+    problem = weights_dir_problem(Path(init_from))
+    if problem:
+        raise ModelError(f"init_from '{init_from}': {problem}")
 
 
 def _load_hf(cfg: Any, base: str, init_from: str | None, trainable: bool) -> tuple[Any, Any]:

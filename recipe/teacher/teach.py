@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -86,6 +87,42 @@ class Summary:
     def line(self) -> str:
         return (f"{self.total} problems: {self.kept} kept, {self.wrong} wrong answer, {self.unparseable} unparseable, "
                 f"{self.failed} failed requests ({self.cached} from the cache, {self.requested} requested now)")
+
+
+def check_options(opts: TeachOptions) -> None:
+    """Refuse, in one line naming the flag, a value that would hang, crash deep in a library or silently do
+    something else (``--limit 0`` meant every problem, ``--batch-size 0`` a ``range()`` traceback, ``--timeout
+    nan`` a socket error), and an ``--output`` that would replace a file this command did not write."""
+    counts = (("--limit", opts.limit, 1), ("--concurrency", opts.concurrency, 1), ("--retries", opts.retries, 0),
+              ("--batch-size", opts.batch_size, 1), ("--max-new-tokens", opts.max_new_tokens, 1))
+    for flag, value, least in counts:
+        if value is not None and value < least:
+            raise TeachError(f"bad value for '{flag}': {value} (must be >= {least})")
+    if not (math.isfinite(opts.timeout) and opts.timeout > 0):
+        raise TeachError(f"bad value for '--timeout': {opts.timeout} (must be a number of seconds > 0)")
+    if not (math.isfinite(opts.temperature) and opts.temperature >= 0):
+        raise TeachError(f"bad value for '--temperature': {opts.temperature} (must be a number >= 0)")
+    _check_output(opts)
+
+
+def _check_output(opts: TeachOptions) -> None:
+    """The output is rewritten whole, so it must be new, empty, or a teacher file (its first row names its
+    ``teacher``), and never the ``file:`` source being read."""
+    out = Path(opts.output)
+    if opts.source.startswith("file:"):
+        source = Path(opts.source.split(":", 1)[1])
+        if source.exists() and out.exists() and source.resolve() == out.resolve():
+            raise TeachError(f"--output {opts.output} is the --source file; choose another path (nothing was written)")
+    if not out.is_file():
+        return
+    with out.open("rb") as fh:
+        first = next((line for line in fh if line.strip()), b"")
+    if not first:
+        return
+    value, _ = fsio.parse_jsonl_line(first)
+    if not (isinstance(value, dict) and "teacher" in value and "rationale" in value):
+        raise TeachError(f"--output {opts.output} holds a file teach did not write (its first row is not a teacher "
+                         "row); move it or choose another path (nothing was written)")
 
 
 def write_rows(path: str | os.PathLike, rows: Iterable[dict]) -> None:
@@ -277,6 +314,7 @@ def file_rows(problems: Iterable[Problem], path: str, latex: Latex, summary: Sum
 
 def run_teach(cfg: Any, opts: TeachOptions, problems: Sequence[Problem] | None = None) -> Summary:
     """Generate (or reuse) a rationale for every problem, then write ``opts.output``; returns the counts."""
+    check_options(opts)
     problems = list(problems) if problems is not None else load_problems(cfg, opts.split, opts.limit)
     summary = Summary(total=len(problems))
     if opts.source == "gold":
@@ -332,6 +370,7 @@ def incomplete_line(summary: Summary, retries: int, rerun: str) -> str:
 def teach_command(cfg: Any, opts: TeachOptions, stats_png: str | None = None) -> tuple[list[str], Summary]:
     """The CLI's work: teach, then (with ``stats_png``) measure the written file; returns the lines to print and
     the counts (``summary.failed`` > 0: the run is incomplete and the CLI exits non-zero)."""
+    check_options(opts)
     problems = load_problems(cfg, opts.split, opts.limit)
     summary = run_teach(cfg, opts, problems)
     lines = [f"wrote {opts.output}: {summary.line()}"]
