@@ -43,11 +43,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT_ENV = "COTRECIPE_BENCH_MEMORY_OUT"  # the child's trace file (set by the parent for each arm)
 TRIM_ENV = "COTRECIPE_BENCH_MEMORY_TRIM"  # "1": malloc_trim(0) after every phase
-MB = 1024 * 1024  # the traces are in MiB; what is printed is in GB (10^9 bytes), as /usr/bin/time -v is read
+MB = 1024 * 1024  # the traces are in MiB
 
 
 def gb(mib: float) -> float:
-    return mib * MB / 1e9
+    """GB as the run's cost section prints them (recipe/eval/costs.py: MiB / 1024)."""
+    return mib / 1024
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
