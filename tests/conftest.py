@@ -50,9 +50,9 @@ def pytest_collection_finish(session):
     gc.freeze()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
-    """A cache folder holding the tiny local Qwen2 (built once per test module), for tests that only read it."""
+    """A cache folder holding the tiny local Qwen2 (built once per test session), for tests that only read it."""
     root = tmp_path_factory.mktemp("cache")
     tiny.build_tiny_qwen2(root / "tiny-qwen2")
     return root
