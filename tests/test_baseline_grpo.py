@@ -25,11 +25,6 @@ QUIET = ("stage2.log_completions=false", "stage3.log_completions=false", "stage3
          "stage3.mining_max_new_tokens=16", "stage2.max_completion_length=16", "stage3.max_completion_length=16")
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("model-cache")
-
-
 def smoke(cache_dir: Path, run_dir: Path, *extra: str) -> C.Config:
     return C.resolve(preset="smoke", overrides=[f"model.cache_dir={cache_dir}", f"run.output_dir={run_dir}",
                                                 "eval.enabled=false", *QUIET, *extra])
@@ -141,7 +136,9 @@ def _head_tail(values: list[float], k: int = 3) -> tuple[float, float]:
     return sum(values[:k]) / k, sum(values[-k:]) / k
 
 
-# ~14 s on 2 idle CPU cores (measured with --durations; ~130 s when other jobs shared the cores): in the quick loop
+# 150 SFT steps and two 16-step GRPO runs: ~38 CPU seconds on one core, the quick suite's largest test; CI's slow step
+# (`pytest -m slow`) runs it
+@pytest.mark.slow
 def test_learning_signal_paper_stage2_reward_follows_its_sign(cache_dir, tmp_path):
     """What this shows, honestly: the tiny random model gets nothing right, so it is first taught (150 full
     fine-tuning SFT steps at lr 1e-2) two correct answers to each of 4 training questions — a short one (one step,

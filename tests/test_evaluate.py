@@ -135,11 +135,6 @@ def test_dataset_hash_tracks_content_and_order():
 # --------------------------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("model-cache")
-
-
 def test_chat_prompt_uses_the_tokenizer_template(cache_dir):
     tokenizer = load_tokenizer(str(build_tiny_qwen2(cache_dir / "tiny-qwen2")))
     text = build_prompt("What is 2 + 3?", "chat", tokenizer=tokenizer)

@@ -37,7 +37,7 @@ def test_one_repository_per_run(name, four_bit, fast_inference, expected):
 def test_every_load_of_a_run_uses_the_same_repo_and_the_record_says_which(cache_dir, tmp_path, standin,  # noqa: F811
                                                                          monkeypatch):
     fake_gpu(monkeypatch)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # nothing may reach for the hub: the stand-in serves these ids
+    # nothing may reach for the hub (tests/conftest.py sets HF_HUB_OFFLINE): the stand-in serves these ids
     standin.hub[PLAIN] = (cache_dir / "tiny-qwen2", "c0ffee" * 6 + "c0ff")
     standin.hub[DYNAMIC] = (cache_dir / "tiny-qwen2", "d" * 40)
     cfg, on = make_cfg(cache_dir, name_or_path="unsloth/Qwen2.5-3B"), VLLM_ON
@@ -56,7 +56,6 @@ def test_every_load_of_a_run_uses_the_same_repo_and_the_record_says_which(cache_
 
 def test_an_adapter_on_other_weights_is_refused(cache_dir, tmp_path, standin, monkeypatch):  # noqa: F811
     fake_gpu(monkeypatch)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     standin.hub[DYNAMIC] = (cache_dir / "tiny-qwen2", "d" * 40)
     stage1 = make_cfg(cache_dir, name_or_path="unsloth/Qwen2.5-3B")
     model, tok = M.load(stage1, seed=1, vllm_cfg=VllmConfig(enabled=False))  # vLLM off: the dynamic quant

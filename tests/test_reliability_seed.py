@@ -11,11 +11,6 @@ from recipe.config import core as C
 from recipe.run import orchestrator as run
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("model-cache")
-
-
 def stage1_adapter(cache_dir: Path, run_dir: Path, seed: int) -> bytes:
     cfg = C.resolve(preset="smoke", overrides=[f"model.cache_dir={cache_dir}", f"run.output_dir={run_dir}",
                                                f"run.seed={seed}", "stage1.max_steps=2", "stage1.save_steps=2",

@@ -20,12 +20,6 @@ from recipe.run import orchestrator as run
 from recipe.store import rundir
 from tests.conftest import run_killed_after_save
 
-
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("model-cache")
-
-
 # Shorter generations and mining than the smoke preset: the tests check plumbing, not what the model writes.
 QUICK = ("stage2.max_completion_length=16", "stage3.max_completion_length=16", "stage3.mining_limit=8",
          "stage3.mining_max_new_tokens=16", "stage2.log_completions=false", "stage3.log_completions=false")
