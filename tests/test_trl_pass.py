@@ -77,6 +77,26 @@ def _correction_key_added(old: dict) -> dict:
     return out
 
 
+def _concise_section_added(old: dict) -> dict:
+    """The old code's dict with the ``baseline_concise`` section (added since, its defaults) after ``baseline_sft``."""
+    out = {}
+    for key, value in old.items():
+        out[key] = value
+        if key == "baseline_sft":
+            out["baseline_concise"] = {"length_weight": 1.0}
+    return out
+
+
+def _preset_changes(old: dict, preset: str) -> dict:
+    """The presets' own changes since: ``proof`` trains its GRPO stages in micro-batches of 4 (4 x 4 = 16 per step)."""
+    if preset != "proof":
+        return old
+    out = dict(old)
+    for section in ("stage2", "stage3"):
+        out[section] = {**old[section], "per_device_train_batch_size": 4, "gradient_accumulation_steps": 4}
+    return out
+
+
 @pytest.mark.parametrize("preset", sorted(BEFORE))
 def test_plain_data_is_what_the_code_before_the_pass_through_wrote(preset):
     if preset == "smoke+overrides":
@@ -84,12 +104,12 @@ def test_plain_data_is_what_the_code_before_the_pass_through_wrote(preset):
     else:
         cfg = C.resolve(preset=preset or None)
     # same keys, values and order: config.yaml comes out byte for byte as before, the vLLM keys in their new section
-    # and the GRPO sections' importance-sampling switch added
-    expected = _correction_key_added(_vllm_keys_moved(BEFORE[preset]))
+    # and the GRPO sections' importance-sampling switch and the concise baseline's section added
+    expected = _concise_section_added(_correction_key_added(_vllm_keys_moved(_preset_changes(BEFORE[preset], preset))))
     assert C.dump_yaml(cfg) == yaml.safe_dump(expected, sort_keys=False, default_flow_style=None, width=120)
     # and a config.yaml written by the old code (its old vLLM keys too) loads back to the same config
     assert C.from_dict(yaml.safe_load(C.dump_yaml(cfg))) == cfg
-    assert C.from_dict(BEFORE[preset]) == cfg
+    assert C.from_dict(_preset_changes(BEFORE[preset], preset)) == cfg
 
 
 def test_attributes_and_replace_read_trls_keys_and_ours():
