@@ -56,9 +56,7 @@ def sft_phase(cfg: Config, entry_dir: Path, init_from: str | None) -> dict:
     log.info("baseline concise: SFT phase at stage 1's budget")
     sft_cfg = dataclasses.replace(cfg, baseline_sft=BaselineSFTConfig(budget="stage1"))
     record = baseline_sft.run(sft_cfg, folder, init_from)
-    if dist.is_main():
-        write_json(record_path, record)
-    dist.barrier()
+    dist.only_main(write_json, record_path, record)  # then a barrier: every rank sees the record
     return record
 
 
