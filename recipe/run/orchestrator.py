@@ -6,7 +6,7 @@ report. Resume: the same command again skips entries whose status is ``done`` an
 its last complete TRL checkpoint. With ``run.process_per_entry`` (auto: on with CUDA) each entry and the evaluation
 run in their own child process (:mod:`recipe.run.subrun`; evaluation: one child per vLLM engine base,
 :func:`eval_groups`); this process then only orchestrates and never creates a CUDA context (its fit check reads the
-card through ``nvidia-smi``, :func:`recipe.tools.plan.gpu_total_gib`). With
+card through ``nvidia-smi``, :func:`recipe.tools.gpu_memory.gpu_total_gib`). With
 ``run.parallel_entries`` >= 2 (CPU runs) up to that many of those children run at once (:mod:`recipe.run.parallel`). A baseline is one more
 entry: same manifest record, resume, config check, evaluation and report row. Adding one = a ``train/<name>.py``
 with ``run(cfg, entry_dir, init_from)`` and a line in :data:`recipe.config.entries.ENTRIES` (its train function is
