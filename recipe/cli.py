@@ -29,6 +29,7 @@ from recipe.fsio import os_error_line
 from recipe.models.devices import check_device
 from recipe.models.model import pick_backend, prepare_backend
 from recipe.run import interrupt, subrun
+from recipe.store.fingerprint import migrate_recorded
 from recipe.store.rundir import CONFIG_FILE, GENERATIONS, RESULTS
 from recipe.teacher.teach import TeachOptions, incomplete_line, teach_command
 from recipe.tools import doctor as doctor_mod
@@ -195,7 +196,8 @@ def eval_command(preset, config_file, overrides, strict, model_path, adapter, ru
         if clashes:
             raise EvalError(f"--run uses the run's own config.yaml and folders; drop {', '.join(clashes)} "
                             "(use --set KEY=VALUE to change an eval setting)")
-        cfg = config_mod.resolve(config_file=_run_config(run_dir), overrides=extra)
+        cfg = config_mod.resolve(config_file=_run_config(run_dir), overrides=extra,
+                                 recorded=migrate_recorded)  # a run recorded by older code: its keys' new places
         _prepare(cfg)  # backend first: unsloth before transformers/TRL/peft load
         from recipe.run.orchestrator import evaluate_run  # lazy: torch/transformers
 

@@ -1,18 +1,15 @@
-"""The config's type checks (``recipe.config.core.build`` for a whole config: the trainer sections through
-``recipe.config.trl_pass``, the rest through ``recipe.config.typed.from_mapping``, pydantic underneath): what is accepted
-and coerced, what is refused, and the exact one-line error for it (the same texts the hand-written checker gave)."""
+"""The config's type checks (``recipe.config.core.build``: the schema's pydantic dataclasses, a trainer section's
+other TRL keys typed from TRL's source): what is accepted and coerced, what is refused, and the exact one-line error
+for it."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
 
 import pytest
 
 from recipe.config import core as C
-from recipe.config import trl_pass
-from recipe.config.schema import Config, RewardSpec, Stage2Config
-from recipe.config.typed import from_mapping
+from recipe.config.core import Config, RewardSpec, Stage2Config
 from recipe.errors import ConfigError
 
 REFUSED = [
@@ -28,7 +25,8 @@ REFUSED = [
     ({"stage2": {"max_steps": "3"}}, "bad value for 'stage2.max_steps': '3' (expected int)"),
     ({"stage2": {"log_completions": 1}}, "bad value for 'stage2.log_completions': 1 (expected bool)"),
     ({"stage2": {"log_completions": "yes"}}, "bad value for 'stage2.log_completions': 'yes' (expected bool)"),
-    ({"stage2": {"loss_type": 3}}, "bad value for 'stage2.loss_type': 3 (expected str)"),
+    ({"stage2": {"loss_type": 3}}, "bad value for 'stage2.loss_type': 3 (expected 'grpo' | 'dr_grpo' | 'dapo' | 'bnpo' | 'cispo' | 'sapo' | "
+                                        "'luspo' | 'vespo')"),
     ({"model": {"backend": "tpu"}}, "bad value for 'model.backend': 'tpu' (expected 'auto' | 'hf' | 'unsloth')"),
     ({"model": {"backend": ["hf"]}}, "bad value for 'model.backend': ['hf'] (expected 'auto' | 'hf' | 'unsloth')"),
     ({"model": {"lora_target_modules": ("q",)}},
@@ -58,8 +56,8 @@ REFUSED = [
                    "model, run, stage1, stage2, stage3, vllm, warmup)"),
     ({"run": {"process_per_entry": "x"}}, "bad value for 'run.process_per_entry': 'x' (expected 'auto' | bool)"),
     ({"run": {"process_per_entry": 1}}, "bad value for 'run.process_per_entry': 1 (expected 'auto' | bool)"),
-    ({"run": {"report_to": ["none"], "baselines": ["sft", 3]}}, "bad value for 'run.baselines[1]': 3 (expected str)"),
-    ({"eval": {"stages": "base"}}, "bad value for 'eval.stages': 'base' (expected list of str)"),
+    ({"run": {"report_to": ["none"], "baselines": ["sft", 3]}}, "bad value for 'run.baselines[1]': 3 (expected 'sft' | 'grpo' | 'concise')"),
+    ({"eval": {"stages": "base"}}, "bad value for 'eval.stages': 'base' (expected list of 'base' | 'stage1' | 'stage2' | 'stage3')"),
     ({"description": 5}, "bad value for 'description': 5 (expected str)"),
     # several problems: the first in the data's own order is named (as a key-by-key check stops at it)
     ({"stage2": {"lerning_rate": 1, "temperature": "hot"}},
@@ -95,7 +93,7 @@ def test_accepted_values_and_their_coercions():
     })
     assert cfg.stage2.learning_rate == 1e-5 and cfg.stage2.temperature == 0.25 and cfg.stage1.learning_rate == 1000.0
     assert type(cfg.stage2.top_p) is float and cfg.stage2.top_p == 1.0  # an int given for a float becomes a float
-    assert cfg.stage2.max_steps == 10**30  # any size here: recipe.config.limits bounds ints to 64 bits, naming the key
+    assert cfg.stage2.max_steps == 10**30  # any size here: recipe.config.core.validate bounds ints to 64 bits, naming the key
     assert cfg.stage2.rewards == [RewardSpec("correctness", 2.0, {"wrong": -1})]
     assert type(cfg.stage2.rewards[0].weight) is float and type(cfg.stage2.rewards[0].params) is dict
     assert cfg.run.process_per_entry is True and cfg.data.stage1_rows == [0, -1]
@@ -104,53 +102,18 @@ def test_accepted_values_and_their_coercions():
     assert C.build({"run": {"process_per_entry": "auto"}}).run.process_per_entry == "auto"
 
 
-def test_given_lists_and_dicts_are_copied_and_instances_pass_as_they_are():
-    modules, params, spec, section = ["q_proj"], {"wrong": -1.0}, RewardSpec("correctness"), Stage2Config()
-    cfg = from_mapping(Config, {"model": {"lora_target_modules": modules}, "stage3": {"rewards": [spec]},
-                                "stage1": {"trl_args": {"learning_rate": 0.5}}, "stage2": section})
+def test_given_lists_and_dicts_are_copied():
+    modules, params = ["q_proj"], {"wrong": -1.0}
+    cfg = C.build({"model": {"lora_target_modules": modules}, "stage2": {"rewards": [{"name": "x", "params": params}]}})
     assert cfg.model.lora_target_modules == modules and cfg.model.lora_target_modules is not modules
-    assert cfg.stage3.rewards[0] is spec and cfg.stage2 is section
-    again = from_mapping(Config, {"stage2": {"rewards": [{"name": "x", "params": params}]}})
-    assert again.stage2.rewards[0].params == params and again.stage2.rewards[0].params is not params
+    assert cfg.stage2.rewards[0].params == params and cfg.stage2.rewards[0].params is not params
 
 
-def test_prefix_names_the_section():
+def test_a_nested_key_is_named_with_its_section():
     with pytest.raises(ConfigError, match=r"^unknown key 'stage2\.rewards\[0\]\.nam' \(did you mean "
                                           r"'stage2\.rewards\[0\]\.name'\?\)$"):
-        from_mapping(Stage2Config, {"rewards": [{"nam": 1}]}, "stage2")
-    assert trl_pass.section_from_mapping(Stage2Config, {"beta": 1}, "stage2") == Stage2Config().replace(beta=1.0)
-
-
-@dataclass
-class Inner:
-    x: float | int = 0
-
-
-@dataclass
-class Unions:
-    """Annotations the schema may grow: a union takes its first arm that accepts the value; ``None`` where allowed."""
-
-    a: list[float | int] = field(default_factory=list)
-    b: int | float = 0
-    inner: Inner | None = None
-    inners: list[Inner] = field(default_factory=list)
-
-
-def test_unions_take_the_first_arm_that_fits_and_none_where_allowed():
-    got = from_mapping(Unions, {"a": [1, "2e3", 2.5], "b": 2, "inner": {"x": "1e1"}, "inners": [{"x": 3}]})
-    assert got == Unions([1.0, 2000.0, 2.5], 2, Inner(10.0), [Inner(3.0)])
-    assert [type(v) for v in got.a] == [float, float, float] and type(got.b) is int
-    assert from_mapping(Unions, {"inner": None}).inner is None
-    assert from_mapping(Unions, {"b": "2"}).b == 2.0  # not an int, but a text float
-    for data, message in [
-        ({"a": [1, "x"]}, "bad value for 'u.a[1]': 'x' (expected float | int)"),
-        ({"b": "two"}, "bad value for 'u.b': 'two' (expected int | float)"),
-        ({"inner": {"x": "q"}}, "bad value for 'u.inner': {'x': 'q'} (expected mapping | NoneType)"),
-        ({"inners": [{"x": 1}, {"y": 2}]}, "unknown key 'u.inners[1].y' (allowed: x)"),
-    ]:
-        with pytest.raises(ConfigError) as info:
-            from_mapping(Unions, data, "u")
-        assert str(info.value) == message
+        C.build({"stage2": {"rewards": [{"nam": 1}]}})
+    assert C.build({"stage2": {"beta": 1}}).stage2 == Stage2Config().replace(beta=1.0)
 
 
 def test_resolve_names_the_override_key_in_one_line():

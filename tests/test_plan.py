@@ -185,7 +185,7 @@ def test_time_estimate_counts_the_configured_work_and_vllm_generation():
     assert list(hours) == ["stage1", "stage2", "mining", "stage3", "eval base", "eval stage1", "eval stage2",
                            "eval stage3"]
     assert all(h > 0 for h in hours.values())
-    hf = plan_time.stage_hours(_resolve("qwen2.5-3b-t4", "model.fast_inference=false"), dims)
+    hf = plan_time.stage_hours(_resolve("qwen2.5-3b-t4", "vllm.enabled=false"), dims)
     assert hf["eval base"] > hours["eval base"] and hf["mining"] > hours["mining"]  # batch 64 vs a KV-block batch
     assert hf["stage1"] == hours["stage1"]  # SFT does not generate
     longer = plan_time.stage_hours(_resolve("qwen2.5-3b-t4", "stage2.max_steps=500"), dims)

@@ -1,5 +1,6 @@
-"""Every config value a hostile but realistic user tried (issue 11) is refused before anything loads, with one line
-naming the key, the value and what is allowed; the enum lists match the installed transformers / TRL."""
+"""Every config value a hostile but realistic user tried is refused before anything loads, with one line naming the
+key, the value and what is allowed: by the config itself, or (the values TRL checks) by TRL before the run directory
+is made; the GRPO names the config reads early match the installed TRL's."""
 
 from __future__ import annotations
 
@@ -11,17 +12,14 @@ from click.testing import CliRunner
 
 from recipe.cli import main
 from recipe.config import core as C
-from recipe.config import limits as config_limits
+from recipe.config import schema
 from recipe.data.gsm8k import DataError
 from recipe.run import orchestrator as run
 
 # (override, key the message must name, text of what is allowed)
 BAD_VALUES = [
-    ("stage1.lr_scheduler_type=bogus", "stage1.lr_scheduler_type", "cosine"),
-    ("stage1.optim=bogus", "stage1.optim", "adamw_torch"),
     ("stage2.loss_type=bogus", "stage2.loss_type", "dapo"),
     ("stage2.scale_rewards=bogus", "stage2.scale_rewards", "group"),
-    ("stage1.warmup_steps=-1", "stage1.warmup_steps", ">= 0"),
     ("stage1.logging_steps=0", "stage1.logging_steps", ">= 1"),
     ("stage1.max_length=0", "stage1.max_length", ">= 1"),
     ("stage2.gradient_accumulation_steps=0", "stage2.gradient_accumulation_steps", ">= 1"),
@@ -73,6 +71,30 @@ def test_bad_value_is_one_line_naming_key_value_and_allowed(override, key, allow
     assert not out.exists()
 
 
+# values TRL's own config classes check (transformers' enums, warmup_steps): refused by TRL when a training command
+# starts, before its run directory is made; `cotrecipe config` does not import TRL
+TRL_CHECKED = [
+    ("stage1.lr_scheduler_type=bogus", "stage1.lr_scheduler_type", "cosine"),
+    ("stage1.optim=bogus", "stage1.optim", "adamw_torch"),
+    ("stage3.optim=bogus", "stage3.optim", "adamw_torch"),
+    ("stage1.warmup_steps=-1", "stage1.warmup_steps", "warmup_steps must be"),
+    ("stage2.generation_batch_size=3", "stage2.generation_batch_size", "divisible"),
+]
+
+
+@pytest.mark.parametrize("override, key, allowed", TRL_CHECKED, ids=[b[0] for b in TRL_CHECKED])
+def test_a_value_trl_refuses_is_one_line_naming_the_key_before_the_run_directory(override, key, allowed, tmp_path):
+    C.resolve(preset="smoke", overrides=[override])  # the config layer passes it on as it is
+    out = tmp_path / "run"
+    for command in (["run-all"], ["stage1"], ["baseline", "sft"]):
+        result = CliRunner().invoke(main, [*command, "--preset", "smoke", "--output-dir", str(out), "--set", override])
+        assert result.exit_code == 2, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: bad value for '{key}'") and allowed in lines[0], \
+            result.output
+        assert not out.exists()
+
+
 def test_every_preset_still_validates():
     for name in C.preset_names():
         C.resolve(preset=name)
@@ -85,20 +107,16 @@ def test_defaults_and_good_edge_values_pass():
                                          "stage2.rewards=[{name: gated_brevity, params: {wrong_reward: -3}}]"])
 
 
-def test_enum_lists_match_the_installed_libraries():
-    """The lists in recipe.config.limits are transformers' and TRL's own (not imported at CLI start: unsloth first)."""
-    from transformers.trainer_utils import SchedulerType
-    from transformers.training_args import OptimizerNames
+def test_the_grpo_names_match_the_installed_trl():
+    """TRL checks loss_type and scale_rewards only once GRPO trains: the schema's lists are TRL's help text's."""
     from trl import GRPOConfig
 
-    assert list(config_limits.LR_SCHEDULERS) == [e.value for e in SchedulerType]
-    assert list(config_limits.OPTIMIZERS) == [e.value for e in OptimizerNames]
     fields = GRPOConfig.__dataclass_fields__
     loss_help = fields["loss_type"].metadata["help"]
     listed = re.search(r"Supported values are (.*?)\. ", loss_help).group(1)
-    assert sorted(config_limits.GRPO_LOSS_TYPES) == sorted(re.findall(r"'(\w+)'", listed))
+    assert sorted(schema.GRPO_LOSS_TYPES) == sorted(re.findall(r"'(\w+)'", listed))
     scale_help = fields["scale_rewards"].metadata["help"]
-    assert all(f"'{v}'" in scale_help or f"{v}'" in scale_help for v in config_limits.GRPO_SCALE_REWARDS)
+    assert all(f"'{v}'" in scale_help or f"{v}'" in scale_help for v in schema.GRPO_SCALE_REWARDS)
 
 
 def test_eval_split_of_a_folder_is_checked_by_the_data_check(tmp_path):

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from recipe import fsio
 from recipe.cli import main
 from recipe.config import core as C
-from recipe.config import limits as config_limits
+from recipe.config import schema
 from recipe.errors import ConfigError
 from recipe.fsio import read_json, read_jsonl
 from recipe.models.generation import to_device
@@ -104,7 +104,7 @@ def test_good_values_still_pass():
 def test_the_report_to_list_is_the_installed_transformers_list():
     from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
 
-    assert sorted(config_limits.REPORT_INTEGRATIONS) == sorted(INTEGRATION_TO_CALLBACK)
+    assert sorted(schema.REPORT_INTEGRATIONS) == sorted(INTEGRATION_TO_CALLBACK)
 
 
 def test_a_set_section_merges_over_the_preset_like_a_config_file(tmp_path):

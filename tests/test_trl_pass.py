@@ -14,8 +14,9 @@ import yaml
 from trl import GRPOConfig, SFTConfig
 
 from recipe.config import core as C
-from recipe.config import trl_pass, trl_source
-from recipe.config.schema import TRAINER_SECTIONS
+from recipe.config import trl_source
+from recipe.config.schema import RECIPE_SETS, TRAINER_SECTIONS
+from recipe.store.fingerprint import migrate_recorded
 from recipe.train.trl_args import grpo_args, sft_args
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,12 +39,15 @@ def test_the_fields_read_from_source_are_the_installed_trls(trl_class):
     assert read["lr_scheduler_type"] == (str,) and read["parallelism_config"] == (typing.Any, type(None))
 
 @pytest.mark.parametrize("name", TRAINER_SECTIONS)
-def test_every_recorded_default_is_a_field_of_the_trl_class_and_not_ours(name):
+def test_a_sections_fields_are_trls_recorded_keys_or_the_recipes_own(name):
+    """A field named like a TRL field goes to TRL as it is (recorded); the recipe's own keys (max_length aside, which
+    the recipe caps and sets itself) never shadow one, and no recorded key is one the recipe decides."""
     section = getattr(C.Config(), name)
-    fields = trl_pass.trl_fields(section.TRL_CLASS)
-    own = {f.name for f in dataclasses.fields(section)}
-    assert set(section.TRL_DEFAULTS) <= set(fields)
-    assert not set(section.TRL_DEFAULTS) & (own | set(trl_pass.RECIPE_SETS))
+    fields = trl_source.fields_of(section.TRL_CLASS)
+    recorded = set(section.trl_keys())
+    own = {f.name for f in dataclasses.fields(section)} - recorded - {"trl_args"}
+    assert {"learning_rate", "max_steps", "save_steps"} <= recorded <= set(fields)
+    assert not recorded & set(RECIPE_SETS) and own & set(fields) <= {"max_length"}
 
 
 def _vllm_keys_moved(old: dict) -> dict:
@@ -107,9 +111,9 @@ def test_plain_data_is_what_the_code_before_the_pass_through_wrote(preset):
     # and the GRPO sections' importance-sampling switch and the concise baseline's section added
     expected = _concise_section_added(_correction_key_added(_vllm_keys_moved(_preset_changes(BEFORE[preset], preset))))
     assert C.dump_yaml(cfg) == yaml.safe_dump(expected, sort_keys=False, default_flow_style=None, width=120)
-    # and a config.yaml written by the old code (its old vLLM keys too) loads back to the same config
+    # and a config.yaml written by the old code (its old vLLM keys too) reads back, as a record, to the same config
     assert C.from_dict(yaml.safe_load(C.dump_yaml(cfg))) == cfg
-    assert C.from_dict(_preset_changes(BEFORE[preset], preset)) == cfg
+    assert C.from_dict(migrate_recorded(_preset_changes(BEFORE[preset], preset))) == cfg
 
 
 def test_attributes_and_replace_read_trls_keys_and_ours():

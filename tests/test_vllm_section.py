@@ -1,13 +1,11 @@
-"""One ``vllm`` section decides generation for every stage (issue 23, item 3): its keys drive
-``recipe.models.devices.uses_vllm`` and every reader on both backends; the keys it replaces (``model.fast_inference``,
-``model.hf_use_vllm``, ``model.gpu_memory_utilization``, ``run.vllm_*``) still work from a ``--config`` file or a
-``--set`` override, each with one warning line naming its new place; an old key and its new key set differently in
-one source is a one-line error naming both; and a run directory recorded with the old keys resumes unchanged."""
+"""One ``vllm`` section decides generation for every stage: its keys drive ``recipe.models.devices.uses_vllm`` and
+every reader on both backends. The keys it replaced (``model.fast_inference``, ``model.hf_use_vllm``,
+``model.gpu_memory_utilization``, ``run.vllm_*``) are unknown keys in a ``--config`` file or a ``--set`` override;
+a run directory recorded with them (its config.yaml, its manifest) reads in today's spelling and resumes unchanged."""
 
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import pytest
@@ -16,11 +14,11 @@ from click.testing import CliRunner
 
 from recipe.cli import main
 from recipe.config import core as C
-from recipe.config import renamed
 from recipe.config.entries import ENTRIES
 from recipe.models import model as M
 from recipe.models.devices import EVAL, GRPO, MINING, TEACH, USES, uses_vllm
 from recipe.store import rundir
+from recipe.store.fingerprint import RENAMED, migrate_recorded
 from recipe.tools import plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,12 +43,8 @@ def _get(cfg: C.Config, dotted: str):
     return getattr(getattr(cfg, section), name)
 
 
-def _warnings(caplog, old: str) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and f"'{old}'" in r.getMessage()]
-
-
 def test_the_table_covers_every_old_key():
-    assert set(OLD_KEYS) == set(renamed.RENAMED)
+    assert set(OLD_KEYS) == set(RENAMED)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -83,7 +77,8 @@ def test_the_readers_take_the_vllm_section():
 
 def test_the_shipped_presets_use_the_new_keys_only():
     for name in C.preset_names():
-        assert renamed.old_keys(yaml.safe_load(C.preset_text(name))) == {}, name
+        sections = yaml.safe_load(C.preset_text(name))
+        assert not [old for old in RENAMED if old.split(".")[1] in (sections.get(old.split(".")[0]) or {})], name
     assert C.resolve(preset="qwen2.5-3b-t4").vllm.enabled is True
 
 
@@ -114,83 +109,35 @@ def test_a_bad_vllm_key_is_one_line_naming_it(override, message):
 
 
 @pytest.mark.parametrize("old", sorted(OLD_KEYS))
-def test_an_old_key_in_an_override_lands_in_its_new_place_with_one_warning(old, caplog):
+def test_an_old_key_in_an_override_or_a_config_file_is_an_unknown_key(old, tmp_path):
     value, new, extra = OLD_KEYS[old]
-    with caplog.at_level(logging.WARNING, logger="recipe"):
-        cfg = C.resolve(preset="smoke", overrides=[*extra, f"{old}={json.dumps(value)}"])
-    assert _get(cfg, new) == value
-    assert cfg == C.resolve(preset="smoke", overrides=[*extra, f"{new}={json.dumps(value)}"])
-    lines = _warnings(caplog, old)
-    assert len(lines) == 1 and f"'{new}'" in lines[0] and "deprecated" in lines[0] and "\n" not in lines[0]
-
-
-@pytest.mark.parametrize("old", sorted(OLD_KEYS))
-def test_an_old_key_in_a_config_file_lands_in_its_new_place_with_one_warning(old, caplog, tmp_path):
-    value, new, extra = OLD_KEYS[old]
+    with pytest.raises(C.ConfigError, match=f"^unknown key '{old}'"):
+        C.resolve(preset="smoke", overrides=[*extra, f"{old}={json.dumps(value)}"])
     section, name = old.split(".")
     path = tmp_path / "mine.yaml"
     path.write_text(yaml.safe_dump({section: {name: value}}))
-    with caplog.at_level(logging.WARNING, logger="recipe"):
-        cfg = C.resolve(preset="smoke", config_file=path, overrides=extra)
+    with pytest.raises(C.ConfigError, match=f"^unknown key '{old}'"):
+        C.resolve(preset="smoke", config_file=path, overrides=extra)
+    # read as a run's record, it lands in its new place
+    cfg = C.resolve(preset="smoke", config_file=path, overrides=extra, recorded=migrate_recorded)
     assert _get(cfg, new) == value
-    lines = _warnings(caplog, old)
-    assert len(lines) == 1 and lines[0].startswith(f"{path}: '{old}' is deprecated, use '{new}'")
+    assert cfg == C.resolve(preset="smoke", overrides=[*extra, f"{new}={json.dumps(value)}"])
 
 
-def test_a_later_source_overrides_an_earlier_one_whichever_spelling_each_uses(tmp_path):
-    path = tmp_path / "mine.yaml"
-    path.write_text("model:\n  fast_inference: true\n")
-    assert C.resolve(preset="smoke", config_file=path, overrides=["vllm.enabled=false"]).vllm.enabled is False
-    # the T4 preset says vllm.enabled: true; the notebooks' old override still turns it off
-    assert C.resolve(preset="qwen2.5-3b-t4", overrides=["model.fast_inference=false"]).vllm.enabled is False
-    path.write_text("vllm:\n  enabled: true\n")
-    assert C.resolve(preset="smoke", config_file=path, overrides=["model.hf_use_vllm=false"]).vllm.enabled is False
-
-
-@pytest.mark.parametrize(("old", "new", "old_value", "new_value"), [
-    ("model.fast_inference", "vllm.enabled", "true", "false"),
-    ("model.hf_use_vllm", "vllm.enabled", "false", "true"),
-    ("model.gpu_memory_utilization", "vllm.gpu_memory_utilization", "0.3", "0.5"),
-    ("run.vllm_server_port", "vllm.server_port", "8000", "8001"),
-])
-def test_an_old_key_and_its_new_key_set_differently_in_one_source_is_an_error_naming_both(old, new, old_value,
-                                                                                          new_value, tmp_path):
-    with pytest.raises(C.ConfigError) as err:
-        C.resolve(preset="smoke", overrides=[f"{new}={new_value}", f"{old}={old_value}"])
-    line = str(err.value)
-    assert f"'{old}'" in line and f"'{new}'" in line and line.startswith("--set sets both") and "\n" not in line
-    path = tmp_path / "both.yaml"
-    path.write_text(f"{old.split('.')[0]}:\n  {old.split('.')[1]}: {old_value}\n"
-                    f"{new.split('.')[0]}:\n  {new.split('.')[1]}: {new_value}\n")
-    with pytest.raises(C.ConfigError, match=f"{path} sets both '{old}' \\(deprecated\\) and '{new}'"):
-        C.resolve(preset="smoke", config_file=path)
-    # the same value twice is fine
-    assert _get(C.resolve(preset="smoke", overrides=[f"{new}={new_value}", f"{old}={new_value}"]), new) == \
-        yaml.safe_load(new_value)
-
-
-@pytest.mark.parametrize(("backend", "fast", "hf", "enabled", "unused"), [
+@pytest.mark.parametrize(("backend", "fast", "hf", "enabled"), [
     # an old config.yaml holds both switches: the one of the backend decides, as it did
-    ("unsloth", True, False, True, "model.hf_use_vllm"),  # the T4 preset's
-    ("unsloth", False, True, False, "model.hf_use_vllm"),
-    ("hf", True, False, False, "model.fast_inference"),
-    ("hf", False, True, True, "model.fast_inference"),
-    # auto: the machine picks the backend; either switch on meant vLLM there
-    ("auto", True, False, True, "model.hf_use_vllm"),
-    ("auto", False, True, True, "model.fast_inference"),
+    ("unsloth", True, False, True),  # the T4 preset's
+    ("unsloth", False, True, False),
+    ("hf", True, False, False),
+    ("hf", False, True, True),
+    # auto: the machine picked the backend; either switch on meant vLLM there
+    ("auto", True, False, True),
+    ("auto", False, True, True),
 ])
-def test_both_old_switches_in_one_source_keep_the_one_of_the_backend(backend, fast, hf, enabled, unused, tmp_path,
-                                                                     caplog):
-    path = tmp_path / "old.yaml"
+def test_both_old_switches_in_a_record_keep_the_one_of_the_backend(backend, fast, hf, enabled, tmp_path):
+    path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump({"model": {"backend": backend, "fast_inference": fast, "hf_use_vllm": hf}}))
-    with caplog.at_level(logging.WARNING, logger="recipe"):
-        cfg = C.resolve(preset="smoke", config_file=path)
-    assert cfg.vllm.enabled is enabled
-    lines = _warnings(caplog, unused)
-    assert len(lines) == 1 and "not used" in lines[0]
-    # the backend set in a later source is the run's
-    path.write_text(yaml.safe_dump({"model": {"fast_inference": fast, "hf_use_vllm": hf}}))
-    assert C.resolve(preset="smoke", config_file=path, overrides=[f"model.backend={backend}"]).vllm.enabled is enabled
+    assert C.resolve(preset="smoke", config_file=path, recorded=migrate_recorded).vllm.enabled is enabled
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -220,7 +167,8 @@ def test_a_run_recorded_with_the_old_keys_resumes_unchanged(preset, tmp_path):
                                      "config": _old_record(preset, name)}
     rundir.save_manifest(run_dir, manifest)
     # the run's own config.yaml (what `eval --run` and a child process read) resolves to today's preset
-    stored = C.resolve(config_file=run_dir / rundir.CONFIG_FILE, overrides=[f"run.output_dir={run_dir}"])
+    stored = C.resolve(config_file=run_dir / rundir.CONFIG_FILE, overrides=[f"run.output_dir={run_dir}"],
+                       recorded=migrate_recorded)
     cfg = C.resolve(preset=preset, overrides=[f"run.output_dir={run_dir}"])
     assert stored == cfg
     for again in (cfg, C.resolve(preset=preset, overrides=[f"run.output_dir={run_dir}", "vllm.server_port=9000"])):
@@ -233,13 +181,9 @@ def test_a_run_recorded_with_the_old_keys_resumes_unchanged(preset, tmp_path):
                         force=False)
 
 
-def test_config_with_an_old_key_prints_pure_yaml_on_stdout_and_the_warning_on_stderr(tmp_path):
-    """`cotrecipe config --config old.yaml > new.yaml` gives a YAML file that loads: the deprecation line goes to
-    stderr with every other log line."""
+def test_config_with_an_old_key_is_one_error_line_naming_it(tmp_path):
     old = tmp_path / "old.yaml"
     old.write_text("model:\n  fast_inference: true\n", encoding="utf-8")
     result = CliRunner().invoke(main, ["config", "--preset", "smoke", "--config", str(old)])
-    assert result.exit_code == 0, result.output
-    assert yaml.safe_load(result.stdout)["vllm"]["enabled"] is True
-    assert "deprecated" not in result.stdout
-    assert "'model.fast_inference' is deprecated, use 'vllm.enabled'" in " ".join(result.stderr.split())
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.startswith("error: unknown key 'model.fast_inference'") and result.stderr.count("\n") == 1

@@ -1,15 +1,11 @@
-"""TRL's config classes read from the installed source, never imported: the fields of ``SFTConfig`` / ``GRPOConfig``
-(their own, ``trl``'s base config's and ``transformers.TrainingArguments``') as plain types, and the values of the
-string enums transformers checks (optimizers, schedulers).
-
-Importing TRL takes torch and transformers with it (tens of seconds on two loaded cores, and transformers must load
-after unsloth on the GPU backend), so resolving a config reads the dataclasses' source with :mod:`ast` instead: the
-fields are always the installed version's, with nothing vendored to regenerate.
+"""The fields of TRL's ``SFTConfig`` / ``GRPOConfig`` (their own, TRL's base config's and
+``transformers.TrainingArguments'``) read from the installed source with :mod:`ast`, as the plain types a YAML value can
+take: a config names and type-checks TRL's keys without importing TRL (tens of seconds on two loaded cores, and
+transformers must load after unsloth on the GPU backend). The values are checked by TRL itself where it is imported
+(:mod:`recipe.train.trl_args`).
 
 >>> fields_of("GRPOConfig")["top_k"], fields_of("SFTConfig")["lr_scheduler_kwargs"]
 ((<class 'int'>,), (dict[str, typing.Any], <class 'str'>, <class 'NoneType'>))
->>> enum_values("SchedulerType")[:2]
-('linear', 'cosine')
 """
 
 from __future__ import annotations
@@ -28,7 +24,6 @@ _CHAIN = {
     "SFTConfig": [("trl", "trainer/base_config.py", "_BaseConfig"), ("trl", "trainer/sft_config.py", "SFTConfig")],
     "GRPOConfig": [("trl", "trainer/base_config.py", "_BaseConfig"), ("trl", "trainer/grpo_config.py", "GRPOConfig")],
 }
-_ENUMS = {"SchedulerType": ("transformers", "trainer_utils.py"), "OptimizerNames": ("transformers", "training_args.py")}
 _PLAIN = {"bool", "int", "float", "str"}
 
 
@@ -83,11 +78,3 @@ def fields_of(trl_class: str) -> dict[str, tuple[Any, ...]]:
                 else:
                     out.pop(statement.target.id, None)
     return out
-
-
-@functools.cache
-def enum_values(name: str) -> tuple[str, ...]:
-    """The string values of a transformers enum (``SchedulerType``, ``OptimizerNames``), in definition order."""
-    body = _class(*_ENUMS[name], name).body
-    return tuple(s.value.value for s in body if isinstance(s, ast.Assign) and isinstance(s.value, ast.Constant)
-                 and isinstance(s.value.value, str))

@@ -34,7 +34,7 @@ from recipe.run import parallel, subrun
 from recipe.store import rundir
 from recipe.store.runlock import locked
 from recipe.tools import plan
-from recipe.train import baseline_concise, baseline_grpo, baseline_sft, stage1, stage2, stage3, warmup
+from recipe.train import baseline_concise, baseline_grpo, baseline_sft, stage1, stage2, stage3, trl_args, warmup
 
 log = logging.getLogger("recipe")
 
@@ -145,6 +145,7 @@ def _upstream_output(run_dir: Path, manifest: dict, name: str) -> str | None:
 
 def run_all(cfg: Config, force: bool = False) -> Path:
     """Stage 1 -> 2 -> 3 and the configured baselines (skipping finished ones), then evaluation and the report."""
+    trl_args.check(cfg)  # TRL's own checks of the trainer sections, before the run directory is made
     rundir.run_path(cfg).mkdir(parents=True, exist_ok=True)
     with locked(rundir.run_path(cfg)):
         started, t0 = rundir.now(), time.monotonic()
@@ -223,6 +224,7 @@ def run_one(cfg: Config, name: str, init_from: str | None = None, force: bool = 
     """Train one entry (a stage or a baseline) in the run directory. Its starting weights: ``init_from``
     (``--from``), else its upstream entry's output. ``force`` retrains a finished entry and marks what starts from it
     stale (as run-all's config check does)."""
+    trl_args.check(cfg)  # TRL's own checks of the trainer sections, before the run directory is made
     rundir.run_path(cfg).mkdir(parents=True, exist_ok=True)
     with locked(rundir.run_path(cfg)):
         return _run_one(cfg, name, init_from, force)
@@ -249,6 +251,7 @@ def run_baseline(cfg: Config, key: str, force: bool = False) -> list[Path]:
     """``cotrecipe baseline KEY``: train the baseline entry (resumable), evaluate it, rebuild the report. With
     ``run.process_per_entry`` training and evaluation each run in a child process, as in ``run-all``."""
     name = BASELINES[key]
+    trl_args.check(cfg)  # TRL's own checks of the trainer sections, before the run directory is made
     rundir.run_path(cfg).mkdir(parents=True, exist_ok=True)
     with locked(rundir.run_path(cfg)):
         if not subrun.use_children(cfg):

@@ -1,7 +1,8 @@
 """What of the config an entry's weights depend on (its *fingerprint*, recorded in the manifest when it trains and
 compared when a run reopens), and how a record written by older code reads today: keys added since hold the value
 that code trained with (:data:`LEGACY_KEYS`, :data:`LEGACY_SECTIONS`), keys that moved are read in their new places
-(:func:`recipe.config.renamed.migrate_recorded`). :mod:`recipe.store.rundir` does the comparison.
+(:func:`migrate_recorded`; a run's ``config.yaml`` too). Only records are read in an old spelling: a preset, a
+``--config`` file or a ``--set`` override uses today's keys. :mod:`recipe.store.rundir` does the comparison.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 from recipe.config import core as config_mod
 from recipe.config.core import Config
 from recipe.config.entries import Entry
-from recipe.config.renamed import migrate_recorded
 
 # Config that shapes every entry's weights; an entry also depends on its own sections. The vllm section's switch and
 # memory share count (they were model keys; the unsloth weights repository follows the switch), not where a server is.
@@ -24,6 +24,12 @@ LEGACY_KEYS = {
     # recorded runs predate it: they trained with TRL alone (hf backend), whose default is True
     **{(section, "vllm_importance_sampling_correction"): lambda sec: True for section in ("stage2", "stage3")},
 }
+# Keys a record may hold in an older spelling -> today's (the vLLM settings before the one ``vllm`` section)
+RENAMED = {"model.fast_inference": "vllm.enabled", "model.hf_use_vllm": "vllm.enabled",
+           "model.gpu_memory_utilization": "vllm.gpu_memory_utilization",
+           **{f"run.vllm_{key}": f"vllm.{key}" for key in ("mode", "server_base_url", "server_host", "server_port",
+                                                          "server_timeout")}}
+_SWITCHES = {"unsloth": "model.fast_inference", "hf": "model.hf_use_vllm"}  # each backend's old vLLM switch
 # sections an entry's config gained later, as runs recorded before them trained (the baseline's stage-1 budget)
 LEGACY_SECTIONS = {"baseline_sft": {"budget": "stage1"}}
 
@@ -42,7 +48,7 @@ def entry_config(cfg: Config, entry: Entry) -> dict:
 
 def with_legacy_keys(recorded: dict, current: dict | None = None) -> dict:
     """A recorded entry config with the :data:`LEGACY_KEYS` it predates filled in and the keys that moved since in
-    their new places (:func:`recipe.config.renamed.migrate_recorded`): older runs resume unchanged.
+    their new places (:func:`migrate_recorded`): older runs resume unchanged.
 
     >>> sorted(with_legacy_keys({"stage2": {"epsilon": 0.1}})["stage2"].items())  # doctest: +NORMALIZE_WHITESPACE
     [('epsilon', 0.1), ('epsilon_high', 0.1), ('mask_truncated_completions', False),
@@ -57,4 +63,29 @@ def with_legacy_keys(recorded: dict, current: dict | None = None) -> dict:
     for (section, key), legacy in LEGACY_KEYS.items():
         if isinstance(out.get(section), dict) and key not in out[section]:
             out[section][key] = legacy(out[section])
+    return out
+
+
+def migrate_recorded(recorded: dict) -> dict:
+    """A recorded config (``config.yaml`` or an entry's record) in today's spelling: each old key of
+    :data:`RENAMED` moves to its new place. Of the two old vLLM switches the one of the record's ``model.backend``
+    decides; under ``auto`` (the machine picked the backend) vLLM was on when either was.
+
+    >>> migrate_recorded({"model": {"backend": "hf", "fast_inference": True, "hf_use_vllm": False}, "run": {}})
+    {'model': {'backend': 'hf'}, 'run': {}, 'vllm': {'enabled': False}}
+    """
+    out = {key: dict(value) if isinstance(value, dict) else value for key, value in recorded.items()}
+    found = {}
+    for old in RENAMED:
+        section, name = old.split(".")
+        if isinstance(out.get(section), dict) and name in out[section]:
+            found[old] = out[section].pop(name)
+    backend = out["model"].get("backend") if isinstance(out.get("model"), dict) else None
+    switches = [value for old, value in found.items() if old in _SWITCHES.values()]
+    for old, value in found.items():
+        if old in _SWITCHES.values():
+            value = found.get(_SWITCHES.get(backend, ""), any(switches))
+        target = out.setdefault("vllm", {})
+        if isinstance(target, dict):
+            target[RENAMED[old].split(".")[1]] = value
     return out

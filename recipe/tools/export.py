@@ -41,6 +41,7 @@ from recipe.errors import (
 from recipe.fsio import read_json, write_json, write_text
 from recipe.models import model as model_mod
 from recipe.models.integrity import weights_dir_problem
+from recipe.store.fingerprint import migrate_recorded
 from recipe.store.rundir import output_of as stage_output  # the one dependency on the run-directory layout
 
 log = logging.getLogger("recipe")
@@ -81,7 +82,7 @@ def run_config(run_dir: str | Path) -> config_mod.Config:
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise ExportError(f"{run_dir} has no config.yaml; is it a cotrecipe run directory?")
-    return config_mod.resolve(config_file=path)
+    return config_mod.resolve(config_file=path, recorded=migrate_recorded)  # older runs' keys in today's places
 
 
 def _atomic_dir(out: Path):
