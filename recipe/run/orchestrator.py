@@ -143,9 +143,18 @@ def _upstream_output(run_dir: Path, manifest: dict, name: str) -> str | None:
     return None
 
 
+def _check_trainer_sections(cfg: Config) -> None:
+    """TRL's own checks of the trainer sections before the run directory is made (:func:`trl_args.check`). Not
+    under a multi-process launch (building TRL's config sets up the ranks' process group) nor where Unsloth will
+    train in this process (it must be imported before TRL): there each entry's own config build checks them."""
+    if dist.is_distributed() or (cfg.model.backend == "unsloth" and not subrun.use_children(cfg)):
+        return
+    trl_args.check(cfg)
+
+
 def run_all(cfg: Config, force: bool = False) -> Path:
     """Stage 1 -> 2 -> 3 and the configured baselines (skipping finished ones), then evaluation and the report."""
-    trl_args.check(cfg)  # TRL's own checks of the trainer sections, before the run directory is made
+    _check_trainer_sections(cfg)
     rundir.run_path(cfg).mkdir(parents=True, exist_ok=True)
     with locked(rundir.run_path(cfg)):
         started, t0 = rundir.now(), time.monotonic()
@@ -224,7 +233,7 @@ def run_one(cfg: Config, name: str, init_from: str | None = None, force: bool = 
     """Train one entry (a stage or a baseline) in the run directory. Its starting weights: ``init_from``
     (``--from``), else its upstream entry's output. ``force`` retrains a finished entry and marks what starts from it
     stale (as run-all's config check does)."""
-    trl_args.check(cfg)  # TRL's own checks of the trainer sections, before the run directory is made
+    _check_trainer_sections(cfg)
     rundir.run_path(cfg).mkdir(parents=True, exist_ok=True)
     with locked(rundir.run_path(cfg)):
         return _run_one(cfg, name, init_from, force)
@@ -251,7 +260,7 @@ def run_baseline(cfg: Config, key: str, force: bool = False) -> list[Path]:
     """``cotrecipe baseline KEY``: train the baseline entry (resumable), evaluate it, rebuild the report. With
     ``run.process_per_entry`` training and evaluation each run in a child process, as in ``run-all``."""
     name = BASELINES[key]
-    trl_args.check(cfg)  # TRL's own checks of the trainer sections, before the run directory is made
+    _check_trainer_sections(cfg)
     rundir.run_path(cfg).mkdir(parents=True, exist_ok=True)
     with locked(rundir.run_path(cfg)):
         if not subrun.use_children(cfg):

@@ -21,10 +21,13 @@ from recipe.models.model import trl_vllm_args
 from recipe.models.precision import for_config as precision_for
 
 
-def _common_args(cfg: Config, st: TrainConfig, output_dir: str) -> dict:
-    check_device(cfg.run.device)  # run.device=cuda without CUDA is refused, never trained on the CPU
-    use_cpu = cfg.run.device == "cpu" or not torch.cuda.is_available()
-    flags = precision_for(cfg).trainer_flags()  # the same decision model.load follows (recipe/models/precision.py)
+def _common_args(cfg: Config, st: TrainConfig, output_dir: str, for_check: bool = False) -> dict:
+    if for_check:  # built on the CPU, precision left to TRL: what is checked is the section's own keys
+        use_cpu, flags = True, {}
+    else:
+        check_device(cfg.run.device)  # run.device=cuda without CUDA is refused, never trained on the CPU
+        use_cpu = cfg.run.device == "cpu" or not torch.cuda.is_available()
+        flags = precision_for(cfg).trainer_flags()  # the same decision model.load follows (models/precision.py)
     return dict(
         **st.trl_keys(),  # TRL's own keys of the section, as the config gives them
         output_dir=output_dir,
@@ -42,12 +45,13 @@ def _common_args(cfg: Config, st: TrainConfig, output_dir: str) -> dict:
     )
 
 
-def sft_args(cfg: Config, output_dir: str, section: Literal["stage1", "warmup"] = "stage1") -> SFTConfig:
+def sft_args(cfg: Config, output_dir: str, section: Literal["stage1", "warmup"] = "stage1",
+             for_check: bool = False) -> SFTConfig:
     """TRL SFTConfig for stage 1 (and the SFT baseline, on stage 1's budget) or the warm-up (its own section):
-    prompt-completion data, loss on the completion only."""
+    prompt-completion data, loss on the completion only. ``for_check``: built only to be checked (:func:`check`)."""
     st = getattr(cfg, section)
     return _built(SFTConfig, section, st, dict(
-        **_common_args(cfg, st, output_dir),
+        **_common_args(cfg, st, output_dir, for_check),
         max_length=min(st.max_length, cfg.model.max_seq_length),
         completion_only_loss=True,
         packing=False,
@@ -55,10 +59,11 @@ def sft_args(cfg: Config, output_dir: str, section: Literal["stage1", "warmup"] 
     ))
 
 
-def grpo_args(cfg: Config, stage: Literal["stage2", "stage3"], output_dir: str) -> GRPOConfig:
-    """TRL GRPOConfig for stage 2 or 3."""
+def grpo_args(cfg: Config, stage: Literal["stage2", "stage3"], output_dir: str,
+              for_check: bool = False) -> GRPOConfig:
+    """TRL GRPOConfig for stage 2 or 3 (``for_check`` as for :func:`sft_args`)."""
     st: GRPOStageConfig = getattr(cfg, stage)
-    args = _common_args(cfg, st, output_dir)
+    args = _common_args(cfg, st, output_dir, for_check)
     return _built(GRPOConfig, stage, st, dict(
         **args,  # epsilon_high and mask_truncated_completions among them: see recipe.config.schema
         reward_weights=[spec.weight for spec in st.rewards],
@@ -92,14 +97,16 @@ def _one_line(exc: Exception) -> str:
 
 def check(cfg: Config) -> None:
     """Every enabled trainer section through TRL's own checks (its config built for a folder never written), so a
-    value TRL refuses stops a command before its run directory is made."""
+    value TRL refuses stops a command before its run directory is made. Built for the CPU: TRL's config sets up
+    its device when built, and on a GPU that would create a CUDA context in a process that never trains (the
+    run-all parent); the device-dependent checks run again where each entry builds its config."""
     with tempfile.TemporaryDirectory(prefix="cotrecipe-check-") as folder:
         for name in ("warmup", "stage1"):
             if getattr(cfg, name).enabled:
-                sft_args(cfg, folder, name)
+                sft_args(cfg, folder, name, for_check=True)
         for name in ("stage2", "stage3"):
             if getattr(cfg, name).enabled:
-                grpo_args(cfg, name, folder)
+                grpo_args(cfg, name, folder, for_check=True)
 
 
 def vllm_server_args(cfg: Config) -> dict:
