@@ -72,7 +72,7 @@ def test_generate_runs_the_chosen_decoder_and_nothing_else_picks_one(tiny, monke
     assert importers == {"recipe.models.generation", "recipe.models.vllm_generation"}
     # and nothing outside the seam asks which decoder to run
     deciders = {name for name, path in MODULES.items() if name != "recipe.models.generation"
-                and re.search(r"\b(engine_of|held_engine|plain_greedy|generate_hf|generate_vllm)\(",
+                and re.search(r"\b(engine_of|plain_greedy|generate_hf|generate_vllm)\(",
                               path.read_text(encoding="utf-8").replace("def ", "def_"))}
     assert deciders == set(), f"modules that pick a decoder outside recipe.models.generation: {sorted(deciders)}"
 

@@ -221,9 +221,9 @@ def test_run_all_load_sequence_holds_at_most_one_engine(cache_dir, tmp_path, sta
     assert standin.engines_started == 0 and not hasattr(m1, "vllm_engine")
     adapter = M.save(m1, tok, tmp_path / "stage1")
     m2, _ = M.load(cfg, init_from=adapter, trainable=True, seed=1, for_grpo=True, vllm_cfg=on)  # stage 2 (GRPO)
-    assert standin.engines_started == 1 and unsloth_backend.held_engine() is m2.vllm_engine
+    assert standin.engines_started == 1 and unsloth_backend.engine_of(m2) is m2.vllm_engine is not None
     M.load(cfg, init_from=adapter, trainable=False, seed=1, vllm_cfg=on)  # eval / mining: frees stage 2's engine
-    assert standin.alive == [] and unsloth_backend.held_engine() is None and not hasattr(m2, "vllm_engine")
+    assert standin.alive == [] and M.release_engine() is False and not hasattr(m2, "vllm_engine")
     m3, _ = M.load(cfg, init_from=adapter, trainable=True, seed=1, for_grpo=True, vllm_cfg=on)  # stage 3 (GRPO)
     assert standin.engines_started == 2 and len(standin.alive) == 1
     assert M.release_engine() is True and standin.alive == [] and M.release_engine() is False
@@ -282,7 +282,7 @@ def test_grpo_releases_the_engine_when_training_ends_or_fails(standin, monkeypat
     cfg = config.resolve(preset="smoke")
     with pytest.raises(RuntimeError, match="OOM mid-stage"):
         common.train_grpo(cfg, "stage2", None, None, [{"prompt": "p", "answer": "1"}], tmp_path)
-    assert standin.alive == [] and unsloth_backend.held_engine() is None and not hasattr(holder, "vllm_engine")
+    assert standin.alive == [] and M.release_engine() is False and not hasattr(holder, "vllm_engine")
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -110,7 +110,8 @@ def test_one_child_per_entry_and_a_killed_child_resumes(tmp_path, monkeypatch, c
     with pytest.raises(RunError, match=r"stage2 failed in its own process \(pid \d+, which was killed by SIGKILL\)"):
         run.run_all(cfg)
     run_dir = tmp_path / "run"
-    assert not runlock.holds_lock(run_dir)
+    with pytest.raises(RunError, match="needs its lock held"):  # the failed run let its lock go
+        runlock.child_env(run_dir)
     manifest = rundir.load_manifest(run_dir)
     first = pids_logged(caplog)
     assert manifest["entries"]["stage1"]["status"] == "done"

@@ -92,11 +92,6 @@ def import_unsloth() -> Any:
 _held: dict[str, Any] = {"engine": None, "model": None}
 
 
-def held_engine() -> Any:
-    """The vLLM engine this process holds, or None."""
-    return _held["engine"]
-
-
 def engine_of(model: Any) -> Any:
     """The held vLLM engine when ``model`` carries it (unsloth sets ``vllm_engine`` on the model it built; an adapter
     wrapped around it forwards the attribute), else None: a model loaded without the engine, or beside another
