@@ -11,8 +11,6 @@ import pytest
 
 from recipe.data import gsm8k as data
 from recipe.data.gsm8k import (
-    BadRow,
-    DataError,
     Problem,
     check_disjoint_slices,
     load_gsm8k,
@@ -22,6 +20,7 @@ from recipe.data.gsm8k import (
     strip_annotations,
     to_dataset,
 )
+from recipe.errors import BadRow, DataError
 
 REPO = Path(__file__).resolve().parents[1]
 GSM8K = REPO.parent / "shared/data/gsm8k"

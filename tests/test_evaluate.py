@@ -17,13 +17,8 @@ from recipe.data import prompts
 from recipe.data.answers import answers_match, extract_answer
 from recipe.data.gsm8k import load_gsm8k, load_raw_rows
 from recipe.data.stopping import stop_rule_record
-from recipe.eval.evaluate import (
-    FEWSHOT_EXAMPLES,
-    EvalError,
-    build_prompt,
-    dataset_hash,
-    score_generations,
-)
+from recipe.errors import EvalError, RunError
+from recipe.eval.evaluate import FEWSHOT_EXAMPLES, build_prompt, dataset_hash, score_generations
 from recipe.eval.official_checker import official_verdicts
 from recipe.eval.scoring import score_file
 from recipe.fsio import read_json, read_jsonl, write_jsonl, write_text
@@ -324,7 +319,7 @@ def test_sft_baseline_trains_on_full_rationales_evaluates_and_resumes(cache_dir,
     assert (model_dir / "adapter_model.safetensors").stat().st_mtime_ns == weights
     changed = C.resolve(preset="smoke", overrides=[f"model.cache_dir={cache_dir}", f"run.output_dir={run_dir}",
                                                    "stage1.max_steps=1", "stage1.learning_rate=0.5"])
-    with pytest.raises(rundir.RunError, match="changed keys: stage1.learning_rate"):
+    with pytest.raises(RunError, match="changed keys: stage1.learning_rate"):
         run_baseline(changed, "sft")
 
 

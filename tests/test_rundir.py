@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from recipe.config import core as C
+from recipe.errors import RunError
 from recipe.fsio import write_json
 from recipe.run import orchestrator as run
 from recipe.store import rundir
@@ -39,7 +40,7 @@ def test_every_run_baselines_key_is_an_entry():
 
 def test_a_changed_key_is_refused_naming_it(tmp_path):
     fake_run(tmp_path)
-    with pytest.raises(rundir.RunError, match=r"stage2 \(done\).*changed keys: stage2.learning_rate"):
+    with pytest.raises(RunError, match=r"stage2 \(done\).*changed keys: stage2.learning_rate"):
         run.open_run(cfg_for(tmp_path, "stage2.learning_rate=0.5"))
     assert all(rundir.is_done(rundir.load_manifest(tmp_path), name) for name in run.ENTRIES)
 
@@ -81,14 +82,14 @@ def test_keys_no_entry_depends_on_change_freely(tmp_path):
 
 
 def test_output_of_names_what_is_missing(tmp_path):
-    with pytest.raises(rundir.RunError, match="not a run directory"):
+    with pytest.raises(RunError, match="not a run directory"):
         rundir.output_of(tmp_path, "stage1")
     fake_run(tmp_path)
     assert rundir.output_of(tmp_path, "stage2") == str(tmp_path / "stage2" / "model")
     assert rundir.output_of(tmp_path, "base") is None
     manifest = rundir.load_manifest(tmp_path)
     rundir.invalidate(tmp_path, manifest, run.ENTRIES, "stage3", "test")
-    with pytest.raises(rundir.RunError, match="stage3 of run .* is not finished \\(status: stale\\)"):
+    with pytest.raises(RunError, match="stage3 of run .* is not finished \\(status: stale\\)"):
         rundir.output_of(tmp_path, "stage3")
 
 
@@ -102,5 +103,5 @@ def test_a_run_recorded_before_the_objective_keys_resumes_unless_they_differ(tmp
     rundir.save_manifest(tmp_path, manifest)
     _, manifest = run.open_run(cfg_for(tmp_path))  # the same objective TRL trained then: nothing changed
     assert all(rundir.is_done(manifest, name) for name in run.ENTRIES)
-    with pytest.raises(rundir.RunError, match="changed keys: stage2.mask_truncated_completions"):
+    with pytest.raises(RunError, match="changed keys: stage2.mask_truncated_completions"):
         run.open_run(cfg_for(tmp_path, "stage2.mask_truncated_completions=true"))

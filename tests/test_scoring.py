@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from recipe.eval.scoring import ScoreError, ScoreSummary, format_summary, score_file
+from recipe.errors import ScoreError
+from recipe.eval.scoring import ScoreSummary, format_summary, score_file
 
 GOOD = "Step 1: 6 * 12 = 72\nFinal Answer: 72"
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from recipe.config import core as C
-from recipe.data.gsm8k import DataError, Problem, load_gsm8k
+from recipe.data.gsm8k import Problem, load_gsm8k
 from recipe.data.prompts import render_solution
+from recipe.errors import DataError
 from recipe.teacher.format import Rationale, render_target
 from recipe.teacher.rationales import (
     apply_teacher,

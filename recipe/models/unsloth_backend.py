@@ -45,7 +45,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from recipe.errors import EngineError, RunError, WeightsError  # noqa: F401  (defined there, raised here)
+from recipe.errors import EngineError, WeightsError
 from recipe.models.devices import GRPO, uses_vllm
 from recipe.models.precision import Precision
 

@@ -47,7 +47,7 @@ from recipe.config.entries import STAGES, Entry
 from recipe.errors import RunError
 from recipe.fsio import read_json, write_json, write_text
 from recipe.models.integrity import weights_dir_problem
-from recipe.store.fingerprint import LEGACY_KEYS, LEGACY_SECTIONS, entry_config, with_legacy_keys  # noqa: F401
+from recipe.store.fingerprint import entry_config, with_legacy_keys
 
 log = logging.getLogger("recipe")
 
@@ -66,7 +66,7 @@ REPORT_MD, REPORT_PNG = "report.md", "report.png"
 ENTRIES_KEY = "entries"  # the manifest's records, one per entry
 LEGACY_ENTRIES_KEY = "stages"  # what that key was called before (it held the baselines and the warm-up too)
 __all__ = ["CONFIG_FILE", "EVAL_DIR", "GENERATIONS", "MANIFEST_FILE", "MODEL_DIR", "RESULTS", "STAGES",
-           "TRAINER_DIR", "Entry", "RunError"]
+           "TRAINER_DIR", "Entry"]
 
 
 def now() -> str:

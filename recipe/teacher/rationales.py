@@ -17,8 +17,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
-from recipe.data.gsm8k import DataError, Problem, read_rows, strip_annotations
+from recipe.data.gsm8k import Problem, read_rows, strip_annotations
 from recipe.data.prompts import ANSWER_LABEL
+from recipe.errors import DataError
 from recipe.teacher.format import Latex, Rationale, parse_rationale_text, render_target
 
 TEXT_KEYS = ("teacher_cot", "rationale", "solution", "answer", "completion")
