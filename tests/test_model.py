@@ -236,6 +236,22 @@ def test_full_model_round_trip_and_init_from(cache_dir, tmp_path):
     assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected)
 
 
+def test_a_folder_with_any_of_transformers_weight_files_is_a_model_and_its_integrity_check_agrees(tmp_path):
+    """The one list of model weight files is transformers' own: each makes a folder a model (``init_from``), and the
+    integrity check finds nothing missing; a config alone is no model, and the check names the file it lacks."""
+    from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
+
+    from recipe.models.integrity import missing_weights
+
+    for name in (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text("{}", encoding="utf-8")
+        assert not M.is_model_dir(folder) and missing_weights(folder) == "model.safetensors (beside its config.json)"
+        (folder / name).write_text("{}", encoding="utf-8")
+        assert M.is_model_dir(folder) and missing_weights(folder) is None, name
+
+
 def test_init_from_must_hold_a_model(cache_dir, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelError, match="empty' holds neither a LoRA adapter"):

@@ -18,10 +18,9 @@ from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
 
+from recipe.models.names import ADAPTER_WEIGHTS, MODEL_WEIGHTS
+
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")
-# the weight files peft / transformers read from a folder with that config (one of them must be there)
-ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
-MODEL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 def safetensors_problem(path: Path) -> str | None:
