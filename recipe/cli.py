@@ -308,7 +308,7 @@ def baseline_concise(preset, config_file, overrides, strict, output_dir, force):
     run_baseline(cfg, "concise", force=force)
 
 
-# --- cotrecipe teach (issue 12): a self-contained block -----------------------------------------------------------
+# --- cotrecipe teach: a self-contained block ----------------------------------------------------------------------
 @main.command()
 @config_options
 @click.option("--source", default="gold", show_default=True,

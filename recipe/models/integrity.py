@@ -26,8 +26,7 @@ WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")
 def safetensors_problem(path: Path) -> str | None:
     """Why the safetensors file ``path`` is unusable, or None: safetensors' own ``safe_open`` reads the header (JSON,
     every tensor's dtype, shape and offsets, the data exactly covering the rest of the file), the check every loader
-    makes. Measured on a 300-tensor header: 0.55 ms a file against 0.92 ms for the hand parser it replaced, which
-    also missed offsets that disagree with a shape and bytes past the last tensor."""
+    makes (offsets that disagree with a shape and bytes past the last tensor included)."""
     try:
         with safe_open(path, framework="numpy"):  # numpy: reading the header loads no torch
             return None
