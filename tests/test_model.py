@@ -1,4 +1,5 @@
-"""The model seam: builtin models, backend choice, load contract, atomic save, round trips."""
+"""The model seam: builtin models, backend choice, load contract (LoRA targets the model lacks are one line), atomic
+save, round trips."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from recipe.config.core import ModelConfig
 from recipe.errors import ModelError
 from recipe.models import model as M
 from recipe.models import tiny
+from tests.helpers import cli, one_error_line
 
 
 def make_cfg(cache: Path, **changes) -> ModelConfig:
@@ -303,3 +305,12 @@ def test_smollm2_converts_once_and_generates(tmp_path, monkeypatch):
     out = model.generate(**batch, max_new_tokens=16, do_sample=False)
     reply = tokenizer.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True)
     assert reply.strip()
+
+
+def test_unknown_lora_targets_are_one_line_listing_the_models_modules(tmp_path, cache_dir):
+    line = one_error_line(cli("stage1", "--preset", "smoke", "--output-dir", str(tmp_path / "run"), "--set",
+                              f"model.cache_dir={cache_dir}", "--set",
+                              "model.lora_target_modules=[q_proj, nonexistent_proj]"))
+    assert "model.lora_target_modules" in line and "'nonexistent_proj'" in line, line
+    assert "q_proj" in line.split("named:")[1] and "down_proj" in line.split("named:")[1], line
+    assert not (tmp_path / "run" / "stage1" / "trainer").exists()  # stopped before training

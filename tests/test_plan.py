@@ -17,7 +17,7 @@ from recipe.config.core import preset_names, resolve
 from recipe.errors import PlanError
 from recipe.run import orchestrator as run
 from recipe.tools import gpu_memory, plan, plan_time
-from tests.test_reliability_run import cfg_for, fake_trainers
+from tests.helpers import cfg_no_eval, fake_trainers
 
 QWEN3B = plan.model_dims("Qwen/Qwen2.5-3B")
 
@@ -170,7 +170,7 @@ def test_run_all_warns_before_training_when_the_plan_does_not_fit_the_cuda_card(
         monkeypatch.setattr(torch.cuda, "is_available", lambda cuda=cuda: cuda)
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="recipe"):
-            run.run_all(cfg_for(tmp_path / f"run-{cuda}", "stage1.per_device_train_batch_size=64",
+            run.run_all(cfg_no_eval(tmp_path / f"run-{cuda}", "stage1.per_device_train_batch_size=64",
                                 "stage1.max_length=1024"))
         warned = [r.getMessage() for r in caplog.records if "may not fit" in r.getMessage()]
         assert trained[0] == "stage1"
