@@ -22,7 +22,7 @@ from click.core import ParameterSource
 from recipe.cli_common import config_options, echo_official, eval_overrides, setup_logging
 from recipe.config import core as config_mod
 from recipe.config.entries import BASE, ENTRIES, STAGES
-from recipe.errors import KNOWN_ERRORS, EvalError
+from recipe.errors import KNOWN_ERRORS, ConfigError, EvalError, ExportError
 from recipe.eval.report import build_report, collect_results, format_table
 from recipe.eval.scoring import format_summary, score_file
 from recipe.fsio import os_error_line
@@ -35,7 +35,7 @@ from recipe.teacher.teach import TeachOptions, incomplete_line, teach_command
 from recipe.tools import doctor as doctor_mod
 from recipe.tools import plan as plan_mod
 from recipe.tools import plan_time
-from recipe.tools.export import ExportError, export
+from recipe.tools.export import export
 from recipe.tools.plan_inputs import check_inputs as check_plan_inputs
 
 
@@ -69,7 +69,7 @@ def _resolve(preset, config_file, overrides, output_dir=None, prepare=False, str
     overrides = list(overrides) + (["data.strict=true"] if strict else [])
     if output_dir is not None:  # "" too: the config check refuses an empty run.output_dir, naming --output-dir
         if not output_dir.strip():
-            raise config_mod.ConfigError("bad value for '--output-dir': '' (must not be empty)")
+            raise ConfigError("bad value for '--output-dir': '' (must not be empty)")
         overrides.append(f"run.output_dir={json.dumps(output_dir)}")
     cfg = config_mod.resolve(preset=preset, config_file=config_file, overrides=overrides)
     if prepare:  # commands that train: pick the backend (importing unsloth first when it is used)
@@ -310,7 +310,7 @@ def baseline_concise(preset, config_file, overrides, strict, output_dir, force):
     run_baseline(cfg, "concise", force=force)
 
 
-# --- cotrecipe teach (issue 12): a self-contained block -----------------------------------------------------------
+# --- cotrecipe teach: a self-contained block ----------------------------------------------------------------------
 @main.command()
 @config_options
 @click.option("--source", default="gold", show_default=True,
@@ -397,7 +397,7 @@ def plan_command(preset, config_file, overrides, strict, gpu_mem, model_config):
 def doctor(preset, config_file, overrides, strict, import_timeout):
     """Print this machine's setup for a bug report; exit 1 when it cannot run the chosen preset."""
     if not (math.isfinite(import_timeout) and import_timeout > 0):  # -1 read as "did not finish", nan/inf crashed
-        raise config_mod.ConfigError(f"bad value for '--import-timeout': {import_timeout} (seconds: a number > 0)")
+        raise ConfigError(f"bad value for '--import-timeout': {import_timeout} (seconds: a number > 0)")
     overrides = list(overrides) + (["data.strict=true"] if strict else [])
     lines, ok = doctor_mod.doctor(preset, config_file, overrides, import_timeout=import_timeout)
     click.echo("\n".join(lines))

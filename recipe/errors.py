@@ -2,7 +2,7 @@
 the layer that does the work. The CLI (and a run's child process) turns each of :data:`KNOWN_ERRORS` into one
 ``error: ...`` line and exit status 2; anything else is a bug and keeps its traceback.
 
-The modules that raise an error also import it, so ``from recipe.data.readers import DataError`` keeps working.
+Import an error from here (``from recipe.errors import DataError``), not from a module that raises it.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import yaml
 from click.testing import CliRunner
 
 from recipe.cli import main
+from tests.helpers import cli, one_error_line
 
 
 def run(*args):
@@ -70,3 +71,11 @@ def test_strict_stops_at_the_first_bad_row_naming_it(tmp_path):
                                        "--set", f"data.source={data}", "--set", f"model.cache_dir={tmp_path}"])
     assert result.exit_code == 2, result.output
     assert "train-3" in result.output and "Traceback" not in result.output
+
+
+def test_an_empty_output_dir_option_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for command in ("run-all", "stage1", "eval"):
+        line = one_error_line(cli(command, "--preset", "smoke", "--output-dir", ""))
+        assert "'--output-dir'" in line and "must not be empty" in line, line
+    assert list(tmp_path.iterdir()) == []  # nothing written to the default run.output_dir

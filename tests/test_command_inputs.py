@@ -11,28 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from safetensors.numpy import save_file
 
-from recipe.cli import main
 from recipe.fsio import write_json, write_text
+from tests.helpers import cli, one_error_line
 from tests.test_report import put
-
-
-def run(*args: str):
-    return CliRunner().invoke(main, list(args))
-
-
-def one_error_line(result, *fragments: str) -> str:
-    """The single ``error:`` line of a refused command (exit 2, no traceback), holding every fragment."""
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, result.output
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
-    return errors[0]
 
 
 # --- report: a damaged trainer log or invocation log leaves that part out, with a warning naming the file --------
@@ -44,7 +27,7 @@ def test_report_with_a_damaged_trainer_log_still_writes_the_report(tmp_path, cap
     (run_dir / "stage1").mkdir()
     (run_dir / "stage1" / "trainer_log.json").write_bytes(damage)
     with caplog.at_level(logging.WARNING, logger="recipe"):
-        result = run("report", "--run", str(run_dir))
+        result = cli("report", "--run", str(run_dir))
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[-2:] == [str(run_dir / "report.md"), str(run_dir / "report.png")]
     assert not (run_dir / "report_curves.png").exists()  # the one log is unreadable: no curves to draw
@@ -56,7 +39,7 @@ def test_report_with_a_torn_invocation_log_keeps_its_good_lines(tmp_path):
     put(run_dir, "base", 0.5, 100.0)
     good = {"done_before": [], "wall_s": 120.0, "started": "t0", "ended": "t1", "parallel_entries": 1}
     write_text(run_dir / "run_all.jsonl", json.dumps(good) + '\n{"done_before": ["sta')  # killed mid-append
-    result = run("report", "--run", str(run_dir))
+    result = cli("report", "--run", str(run_dir))
     assert result.exit_code == 0, result.output
     md = (run_dir / "report.md").read_text(encoding="utf-8")
     assert md.count("- `run-all` from an empty run directory: 2.0 min wall (t0 to t1)") == 1
@@ -71,7 +54,7 @@ def test_report_with_a_torn_invocation_log_keeps_its_good_lines(tmp_path):
 def test_eval_run_refuses_a_damaged_config_yaml(tmp_path, text, says):
     run_dir = tmp_path / "run"
     write_text(run_dir / "config.yaml", text)
-    one_error_line(run("eval", "--run", str(run_dir)), f"{run_dir / 'config.yaml'} {says}")
+    one_error_line(cli("eval", "--run", str(run_dir)), f"{run_dir / 'config.yaml'} {says}")
     assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml"]  # nothing evaluated, nothing written
 
 
@@ -79,7 +62,7 @@ def test_eval_run_refuses_a_damaged_config_yaml(tmp_path, text, says):
 def test_eval_output_dir_that_is_a_file_is_refused_before_evaluating(tmp_path):
     mine = tmp_path / "results"
     mine.write_text("my notes\n")
-    one_error_line(run("eval", "--preset", "smoke", "--limit", "2", "--output-dir", str(mine)),
+    one_error_line(cli("eval", "--preset", "smoke", "--limit", "2", "--output-dir", str(mine)),
                    f"--output-dir {mine} is a file", "nothing was evaluated")
     assert mine.read_text() == "my notes\n"
 
@@ -93,7 +76,7 @@ def test_eval_adapter_with_damaged_files_is_one_line(tmp_path, cache_dir, name, 
     write_json(adapter / "adapter_config.json", {"peft_type": "LORA", "r": 4})
     save_file({"w": np.zeros((2, 2), dtype=np.float32)}, str(adapter / "adapter_model.safetensors"))
     (adapter / name).write_bytes(payload)
-    result = run("eval", "--preset", "smoke", "--set", f"model.cache_dir={cache_dir}", "--limit", "2",
+    result = cli("eval", "--preset", "smoke", "--set", f"model.cache_dir={cache_dir}", "--limit", "2",
                  "--adapter", str(adapter), "--output-dir", str(tmp_path / "out"))
     one_error_line(result, f"init_from '{adapter}'", says)
     assert not (tmp_path / "out").exists()
@@ -113,7 +96,7 @@ def test_eval_adapter_with_damaged_files_is_one_line(tmp_path, cache_dir, name, 
 ])
 def test_teach_refuses_a_bad_option_value_before_doing_anything(tmp_path, flag, value, says):
     out = tmp_path / "teacher.jsonl"
-    result = run("teach", "--preset", "smoke", "--source", "openai:http://127.0.0.1:9/v1", "--model", "m",
+    result = cli("teach", "--preset", "smoke", "--source", "openai:http://127.0.0.1:9/v1", "--model", "m",
                  "--output", str(out), "--limit", "2", flag, value)
     one_error_line(result, f"bad value for {says}")
     assert list(tmp_path.iterdir()) == []
@@ -122,17 +105,17 @@ def test_teach_refuses_a_bad_option_value_before_doing_anything(tmp_path, flag, 
 def test_teach_never_replaces_a_file_it_did_not_write(tmp_path):
     notes = tmp_path / "notes.jsonl"
     notes.write_text("my notes, not a teacher file\n")
-    one_error_line(run("teach", "--preset", "smoke", "--limit", "3", "--output", str(notes)),
+    one_error_line(cli("teach", "--preset", "smoke", "--limit", "3", "--output", str(notes)),
                    f"--output {notes} holds a file teach did not write", "nothing was written")
     assert notes.read_text() == "my notes, not a teacher file\n"
 
     teacher = tmp_path / "teacher.jsonl"
-    assert run("teach", "--preset", "smoke", "--limit", "3", "--output", str(teacher)).exit_code == 0
-    again = run("teach", "--preset", "smoke", "--limit", "2", "--output", str(teacher))  # its own file: rewritten
+    assert cli("teach", "--preset", "smoke", "--limit", "3", "--output", str(teacher)).exit_code == 0
+    again = cli("teach", "--preset", "smoke", "--limit", "2", "--output", str(teacher))  # its own file: rewritten
     assert again.exit_code == 0, again.output
     assert len(teacher.read_text().splitlines()) == 2
     before = teacher.read_bytes()
-    one_error_line(run("teach", "--preset", "smoke", "--source", f"file:{teacher}", "--output", str(teacher)),
+    one_error_line(cli("teach", "--preset", "smoke", "--source", f"file:{teacher}", "--output", str(teacher)),
                    f"--output {teacher} is the --source file")
     assert teacher.read_bytes() == before
 
@@ -140,10 +123,10 @@ def test_teach_never_replaces_a_file_it_did_not_write(tmp_path):
 # --- doctor and score: a value or an input that would never finish ----------------------------------------------
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
 def test_doctor_refuses_a_bad_import_timeout(value):
-    one_error_line(run("doctor", "--preset", "smoke", "--import-timeout", value),
+    one_error_line(cli("doctor", "--preset", "smoke", "--import-timeout", value),
                    "bad value for '--import-timeout'")
 
 
 @pytest.mark.skipif(not Path("/dev/zero").is_char_device(), reason="needs /dev/zero")
 def test_score_refuses_a_device_instead_of_reading_it_forever():
-    one_error_line(run("score", "--input", "/dev/zero"), "/dev/zero is a device")
+    one_error_line(cli("score", "--input", "/dev/zero"), "/dev/zero is a device")

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from recipe.config import core as C
-from recipe.errors import ConfigError
+from recipe.errors import ConfigError, PrecisionError
 from recipe.models import precision
 from recipe.run import orchestrator as run
 from recipe.train.trl_args import grpo_args, sft_args
@@ -17,9 +17,9 @@ from recipe.train.trl_args import grpo_args, sft_args
 def test_decide_keeps_float32_weights_and_turns_on_bf16_flags_on_cpu():
     assert precision.decide("float32", cuda=False, cpu_autocast="bfloat16") == precision.Precision("float32", True, False)
     assert precision.decide("auto", cuda=False) == precision.Precision("float32", False, False)
-    with pytest.raises(precision.PrecisionError, match="float32 master weights"):
+    with pytest.raises(PrecisionError, match="float32 master weights"):
         precision.decide("bfloat16", cuda=False, cpu_autocast="bfloat16")
-    with pytest.raises(precision.PrecisionError, match="cpu_autocast"):
+    with pytest.raises(PrecisionError, match="cpu_autocast"):
         precision.decide("float32", cuda=False, cpu_autocast="fp8")
     # a GPU decides by model.dtype alone
     assert precision.decide("float32", cuda=True, cpu_autocast="bfloat16").trainer_flags() == {"bf16": False,

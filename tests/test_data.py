@@ -8,11 +8,11 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from recipe.data import gsm8k as data
 from recipe.data.gsm8k import (
-    BadRow,
-    DataError,
     Problem,
     check_disjoint_slices,
     load_gsm8k,
@@ -22,6 +22,8 @@ from recipe.data.gsm8k import (
     strip_annotations,
     to_dataset,
 )
+from recipe.errors import BadRow, DataError
+from tests.fuzz_strategies import FUZZ, JSON_VALUE, JSONL_FILE, temp_file
 
 REPO = Path(__file__).resolve().parents[1]
 GSM8K = REPO.parent / "shared/data/gsm8k"
@@ -311,3 +313,21 @@ def test_to_dataset_keeps_columns():
     assert len(ds) == 10 and set(ds.column_names) == set(rows[0])
     assert ds.to_list() == rows
     assert ds[4]["masked_indices"] == rows[4]["masked_indices"]
+
+
+@FUZZ
+@given(JSONL_FILE, st.booleans(), st.sampled_from(["train.jsonl", "train.json"]))
+def test_fuzz_data_readers_only_raise_data_error(payload: bytes, strict: bool, name: str) -> None:
+    with temp_file(name, payload) as path:
+        try:
+            problems, report = load_gsm8k(str(path), strict=strict)
+        except DataError:
+            return
+    assert report.n_ok == len(problems) and report.n_ok + report.n_bad == report.n_total
+
+
+@FUZZ
+@given(st.lists(JSON_VALUE, max_size=6))
+def test_fuzz_parse_rows_never_raises_without_strict(rows) -> None:
+    problems, report = parse_rows(rows, "train")
+    assert report.n_ok == len(problems)

@@ -1,8 +1,11 @@
 """Evaluation: metrics on fixed generations (expected values worked out by hand), prompt styles, and the tiny model
-end to end through ``cotrecipe eval`` (a model on its own, and a run directory with a faked finished stage)."""
+end to end through ``cotrecipe eval`` (a model on its own, and a run directory with a faked finished stage), and
+the evaluation cache: keyed on the weights, redone when its files are damaged."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 from pathlib import Path
 
@@ -11,19 +14,16 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from recipe import fsio
 from recipe.cli import main
 from recipe.config import core as C
 from recipe.data import prompts
 from recipe.data.answers import answers_match, extract_answer
 from recipe.data.gsm8k import load_gsm8k, load_raw_rows
 from recipe.data.stopping import stop_rule_record
-from recipe.eval.evaluate import (
-    FEWSHOT_EXAMPLES,
-    EvalError,
-    build_prompt,
-    dataset_hash,
-    score_generations,
-)
+from recipe.errors import EvalError, RunError
+from recipe.eval import evaluate
+from recipe.eval.evaluate import FEWSHOT_EXAMPLES, build_prompt, dataset_hash, score_generations
 from recipe.eval.official_checker import official_verdicts
 from recipe.eval.scoring import score_file
 from recipe.fsio import read_json, read_jsonl, write_jsonl, write_text
@@ -44,6 +44,7 @@ from recipe.store import rundir
 from recipe.train.baseline_sft import build_rows as baseline_rows
 from recipe.train.common import train_problems
 from tests.conftest import first_table
+from tests.helpers import cfg_no_eval, cli, safetensors_bytes
 
 PROBLEMS = [
     {"id": "test-0", "question": "Natalia sold 48 clips in April and half as many in May. How many in all?",
@@ -324,7 +325,7 @@ def test_sft_baseline_trains_on_full_rationales_evaluates_and_resumes(cache_dir,
     assert (model_dir / "adapter_model.safetensors").stat().st_mtime_ns == weights
     changed = C.resolve(preset="smoke", overrides=[f"model.cache_dir={cache_dir}", f"run.output_dir={run_dir}",
                                                    "stage1.max_steps=1", "stage1.learning_rate=0.5"])
-    with pytest.raises(rundir.RunError, match="changed keys: stage1.learning_rate"):
+    with pytest.raises(RunError, match="changed keys: stage1.learning_rate"):
         run_baseline(changed, "sft")
 
 
@@ -351,3 +352,51 @@ def test_pruned_greedy_generation_writes_what_hf_generate_writes(cache_dir):
     assert plain_greedy(model)
     model.generation_config.repetition_penalty = 1.3  # a logits processor: HF generate must run instead
     assert not plain_greedy(model)
+
+
+def _base_eval_run(run_dir: Path, cache_dir: Path) -> None:
+    cfg = C.resolve(preset="smoke", overrides=[f"model.cache_dir={cache_dir}", f"run.output_dir={run_dir}",
+                                               "eval.limit=3", "eval.max_new_tokens=4"])
+    fsio.write_text(run_dir / rundir.CONFIG_FILE, C.dump_yaml(cfg))
+
+
+def test_a_truncated_or_malformed_evaluation_is_redone(tmp_path, cache_dir, caplog):
+    run_dir = tmp_path / "run"
+    _base_eval_run(run_dir, cache_dir)
+    folder = rundir.eval_dir(run_dir, "base")
+    assert cli("eval", "--run", str(run_dir), "--stage", "base").exit_code == 0
+    good_rows = read_jsonl(folder / rundir.GENERATIONS)
+    assert len(good_rows) == 3
+    mtime = (folder / rundir.RESULTS).stat().st_mtime_ns
+    assert cli("eval", "--run", str(run_dir), "--stage", "base").exit_code == 0  # intact: kept
+    assert (folder / rundir.RESULTS).stat().st_mtime_ns == mtime
+    damages = {
+        "truncated at a line end": lambda: (folder / rundir.GENERATIONS).write_text(
+            json.dumps(good_rows[0]) + "\n", encoding="utf-8"),
+        "torn mid-line": lambda: (folder / rundir.GENERATIONS).write_bytes(
+            (folder / rundir.GENERATIONS).read_bytes()[:-40]),
+        "results.json a list": lambda: (folder / rundir.RESULTS).write_text("[1, 2]", encoding="utf-8"),
+        "results.json torn": lambda: (folder / rundir.RESULTS).write_text('{"metrics": {"n', encoding="utf-8"),
+    }
+    for what, damage in damages.items():
+        damage()
+        caplog.clear()
+        result = cli("eval", "--run", str(run_dir), "--stage", "base")
+        assert result.exit_code == 0 and "Traceback" not in result.output, (what, result.output)
+        assert "is broken" in caplog.text and "evaluating it again" in caplog.text, what
+        assert read_jsonl(folder / rundir.GENERATIONS) == good_rows, what
+        assert isinstance(read_json(folder / rundir.RESULTS), dict), what
+
+
+def test_eval_cache_key_survives_a_move_and_sees_replaced_weights(tmp_path):
+    cfg = cfg_no_eval(tmp_path / "a")
+    weights = tmp_path / "a" / "stage3" / "model"
+    fsio.write_bytes(weights / "adapter_model.safetensors", safetensors_bytes())
+    first = evaluate.model_record(cfg, str(weights), tmp_path / "a")
+    assert first["init_from"] == "stage3/model" and len(first["weights_sha256"]) == 64
+    os.replace(tmp_path / "a", tmp_path / "b")
+    moved = evaluate.model_record(cfg, str(tmp_path / "b" / "stage3" / "model"), tmp_path / "b")
+    assert moved == first  # a moved run is not evaluated again
+    fsio.write_bytes(tmp_path / "b" / "stage3" / "model" / "adapter_model.safetensors", safetensors_bytes(8))
+    replaced = evaluate.model_record(cfg, str(tmp_path / "b" / "stage3" / "model"), tmp_path / "b")
+    assert replaced["weights_sha256"] != first["weights_sha256"]  # replaced in place: evaluated again

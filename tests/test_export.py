@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from recipe.cli import main
 from recipe.config.core import resolve
 from recipe.data import prompts
-from recipe.errors import RunError
+from recipe.errors import ExportError, RunError
 from recipe.models import model as model_mod
 from recipe.models.generation import STOP_TEXTS
 from recipe.run import orchestrator as run_mod
@@ -88,7 +88,7 @@ def test_lora_export_round_trips(run, tmp_path):
 def test_unfinished_stage_and_bad_stage_are_clear_errors(run, tmp_path):
     with pytest.raises(RunError, match="stage2 of run .* is not finished"):
         export.export(run["dir"], "lora", tmp_path / "x", stage="2")
-    with pytest.raises(export.ExportError, match="unknown stage '7'"):
+    with pytest.raises(ExportError, match="unknown stage '7'"):
         export.export(run["dir"], "lora", tmp_path / "x", stage=7)
 
 
@@ -98,7 +98,7 @@ def test_gguf_without_unsloth_names_the_llama_cpp_converter(run, tmp_path):
     assert result.exit_code == 2
     assert "convert_hf_to_gguf.py" in result.output and "save_pretrained_gguf" in result.output
     assert "Traceback" not in result.output
-    with pytest.raises(export.ExportError, match="converter not found"):
+    with pytest.raises(ExportError, match="converter not found"):
         export.export(run["dir"], "gguf", tmp_path / "g", converter=tmp_path / "nope.py")
 
 

@@ -1,5 +1,5 @@
 """One generation seam (issue 23, item 5): evaluation, stage-3 mining and ``teach``'s ``hf:`` teacher all generate
-through :func:`recipe.models.generation.generate`, and :func:`recipe.models.generation.choose_backend` is the one
+through :func:`recipe.models.generation.generate`, and :func:`recipe.models.generation.choose_decoder` is the one
 place that picks vLLM, pruned HF greedy or HF ``generate``."""
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ def tiny(cache_dir):
     return model, tokenizer
 
 
-def test_the_backend_is_chosen_in_one_place(tiny, monkeypatch):
+def test_the_decoder_is_chosen_in_one_place(tiny, monkeypatch):
     model, _ = tiny
-    choose = generation.choose_backend
+    choose = generation.choose_decoder
     assert choose(model).name == generation.HF_PRUNED  # greedy, one answer, a bare-argmax model
     assert choose(model, prune=False).name == generation.HF_GENERATE
     assert choose(model, temperature=0.7).name == generation.HF_GENERATE
@@ -56,10 +56,10 @@ def test_generate_runs_the_chosen_decoder_and_nothing_else_picks_one(tiny, monke
     monkeypatch.setattr(generation, "generate_vllm", lambda e, t, p, **kw: calls.append(("vllm", e, kw)) or
                         [[]] * len(p))
     for name in (generation.HF_PRUNED, generation.HF_GENERATE):
-        monkeypatch.setattr(generation, "choose_backend", lambda *a, name=name, **k: generation.Backend(name))
+        monkeypatch.setattr(generation, "choose_decoder", lambda *a, name=name, **k: generation.Decoder(name))
         assert generation.generate(model, tokenizer, ["a", "b"], batch_size=3, max_new_tokens=7) == [[], []]
     engine = object()
-    monkeypatch.setattr(generation, "choose_backend", lambda *a, **k: generation.Backend(generation.VLLM, engine))
+    monkeypatch.setattr(generation, "choose_decoder", lambda *a, **k: generation.Decoder(generation.VLLM, engine))
     generation.generate(model, tokenizer, ["a"], adapter="/x/stage2/model", batch_size=3, max_new_tokens=7)
     (hf1, pruned), (hf2, plain), (vllm, got_engine, vkw) = calls
     assert (hf1, pruned["pruned"], pruned["batch_size"]) == ("hf", True, 3)
@@ -72,7 +72,7 @@ def test_generate_runs_the_chosen_decoder_and_nothing_else_picks_one(tiny, monke
     assert importers == {"recipe.models.generation", "recipe.models.vllm_generation"}
     # and nothing outside the seam asks which decoder to run
     deciders = {name for name, path in MODULES.items() if name != "recipe.models.generation"
-                and re.search(r"\b(engine_of|held_engine|plain_greedy|generate_hf|generate_vllm)\(",
+                and re.search(r"\b(engine_of|plain_greedy|generate_hf|generate_vllm)\(",
                               path.read_text(encoding="utf-8").replace("def ", "def_"))}
     assert deciders == set(), f"modules that pick a decoder outside recipe.models.generation: {sorted(deciders)}"
 
@@ -81,7 +81,7 @@ def test_eval_mining_and_teach_hf_generate_through_the_seam(cache_dir, tmp_path,
     seen: list[dict] = []
     real = generation.generate
     chosen: list[str] = []
-    real_choose = generation.choose_backend
+    real_choose = generation.choose_decoder
 
     def observed(model, tokenizer, prompts, **kwargs):
         seen.append({"n": len(prompts), **kwargs})
@@ -89,10 +89,10 @@ def test_eval_mining_and_teach_hf_generate_through_the_seam(cache_dir, tmp_path,
 
     def observed_choice(*args, **kwargs):
         chosen.append(real_choose(*args, **kwargs).name)
-        return generation.Backend(chosen[-1])
+        return generation.Decoder(chosen[-1])
 
     monkeypatch.setattr(generation, "generate", observed)
-    monkeypatch.setattr(generation, "choose_backend", observed_choice)
+    monkeypatch.setattr(generation, "choose_decoder", observed_choice)
     cfg = C.resolve(preset="smoke", overrides=[f"model.cache_dir={cache_dir}", "eval.limit=3", "eval.max_new_tokens=8",
                                                "stage3.mining_limit=2", "stage3.mining_max_new_tokens=8",
                                                "stage3.mining_k=2", "stage3.mining_temperature=0.7"])

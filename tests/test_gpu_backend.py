@@ -24,6 +24,7 @@ import pytest
 import torch
 
 from recipe.config.core import ModelConfig, VllmConfig
+from recipe.errors import EngineError, PrecisionError
 from recipe.models import model as M
 from recipe.models import precision, unsloth_backend
 
@@ -221,9 +222,9 @@ def test_run_all_load_sequence_holds_at_most_one_engine(cache_dir, tmp_path, sta
     assert standin.engines_started == 0 and not hasattr(m1, "vllm_engine")
     adapter = M.save(m1, tok, tmp_path / "stage1")
     m2, _ = M.load(cfg, init_from=adapter, trainable=True, seed=1, for_grpo=True, vllm_cfg=on)  # stage 2 (GRPO)
-    assert standin.engines_started == 1 and unsloth_backend.held_engine() is m2.vllm_engine
+    assert standin.engines_started == 1 and unsloth_backend.engine_of(m2) is m2.vllm_engine is not None
     M.load(cfg, init_from=adapter, trainable=False, seed=1, vllm_cfg=on)  # eval / mining: frees stage 2's engine
-    assert standin.alive == [] and unsloth_backend.held_engine() is None and not hasattr(m2, "vllm_engine")
+    assert standin.alive == [] and M.release_engine() is False and not hasattr(m2, "vllm_engine")
     m3, _ = M.load(cfg, init_from=adapter, trainable=True, seed=1, for_grpo=True, vllm_cfg=on)  # stage 3 (GRPO)
     assert standin.engines_started == 2 and len(standin.alive) == 1
     assert M.release_engine() is True and standin.alive == [] and M.release_engine() is False
@@ -259,7 +260,7 @@ def test_a_second_engine_is_refused_while_one_is_held(standin):
     first, second = Holder(Engine()), Holder(Engine())
     unsloth_backend._hold(first)
     unsloth_backend._hold(first)  # the same engine again is fine
-    with pytest.raises(unsloth_backend.EngineError, match="already held"):
+    with pytest.raises(EngineError, match="already held"):
         unsloth_backend._hold(second)
 
 
@@ -282,7 +283,7 @@ def test_grpo_releases_the_engine_when_training_ends_or_fails(standin, monkeypat
     cfg = config.resolve(preset="smoke")
     with pytest.raises(RuntimeError, match="OOM mid-stage"):
         common.train_grpo(cfg, "stage2", None, None, [{"prompt": "p", "answer": "1"}], tmp_path)
-    assert standin.alive == [] and unsloth_backend.held_engine() is None and not hasattr(holder, "vllm_engine")
+    assert standin.alive == [] and M.release_engine() is False and not hasattr(holder, "vllm_engine")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -355,9 +356,9 @@ def test_precision_table_and_errors(monkeypatch):
     fake_gpu(monkeypatch, (7, 5))
     assert precision.decide("auto", cuda=True).dtype == "float16"  # emulated bf16 does not count
     assert precision.decide("float32", cuda=True).trainer_flags() == {"bf16": False, "fp16": False}
-    with pytest.raises(precision.PrecisionError, match="no native bfloat16"):
+    with pytest.raises(PrecisionError, match="no native bfloat16"):
         precision.decide("bfloat16", cuda=True)
-    with pytest.raises(precision.PrecisionError, match="unknown model.dtype 'half'"):
+    with pytest.raises(PrecisionError, match="unknown model.dtype 'half'"):
         precision.decide("half", cuda=False)
 
 

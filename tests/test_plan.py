@@ -14,9 +14,10 @@ from click.testing import CliRunner
 
 from recipe.cli import main
 from recipe.config.core import preset_names, resolve
+from recipe.errors import PlanError
 from recipe.run import orchestrator as run
 from recipe.tools import gpu_memory, plan, plan_time
-from tests.test_reliability_run import cfg_for, fake_trainers
+from tests.helpers import cfg_no_eval, fake_trainers
 
 QWEN3B = plan.model_dims("Qwen/Qwen2.5-3B")
 
@@ -44,7 +45,7 @@ def test_qwen_dimensions_match_the_published_parameter_count():
 
 
 def test_unknown_model_names_the_way_out_and_a_local_config_is_read(tmp_path):
-    with pytest.raises(plan.PlanError, match="--model-config"):
+    with pytest.raises(PlanError, match="--model-config"):
         plan.model_dims("someone/Unknown-7B")
     config = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
               "num_key_value_heads": 2, "vocab_size": 1000}
@@ -169,7 +170,7 @@ def test_run_all_warns_before_training_when_the_plan_does_not_fit_the_cuda_card(
         monkeypatch.setattr(torch.cuda, "is_available", lambda cuda=cuda: cuda)
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="recipe"):
-            run.run_all(cfg_for(tmp_path / f"run-{cuda}", "stage1.per_device_train_batch_size=64",
+            run.run_all(cfg_no_eval(tmp_path / f"run-{cuda}", "stage1.per_device_train_batch_size=64",
                                 "stage1.max_length=1024"))
         warned = [r.getMessage() for r in caplog.records if "may not fit" in r.getMessage()]
         assert trained[0] == "stage1"

@@ -7,8 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from recipe.data.gsm8k import DataError, check_source, load_gsm8k, read_rows
+from recipe.data.gsm8k import check_source, load_gsm8k, read_rows
+from recipe.errors import DataError
 from recipe.fsio import read_jsonl
+from recipe.store import rundir
+from tests.helpers import cli
 
 GOOD = {"question": "Natalia sold 48 clips. How many?", "answer": "48/2 = <<48/2=24>>24\n24+48 = 72\n#### 72"}
 
@@ -95,3 +98,25 @@ def test_fsio_read_jsonl_splits_on_newline_only_and_names_a_bad_line(tmp_path: P
     write(path, [good_line(), b"{oops"])
     with pytest.raises(ValueError, match=r"g\.jsonl: line 2 is not valid JSON"):
         read_jsonl(path)
+
+
+BOM = b"\xef\xbb\xbf"
+
+
+def test_a_byte_order_mark_does_not_cost_the_first_row(tmp_path, cache_dir):
+    rows = [{"completion": "Step 1: 2 + 2 = 4\nFinal Answer: 4", "answer": "#### 4"},
+            {"completion": "Final Answer: 7", "answer": "#### 8"}]
+    gens = tmp_path / "gens.jsonl"
+    gens.write_bytes(BOM + b"".join(json.dumps(r).encode() + b"\n" for r in rows))
+    result = cli("score", "--input", str(gens))
+    assert result.exit_code == 0, result.output
+    assert "rows: 2 (scored 2, skipped 0)" in result.output and "50.00% (1/2)" in result.output, result.output
+    data = tmp_path / "test.jsonl"
+    problems = [{"question": f"What is {i} + 1?", "answer": f"{i} + 1 = {i + 1}\n#### {i + 1}"} for i in range(3)]
+    data.write_bytes(BOM + b"".join(json.dumps(p).encode() + b"\n" for p in problems))
+    out = tmp_path / "eval"
+    result = cli("eval", "--preset", "smoke", "--set", f"model.cache_dir={cache_dir}", "--set",
+                 f"data.eval_source={data}", "--set", "eval.max_new_tokens=4", "--limit", "-1", "--output-dir",
+                 str(out))
+    assert result.exit_code == 0, result.output
+    assert [row["question"] for row in read_jsonl(out / rundir.GENERATIONS)] == [p["question"] for p in problems]

@@ -9,10 +9,12 @@ import matplotlib.image
 import pytest
 from click.testing import CliRunner
 
+from recipe import fsio
 from recipe.cli import main
-from recipe.eval.evaluate import EvalError
+from recipe.errors import EvalError
 from recipe.eval.report import build_report, collect_results
 from recipe.fsio import write_json, write_text
+from recipe.store import rundir
 from tests.conftest import first_table
 
 PROTOCOL = {"prompt": "paper", "greedy": True, "max_new_tokens": 512, "answer_label": "Final Answer:",
@@ -73,7 +75,7 @@ def test_report_errors_name_the_problem(tmp_path):
     with pytest.raises(EvalError, match=r"no evaluation results in .*eval"):
         build_report(tmp_path)
     write_text(tmp_path / "eval" / "stage1" / "results.json", "{not json")
-    assert collect_results(tmp_path) == []  # skipped with a warning (tests/test_reliability_run.py)
+    assert collect_results(tmp_path) == []  # skipped with a warning (test_report_skips_a_hand_edited_results_file_with_a_warning)
 
 
 def test_report_command_one_line_error(tmp_path):
@@ -135,3 +137,17 @@ def test_report_verdict_breaks_ties_honestly(tmp_path):
     put(tmp_path, "baseline-grpo", 0.5, 100.0)
     md = build_report(tmp_path)[0].read_text(encoding="utf-8")
     assert "(tied), +0.0 points over" in md
+
+
+def test_report_skips_a_hand_edited_results_file_with_a_warning(tmp_path, caplog):
+    good = {"metrics": {"accuracy": 0.5, "n": 4, "avg_tokens": 10.0, "truncation_rate": 0.0, "format_rate": 1.0}}
+    fsio.write_json(rundir.eval_dir(tmp_path, "base") / rundir.RESULTS, good)
+    fsio.write_json(rundir.eval_dir(tmp_path, "stage1") / rundir.RESULTS,
+                    {"metrics": {**good["metrics"], "accuracy": "abc"}})
+    fsio.write_text(rundir.eval_dir(tmp_path, "stage2") / rundir.RESULTS, '{"metrics": {"accura')
+    fsio.write_json(rundir.eval_dir(tmp_path, "stage3") / rundir.RESULTS, {**good, "metrics": [1]})
+    assert [name for name, _ in collect_results(tmp_path)] == ["base"]
+    assert "stage1/results.json (metrics.accuracy is 'abc'" in caplog.text
+    build_report(tmp_path)
+    result = CliRunner().invoke(main, ["report", "--run", str(tmp_path)])
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output

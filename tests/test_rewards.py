@@ -23,6 +23,7 @@ from recipe.rewards import (
     completion_text,
     step_format_ok,
 )
+from tests.fuzz_strategies import COMPLETION, FUZZ, JSON_VALUE, SCALAR
 
 
 def solution(steps: int, answer: str = "72", filler: int = 0, label: str = "Final Answer:") -> str:
@@ -466,3 +467,29 @@ def test_every_reward_is_finite_on_a_megabyte_completion() -> None:
     for name in REWARDS:
         got = build_reward(name)(prompts=["p"], completions=[text], answer=["72"], teacher_steps=[0], teacher_words=[0])
         assert math.isfinite(got[0]), name
+
+
+@st.composite
+def reward_batch(draw):
+    n = draw(st.integers(1, 4))
+    column = st.lists(SCALAR, min_size=n, max_size=n)
+    kwargs = {
+        "prompts": draw(st.lists(st.one_of(st.text(max_size=10), JSON_VALUE), min_size=n, max_size=n)),
+        "completions": draw(st.lists(COMPLETION, min_size=n, max_size=n)),
+        "answer": draw(column),
+    }
+    for key in ("teacher_steps", "teacher_words", "teacher_tokens", "teacher_solution"):
+        if draw(st.booleans()):
+            kwargs[key] = draw(column)
+    if draw(st.booleans()):
+        kwargs["completion_ids"] = draw(st.lists(st.lists(st.integers(0, 9), max_size=5), min_size=n, max_size=n))
+    return kwargs
+
+
+@FUZZ
+@given(st.sampled_from(sorted(REWARDS)), reward_batch())
+def test_fuzz_every_reward_returns_finite_floats(name: str, kwargs) -> None:
+    reward = build_reward(name)
+    values = reward(**kwargs)
+    assert len(values) == len(kwargs["completions"])
+    assert all(isinstance(v, float) and math.isfinite(v) for v in values)

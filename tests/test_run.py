@@ -1,6 +1,7 @@
 """The run machinery on TRL trainers with the tiny local model: training changes weights, rewards steer length,
 run-all resumes after a crash or a SIGKILL, --force cascades to later stages, baselines are entries like stages,
-and bad input gives one clear error."""
+bad input gives one clear error, the data is checked before any model loads, and the same seed gives the same
+weights."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from safetensors.torch import load_file
 
 from recipe.cli import main
 from recipe.config import core as C
+from recipe.errors import DataError, RunError
 from recipe.run import orchestrator as run
 from recipe.store import rundir
 from tests.conftest import run_killed_after_save
@@ -130,7 +132,7 @@ def test_changed_config_of_a_finished_stage_is_refused_unless_forced(cache_dir, 
     run.run_all(cfg)
     changed = smoke(cache_dir, tmp_path / "run", "stage1.max_steps=1", "stage1.learning_rate=0.5",
                     "stage2.enabled=false", "stage3.enabled=false")
-    with pytest.raises(rundir.RunError, match="stage1.learning_rate"):
+    with pytest.raises(RunError, match="stage1.learning_rate"):
         run.run_all(changed)
     # a key that no finished stage depends on may change freely
     run.run_all(smoke(cache_dir, tmp_path / "run", "stage1.max_steps=1", "stage2.enabled=false",
@@ -207,3 +209,52 @@ def test_unsloth_backend_without_a_gpu_is_refused_before_any_work(tmp_path):
     assert result.exit_code == 2 and "CUDA" in result.output and "model.backend=hf" in result.output
     assert not (tmp_path / "run").exists(), "nothing should be written before the backend is known to work"
     assert "unsloth" not in sys.modules
+
+
+def test_eval_split_of_a_folder_is_checked_by_the_data_check(tmp_path):
+    """A folder source may hold other splits: config accepts the name, the pre-load data check refuses a missing
+    file naming it."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text('{"question": "Q?", "answer": "a = 1.\\n#### 1"}\n', encoding="utf-8")
+    cfg = C.resolve(preset="smoke", overrides=[f"data.source={folder}", "data.eval_source=", "eval.split=tset"])
+    with pytest.raises(DataError, match="tset"):
+        run.check_data(cfg, [], eval_split=True)
+
+
+def _no_model(*args, **kwargs):
+    raise AssertionError("a model was loaded before the data check")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.stage2_rows=[300, 100000]", r"data.stage2_rows \[300, 100000\) does not fit"),
+    ("data.source={empty}", "empty"),
+])
+def test_data_is_checked_before_any_model_loads(override, message, tmp_path, monkeypatch):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    monkeypatch.setattr("recipe.models.model.load", _no_model)
+    cfg = C.resolve(preset="smoke", overrides=[f"run.output_dir={tmp_path / 'run'}", override.format(empty=empty)])
+    with pytest.raises(DataError, match=message):
+        run.run_all(cfg)
+    result = CliRunner().invoke(main, ["stage2", "--preset", "smoke", "--output-dir", str(tmp_path / "r2"),
+                                       "--set", override.format(empty=empty)])
+    assert result.exit_code == 2 and result.output.strip().splitlines()[-1].startswith("error: "), result.output
+    assert "Traceback" not in result.output and not Path(tmp_path / "r2" / "stage2" / "model").exists()
+
+
+def stage1_adapter(cache_dir: Path, run_dir: Path, seed: int) -> bytes:
+    cfg = C.resolve(preset="smoke", overrides=[f"model.cache_dir={cache_dir}", f"run.output_dir={run_dir}",
+                                               f"run.seed={seed}", "stage1.max_steps=2", "stage1.save_steps=2",
+                                               "eval.enabled=false"])
+    run.run_one(cfg, "stage1")
+    return (run_dir / "stage1" / "model" / "adapter_model.safetensors").read_bytes()
+
+
+@pytest.mark.slow  # three short stage-1 trainings: ~20-30 s of CPU
+def test_same_seed_same_adapter_bytes_other_seed_differs(cache_dir, tmp_path):
+    first = stage1_adapter(cache_dir, tmp_path / "a", seed=7)
+    again = stage1_adapter(cache_dir, tmp_path / "b", seed=7)
+    other = stage1_adapter(cache_dir, tmp_path / "c", seed=8)
+    assert first == again
+    assert first != other

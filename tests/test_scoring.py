@@ -6,8 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from recipe.eval.scoring import ScoreError, ScoreSummary, format_summary, score_file
+from recipe.errors import ScoreError
+from recipe.eval.scoring import ScoreSummary, format_summary, score_file
+from tests.fuzz_strategies import FUZZ, JSONL_FILE, temp_file
 
 GOOD = "Step 1: 6 * 12 = 72\nFinal Answer: 72"
 
@@ -218,3 +222,18 @@ def test_official_checker_mode_reproduces_their_verdicts(tmp_path: Path) -> None
     assert "official checker" in format_summary(theirs)
     with pytest.raises(ScoreError, match="unknown checker"):
         score_file(src, checker="paper")
+
+
+@FUZZ
+@given(JSONL_FILE, st.sampled_from(["ours", "official"]))
+def test_fuzz_score_only_raises_score_error_and_writes_valid_json(payload: bytes, checker: str) -> None:
+    with temp_file("gen.jsonl", payload) as path:
+        out = path.with_name("out.jsonl")
+        try:
+            summary = score_file(path, output_path=out, checker=checker)
+        except ScoreError:
+            return
+        lines = out.read_text(encoding="utf-8").split("\n")[:-1]
+    assert len(lines) == summary.n_scored
+    for line in lines:
+        json.loads(line, parse_constant=lambda c: (_ for _ in ()).throw(AssertionError(f"bare {c}")))

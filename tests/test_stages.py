@@ -1,5 +1,6 @@
-"""The stages' row builders (rows -> model -> trainer -> result: the first step of each stage) and the stage
-helpers that need no model: rewards built from the config."""
+"""The stages' row builders (rows -> model -> trainer -> result: the first step of each stage), the stage helpers
+that need no model (rewards built from the config), and a stage's answer to broken inputs: a damaged failures file
+is mined again, rows all too long for the trainer are one line."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ import pytest
 from recipe.config import core as C
 from recipe.data.gsm8k import Problem, load_gsm8k
 from recipe.errors import RunError
+from recipe.store import rundir
 from recipe.train import stage1, stage2, stage3
 from recipe.train.common import CALLBACKS_ENV, add_token_lengths, extra_callbacks, make_rewards
 from tests.fault_injection import KILL_AFTER_SAVE_ENV, KillAfterSave, kill_after_save_env
+from tests.helpers import cli, one_error_line
 from tests.test_data import REPO, bullets, digest, make_problems
 
 build_stage1, build_stage2, build_stage3 = stage1.build_rows, stage2.build_rows, stage3.build_rows
@@ -190,3 +193,35 @@ def test_a_bad_callback_seam_value_is_one_line_naming_the_variable(monkeypatch, 
     with pytest.raises(RunError, match=f"^{CALLBACKS_ENV}=.*{message}"):
         extra_callbacks("stage2")
 
+
+def test_a_damaged_failures_file_is_mined_again(tmp_path, monkeypatch, caplog):
+    mined: list[int] = []
+
+    def fake_mining(cfg, problems, init_from, model, tokenizer):
+        mined.append(len(problems))
+        return []  # no persistent failures: the stage hands its starting weights on, nothing to train
+
+    monkeypatch.setattr(stage3, "mine_failures", fake_mining)
+    args = ["stage3", "--preset", "smoke", "--set", "eval.enabled=false"]
+    for content, remined in ((b"", False), (b'{"id": "train-1", "question": "Q?"}\n', True),
+                             (b"\x00garbage\n", True), (b"[1, 2]\n", True)):
+        run_dir = tmp_path / f"run{len(mined)}-{len(content)}"
+        (run_dir / "stage3").mkdir(parents=True)
+        (run_dir / "stage3" / stage3.FAILURES).write_bytes(content)  # left by a stage 3 interrupted after mining
+        caplog.clear()
+        before = len(mined)
+        result = cli(*args, "--output-dir", str(run_dir))
+        assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+        assert (len(mined) > before) == remined, content
+        if remined:
+            assert "line 1" in caplog.text and "mining the failures again" in caplog.text, caplog.text
+        assert rundir.is_done(rundir.load_manifest(run_dir), "stage3")
+
+
+def test_rows_all_dropped_for_length_are_one_line_with_count_shortest_and_keys(tmp_path, cache_dir):
+    line = one_error_line(cli("stage1", "--preset", "smoke", "--output-dir", str(tmp_path / "run"), "--set",
+                              f"model.cache_dir={cache_dir}", "--set", "stage1.max_length=1", "--set",
+                              "model.max_seq_length=16"))
+    assert "64 of 64 training rows were dropped for length" in line, line
+    assert "the shortest prompt is" in line and "stage1.max_length (now 1)" in line, line
+    assert "model.max_seq_length (now 16)" in line, line

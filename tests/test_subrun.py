@@ -22,6 +22,7 @@ from recipe.run import orchestrator as run
 from recipe.run import subrun
 from recipe.store import rundir, runlock
 from tests.fault_injection import kill_after_save_env
+from tests.helpers import cfg_no_eval
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -110,7 +111,8 @@ def test_one_child_per_entry_and_a_killed_child_resumes(tmp_path, monkeypatch, c
     with pytest.raises(RunError, match=r"stage2 failed in its own process \(pid \d+, which was killed by SIGKILL\)"):
         run.run_all(cfg)
     run_dir = tmp_path / "run"
-    assert not runlock.holds_lock(run_dir)
+    with pytest.raises(RunError, match="needs its lock held"):  # the failed run let its lock go
+        runlock.child_env(run_dir)
     manifest = rundir.load_manifest(run_dir)
     first = pids_logged(caplog)
     assert manifest["entries"]["stage1"]["status"] == "done"
@@ -144,3 +146,16 @@ def test_one_child_per_entry_and_a_killed_child_resumes(tmp_path, monkeypatch, c
     assert set(pids_logged(caplog)) == {"baseline-sft", "evaluation"}
     assert baseline["status"] == "done" and baseline["pid"] == pids_logged(caplog)["baseline-sft"] != os.getpid()
     assert (run_dir / "eval" / "baseline-sft" / "results.json").is_file()
+
+
+def test_a_child_that_ends_without_marking_its_entry_done_is_one_line(tmp_path, monkeypatch):
+    """With a process per entry, a child that exits cleanly but leaves no finished record (a bug in the child, a
+    hand-edited manifest) stops the run with one line naming the entry and its recorded status."""
+    started: list[str] = []
+    monkeypatch.setattr(subrun, "train_entry", lambda run_dir, name, init_from: started.append(name))
+    run_dir = tmp_path / "run"
+    with pytest.raises(RunError) as info:
+        run.run_all(cfg_no_eval(run_dir, "run.process_per_entry=true"))
+    assert started == ["stage1"]
+    assert str(info.value) == ("stage1's process ended without marking it done (status: not started); "
+                               "run the same command again")

@@ -8,8 +8,9 @@ import re
 
 import pytest
 
-from recipe.data.gsm8k import DataError, load_gsm8k, parse_rows
+from recipe.data.gsm8k import load_gsm8k, parse_rows
 from recipe.data.synthetic import MIXED_CHECK_SHARE, TEMPLATES, _Rationale, synthetic_row, synthetic_rows
+from recipe.errors import DataError
 
 OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
 # "<<a op b=r>>r" with integer operands: checked with the operator module, never evaluated as text.

@@ -8,17 +8,16 @@ from pathlib import Path
 import pytest
 
 from recipe.config import core as C
-from recipe.data.gsm8k import DataError, Problem, load_gsm8k
+from recipe.data.gsm8k import Problem, load_gsm8k
 from recipe.data.prompts import render_solution
+from recipe.errors import DataError
 from recipe.teacher.format import Rationale, render_target
 from recipe.teacher.rationales import (
     apply_teacher,
-    load_teacher,
     load_teacher_rationales,
     parse_teacher_text,
     problem_target,
     rationale_steps,
-    teacher_thinking,
 )
 from recipe.train.common import train_problems
 
@@ -51,7 +50,7 @@ def test_bad_teacher_rows_are_named(tmp_path):
     path = tmp_path / "teacher.jsonl"
     path.write_text(json.dumps({"question": "Q?"}) + "\n")
     with pytest.raises(DataError, match="row 1"):
-        load_teacher(str(path))
+        load_teacher_rationales(str(path))
 
 
 def test_config_checks_the_teacher_path_and_stages_use_it(tmp_path):
@@ -122,8 +121,7 @@ def test_apply_teacher_carries_thinking_for_the_stage_targets():
     problems = [Problem(f"train-{i}", row["question"], ("gold.",), row["gold_answer"]) for i, row in enumerate(rows)]
     out, replaced = apply_teacher(problems, str(AUTHORS_FILE))
     assert replaced == 2 and [len(p.steps) for p in out] == [3, 3]
-    thinking = teacher_thinking(problems, str(AUTHORS_FILE))
-    assert set(thinking) == {"train-0", "train-1"}
-    target = problem_target(out[0], thinking=thinking["train-0"])
+    assert all(p.thinking for p in out) and all(not p.thinking for p in problems)
+    target = problem_target(out[0])
     assert target.startswith("Thinking…\nFirst, find") and target.endswith("Step 3: Marbles left: \\[ 21 - 5 = 16 \\]"
                                                                              "\nFinal Answer: 16")

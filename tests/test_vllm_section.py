@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from recipe.cli import main
 from recipe.config import core as C
 from recipe.config.entries import ENTRIES
+from recipe.errors import RunError
 from recipe.models import model as M
 from recipe.models.devices import EVAL, GRPO, MINING, TEACH, USES, uses_vllm
 from recipe.store import rundir
@@ -176,7 +177,7 @@ def test_a_run_recorded_with_the_old_keys_resumes_unchanged(preset, tmp_path):
         assert all(rundir.is_done(manifest, name) for name in ("stage1", "stage2", "stage3"))
     # the switch still guards the weights it decided: turning it over is a changed key, named in its new place
     flipped = f"vllm.enabled={'false' if cfg.vllm.enabled else 'true'}"
-    with pytest.raises(rundir.RunError, match=r"stage1 \(done\).*changed keys: vllm.enabled\."):
+    with pytest.raises(RunError, match=r"stage1 \(done\).*changed keys: vllm.enabled\."):
         rundir.open_run(C.resolve(preset=preset, overrides=[f"run.output_dir={run_dir}", flipped]), ENTRIES,
                         force=False)
 

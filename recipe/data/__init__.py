@@ -8,4 +8,7 @@ reads its rows and formats from here.
 ``from recipe.data import load_gsm8k, Problem`` is the public entry point.
 """
 
-from recipe.data.gsm8k import DataError, Problem, load_gsm8k  # noqa: F401  (the package's public face)
+from recipe.data.gsm8k import Problem, load_gsm8k
+from recipe.errors import DataError
+
+__all__ = ["DataError", "Problem", "load_gsm8k"]

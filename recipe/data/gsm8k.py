@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from recipe.data.answers import gold_from_gsm8k
-from recipe.data.readers import LOCAL_SUFFIXES, BadRow, DataError, read_rows  # noqa: F401  (re-exported)
+from recipe.data.readers import LOCAL_SUFFIXES, read_rows
 from recipe.data.synthetic import parse_source, synthetic_rows
+from recipe.errors import BadRow, DataError
 
 Annotations = Literal["strip", "keep"]
 SYNTHETIC_DEFAULT_ROWS = 1000

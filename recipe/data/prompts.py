@@ -11,6 +11,7 @@ Nothing here calls a model; all functions are pure string builders.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 MASK_TOKEN = "[MASK]"
 ANSWER_LABEL = "Final Answer:"
@@ -43,12 +44,9 @@ STAGE3_TEMPLATE = (
     + _CLOSING
 )
 
-EVAL_TEMPLATE = (
-    "Solve this math problem step by step, showing your complete reasoning.\n"
-    "Question: {question}\n"
-    'You must end your response with "{answer_label} [number]"\n'
-    "Reasoning:"
-)
+STEPS_TEMPLATES = {"stage1": STAGE1_TEMPLATE, "stage2": STAGE2_TEMPLATE}  # the prompts that list a problem's steps
+
+EVAL_TEMPLATE = _OPENING + _CLOSING  # the paper's zero-shot prompt (eval_prompt's doctest shows it whole)
 
 
 def render_solution(steps: Sequence[str], answer: str, answer_label: str = ANSWER_LABEL) -> str:
@@ -66,49 +64,35 @@ def render_solution(steps: Sequence[str], answer: str, answer_label: str = ANSWE
     return "\n".join(lines)
 
 
-def _bullets(steps: Sequence[str]) -> str:
-    return "\n".join(f"- {step}" for step in steps)
-
-
-def stage1_prompt(
+def steps_prompt(
+    stage: str,
     question: str,
-    shuffled_steps_with_mask: Sequence[str],
+    steps: Sequence[str],
     mask_token: str = MASK_TOKEN,
     answer_label: str = ANSWER_LABEL,
 ) -> str:
-    """Stage 1 (structure) prompt: shuffled steps as an unnumbered bullet list.
+    """Stage 1 (structure) or stage 2 (brevity) prompt: the question, then ``steps`` as an unnumbered bullet list
+    (stage 1: shuffled, one may be the mask; stage 2: in order, hidden ones already the mask), then the shared
+    closing. Unnumbered, as in the paper, so the teacher's step count is not handed over as numbering.
 
-    >>> p = stage1_prompt("What is 2 + 3 * 4?", ["2 + 12 = 14.", "[MASK]"])
-    >>> "- 2 + 12 = 14.\\n- [MASK]" in p, p.endswith("Reasoning:"), "Step 1: 2" in p
-    (True, True, False)
+    >>> p = steps_prompt("stage1", "What is 2 + 3 * 4?", ["2 + 12 = 14.", "[MASK]"])
+    >>> "- 2 + 12 = 14.\\n- [MASK]" in p, "shuffled" in p, p.endswith("Reasoning:"), "Step 1: 2" in p
+    (True, True, True, False)
+    >>> p = steps_prompt("stage2", "Q?", ["[MASK]", "3 + 4 = 7."])
+    >>> "- [MASK]\\n- 3 + 4 = 7." in p, "partial solution" in p, p.endswith("Reasoning:"), "Step 1: [MASK]" in p
+    (True, True, True, False)
     """
-    return STAGE1_TEMPLATE.format(
+    return STEPS_TEMPLATES[stage].format(
         question=question.strip(),
-        steps=_bullets(shuffled_steps_with_mask),
+        steps="\n".join(f"- {step}" for step in steps),
         mask_token=mask_token,
         answer_label=answer_label,
     )
 
 
-def stage2_prompt(
-    question: str,
-    partial_steps_with_masks: Sequence[str],
-    mask_token: str = MASK_TOKEN,
-    answer_label: str = ANSWER_LABEL,
-) -> str:
-    """Stage 2 (brevity) prompt: the steps in order as an unnumbered list (as in the paper, so the teacher's step
-    count is not handed over as numbering), hidden ones already replaced by the mask.
-
-    >>> p = stage2_prompt("Q?", ["[MASK]", "3 + 4 = 7."])
-    >>> "- [MASK]\\n- 3 + 4 = 7." in p, p.endswith("Reasoning:"), "Step 1: [MASK]" in p
-    (True, True, False)
-    """
-    return STAGE2_TEMPLATE.format(
-        question=question.strip(),
-        steps=_bullets(partial_steps_with_masks),
-        mask_token=mask_token,
-        answer_label=answer_label,
-    )
+# the names the stages call it by (recipe.train.stage1 / stage2)
+stage1_prompt = partial(steps_prompt, "stage1")
+stage2_prompt = partial(steps_prompt, "stage2")
 
 
 def stage3_prompt(question: str, teacher_solution: str, answer_label: str = ANSWER_LABEL) -> str:

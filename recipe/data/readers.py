@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from recipe.errors import BadRow, DataError  # noqa: F401  (defined there, raised here)
+from recipe.errors import BadRow, DataError
 from recipe.fsio import iter_jsonl, strip_bom
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")

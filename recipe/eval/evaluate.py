@@ -39,7 +39,7 @@ from recipe.store.rundir import GENERATIONS, RESULTS, peak_rss_mb, versions
 
 log = logging.getLogger("recipe")
 
-__all__ = ["EvalError", "build_prompt", "dataset_hash", "evaluate_weights", "score_generations"]
+__all__ = ["build_prompt", "dataset_hash", "evaluate_weights", "score_generations"]
 
 # Worked examples for ``eval.prompt=fewshot``, written for this project in the target format.
 FEWSHOT_EXAMPLES = (

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from recipe.data.answers import answers_match, extract_answer, gold_answer
-from recipe.errors import ScoreError  # noqa: F401  (defined there, raised here)
+from recipe.errors import ScoreError
 from recipe.eval.official_checker import official_prediction, official_verdict
 from recipe.fsio import parse_jsonl_line, strip_bom, write_jsonl
 from recipe.rewards import build_reward, completion_text
 
-__all__ = ["CHECKERS", "ScoreError", "ScoreSummary", "format_summary", "score_file"]
+__all__ = ["CHECKERS", "ScoreSummary", "format_summary", "score_file"]
 
 CHECKERS = ("ours", "official")
 # Row columns handed to rewards when present (the stage datasets' teacher statistics).

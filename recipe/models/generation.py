@@ -1,5 +1,5 @@
 """The one generation seam: evaluation, stage-3 mining and ``teach``'s ``hf:`` teacher all call :func:`generate`,
-and :func:`choose_backend` is the one place that decides how the rows are made:
+and :func:`choose_decoder` is the one place that decides how the rows are made:
 
 - ``vllm``: the model carries the vLLM engine this process holds (loaded with ``vllm.enabled`` on unsloth,
   :func:`recipe.models.unsloth_backend.engine_of`); every request the seam takes is one the engine serves (greedy or
@@ -38,28 +38,30 @@ from recipe.models.vllm_generation import generate_vllm
 log = logging.getLogger(__name__)
 
 # names callers and tests import from the seam (the rows, the stop rule's pieces, the device move)
-__all__ = ["STOP_TEXTS", "Backend", "Generation", "StopAfterAnswerLine", "choose_backend", "cut_after_answer",
+__all__ = ["STOP_TEXTS", "Decoder", "Generation", "StopAfterAnswerLine", "choose_decoder", "cut_after_answer",
            "eos_ids_of", "generate", "plain_greedy", "to_device"]
 
 VLLM, HF_PRUNED, HF_GENERATE = "vllm", "hf_pruned", "hf_generate"
 
 
 @dataclass(frozen=True)
-class Backend:
+class Decoder:
+    """The decoder :func:`generate` runs (not the model backend, which loaded the model)."""
+
     name: str  # VLLM, HF_PRUNED or HF_GENERATE
     engine: Any = None  # the vllm.LLM when name is VLLM
 
 
-def choose_backend(model, *, temperature: float = 0.0, num_return_sequences: int = 1,
-                   prune: bool = True) -> Backend:
+def choose_decoder(model, *, temperature: float = 0.0, num_return_sequences: int = 1,
+                   prune: bool = True) -> Decoder:
     """Which decoder :func:`generate` runs for this model and request (see the module doc); the only place that
     decides it."""
     engine = unsloth_backend.engine_of(model)
     if engine is not None:
-        return Backend(VLLM, engine)
+        return Decoder(VLLM, engine)
     if prune and temperature <= 0 and num_return_sequences == 1 and plain_greedy(model):
-        return Backend(HF_PRUNED)
-    return Backend(HF_GENERATE)
+        return Decoder(HF_PRUNED)
+    return Decoder(HF_GENERATE)
 
 
 def to_device(model, device: str = "auto"):
@@ -83,13 +85,13 @@ def generate(model, tokenizer, prompts: list[str], *, adapter: str | None = None
     stops and cuts by the authors' evaluation rule instead (:mod:`recipe.data.stopping`). ``progress`` is called with
     the number of prompts done after each batch. ``adapter``: the adapter folder the model was loaded from (a LoRA
     request when vLLM generates; the hf decoders have it on the model already). ``batch_size`` and ``prune`` are the
-    hf decoders' (vLLM schedules its own batches). The decoder is :func:`choose_backend`'s."""
-    backend = choose_backend(model, temperature=temperature, num_return_sequences=num_return_sequences, prune=prune)
+    hf decoders' (vLLM schedules its own batches). The decoder is :func:`choose_decoder`'s."""
+    decoder = choose_decoder(model, temperature=temperature, num_return_sequences=num_return_sequences, prune=prune)
     request = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                    num_return_sequences=num_return_sequences, seed=seed, stop_at_answer=stop_at_answer,
                    stop_texts=stop_texts, answer_label=answer_label, stop_rule=stop_rule, progress=progress)
-    if backend.name == VLLM:
+    if decoder.name == VLLM:
         log.info("generating %d prompts through vLLM%s", len(prompts), f" with LoRA {adapter}" if adapter else "")
-        return generate_vllm(backend.engine, tokenizer, prompts, adapter=adapter, eos_ids=eos_ids_of(model, tokenizer),
+        return generate_vllm(decoder.engine, tokenizer, prompts, adapter=adapter, eos_ids=eos_ids_of(model, tokenizer),
                              **request)
-    return generate_hf(model, tokenizer, prompts, pruned=backend.name == HF_PRUNED, batch_size=batch_size, **request)
+    return generate_hf(model, tokenizer, prompts, pruned=decoder.name == HF_PRUNED, batch_size=batch_size, **request)

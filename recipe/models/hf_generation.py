@@ -5,7 +5,7 @@ The answer line is ``data.answer_label`` followed by something with a digit
 (:func:`recipe.data.stopping.answer_line_pattern`); ``STOP_TEXTS`` end a row that starts a new problem. Pruned greedy
 decoding drops finished rows from the batch as it goes (:func:`_greedy_pruned`); the rest runs HF ``generate`` (on
 unsloth that is Unsloth's patched fast decoding). Which one runs, or vLLM (:mod:`recipe.models.vllm_generation`), is
-decided by :func:`recipe.models.generation.choose_backend`, not here. The pruned loop is our own code kept over HF
+decided by :func:`recipe.models.generation.choose_decoder`, not here. The pruned loop is our own code kept over HF
 ``generate`` because it measured faster with the same tokens (``bench/prune.py``: 1.40x on 100 dev problems, docs/benchmarks.md).
 """
 

@@ -51,13 +51,13 @@ from pathlib import Path
 from typing import Any
 
 from recipe import dist
-from recipe.errors import ModelError  # noqa: F401  (defined there, raised here)
+from recipe.errors import ModelError, PrecisionError
 from recipe.fsio import replace_dir
 from recipe.models import precision as precision_mod
 from recipe.models import unsloth_backend
 from recipe.models.integrity import weights_dir_problem
 from recipe.models.lora_targets import targets_error
-from recipe.models.names import (  # noqa: F401  (part of this seam: callers use model.TINY, model.is_adapter_dir, ...)
+from recipe.models.names import (
     GPU_INSTALL,
     SMOLLM2,
     SMOLLM2_INSTALL,
@@ -70,7 +70,6 @@ from recipe.models.names import (  # noqa: F401  (part of this seam: callers use
     smollm2_gguf,
 )
 from recipe.models.tiny import build_tiny_qwen2
-from recipe.models.unsloth_backend import release_engine  # noqa: F401  (part of this seam: stages call model.release_engine)
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +183,7 @@ def model_precision(cfg: Any) -> precision_mod.Precision:
 
     try:
         return precision_mod.decide(cfg.dtype, torch.cuda.is_available(), getattr(cfg, "cpu_autocast", "none"))
-    except precision_mod.PrecisionError as exc:
+    except PrecisionError as exc:
         raise ModelError(str(exc)) from exc
 
 
@@ -312,6 +311,13 @@ def load(cfg: Any, init_from: str | os.PathLike | None = None, trainable: bool =
         model.eval()
         model.requires_grad_(False)
     return model, tokenizer
+
+
+def release_engine() -> bool:
+    """Free the vLLM engine a :func:`load` started (only the unsloth backend starts one; the next load frees it
+    too); False when none is held. A GRPO stage calls it when training ends, the evaluation when its engine's models
+    are done, so the memory is back before anything else loads."""
+    return unsloth_backend.release_engine()
 
 
 # ---------------------------------------------------------------------------------------------------------------

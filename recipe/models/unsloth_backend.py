@@ -45,7 +45,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from recipe.errors import EngineError, RunError, WeightsError  # noqa: F401  (defined there, raised here)
+from recipe.errors import EngineError, WeightsError
 from recipe.models.devices import GRPO, uses_vllm
 from recipe.models.precision import Precision
 
@@ -90,11 +90,6 @@ def import_unsloth() -> Any:
 # ---------------------------------------------------------------------------------------------------------------
 
 _held: dict[str, Any] = {"engine": None, "model": None}
-
-
-def held_engine() -> Any:
-    """The vLLM engine this process holds, or None."""
-    return _held["engine"]
 
 
 def engine_of(model: Any) -> Any:

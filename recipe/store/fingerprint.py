@@ -12,12 +12,12 @@ from recipe.config.core import Config
 from recipe.config.entries import Entry
 
 # Config that shapes every entry's weights; an entry also depends on its own sections. The vllm section's switch and
-# memory share count (they were model keys; the unsloth weights repository follows the switch), not where a server is.
+# memory share count (the unsloth weights repository follows the switch), not where a server is.
 _SHARED_SECTIONS = ("model", "vllm", "data")
 _IGNORED_KEYS = {"data.eval_source", "vllm.mode", "vllm.server_base_url", "vllm.server_host", "vllm.server_port",
                  "vllm.server_timeout"}
-# Keys added after runs were recorded -> the value the older code trained with: a record without the key holds that
-# value (issue 21: TRL alone used epsilon for an unset epsilon_high and kept truncated completions in the loss).
+# Keys a recorded run may lack -> the value it trained with: a record without the key holds that value (TRL's own
+# behaviour: epsilon for an unset epsilon_high, truncated completions kept in the loss).
 LEGACY_KEYS = {
     **{(section, "epsilon_high"): lambda sec: sec.get("epsilon") for section in ("stage2", "stage3")},
     **{(section, "mask_truncated_completions"): lambda sec: False for section in ("stage2", "stage3")},

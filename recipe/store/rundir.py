@@ -13,8 +13,9 @@ a changed config simply retrains it.
 Reopening a run (:func:`open_run`, under the run's lock, :mod:`recipe.store.runlock`) also repairs what a crash or a user
 left: an entry still ``running`` is marked ``interrupted`` (it resumes), a done entry whose weights folder is gone is
 trained again with what starts from it, one whose weights are damaged is an error naming the file and ``--force``,
-and a corrupt ``manifest.json`` is an error saying how to recover. A manifest written before the key was ``entries``
-(it was ``stages``, baselines and the warm-up included) is migrated when read (:func:`migrate_manifest`).
+and a corrupt ``manifest.json`` is an error saying how to recover. A manifest that keeps its records under
+``stages`` (as older versions wrote it, baselines and the warm-up included) is read as ``entries``
+(:func:`migrate_manifest`).
 
 The entries themselves (name, what they start from, the sections their weights depend on) are the table of
 :mod:`recipe.config.entries`.
@@ -47,7 +48,7 @@ from recipe.config.entries import STAGES, Entry
 from recipe.errors import RunError
 from recipe.fsio import read_json, write_json, write_text
 from recipe.models.integrity import weights_dir_problem
-from recipe.store.fingerprint import LEGACY_KEYS, LEGACY_SECTIONS, entry_config, with_legacy_keys  # noqa: F401
+from recipe.store.fingerprint import entry_config, with_legacy_keys
 
 log = logging.getLogger("recipe")
 
@@ -64,9 +65,9 @@ GENERATIONS = "generations.jsonl"  # eval/<name>/generations.jsonl: one row per 
 INVOCATIONS = "run_all.jsonl"  # one line per finished `run-all`: start, end, wall, lanes, entries already done
 REPORT_MD, REPORT_PNG = "report.md", "report.png"
 ENTRIES_KEY = "entries"  # the manifest's records, one per entry
-LEGACY_ENTRIES_KEY = "stages"  # what that key was called before (it held the baselines and the warm-up too)
+LEGACY_ENTRIES_KEY = "stages"  # the key older versions wrote the records under (baselines and warm-up included)
 __all__ = ["CONFIG_FILE", "EVAL_DIR", "GENERATIONS", "MANIFEST_FILE", "MODEL_DIR", "RESULTS", "STAGES",
-           "TRAINER_DIR", "Entry", "RunError"]
+           "TRAINER_DIR", "Entry"]
 
 
 def now() -> str:
@@ -162,9 +163,9 @@ def _manifest_problem(manifest: object) -> str | None:
 
 
 def migrate_manifest(manifest: dict) -> dict:
-    """A manifest as today's code reads it: the records of one written before the key was ``entries`` (they were under
-    ``stages``) move there, in place. A manifest with both (an older version reopened a newer run) keeps every record,
-    those under ``entries`` winning. The file itself changes on the next save.
+    """The manifest with its records under ``entries``: records under ``stages`` (older versions' key) move there, in
+    place. A manifest with both (an older version reopened a newer run) keeps every record, those under ``entries``
+    winning. The file itself changes on the next save.
 
     >>> migrate_manifest({"created": "t", "stages": {"stage1": {"status": "done"}}})
     {'created': 't', 'entries': {'stage1': {'status': 'done'}}}

@@ -120,11 +120,6 @@ def locked(run_dir: str | os.PathLike) -> Iterator[None]:
         lock.release()
 
 
-def holds_lock(run_dir: str | os.PathLike) -> bool:
-    """Whether this process holds ``run_dir``'s lock."""
-    return Path(run_dir).resolve() in _held
-
-
 def child_env(run_dir: str | os.PathLike) -> tuple[dict[str, str], int]:
     """For a child process that works in ``run_dir`` under this process's lock: the environment entry naming the lock's
     descriptor, and the descriptor to pass down (``subprocess.Popen(pass_fds=...)``). This process must hold the lock.

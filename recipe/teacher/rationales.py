@@ -17,8 +17,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
-from recipe.data.gsm8k import DataError, Problem, read_rows, strip_annotations
+from recipe.data.gsm8k import Problem, read_rows, strip_annotations
 from recipe.data.prompts import ANSWER_LABEL
+from recipe.errors import DataError
 from recipe.teacher.format import Latex, Rationale, parse_rationale_text, render_target
 
 TEXT_KEYS = ("teacher_cot", "rationale", "solution", "answer", "completion")
@@ -70,11 +71,6 @@ def load_teacher_rationales(path: str, latex: Latex = "keep") -> dict[str, Ratio
     return table
 
 
-def load_teacher(path: str, latex: Latex = "keep") -> dict[str, tuple[str, ...]]:
-    """``{question or id: steps}`` from a teacher file (see :func:`load_teacher_rationales`)."""
-    return {key: r.steps for key, r in load_teacher_rationales(path, latex).items()}
-
-
 def _lookup(table: Mapping[str, Rationale], problem: Problem) -> Rationale | None:
     return table.get(problem.question.strip()) or table.get(problem.id)
 
@@ -99,15 +95,6 @@ def apply_teacher(problems: Sequence[Problem], teacher: str, latex: Latex = "kee
         out.append(replace(problem, steps=rationale.steps, thinking=rationale.thinking))
         replaced += 1
     return out, replaced
-
-
-def teacher_thinking(problems: Sequence[Problem], teacher: str, latex: Latex = "keep") -> dict[str, str]:
-    """``{problem id: thinking}`` for the problems the teacher file covers with a non-empty thinking part."""
-    if teacher == "gold":
-        return {}
-    table = load_teacher_rationales(teacher, latex)
-    found = {p.id: _lookup(table, p) for p in problems}
-    return {pid: r.thinking for pid, r in found.items() if r is not None and r.thinking}
 
 
 def problem_target(problem: Problem, answer_label: str = ANSWER_LABEL, thinking: str | None = None) -> str:

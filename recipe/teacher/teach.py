@@ -26,9 +26,9 @@ from typing import Any
 from recipe import fsio
 from recipe.data.answers import answers_match
 from recipe.data.gsm8k import Problem, load_gsm8k
-from recipe.errors import TeachError  # noqa: F401  (defined there, raised here)
+from recipe.errors import TeachError, TeacherServerError
 from recipe.models.model import load_tokenizer, resolve_model_path
-from recipe.teacher.client import OpenAIClient, RequestFailed, TeacherServerError
+from recipe.teacher.client import OpenAIClient, RequestFailed
 from recipe.teacher.format import Latex, Rationale, parse_rationale_text, render_target
 from recipe.teacher.rationales import load_teacher_rationales
 from recipe.teacher.stats import format_table, write_stats

@@ -27,6 +27,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from recipe.config import core as config_mod
+from recipe.errors import ConfigError, PlanError
 from recipe.models.devices import USES, uses_vllm
 from recipe.models.model import GPU_INSTALL, SMOLLM2, SMOLLM2_INSTALL
 from recipe.tools import plan as plan_mod
@@ -272,7 +273,7 @@ def can_run(cfg: config_mod.Config, m: Machine) -> tuple[str, list[str]]:
     if on_gpu and m.gpus and not mc.name_or_path.startswith("builtin:tiny"):
         try:
             plans = plan_mod.plan_config(cfg, m.gpus[0][1])
-        except plan_mod.PlanError:
+        except PlanError:
             plans = []
         problems += [f"plan: {p.stage} needs ~{p.total:.1f} GiB, the GPU has {p.gpu_gib:.1f} GiB (see `cotrecipe plan`)"
                      for p in plans if not p.fits]
@@ -285,7 +286,7 @@ def preset_rows(m: Machine) -> list[tuple[str, bool, str]]:
     for name in config_mod.preset_names():
         try:
             cfg = config_mod.resolve(preset=name)
-        except config_mod.ConfigError as exc:
+        except ConfigError as exc:
             rows.append((name, False, f"invalid preset: {exc}"))
             continue
         where, problems = can_run(cfg, m)
@@ -294,7 +295,7 @@ def preset_rows(m: Machine) -> list[tuple[str, bool, str]]:
         if not m.gpus and needs_gpu and not cfg.model.name_or_path.startswith("builtin:tiny"):
             try:
                 card = plan_mod.smallest_card(cfg)
-            except plan_mod.PlanError:
+            except PlanError:
                 card = None
             detail += f"; smallest card by plan: {card[0]}" if card else ""
         rows.append((name, not problems, detail))
@@ -352,7 +353,7 @@ def doctor(preset: str | None, config_file: str | None, overrides: list[str],
         chosen += " with " + " ".join([f"--config {config_file}"] * bool(config_file) + [f"--set {o}" for o in overrides])
     try:
         cfg = config_mod.resolve(preset=preset, config_file=config_file, overrides=list(overrides))
-    except config_mod.ConfigError as exc:
+    except ConfigError as exc:
         return lines + ["", f"✗ {chosen}: invalid config: {exc}"], False
     where, problems = can_run(cfg, m)
     if not problems:

@@ -34,10 +34,7 @@ from recipe.config import core as config_mod
 from recipe.config.entries import STAGES  # the curriculum stages, in training order
 from recipe.data import prompts
 from recipe.data.stopping import STOP_TEXTS
-from recipe.errors import (
-    ExportError,  # noqa: F401  (defined there, raised here)
-    RunError,
-)
+from recipe.errors import ExportError, RunError
 from recipe.fsio import read_json, write_json, write_text
 from recipe.models import model as model_mod
 from recipe.models.integrity import weights_dir_problem

@@ -25,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 
 from recipe.config.core import Config
-from recipe.errors import PlanError  # noqa: F401  (defined there, raised here)
+from recipe.errors import PlanError
 from recipe.models import model as model_mod
 from recipe.models.devices import GRPO, uses_vllm
 from recipe.tools.gpu_memory import gpu_total_gib
