@@ -9,7 +9,6 @@ import os
 import shutil
 from pathlib import Path
 
-import matplotlib.image
 import pytest
 import torch
 from click.testing import CliRunner
@@ -235,9 +234,7 @@ def test_eval_run_evaluates_done_stages_reports_and_resumes(cache_dir, tmp_path)
     assert table_names(result.output) == ["base", "stage1"]  # stage2/3 not done: skipped, not errors
     assert sorted(p.name for p in (run_dir / "eval").iterdir()) == ["base", "stage1"]
     md = (run_dir / "report.md").read_text(encoding="utf-8")
-    assert table_names(md) == ["base", "stage1"]
-    image = matplotlib.image.imread(run_dir / "report.png")
-    assert image.shape[0] > 0 and image.shape[1] > 0
+    assert table_names(md) == ["base", "stage1"] and "## Accuracy–length frontier" in md  # figures: test_report.py
 
     base = read_json(run_dir / "eval" / "base" / "results.json")
     stage1 = read_json(run_dir / "eval" / "stage1" / "results.json")

@@ -1,5 +1,6 @@
-"""report.md / report.png from stored results.json files: rows, deltas computed by hand, a decodable image, and
-clear errors when there is nothing (or something broken) to report."""
+"""report.md / report.png from stored results.json files: rows, deltas computed by hand, the accuracy–length frontier
+(its 95 % intervals in a table, a decodable image; none without figures) and clear errors when there is nothing (or
+something broken) to report."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from recipe import fsio
 from recipe.cli import main
 from recipe.errors import EvalError
 from recipe.eval.report import build_report, collect_results
-from recipe.fsio import write_json, write_text
+from recipe.fsio import write_json, write_jsonl, write_text
 from recipe.store import rundir
 from tests.conftest import first_table
 
@@ -23,10 +24,10 @@ DATA = {"source": "synthetic:40", "split": "test", "n": 40, "sha256": "ab" * 32}
 
 
 def put(run_dir: Path, name: str, accuracy: float, avg_tokens: float, truncation: float = 0.0,
-        fmt: float = 1.0, protocol: dict = PROTOCOL, data: dict = DATA) -> None:
+        fmt: float = 1.0, protocol: dict = PROTOCOL, data: dict = DATA, n: int = 40) -> None:
     write_json(run_dir / "eval" / name / "results.json", {
         "name": name, "protocol": protocol, "data": data, "model": {"name_or_path": "m"},
-        "metrics": {"accuracy": accuracy, "n": 40, "n_correct": round(40 * accuracy), "avg_tokens": avg_tokens,
+        "metrics": {"accuracy": accuracy, "n": n, "n_correct": round(n * accuracy), "avg_tokens": avg_tokens,
                     "avg_words": avg_tokens / 2, "truncation_rate": truncation, "format_rate": fmt}})
 
 
@@ -37,13 +38,13 @@ def table(md: str) -> dict[str, list[str]]:
     return {c[0]: c[1:] for c in cells}
 
 
-def test_report_rows_deltas_and_png(tmp_path):
+def test_report_rows_and_deltas(tmp_path):
     run = tmp_path / "run"
     put(run, "stage2", 0.70, 150.0, truncation=0.025)
     put(run, "base", 0.60, 200.0, truncation=0.1, fmt=0.5)
     put(run, "baseline-sft", 0.65, 220.0)
     put(run, "stage1", 0.625, 210.0)
-    md_path, png_path = build_report(run)
+    md_path, = build_report(run)  # the suite writes reports without figures (tests/conftest.py)
 
     md = md_path.read_text(encoding="utf-8")
     rows = table(md)
@@ -53,11 +54,7 @@ def test_report_rows_deltas_and_png(tmp_path):
     assert rows["stage1"][:7] == ["62.50", "+2.50", "210.0", "+5.0%", "0.0", "100.0", "40"]
     assert rows["stage2"][:7] == ["70.00", "+10.00", "150.0", "-25.0%", "2.5", "100.0", "40"]
     assert rows["baseline-sft"][:7] == ["65.00", "+5.00", "220.0", "+10.0%", "0.0", "100.0", "40"]
-    assert "different protocol" not in md and "report.png" in md
-
-    image = matplotlib.image.imread(png_path)
-    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
-    assert image[..., :3].std() > 0  # not a blank canvas
+    assert "different protocol" not in md
 
 
 def test_report_without_base_shows_dashes_and_flags_protocol_mismatch(tmp_path):
@@ -85,11 +82,64 @@ def test_report_command_one_line_error(tmp_path):
     assert "Traceback" not in result.output
 
 
-def test_report_command_prints_paths(tmp_path):
-    put(tmp_path, "base", 0.5, 100.0)
+def put_generations(run_dir: Path, name: str, correct: list[bool], tokens: list[int]) -> None:
+    """A row's results.json and the per-problem generations.jsonl behind it."""
+    n = len(correct)
+    put(run_dir, name, sum(correct) / n, sum(tokens) / n, n=n)
+    write_jsonl(run_dir / "eval" / name / "generations.jsonl",
+                [{"id": i, "correct": c, "n_tokens": t} for i, (c, t) in enumerate(zip(correct, tokens))])
+
+
+def frontier_table(md: str) -> dict[str, list[str]]:
+    """The frontier section's table -> {row name: [n, accuracy [CI], tokens [CI]]}."""
+    section = md.split("## Accuracy–length frontier", 1)[1].split("\n## ", 1)[0]
+    return {cells[0]: cells[1:] for cells in ([c.strip() for c in line.strip("|").split("|")]
+                                               for line in first_table(section)[1:])}
+
+
+def test_report_frontier_plot_its_intervals_and_table(tmp_path, draw_figures):
+    # base: 37 of 50 right, every answer 100 tokens; stage1: no generations (no token interval); a baseline
+    put_generations(tmp_path, "base", [i < 37 for i in range(50)], [100] * 50)
+    put(tmp_path, "stage1", 0.9, 90.0)
+    put_generations(tmp_path, "stage2", [True] * 50, [60 + 20 * (i % 2) for i in range(50)])  # mean 70
+    put_generations(tmp_path, "baseline-sft", [False] * 50, [120] * 50)
     result = CliRunner().invoke(main, ["report", "--run", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert result.output.split() == [str(tmp_path / "report.md"), str(tmp_path / "report.png")]
+    # the paths written come last (after the warning that stage1 has no generations)
+    assert result.output.splitlines()[-2:] == [str(tmp_path / "report.md"), str(tmp_path / "report.png")]
+
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "![accuracy vs length, 95% intervals](report.png)" in md
+    rows = frontier_table(md)
+    assert list(rows) == ["base", "stage1", "stage2", "baseline-sft"]
+    # Wilson 37/50 by hand: centre (0.74 + z²/100) / (1 + z²/50), half-width z/(1 + z²/50) * sqrt(.74*.26/50 + z²/1e4)
+    assert rows["base"] == ["50", "74.0 [60.4, 84.1]", "100.0 [100.0, 100.0]"]
+    assert rows["stage1"] == ["40", "90.0 [76.9, 96.0]", "90.0"]  # 36/40; no generations: no token interval
+    # 50/50: [50 / (50 + z²), 1]; 0/50: [0, z² / (50 + z²)]
+    assert rows["stage2"][1] == "100.0 [92.9, 100.0]" and rows["baseline-sft"][1] == "0.0 [0.0, 7.1]"
+    tok = rows["stage2"][2]  # tokens 60/80 alternating: mean 70, sd 10, so the interval is about 70 ± 1.96 * 10/√50
+    lo, hi = (float(v) for v in tok.split("[")[1].rstrip("]").split(","))
+    assert tok.startswith("70.0 [") and 66.0 < lo < 68.5 < 71.5 < hi < 74.0
+
+    data = (tmp_path / "report.png").read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    image = matplotlib.image.imread(tmp_path / "report.png")
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    assert image[..., :3].std() > 0  # not a blank canvas
+
+
+def test_report_without_figures_writes_the_whole_markdown_and_links_no_image(tmp_path):
+    put_generations(tmp_path, "base", [True, False], [5, 7])
+    put_generations(tmp_path, "stage1", [True, True], [4, 4])
+    write_json(tmp_path / "stage1" / "trainer_log.json", [{"step": s, "loss": 2.0 / s} for s in (1, 2, 3)])
+    result = CliRunner().invoke(main, ["report", "--run", str(tmp_path)])  # COTRECIPE_REPORT_FIGURES=0: conftest
+    assert result.exit_code == 0, result.output
+    assert result.output.split() == [str(tmp_path / "report.md")]
+    assert not list(tmp_path.glob("*.png"))
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "## Training curves" in md and "## Paired comparisons" in md
+    assert list(frontier_table(md)) == ["base", "stage1"]
+    assert "](" not in md  # no link to an image that was not drawn
 
 
 def grpo_log(signal: float, steps: int = 4) -> list[dict]:
@@ -98,7 +148,7 @@ def grpo_log(signal: float, steps: int = 4) -> list[dict]:
              "frac_reward_zero_std": 1.0 - signal, "loss": 0.1} for s in range(1, steps + 1)]
 
 
-def test_report_baseline_rows_verdict_and_training_curves(tmp_path):
+def test_report_baseline_rows_verdict_and_training_curves(tmp_path, draw_figures):
     run = tmp_path / "run"
     put(run, "base", 0.40, 200.0)
     put(run, "stage3", 0.55, 120.0)

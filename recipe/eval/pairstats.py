@@ -41,7 +41,8 @@ def mcnemar_exact(b: int, c: int) -> float:
 
 def bootstrap_mean_ci(diffs: Sequence[float], samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED,
                       alpha: float = ALPHA) -> tuple[float, float]:
-    """Percentile bootstrap interval (``1 - alpha``) for the mean of paired differences, resampling problems.
+    """Percentile bootstrap interval (``1 - alpha``) for the mean of per-problem values (paired differences here, a
+    row's token counts on the report's frontier), resampling problems.
 
     >>> bootstrap_mean_ci([2.0, 2.0, 2.0])
     (2.0, 2.0)

@@ -3,29 +3,35 @@
 Rows: ``base``, ``stage1``, ``stage2``, ``stage3`` (those present, in curriculum order), then any other evaluated
 model (baselines such as ``baseline-sft`` and ``baseline-grpo``) by name; rows, labels and what each row starts from
 are the registry's (:mod:`recipe.config.entries`). Deltas are against ``base``; without a base
-row they read "-". Below the table one sentence names the best row on accuracy and on tokens; the training curves
-(``report_curves.png``, :mod:`recipe.eval.curves`) follow.
+row they read "-". Below the table one sentence names the best row on accuracy and on tokens; the accuracy–length
+frontier with each row's 95 % intervals (``report.png``, :mod:`recipe.eval.frontier`), the paired comparisons and the
+training curves (``report_curves.png``, :mod:`recipe.eval.curves`) follow.
+
+Drawing the figures takes a few tenths of a second of CPU each, most of a small report's time; with the environment
+variable ``COTRECIPE_REPORT_FIGURES=0`` (:data:`FIGURES_ENV`, set by the quick test suite) ``report.md`` is written in
+full without them and links no image.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from recipe.config import safe_yaml
 from recipe.config.entries import BASE, eval_name_of, row_of, starts_from_row
 from recipe.config.entries import CURRICULUM_ROWS as CURRICULUM
 from recipe.errors import EvalError
-from recipe.eval import costs, curves, pairstats
+from recipe.eval import costs, curves, frontier, pairstats
 from recipe.fsio import read_json, read_jsonl, write_bytes, write_text
 from recipe.store.rundir import CONFIG_FILE, EVAL_DIR, GENERATIONS, REPORT_MD, REPORT_PNG, RESULTS
 
 log = logging.getLogger("recipe")
 
 PAPER_RESULT = "Paper (Qwen2.5-3B-Base, GSM8K test, 1,319 problems): base 64.90% / 230 tokens -> BRIDGE 76.19% / 167 tokens."
+FIGURES_ENV = "COTRECIPE_REPORT_FIGURES"  # "0": write report.md without drawing report.png / report_curves.png
 COLUMNS = ("model", "accuracy (%)", "Δ vs base (pts)", "avg tokens", "Δ% length", "truncation %", "format %", "n", "official (%)")
 
 
@@ -160,27 +166,30 @@ def comparison_pairs(names: Sequence[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def paired_comparisons(run_dir: str | Path, names: Sequence[str],
+def load_generations(run_dir: str | Path, names: Sequence[str]) -> dict[str, list[dict] | None]:
+    """Each row's stored ``generations.jsonl`` (the per-problem rows the paired tests and the frontier's token
+    intervals need); None for a row whose file is missing, unreadable or lacks ``id`` / ``correct``, with a warning."""
+    found: dict[str, list[dict] | None] = {}
+    for name in names:
+        path = Path(run_dir) / EVAL_DIR / eval_name_of(name) / GENERATIONS
+        try:
+            data = read_jsonl(path)
+        except (OSError, ValueError) as exc:
+            log.warning("report: no per-problem statistics for %s (%s: %s)", name, type(exc).__name__,
+                        str(exc)[:80])
+            data = None
+        found[name] = data if data and all(isinstance(r, dict) and "id" in r and "correct" in r
+                                           for r in data) else None
+    return found
+
+
+def paired_comparisons(generations: Mapping[str, list[dict] | None], names: Sequence[str],
                        samples: int = pairstats.BOOTSTRAP_SAMPLES) -> list[pairstats.Paired]:
-    """:func:`recipe.eval.pairstats.compare` for each of :func:`comparison_pairs`, from the rows' stored
-    ``generations.jsonl``; a pair whose generations are missing or unreadable is left out with a warning."""
-    rows: dict[str, list[dict] | None] = {}
-
-    def load(name: str) -> list[dict] | None:
-        if name not in rows:
-            path = Path(run_dir) / EVAL_DIR / eval_name_of(name) / GENERATIONS
-            try:
-                data = read_jsonl(path)
-                rows[name] = data if data and all(isinstance(r, dict) and "id" in r and "correct" in r
-                                                  for r in data) else None
-            except (OSError, ValueError) as exc:
-                log.warning("report: no paired statistics for %s (%s: %s)", name, type(exc).__name__, str(exc)[:80])
-                rows[name] = None
-        return rows[name]
-
+    """:func:`recipe.eval.pairstats.compare` for each of :func:`comparison_pairs`, from the rows' per-problem
+    ``generations`` (:func:`load_generations`); a pair missing a row's generations is left out."""
     found = []
     for a, b in comparison_pairs(names):
-        ra, rb = load(a), load(b)
+        ra, rb = generations.get(a), generations.get(b)
         paired = pairstats.compare(a, ra, b, rb, samples=samples) if ra and rb else None
         if paired is not None:
             found.append(paired)
@@ -215,9 +224,12 @@ def report_note(run_dir: str | Path) -> str:
     return note.strip() if isinstance(note, str) else ""
 
 
-def render_markdown(results: Sequence[tuple[str, dict]], png_name: str = "report.png",
+def render_markdown(results: Sequence[tuple[str, dict]], png_name: str | None = REPORT_PNG,
                     histories: dict[str, list[dict]] | None = None,
-                    paired: Sequence[pairstats.Paired] = (), note: str = "", cost: Sequence[str] = ()) -> str:
+                    paired: Sequence[pairstats.Paired] = (), note: str = "", cost: Sequence[str] = (),
+                    points: Sequence[frontier.Point] = (), curves_png: str | None = curves.REPORT_CURVES_PNG) -> str:
+    """The whole report.md; ``png_name`` / ``curves_png`` None: those figures were not drawn, so nothing links them.
+    ``points`` default to the rows' own metrics (no token intervals without their generations)."""
     _, ref = results[0]
     proto, data = ref.get("protocol", {}), ref.get("data", {})
     notes = _mismatches(results)
@@ -240,43 +252,12 @@ def render_markdown(results: Sequence[tuple[str, dict]], png_name: str = "report
         *notes,
         PAPER_RESULT,
         "",
-        f"![accuracy vs length]({png_name})",
-        "",
+        *frontier.section(points or frontier.points(results, {}), png_name),
         *paired_section(paired),
-        *curves_section(histories or {}, curves.REPORT_CURVES_PNG),
+        *curves_section(histories or {}, curves_png),
         *cost,
     ]
     return "\n".join(lines)
-
-
-def render_png(results: Sequence[tuple[str, dict]]) -> bytes:
-    """Accuracy (%) against average generated tokens; curriculum rows (circles) joined by arrows, baselines as
-    squares. Each row has its own colour and a legend entry (with its numbers) instead of a label next to the point,
-    so rows that land close together (stage 2 / stage 3 often do) stay readable."""
-    from matplotlib.figure import Figure  # no pyplot: no global backend state, works headless
-
-    fig = Figure(figsize=(7.6, 4.6), dpi=120)
-    ax = fig.add_subplot()
-    points = {name: (res["metrics"]["avg_tokens"], 100 * res["metrics"]["accuracy"])
-              for name, res in results if res["metrics"].get("avg_tokens") is not None}
-    chain = [name for name in CURRICULUM if name in points]
-    colours = [f"C{i % 10}" for i in range(len(points))]
-    for (name, (x, y)), colour in zip(points.items(), colours):
-        ax.scatter([x], [y], marker="o" if name in CURRICULUM else "s", s=70, zorder=3, color=colour,
-                   edgecolor="black", linewidth=0.6, label=f"{name}: {y:.1f}% / {x:.0f} tok")
-    for a, b in zip(chain, chain[1:]):
-        ax.annotate("", xy=points[b], xytext=points[a],
-                    arrowprops={"arrowstyle": "->", "color": "0.45", "lw": 1.0, "shrinkA": 6, "shrinkB": 6})
-    ax.set_xlabel("average generated tokens")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title("Accuracy vs length (curriculum: circles, baselines: squares)", fontsize=10)
-    ax.grid(True, alpha=0.3)
-    ax.margins(0.2)
-    if points:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    return buf.getvalue()
 
 
 def verdict(results: Sequence[tuple[str, dict]]) -> str:
@@ -302,8 +283,9 @@ def verdict(results: Sequence[tuple[str, dict]]) -> str:
     return text
 
 
-def curves_section(histories: dict[str, list[dict]], png_name: str) -> list[str]:
-    """report.md lines for the training curves: the image link and a warning per GRPO entry without signal."""
+def curves_section(histories: dict[str, list[dict]], png_name: str | None) -> list[str]:
+    """report.md lines for the training curves: a warning per GRPO entry without signal and the image link (none when
+    ``png_name`` is None: the figure was not drawn)."""
     if not histories:
         return []
     lines = ["## Training curves", "",
@@ -316,25 +298,37 @@ def curves_section(histories: dict[str, list[dict]], png_name: str) -> list[str]
             lines.append(f"- {name}: {100 * frac:.0f}% of GRPO groups had a learning signal (mean over steps).")
     notes = [n for n in (curves.signal_note(name, h) for name, h in histories.items()) if n]
     lines += [""] + [f"> **Warning**: {n}." for n in notes] + ([""] if notes else [])
-    return lines + [f"![training curves]({png_name})", ""]
+    return lines + ([f"![training curves]({png_name})", ""] if png_name else [])
 
 
-def build_report(run_dir: str | Path) -> list[Path]:
+def figures_wanted() -> bool:
+    """Whether reports draw their figures: yes unless :data:`FIGURES_ENV` is ``0``."""
+    return os.environ.get(FIGURES_ENV, "").strip() != "0"
+
+
+def build_report(run_dir: str | Path, figures: bool | None = None) -> list[Path]:
     """Write ``report.md``, ``report.png`` and (when entries logged training) ``report_curves.png`` into
-    ``run_dir`` from its stored results and trainer logs; returns the paths written."""
+    ``run_dir`` from its stored results and trainer logs; returns the paths written. ``figures`` False (default:
+    :func:`figures_wanted`) writes report.md alone, linking no image."""
     run_dir = Path(run_dir)
     results = collect_results(run_dir)
     if not results:
         raise EvalError(f"no evaluation results in {run_dir / EVAL_DIR} (expected <name>/{RESULTS}); "
                         f"run `cotrecipe eval --run {run_dir}` first")
-    md, png = run_dir / REPORT_MD, run_dir / REPORT_PNG
+    figures = figures_wanted() if figures is None else figures
+    md, png, curves_png = run_dir / REPORT_MD, run_dir / REPORT_PNG, run_dir / curves.REPORT_CURVES_PNG
+    names = [name for name, _ in results]
     histories = curves.collect_histories(run_dir)
-    paired = paired_comparisons(run_dir, [name for name, _ in results])
-    write_text(md, render_markdown(results, png.name, histories, paired, report_note(run_dir),
-                                   costs.cost_section(run_dir)))
-    write_bytes(png, render_png(results))
+    generations = load_generations(run_dir, names)
+    points = frontier.points(results, generations)
+    write_text(md, render_markdown(results, png.name if figures else None, histories,
+                                   paired_comparisons(generations, names), report_note(run_dir),
+                                   costs.cost_section(run_dir), points,
+                                   curves_png.name if figures and histories else None))
+    if not figures:
+        return [md]
+    write_bytes(png, frontier.render_png(points))
     if not histories:
         return [md, png]
-    curves_png = run_dir / curves.REPORT_CURVES_PNG
     write_bytes(curves_png, curves.render_png(histories))
     return [md, png, curves_png]
