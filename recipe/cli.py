@@ -253,10 +253,12 @@ def _run_config(run_dir: str) -> Path:
 
 @main.command()
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False), help="A run directory.")
+@click.option("--figures/--no-figures", default=None,
+              help="Draw report.png and report_curves.png (default: the run's eval.figures).")
 @friendly
-def report(run_dir):
+def report(run_dir, figures):
     """Rebuild report.md and report.png from a run's stored results."""
-    paths = build_report(run_dir)
+    paths = build_report(run_dir, figures)
     for path in paths:
         click.echo(str(path))
 

@@ -5,10 +5,7 @@ The suite never reaches a model hub: every model is the tiny one built locally, 
 a stand-in. ``HF_HUB_OFFLINE`` is set here, before anything imports ``huggingface_hub`` (which reads it once, at
 import), so that a lookup that slips through fails at once instead of waiting on network retries, in this process and
 in every child process a test starts.
-
-Reports are written without their figures (``COTRECIPE_REPORT_FIGURES=0``, :data:`recipe.eval.report.FIGURES_ENV`):
-drawing them is most of a report's time and most tests that run ``run-all`` or ``eval`` read only ``report.md``. A
-test about the figures asks for the ``draw_figures`` fixture."""
+"""
 
 from __future__ import annotations
 
@@ -24,12 +21,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import huggingface_hub.constants  # noqa: E402  (after the variable it reads at import)
 import pytest  # noqa: E402
 
-from recipe.eval.report import FIGURES_ENV  # noqa: E402
 from recipe.models import tiny  # noqa: E402
 from tests.fault_injection import kill_after_save_env  # noqa: E402
 
 huggingface_hub.constants.HF_HUB_OFFLINE = True  # in case a plugin imported it before this file ran
-os.environ[FIGURES_ENV] = "0"
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,12 +49,6 @@ def pytest_collection_finish(session):
     suite's ~320 CPU seconds."""
     gc.collect()
     gc.freeze()
-
-
-@pytest.fixture
-def draw_figures(monkeypatch) -> None:
-    """Reports in this test draw their figures (the suite's default leaves them out)."""
-    monkeypatch.setenv(FIGURES_ENV, "1")
 
 
 @pytest.fixture(scope="session")

@@ -27,9 +27,9 @@ def test_report_with_a_damaged_trainer_log_still_writes_the_report(tmp_path, cap
     (run_dir / "stage1").mkdir()
     (run_dir / "stage1" / "trainer_log.json").write_bytes(damage)
     with caplog.at_level(logging.WARNING, logger="recipe"):
-        result = cli("report", "--run", str(run_dir))
+        result = cli("report", "--run", str(run_dir), "--no-figures")
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines()[-1] == str(run_dir / "report.md")  # no figures in the suite (conftest)
+    assert result.output.splitlines()[-1] == str(run_dir / "report.md")  # --no-figures: no images
     assert "## Training curves" not in (run_dir / "report.md").read_text(encoding="utf-8")  # the one log is unreadable
     assert str(run_dir / "stage1" / "trainer_log.json") in caplog.text
 
@@ -39,7 +39,7 @@ def test_report_with_a_torn_invocation_log_keeps_its_good_lines(tmp_path):
     put(run_dir, "base", 0.5, 100.0)
     good = {"done_before": [], "wall_s": 120.0, "started": "t0", "ended": "t1", "parallel_entries": 1}
     write_text(run_dir / "run_all.jsonl", json.dumps(good) + '\n{"done_before": ["sta')  # killed mid-append
-    result = cli("report", "--run", str(run_dir))
+    result = cli("report", "--run", str(run_dir), "--no-figures")
     assert result.exit_code == 0, result.output
     md = (run_dir / "report.md").read_text(encoding="utf-8")
     assert md.count("- `run-all` from an empty run directory: 2.0 min wall (t0 to t1)") == 1

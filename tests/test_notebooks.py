@@ -20,8 +20,6 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
-from recipe.eval.report import FIGURES_ENV
-
 # ~2 min of notebook execution: outside the quick default loop; .ci/run executes them with the other slow tests.
 pytestmark = pytest.mark.slow
 
@@ -84,8 +82,8 @@ def executed(tmp_path_factory) -> dict[str, dict]:
         kernel_env(mp, root)
         mp.setenv("COTRECIPE_NOTEBOOK_PRESET", "smoke")
         mp.setenv("COTRECIPE_NOTEBOOK_RUN_DIR", str(run_dir))
-        mp.setenv("COTRECIPE_NOTEBOOK_SET", f"model.cache_dir={root / 'model-cache'} {QUICK}")
-        mp.setenv(FIGURES_ENV, "1")  # the notebooks show report.png inline (the suite's default draws no figures)
+        # the notebooks show report.png inline: drawn although the smoke preset leaves figures out
+        mp.setenv("COTRECIPE_NOTEBOOK_SET", f"model.cache_dir={root / 'model-cache'} eval.figures=true {QUICK}")
         for name in ORDER:
             nb = read(name)
             t0 = time.monotonic()

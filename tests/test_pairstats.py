@@ -105,7 +105,7 @@ def test_report_has_paired_table_and_a_verdict_of_significant_differences(tmp_pa
     put_eval(tmp_path, "base", [i < 10 for i in range(n)], [150] * n)
     put_eval(tmp_path, "stage1", [i < 40 for i in range(n)], [150 + (i % 3) for i in range(n)])
     put_eval(tmp_path, "stage2", [i < 41 for i in range(n)], [100] * n)
-    md = build_report(tmp_path)[0].read_text(encoding="utf-8")
+    md = build_report(tmp_path, figures=False)[0].read_text(encoding="utf-8")
     assert "## Paired comparisons" in md
     line = next(x for x in md.splitlines() if x.startswith("Verdict (paired"))
     assert "stage1 vs base: 50.0 points more accurate" in line  # 30 won, 0 lost
@@ -119,7 +119,7 @@ def test_report_without_generations_has_no_paired_section(tmp_path):
     put_eval(tmp_path, "base", [True, False], [5, 5])
     put_eval(tmp_path, "stage1", [True, True], [5, 5])
     (tmp_path / "eval" / "stage1" / "generations.jsonl").unlink()
-    md = build_report(tmp_path)[0].read_text(encoding="utf-8")
+    md = build_report(tmp_path, figures=False)[0].read_text(encoding="utf-8")
     assert "## Paired comparisons" not in md and "| stage1 " in md
 
 
@@ -127,5 +127,5 @@ def test_report_note_comes_first(tmp_path):
     put_eval(tmp_path, "base", [True, False], [5, 5])
     (tmp_path / "config.yaml").write_text("run:\n  report_note: |\n    A demo: it shows the pipeline,\n    not a result.\n",
                                           encoding="utf-8")
-    lines = build_report(tmp_path)[0].read_text(encoding="utf-8").splitlines()
+    lines = build_report(tmp_path, figures=False)[0].read_text(encoding="utf-8").splitlines()
     assert lines[:3] == ["# cotrecipe report", "", "> A demo: it shows the pipeline, not a result."]

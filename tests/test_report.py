@@ -44,7 +44,7 @@ def test_report_rows_and_deltas(tmp_path):
     put(run, "base", 0.60, 200.0, truncation=0.1, fmt=0.5)
     put(run, "baseline-sft", 0.65, 220.0)
     put(run, "stage1", 0.625, 210.0)
-    md_path, = build_report(run)  # the suite writes reports without figures (tests/conftest.py)
+    md_path, = build_report(run, figures=False)
 
     md = md_path.read_text(encoding="utf-8")
     rows = table(md)
@@ -61,7 +61,7 @@ def test_report_without_base_shows_dashes_and_flags_protocol_mismatch(tmp_path):
     run = tmp_path / "run"
     put(run, "stage1", 0.5, 100.0)
     put(run, "stage3", 0.75, 80.0, protocol={**PROTOCOL, "max_new_tokens": 256})
-    md = build_report(run)[0].read_text(encoding="utf-8")
+    md = build_report(run, figures=False)[0].read_text(encoding="utf-8")
     rows = table(md)
     assert list(rows) == ["stage1", "stage3"]
     assert rows["stage3"][:4] == ["75.00", "-", "80.0", "-"]
@@ -97,13 +97,13 @@ def frontier_table(md: str) -> dict[str, list[str]]:
                                                for line in first_table(section)[1:])}
 
 
-def test_report_frontier_plot_its_intervals_and_table(tmp_path, draw_figures):
+def test_report_frontier_plot_its_intervals_and_table(tmp_path):
     # base: 37 of 50 right, every answer 100 tokens; stage1: no generations (no token interval); a baseline
     put_generations(tmp_path, "base", [i < 37 for i in range(50)], [100] * 50)
     put(tmp_path, "stage1", 0.9, 90.0)
     put_generations(tmp_path, "stage2", [True] * 50, [60 + 20 * (i % 2) for i in range(50)])  # mean 70
     put_generations(tmp_path, "baseline-sft", [False] * 50, [120] * 50)
-    result = CliRunner().invoke(main, ["report", "--run", str(tmp_path)])
+    result = CliRunner().invoke(main, ["report", "--run", str(tmp_path)])  # no config.yaml: figures drawn
     assert result.exit_code == 0, result.output
     # the paths written come last (after the warning that stage1 has no generations)
     assert result.output.splitlines()[-2:] == [str(tmp_path / "report.md"), str(tmp_path / "report.png")]
@@ -132,7 +132,7 @@ def test_report_without_figures_writes_the_whole_markdown_and_links_no_image(tmp
     put_generations(tmp_path, "base", [True, False], [5, 7])
     put_generations(tmp_path, "stage1", [True, True], [4, 4])
     write_json(tmp_path / "stage1" / "trainer_log.json", [{"step": s, "loss": 2.0 / s} for s in (1, 2, 3)])
-    result = CliRunner().invoke(main, ["report", "--run", str(tmp_path)])  # COTRECIPE_REPORT_FIGURES=0: conftest
+    result = CliRunner().invoke(main, ["report", "--run", str(tmp_path), "--no-figures"])
     assert result.exit_code == 0, result.output
     assert result.output.split() == [str(tmp_path / "report.md")]
     assert not list(tmp_path.glob("*.png"))
@@ -148,7 +148,7 @@ def grpo_log(signal: float, steps: int = 4) -> list[dict]:
              "frac_reward_zero_std": 1.0 - signal, "loss": 0.1} for s in range(1, steps + 1)]
 
 
-def test_report_baseline_rows_verdict_and_training_curves(tmp_path, draw_figures):
+def test_report_baseline_rows_verdict_and_training_curves(tmp_path):
     run = tmp_path / "run"
     put(run, "base", 0.40, 200.0)
     put(run, "stage3", 0.55, 120.0)
@@ -185,7 +185,7 @@ def test_report_baseline_rows_verdict_and_training_curves(tmp_path, draw_figures
 def test_report_verdict_breaks_ties_honestly(tmp_path):
     put(tmp_path, "stage2", 0.5, 100.0)
     put(tmp_path, "baseline-grpo", 0.5, 100.0)
-    md = build_report(tmp_path)[0].read_text(encoding="utf-8")
+    md = build_report(tmp_path, figures=False)[0].read_text(encoding="utf-8")
     assert "(tied), +0.0 points over" in md
 
 
@@ -198,6 +198,6 @@ def test_report_skips_a_hand_edited_results_file_with_a_warning(tmp_path, caplog
     fsio.write_json(rundir.eval_dir(tmp_path, "stage3") / rundir.RESULTS, {**good, "metrics": [1]})
     assert [name for name, _ in collect_results(tmp_path)] == ["base"]
     assert "stage1/results.json (metrics.accuracy is 'abc'" in caplog.text
-    build_report(tmp_path)
+    build_report(tmp_path, figures=False)
     result = CliRunner().invoke(main, ["report", "--run", str(tmp_path)])
     assert result.exit_code == 0 and "Traceback" not in result.output, result.output

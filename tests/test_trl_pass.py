@@ -92,13 +92,20 @@ def _concise_section_added(old: dict) -> dict:
 
 
 def _preset_changes(old: dict, preset: str) -> dict:
-    """The presets' own changes since: ``proof`` trains its GRPO stages in micro-batches of 4 (4 x 4 = 16 per step)."""
-    if preset != "proof":
-        return old
+    """The presets' own changes since: ``proof`` trains its GRPO stages in micro-batches of 4 (4 x 4 = 16 per step);
+    ``smoke`` writes its report without figures."""
     out = dict(old)
-    for section in ("stage2", "stage3"):
-        out[section] = {**old[section], "per_device_train_batch_size": 4, "gradient_accumulation_steps": 4}
+    if preset == "proof":
+        for section in ("stage2", "stage3"):
+            out[section] = {**old[section], "per_device_train_batch_size": 4, "gradient_accumulation_steps": 4}
+    if preset.startswith("smoke"):
+        out["eval"] = {**old["eval"], "figures": False}
     return out
+
+
+def _figures_key_added(old: dict) -> dict:
+    """The old code's dict with ``eval.figures`` (added since, default true: reports drew their figures) last."""
+    return {**old, "eval": {**old["eval"], "figures": old["eval"].get("figures", True)}}
 
 
 @pytest.mark.parametrize("preset", sorted(BEFORE))
@@ -109,7 +116,8 @@ def test_plain_data_is_what_the_code_before_the_pass_through_wrote(preset):
         cfg = C.resolve(preset=preset or None)
     # same keys, values and order: config.yaml comes out byte for byte as before, the vLLM keys in their new section
     # and the GRPO sections' importance-sampling switch and the concise baseline's section added
-    expected = _concise_section_added(_correction_key_added(_vllm_keys_moved(_preset_changes(BEFORE[preset], preset))))
+    expected = _figures_key_added(_concise_section_added(_correction_key_added(_vllm_keys_moved(
+        _preset_changes(BEFORE[preset], preset)))))
     assert C.dump_yaml(cfg) == yaml.safe_dump(expected, sort_keys=False, default_flow_style=None, width=120)
     # and a config.yaml written by the old code (its old vLLM keys too) reads back, as a record, to the same config
     assert C.from_dict(yaml.safe_load(C.dump_yaml(cfg))) == cfg

@@ -262,6 +262,7 @@ class EvalConfig:
     # answer_line
     stop_rule: Literal["auto", "paper", "answer_line"] = "auto"
     stages: Annotated[list[Literal[EVAL_STAGES]], Strict()] = field(default_factory=lambda: list(EVAL_STAGES))
+    figures: Bool = True  # draw report.png (the frontier) and report_curves.png; false: report.md alone
 
 
 BASELINES = tuple(BASELINE_ENTRIES)  # `run.baselines` keys (sft, grpo, concise): the baselines of recipe.config.entries

@@ -7,8 +7,8 @@ row they read "-". Below the table one sentence names the best row on accuracy a
 frontier with each row's 95 % intervals (``report.png``, :mod:`recipe.eval.frontier`), the paired comparisons and the
 training curves (``report_curves.png``, :mod:`recipe.eval.curves`) follow.
 
-Drawing the figures takes a few tenths of a second of CPU each, most of a small report's time; with the environment
-variable ``COTRECIPE_REPORT_FIGURES=0`` (:data:`FIGURES_ENV`, set by the quick test suite) ``report.md`` is written in
+Drawing the figures takes a few tenths of a second of CPU each, most of a small report's time; with
+``eval.figures: false`` in the run's config (the smoke preset, which checks the pipeline) ``report.md`` is written in
 full without them and links no image.
 """
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -31,7 +30,6 @@ from recipe.store.rundir import CONFIG_FILE, EVAL_DIR, GENERATIONS, REPORT_MD, R
 log = logging.getLogger("recipe")
 
 PAPER_RESULT = "Paper (Qwen2.5-3B-Base, GSM8K test, 1,319 problems): base 64.90% / 230 tokens -> BRIDGE 76.19% / 167 tokens."
-FIGURES_ENV = "COTRECIPE_REPORT_FIGURES"  # "0": write report.md without drawing report.png / report_curves.png
 COLUMNS = ("model", "accuracy (%)", "Δ vs base (pts)", "avg tokens", "Δ% length", "truncation %", "format %", "n", "official (%)")
 
 
@@ -213,15 +211,20 @@ def paired_section(paired: Sequence[pairstats.Paired]) -> list[str]:
             *head, *body, ""]
 
 
-def report_note(run_dir: str | Path) -> str:
-    """``run.report_note`` of the run's ``config.yaml`` ("" when absent or unreadable)."""
+def _recorded(run_dir: str | Path, section: str, key: str, default):
+    """``section.key`` of the run's ``config.yaml`` when it has that type, else ``default`` (absent or unreadable)."""
     path = Path(run_dir) / CONFIG_FILE
     try:
         data = safe_yaml.load_mapping(path.read_bytes(), str(path))
     except (OSError, ValueError):
-        return ""
-    note = data.get("run", {}).get("report_note", "") if isinstance(data.get("run"), dict) else ""
-    return note.strip() if isinstance(note, str) else ""
+        return default
+    value = data.get(section, {}).get(key, default) if isinstance(data.get(section), dict) else default
+    return value if isinstance(value, type(default)) else default
+
+
+def report_note(run_dir: str | Path) -> str:
+    """``run.report_note`` of the run's ``config.yaml`` ("" when absent or unreadable)."""
+    return _recorded(run_dir, "run", "report_note", "").strip()
 
 
 def render_markdown(results: Sequence[tuple[str, dict]], png_name: str | None = REPORT_PNG,
@@ -301,21 +304,16 @@ def curves_section(histories: dict[str, list[dict]], png_name: str | None) -> li
     return lines + ([f"![training curves]({png_name})", ""] if png_name else [])
 
 
-def figures_wanted() -> bool:
-    """Whether reports draw their figures: yes unless :data:`FIGURES_ENV` is ``0``."""
-    return os.environ.get(FIGURES_ENV, "").strip() != "0"
-
-
 def build_report(run_dir: str | Path, figures: bool | None = None) -> list[Path]:
     """Write ``report.md``, ``report.png`` and (when entries logged training) ``report_curves.png`` into
-    ``run_dir`` from its stored results and trainer logs; returns the paths written. ``figures`` False (default:
-    :func:`figures_wanted`) writes report.md alone, linking no image."""
+    ``run_dir`` from its stored results and trainer logs; returns the paths written. ``figures`` False writes report.md
+    alone, linking no image; None: the run's recorded ``eval.figures`` (true when the run has no config)."""
     run_dir = Path(run_dir)
     results = collect_results(run_dir)
     if not results:
         raise EvalError(f"no evaluation results in {run_dir / EVAL_DIR} (expected <name>/{RESULTS}); "
                         f"run `cotrecipe eval --run {run_dir}` first")
-    figures = figures_wanted() if figures is None else figures
+    figures = _recorded(run_dir, "eval", "figures", True) if figures is None else figures
     md, png, curves_png = run_dir / REPORT_MD, run_dir / REPORT_PNG, run_dir / curves.REPORT_CURVES_PNG
     names = [name for name, _ in results]
     histories = curves.collect_histories(run_dir)
