@@ -24,7 +24,7 @@ from recipe.models.generation import to_device
 from recipe.run import orchestrator as run
 from recipe.store import rundir
 from recipe.train import stage3
-from recipe.train.trl_args import sft_args
+from recipe.train.sft import sft_args
 
 BOM = b"\xef\xbb\xbf"
 

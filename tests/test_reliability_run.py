@@ -28,7 +28,7 @@ from recipe.run import orchestrator as run
 from recipe.run import subrun
 from recipe.store import rundir
 from recipe.store.runlock import LOCK_FILE
-from recipe.train.common import last_checkpoint
+from recipe.train.trainer import last_checkpoint
 
 
 def safetensors_bytes(values: int = 4) -> bytes:

@@ -20,7 +20,7 @@ from recipe.teacher.rationales import (
     rationale_steps,
     teacher_thinking,
 )
-from recipe.train.common import train_problems
+from recipe.train.rows import train_problems
 
 
 @pytest.mark.parametrize(

@@ -18,10 +18,10 @@ from recipe.cli import main
 from recipe.config import core as C
 from recipe.config import renamed
 from recipe.config.entries import ENTRIES
-from recipe.models import model as M
 from recipe.models.devices import EVAL, GRPO, MINING, TEACH, USES, uses_vllm
 from recipe.store import rundir
 from recipe.tools import plan
+from recipe.train.grpo import vllm_args
 
 ROOT = Path(__file__).resolve().parents[1]
 # to_dict(resolve(...)) as the code before the pass-through (and before this section) wrote it: the old keys
@@ -76,9 +76,11 @@ def test_the_readers_take_the_vllm_section():
     assert plan.setup_from_config(C.resolve(preset="qwen2.5-3b-t4", overrides=["vllm.enabled=false"])).fast_inference \
         is False
     hf = C.resolve(preset="smoke", overrides=["vllm.enabled=true", "vllm.gpu_memory_utilization=0.4"])
-    assert M.trl_vllm_args(hf.model, hf.vllm, use_cpu=False) == {  # the hf backend picks no GPU to answer this
-        "use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.4}
-    assert M.trl_vllm_args(hf.model, hf.vllm, use_cpu=True)["use_vllm"] is False
+    assert vllm_args(hf, use_cpu=False) == {  # the hf backend picks no GPU to answer this
+        "use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.4, "vllm_server_base_url": None,
+        "vllm_server_host": hf.vllm.server_host, "vllm_server_port": hf.vllm.server_port,
+        "vllm_server_timeout": hf.vllm.server_timeout}
+    assert vllm_args(hf, use_cpu=True)["use_vllm"] is False
 
 
 def test_the_shipped_presets_use_the_new_keys_only():

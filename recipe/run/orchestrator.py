@@ -38,12 +38,12 @@ from recipe.train import baseline_concise, baseline_grpo, baseline_sft, stage1, 
 
 log = logging.getLogger("recipe")
 
-# Each entry's train function, ``run(cfg, entry_dir, init_from) -> record`` of the recipe.train module the registry
-# names (imported here, at the top layer and in plain sight of the import-graph test, so that the registry stays
+# Each entry's train function, ``run(cfg, entry_dir, init_from, **entry_inputs(...)) -> record`` of the recipe.train
+# module the registry names (imported here, at the top layer and in plain sight of the import-graph test, so that the registry stays
 # plain data); a test swaps one here.
 _TRAIN_MODULES = {m.__name__: m for m in (warmup, stage1, stage2, stage3, baseline_sft, baseline_grpo,
                                            baseline_concise)}
-TRAINERS: dict[str, Callable[[Config, Path, str | None], dict]] = {
+TRAINERS: dict[str, Callable[..., dict]] = {
     name: _TRAIN_MODULES[entry.module].run for name, entry in ENTRIES.items()}
 
 
@@ -120,7 +120,8 @@ def train_entry(cfg: Config, run_dir: Path, manifest: dict, name: str, init_from
     rundir.mark_running(run_dir, manifest, cfg, entry, init_from)
     t0 = time.monotonic()
     try:
-        result = TRAINERS[name](train_cfg, rundir.entry_dir(run_dir, name), init_from)
+        result = TRAINERS[name](train_cfg, rundir.entry_dir(run_dir, name), init_from,
+                                **entry_inputs(cfg, run_dir, name))
     except BaseException as exc:
         rundir.mark_failed(run_dir, manifest, name, exc)
         raise
@@ -131,6 +132,25 @@ def train_entry(cfg: Config, run_dir: Path, manifest: dict, name: str, init_from
     if note:
         log.warning(note)
     return record
+
+
+def curriculum_tokens(run_dir: Path, stages: Sequence[str] = STAGES) -> dict[str, int]:
+    """Tokens each finished curriculum stage processed: the last ``num_tokens`` of its ``trainer_log.json``."""
+    counts = {stage: rundir.trained_tokens(run_dir, stage) for stage in stages}
+    return {stage: n for stage, n in counts.items() if n is not None}
+
+
+def entry_inputs(cfg: Config, run_dir: Path, name: str) -> dict:
+    """What an entry's ``run`` is given besides its config, folder and starting weights, read from the other
+    entries of the run: for the SFT baseline with ``baseline_sft.budget=tokens``, the curriculum's tokens
+    (:func:`curriculum_tokens` of its enabled stages), which it matches."""
+    if name != BASELINES["sft"] or cfg.baseline_sft.budget != "tokens":
+        return {}
+    spent = curriculum_tokens(run_dir, [s for s in STAGES if getattr(cfg, s).enabled])
+    if not spent:
+        raise RunError("baseline_sft.budget=tokens matches the curriculum's tokens, but no stage of "
+                       f"{run_dir} has a trainer log yet; train the stages first (run-all does)")
+    return {"curriculum_tokens": spent}
 
 
 def _upstream_output(run_dir: Path, manifest: dict, name: str) -> str | None:
