@@ -42,7 +42,7 @@ from recipe.fsio import read_json  # noqa: E402
 from recipe.models import model as model_mod  # noqa: E402
 from recipe.models.generation import STOP_TEXTS, generate  # noqa: E402
 from recipe.train import stage2  # noqa: E402
-from recipe.train.common import train_problems  # noqa: E402
+from recipe.train.rows import train_problems  # noqa: E402
 
 TARGET_RATIO = 1.3
 LOSS_TOL = 0.01

@@ -12,7 +12,7 @@ takes minutes on one core), so an interrupted comparison goes on where it stoppe
 Each arm is one ``cotrecipe stage2 --preset proof --set warmup.enabled=false --set stage2.max_steps=N`` (the way the
 proof's GRPO memory was first measured, from the plain base model; ``--preset demo`` for the demo's) in a process of
 its own with the arm's ``--set`` overrides; its peak RSS is the kernel's high-water mark of that process
-(``os.wait4``), so arms never see each other's memory. Inside the child, the trainer-callback seam (``COTRECIPE_TRAINER_CALLBACKS`` = :func:`callbacks`) installs a phase tracer: RSS at
+(``os.wait4``), so arms never see each other's memory. Inside the child, :func:`callbacks` (installed with ``recipe.train.trainer.install_callbacks``) adds a phase tracer: RSS at
 the start and end of every phase of a GRPO step (generation, old/reference log-probs, the loss's forward, backward,
 the optimizer step), the highest RSS a sampling thread saw inside it, and the process's high-water mark after it, and
 what glibc's allocator holds free at its end (``mallinfo2``: freed memory kept in its arenas, which RSS still counts).
@@ -43,6 +43,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT_ENV = "COTRECIPE_BENCH_MEMORY_OUT"  # the child's trace file (set by the parent for each arm)
 TRIM_ENV = "COTRECIPE_BENCH_MEMORY_TRIM"  # "1": malloc_trim(0) after every phase
+# The measured process: the phase tracer's callbacks installed (recipe.train.trainer imports no training library, so
+# unsloth is still imported first), then the CLI.
+INSTALL_AND_RUN = ("from recipe.train.trainer import install_callbacks; from bench.memory import callbacks; "
+                   "install_callbacks(callbacks); from recipe.cli import main; main()")
 MB = 1024 * 1024  # the traces are in MiB
 
 
@@ -199,7 +203,7 @@ def _install(tracer: Tracer) -> None:
 
 
 def callbacks(entry: str) -> list:
-    """The callback seam's factory (``COTRECIPE_TRAINER_CALLBACKS=bench.memory:callbacks``): the phase tracer."""
+    """The trainer-callback factory the measured process installs (:data:`INSTALL_AND_RUN`): the phase tracer."""
     from transformers import TrainerCallback
 
     tracer = Tracer(os.environ[OUT_ENV], os.environ.get(TRIM_ENV) == "1")
@@ -245,9 +249,9 @@ def run_arm(name: str, preset: str, steps: int, extra: list[str], tmp: Path) -> 
     if saved.is_file() and json.loads(saved.read_text()).get("sets") == sets + [f"preset={preset}"]:
         return json.loads(saved.read_text())
     out_dir, trace = tmp / name.replace("+", "_"), tmp / f"{name.replace('+', '_')}.json"
-    cmd = [sys.executable, "-c", "from recipe.cli import main; main()", "stage2", "--preset", preset,
+    cmd = [sys.executable, "-c", INSTALL_AND_RUN, "stage2", "--preset", preset,
            *[a for s in sets for a in ("--set", s)], "--output-dir", str(out_dir)]
-    env = {**os.environ, **env_extra, OUT_ENV: str(trace), "COTRECIPE_TRAINER_CALLBACKS": "bench.memory:callbacks",
+    env = {**os.environ, **env_extra, OUT_ENV: str(trace),
            "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     start = time.perf_counter()
     with open(tmp / f"{name.replace('+', '_')}.log", "w") as log:

@@ -13,7 +13,6 @@ import gc
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -22,7 +21,7 @@ import huggingface_hub.constants  # noqa: E402  (after the variable it reads at 
 import pytest  # noqa: E402
 
 from recipe.models import tiny  # noqa: E402
-from tests.fault_injection import kill_after_save_env  # noqa: E402
+from tests.fault_injection import command, kill_after_save_env  # noqa: E402
 
 huggingface_hub.constants.HF_HUB_OFFLINE = True  # in case a plugin imported it before this file ran
 
@@ -64,7 +63,7 @@ def run_killed_after_save(args: list[str], entry_and_step: str, timeout: int = 3
     saved (``"stage2:2"``: stage 2's checkpoint-2; :mod:`tests.fault_injection`), and check that
     it died that way."""
     env = {**os.environ, "PYTHONPATH": str(REPO), **kill_after_save_env(entry_and_step)}
-    proc = subprocess.run([sys.executable, "-m", "recipe.cli", *args], env=env, stdout=subprocess.DEVNULL,
+    proc = subprocess.run(command(*args), env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL, timeout=timeout)
     assert proc.returncode == -signal.SIGKILL, f"the run should have killed itself after {entry_and_step}'s checkpoint"
 

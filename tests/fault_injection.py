@@ -1,19 +1,27 @@
-"""Fault injection for the resume and Ctrl-C tests, through the public callback seam of ``recipe.train.common``
-(``COTRECIPE_TRAINER_CALLBACKS``): a run started with :func:`kill_after_save_env` SIGKILLs the process that trains
-``entry`` right after its checkpoint ``step`` is complete on disk, so the kill lands at a known point; with
-:func:`ctrl_c_env` the process SIGINTs itself there instead; with :func:`wait_for_ctrl_c_env` each named entry's
-process prints :data:`WAITING` at its step and blocks until a SIGINT comes, so a test sends one when every process it
-names is there. Nothing of this ships in the package."""
+"""Fault injection for the resume and Ctrl-C tests, through the public callback seam of ``recipe.train.trainer``
+(:func:`~recipe.train.trainer.install_callbacks`). ``python -m tests.fault_injection ARGS`` (:func:`command`) is
+``cotrecipe ARGS`` with :func:`callbacks` installed, and every run child it starts is started the same way
+(``python -m tests.fault_injection train|eval ...``, the run child's own arguments). Under it, a run given
+:func:`kill_after_save_env` SIGKILLs the process that trains ``entry`` right after its checkpoint ``step`` is complete
+on disk, so the kill lands at a known point; with :func:`ctrl_c_env` the process SIGINTs itself there instead; with
+:func:`wait_for_ctrl_c_env` each named entry's process prints :data:`WAITING` at its step and blocks until a SIGINT
+comes, so a test sends one when every process it names is there. Nothing of this ships in the package."""
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 
 from transformers import TrainerCallback
 
-from recipe.train.common import CALLBACKS_ENV
+from recipe import cli
+from recipe.run import child, subrun
+from recipe.train.trainer import install_callbacks
+
+MODULE = "tests.fault_injection"
+CHILD_COMMANDS = ("train", "eval")  # a run child's first argument (recipe.run.child)
 
 KILL_AFTER_SAVE_ENV = "COTRECIPE_KILL_AFTER_SAVE"  # "<entry>:<step>", e.g. "stage2:2"
 CTRL_C_AFTER_SAVE_ENV = "COTRECIPE_CTRL_C_AFTER_SAVE"  # "<entry>:<step>": SIGINT to itself after that checkpoint
@@ -76,15 +84,40 @@ def callbacks(entry: str) -> list[TrainerCallback]:
 
 
 def kill_after_save_env(entry_and_step: str) -> dict[str, str]:
-    """The environment that arms the kill in every process of a run (child processes inherit it)."""
-    return {CALLBACKS_ENV: "tests.fault_injection:callbacks", KILL_AFTER_SAVE_ENV: entry_and_step}
+    """The environment that arms the kill in every process of a run started by :func:`command` (child processes
+    inherit it)."""
+    return {KILL_AFTER_SAVE_ENV: entry_and_step}
 
 
 def ctrl_c_env(entry_and_step: str) -> dict[str, str]:
     """The environment that arms :class:`CtrlCAfterSave` (``"stage1:1"``)."""
-    return {CALLBACKS_ENV: "tests.fault_injection:callbacks", CTRL_C_AFTER_SAVE_ENV: entry_and_step}
+    return {CTRL_C_AFTER_SAVE_ENV: entry_and_step}
 
 
 def wait_for_ctrl_c_env(*entries_and_steps: str) -> dict[str, str]:
     """The environment that arms :class:`WaitForCtrlC` in each named entry's process (``"stage2:1"``, ...)."""
-    return {CALLBACKS_ENV: "tests.fault_injection:callbacks", WAIT_FOR_CTRL_C_ENV: ",".join(entries_and_steps)}
+    return {WAIT_FOR_CTRL_C_ENV: ",".join(entries_and_steps)}
+
+
+def command(*args: str) -> list[str]:
+    """``cotrecipe ARGS`` with the fault-injection callbacks in this process and in the run children it starts."""
+    return [sys.executable, "-m", MODULE, *args]
+
+
+def arm() -> None:
+    """Install :func:`callbacks` in this process, and start run children through this module (so they install them
+    too)."""
+    install_callbacks(callbacks)
+    subrun.CHILD_MODULE = MODULE
+
+
+def main(argv: list[str]) -> int:
+    """A run child's arguments go to the run child's main, anything else to the CLI; both with :func:`arm`."""
+    arm()
+    if argv[:1] and argv[0] in CHILD_COMMANDS:
+        return child.main(argv)
+    return cli.main(args=argv, prog_name="cotrecipe")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -34,6 +34,7 @@ def install() -> None:
     import torch
 
     from recipe.models import model as M
+    from recipe.train.trainer import install_callbacks
     from tests.test_gpu_backend import StandIn
     from tests.test_vllm_generation import FakeLLM, VllmStandIn
 
@@ -65,11 +66,12 @@ def install() -> None:
     # test process, where TRL is imported before the stand-in goes on the path
     importlib.import_module("trl.trainer.grpo_trainer")
     sys.meta_path[:0] = [standin, VllmStandIn()]
+    install_callbacks(callbacks)  # every trainer start is logged
 
 
 def callbacks(entry: str) -> list:
-    """The trainer-callback seam's factory (``COTRECIPE_TRAINER_CALLBACKS=tests.gpu_children:callbacks``): log which
-    engine the model a trainer starts with carries."""
+    """The trainer-callback factory :func:`install` installs (:func:`recipe.train.trainer.install_callbacks`): log
+    which engine the model a trainer starts with carries."""
     from transformers import TrainerCallback
 
     from recipe.models import unsloth_backend

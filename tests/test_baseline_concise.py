@@ -16,7 +16,7 @@ from recipe.config import core as C
 from recipe.models import model as model_mod
 from recipe.run import orchestrator as run
 from recipe.store import rundir
-from recipe.train import baseline_concise, common
+from recipe.train import baseline_concise, grpo
 from tests.conftest import run_killed_after_save
 
 QUIET = ("stage2.log_completions=false", "stage3.log_completions=false", "stage3.mining_limit=8",
@@ -51,8 +51,8 @@ def test_run_all_trains_sft_then_concise_grpo_at_the_curriculums_budgets_and_rep
         loads.append((init_from, kwargs.get("for_grpo", False)))
         return real_load(model_cfg, init_from=init_from, **kwargs)
 
-    real_rewards, real_load = common.make_rewards, model_mod.load
-    monkeypatch.setattr(common, "make_rewards", counting_rewards)
+    real_rewards, real_load = grpo.make_rewards, model_mod.load
+    monkeypatch.setattr(grpo, "make_rewards", counting_rewards)
     monkeypatch.setattr(model_mod, "load", spying_load)
     run_dir = tmp_path / "run"
     cfg = C.resolve(preset="smoke", overrides=[f"model.cache_dir={cache_dir}", f"run.output_dir={run_dir}",

@@ -17,8 +17,9 @@ from recipe.eval import evaluate
 from recipe.models import model as model_mod
 from recipe.run import orchestrator as run
 from recipe.store import rundir
-from recipe.train import common
-from recipe.train.common import train_problems, train_sft
+from recipe.train import grpo
+from recipe.train.rows import train_problems
+from recipe.train.sft import train_sft
 from tests.conftest import run_killed_after_save
 
 QUIET = ("stage2.log_completions=false", "stage3.log_completions=false", "stage3.mining_limit=8",
@@ -51,8 +52,8 @@ def test_no_teacher_text_in_prompts_and_budget_equals_stages_2_and_3(cache_dir, 
         calls.append([])
         return [Counting(r, calls[-1]) for r in real(*args, **kwargs)]
 
-    real = common.make_rewards
-    monkeypatch.setattr(common, "make_rewards", counting_rewards)
+    real = grpo.make_rewards
+    monkeypatch.setattr(grpo, "make_rewards", counting_rewards)
     cfg = smoke(cache_dir, tmp_path / "run", "stage1.max_steps=1", "run.baselines=[grpo]")
     run.run_all(cfg)
     manifest = rundir.load_manifest(tmp_path / "run")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from recipe.train.common import last_checkpoint
+from recipe.train.trainer import last_checkpoint
 from tests.helpers import safetensors_bytes
 
 

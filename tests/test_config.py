@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from recipe.config import core as C
-from recipe.train import trl_args
+from recipe.train.grpo import grpo_args
+from recipe.train.sft import sft_args
 
 
 @pytest.mark.parametrize("name", C.preset_names())
@@ -102,10 +103,10 @@ def test_dump_round_trips():
 def test_trl_configs_are_built_from_the_schema(tmp_path):
     cfg = C.resolve(preset="smoke", overrides=["stage2.beta=0.05", "stage2.temperature=0.7",
                                                "stage2.rewards=[{name: gated_brevity, weight: 2.0}]"])
-    sft = trl_args.sft_args(cfg, str(tmp_path / "s1"))
+    sft = sft_args(cfg, str(tmp_path / "s1"))
     assert sft.completion_only_loss is True and sft.learning_rate == cfg.stage1.learning_rate
     assert sft.max_steps == cfg.stage1.max_steps and sft.use_cpu is True
-    grpo = trl_args.grpo_args(cfg, "stage2", str(tmp_path / "s2"))
+    grpo = grpo_args(cfg, "stage2", str(tmp_path / "s2"))
     assert grpo.beta == 0.05 and grpo.temperature == 0.7
     assert grpo.num_generations == cfg.stage2.num_generations
     assert grpo.reward_weights == [2.0]

@@ -11,7 +11,8 @@ from recipe.config import core as C
 from recipe.errors import ConfigError, PrecisionError
 from recipe.models import precision
 from recipe.run import orchestrator as run
-from recipe.train.trl_args import grpo_args, sft_args
+from recipe.train.grpo import grpo_args
+from recipe.train.sft import sft_args
 
 
 def test_decide_keeps_float32_weights_and_turns_on_bf16_flags_on_cpu():

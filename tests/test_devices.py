@@ -9,7 +9,7 @@ import torch
 from recipe.config import core as C
 from recipe.errors import ConfigError
 from recipe.models.generation import to_device
-from recipe.train.trl_args import sft_args
+from recipe.train.sft import sft_args
 from tests.helpers import cli, one_error_line
 
 

@@ -19,7 +19,7 @@ from recipe.config import core as C
 from recipe.models import model as model_mod
 from recipe.run.orchestrator import ENTRIES
 from recipe.store import rundir
-from recipe.train.trl_args import grpo_args
+from recipe.train.grpo import grpo_args
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "ACCELERATE_USE_DEEPSPEED", "ACCELERATE_DEEPSPEED_ZERO_STAGE")
@@ -205,20 +205,20 @@ def test_vllm_server_mode_on_a_gpu_binds_to_grpo_config(launcher_env, monkeypatc
 
     import torch
 
-    from recipe.train import trl_args
+    from recipe.train import grpo
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: (8, 0))
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
-    real = trl_args.GRPOConfig
-    monkeypatch.setattr(trl_args, "GRPOConfig", lambda **kw: inspect.signature(real).bind(**kw).arguments)
+    real = grpo.GRPOConfig
+    monkeypatch.setattr(grpo, "GRPOConfig", lambda **kw: inspect.signature(real).bind(**kw).arguments)
     cfg = C.resolve(preset="smoke", overrides=[*SERVER, "run.device=cuda"])
-    kw = trl_args.grpo_args(cfg, "stage2", str(tmp_path))
+    kw = grpo.grpo_args(cfg, "stage2", str(tmp_path))
     assert (kw["use_vllm"], kw["vllm_mode"], kw["vllm_server_port"], kw["use_cpu"]) == (True, "server", 8123, False)
     colocated = C.resolve(preset="smoke", overrides=["vllm.enabled=true", "run.device=cuda"])
-    assert trl_args.grpo_args(colocated, "stage2", str(tmp_path))["vllm_mode"] == "colocate"
+    assert grpo.grpo_args(colocated, "stage2", str(tmp_path))["vllm_mode"] == "colocate"
     off = C.resolve(preset="smoke", overrides=["run.device=cuda"])
-    assert trl_args.grpo_args(off, "stage2", str(tmp_path))["use_vllm"] is False  # vLLM only where asked for
+    assert grpo.grpo_args(off, "stage2", str(tmp_path))["use_vllm"] is False  # vLLM only where asked for
 
 
 def test_vllm_server_mode_needs_trls_vllm_on_the_hf_backend():

@@ -41,7 +41,7 @@ from recipe.rewards import step_format_ok
 from recipe.run.orchestrator import ENTRIES, evaluate_run, run_baseline
 from recipe.store import rundir
 from recipe.train.baseline_sft import build_rows as baseline_rows
-from recipe.train.common import train_problems
+from recipe.train.rows import train_problems
 from tests.conftest import first_table
 from tests.helpers import cfg_no_eval, cli, safetensors_bytes
 

@@ -17,9 +17,11 @@ from recipe.eval import evaluate
 from recipe.models import model as model_mod
 from recipe.models.generation import Generation, StopAfterAnswerLine
 from recipe.teacher.format import THINKING_MARK
-from recipe.train import common, stage1, stage2, stage3
-from recipe.train.common import make_rewards, train_problems, train_sft
-from recipe.train.epochs import EpochRows
+from recipe.train import grpo, sft, stage1, stage2, stage3
+from recipe.train import rows as rows_mod
+from recipe.train.grpo import make_rewards
+from recipe.train.rows import train_problems
+from recipe.train.sft import train_sft
 from tests.test_data import make_problems
 
 SAMPLES = Path(__file__).parent / "data" / "teach_stage3_samples.json"
@@ -95,35 +97,28 @@ def test_question_only_share_reaches_the_rows_and_leaves_the_other_draws_alone()
 
 @pytest.mark.slow  # ~30 s: two real SFT epochs on the tiny model
 def test_sft_trainer_reads_a_new_draw_in_each_epoch(tmp_path, monkeypatch):
-    """TRL's SFTTrainer, 2 epochs on the tiny model: every epoch reads all rows, epoch 1 reads its own tokenised
-    rows (built with seed run.seed + 1), not epoch 0's."""
+    """TRL's SFTTrainer, 2 epochs on the tiny model: the rows it computes its loss on are every row of epoch 0's draw,
+    then every row of epoch 1's (built with seed run.seed + 1), not epoch 0's again."""
     cfg = C.resolve(preset="smoke", overrides=[f"model.cache_dir={tmp_path / 'cache'}", "stage1.max_steps=-1",
                                                "stage1.num_train_epochs=2", "stage1.save_steps=100",
                                                "stage1.mask_prob=1.0"])
     problems = [p for p in train_problems(cfg, "stage1") if len(p.steps) >= 3][:8]
-    built, reads = [], []
     rows_for = stage1.rows_for_epoch(cfg, problems)
+    seen: list[str] = []
 
-    def recording(epoch):
-        built.append(epoch)
-        return rows_for(epoch)
+    class Recording(sft.SFTTrainer):
+        def compute_loss(self, model, inputs, *args, **kwargs):
+            for ids, mask in zip(inputs["input_ids"].tolist(), inputs["attention_mask"].tolist(), strict=True):
+                seen.append(self.processing_class.decode(ids[:sum(mask)]))
+            return super().compute_loss(model, inputs, *args, **kwargs)
 
-    original = EpochRows.__getitem__
-
-    def read(self, index):
-        item = original(self, index)
-        reads.append((self.epoch, index, tuple(item["input_ids"])))
-        return item
-
-    monkeypatch.setattr(EpochRows, "__getitem__", read)
+    monkeypatch.setattr(sft, "SFTTrainer", Recording)
     model, tokenizer = model_mod.load(cfg.model, trainable=True, seed=cfg.run.seed)
-    train_sft(cfg, model, tokenizer, rows_for(0), tmp_path / "stage1", rows_for_epoch=recording)
-    assert built == [1]
-    by_epoch = {e: {i: ids for ee, i, ids in reads if ee == e} for e in (0, 1)}
-    assert sorted(by_epoch[0]) == sorted(by_epoch[1]) == list(range(len(problems)))
-    assert sum(by_epoch[0][i] != by_epoch[1][i] for i in range(len(problems))) >= len(problems) // 2
-    prompt1 = rows_for(1)[0]["prompt"]
-    assert tokenizer.decode(list(by_epoch[1][0])).startswith(prompt1[:40])
+    train_sft(cfg, model, tokenizer, rows_for(0), tmp_path / "stage1", rows_for_epoch=rows_for)
+    assert len(seen) == 2 * len(problems)
+    for epoch, texts in ((0, seen[:len(problems)]), (1, seen[len(problems):])):
+        assert all(any(text.startswith(row["prompt"]) for text in texts) for row in rows_for(epoch)), epoch
+    assert len(set(seen[:len(problems)]) & set(seen[len(problems):])) <= len(problems) // 2  # mostly new draws
 
 
 # ---------------------------------------------------------------- 3. teacher thinking is its own part of the target
@@ -154,7 +149,7 @@ def test_authors_teacher_file_thinking_is_a_part_not_steps(tmp_path):
     row3 = stage3.build_rows([Problem.from_dict(first.to_dict())])[0]
     assert row3["teacher_solution"].startswith(THINKING_MARK) and row3["teacher_steps"] == 3
     assert row3["teacher_solution"] in row3["prompt"]
-    _, fields = common.teacher_fields(first, "Final Answer:")
+    _, fields = rows_mod.teacher_fields(first, "Final Answer:")
     assert fields["teacher_words"] == len(row3["teacher_solution"].split())
 
 
@@ -232,6 +227,8 @@ def test_paper_preset_lora_learning_rate_is_not_the_full_finetuning_one(stage):
 
 @pytest.mark.slow  # ~1 min: two real GRPO epochs on the tiny model
 def test_grpo_trainer_reads_a_new_mask_in_each_epoch(tmp_path, monkeypatch):
+    """TRL's GRPOTrainer, 2 epochs: the prompts its reward scores are epoch 0's rows, then epoch 1's (new masks),
+    each prompt once per generation group."""
     cfg = C.resolve(preset="smoke", overrides=[f"model.cache_dir={tmp_path / 'cache'}", "stage2.max_steps=-1",
                                                "stage2.num_train_epochs=2", "stage2.save_steps=100",
                                                "stage2.max_completion_length=8", "stage2.num_generations=2",
@@ -239,17 +236,25 @@ def test_grpo_trainer_reads_a_new_mask_in_each_epoch(tmp_path, monkeypatch):
     problems = [p for p in train_problems(cfg, "stage2") if len(p.steps) >= 4][:4]
     model, tokenizer = model_mod.load(cfg.model, trainable=True, seed=cfg.run.seed, for_grpo=True)
     rows_for = stage2.rows_for_epoch(cfg, problems, tokenizer)
-    reads = []
-    original = EpochRows.__getitem__
+    scored: list[str] = []
 
-    def read(self, index):
-        item = original(self, index)
-        reads.append((self.epoch, index, item["prompt"]))
-        return item
+    def recording(*args, **kwargs):
+        def wrap(reward):
+            def scored_by(prompts=None, **kw):
+                scored.extend(prompts or [])
+                return reward(prompts=prompts, **kw)
+            scored_by.__name__ = reward.__name__
+            return scored_by
+        rewards = real(*args, **kwargs)
+        return [wrap(rewards[0])] + rewards[1:]
 
-    monkeypatch.setattr(EpochRows, "__getitem__", read)
-    common.train_grpo(cfg, "stage2", model, tokenizer, rows_for(0), tmp_path / "stage2", rows_for_epoch=rows_for)
-    seen = {e: {i: prompt for ee, i, prompt in reads if ee == e} for e in (0, 1)}
-    assert sorted(seen[0]) == sorted(seen[1]) == list(range(len(problems)))
-    assert all(seen[e][i] == rows_for(e)[i]["prompt"] for e in (0, 1) for i in range(len(problems)))
-    assert any(seen[0][i] != seen[1][i] for i in range(len(problems)))
+    real = grpo.make_rewards
+    monkeypatch.setattr(grpo, "make_rewards", recording)
+    grpo.train_grpo(cfg, "stage2", model, tokenizer, rows_for(0), tmp_path / "stage2", rows_for_epoch=rows_for)
+    n = len(problems)
+    assert scored[::2] == scored[1::2]  # each prompt scored for its group of 2 completions
+    prompts = scored[::2]
+    assert len(prompts) == 2 * n
+    assert sorted(prompts[:n]) == sorted(r["prompt"] for r in rows_for(0))
+    assert sorted(prompts[n:]) == sorted(r["prompt"] for r in rows_for(1))
+    assert prompts[:n] != prompts[n:]

@@ -17,7 +17,7 @@ from recipe.models import generation, unsloth_backend
 from recipe.models.model import load as load_model
 from recipe.teacher.teach import TeachOptions, load_problems, run_teach
 from recipe.train import stage3
-from recipe.train.common import train_problems
+from recipe.train.rows import train_problems
 
 DECODERS = ("recipe.models.hf_generation", "recipe.models.vllm_generation")
 

@@ -266,7 +266,7 @@ def test_a_second_engine_is_refused_while_one_is_held(standin):
 
 def test_grpo_releases_the_engine_when_training_ends_or_fails(standin, monkeypatch, tmp_path):
     from recipe.config import core as config
-    from recipe.train import common
+    from recipe.train import grpo
 
     standin.alive.append(engine := Engine())
     holder = Holder(engine)
@@ -279,10 +279,10 @@ def test_grpo_releases_the_engine_when_training_ends_or_fails(standin, monkeypat
         def train(self, resume_from_checkpoint=None):
             raise RuntimeError("OOM mid-stage")
 
-    monkeypatch.setattr(common, "GRPOTrainer", Trainer)
+    monkeypatch.setattr(grpo, "GRPOTrainer", Trainer)
     cfg = config.resolve(preset="smoke")
     with pytest.raises(RuntimeError, match="OOM mid-stage"):
-        common.train_grpo(cfg, "stage2", None, None, [{"prompt": "p", "answer": "1"}], tmp_path)
+        grpo.train_grpo(cfg, "stage2", None, None, [{"prompt": "p", "answer": "1"}], tmp_path)
     assert standin.alive == [] and M.release_engine() is False and not hasattr(holder, "vllm_engine")
 
 
@@ -376,12 +376,18 @@ def test_hf_backend_on_a_t4_loads_float16(cache_dir, monkeypatch):
 def test_use_vllm_only_where_asked_for(cache_dir, standin, monkeypatch):
     fake_gpu(monkeypatch)
     hf, off = make_cfg(cache_dir, backend="hf"), VllmConfig()
-    assert M.trl_vllm_args(hf, off, use_cpu=False)["use_vllm"] is False  # off by default, on hf too
-    assert M.trl_vllm_args(hf, VLLM_ON, use_cpu=False)["use_vllm"] is True  # TRL's own engine on hf
-    assert M.trl_vllm_args(make_cfg(cache_dir), VLLM_ON, use_cpu=False) == {
+    from recipe.train.grpo import vllm_args
+
+    def keys(model_cfg, vllm_cfg, use_cpu=False):
+        return vllm_args(types.SimpleNamespace(model=model_cfg, vllm=vllm_cfg), use_cpu)
+
+    assert keys(hf, off)["use_vllm"] is False  # off by default, on hf too
+    assert keys(hf, VLLM_ON)["use_vllm"] is True  # TRL's own engine on hf
+    on_unsloth = keys(make_cfg(cache_dir), VLLM_ON)
+    assert {k: on_unsloth[k] for k in ("use_vllm", "vllm_mode", "vllm_gpu_memory_utilization")} == {
         "use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.45}
-    assert M.trl_vllm_args(make_cfg(cache_dir), off, use_cpu=False)["use_vllm"] is False
-    assert M.trl_vllm_args(make_cfg(cache_dir), VLLM_ON, use_cpu=True)["use_vllm"] is False
+    assert keys(make_cfg(cache_dir), off)["use_vllm"] is False
+    assert keys(make_cfg(cache_dir), VLLM_ON, use_cpu=True)["use_vllm"] is False
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from recipe.cli import main
 from recipe.config import core as config
 from recipe.errors import ConfigError
 from recipe.models import model as M
-from recipe.train import common, objective, trl_args
+from recipe.train import grpo
 
 
 def unsloth_grpo_config(**kwargs) -> GRPOConfig:
@@ -59,9 +59,9 @@ def test_the_standin_overrides_unset_values_as_unsloth_does(tmp_path):
                                             "stage2.vllm_importance_sampling_correction=false"]])
 def test_our_values_survive_unsloths_rule_and_match_trl_alone(tmp_path, monkeypatch, overrides):
     cfg = config.resolve(preset="smoke", overrides=overrides)
-    on_hf = trl_args.grpo_args(cfg, "stage2", str(tmp_path))
-    monkeypatch.setattr(trl_args, "GRPOConfig", unsloth_grpo_config)
-    on_unsloth = trl_args.grpo_args(cfg, "stage2", str(tmp_path))
+    on_hf = grpo.grpo_args(cfg, "stage2", str(tmp_path))
+    monkeypatch.setattr(grpo, "GRPOConfig", unsloth_grpo_config)
+    on_unsloth = grpo.grpo_args(cfg, "stage2", str(tmp_path))
     expected = ("dapo", 0.2, cfg.stage2.epsilon_high, cfg.stage2.mask_truncated_completions,
                 cfg.stage2.vllm_importance_sampling_correction)
     assert objective_of(on_hf) == objective_of(on_unsloth) == expected
@@ -108,10 +108,10 @@ def no_training(monkeypatch):
 
 
 def grpo_record(cfg, tmp_path, init_from=None, trainer=GRPOTrainer, monkeypatch=None):
-    monkeypatch.setattr(common, "GRPOTrainer", trainer)
+    monkeypatch.setattr(grpo, "GRPOTrainer", trainer)
     model, tokenizer = M.load(cfg.model, init_from=init_from, trainable=True, seed=0, for_grpo=True)
     rows = [{"prompt": "Question: 1 + 1?\nReasoning:", "answer": "2", "teacher_steps": 1, "teacher_words": 5}] * 4
-    return common.train_grpo(cfg, "stage2", model, tokenizer, rows, tmp_path / "stage2", init_from=init_from)
+    return grpo.train_grpo(cfg, "stage2", model, tokenizer, rows, tmp_path / "stage2", init_from=init_from)
 
 
 def saved_adapter(cfg, tmp_path):
@@ -131,7 +131,7 @@ def test_the_record_holds_what_the_trainer_holds(cache_dir, tmp_path, monkeypatc
     assert record["trainer_config"]["epsilon_high"] == 0.27
     assert record["trainer_config"]["mask_truncated_completions"] is False
     assert record["trainer_config"]["vllm_importance_sampling_correction"] is True
-    assert record["kl_reference"] == objective.NO_KL
+    assert record["kl_reference"] == grpo.NO_KL
 
     class Rewriting(GRPOTrainer):  # a trainer that changes its args on the way in: the record follows the trainer
         def __init__(self, *args, **kwargs):
@@ -147,8 +147,8 @@ def test_the_record_holds_what_the_trainer_holds(cache_dir, tmp_path, monkeypatc
 def test_hf_reference_is_a_frozen_copy_of_the_starting_adapter(cache_dir, tmp_path, monkeypatch, no_training):
     cfg = smoke(cache_dir, "stage2.beta=0.1")
     record = grpo_record(cfg, tmp_path, init_from=saved_adapter(cfg, tmp_path), monkeypatch=monkeypatch)
-    assert record["kl_reference"] == objective.REF_ADAPTER
-    assert grpo_record(cfg, tmp_path / "fresh", monkeypatch=monkeypatch)["kl_reference"] == objective.BASE_IS_START
+    assert record["kl_reference"] == grpo.REF_ADAPTER
+    assert grpo_record(cfg, tmp_path / "fresh", monkeypatch=monkeypatch)["kl_reference"] == grpo.BASE_IS_START
 
 
 def test_a_base_model_reference_after_an_adapter_is_refused(cache_dir, tmp_path, monkeypatch, no_training):
@@ -157,7 +157,7 @@ def test_a_base_model_reference_after_an_adapter_is_refused(cache_dir, tmp_path,
     with pytest.raises(ConfigError, match=r"stage2.beta=0.1: .*base model"):
         grpo_record(cfg, tmp_path, init_from=adapter, trainer=UnslothLikeTrainer, monkeypatch=monkeypatch)
     fresh = grpo_record(cfg, tmp_path / "fresh", trainer=UnslothLikeTrainer, monkeypatch=monkeypatch)
-    assert fresh["kl_reference"] == objective.BASE_IS_START  # a fresh adapter starts from the base: allowed
+    assert fresh["kl_reference"] == grpo.BASE_IS_START  # a fresh adapter starts from the base: allowed
 
 
 def test_unsloth_with_beta_after_an_adapter_is_refused_before_any_work(cache_dir, tmp_path, monkeypatch):
@@ -170,6 +170,6 @@ def test_unsloth_with_beta_after_an_adapter_is_refused_before_any_work(cache_dir
     for run, stage in ((stage2.run, "stage2"), (stage3.run, "stage3"), (baseline_grpo.run, "stage2")):
         with pytest.raises(ConfigError, match=rf"{stage}.beta=0.1 on model.backend=unsloth"):
             run(cfg, tmp_path / "run" / stage, init_from=adapter)
-    objective.refuse_base_reference(cfg, "stage2", None)  # fresh adapter: the base is the starting policy
+    grpo.refuse_base_reference(cfg, "stage2", None)  # fresh adapter: the base is the starting policy
     monkeypatch.setattr(M, "pick_backend", lambda model_cfg: "hf")
-    objective.refuse_base_reference(cfg, "stage2", adapter)  # TRL alone copies the adapter
+    grpo.refuse_base_reference(cfg, "stage2", adapter)  # TRL alone copies the adapter

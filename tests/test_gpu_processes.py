@@ -46,7 +46,6 @@ def test_run_all_builds_at_most_one_engine_per_process_and_the_parent_no_cuda_co
     (site / "sitecustomize.py").write_text(gpu_children.SITECUSTOMIZE)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv(gpu_children.LOG_ENV, str(log))
-    monkeypatch.setenv("COTRECIPE_TRAINER_CALLBACKS", "tests.gpu_children:callbacks")
     monkeypatch.setenv("PATH", f"{fake_nvidia_smi(tmp_path / 'bin', '15360, 258', smi_calls)}:{os.environ['PATH']}")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the parent sees a GPU ...
     monkeypatch.setattr(torch.cuda, "_lazy_init", no_context)  # ... and may not initialise CUDA on it

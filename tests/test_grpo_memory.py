@@ -14,7 +14,7 @@ from recipe.cli import main
 from recipe.config import core as C
 from recipe.eval.costs import sampled_completions
 from recipe.train.baseline_grpo import completions_per_step
-from recipe.train.trl_args import grpo_args
+from recipe.train.grpo import grpo_args
 
 ONE_BATCH = ["stage2.per_device_train_batch_size=16", "stage2.gradient_accumulation_steps=1"]
 

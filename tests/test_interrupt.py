@@ -18,13 +18,15 @@ import pytest
 from recipe.run import child, interrupt, parallel
 from recipe.run.parallel import Task
 from recipe.store import rundir
+from tests import fault_injection
 from tests.fault_injection import WAITING, ctrl_c_env, wait_for_ctrl_c_env
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "recipe.cli", *args]
+    """``cotrecipe ARGS`` with the fault-injection callbacks installed (tests/fault_injection.py)."""
+    return fault_injection.command(*args)
 
 
 def env_with(extra: dict[str, str]) -> dict[str, str]:

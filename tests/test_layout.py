@@ -86,10 +86,10 @@ def test_imports_flow_down_the_layers():
 
 def test_the_layer_check_catches_an_upward_import():
     upward = {"recipe.data.prompts": [("recipe.models.model", False, "from recipe.models import model")],
-              "recipe.train.common": [("recipe.eval.report", False, "from recipe.eval import report")],
+              "recipe.train.grpo": [("recipe.eval.report", False, "from recipe.eval import report")],
               "recipe.eval.report": [("recipe.store.rundir", False, "from recipe.store import rundir")]}
     assert layer_violations(upward) == ["recipe.data.prompts -> recipe.models.model",
-                                        "recipe.train.common -> recipe.eval.report"]
+                                        "recipe.train.grpo -> recipe.eval.report"]
 
 
 def test_readme_map_names_every_package():

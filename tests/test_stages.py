@@ -13,10 +13,12 @@ import pytest
 
 from recipe.config import core as C
 from recipe.data.gsm8k import Problem, load_gsm8k
-from recipe.errors import RunError
 from recipe.store import rundir
-from recipe.train import stage1, stage2, stage3
-from recipe.train.common import CALLBACKS_ENV, add_token_lengths, extra_callbacks, make_rewards
+from recipe.train import stage1, stage2, stage3, trainer
+from recipe.train.grpo import make_rewards
+from recipe.train.rows import add_token_lengths
+from recipe.train.trainer import extra_callbacks, install_callbacks
+from tests import fault_injection
 from tests.fault_injection import KILL_AFTER_SAVE_ENV, KillAfterSave, kill_after_save_env
 from tests.helpers import cli, one_error_line
 from tests.test_data import REPO, bullets, digest, make_problems
@@ -170,10 +172,12 @@ def test_make_rewards_fills_unit_and_answer_label_from_the_config():
     assert correct(completions=texts, answer=["72", "72"]) == [1.0, 1.0]
 
 
-def test_the_callback_seam_adds_what_the_named_function_returns_for_the_entry(monkeypatch):
-    """COTRECIPE_TRAINER_CALLBACKS names a function that gets the entry's name; the test kill hook goes through it."""
-    monkeypatch.delenv(CALLBACKS_ENV, raising=False)
+def test_installed_callbacks_are_what_the_factory_returns_for_the_entry(monkeypatch):
+    """A factory installed with install_callbacks gets the entry's name; the test kill hook goes through it."""
+    monkeypatch.setattr(trainer, "FACTORIES", [])
     assert extra_callbacks("stage2") == []
+    install_callbacks(fault_injection.callbacks)
+    assert extra_callbacks("stage2") == []  # installed, not armed
     for name, value in kill_after_save_env("stage2:3").items():
         monkeypatch.setenv(name, value)
     [kill] = extra_callbacks("stage2")
@@ -182,16 +186,6 @@ def test_the_callback_seam_adds_what_the_named_function_returns_for_the_entry(mo
     monkeypatch.setenv(KILL_AFTER_SAVE_ENV, "stage2:x")
     assert extra_callbacks("stage2") == []
 
-
-@pytest.mark.parametrize("spec, message", [
-    ("tests.fault_injection", "expected 'package.module:function'"),
-    ("no_such_module_here:callbacks", "No module named 'no_such_module_here'"),
-    ("tests.fault_injection:nothing", "has no attribute 'nothing'"),
-])
-def test_a_bad_callback_seam_value_is_one_line_naming_the_variable(monkeypatch, spec, message):
-    monkeypatch.setenv(CALLBACKS_ENV, spec)
-    with pytest.raises(RunError, match=f"^{CALLBACKS_ENV}=.*{message}"):
-        extra_callbacks("stage2")
 
 
 def test_a_damaged_failures_file_is_mined_again(tmp_path, monkeypatch, caplog):

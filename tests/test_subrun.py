@@ -21,6 +21,7 @@ from recipe.errors import RunError
 from recipe.run import orchestrator as run
 from recipe.run import subrun
 from recipe.store import rundir, runlock
+from tests import fault_injection
 from tests.fault_injection import kill_after_save_env
 from tests.helpers import cfg_no_eval
 
@@ -106,6 +107,7 @@ def test_one_child_per_entry_and_a_killed_child_resumes(tmp_path, monkeypatch, c
         "stage1.max_steps=1", "stage2.max_steps=4", "stage2.save_steps=2", "stage2.max_completion_length=8",
         "stage2.log_completions=false", "stage3.enabled=false", "eval.limit=2", "eval.max_new_tokens=8",
         "eval.stages=[stage2]"])
+    monkeypatch.setattr(subrun, "CHILD_MODULE", fault_injection.MODULE)  # children install the fault callbacks
     for name, value in kill_after_save_env("stage2:2").items():
         monkeypatch.setenv(name, value)
     with pytest.raises(RunError, match=r"stage2 failed in its own process \(pid \d+, which was killed by SIGKILL\)"):

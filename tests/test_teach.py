@@ -23,7 +23,7 @@ from recipe.config import core as C
 from recipe.errors import TeachError
 from recipe.teacher.rationales import apply_teacher, load_teacher_rationales
 from recipe.teacher.teach import TeachCache, TeachOptions, cache_key, load_problems, run_teach, teach_prompt
-from recipe.train.common import train_problems
+from recipe.train.rows import train_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "sk-test-do-not-leak-31337"

@@ -19,7 +19,7 @@ from recipe.teacher.rationales import (
     problem_target,
     rationale_steps,
 )
-from recipe.train.common import train_problems
+from recipe.train.rows import train_problems
 
 
 @pytest.mark.parametrize(

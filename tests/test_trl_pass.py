@@ -17,7 +17,8 @@ from recipe.config import core as C
 from recipe.config import trl_source
 from recipe.config.schema import RECIPE_SETS, TRAINER_SECTIONS
 from recipe.store.fingerprint import migrate_recorded
-from recipe.train.trl_args import grpo_args, sft_args
+from recipe.train.grpo import grpo_args
+from recipe.train.sft import sft_args
 
 ROOT = Path(__file__).resolve().parents[1]
 # to_dict(resolve(...)) as the code at commit 3d77827 (before the pass-through) wrote it, per preset ("" = defaults)

@@ -238,7 +238,7 @@ def test_eval_goes_through_the_held_engine_with_the_stage_adapter(cache_dir, tmp
 def test_mining_goes_through_the_held_engine_and_finds_the_same_failures(cache_dir, tmp_path, vllm_standin,
                                                                          monkeypatch, standin):  # noqa: F811
     from recipe.train import stage3
-    from recipe.train.common import train_problems
+    from recipe.train.rows import train_problems
 
     hf_cfg = smoke(cache_dir, "stage3.mining_limit=6", "stage3.mining_max_new_tokens=24")
     adapter = trained_adapter(hf_cfg, tmp_path)

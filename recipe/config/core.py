@@ -1,7 +1,7 @@
 """Loading, merging and checking the configuration: defaults (:mod:`recipe.config.schema`), then a preset, then a
 ``--config`` file, then ``key=value`` overrides; every error is one line naming the key, the value and what is allowed.
 Nothing here imports TRL: a trainer section's TRL keys are named and typed from TRL's source
-(:mod:`recipe.config.trl_source`) and their values checked by TRL where it is imported (:mod:`recipe.train.trl_args`).
+(:mod:`recipe.config.trl_source`) and their values checked by TRL where it is imported (:func:`recipe.train.trainer.built`).
 
 >>> resolve(preset="smoke", overrides=["stage2.learning_rate=1e-4"]).stage2.learning_rate
 0.0001

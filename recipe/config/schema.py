@@ -125,7 +125,7 @@ class TrainConfig:
     """A trainer section: ``enabled``; the fields of TRL's ``TRL_CLASS`` that the recipe records (config.yaml, the
     entries' fingerprints), with the recipe's defaults; the recipe's own keys (subclasses). Any other field of the
     TRL class may be set too: it is kept in ``trl_args``, read as an attribute (``cfg.stage2.top_k``) and passed to
-    TRL as it is (:mod:`recipe.train.trl_args`, where TRL checks the values)."""
+    TRL as it is (:mod:`recipe.train.sft`, :mod:`recipe.train.grpo`; TRL checks the values)."""
 
     TRL_CLASS: ClassVar[str] = "SFTConfig"
 

@@ -165,13 +165,6 @@ def prepare_backend(cfg: Any) -> str:
     return backend
 
 
-def trl_vllm_args(cfg: Any, vllm_cfg: Any, use_cpu: bool) -> dict:
-    """``use_vllm``/``vllm_mode``/``vllm_gpu_memory_utilization`` for a GRPOConfig (see ``unsloth_backend``) from the
-    model config (its backend) and the run's ``vllm`` section: vLLM only with ``vllm.enabled`` on the GPU."""
-    backend = "hf" if use_cpu else pick_backend(cfg)
-    return unsloth_backend.trl_vllm_args(vllm_cfg, backend, use_cpu)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Loading
 # ---------------------------------------------------------------------------------------------------------------

@@ -221,9 +221,3 @@ def load(cfg: Any, base: str, init_from: str | None, adapter: bool, trainable: b
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
 
-
-def trl_vllm_args(vllm_cfg: Any, backend: str, use_cpu: bool) -> dict:
-    """The vLLM part of a TRL ``GRPOConfig`` from the run's ``vllm`` section: with ``vllm.enabled``, on unsloth its
-    shared engine (unsloth's trainer uses ``model.vllm_engine``), on hf TRL's own engine; never on the CPU."""
-    use_vllm = uses_vllm(vllm_cfg, backend, GRPO, on_gpu=not use_cpu)
-    return {"use_vllm": use_vllm, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": vllm_cfg.gpu_memory_utilization}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -34,16 +35,16 @@ from recipe.run import parallel, subrun
 from recipe.store import rundir
 from recipe.store.runlock import locked
 from recipe.tools import plan
-from recipe.train import baseline_concise, baseline_grpo, baseline_sft, stage1, stage2, stage3, trl_args, warmup
+from recipe.train import baseline_concise, baseline_grpo, baseline_sft, grpo, sft, stage1, stage2, stage3, warmup
 
 log = logging.getLogger("recipe")
 
-# Each entry's train function, ``run(cfg, entry_dir, init_from) -> record`` of the recipe.train module the registry
-# names (imported here, at the top layer and in plain sight of the import-graph test, so that the registry stays
+# Each entry's train function, ``run(cfg, entry_dir, init_from, **entry_inputs(...)) -> record`` of the recipe.train
+# module the registry names (imported here, at the top layer and in plain sight of the import-graph test, so that the registry stays
 # plain data); a test swaps one here.
 _TRAIN_MODULES = {m.__name__: m for m in (warmup, stage1, stage2, stage3, baseline_sft, baseline_grpo,
                                            baseline_concise)}
-TRAINERS: dict[str, Callable[[Config, Path, str | None], dict]] = {
+TRAINERS: dict[str, Callable[..., dict]] = {
     name: _TRAIN_MODULES[entry.module].run for name, entry in ENTRIES.items()}
 
 
@@ -120,7 +121,8 @@ def train_entry(cfg: Config, run_dir: Path, manifest: dict, name: str, init_from
     rundir.mark_running(run_dir, manifest, cfg, entry, init_from)
     t0 = time.monotonic()
     try:
-        result = TRAINERS[name](train_cfg, rundir.entry_dir(run_dir, name), init_from)
+        result = TRAINERS[name](train_cfg, rundir.entry_dir(run_dir, name), init_from,
+                                **entry_inputs(cfg, run_dir, name))
     except BaseException as exc:
         rundir.mark_failed(run_dir, manifest, name, exc)
         raise
@@ -131,6 +133,25 @@ def train_entry(cfg: Config, run_dir: Path, manifest: dict, name: str, init_from
     if note:
         log.warning(note)
     return record
+
+
+def curriculum_tokens(run_dir: Path, stages: Sequence[str] = STAGES) -> dict[str, int]:
+    """Tokens each finished curriculum stage processed: the last ``num_tokens`` of its ``trainer_log.json``."""
+    counts = {stage: rundir.trained_tokens(run_dir, stage) for stage in stages}
+    return {stage: n for stage, n in counts.items() if n is not None}
+
+
+def entry_inputs(cfg: Config, run_dir: Path, name: str) -> dict:
+    """What an entry's ``run`` is given besides its config, folder and starting weights, read from the other
+    entries of the run: for the SFT baseline with ``baseline_sft.budget=tokens``, the curriculum's tokens
+    (:func:`curriculum_tokens` of its enabled stages), which it matches."""
+    if name != BASELINES["sft"] or cfg.baseline_sft.budget != "tokens":
+        return {}
+    spent = curriculum_tokens(run_dir, [s for s in STAGES if getattr(cfg, s).enabled])
+    if not spent:
+        raise RunError("baseline_sft.budget=tokens matches the curriculum's tokens, but no stage of "
+                       f"{run_dir} has a trainer log yet; train the stages first (run-all does)")
+    return {"curriculum_tokens": spent}
 
 
 def _upstream_output(run_dir: Path, manifest: dict, name: str) -> str | None:
@@ -144,12 +165,20 @@ def _upstream_output(run_dir: Path, manifest: dict, name: str) -> str | None:
 
 
 def _check_trainer_sections(cfg: Config) -> None:
-    """TRL's own checks of the trainer sections before the run directory is made (:func:`trl_args.check`). Not
-    under a multi-process launch (building TRL's config sets up the ranks' process group) nor where Unsloth will
-    train in this process (it must be imported before TRL): there each entry's own config build checks them."""
+    """Every enabled trainer section through TRL's own checks (its config built for a folder never written), so a
+    value TRL refuses stops a command before its run directory is made. Built for the CPU: TRL's config sets up its
+    device when built, and the run-all parent must not set up a GPU. Not under a multi-process launch (building TRL's
+    config sets up the ranks' process group) nor where Unsloth will train in this process (it must be imported
+    before TRL): there each entry's own config build checks them."""
     if dist.is_distributed() or (cfg.model.backend == "unsloth" and not subrun.use_children(cfg)):
         return
-    trl_args.check(cfg)
+    with tempfile.TemporaryDirectory(prefix="cotrecipe-check-") as folder:
+        for name in ("warmup", "stage1"):
+            if getattr(cfg, name).enabled:
+                sft.sft_args(cfg, folder, name, for_check=True)
+        for name in ("stage2", "stage3"):
+            if getattr(cfg, name).enabled:
+                grpo.grpo_args(cfg, name, folder, for_check=True)
 
 
 def run_all(cfg: Config, force: bool = False) -> Path:

@@ -101,7 +101,7 @@ def plan(cfg: Config, manifest: dict) -> list[Task]:
 def _reads_upstream(cfg: Config, name: str, stages: Sequence[str]) -> Sequence[str]:
     """The curriculum entries whose finished files a baseline reads when it starts (module docstring)."""
     if name == BASELINES["sft"] and cfg.baseline_sft.budget == "tokens":
-        return stages  # recipe.train.baseline_sft.curriculum_tokens
+        return stages  # recipe.run.orchestrator.entry_inputs
     matched = (BASELINES["grpo"], BASELINES["concise"])  # recipe.train.baseline_grpo.train_matched's budget
     if name in matched and "stage3" in stages and cfg.stage3.max_steps <= 0:
         return ["stage3"]  # recipe.train.baseline_grpo.stage3_rows

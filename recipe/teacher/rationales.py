@@ -9,7 +9,7 @@ mining compare against the dataset's answer, never the teacher's. Problems the f
 rationale and are counted.
 
 :func:`apply_teacher` puts the thinking part into ``Problem.thinking``; :func:`problem_target` renders the three-part
-target (the stages render it through :func:`recipe.train.common.teacher_fields`).
+target (the stages render it through :func:`recipe.train.rows.teacher_fields`).
 """
 
 from __future__ import annotations

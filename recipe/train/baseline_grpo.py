@@ -12,7 +12,7 @@ the base model on the training questions with a correctness reward, no teacher a
   part uses its mined rows when ``<run>/stage3/failures.jsonl`` exists, else its configured slice (an upper bound).
   The manifest record's ``budget`` says which.
 - **Trainer**: stage 2's section as it is (LoRA, optimizer, lr schedule, generation settings), only ``max_steps``
-  and ``rewards`` replaced, through the same :func:`recipe.train.common.train_grpo`: checkpoints, resume, metrics.
+  and ``rewards`` replaced, through the same :func:`recipe.train.grpo.train_grpo`: checkpoints, resume, metrics.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from recipe.data.gsm8k import Problem
 from recipe.errors import RunError
 from recipe.fsio import read_jsonl
 from recipe.models import model as model_mod
-from recipe.train.common import train_grpo, train_problems
-from recipe.train.objective import refuse_base_reference
+from recipe.train.grpo import completions_per_step, refuse_base_reference, train_grpo
+from recipe.train.rows import train_problems
 from recipe.train.stage3 import FAILURES
 
 log = logging.getLogger("recipe")
@@ -56,12 +56,6 @@ def build_rows(problems: Sequence[Problem], answer_label: str = prompts.ANSWER_L
             row.update(teacher_steps=len(p.steps), teacher_words=len(solution.split()))
         rows.append(row)
     return rows
-
-
-def completions_per_step(st: GRPOStageConfig) -> float:
-    """Completions sampled per optimizer step (per process): the batch of completions, generated once every
-    ``num_iterations`` steps."""
-    return st.per_device_train_batch_size * st.gradient_accumulation_steps / st.num_iterations
 
 
 def sampled_completions(st: GRPOStageConfig, n_rows: int) -> int:

@@ -1,10 +1,10 @@
 """The SFT-distillation baseline (entry ``baseline-sft``): plain SFT on the FULL teacher rationales, no curriculum.
 
 Same problems as the curriculum trains on (the stage-1 and stage-2 slices together), same trainer settings as stage 1
-(:func:`recipe.train.trl_args.sft_args`), same LoRA settings, from the base model. Budget (``baseline_sft.budget``):
+(:func:`recipe.train.sft.sft_args`), same LoRA settings, from the base model. Budget (``baseline_sft.budget``):
 stage 1's steps, or (``tokens``) as many steps as it takes to process as many tokens as the curriculum's finished
-stages did (:func:`token_matched_steps`; TRL's ``num_tokens``, prompts and completions, from their trainer logs), or
-a number of steps chosen ahead (it then need not wait for the stages).
+stages did (:func:`token_matched_steps`; TRL's ``num_tokens``, prompts and completions, which the orchestrator
+reads from their trainer logs and passes in), or a number of steps chosen ahead (it then need not wait for the stages).
 The prompt is the evaluation prompt itself, the completion the ordered teacher solution, so the baseline is trained
 directly for the evaluation format.
 It is an entry of the run like a stage (:data:`recipe.config.entries.ENTRIES`): manifest record, resume, config check,
@@ -13,20 +13,18 @@ It is an entry of the run like a stage (:data:`recipe.config.entries.ENTRIES`): 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from recipe.config.core import Config
-from recipe.config.entries import STAGES
 from recipe.data import prompts
 from recipe.data.gsm8k import Problem
 from recipe.errors import RunError
 from recipe.models import model as model_mod
-from recipe.store.rundir import trained_tokens
-from recipe.train.common import train_problems, train_sft
+from recipe.train.rows import train_problems
+from recipe.train.sft import train_sft
 
 log = logging.getLogger("recipe")
 
@@ -44,12 +42,6 @@ def build_rows(problems: Sequence[Problem], answer_label: str = prompts.ANSWER_L
             for p in problems]
 
 
-def curriculum_tokens(run_dir: Path, stages: Sequence[str] = STAGES) -> dict[str, int]:
-    """Tokens each finished curriculum stage processed: the last ``num_tokens`` of its ``trainer_log.json``."""
-    counts = {stage: trained_tokens(run_dir, stage) for stage in stages}
-    return {stage: n for stage, n in counts.items() if n is not None}
-
-
 def token_matched_steps(target_tokens: int, row_tokens: Sequence[int], batch: int) -> int:
     """Optimizer steps of ``batch`` rows whose mean length is that of ``row_tokens`` to process ``target_tokens``.
 
@@ -60,25 +52,27 @@ def token_matched_steps(target_tokens: int, row_tokens: Sequence[int], batch: in
     return max(1, math.ceil(target_tokens / per_step))
 
 
-def run(cfg: Config, entry_dir: Path, init_from: str | None = None) -> dict:
+def run(cfg: Config, entry_dir: Path, init_from: str | None = None,
+        curriculum_tokens: Mapping[str, int] | None = None) -> dict:
+    """Train the baseline into ``entry_dir``. ``curriculum_tokens``: the tokens each finished curriculum stage
+    processed, which ``baseline_sft.budget=tokens`` matches (the orchestrator reads them from the run,
+    :func:`recipe.run.orchestrator.entry_inputs`)."""
     rows = build_rows(train_problems(cfg, "stage1") + train_problems(cfg, "stage2"), cfg.data.answer_label)
     model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=True, seed=cfg.run.seed,
                                       vllm_cfg=cfg.vllm)
     budget = None
     if isinstance(cfg.baseline_sft.budget, int):
         budget = {"mode": "steps", "max_steps": cfg.baseline_sft.budget}
-        cfg = dataclasses.replace(cfg, stage1=cfg.stage1.replace(max_steps=cfg.baseline_sft.budget))
     elif cfg.baseline_sft.budget == "tokens":
-        spent = curriculum_tokens(entry_dir.parent, [s for s in STAGES if getattr(cfg, s).enabled])
-        if not spent:
+        if not curriculum_tokens:
             raise RunError("baseline_sft.budget=tokens matches the curriculum's tokens, but no stage of "
                            f"{entry_dir.parent} has a trainer log yet; train the stages first (run-all does)")
         lengths = [len(ids) for ids in tokenizer([r["prompt"] + r["completion"] for r in rows],
                                                  add_special_tokens=False)["input_ids"]]
-        steps = token_matched_steps(sum(spent.values()), lengths, cfg.stage1.per_device_train_batch_size)
-        budget = {"mode": "tokens", "curriculum_tokens": spent, "max_steps": steps}
-        cfg = dataclasses.replace(cfg, stage1=cfg.stage1.replace(max_steps=steps))
+        steps = token_matched_steps(sum(curriculum_tokens.values()), lengths, cfg.stage1.per_device_train_batch_size)
+        budget = {"mode": "tokens", "curriculum_tokens": dict(curriculum_tokens), "max_steps": steps}
+    max_steps = budget["max_steps"] if budget else None
     log.info("baseline: SFT on %d full teacher rationales (max_steps=%d, epochs=%g; budget: %s)", len(rows),
-             cfg.stage1.max_steps, cfg.stage1.num_train_epochs, budget or "stage 1's")
-    result = train_sft(cfg, model, tokenizer, rows, entry_dir)
+             cfg.stage1.max_steps if max_steps is None else max_steps, cfg.stage1.num_train_epochs, budget or "stage 1's")
+    result = train_sft(cfg, model, tokenizer, rows, entry_dir, max_steps=max_steps)
     return {**result, "budget": budget} if budget else result

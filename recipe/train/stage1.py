@@ -7,7 +7,7 @@ write the full, ordered, complete solution (the teacher's thinking part first wh
 the evaluation prompt, with the same target: a small student (135M) does not carry reconstruction over to solving
 from the question (measured in the README's proof run). The shuffle, the mask and the question-only draw are made
 anew for every epoch (:func:`rows_for_epoch`). Prompt-completion rows go to TRL's SFTTrainer, which puts the loss on the
-completion only (``completion_only_loss=True`` in :func:`recipe.train.trl_args.sft_args`).
+completion only (``completion_only_loss=True`` in :func:`recipe.train.sft.sft_args`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from recipe.config.core import Config
 from recipe.data.gsm8k import Problem
 from recipe.data.prompts import ANSWER_LABEL, COMPLETION_PREFIX, MASK_TOKEN, eval_prompt, stage1_prompt
 from recipe.models import model as model_mod
-from recipe.train.common import question_only_picks, teacher_fields, train_problems, train_sft
+from recipe.train.rows import question_only_picks, teacher_fields, train_problems
+from recipe.train.sft import train_sft
 
 
 def build_rows(problems: Sequence[Problem], seed: int, mask_prob: float = 0.7, mask_token: str = MASK_TOKEN,
@@ -30,9 +31,9 @@ def build_rows(problems: Sequence[Problem], seed: int, mask_prob: float = 0.7, m
     identity), and with probability ``mask_prob`` one random position of the shuffled list replaced by the mask
     (``masked_index``, -1 when none). Masking a uniform position after shuffling hides a uniformly chosen step,
     the same distribution as the paper's mask-then-shuffle. The completion is the full ordered teacher solution
-    (:func:`recipe.train.common.teacher_fields`: thinking part, real steps, answer line).
+    (:func:`recipe.train.rows.teacher_fields`: thinking part, real steps, answer line).
     ``question_only_share``: the chance that a row instead shows only the question (the evaluation prompt, no steps:
-    ``shuffled`` empty), :func:`recipe.train.common.question_only_picks`.
+    ``shuffled`` empty), :func:`recipe.train.rows.question_only_picks`.
     Pure: the call seeds its own ``random.Random(seed)``, so the same inputs give the same rows in any process.
 
     >>> row = build_rows([Problem("t-0", "Q?", ("a = 1.", "b = 2."), "2")], seed=0, mask_prob=1.0)[0]
@@ -76,8 +77,8 @@ def rows_for_epoch(cfg: Config, problems: Sequence[Problem]) -> Callable[[int], 
     return build
 
 
-def run(cfg: Config, stage_dir: Path, init_from: str | None = None) -> dict:
+def run(cfg: Config, entry_dir: Path, init_from: str | None = None) -> dict:
     rows_for = rows_for_epoch(cfg, train_problems(cfg, "stage1"))
     model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=True, seed=cfg.run.seed,
                                       vllm_cfg=cfg.vllm)
-    return train_sft(cfg, model, tokenizer, rows_for(0), stage_dir, rows_for_epoch=rows_for)
+    return train_sft(cfg, model, tokenizer, rows_for(0), entry_dir, rows_for_epoch=rows_for)

@@ -20,8 +20,8 @@ from recipe.config.core import Config
 from recipe.data.gsm8k import Problem
 from recipe.data.prompts import ANSWER_LABEL, MASK_TOKEN, eval_prompt, stage2_prompt
 from recipe.models import model as model_mod
-from recipe.train.common import add_token_lengths, question_only_picks, teacher_fields, train_grpo, train_problems
-from recipe.train.objective import refuse_base_reference
+from recipe.train.grpo import refuse_base_reference, train_grpo
+from recipe.train.rows import add_token_lengths, question_only_picks, teacher_fields, train_problems
 
 
 def mask_count(n_steps: int, min_masked: int = 3, mask_ratio: float = 0.5) -> int:
@@ -39,7 +39,7 @@ def build_rows(problems: Sequence[Problem], seed: int, min_masked: int = 3, mask
                question_only_share: float = 0.0) -> list[dict[str, Any]]:
     """Masked completion (GRPO): steps in order, :func:`mask_count` random ones hidden (``masked_indices``,
     sorted). ``question_only_share``: the chance that a prompt is the question alone (``masked_indices`` empty),
-    :func:`recipe.train.common.question_only_picks`. Pure: seeds its own ``random.Random(seed)``.
+    :func:`recipe.train.rows.question_only_picks`. Pure: seeds its own ``random.Random(seed)``.
 
     >>> row = build_rows([Problem("t-0", "Q?", ("a = 1.", "b = 2.", "c = 3."), "3")], seed=0)[0]
     >>> len(row["masked_indices"]), row["prompt"].count("- [MASK]"), row["teacher_words"]
@@ -82,11 +82,11 @@ def rows_for_epoch(cfg: Config, problems: Sequence[Problem], tokenizer: Any) -> 
     return build
 
 
-def run(cfg: Config, stage_dir: Path, init_from: str | None = None) -> dict:
+def run(cfg: Config, entry_dir: Path, init_from: str | None = None) -> dict:
     refuse_base_reference(cfg, "stage2", init_from)
     problems = train_problems(cfg, "stage2")
     model, tokenizer = model_mod.load(cfg.model, init_from=init_from, trainable=True, seed=cfg.run.seed,
                                       for_grpo=True, vllm_cfg=cfg.vllm)
     rows_for = rows_for_epoch(cfg, problems, tokenizer)
-    return train_grpo(cfg, "stage2", model, tokenizer, rows_for(0), stage_dir, rows_for_epoch=rows_for,
+    return train_grpo(cfg, "stage2", model, tokenizer, rows_for(0), entry_dir, rows_for_epoch=rows_for,
                       init_from=init_from)

@@ -32,8 +32,8 @@ from recipe.fsio import read_jsonl, write_jsonl
 from recipe.models import generation
 from recipe.models import model as model_mod
 from recipe.models.generation import STOP_TEXTS, to_device
-from recipe.train.common import add_token_lengths, teacher_fields, train_grpo, train_problems
-from recipe.train.objective import refuse_base_reference
+from recipe.train.grpo import refuse_base_reference, train_grpo
+from recipe.train.rows import add_token_lengths, teacher_fields, train_problems
 
 log = logging.getLogger("recipe")
 FAILURES = "failures.jsonl"
@@ -116,11 +116,11 @@ def build_rows(problems: Sequence[Problem], answer_label: str = prompts.ANSWER_L
     return rows
 
 
-def run(cfg: Config, stage_dir: Path, init_from: str | None = None) -> dict:
+def run(cfg: Config, entry_dir: Path, init_from: str | None = None) -> dict:
     refuse_base_reference(cfg, "stage3", init_from)  # before mining: the stage could not train anyway
-    stage_dir.mkdir(parents=True, exist_ok=True)
+    entry_dir.mkdir(parents=True, exist_ok=True)
     problems = train_problems(cfg, "stage3")
-    failures_path = stage_dir / FAILURES
+    failures_path = entry_dir / FAILURES
     failures = read_failures(failures_path) if failures_path.is_file() else None  # mined before an interruption
     policy = None  # (model, tokenizer): loaded once, to mine and then to train
     if failures is None:
@@ -139,7 +139,7 @@ def run(cfg: Config, stage_dir: Path, init_from: str | None = None) -> dict:
     rows = build_rows([Problem.from_dict(f) for f in failures], answer_label=cfg.data.answer_label)
     model, tokenizer = policy or load_policy(cfg, init_from)
     del policy
-    result = train_grpo(cfg, "stage3", model, tokenizer, add_token_lengths(rows, tokenizer), stage_dir,
+    result = train_grpo(cfg, "stage3", model, tokenizer, add_token_lengths(rows, tokenizer), entry_dir,
                         init_from=init_from)
     result["metrics"] = {**mined, **result["metrics"]}
     return result

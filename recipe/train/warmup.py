@@ -20,7 +20,8 @@ from recipe import dist
 from recipe.config.core import Config
 from recipe.models import model as model_mod
 from recipe.train.baseline_sft import build_rows
-from recipe.train.common import train_problems, train_sft
+from recipe.train.rows import train_problems
+from recipe.train.sft import train_sft
 
 log = logging.getLogger("recipe")
 
