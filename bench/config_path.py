@@ -12,8 +12,10 @@ constructor is entered. Method:
 - the *path* is the sequence of those modules in call order, consecutive repeats merged; before it come the
   modules the config passes through to start that child and be read there (``recipe.cli``,
   ``recipe.run.orchestrator``, ``recipe.run.subrun``, ``recipe.run.child``);
-- *modules*: the distinct modules on the path; a *climb back* is a step of the path into a module of a higher layer
-  than the one before (layers: ``LAYERS`` of tests/test_layout.py, top first; the same group is no climb).
+- *modules*: the distinct modules on the path; a *climb back* is a call that carries the config from a module into
+  one of a higher layer (its caller: the nearest ``recipe`` frame outside ``recipe.config`` on the stack; layers:
+  ``LAYERS`` of tests/test_layout.py, top first; the same group is no climb). Returning to a higher module and
+  calling on from there is not a climb: the config goes down again.
 
 Prints the path, the module count and the climbs.
 """
@@ -47,8 +49,20 @@ def carries_config(frame) -> bool:
     return any(type(frame.f_locals.get(n)).__module__.startswith("recipe.config") for n in names)
 
 
-def trace_child(run_dir: Path) -> list[str]:
+def caller_module(frame) -> str:
+    """The module of the nearest recipe frame (outside recipe.config) that called ``frame``."""
+    up = frame.f_back
+    while up is not None:
+        name = up.f_globals.get("__name__", "")
+        if name.startswith("recipe.") and not name.startswith("recipe.config"):
+            return name
+        up = up.f_back
+    return "recipe.run.child"
+
+
+def trace_child(run_dir: Path) -> tuple[list[str], list[tuple[str, str]]]:
     path: list[str] = []
+    edges: list[tuple[str, str]] = []
 
     def profile(frame, event, arg):
         if event != "call":
@@ -56,8 +70,10 @@ def trace_child(run_dir: Path) -> list[str]:
         module = frame.f_globals.get("__name__", "")
         if frame.f_code.co_name == "__init__" and module.startswith("trl.trainer.grpo_trainer"):
             raise Reached
-        if module.startswith("recipe.") and not module.startswith("recipe.config") and carries_config(frame) and (not path or path[-1] != module):
-            path.append(module)
+        if module.startswith("recipe.") and not module.startswith("recipe.config") and carries_config(frame):
+            edges.append((caller_module(frame), module))
+            if not path or path[-1] != module:
+                path.append(module)
 
     sys.setprofile(profile)
     try:
@@ -66,16 +82,17 @@ def trace_child(run_dir: Path) -> list[str]:
         pass
     finally:
         sys.setprofile(None)
-    return path
+    return path, edges
 
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = config_mod.resolve(preset="smoke", overrides=[f"run.output_dir={tmp}/run", f"model.cache_dir={tmp}"])
         rundir.open_run(cfg, ENTRIES, force=False)  # config.yaml, manifest.json: what the child reads
-        path = PARENT + trace_child(Path(tmp) / "run")
-    climbs = [(a, b) for a, b in zip(path, path[1:]) if group_of(b)[1] != group_of(a)[1]
-              and group_of(b)[0] < group_of(a)[0]]
+        traced, edges = trace_child(Path(tmp) / "run")
+    path = PARENT + traced
+    edges = list(zip(PARENT, PARENT[1:])) + edges
+    climbs = sorted({(a, b) for a, b in edges if group_of(b)[1] != group_of(a)[1] and group_of(b)[0] < group_of(a)[0]})
     print(" -> ".join(path))
     print(f"modules: {len(set(path))}  hops: {len(path) - 1}  climbs back: {len(climbs)}")
     for a, b in climbs:

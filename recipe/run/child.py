@@ -104,7 +104,7 @@ def _main(argv: list[str] | None) -> int:
         from recipe.run import orchestrator as run  # lazy: torch/transformers/trl, after prepare_backend
 
         if args.what == "train":
-            run.run_one(cfg, args.entry[0], init_from=args.init_from)
+            run.run_one(cfg, args.entry[0], init_from=args.init_from, check=False)  # the parent checked
         else:
             run.evaluate_run(cfg, run_dir, names=args.entry, report=not args.no_report)
     except KNOWN_ERRORS as exc:

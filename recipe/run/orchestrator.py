@@ -258,11 +258,13 @@ def _run_all(cfg: Config, force: bool) -> Path:
     return run_dir
 
 
-def run_one(cfg: Config, name: str, init_from: str | None = None, force: bool = False) -> Path:
+def run_one(cfg: Config, name: str, init_from: str | None = None, force: bool = False, check: bool = True) -> Path:
     """Train one entry (a stage or a baseline) in the run directory. Its starting weights: ``init_from``
     (``--from``), else its upstream entry's output. ``force`` retrains a finished entry and marks what starts from it
-    stale (as run-all's config check does)."""
-    _check_trainer_sections(cfg)
+    stale (as run-all's config check does). ``check`` False: the command that started this one checked the trainer
+    sections already (a run's child process)."""
+    if check:
+        _check_trainer_sections(cfg)
     rundir.run_path(cfg).mkdir(parents=True, exist_ok=True)
     with locked(rundir.run_path(cfg)):
         return _run_one(cfg, name, init_from, force)
@@ -293,7 +295,7 @@ def run_baseline(cfg: Config, key: str, force: bool = False) -> list[Path]:
     rundir.run_path(cfg).mkdir(parents=True, exist_ok=True)
     with locked(rundir.run_path(cfg)):
         if not subrun.use_children(cfg):
-            run_dir = run_one(cfg, name, force=force)
+            run_dir = run_one(cfg, name, force=force, check=False)
             return evaluate_run(cfg, run_dir, names=[name])
         run_dir, manifest = open_run(cfg, force=force)
         if rundir.is_done(manifest, name) and force:
