@@ -256,6 +256,8 @@ def _allowed(tp: Any) -> str:
     if described:
         return described[0]
     bound = {k: getattr(c, k) for info in infos for c in info.metadata for k in ("ge", "gt", "le", "lt") if hasattr(c, k)}
+    if not bound:  # a union: one of its members' limits
+        return f"expected {_type_name(tp)}"
     if len(bound) == 2:
         low, high = ("[" if "ge" in bound else "("), ("]" if "le" in bound else ")")
         return f"must be in {low}{bound.get('ge', bound.get('gt'))}, {bound.get('le', bound.get('lt'))}{high}"
@@ -263,14 +265,18 @@ def _allowed(tp: Any) -> str:
     return f"must be {symbol} {bound[name]}"
 
 
-def _type_name(tp: Any) -> str:
+def _type_name(tp: Any, limits: bool = False) -> str:
+    """The type in words; ``limits``: with its limits (a member of a union, whose error names no member)."""
+    if limits and typing.get_origin(tp) is Annotated and any(
+            isinstance(m, pydantic.fields.FieldInfo) and m.metadata for m in typing.get_args(tp)[1:]):
+        return f"{_type_name(_bare(tp))} that {_allowed(tp)}"
     tp, origin = _bare(tp), typing.get_origin(_bare(tp))
     if origin is Literal:
         return " | ".join(repr(a) for a in typing.get_args(tp))
     if origin is list:
         return f"list of {_type_name(typing.get_args(tp)[0])}"
     if origin in (typing.Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+        return " | ".join(_type_name(a, limits=True) for a in typing.get_args(tp))
     return "mapping" if dataclasses.is_dataclass(tp) else getattr(tp, "__name__", str(tp))
 
 
