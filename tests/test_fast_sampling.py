@@ -114,19 +114,30 @@ def test_prefilling_once_keeps_greedy_scores_and_the_merged_lora(policy):
     assert torch.equal(plain, both)
 
 
-def test_a_grpo_load_prefills_each_prompt_once_under_the_lora_trl_adds(cache_dir):
+def test_a_grpo_load_samples_the_same_tokens_faster_under_the_lora_trl_adds(cache_dir):
     """``model.load(for_grpo=True)`` on hf returns a model whose generate, reached through the PeftModel the TRL
-    trainer wraps it in, runs the prompt once per distinct prompt and samples what a plain load samples."""
+    trainer wraps it in, runs the prompt once per distinct prompt with the LoRA merged, samples what a plain load
+    samples, and leaves the weights as they were."""
     cfg = C.resolve(preset="smoke", overrides=[f"model.cache_dir={cache_dir}"])
     sampled, prefill_rows = [], []
     for share in (True, False):
-        model, tokenizer = model_mod.load(cfg.model, trainable=True, seed=0, for_grpo=True, share_prompt_prefill=share)
+        model, tokenizer = model_mod.load(cfg.model, trainable=True, seed=0, for_grpo=True, fast_sampling=share)
         peft_model = get_peft_model(model, model_mod.lora_config(cfg.model))  # what GRPOTrainer does with peft_config
+        with torch.no_grad():
+            for name, param in peft_model.named_parameters():
+                if "lora_B" in name:
+                    param.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(1))
+        before = _weights(peft_model)
         tokenizer.padding_side = "left"
-        rows = []
-        hook = model.get_input_embeddings().register_forward_hook(lambda m, i, o: rows.append(tuple(i[0].shape)))
+        rows, merged = [], []
+        hook = model.get_input_embeddings().register_forward_hook(lambda m, i, o, rows=rows: rows.append(i[0].shape))
+        q_proj = peft_model.get_base_model().model.layers[0].self_attn.q_proj
+        probe = q_proj.register_forward_hook(lambda m, i, o, seen=merged: seen.append(m.merged))
         sampled.append(_trl_call(peft_model, tokenizer, 4))
         hook.remove()
+        probe.remove()
         prefill_rows.append(rows[0][0])
+        assert all(merged) is share and any(merged) is share  # the LoRA merged for every forward, or never
+        assert all(torch.equal(p, before[n]) for n, p in peft_model.named_parameters())
     assert prefill_rows == [len(PROMPTS), 4 * len(PROMPTS)]  # the first forward: 2 distinct prompts, not 8 rows
     assert torch.equal(sampled[0], sampled[1])
