@@ -274,12 +274,16 @@ def _load_hf(cfg: Any, base: str, init_from: str | None, trainable: bool) -> tup
 
 
 def load(cfg: Any, init_from: str | os.PathLike | None = None, trainable: bool = True, seed: int = 0,
-         for_grpo: bool = False, vllm: bool = False, vllm_cfg: Any = None) -> tuple[Any, Any]:
+         for_grpo: bool = False, vllm: bool = False, vllm_cfg: Any = None,
+         fast_sampling: bool = True) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` for a stage; see the module docstring for what comes back in each case.
     ``seed``: pass ``run.seed``. ``for_grpo``: GRPO will train this model; ``vllm``: evaluation or mining will
     generate with it (the seam, :func:`recipe.models.generation.generate`, then picks vLLM). Only these loads get a
     vLLM engine, and only with ``vllm.enabled`` on the unsloth backend. ``vllm_cfg``: the run's ``vllm`` section
-    (``cfg.vllm``), passed by every load of a run (the unsloth weights repository follows it); None: off."""
+    (``cfg.vllm``), passed by every load of a run (the unsloth weights repository follows it); None: off.
+    ``fast_sampling``: a ``for_grpo`` load on hf generates with each distinct prompt prefilled once
+    (:func:`recipe.models.shared_prefill.share_prefill`) and the LoRA merged for the call
+    (:func:`recipe.models.lora_merge.merge_for_generate`): the same sampled tokens, 1.32x (``bench/sampling.py``)."""
     import torch
 
     base = resolve_model_path(cfg)
@@ -297,6 +301,11 @@ def load(cfg: Any, init_from: str | os.PathLike | None = None, trainable: bool =
                                                 vllm_cfg=vllm_cfg)
     else:
         model, tokenizer = _load_hf(cfg, base, init, trainable)
+        if for_grpo and fast_sampling:  # TRL samples num_generations rows of each prompt in one generate call
+            from recipe.models.lora_merge import merge_for_generate  # lazy: imports peft (after unsloth)
+            from recipe.models.shared_prefill import share_prefill  # lazy: imports transformers (after unsloth)
+
+            merge_for_generate(share_prefill(model))
         torch.manual_seed(seed)  # the TRL trainer draws its LoRA from torch's generator right after this
     if trainable:
         model.train()
