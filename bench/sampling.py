@@ -58,9 +58,9 @@ from recipe.models.generation import STOP_TEXTS, generate  # noqa: E402
 from recipe.models.lora_merge import merged_lora  # noqa: E402
 from recipe.models.shared_prefill import generate_shared_prefill  # noqa: E402
 from recipe.train import stage2  # noqa: E402
-from recipe.train.trl_args import grpo_args  # noqa: E402
+from recipe.train.grpo import grpo_args  # noqa: E402
 
-GSM8K = "/work/shared/data/gsm8k"
+GSM8K = str(Path(__file__).resolve().parents[2] / "shared/data/gsm8k")  # ../shared beside the checkout
 
 
 # --------------------------------------------------------------------------------------------------------------------
