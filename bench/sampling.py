@@ -54,9 +54,11 @@ from recipe.config import core as config_mod  # noqa: E402
 from recipe.data.gsm8k import load_gsm8k  # noqa: E402
 from recipe.eval.evaluate import build_prompt  # noqa: E402
 from recipe.models import model as model_mod  # noqa: E402
+from recipe.models.fast_sampling import (
+    generate_shared_prefill,  # noqa: E402
+    merged_lora,  # noqa: E402
+)
 from recipe.models.generation import STOP_TEXTS, generate  # noqa: E402
-from recipe.models.lora_merge import merged_lora  # noqa: E402
-from recipe.models.shared_prefill import generate_shared_prefill  # noqa: E402
 from recipe.train import stage2  # noqa: E402
 from recipe.train.grpo import grpo_args  # noqa: E402
 
@@ -184,7 +186,7 @@ def grpo_inputs(cfg, tokenizer, groups: int, num_generations: int, seed: int) ->
 
 
 def shared_prefill_generate(model, input_ids, attention_mask, generation_config):
-    """The recipe's GRPO sampling path (:func:`recipe.models.shared_prefill.share_prefill`): ``model.generate`` with
+    """The recipe's GRPO sampling path (:func:`recipe.models.fast_sampling.share_prefill`): ``model.generate`` with
     each distinct prompt prefilled once, through the module generate's steps run."""
     return generate_shared_prefill(model.generate, model.get_base_model(), input_ids=input_ids,
                                    attention_mask=attention_mask, generation_config=generation_config)

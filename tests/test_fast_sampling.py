@@ -1,6 +1,5 @@
 """Sampling speed-ups that must not change what is sampled (``bench/sampling.py`` measures them): LoRA merged into the
-weights for a generation call (:mod:`recipe.models.lora_merge`) and the duplicated GRPO prompts prefilled once
-(:mod:`recipe.models.shared_prefill`)."""
+weights for a generation call and the duplicated GRPO prompts prefilled once (:mod:`recipe.models.fast_sampling`)."""
 
 from __future__ import annotations
 
@@ -12,8 +11,7 @@ from transformers import GenerationConfig
 from recipe.config import core as C
 from recipe.models import generation
 from recipe.models import model as model_mod
-from recipe.models.lora_merge import merged_lora
-from recipe.models.shared_prefill import share_prefill
+from recipe.models.fast_sampling import merged_lora, share_prefill
 
 PROMPTS = ["Question: Tom has 3 apples and buys 4 more. How many?\nReasoning:",
            "Question: A box holds 12 pens; 5 are taken.\nReasoning:"]

@@ -282,8 +282,8 @@ def load(cfg: Any, init_from: str | os.PathLike | None = None, trainable: bool =
     vLLM engine, and only with ``vllm.enabled`` on the unsloth backend. ``vllm_cfg``: the run's ``vllm`` section
     (``cfg.vllm``), passed by every load of a run (the unsloth weights repository follows it); None: off.
     ``fast_sampling``: a ``for_grpo`` load on hf generates with each distinct prompt prefilled once
-    (:func:`recipe.models.shared_prefill.share_prefill`) and the LoRA merged for the call
-    (:func:`recipe.models.lora_merge.merge_for_generate`): the same sampled tokens, 1.32x (``bench/sampling.py``)."""
+    (:func:`recipe.models.fast_sampling.share_prefill`) and the LoRA merged for the call
+    (:func:`recipe.models.fast_sampling.merge_for_generate`): the same sampled tokens, 1.32x (``bench/sampling.py``)."""
     import torch
 
     base = resolve_model_path(cfg)
@@ -302,8 +302,7 @@ def load(cfg: Any, init_from: str | os.PathLike | None = None, trainable: bool =
     else:
         model, tokenizer = _load_hf(cfg, base, init, trainable)
         if for_grpo and fast_sampling:  # TRL samples num_generations rows of each prompt in one generate call
-            from recipe.models.lora_merge import merge_for_generate  # lazy: imports peft (after unsloth)
-            from recipe.models.shared_prefill import share_prefill  # lazy: imports transformers (after unsloth)
+            from recipe.models.fast_sampling import merge_for_generate, share_prefill  # lazy: peft (after unsloth)
 
             merge_for_generate(share_prefill(model))
         torch.manual_seed(seed)  # the TRL trainer draws its LoRA from torch's generator right after this
