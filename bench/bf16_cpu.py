@@ -17,7 +17,7 @@ break the GRPO policy (docs/benchmarks.md), so it is not an arm here.
 3. **Generation**: greedy answers to ``--n`` dev problems (never the held-out test seed): seconds, identical
    outputs, accuracy of each arm.
 
-Adoption rule (issue 22): >= 1.3x faster per GRPO step with the fixed-batch targets met.
+Adoption rule: >= 1.3x faster per GRPO step with the fixed-batch targets met.
 """
 
 from __future__ import annotations

@@ -210,7 +210,7 @@ def test_has_final_answer_line(text: str, label: str, expected: bool) -> None:
     assert has_final_answer_line(text, label) is expected
 
 
-# ---------------------------------------------------------------- issue 11 item 5: answers read wrong without a word
+# ---------------------------------------------------------------- answers read wrong without a word
 
 @pytest.mark.parametrize(
     ("text", "expected"),

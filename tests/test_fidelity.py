@@ -1,4 +1,4 @@
-"""Fidelity to the authors' released code (issue 8): GRPO completions cut after the first answer before scoring,
+"""Fidelity to the authors' released code: GRPO completions cut after the first answer before scoring,
 per-epoch redraws of stage 1/2 rows, teacher thinking as its own part of the target, the authors' evaluation stop
 rule, and the `paper` preset's mining cap."""
 

@@ -1,4 +1,4 @@
-"""One generation seam (issue 23, item 5): evaluation, stage-3 mining and ``teach``'s ``hf:`` teacher all generate
+"""One generation seam: evaluation, stage-3 mining and ``teach``'s ``hf:`` teacher all generate
 through :func:`recipe.models.generation.generate`, and :func:`recipe.models.generation.choose_decoder` is the one
 place that picks vLLM, pruned HF greedy or HF ``generate``."""
 

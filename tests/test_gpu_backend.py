@@ -1,6 +1,6 @@
 """The GPU path without a GPU: unsloth / unsloth_zoo stand-ins whose functions bind every call against the real
 signatures of the pinned release (vendored from the wheels by scripts/unsloth_api.py), a faked CUDA device, and
-the properties issue 7 asks for: engine lifetime, T4 environment, precision, import order, use_vllm, seed
+the properties it must keep: engine lifetime, T4 environment, precision, import order, use_vllm, seed
 (the pins and the vendored signatures themselves: test_gpu_install.py).
 """
 

@@ -141,7 +141,7 @@ def test_colab_notebook_installs_visibly_sets_the_t4_env_first_and_runs_a_stage_
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# issue 21 item 7: the device check for a lent GPU machine without network (scripts/gpu_check*.sh)
+# the device check for a lent GPU machine without network (scripts/gpu_check*.sh)
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -170,7 +170,7 @@ def test_the_wheel_folder_size_check_refuses_more_than_60_mib(tmp_path, mib, ref
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# issue 21 item 5: the notebooks install what the machine's driver can run, from the checkout they run in
+# the notebooks install what the machine's driver can run, from the checkout they run in
 # ----------------------------------------------------------------------------------------------------------------
 
 

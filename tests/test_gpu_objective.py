@@ -1,4 +1,4 @@
-"""One GRPO objective on both backends (issue 21, items 1-2): the clip and truncation keys survive Unsloth's
+"""One GRPO objective on both backends: the clip and truncation keys survive Unsloth's
 ``GRPOConfig`` override rule, the manifest records what the built trainer holds, and the KL reference is the stage's
 starting policy or the stage is refused.
 

@@ -1,4 +1,4 @@
-"""One set of weights for every stage (issue 21, item 6): the repository Unsloth's loader would pick, decided once
+"""One set of weights for every stage: the repository Unsloth's loader would pick, decided once
 from the pinned wheel's own tables (vendored by scripts/unsloth_mapper.py), passed to every load without remapping,
 checked against an adapter's base, and recorded with its commit."""
 

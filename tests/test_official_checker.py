@@ -1,4 +1,4 @@
-"""The authors' checker (issue 8 item 5): their gold parser, first answer, dropped minus signs, string compare."""
+"""The authors' checker: their gold parser, first answer, dropped minus signs, string compare."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""run.parallel_entries (issue 22 item 6): run-all runs up to N entries and evaluations at once, each in its own child
+"""run.parallel_entries: run-all runs up to N entries and evaluations at once, each in its own child
 process -- the plan (what waits for what, in which order), the scheduler (with fake handles), the manifest written by
 several processes at once, the config check, the relayed output, and run-all itself with stand-in children."""
 

@@ -1,4 +1,4 @@
-"""Data readers (issue 11 item 3): one hostile row is one bad row, never a lost file or an aborted stage."""
+"""Data readers: one hostile row is one bad row, never a lost file or an aborted stage."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Config files under attack (issue 11 item 2): one clear ConfigError line, bounded time and memory."""
+"""Config files under attack: one clear ConfigError line, bounded time and memory."""
 
 from __future__ import annotations
 

@@ -130,7 +130,7 @@ def test_format_summary_lists_bad_lines_and_truncates() -> None:
     assert "line 19: oops" in text and "line 20: oops" not in text and "... and 5 more" in text
 
 
-# ---------------------------------------------------------------- issue 11 item 4: hostile inputs to `score`
+# ---------------------------------------------------------------- hostile inputs to `score`
 
 
 def test_cli_missing_input_and_empty_stdin_are_one_line_errors(tmp_path: Path) -> None:

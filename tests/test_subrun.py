@@ -1,4 +1,4 @@
-"""run.process_per_entry (issue 21 item 3): run-all trains each entry and runs the evaluation in its own child
+"""run.process_per_entry: run-all trains each entry and runs the evaluation in its own child
 process, under the parent's run lock (shared through the inherited descriptor), and a killed child resumes like any
 killed run."""
 

@@ -67,7 +67,7 @@ def test_config_checks_the_teacher_path_and_stages_use_it(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# The authors' format (issue 8, item 3): "Thinking…" part + "Step N:" blocks + "Answer: N"
+# The authors' format: "Thinking…" part + "Step N:" blocks + "Answer: N"
 # ------------------------------------------------------------------------------------------------------------------
 
 AUTHORS_FILE = Path(__file__).parent / "data" / "teach_stage3_samples.json"  # our own rows in their released shape

@@ -1,4 +1,4 @@
-"""Trainer sections pass TRL's own keys through (issue 23 item 3): checked against the pinned TRL's SFTConfig /
+"""Trainer sections pass TRL's own keys through: checked against the pinned TRL's SFTConfig /
 GRPOConfig fields, refused where the recipe decides them, and the config as plain data unchanged for every preset
 (config.yaml and the entries' fingerprints of older run directories still match)."""
 
@@ -52,8 +52,8 @@ def test_a_sections_fields_are_trls_recorded_keys_or_the_recipes_own(name):
 
 
 def _vllm_keys_moved(old: dict) -> dict:
-    """The old code's dict with the vLLM keys in today's ``vllm`` section, right after ``model`` (issue 23: the one
-    change since); every other key, value and order as the old code wrote them. ``vllm.enabled`` is the switch of
+    """The old code's dict with the vLLM keys in today's ``vllm`` section, right after ``model``;
+    every other key, value and order as the old code wrote them. ``vllm.enabled`` is the switch of
     the config's backend (the two were equal wherever the backend was not unsloth or hf)."""
     model, run = dict(old["model"]), dict(old["run"])
     fast, hf = model.pop("fast_inference"), model.pop("hf_use_vllm")

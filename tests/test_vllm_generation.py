@@ -1,4 +1,4 @@
-"""Evaluation and stage-3 mining through vLLM (issue 21, item 4), without a GPU: a ``vllm`` stand-in whose
+"""Evaluation and stage-3 mining through vLLM, without a GPU: a ``vllm`` stand-in whose
 ``SamplingParams``, ``LoRARequest``, ``LLM.generate``, prompts and outputs bind to vllm 0.27.1's real signatures
 (vendored from the wheel by scripts/vllm_api.py), and an engine that decodes greedily with the tiny model the way
 vLLM does (stop strings, stop token ids, ``max_tokens``, the LoRA of the request). The rows must be the HF path's."""

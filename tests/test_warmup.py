@@ -1,4 +1,4 @@
-"""The warm-up entry (issue 22): SFT on its own slice, LoRA merged into the weights, and that merged model is the base
+"""The warm-up entry: SFT on its own slice, LoRA merged into the weights, and that merged model is the base
 of everything after it — the base row, stage 1, the baselines — while the manifest keeps the config as given."""
 
 from __future__ import annotations
