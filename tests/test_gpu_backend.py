@@ -347,8 +347,7 @@ def test_precision_reaches_unsloth_and_matches_the_trainer_flags(cache_dir, stan
     cfg = make_cfg(cache_dir)
     M.load(cfg, seed=0)
     assert standin.calls[0][1]["dtype"] == getattr(torch, dtype)  # not None: unsloth would pick its own
-    full = types.SimpleNamespace(model=cfg, run=types.SimpleNamespace(device="auto"))
-    assert precision.for_config(full).trainer_flags() == {"bf16": bf16, "fp16": fp16}
+    assert precision.for_device(cfg.dtype, "auto", cfg.cpu_autocast).trainer_flags() == {"bf16": bf16, "fp16": fp16}
 
 
 def test_precision_table_and_errors(monkeypatch):

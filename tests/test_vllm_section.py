@@ -58,10 +58,10 @@ def test_vllm_enabled_drives_uses_vllm_on_both_backends():
     off = C.resolve(preset="smoke")
     assert on.vllm.enabled is True and off.vllm.enabled is False
     # unsloth: one engine for GRPO, evaluation and mining; hf: TRL's engine for GRPO only; teach never; CPU never
-    assert [uses_vllm(on.vllm, "unsloth", use) for use in USES] == [True, True, True, False]
-    assert [uses_vllm(on.vllm, "hf", use) for use in USES] == [True, False, False, False]
-    assert not any(uses_vllm(off.vllm, backend, use) for backend in ("unsloth", "hf") for use in USES)
-    assert not any(uses_vllm(on.vllm, "unsloth", use, on_gpu=False) for use in (GRPO, EVAL, MINING, TEACH))
+    assert [uses_vllm(on.vllm.enabled, "unsloth", use) for use in USES] == [True, True, True, False]
+    assert [uses_vllm(on.vllm.enabled, "hf", use) for use in USES] == [True, False, False, False]
+    assert not any(uses_vllm(off.vllm.enabled, backend, use) for backend in ("unsloth", "hf") for use in USES)
+    assert not any(uses_vllm(on.vllm.enabled, "unsloth", use, on_gpu=False) for use in (GRPO, EVAL, MINING, TEACH))
 
 
 def test_the_readers_take_the_vllm_section():

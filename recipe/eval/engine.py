@@ -20,7 +20,7 @@ from recipe.models.generation import to_device
 def shares_engine(cfg: Config) -> bool:
     """Whether evaluation generates through a vLLM engine here (``vllm.enabled`` on the unsloth backend, as picked),
     so that one engine per base serves every model on it (:func:`engine_groups`)."""
-    return uses_vllm(cfg.vllm, model_mod.pick_backend(cfg.model), EVAL)
+    return uses_vllm(cfg.vllm.enabled, model_mod.pick_backend(cfg.model), EVAL)
 
 
 def engine_base(init_from: str | None) -> str | None:

@@ -40,23 +40,21 @@ GRPO, EVAL, MINING, TEACH = "grpo", "eval", "mining", "teach"  # the uses of gen
 USES = (GRPO, EVAL, MINING, TEACH)
 
 
-def uses_vllm(vllm_cfg: object, backend: str, use: str, on_gpu: bool = True) -> bool:
+def uses_vllm(enabled: bool, backend: str, use: str, on_gpu: bool = True) -> bool:
     """Whether ``use`` (GRPO's generation, evaluation, stage-3 mining, ``teach``) generates through vLLM for the
-    config's ``vllm`` section on ``backend`` (``unsloth`` or ``hf``, as picked). Every site that decides vLLM asks here.
+    config's switch ``vllm.enabled`` (``enabled``) on ``backend`` (``unsloth`` or ``hf``, as picked). Every site that decides vLLM asks here.
 
     ``vllm.enabled`` on unsloth gives the GRPO load and the evaluation load of a process one in-process engine
     (stage-3 mining generates through the GRPO load's; the weights repository follows the switch too); on hf it
     gives GRPO TRL's own engine (colocated or a server, ``vllm.mode``), and evaluation and mining generate with HF. ``teach`` loads without an engine; nothing uses vLLM off the GPU.
 
-    >>> from types import SimpleNamespace as NS
-    >>> on = NS(enabled=True)
-    >>> [uses_vllm(on, "unsloth", u) for u in USES], [uses_vllm(on, "hf", u) for u in USES]
+    >>> [uses_vllm(True, "unsloth", u) for u in USES], [uses_vllm(True, "hf", u) for u in USES]
     ([True, True, True, False], [True, False, False, False])
-    >>> uses_vllm(on, "unsloth", EVAL, on_gpu=False), uses_vllm(NS(enabled=False), "unsloth", GRPO)
+    >>> uses_vllm(True, "unsloth", EVAL, on_gpu=False), uses_vllm(False, "unsloth", GRPO)
     (False, False)
     """
     if use not in USES:
         raise ValueError(f"unknown use of generation {use!r} (allowed: {', '.join(USES)})")
-    if not on_gpu or use == TEACH or not bool(getattr(vllm_cfg, "enabled", False)):
+    if not on_gpu or use == TEACH or not enabled:
         return False
     return backend == "unsloth" or use == GRPO

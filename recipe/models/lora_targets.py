@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 log = logging.getLogger("recipe")
 
@@ -49,15 +48,16 @@ def leaf_module_names(config_source: str, trust_remote_code: bool = False) -> li
             and any(True for _ in module.parameters(recurse=False))]
 
 
-def targets_error(cfg: Any, config_source: str) -> str | None:
-    """Why ``cfg.lora_target_modules`` cannot be applied to the model ``config_source`` describes, or None (also when
-    the model cannot be built from its config here: the real load then says why, this check never blocks it)."""
+def targets_error(target_modules: list[str], trust_remote_code: bool, config_source: str) -> str | None:
+    """Why ``target_modules`` (``model.lora_target_modules``) cannot be applied to the model ``config_source``
+    describes, or None (also when the model cannot be built from its config here: the real load then says why, this
+    check never blocks it)."""
     try:
-        names = leaf_module_names(config_source, cfg.trust_remote_code)
+        names = leaf_module_names(config_source, trust_remote_code)
     except Exception as exc:  # noqa: BLE001 - an unknown architecture, no config offline: the load reports it
         log.debug("LoRA target check skipped for %s (%s: %s)", config_source, type(exc).__name__, exc)
         return None
-    unknown = unknown_targets(names, cfg.lora_target_modules)
+    unknown = unknown_targets(names, target_modules)
     if not unknown:
         return None
     return (f"model.lora_target_modules: {', '.join(map(repr, unknown))} matches no module of {config_source}; "

@@ -110,12 +110,12 @@ def resolve_model_path(cfg: Any) -> str:
     """``cfg.name_or_path`` -> a folder or hub id that ``from_pretrained`` accepts (building builtins once)."""
     name = cfg.name_or_path
     if name == TINY:
-        return str(build_tiny_qwen2(cache_root(cfg) / "tiny-qwen2"))
+        return str(build_tiny_qwen2(cache_root(cfg.cache_dir) / "tiny-qwen2"))
     if name == TINY_HD64:  # vLLM's attention backends take head sizes 64/128/256, not the 16 of the CPU model
-        return str(build_tiny_qwen2(cache_root(cfg) / "tiny-qwen2-hd64", hidden_size=128, num_heads=2,
+        return str(build_tiny_qwen2(cache_root(cfg.cache_dir) / "tiny-qwen2-hd64", hidden_size=128, num_heads=2,
                                     num_kv_heads=1, intermediate_size=256))
     if name == SMOLLM2:
-        out = cache_root(cfg) / "smollm2-135m-instruct"
+        out = cache_root(cfg.cache_dir) / "smollm2-135m-instruct"
         if is_model_dir(out):
             return str(out)
         gguf = smollm2_gguf()
@@ -292,7 +292,8 @@ def load(cfg: Any, init_from: str | os.PathLike | None = None, trainable: bool =
         _check_init_from(init)
     backend = prepare_backend(cfg)  # unsloth (when used) is imported before the target check loads transformers
     if trainable and cfg.use_lora and not (init and is_adapter_dir(init)):  # a fresh LoRA goes on: names must match
-        problem = targets_error(cfg, init if init and is_model_dir(init) else base)
+        problem = targets_error(cfg.lora_target_modules, cfg.trust_remote_code,
+                                init if init and is_model_dir(init) else base)
         if problem:
             raise ModelError(problem)
     if backend == "unsloth":

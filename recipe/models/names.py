@@ -11,7 +11,6 @@ import importlib.util
 import os
 import re
 from pathlib import Path
-from typing import Any
 
 TINY = "builtin:tiny-qwen2"
 TINY_HD64 = "builtin:tiny-qwen2-hd64"
@@ -44,8 +43,9 @@ def is_model_dir(path: str | os.PathLike) -> bool:
     return (folder / "config.json").is_file() and any((folder / w).is_file() for w in MODEL_WEIGHTS)
 
 
-def cache_root(cfg: Any) -> Path:
-    return Path(os.path.expanduser(cfg.cache_dir))
+def cache_root(cache_dir: str) -> Path:
+    """``model.cache_dir`` as a path, ``~`` expanded."""
+    return Path(os.path.expanduser(cache_dir))
 
 
 def smollm2_gguf() -> Path | None:

@@ -73,9 +73,8 @@ def decide(dtype: str, cuda: bool, cpu_autocast: str = "none") -> Precision:
     return Precision(dtype, bf16=dtype == "bfloat16", fp16=dtype == "float16")
 
 
-def for_config(cfg: Any) -> Precision:
-    """:func:`decide` for a full recipe config (``cfg.model.dtype``; CPU when ``run.device=cpu`` or no CUDA)."""
+def for_device(dtype: str, device: str, cpu_autocast: str = "none") -> Precision:
+    """:func:`decide` for ``model.dtype`` on ``run.device`` (the CPU when it is cpu or there is no CUDA)."""
     import torch
 
-    cuda = torch.cuda.is_available() and getattr(cfg.run, "device", "auto") != "cpu"
-    return decide(cfg.model.dtype, cuda, getattr(cfg.model, "cpu_autocast", "none"))
+    return decide(dtype, torch.cuda.is_available() and device != "cpu", cpu_autocast)

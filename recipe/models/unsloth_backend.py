@@ -180,10 +180,11 @@ def load(cfg: Any, base: str, init_from: str | None, adapter: bool, trainable: b
     its base in adapter_config.json and unsloth attaches the adapter), ``adapter`` whether it is one."""
     release_engine()  # the previous stage's engine goes before anything else loads
     FastLanguageModel = import_unsloth().FastLanguageModel
-    fast_inference = bool(engine) and uses_vllm(vllm_cfg, "unsloth", GRPO)  # eval and mining: as GRPO
+    vllm_on = vllm_cfg is not None and vllm_cfg.enabled
+    fast_inference = bool(engine) and uses_vllm(vllm_on, "unsloth", GRPO)  # eval and mining: as GRPO
     four_bit = cfg.load_in_4bit and cfg.use_lora
     mapper = importlib.import_module("unsloth.models.mapper")  # lazy: exists with the gpu extra only
-    repo = weights_repo(base, four_bit, uses_vllm(vllm_cfg, "unsloth", GRPO), mapper)  # the run's, not this load's
+    repo = weights_repo(base, four_bit, uses_vllm(vllm_on, "unsloth", GRPO), mapper)  # the run's, not this load's
     if adapter:
         _check_adapter_base(init_from, repo)
     import torch

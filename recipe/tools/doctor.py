@@ -254,7 +254,7 @@ def can_run(cfg: config_mod.Config, m: Machine) -> tuple[str, list[str]]:
                         f"CUDA build {m.torch_cuda or 'none'}, driver {m.driver or 'none'})")
     on_gpu = m.cuda and (backend == "unsloth" or device != "cpu")
     needed = set(UNSLOTH_NEEDS) if backend == "unsloth" else set()
-    vllm = any(uses_vllm(cfg.vllm, backend, use, on_gpu) for use in USES)
+    vllm = any(uses_vllm(cfg.vllm.enabled, backend, use, on_gpu) for use in USES)
     if vllm:
         needed.add("vllm")
         ok, why = m.imports.get("vllm", (None, "not installed"))

@@ -236,7 +236,7 @@ def setup_from_config(cfg: Config) -> Setup:
     return Setup(four_bit=m.load_in_4bit and m.use_lora, weight_bytes=4 if m.dtype == "float32" else 2,
                  lora_r=m.lora_r, lora_targets=tuple(m.lora_target_modules), use_lora=m.use_lora,
                  grad_ckpt=m.gradient_checkpointing, unsloth=m.backend in ("unsloth", "auto"),
-                 fast_inference=uses_vllm(cfg.vllm, "unsloth" if m.backend in ("unsloth", "auto") else "hf", GRPO),
+                 fast_inference=uses_vllm(cfg.vllm.enabled, "unsloth" if m.backend in ("unsloth", "auto") else "hf", GRPO),
                  gpu_util=cfg.vllm.gpu_memory_utilization)
 
 

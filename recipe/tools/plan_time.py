@@ -74,7 +74,7 @@ def train_seconds(d: ModelDims, r: Rates, tokens: float) -> float:
 def stage_hours(cfg: Config, d: ModelDims, gpu_gib: float = T4_GIB, r: Rates = T4) -> dict[str, float]:
     """Estimated hours per entry of ``run-all`` (stages, mining, each evaluation) for ``cfg``."""
     s = setup_from_config(cfg)
-    vllm = uses_vllm(cfg.vllm, "unsloth" if cfg.model.backend in ("unsloth", "auto") else "hf", EVAL)  # and mining
+    vllm = uses_vllm(cfg.vllm.enabled, "unsloth" if cfg.model.backend in ("unsloth", "auto") else "hf", EVAL)  # and mining
     out: dict[str, float] = {}
     s1 = cfg.stage1
     if s1.enabled:

@@ -73,7 +73,7 @@ def vllm_args(cfg: Config, use_cpu: bool) -> dict:
     how to reach a ``trl vllm-serve`` server."""
     v = cfg.vllm
     backend = "hf" if use_cpu else model_mod.pick_backend(cfg.model)
-    return dict(use_vllm=uses_vllm(v, backend, GRPO, on_gpu=not use_cpu), vllm_mode=v.mode,
+    return dict(use_vllm=uses_vllm(v.enabled, backend, GRPO, on_gpu=not use_cpu), vllm_mode=v.mode,
                 vllm_gpu_memory_utilization=v.gpu_memory_utilization,
                 vllm_server_base_url=v.server_base_url or None, vllm_server_host=v.server_host,
                 vllm_server_port=v.server_port, vllm_server_timeout=v.server_timeout)

@@ -23,7 +23,7 @@ from recipe.fsio import write_json
 from recipe.models import model as model_mod
 from recipe.models.devices import check_device
 from recipe.models.integrity import checkpoint_problem
-from recipe.models.precision import for_config as precision_for
+from recipe.models.precision import for_device as precision_for
 from recipe.store.rundir import MODEL_DIR, TRAINER_DIR, TRAINER_LOG
 
 log = logging.getLogger("recipe")
@@ -55,7 +55,8 @@ def common_args(cfg: Config, st: TrainConfig, output_dir: str, for_check: bool =
     else:
         check_device(cfg.run.device)  # run.device=cuda without CUDA is refused, never trained on the CPU
         use_cpu = cfg.run.device == "cpu" or not torch.cuda.is_available()
-        flags = precision_for(cfg).trainer_flags()  # the same decision model.load follows (models/precision.py)
+        # the same decision model.load follows (recipe/models/precision.py)
+        flags = precision_for(cfg.model.dtype, cfg.run.device, cfg.model.cpu_autocast).trainer_flags()
     return dict(
         **st.trl_keys(),
         output_dir=output_dir,
