@@ -12,7 +12,6 @@ from __future__ import annotations
 import gc
 import os
 import signal
-import subprocess
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -21,6 +20,7 @@ import huggingface_hub.constants  # noqa: E402  (after the variable it reads at 
 import pytest  # noqa: E402
 
 from recipe.models import tiny  # noqa: E402
+from tests import forked  # noqa: E402
 from tests.fault_injection import command, kill_after_save_env  # noqa: E402
 
 huggingface_hub.constants.HF_HUB_OFFLINE = True  # in case a plugin imported it before this file ran
@@ -58,14 +58,15 @@ def cache_dir(tmp_path_factory) -> Path:
     return root
 
 
-def run_killed_after_save(args: list[str], entry_and_step: str, timeout: int = 300) -> None:
-    """Run ``cotrecipe <args>`` in a subprocess that SIGKILLs itself right after ``entry_and_step``'s checkpoint is
-    saved (``"stage2:2"``: stage 2's checkpoint-2; :mod:`tests.fault_injection`), and check that
-    it died that way."""
+def run_killed_after_save(args: list[str], entry_and_step: str, output: Path, timeout: int = 300) -> None:
+    """Run ``cotrecipe <args>`` in a separate process (a fork of :mod:`tests.forked`'s server, which imported the
+    libraries once) that SIGKILLs itself right after ``entry_and_step``'s checkpoint is saved (``"stage2:2"``: stage
+    2's checkpoint-2; :mod:`tests.fault_injection`), and check that it died that way; its output goes to ``output``."""
     env = {**os.environ, "PYTHONPATH": str(REPO), **kill_after_save_env(entry_and_step)}
-    proc = subprocess.run(command(*args), env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL, timeout=timeout)
-    assert proc.returncode == -signal.SIGKILL, f"the run should have killed itself after {entry_and_step}'s checkpoint"
+    done = forked.run(command(*args)[1:], output, env=env, timeout=timeout)
+    assert done.returncode == -signal.SIGKILL, (
+        f"the run should have killed itself after {entry_and_step}'s checkpoint (exit {done.returncode}):\n"
+        f"{done.output[-3000:]}")
 
 
 def first_table(text: str) -> list[str]:

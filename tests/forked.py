@@ -1,0 +1,101 @@
+"""Separate processes without a fresh interpreter each: ``python -c CODE ARGS`` and ``python -m MODULE ARGS`` run in a
+fork of one server process (multiprocessing's ``forkserver``) that imported torch, transformers, TRL, peft,
+accelerate and the recipe once, at its start. A test that needs another process, not another interpreter start (a run
+SIGKILLed at a known point and resumed, two gloo ranks, row builders run under another hash seed) pays ~0.1 s for it
+instead of the 3-8 s of importing those libraries again.
+
+The server is itself a fresh interpreter, started the first time a child is, with ``PYTHONHASHSEED`` =
+:data:`HASH_SEED` (:data:`OTHER_HASH_SEED` where this process was given that one), so each child's ``hash()`` of a
+string differs from this process's; and it never runs a torch op: it has no thread pools, so a fork of it is safe
+where a fork of this process is not (a child forked after torch's OpenMP pool ran hangs at its first parallel op).
+Each child runs with exactly the environment, working directory and arguments it is given, its output in a file; it
+is a process of its own, so a SIGKILL, an exit status, a file lock and the files it leaves are those of a real run.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import runpy
+import sys
+from dataclasses import dataclass
+from multiprocessing import forkserver
+from pathlib import Path
+
+HASH_SEED = "12345"
+OTHER_HASH_SEED = "54321"
+# What the children use: imported once in the server (a module that fails to import there is left to the child)
+PRELOAD = ["torch", "transformers", "trl", "peft", "accelerate", "recipe.cli", "recipe.run.orchestrator",
+           "tests.fault_injection"]
+
+_context = multiprocessing.get_context("forkserver")
+
+
+@dataclass
+class Finished:
+    """How a child ended: its exit status (``-signal`` when a signal killed it) and what it printed."""
+
+    returncode: int
+    output: str
+
+
+def _start_server() -> None:
+    """Start the fork server (once per test session) under :data:`HASH_SEED`."""
+    _context.set_forkserver_preload(PRELOAD)
+    saved = os.environ.get("PYTHONHASHSEED")
+    # read by the server's interpreter at its start; every child inherits it
+    os.environ["PYTHONHASHSEED"] = OTHER_HASH_SEED if saved == HASH_SEED else HASH_SEED
+    try:
+        forkserver.ensure_running()
+    finally:
+        if saved is None:
+            del os.environ["PYTHONHASHSEED"]
+        else:
+            os.environ["PYTHONHASHSEED"] = saved
+
+
+def _child(argv: list[str], env: dict[str, str], cwd: str, output: str) -> None:
+    """In the child: take the environment, folder and output file given, then run ``argv`` as the interpreter would
+    (``-c CODE ARGS`` or ``-m MODULE ARGS``); an exit status it asks for ends the process with that status."""
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    flag, target, *args = argv
+    if flag == "-c":
+        sys.argv = ["-c", *args]
+        exec(compile(target, "<string>", "exec"), {"__name__": "__main__"})  # the test's own source text, as `-c`
+    elif flag == "-m":
+        sys.argv = [target, *args]
+        runpy.run_module(target, run_name="__main__", alter_sys=True)
+    else:
+        raise ValueError(f"argv must start with -c or -m, got {flag!r}")
+
+
+def start(argv: list[str], output: Path, env: dict[str, str] | None = None, cwd: str | Path | None = None):
+    """Start ``python ARGV`` (``["-c", code, ...]`` or ``["-m", module, ...]``) as a fork of the server, its output
+    appended to ``output``; returns the running ``multiprocessing`` process (``join``, ``exitcode``, ``pid``)."""
+    _start_server()
+    proc = _context.Process(target=_child, args=(list(argv), dict(os.environ if env is None else env),
+                                                 str(cwd or os.getcwd()), str(output)))
+    proc.start()
+    return proc
+
+
+def wait(proc, output: Path, timeout: float) -> Finished:
+    """Wait up to ``timeout`` seconds for a process from :func:`start` (killed after that) and say how it ended."""
+    proc.join(timeout)
+    if proc.exitcode is None:
+        proc.kill()
+        proc.join()
+        raise TimeoutError(f"a forked child ran past {timeout:.0f} s; its output: {output.read_text(errors='replace')}")
+    return Finished(proc.exitcode, output.read_text(errors="replace") if output.exists() else "")
+
+
+def run(argv: list[str], output: Path, env: dict[str, str] | None = None, cwd: str | Path | None = None,
+        timeout: float = 300) -> Finished:
+    """:func:`start` then :func:`wait`."""
+    return wait(start(argv, output, env, cwd), output, timeout)
