@@ -17,9 +17,11 @@ from __future__ import annotations
 import multiprocessing
 import os
 import runpy
+import subprocess
 import sys
 from dataclasses import dataclass
 from multiprocessing import forkserver
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 HASH_SEED = "12345"
@@ -54,16 +56,18 @@ def _start_server() -> None:
             os.environ["PYTHONHASHSEED"] = saved
 
 
-def _child(argv: list[str], env: dict[str, str], cwd: str, output: str) -> None:
-    """In the child: take the environment, folder and output file given, then run ``argv`` as the interpreter would
-    (``-c CODE ARGS`` or ``-m MODULE ARGS``); an exit status it asks for ends the process with that status."""
+def _child(argv: list[str], env: dict[str, str], cwd: str, output: str | Connection) -> None:
+    """In the child: take the environment, folder and output (a file to append to, or a pipe's writing end) given,
+    then run ``argv`` as the interpreter would (``-c CODE ARGS`` or ``-m MODULE ARGS``); an exit status it asks for
+    ends the process with that status."""
     os.environ.clear()
     os.environ.update(env)
     os.chdir(cwd)
-    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600) if isinstance(output, str) else output.fileno()
     os.dup2(fd, 1)
     os.dup2(fd, 2)
-    os.close(fd)
+    if isinstance(output, str):
+        os.close(fd)
     flag, target, *args = argv
     if flag == "-c":
         sys.argv = ["-c", *args]
@@ -75,14 +79,18 @@ def _child(argv: list[str], env: dict[str, str], cwd: str, output: str) -> None:
         raise ValueError(f"argv must start with -c or -m, got {flag!r}")
 
 
+def _fork(argv: list[str], output: str | Connection, env: dict[str, str] | None, cwd: str | Path | None):
+    _start_server()
+    proc = _context.Process(target=_child, args=(list(argv), dict(os.environ if env is None else env),
+                                                 str(cwd or os.getcwd()), output))
+    proc.start()
+    return proc
+
+
 def start(argv: list[str], output: Path, env: dict[str, str] | None = None, cwd: str | Path | None = None):
     """Start ``python ARGV`` (``["-c", code, ...]`` or ``["-m", module, ...]``) as a fork of the server, its output
     appended to ``output``; returns the running ``multiprocessing`` process (``join``, ``exitcode``, ``pid``)."""
-    _start_server()
-    proc = _context.Process(target=_child, args=(list(argv), dict(os.environ if env is None else env),
-                                                 str(cwd or os.getcwd()), str(output)))
-    proc.start()
-    return proc
+    return _fork(argv, str(output), env, cwd)
 
 
 def wait(proc, output: Path, timeout: float) -> Finished:
@@ -99,3 +107,34 @@ def run(argv: list[str], output: Path, env: dict[str, str] | None = None, cwd: s
         timeout: float = 300) -> Finished:
     """:func:`start` then :func:`wait`."""
     return wait(start(argv, output, env, cwd), output, timeout)
+
+
+class Popen:
+    """``subprocess.Popen([python, *argv], stdout=PIPE, stderr=STDOUT)`` as a fork of the server: ``pid``,
+    ``stdout`` (stdout and stderr together), ``poll``, ``wait``, ``kill``, ``send_signal``, ``returncode``."""
+
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None, cwd: str | Path | None = None):
+        reader, writer = _context.Pipe(duplex=False)
+        self._proc = _fork(argv, writer, env, cwd)
+        writer.close()  # the child holds the only writing end: the reader sees the end of output when it exits
+        self.stdout = os.fdopen(os.dup(reader.fileno()), "rb")
+        reader.close()
+        self.pid = self._proc.pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        self.returncode = self._proc.exitcode
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        self._proc.join(timeout)
+        if self.poll() is None:
+            raise subprocess.TimeoutExpired(["python", "(forked)"], timeout)
+        return self.returncode
+
+    def kill(self) -> None:
+        self._proc.kill()
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
