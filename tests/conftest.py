@@ -55,6 +55,10 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def pytest_unconfigure(config):
+    forked.stop()
+
+
 def pytest_collection_finish(session):
     """Freeze the objects that importing and collecting left (~0.5 million: torch, transformers, trl, every test
     module): the full collections the recipe asks for (``gc.collect()`` after each evaluation and engine release)

@@ -138,3 +138,11 @@ class Popen:
     def send_signal(self, signum: int) -> None:
         if self.poll() is None:
             os.kill(self.pid, signum)
+
+
+def stop() -> None:
+    """Stop the server, if it was started, and wait for it (tests/conftest.py, at the session's end): its exit is then
+    collected by this process, so the CPU time it and its children used counts among this process's children's, as a
+    subprocess's would (``/usr/bin/time``, ``resource.RUSAGE_CHILDREN``). ``_stop`` is the method CPython's own tests
+    stop the server with (Python 3.8+); multiprocessing has no public one."""
+    forkserver._forkserver._stop()
