@@ -111,14 +111,19 @@ def run(argv: list[str], output: Path, env: dict[str, str] | None = None, cwd: s
 
 class Popen:
     """``subprocess.Popen([python, *argv], stdout=PIPE, stderr=STDOUT)`` as a fork of the server: ``pid``,
-    ``stdout`` (stdout and stderr together), ``poll``, ``wait``, ``kill``, ``send_signal``, ``returncode``."""
+    ``stdout`` (stdout and stderr together; None when they go to the file ``output``), ``poll``, ``wait``, ``kill``,
+    ``send_signal``, ``returncode``."""
 
-    def __init__(self, argv: list[str], env: dict[str, str] | None = None, cwd: str | Path | None = None):
-        reader, writer = _context.Pipe(duplex=False)
-        self._proc = _fork(argv, writer, env, cwd)
-        writer.close()  # the child holds the only writing end: the reader sees the end of output when it exits
-        self.stdout = os.fdopen(os.dup(reader.fileno()), "rb")
-        reader.close()
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None, cwd: str | Path | None = None,
+                 output: Path | None = None):
+        if output is not None:
+            self._proc, self.stdout = _fork(argv, str(output), env, cwd), None
+        else:
+            reader, writer = _context.Pipe(duplex=False)
+            self._proc = _fork(argv, writer, env, cwd)
+            writer.close()  # the child holds the only writing end: the reader sees the end of output when it exits
+            self.stdout = os.fdopen(os.dup(reader.fileno()), "rb")
+            reader.close()
         self.pid = self._proc.pid
         self.returncode: int | None = None
 
