@@ -1,7 +1,8 @@
 """Bounded, deterministic fuzzing's building blocks, shared by the test files that fuzz their module (config loader,
 data readers, ``score``, rewards): hostile text, scalars and JSON values, JSONL lines and files, reward completions.
 
-Each fuzz test runs a fixed number of derandomized hypothesis examples (:data:`FUZZ`: a few seconds). The only
+Each fuzz test runs a fixed, derandomized set of hypothesis examples (:data:`FUZZ`), as many as the loaded profile
+says (tests/conftest.py: ``quick`` for the README's command, ``deep`` for CI's second step). The only
 exceptions allowed are the project's own one-line error types; rewards always return one finite float per completion.
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-FUZZ = settings(max_examples=150, derandomize=True, deadline=None, database=None,
+FUZZ = settings(derandomize=True, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 HOSTILE_TEXT = st.one_of(

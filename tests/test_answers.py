@@ -106,7 +106,7 @@ def test_last_number_found_far_back_behind_unusable_tail() -> None:
 
 
 @given(st.text())
-@settings(max_examples=300, deadline=None)
+@settings(deadline=None)
 def test_extract_answer_is_none_or_finite_canonical(text: str) -> None:
     value = extract_answer(text)
     if value is not None:
@@ -115,7 +115,7 @@ def test_extract_answer_is_none_or_finite_canonical(text: str) -> None:
 
 
 @given(st.text(alphabet=st.characters(categories=["Nd", "No", "Pd", "Po", "Sc"]), max_size=80))
-@settings(max_examples=200, deadline=None)
+@settings(deadline=None)
 def test_unicode_digits_and_punctuation_read_as_finite_or_none(text: str) -> None:
     for candidate in (text, f"Final Answer: {text}", f"\\boxed{{{text}}}"):
         value = extract_answer(candidate)
@@ -123,7 +123,7 @@ def test_unicode_digits_and_punctuation_read_as_finite_or_none(text: str) -> Non
 
 
 @given(st.decimals(allow_nan=False, allow_infinity=False, places=4, min_value=-(10**12), max_value=10**12))
-@settings(max_examples=200, deadline=None)
+@settings(deadline=None)
 def test_extract_round_trips_decimals(value) -> None:
     text = f"Step 1: some work\nFinal Answer: {value:f}"
     assert answers_match(extract_answer(text), f"{value:f}")

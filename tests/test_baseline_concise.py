@@ -88,7 +88,7 @@ def test_sigkill_in_the_grpo_phase_then_rerun_reuses_the_sft_phase_and_resumes(c
     args = ["baseline", "concise", "--preset", "smoke", "--output-dir", str(run_dir), "--set",
             f"model.cache_dir={cache_dir}", "--set", "eval.limit=4", "--set", "eval.max_new_tokens=16",
             *[a for q in QUIET for a in ("--set", q)]]
-    run_killed_after_save(args, "baseline-concise:2")
+    run_killed_after_save(args, "baseline-concise:2", tmp_path / "killed.log")
     entry = run_dir / "baseline-concise"
     assert rundir.load_manifest(run_dir)["entries"]["baseline-concise"]["status"] == "running"
     assert (entry / baseline_concise.SFT_DIR / baseline_concise.PHASE_RECORD).is_file()

@@ -96,7 +96,7 @@ def test_sigkill_mid_baseline_then_rerun_resumes_evaluates_and_reports(cache_dir
     run_dir = tmp_path / "run"
     args = ["baseline", "grpo", "--preset", "smoke", "--output-dir", str(run_dir), "--set",
             f"model.cache_dir={cache_dir}", "--set", "eval.limit=4", *[a for q in QUIET for a in ("--set", q)]]
-    run_killed_after_save(args, "baseline-grpo:2")
+    run_killed_after_save(args, "baseline-grpo:2", tmp_path / "killed.log")
     manifest = rundir.load_manifest(run_dir)
     assert manifest["entries"]["baseline-grpo"]["status"] == "running"
     assert (run_dir / "baseline-grpo" / "trainer" / "checkpoint-2" / "trainer_state.json").is_file()

@@ -20,6 +20,7 @@ from recipe.models import model as model_mod
 from recipe.run.orchestrator import ENTRIES
 from recipe.store import rundir
 from recipe.train.grpo import grpo_args
+from tests import forked
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "ACCELERATE_USE_DEEPSPEED", "ACCELERATE_DEEPSPEED_ZERO_STAGE")
@@ -103,14 +104,14 @@ result = {"rank": dist.rank(), "world": dist.world_size(), "mine": [i for i, _ i
 def test_collectives_on_two_gloo_processes(tmp_path):
     port = _free_port()
     procs = []
-    for rank in (0, 1):
+    for rank in (0, 1):  # two processes (forks of tests.forked's server, which imported torch and accelerate once)
         env = {**os.environ, "PYTHONPATH": str(REPO), "WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank),
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
-        procs.append(subprocess.Popen([sys.executable, "-c", _WORKER, str(tmp_path)], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    for proc in procs:
-        out, _ = proc.communicate(timeout=120)
-        assert proc.returncode == 0, out
+        output = tmp_path / f"rank{rank}.log"
+        procs.append((forked.start(["-c", _WORKER, str(tmp_path)], output, env=env), output))
+    for proc, output in procs:
+        done = forked.wait(proc, output, timeout=120)
+        assert done.returncode == 0, done.output
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert (r0["world"], r1["world"]) == (2, 2)
     assert r0["mine"] == [0, 2, 4, 6] and r1["mine"] == [1, 3, 5]

@@ -20,6 +20,7 @@ from recipe.run import orchestrator as run
 from recipe.run import parallel, subrun
 from recipe.run.parallel import Task
 from recipe.store import rundir
+from tests import forked
 
 REPO = Path(__file__).resolve().parents[1]
 EVALS = ["eval:base", "eval:stage1", "eval:stage2", "eval:stage3", "eval:baseline-sft", "eval:baseline-grpo"]
@@ -207,9 +208,8 @@ WRITER = textwrap.dedent("""
 def test_two_processes_writing_their_own_records_at_once_both_survive(tmp_path):
     rundir.save_manifest(tmp_path, {"created": "t", "entries": {"warmup": {"status": "done"}}})
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), name, "150"], env=env)
-               for name in ("stage1", "baseline-grpo")]
-    assert [w.wait(timeout=120) for w in writers] == [0, 0]
+    writers = [forked.Popen(["-c", WRITER, str(tmp_path), name, "150"], env=env) for name in ("stage1", "baseline-grpo")]
+    assert [w.wait(timeout=120) for w in writers] == [0, 0], [w.stdout.read() for w in writers]
     records = rundir.load_manifest(tmp_path)["entries"]
     assert {name: records[name].get("round") for name in records} == {"warmup": None, "stage1": 149,
                                                                        "baseline-grpo": 149}
@@ -311,8 +311,7 @@ def stand_in_children(monkeypatch):
 
     def start_child(run_dir, args, env=None):
         started.append((args, env))
-        return subprocess.Popen([sys.executable, "-c", STAND_IN, *args], env={
-            **os.environ, "PYTHONPATH": str(REPO), **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        return forked.Popen(["-c", STAND_IN, *args], env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
 
     monkeypatch.setattr(subrun, "start_child", start_child)
     monkeypatch.setattr(parallel, "POLL_S", 0.05)

@@ -443,7 +443,7 @@ STATS = st.one_of(
 
 
 @given(texts=st.lists(TEXTS, min_size=1, max_size=4), stats=st.data())
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_every_reward_is_finite_on_arbitrary_input(texts: list[str], stats) -> None:
     n = len(texts)
     kwargs = {

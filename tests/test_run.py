@@ -151,7 +151,7 @@ def test_sigkill_mid_stage2_then_rerun_resumes_and_finishes(cache_dir, tmp_path)
             "--set", "stage2.save_steps=2", "--set", "stage2.log_completions=false",
             "--set", "stage2.max_completion_length=8", "--set", "stage3.max_steps=1", "--set", "stage3.mining_limit=4",
             "--set", "stage3.mining_max_new_tokens=8", "--set", "stage3.max_completion_length=8"]
-    run_killed_after_save(args, "stage2:2")
+    run_killed_after_save(args, "stage2:2", tmp_path / "killed.log")
     manifest = rundir.load_manifest(run_dir)
     assert manifest["entries"]["stage1"]["status"] == "done"
     assert manifest["entries"]["stage2"]["status"] == "running"

@@ -4,9 +4,6 @@ is mined again, rows all too long for the trainer are one line."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections import Counter
 
 import pytest
@@ -18,7 +15,7 @@ from recipe.train import stage1, stage2, stage3, trainer
 from recipe.train.grpo import make_rewards
 from recipe.train.rows import add_token_lengths
 from recipe.train.trainer import extra_callbacks, install_callbacks
-from tests import fault_injection
+from tests import fault_injection, forked
 from tests.fault_injection import KILL_AFTER_SAVE_ENV, KillAfterSave, kill_after_save_env
 from tests.helpers import cli, one_error_line
 from tests.test_data import REPO, bullets, digest, make_problems
@@ -111,7 +108,7 @@ def test_stage3_rows_show_the_teacher_solution():
         assert set(row) == {"id", "prompt", "answer", "teacher_steps", "teacher_words", "teacher_solution"}
 
 
-def test_builders_are_seeded_and_deterministic_across_processes():
+def test_builders_are_seeded_and_deterministic_across_processes(tmp_path):
     problems = make_problems(200)
     s1, s2 = build_stage1(problems, seed=5), build_stage2(problems, seed=5)
     assert s1 == build_stage1(problems, seed=5) and s2 == build_stage2(problems, seed=5)
@@ -124,10 +121,12 @@ def test_builders_are_seeded_and_deterministic_across_processes():
         "from tests.test_data import make_problems, digest\n"
         "p = make_problems(200)\n"
         "print(digest(build_stage1(p, seed=5)), digest(build_stage2(p, seed=5)),"
-        " digest([q.to_dict() for q in load_gsm8k('synthetic:50')[0]]))\n"
+        " digest([q.to_dict() for q in load_gsm8k('synthetic:50')[0]]), hash('cotrecipe'))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "PYTHONHASHSEED": "12345"},
-                         capture_output=True, text=True, check=True).stdout.split()
+    done = forked.run(["-c", code], tmp_path / "out.txt", cwd=REPO)  # another process, another hash seed
+    assert done.returncode == 0, done.output
+    *out, child_hash = done.output.split()
+    assert child_hash != str(hash("cotrecipe")), "the child should hash strings under another seed"
     synth = [q.to_dict() for q in load_gsm8k("synthetic:50")[0]]
     assert out == [digest(s1), digest(s2), digest(synth)]
 

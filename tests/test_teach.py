@@ -9,7 +9,6 @@ import os
 import shlex
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -24,6 +23,7 @@ from recipe.errors import TeachError
 from recipe.teacher.rationales import apply_teacher, load_teacher_rationales
 from recipe.teacher.teach import TeachCache, TeachOptions, cache_key, load_problems, run_teach, teach_prompt
 from recipe.train.rows import train_problems
+from tests import forked
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "sk-test-do-not-leak-31337"
@@ -190,7 +190,7 @@ def test_sigkill_halfway_then_rerun_has_no_duplicates(cfg, tmp_path):
            "--source", f"openai:{server.url}", "--model", "teacher-14b", "--output", str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     try:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = forked.Popen(cmd[1:], env=env, cwd=ROOT, output=tmp_path / "killed.log")  # a process of its own
         assert server.held.wait(120), "the teacher never got its 4th request"
         # one request at a time: rows 1-3 are answered, the 4th waits on the server; their cache lines follow
         deadline = time.monotonic() + 60

@@ -11,6 +11,7 @@ build settings is reused, anything else is rebuilt in a temporary folder and mov
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -56,7 +57,14 @@ def corpus_lines(rows: Iterable[dict]) -> list[str]:
 
 def default_texts(seed: int = 0, n_rows: int = 400) -> list[str]:
     """Synthetic GSM8K-style problems rendered as training lines, plus the chat markers and mask token."""
-    return corpus_lines(synthetic_rows(n_rows, seed=seed)) + ["[MASK]", "system user assistant"]
+    return list(_default_texts(seed, n_rows))
+
+
+@functools.lru_cache(maxsize=4)
+def _default_texts(seed: int, n_rows: int) -> tuple[str, ...]:
+    """Built once per process and arguments (~10 ms each time otherwise): every load of the built-in model hashes
+    them to check its cached folder (:func:`build_tiny_qwen2`)."""
+    return (*corpus_lines(synthetic_rows(n_rows, seed=seed)), "[MASK]", "system user assistant")
 
 
 def _is_complete(folder: Path) -> bool:
