@@ -187,11 +187,14 @@ def run_all(cfg: Config, force: bool = False) -> Path:
     rundir.run_path(cfg).mkdir(parents=True, exist_ok=True)
     with locked(rundir.run_path(cfg)):
         started, t0 = rundir.now(), time.monotonic()
+        # entries finished before this invocation: done now with the record they had then (timestamps are to the
+        # second, too coarse to tell an entry started in this invocation's first second from an earlier one)
+        before = rundir.load_manifest(rundir.run_path(cfg))[rundir.ENTRIES_KEY]
         run_dir = _run_all(cfg, force)
         if dist.is_main():  # the report's cost section reads this (recipe/eval/costs.py): rebuilt with it
             records = rundir.load_manifest(run_dir)[rundir.ENTRIES_KEY]
-            done_before = [n for n, r in records.items()
-                           if r.get("status") == "done" and r.get("started", "") < started]
+            done_before = [n for n, r in records.items() if r.get("status") == "done"
+                           and before.get(n, {}).get("status") == "done" and before[n].get("started") == r.get("started")]
             rundir.record_invocation(run_dir, {
                 "started": started, "ended": rundir.now(), "wall_s": round(time.monotonic() - t0, 1),
                 "parallel_entries": cfg.run.parallel_entries, "done_before": done_before,
