@@ -93,7 +93,8 @@ def _concise_section_added(old: dict) -> dict:
 
 
 def _preset_changes(old: dict, preset: str) -> dict:
-    """The presets' own changes since: ``proof`` trains its GRPO stages in micro-batches of 4 (4 x 4 = 16 per step);
+    """The presets' own changes since: ``proof`` trains its GRPO stages (``demo`` its stage 2) in micro-batches of 4
+    (4 x 4 = 16 per step);
     ``smoke`` writes its report without figures."""
     out = dict(old)
     if preset == "proof":
@@ -101,6 +102,8 @@ def _preset_changes(old: dict, preset: str) -> dict:
             out[section] = {**old[section], "per_device_train_batch_size": 4, "gradient_accumulation_steps": 4}
     if preset.startswith("smoke"):
         out["eval"] = {**old["eval"], "figures": False}
+    if preset == "demo":  # and the demo's stage 2 too
+        out["stage2"] = {**old["stage2"], "per_device_train_batch_size": 4, "gradient_accumulation_steps": 4}
     return out
 
 
