@@ -263,6 +263,14 @@ def report(run_dir, figures):
         click.echo(str(path))
 
 
+def _run_baseline(key: str, preset, config_file, overrides, strict, output_dir, force) -> None:
+    """What every `cotrecipe baseline KEY` command does with its options: train, evaluate and report that baseline."""
+    cfg = _prepare_orchestrator(_resolve(preset, config_file, overrides, output_dir, strict=strict))
+    from recipe.run.orchestrator import run_baseline  # lazy: torch/transformers/trl, after prepare_backend
+
+    run_baseline(cfg, key, force=force)
+
+
 @main.group()
 def baseline():
     """Baselines evaluated the same way as the curriculum."""
@@ -275,10 +283,7 @@ def baseline():
 @friendly
 def baseline_sft(preset, config_file, overrides, strict, output_dir, force):
     """Plain SFT distillation on full teacher rationales, same data and budget; added as a report row."""
-    cfg = _prepare_orchestrator(_resolve(preset, config_file, overrides, output_dir, strict=strict))
-    from recipe.run.orchestrator import run_baseline  # lazy: torch/transformers/trl, after prepare_backend
-
-    run_baseline(cfg, "sft", force=force)
+    _run_baseline("sft", preset, config_file, overrides, strict, output_dir, force)
 
 
 @baseline.command("grpo")
@@ -292,10 +297,7 @@ def baseline_sft(preset, config_file, overrides, strict, output_dir, force):
 def baseline_grpo(preset, config_file, overrides, strict, output_dir, reward, force):
     """Plain GRPO from the base model (no teacher, no SFT), as many sampled completions as stages 2+3."""
     overrides = list(overrides) + ([f"baseline_grpo.reward={reward}"] if reward else [])
-    cfg = _prepare_orchestrator(_resolve(preset, config_file, overrides, output_dir, strict=strict))
-    from recipe.run.orchestrator import run_baseline  # lazy: torch/transformers/trl, after prepare_backend
-
-    run_baseline(cfg, "grpo", force=force)
+    _run_baseline("grpo", preset, config_file, overrides, strict, output_dir, force)
 
 
 @baseline.command("concise")
@@ -306,10 +308,7 @@ def baseline_grpo(preset, config_file, overrides, strict, output_dir, reward, fo
 def baseline_concise(preset, config_file, overrides, strict, output_dir, force):
     """SFT on full teacher rationales at stage 1's budget, then GRPO at stages 2+3's sampled completions with a length
     bonus only for groups whose answers are all right (baseline_concise.length_weight)."""
-    cfg = _prepare_orchestrator(_resolve(preset, config_file, overrides, output_dir, strict=strict))
-    from recipe.run.orchestrator import run_baseline  # lazy: torch/transformers/trl, after prepare_backend
-
-    run_baseline(cfg, "concise", force=force)
+    _run_baseline("concise", preset, config_file, overrides, strict, output_dir, force)
 
 
 # --- cotrecipe teach: a self-contained block ----------------------------------------------------------------------
