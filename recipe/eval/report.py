@@ -211,20 +211,19 @@ def paired_section(paired: Sequence[pairstats.Paired]) -> list[str]:
             *head, *body, ""]
 
 
-def _recorded(run_dir: str | Path, section: str, key: str, default):
-    """``section.key`` of the run's ``config.yaml`` when it has that type, else ``default`` (absent or unreadable)."""
+def recorded_config(run_dir: str | Path) -> dict:
+    """The run's ``config.yaml`` as plain data ({} when absent or unreadable)."""
     path = Path(run_dir) / CONFIG_FILE
     try:
-        data = safe_yaml.load_mapping(path.read_bytes(), str(path))
+        return safe_yaml.load_mapping(path.read_bytes(), str(path))
     except (OSError, ValueError):
-        return default
-    value = data.get(section, {}).get(key, default) if isinstance(data.get(section), dict) else default
+        return {}
+
+
+def _setting(config: dict, section: str, key: str, default):
+    """``section.key`` of a recorded config when it has ``default``'s type, else ``default``."""
+    value = config.get(section, {}).get(key, default) if isinstance(config.get(section), dict) else default
     return value if isinstance(value, type(default)) else default
-
-
-def report_note(run_dir: str | Path) -> str:
-    """``run.report_note`` of the run's ``config.yaml`` ("" when absent or unreadable)."""
-    return _recorded(run_dir, "run", "report_note", "").strip()
 
 
 def render_markdown(results: Sequence[tuple[str, dict]], png_name: str | None = REPORT_PNG,
@@ -313,14 +312,16 @@ def build_report(run_dir: str | Path, figures: bool | None = None) -> list[Path]
     if not results:
         raise EvalError(f"no evaluation results in {run_dir / EVAL_DIR} (expected <name>/{RESULTS}); "
                         f"run `cotrecipe eval --run {run_dir}` first")
-    figures = _recorded(run_dir, "eval", "figures", True) if figures is None else figures
+    config = recorded_config(run_dir)
+    figures = _setting(config, "eval", "figures", True) if figures is None else figures
     md, png, curves_png = run_dir / REPORT_MD, run_dir / REPORT_PNG, run_dir / curves.REPORT_CURVES_PNG
     names = [name for name, _ in results]
     histories = curves.collect_histories(run_dir)
     generations = load_generations(run_dir, names)
     points = frontier.points(results, generations)
     write_text(md, render_markdown(results, png.name if figures else None, histories,
-                                   paired_comparisons(generations, names), report_note(run_dir),
+                                   paired_comparisons(generations, names),
+                                   _setting(config, "run", "report_note", "").strip(),
                                    costs.cost_section(run_dir), points,
                                    curves_png.name if figures and histories else None))
     if not figures:
