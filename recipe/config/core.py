@@ -28,8 +28,8 @@ import pydantic
 import yaml
 
 from recipe import dist
-from recipe.config import safe_yaml, trl_source
-from recipe.config.safe_yaml import short_repr
+from recipe.config.safe_yaml import MAX_BYTES, load_mapping, short_repr
+from recipe.config.safe_yaml import load as load_yaml
 from recipe.config.schema import (
     BASELINES,
     RECIPE_SETS,
@@ -56,6 +56,7 @@ from recipe.config.schema import (
     VllmConfig,
     WarmupConfig,
 )
+from recipe.config.trl_source import fields_of
 from recipe.data.synthetic import SOURCE_FORMS, parse_source
 from recipe.errors import ConfigError
 from recipe.rewards import REWARDS, build_reward
@@ -98,7 +99,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not key.strip():
         raise ConfigError(f"override '{item}' has an empty key")
     key = key.strip()
-    value = safe_yaml.load(raw, f"--set {key}", ConfigError, if_invalid=raw) if raw.strip() else ""
+    value = load_yaml(raw, f"--set {key}", ConfigError, if_invalid=raw) if raw.strip() else ""
     return key.split("."), value
 
 
@@ -106,17 +107,17 @@ def resolve(preset: str | None = None, config_file: str | Path | None = None,
             overrides: list[str] | tuple[str, ...] = (), recorded: Callable[[dict], dict] | None = None) -> Config:
     """Defaults, then the preset, then a YAML file, then ``--set`` overrides; checked. ``recorded`` reads the file as
     a run directory's record, in today's spelling (:func:`recipe.store.fingerprint.migrate_recorded`)."""
-    data = safe_yaml.load_mapping(preset_text(preset), f"preset '{preset}'", ConfigError) if preset else {}
+    data = load_mapping(preset_text(preset), f"preset '{preset}'", ConfigError) if preset else {}
     if config_file:
         path = Path(config_file)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
             with open(path, "rb") as fh:
-                text = fh.read(safe_yaml.MAX_BYTES + 1)  # load() refuses an oversized one
+                text = fh.read(MAX_BYTES + 1)  # load() refuses an oversized one
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
-        given = safe_yaml.load_mapping(text, str(path), ConfigError)
+        given = load_mapping(text, str(path), ConfigError)
         data = deep_merge(data, recorded(given) if recorded else given)
     for item in overrides:
         set_path(data, *parse_override(item))
@@ -172,7 +173,7 @@ def _section(cls: type, data: Any, prefix: str) -> TrainConfig:
     source); a TRL field the recipe decides names the key that does."""
     if not isinstance(data, dict):
         raise ConfigError(f"bad value for '{prefix}': {short_repr(data)} (expected mapping)")
-    trl = trl_source.fields_of(cls.TRL_CLASS)
+    trl = fields_of(cls.TRL_CLASS)
     own = [f.name for f in dataclasses.fields(cls) if f.name != "trl_args"]
     mine, passed = {}, {}
     for key, value in data.items():
