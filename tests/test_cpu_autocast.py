@@ -27,6 +27,23 @@ def test_decide_keeps_float32_weights_and_turns_on_bf16_flags_on_cpu():
                                                                                                 "fp16": False}
 
 
+@pytest.mark.parametrize("flags, native", [("fpu avx2 avx512f avx512_bf16 amx_tile", True), ("fpu amx_bf16", True),
+                                           ("fpu sse4_2 avx2 avx512f", False)])
+def test_auto_autocasts_only_on_a_cpu_with_native_bf16(tmp_path, monkeypatch, flags, native):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: test\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+    assert precision.cpu_native_bf16(str(cpuinfo)) is native
+    monkeypatch.setattr(precision, "cpu_native_bf16", lambda: native)
+    assert precision.decide("auto", cuda=False, cpu_autocast="auto") == precision.Precision("float32", native, False)
+    # 16-bit weights never autocast (no float32 master copy), with or without native bf16
+    assert precision.decide("bfloat16", cuda=False, cpu_autocast="auto") == precision.Precision("bfloat16", False, False)
+    assert precision.decide("auto", cuda=True, cpu_autocast="auto").dtype in ("bfloat16", "float16")
+
+
+def test_cpuinfo_that_cannot_be_read_means_no_native_bf16(tmp_path):
+    assert precision.cpu_native_bf16(str(tmp_path / "absent")) is False
+
+
 def test_trainer_args_carry_the_autocast_flag(tmp_path):
     cfg = C.resolve(preset="smoke", overrides=["model.cpu_autocast=bfloat16"])
     for args in (sft_args(cfg, str(tmp_path)), grpo_args(cfg, "stage2", str(tmp_path))):

@@ -60,8 +60,9 @@ class ModelConfig:
     load_in_4bit: Bool = True  # only honoured on CUDA
     max_seq_length: Annotated[Int, Field(ge=16)] = 1024
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    # CPU only: train float32 weights under bf16 autocast (TRL bf16=True with use_cpu); see recipe/models/precision.py
-    cpu_autocast: Literal["none", "bfloat16"] = "none"
+    # CPU only: train float32 weights under bf16 autocast (TRL bf16=True with use_cpu); auto: where the CPU has
+    # native bf16 (avx512_bf16/amx_bf16), else none; see recipe/models/precision.py
+    cpu_autocast: Literal["none", "bfloat16", "auto"] = "none"
     use_lora: Bool = True
     lora_r: Annotated[Int, Field(ge=1)] = 16
     lora_alpha: Annotated[Int, Field(gt=0)] = 32

@@ -22,7 +22,7 @@ from typing import Any
 from recipe.errors import PrecisionError
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-CPU_AUTOCAST = ("none", "bfloat16")
+CPU_AUTOCAST = ("none", "bfloat16", "auto")
 
 
 @dataclass(frozen=True)
@@ -48,9 +48,23 @@ def native_bf16() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
 
 
+def cpu_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """True when this CPU multiplies bfloat16 natively (the ``avx512_bf16`` or ``amx_bf16`` flag). Without it,
+    bfloat16 autocast is slower than float32: on an AVX2-only AMD EPYC core a bfloat16 ``F.linear`` through
+    SmolLM2-135M's weights ran at 0.12-0.26x float32 (``bench/sampling.py``'s matmul table), where an AVX-512 BF16
+    machine ran a GRPO step 1.62x faster under it (``bench/bf16_cpu.py``). Unknown (no such file): False."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def decide(dtype: str, cuda: bool, cpu_autocast: str = "none") -> Precision:
     """The precision for ``model.dtype`` = ``dtype`` on this machine (``cuda``: training/loading on a GPU);
-    ``cpu_autocast`` (``model.cpu_autocast``) matters on the CPU only.
+    ``cpu_autocast`` (``model.cpu_autocast``) matters on the CPU only: ``auto`` is ``bfloat16`` on a CPU with native
+    bfloat16 (:func:`cpu_native_bf16`) and float32 weights, else ``none``.
 
     >>> decide("auto", cuda=False, cpu_autocast="bfloat16")
     Precision(dtype='float32', bf16=True, fp16=False)
@@ -61,6 +75,8 @@ def decide(dtype: str, cuda: bool, cpu_autocast: str = "none") -> Precision:
         raise PrecisionError(f"unknown model.cpu_autocast '{cpu_autocast}' (allowed: {', '.join(CPU_AUTOCAST)})")
     if not cuda:
         loaded = "float32" if dtype == "auto" else dtype
+        if cpu_autocast == "auto":
+            cpu_autocast = "bfloat16" if loaded == "float32" and cpu_native_bf16() else "none"
         if cpu_autocast == "bfloat16" and loaded != "float32":
             raise PrecisionError(f"model.cpu_autocast=bfloat16 keeps float32 master weights; model.dtype={dtype} "
                                  "loads them in 16 bits: use model.dtype=float32 (or auto)")
