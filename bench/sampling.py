@@ -20,7 +20,8 @@ build_rows`, the proof preset's ``question_only_share``) of GSM8K train problems
 problems.
 
 Arms (each timed ``--repeats`` times, interleaved, median): as shipped; LoRA merged into the weights for the call
-(:func:`merged_lora`); + the duplicated prompts prefilled once (GRPO); + a static KV cache, eager and compiled
+(:func:`merged_lora`); + the duplicated prompts prefilled once (GRPO); + finished rows dropped from the batch
+(GRPO, :func:`generate_pruned`); + a static KV cache, eager and compiled
 (``torch.compile`` through transformers' ``CompileConfig``; compile time counted apart); eager attention instead of
 SDPA and other batch sizes (evaluation); bfloat16 weights (a short call: bfloat16 matmuls are slow on a CPU without
 native bfloat16, see the matmul table). Identity: evaluation arms must write the same tokens; GRPO arms are compared
@@ -54,10 +55,7 @@ from recipe.config import core as config_mod  # noqa: E402
 from recipe.data.gsm8k import load_gsm8k  # noqa: E402
 from recipe.eval.evaluate import build_prompt  # noqa: E402
 from recipe.models import model as model_mod  # noqa: E402
-from recipe.models.fast_sampling import (
-    generate_shared_prefill,  # noqa: E402
-    merged_lora,  # noqa: E402
-)
+from recipe.models.fast_sampling import generate_pruned, generate_shared_prefill, merged_lora  # noqa: E402
 from recipe.models.generation import STOP_TEXTS, generate  # noqa: E402
 from recipe.train import stage2  # noqa: E402
 from recipe.train.grpo import grpo_args  # noqa: E402
@@ -236,10 +234,12 @@ def grpo_section(cfg, model, tokenizer, args) -> None:
           f"top_k {trl_args.top_k}; PeftModel in train mode, float32")
     model.train()
 
-    def call(config, merged=False, shared=False):
+    def call(config, merged=False, shared=False, pruned=False):
         def run():
             torch.manual_seed(args.seed)
             with torch.no_grad(), merged_lora(model) if merged else contextlib.nullcontext():
+                if pruned:
+                    return generate_pruned(model.get_base_model(), **inputs, generation_config=config)
                 if shared:
                     return shared_prefill_generate(model, **inputs, generation_config=config)
                 return model.generate(**inputs, generation_config=config)
@@ -248,6 +248,7 @@ def grpo_section(cfg, model, tokenizer, args) -> None:
     arms = {"as shipped (TRL's call)": call(shipped),
             "LoRA merged for the call": call(shipped, merged=True),
             "merged + prompts prefilled once": call(shipped, merged=True, shared=True),
+            "merged + prefilled once + pruned": call(shipped, merged=True, pruned=True),
             "merged + static cache (eager)": call(static, merged=True)}
     compile_s = None
     if args.compile:

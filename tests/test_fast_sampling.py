@@ -11,7 +11,7 @@ from transformers import GenerationConfig
 from recipe.config import core as C
 from recipe.models import generation
 from recipe.models import model as model_mod
-from recipe.models.fast_sampling import merged_lora, share_prefill
+from recipe.models.fast_sampling import fast_generate, merged_lora
 
 PROMPTS = ["Question: Tom has 3 apples and buys 4 more. How many?\nReasoning:",
            "Question: A box holds 12 pens; 5 are taken.\nReasoning:"]
@@ -97,17 +97,45 @@ def _trl_call(model, tokenizer, repeats: int, **config):
 def test_prefilling_each_prompt_once_samples_the_same_tokens(policy, repeats):
     model, tokenizer = policy
     plain = _trl_call(model, tokenizer, repeats)
-    shared = _trl_call(share_prefill(share_prefill(model)), tokenizer, repeats)
+    shared = _trl_call(fast_generate(fast_generate(model)), tokenizer, repeats)
     assert plain.shape == shared.shape
     assert torch.equal(plain, shared)
+    assert plain.shape[1] - enc_width(tokenizer, repeats) == 10  # no row ended: every step decoded all rows
     if repeats > 1:  # the same prompt still draws different completions: the rows are sampled independently
         assert len({tuple(row.tolist()) for row in plain[:repeats]}) > 1
+
+
+def enc_width(tokenizer, repeats: int) -> int:
+    return tokenizer([p for p in PROMPTS for _ in range(repeats)], return_tensors="pt", padding=True)["input_ids"].shape[1]
+
+
+@pytest.mark.parametrize("sample", [True, False])
+def test_rows_that_end_early_leave_the_batch_and_every_row_samples_what_generate_samples(policy, sample):
+    """EOS ids chosen from a first call's tokens so that rows end at different steps: the pruned loop decodes fewer
+    rows after each ends, yet every row (its tokens, its padding after EOS, the call's length) is what ``generate``
+    writes under the same seed."""
+    model, tokenizer = policy
+    width = enc_width(tokenizer, 3)
+    config = {} if sample else dict(do_sample=False, temperature=None, top_k=None, top_p=None)
+    first = _trl_call(model, tokenizer, 3, **config)[:, width:]
+    eos = [int(first[0, 1]), int(first[4, 4])]  # row 0 ends at its 2nd token at the latest, row 4 at its 5th
+    plain = _trl_call(model, tokenizer, 3, eos_token_id=eos, **config)
+    ends = [next((i for i, t in enumerate(row.tolist()) if t in eos), None) for row in plain[:, width:]]
+    assert ends[0] is not None and ends[0] <= 1 and len(set(ends)) > 1  # rows end at different steps
+    forwards = []
+    hook = model.get_base_model().get_input_embeddings().register_forward_hook(
+        lambda m, i, o: forwards.append(i[0].shape[0]))
+    pruned = _trl_call(fast_generate(model), tokenizer, 3, eos_token_id=eos, **config)
+    hook.remove()
+    assert torch.equal(pruned, plain)
+    assert forwards[0] == len(PROMPTS)  # the prefill: each distinct prompt once
+    assert forwards[1:] == sorted(forwards[1:], reverse=True) and forwards[-1] < forwards[1]  # rows leave as they end
 
 
 def test_prefilling_once_keeps_greedy_scores_and_the_merged_lora(policy):
     model, tokenizer = policy
     plain = _trl_call(model, tokenizer, 2, do_sample=False, temperature=None, top_k=None, top_p=None)
-    with merged_lora(share_prefill(model)):
+    with merged_lora(fast_generate(model)):
         both = _trl_call(model, tokenizer, 2, do_sample=False, temperature=None, top_k=None, top_p=None)
     assert torch.equal(plain, both)
 

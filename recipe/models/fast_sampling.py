@@ -20,8 +20,23 @@ CPU the prompt's forward is a large share of the call (the proof's shapes: 16 ro
 192 new tokens, ``bench/sampling.py``). :func:`generate_shared_prefill` runs the prompt (all but its last token) once
 per distinct row, copies that KV cache to every row (the cache's own ``batch_select_indices``), and lets ``generate``
 continue from it: it feeds only the uncached last token, so every step after the prefill is the one ``generate``
-makes, with the same sampling and the same random draws. :func:`share_prefill` puts it behind a model's
-``generate`` (what TRL calls) without touching the trainer.
+makes, with the same sampling and the same random draws.
+
+Finished rows dropped from the batch (:func:`generate_pruned`).
+
+``generate`` keeps every row in the batch until the last one ends: one completion that runs to
+``max_completion_length`` makes all ``num_generations`` x prompts rows decode to it, the finished ones writing padding.
+:func:`generate_pruned` is the same sampling loop with each distinct prompt prefilled once and a row leaving the batch
+(its KV cache, mask and position) when it writes an EOS. The distribution is transformers' own: the generation config
+is merged with the model's by ``generate``'s own preparation and the logits processors and warpers are the ones
+``generate`` builds (``_prepare_generation_config``, ``_prepare_special_tokens``, ``_get_logits_processor`` of pinned
+transformers 5.17.0; private methods, called rather than copied). The draws are the same too: ``torch.multinomial``
+on the CPU consumes the same random numbers per row whatever the row holds, so each step still draws for all rows (a
+finished row's draw is thrown away, as ``generate`` throws it away by writing padding), and the rows still writing get
+the tokens ``generate`` gives them under the same seed (tested against ``generate`` with rows ending at different
+steps). A call ``generate_pruned`` does not cover (beams, several sequences per row, returned scores, stop strings,
+extra arguments, a cache passed in) goes to ``generate``. :func:`fast_generate` puts it behind a model's ``generate``
+(what TRL calls) without touching the trainer.
 """
 
 from __future__ import annotations
@@ -32,7 +47,7 @@ from collections.abc import Iterator
 
 import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
-from transformers import DynamicCache
+from transformers import DynamicCache, GenerationConfig, LogitsProcessorList
 
 
 def _unmerged_layers(model: torch.nn.Module) -> list[BaseTunerLayer]:
@@ -120,10 +135,70 @@ def generate_shared_prefill(generate, model, input_ids: torch.Tensor, attention_
     return generate(input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache, **kwargs)
 
 
-def share_prefill(model):
-    """Route ``model.generate`` (an instance attribute over the class's method) through
-    :func:`generate_shared_prefill`; returns ``model``. Calling it twice wraps once."""
-    if getattr(model.generate, "_shares_prefill", False):
+def _prunable(config: GenerationConfig, kwargs: dict) -> bool:
+    """Whether :func:`generate_pruned` samples what ``generate`` samples for this (prepared) config: one sequence per
+    row without beams, scores or stop strings, ended by EOS (padding after it), nothing passed beside the inputs."""
+    return (not kwargs and config.num_beams in (None, 1) and config.num_return_sequences in (None, 1)
+            and not config.return_dict_in_generate and config.stop_strings is None and config.max_time is None
+            and config.guidance_scale in (None, 1.0) and config.cache_implementation is None
+            and config.max_new_tokens is not None and config.eos_token_id is not None
+            and config.pad_token_id is not None)
+
+
+@torch.no_grad()
+def generate_pruned(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    generation_config: GenerationConfig | None = None, **kwargs) -> torch.Tensor | None:
+    """``model.generate(input_ids=..., attention_mask=..., generation_config=...)``'s ids (prompt + completions, each
+    row padded after its EOS to the longest) with each distinct prompt row prefilled once and finished rows dropped
+    from the batch; None when the call is one it does not cover (the caller runs ``generate``)."""
+    config, extra = model._prepare_generation_config(generation_config)
+    if not _prunable(config, {**extra, **kwargs}):
+        return None
+    rows, width = input_ids.shape
+    model._prepare_special_tokens(config, True, device=input_ids.device, batch_size=rows)
+    processors = model._get_logits_processor(
+        generation_config=config, input_ids_seq_length=width, encoder_input_ids=input_ids,
+        prefix_allowed_tokens_fn=None, logits_processor=LogitsProcessorList(), device=input_ids.device, model_kwargs={})
+    eos, pad = config._eos_token_tensor.reshape(-1), config._pad_token_tensor
+    first_rows, inverse = _distinct_rows(input_ids, attention_mask)
+    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache(config=getattr(model, "config", None))
+    logits = model(input_ids=input_ids[first_rows], attention_mask=attention_mask[first_rows],
+                   position_ids=positions[first_rows], past_key_values=cache, use_cache=True,
+                   logits_to_keep=1).logits[:, -1]
+    cache.batch_select_indices(inverse)
+    logits, active, mask, last, ids = logits[inverse], torch.arange(rows), attention_mask, positions[:, -1], input_ids
+    for step in range(config.max_new_tokens):
+        scores = processors(ids[active], logits.to(torch.float32))
+        if config.do_sample:
+            probs = torch.softmax(scores, dim=-1)
+            if len(active) < rows:  # every row draws, as in generate; a finished row's draw is discarded
+                probs = torch.zeros(rows, probs.shape[1], dtype=probs.dtype).index_fill_(1, pad.reshape(1), 1.0) \
+                    .index_copy_(0, active, probs)
+            token = torch.multinomial(probs, num_samples=1).squeeze(1)[active]
+        else:
+            token = scores.argmax(-1)
+        ids = torch.cat([ids, torch.full((rows, 1), int(pad), dtype=ids.dtype).index_copy_(0, active, token[:, None])],
+                        dim=1)
+        going = ~torch.isin(token, eos)
+        if not going.any() or step == config.max_new_tokens - 1:
+            break
+        if not going.all():
+            keep = going.nonzero().squeeze(1)
+            cache.batch_select_indices(keep)
+            active, token, mask, last = active[keep], token[keep], mask[keep], last[keep]
+        mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
+        last = last + 1
+        logits = model(input_ids=token[:, None], attention_mask=mask, position_ids=last[:, None],
+                       past_key_values=cache, use_cache=True).logits[:, -1]
+    return ids
+
+
+def fast_generate(model):
+    """Route ``model.generate`` (an instance attribute over the class's method) through :func:`generate_pruned`, or
+    for a call it does not cover through :func:`generate_shared_prefill`; returns ``model``. Calling it twice wraps
+    once."""
+    if getattr(model.generate, "_fast", False):
         return model
     plain = model.generate
     # the module generate's steps run: a PeftModel generates through its base model, never through its own forward
@@ -136,8 +211,14 @@ def share_prefill(model):
             kwargs["input_ids"], args = args[0], args[1:]
         if args or "input_ids" not in kwargs:
             return plain(*args, **kwargs)
+        if kwargs.get("attention_mask") is None:
+            kwargs["attention_mask"] = torch.ones_like(kwargs["input_ids"])
+        if not kwargs["input_ids"].is_cuda:
+            pruned = generate_pruned(forward, **kwargs)
+            if pruned is not None:
+                return pruned
         return generate_shared_prefill(plain, forward, **kwargs)
 
-    generate._shares_prefill = True
+    generate._fast = True
     model.generate = generate
     return model

@@ -281,9 +281,9 @@ def load(cfg: Any, init_from: str | os.PathLike | None = None, trainable: bool =
     generate with it (the seam, :func:`recipe.models.generation.generate`, then picks vLLM). Only these loads get a
     vLLM engine, and only with ``vllm.enabled`` on the unsloth backend. ``vllm_cfg``: the run's ``vllm`` section
     (``cfg.vllm``), passed by every load of a run (the unsloth weights repository follows it); None: off.
-    ``fast_sampling``: a ``for_grpo`` load on hf generates with each distinct prompt prefilled once
-    (:func:`recipe.models.fast_sampling.share_prefill`) and the LoRA merged for the call
-    (:func:`recipe.models.fast_sampling.merge_for_generate`): the same sampled tokens, 1.32x (``bench/sampling.py``)."""
+    ``fast_sampling``: a ``for_grpo`` load on hf samples with each distinct prompt prefilled once and finished rows
+    dropped from the batch (:func:`recipe.models.fast_sampling.fast_generate`) and the LoRA merged for the call
+    (:func:`recipe.models.fast_sampling.merge_for_generate`): the same sampled tokens, faster (``bench/sampling.py``)."""
     import torch
 
     base = resolve_model_path(cfg)
@@ -303,9 +303,9 @@ def load(cfg: Any, init_from: str | os.PathLike | None = None, trainable: bool =
     else:
         model, tokenizer = _load_hf(cfg, base, init, trainable)
         if for_grpo and fast_sampling:  # TRL samples num_generations rows of each prompt in one generate call
-            from recipe.models.fast_sampling import merge_for_generate, share_prefill  # lazy: peft (after unsloth)
+            from recipe.models.fast_sampling import fast_generate, merge_for_generate  # lazy: peft (after unsloth)
 
-            merge_for_generate(share_prefill(model))
+            merge_for_generate(fast_generate(model))
         torch.manual_seed(seed)  # the TRL trainer draws its LoRA from torch's generator right after this
     if trainable:
         model.train()
