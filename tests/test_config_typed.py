@@ -20,9 +20,9 @@ REFUSED = [
     ({"stage2": {"learning_rate": None}}, "bad value for 'stage2.learning_rate': None (expected float)"),
     ({"stage2": {"learning_rate": [1]}}, "bad value for 'stage2.learning_rate': [1] (expected float)"),
     ({"stage2": {"learning_rate": "fast"}}, "bad value for 'stage2.learning_rate': 'fast' (expected float)"),
-    ({"stage2": {"max_steps": 1.0}}, "bad value for 'stage2.max_steps': 1.0 (expected int)"),
-    ({"stage2": {"max_steps": True}}, "bad value for 'stage2.max_steps': True (expected int)"),
-    ({"stage2": {"max_steps": "3"}}, "bad value for 'stage2.max_steps': '3' (expected int)"),
+    ({"stage2": {"max_steps": 1.0}}, "bad value for 'stage2.max_steps': 1.0 (expected -1 | int)"),
+    ({"stage2": {"max_steps": True}}, "bad value for 'stage2.max_steps': True (expected -1 | int)"),
+    ({"stage2": {"max_steps": "3"}}, "bad value for 'stage2.max_steps': '3' (expected -1 | int)"),
     ({"stage2": {"log_completions": 1}}, "bad value for 'stage2.log_completions': 1 (expected bool)"),
     ({"stage2": {"log_completions": "yes"}}, "bad value for 'stage2.log_completions': 'yes' (expected bool)"),
     ({"stage2": {"loss_type": 3}}, "bad value for 'stage2.loss_type': 3 (expected 'grpo' | 'dr_grpo' | 'dapo' | 'bnpo' | 'cispo' | 'sapo' | "

@@ -29,6 +29,7 @@ Float = Annotated[float, Strict(), AllowInfNan(False), BeforeValidator(_float_fr
 Share = Annotated[Float, Field(ge=0, le=1, description="must be in [0, 1]")]
 Text = Annotated[Str, Field(pattern=r"\S", description="must not be empty")]
 Rows = Annotated[list[Int], Strict()]  # [start, end) of the train split; end -1 means "to the end"
+Count = Annotated[Literal[-1] | Annotated[Int, Field(ge=1)], Field(description="-1 or a positive count")]
 section = dataclass(config=ConfigDict(extra="forbid"))
 
 # transformers 5.17's integrations (integrations.integration_utils.INTEGRATION_TO_CALLBACK), plus its "all" / "none"
@@ -126,7 +127,7 @@ class TrainConfig:
     enabled: Bool = True
     learning_rate: Annotated[Float, Field(gt=0)] = 1e-5
     num_train_epochs: Annotated[Float, Field(gt=0)] = 1.0
-    max_steps: Int = -1  # a positive count overrides epochs
+    max_steps: Count = -1  # -1: train for num_train_epochs
     per_device_train_batch_size: Annotated[Int, Field(ge=1)] = 4
     gradient_accumulation_steps: Annotated[Int, Field(ge=1)] = 1
     warmup_steps: Float = 0.0  # >= 1: a step count; < 1: a fraction of the training steps
@@ -218,7 +219,7 @@ class Stage3Config(GRPOStageConfig):
     mining_batch_size: Annotated[Int, Field(ge=1)] = 16
     # a problem fails persistently when its correct share <= this
     failure_threshold: Annotated[Float, Field(ge=0, lt=1, description="must be in [0, 1)")] = 0.0
-    mining_limit: Int = -1  # -1 = mine the whole stage-3 slice, else a positive count
+    mining_limit: Count = -1  # problems mined; -1: the whole stage-3 slice
 
 
 @section
@@ -238,7 +239,7 @@ TRAINER_SECTIONS = ("stage1", "stage2", "stage3", "warmup")  # the Config fields
 class EvalConfig:
     enabled: Bool = True
     split: Str = "test"
-    limit: Int = -1  # -1 = the whole split, else a positive count
+    limit: Count = -1  # rows evaluated; -1: the whole split
     batch_size: Annotated[Int, Field(ge=1)] = 16
     max_new_tokens: Annotated[Int, Field(ge=1)] = 512
     prompt: Literal["paper", "fewshot", "chat"] = "paper"
@@ -278,7 +279,7 @@ class BaselineConciseConfig:
 @section
 class RunConfig:
     output_dir: Text = "runs/cotrecipe"
-    seed: Annotated[Int, Field(ge=0, le=2**32 - 1, description="must be in [0, 4294967295] (numpy's seeds)")] = 42
+    seed: Annotated[Int, Field(ge=0, le=2**32 - 1, description="must be in [0, 4294967295]")] = 42  # numpy's seeds
     report_to: Annotated[list[Str], Strict()] = field(default_factory=lambda: ["none"])  # REPORT_INTEGRATIONS
     device: Literal["auto", "cpu", "cuda"] = "auto"
     baselines: Annotated[list[Literal[BASELINES]], Strict()] = field(default_factory=list)  # trained after the stages
