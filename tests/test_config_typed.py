@@ -9,7 +9,7 @@ from collections import OrderedDict
 import pytest
 
 from recipe.config import core as C
-from recipe.config.core import Config, RewardSpec, Stage2Config
+from recipe.config.schema import Config, RewardSpec, Stage2Config
 from recipe.errors import ConfigError
 
 REFUSED = [

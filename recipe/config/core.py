@@ -44,7 +44,6 @@ from recipe.config.schema import (
     Int,
     ModelConfig,
     RewardSpec,
-    Stage2Config,
     Str,
     TrainConfig,
     VllmConfig,
@@ -55,7 +54,7 @@ from recipe.errors import ConfigError
 from recipe.rewards import REWARDS
 
 __all__ = ["BASELINES", "BaselineSFTConfig", "Config", "ConfigError", "EvalConfig", "GRPOStageConfig", "ModelConfig",
-           "RewardSpec", "Stage2Config", "TrainConfig", "VllmConfig", "build", "diff_keys", "dump_yaml", "from_dict",
+           "RewardSpec", "TrainConfig", "VllmConfig", "build", "diff_keys", "dump_yaml", "from_dict",
            "parse_override", "preset_names", "preset_summary", "preset_text", "resolve", "to_dict", "validate"]
 
 
@@ -265,13 +264,7 @@ def validate(cfg: Config) -> None:
         check(cfg.model.backend == "hf" and cfg.vllm.enabled, "vllm.mode", cfg.vllm.mode,
               "server mode is TRL's vLLM on the hf backend: set model.backend=hf and vllm.enabled=true "
               "(Unsloth's engine is always colocated)")
-    _check_parallel_entries(cfg)
-    _check_sources(cfg)
-    _check_int64(to_dict(cfg), "")
-
-
-def _check_parallel_entries(cfg: Config) -> None:
-    """``run.parallel_entries`` > 1 runs entries as child processes of one run-all on the CPU (recipe.run.parallel)."""
+    # entries side by side: child processes of one run-all on the CPU (recipe.run.parallel)
     n, key = cfg.run.parallel_entries, "run.parallel_entries"
     check(n == 1 or not dist.is_distributed(), key, n, "entries side by side are child processes of one run-all, "
           "not of a multi-process launch (WORLD_SIZE > 1): set it to 1")
@@ -279,11 +272,7 @@ def _check_parallel_entries(cfg: Config) -> None:
           "process: set run.process_per_entry to auto or true, or this to 1")
     check(n == 1 or cfg.run.device != "cuda", key, n, "entries side by side are for CPU runs: set it to 1 with "
           "run.device=cuda")
-
-
-def _check_sources(cfg: Config) -> None:
-    """Synthetic sources and their splits (a file or folder is checked when the data loads), and the trackers."""
-    for key in ("source", "eval_source"):
+    for key in ("source", "eval_source"):  # a synthetic source's form (a file or folder is checked when it loads)
         source = getattr(cfg.data, key)
         if source == "synthetic" or source.startswith("synthetic:"):
             try:
@@ -299,6 +288,7 @@ def _check_sources(cfg: Config) -> None:
     report, allowed = cfg.run.report_to, f"allowed: {', '.join(REPORT_INTEGRATIONS)}; or [all] / [none] alone"
     check(bool(report) and all(item in REPORT_INTEGRATIONS or (item in ("all", "none") and len(report) == 1)
                                for item in report), "run.report_to", report, allowed)
+    _check_int64(to_dict(cfg), "")
 
 
 def _check_int64(value: Any, key: str) -> None:

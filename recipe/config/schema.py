@@ -178,7 +178,6 @@ class GRPOStageConfig(TrainConfig):
     TRL_CLASS: ClassVar[str] = "GRPOConfig"
 
     per_device_train_batch_size: Annotated[Int, Field(ge=1)] = 8  # a multiple of num_generations: whole groups
-    # the whole-groups batch rule (recipe.dist.generation_batch_error) divides by it, before TRL is imported
     num_generations: Annotated[Int, Field(ge=2, description="GRPO needs at least 2 generations per prompt")] = 8
     max_completion_length: Annotated[Int, Field(ge=1)] = 512
     temperature: Annotated[Float, Field(gt=0, description="must be > 0 for sampling")] = 1.0
