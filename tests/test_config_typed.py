@@ -59,6 +59,7 @@ REFUSED = [
     ({"run": {"report_to": ["none"], "baselines": ["sft", 3]}}, "bad value for 'run.baselines[1]': 3 (expected 'sft' | 'grpo' | 'concise')"),
     ({"eval": {"stages": "base"}}, "bad value for 'eval.stages': 'base' (expected list of 'base' | 'stage1' | 'stage2' | 'stage3')"),
     ({"description": 5}, "bad value for 'description': 5 (expected str)"),
+    ({"warmup": {"max_steps": 0}}, "bad value for 'warmup.max_steps': 0 (-1 or a positive count)"),  # off, checked
     # several problems: the first in the data's own order is named (as a key-by-key check stops at it)
     ({"stage2": {"lerning_rate": 1, "temperature": "hot"}},
      "unknown key 'stage2.lerning_rate' (did you mean 'stage2.learning_rate'?)"),

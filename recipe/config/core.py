@@ -130,8 +130,8 @@ def _did_you_mean(name: Any, known: typing.Iterable[str], prefix: str = "") -> s
 # Plain data -> Config: the data is walked in its own order, so the problem named is the first a reader meets; each
 # value is checked by pydantic against its field's type and limits, and its first error becomes one line
 
-_LIMITS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<=",
-           "too_short": "", "string_pattern_mismatch": "", "value_error": ""}
+_BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+_LIMITS = (*_BOUNDS, "too_short", "string_pattern_mismatch", "value_error")  # pydantic's errors of a value's limits
 
 
 def from_dict(data: dict) -> Config:
@@ -210,8 +210,10 @@ def _allowed(tp: Any, error: dict) -> str:
     described = [m.description for m in typing.get_args(tp)[1:] if isinstance(m, FieldInfo) and m.description]
     if error["type"] == "value_error":
         return short_repr(str(error["ctx"]["error"]))
-    if error["type"] in _LIMITS:
-        return described[0] if described else f"must be {_LIMITS[error['type']]} {next(iter(error['ctx'].values()))}"
+    if described and error["type"] in _LIMITS:
+        return described[0]
+    if error["type"] in _BOUNDS:
+        return f"must be {_BOUNDS[error['type']]} {next(iter(error['ctx'].values()))}"
     return f"expected {_type_name(tp)}"
 
 
