@@ -72,6 +72,8 @@ def test_reward_list_override():
         ("eval.stages=[base, stage9]", "eval.stages"),
         ("nonsense", "key.path=value"),
         ("stage3.rewards=[{name: compression_ratio, params: {ratio_cap: 2}}]", "stage3.rewards[0].params"),
+        ("stage3.rewards=[{name: compression_ratio, params: {neutral_hi: -5.0}}]",
+         "'stage3.rewards[0].params': {'neutral_hi': -5.0} ('compression_ratio: need 0 <= best_rat"),
     ],
 )
 def test_bad_values_name_key_value_and_allowed(override, needle):

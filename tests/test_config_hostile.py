@@ -57,7 +57,7 @@ BAD_VALUES = [
     ("stage3.beta=-0.1", "stage3.beta", ">= 0"),
     ("stage2.epsilon=-1", "stage2.epsilon", ">= 0"),
     ("stage1.max_grad_norm=-1", "stage1.max_grad_norm", ">= 0"),
-    ("eval.limit=0", "eval.limit", "-1 for the whole split"),
+    ("eval.limit=0", "eval.limit", "-1 or a positive count"),
     ("eval.split=tset", "eval.split", "train, test"),
     ("vllm.server_timeout=-5", "vllm.server_timeout", "> 0"),
     ("vllm.server_timeout=0", "vllm.server_timeout", "> 0"),

@@ -9,7 +9,7 @@ from collections import OrderedDict
 import pytest
 
 from recipe.config import core as C
-from recipe.config.core import Config, RewardSpec, Stage2Config
+from recipe.config.schema import Config, RewardSpec, Stage2Config
 from recipe.errors import ConfigError
 
 REFUSED = [
@@ -20,9 +20,9 @@ REFUSED = [
     ({"stage2": {"learning_rate": None}}, "bad value for 'stage2.learning_rate': None (expected float)"),
     ({"stage2": {"learning_rate": [1]}}, "bad value for 'stage2.learning_rate': [1] (expected float)"),
     ({"stage2": {"learning_rate": "fast"}}, "bad value for 'stage2.learning_rate': 'fast' (expected float)"),
-    ({"stage2": {"max_steps": 1.0}}, "bad value for 'stage2.max_steps': 1.0 (expected int)"),
-    ({"stage2": {"max_steps": True}}, "bad value for 'stage2.max_steps': True (expected int)"),
-    ({"stage2": {"max_steps": "3"}}, "bad value for 'stage2.max_steps': '3' (expected int)"),
+    ({"stage2": {"max_steps": 1.0}}, "bad value for 'stage2.max_steps': 1.0 (expected -1 | int)"),
+    ({"stage2": {"max_steps": True}}, "bad value for 'stage2.max_steps': True (expected -1 | int)"),
+    ({"stage2": {"max_steps": "3"}}, "bad value for 'stage2.max_steps': '3' (expected -1 | int)"),
     ({"stage2": {"log_completions": 1}}, "bad value for 'stage2.log_completions': 1 (expected bool)"),
     ({"stage2": {"log_completions": "yes"}}, "bad value for 'stage2.log_completions': 'yes' (expected bool)"),
     ({"stage2": {"loss_type": 3}}, "bad value for 'stage2.loss_type': 3 (expected 'grpo' | 'dr_grpo' | 'dapo' | 'bnpo' | 'cispo' | 'sapo' | "
@@ -59,6 +59,7 @@ REFUSED = [
     ({"run": {"report_to": ["none"], "baselines": ["sft", 3]}}, "bad value for 'run.baselines[1]': 3 (expected 'sft' | 'grpo' | 'concise')"),
     ({"eval": {"stages": "base"}}, "bad value for 'eval.stages': 'base' (expected list of 'base' | 'stage1' | 'stage2' | 'stage3')"),
     ({"description": 5}, "bad value for 'description': 5 (expected str)"),
+    ({"warmup": {"max_steps": 0}}, "bad value for 'warmup.max_steps': 0 (-1 or a positive count)"),  # off, checked
     # several problems: the first in the data's own order is named (as a key-by-key check stops at it)
     ({"stage2": {"lerning_rate": 1, "temperature": "hot"}},
      "unknown key 'stage2.lerning_rate' (did you mean 'stage2.learning_rate'?)"),

@@ -167,6 +167,7 @@ def test_any_trl_field_reaches_the_trainer_arguments(tmp_path):
     ("stage2.top_k=abc", "bad value for 'stage2.top_k': 'abc' (expected int)"),
     ("stage2.epsilon_high=null", "bad value for 'stage2.epsilon_high': None"),  # recorded keys keep a value
     ("stage2.top_k=null", "bad value for 'stage2.top_k': None (expected int)"),  # TRL's top_k is a plain int
+    ("stage2.min_p=.inf", "bad value for 'stage2.min_p': inf (expected float | NoneType)"),  # finite, as ours
     ("stage2.trl_args={}", "unknown key 'stage2.trl_args'"),
     ("stage2=3", "bad value for 'stage2': 3 (expected mapping)"),
 ])

@@ -49,27 +49,23 @@ class _Loader(yaml.SafeLoader):
     def __init__(self, text: str) -> None:
         super().__init__(text)
         self._path: list[str] = []
-        self._count = 0
-        self._sizes: dict[str, int] = {}  # anchor -> values under it, counted again at each alias
+        self._count = 0  # values composed, an alias counted as the values under its anchor
+        self._sizes: dict[str, int] = {}  # anchor -> values under it
 
     def compose_node(self, parent, index):  # noqa: ANN001 - PyYAML's signature
         event, before = self.peek_event(), self._count
         if isinstance(parent, yaml.MappingNode) and isinstance(index, yaml.Node):
             self._path.append(f".{index.value}" if "".join(self._path) else str(index.value))
-        elif isinstance(parent, yaml.SequenceNode):
-            self._path.append(f"[{index}]")
         else:
-            self._path.append("")
+            self._path.append(f"[{index}]" if isinstance(parent, yaml.SequenceNode) else "")
         if len(self._path) > MAX_DEPTH:
             raise _Refused(f"is refused: nested deeper than {MAX_DEPTH} levels")
         node = super().compose_node(parent, index)
         self._path.pop()
-        if isinstance(event, yaml.AliasEvent):
-            self._count += self._sizes.get(event.anchor, 1)
-        else:
-            self._count += 1
-            if event.anchor:
-                self._sizes[event.anchor] = self._count - before
+        alias = isinstance(event, yaml.AliasEvent)
+        self._count += self._sizes.get(event.anchor, 1) if alias else 1
+        if event.anchor and not alias:
+            self._sizes[event.anchor] = self._count - before
         if self._count > MAX_NODES:
             raise _Refused(f"is refused: expands to over {MAX_NODES:,} values (aliases counted each time they are used)")
         return node
@@ -78,46 +74,33 @@ class _Loader(yaml.SafeLoader):
         node = super().compose_mapping_node(anchor)
         where, lines = "".join(self._path), {}
         for key, _ in node.value:
-            name = f"{where}.{key.value}" if where else str(key.value)
             if not isinstance(key, yaml.ScalarNode) or key.tag not in _TEXT_TAGS or not key.value.isprintable() \
                     or len(key.value) > 80:
                 raise _Refused(f"has a key that is not a short line of text at {where or 'the top'}: "
                                f"{short_repr(getattr(key, 'value', key))}")
             if key.tag != _TEXT_TAGS[1] and key.value in lines:
-                raise _Refused(f"gives the key '{name}' twice (lines {lines[key.value]} and "
-                               f"{key.start_mark.line + 1}); keep one")
+                raise _Refused(f"gives the key '{where + '.' if where else ''}{key.value}' twice (lines "
+                               f"{lines[key.value]} and {key.start_mark.line + 1}); keep one")
             lines[key.value] = key.start_mark.line + 1
         return node
 
 
-_RAISE = object()
-
-
-def load(text: str | bytes, origin: str, error: type[Exception] = ValueError, if_invalid: Any = _RAISE) -> Any:
+def load(text: str | bytes, origin: str, error: type[Exception] = ValueError, lenient: bool = False) -> Any:
     """The YAML value of ``text`` (``None`` for an empty document), or ``error`` with one line naming ``origin``.
-    ``if_invalid``, when given, is returned for text that is not YAML at all (a broken guard still raises)."""
+    ``lenient``: text that is not YAML at all is returned as it is (a guard still refuses)."""
     if len(text) > MAX_BYTES:
         raise error(f"{origin} is over {MAX_BYTES:,} bytes, more than a config may hold")
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise error(f"{origin} is not UTF-8 text (byte 0x{text[exc.start]:02x} at offset {exc.start})") from None
-    loader = None
     try:
-        loader = _Loader(text)  # its reader refuses non-printable characters
-        return loader.get_single_data()
+        text = text.decode("utf-8") if isinstance(text, bytes) else text
+        return yaml.load(text, Loader=_Loader)  # its reader refuses non-printable characters
+    except UnicodeDecodeError as exc:
+        raise error(f"{origin} is not UTF-8 text (byte 0x{text[exc.start]:02x} at offset {exc.start})") from None
     except _Refused as exc:
         raise error(f"{origin} {exc}") from None
-    except RecursionError:
-        raise error(f"{origin} is refused: nested too deeply") from None
     except yaml.YAMLError as exc:
-        if if_invalid is not _RAISE:
-            return if_invalid
+        if lenient:
+            return text
         raise error(f"{origin} is not valid YAML: {' '.join(str(exc).split())[:300]}") from None
-    finally:
-        if loader is not None:
-            loader.dispose()
 
 
 def load_mapping(text: str | bytes, origin: str, error: type[Exception] = ValueError) -> dict:

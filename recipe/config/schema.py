@@ -9,7 +9,7 @@ import dataclasses
 from dataclasses import field
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BeforeValidator, ConfigDict, Field, Strict, StrictBool, StrictInt, StrictStr
+from pydantic import AllowInfNan, BeforeValidator, ConfigDict, Field, Strict, StrictBool, StrictInt, StrictStr
 from pydantic.dataclasses import dataclass
 
 from recipe.config.entries import BASELINES as BASELINE_ENTRIES
@@ -17,8 +17,7 @@ from recipe.config.entries import EVAL_STAGES
 from recipe.config.trl_source import fields_of
 
 
-def _float_from_text(value: Any) -> Any:
-    """Text is read with Python's ``float`` ("1e-5", " 2.5E-1 "); what it cannot read is refused by the strict check."""
+def _float_from_text(value: Any) -> Any:  # "1e-5", " 2.5E-1 "; what float() cannot read the strict check refuses
     try:
         return float(value) if isinstance(value, str) else value
     except ValueError:
@@ -26,10 +25,12 @@ def _float_from_text(value: Any) -> Any:
 
 
 Bool, Int, Str = StrictBool, StrictInt, StrictStr
-Float = Annotated[float, Strict(), BeforeValidator(_float_from_text)]
+Float = Annotated[float, Strict(), AllowInfNan(False), BeforeValidator(_float_from_text)]
+Share = Annotated[Float, Field(ge=0, le=1, description="must be in [0, 1]")]
 Text = Annotated[Str, Field(pattern=r"\S", description="must not be empty")]
 Rows = Annotated[list[Int], Strict()]  # [start, end) of the train split; end -1 means "to the end"
-section = dataclass(config=ConfigDict(allow_inf_nan=False, extra="forbid"))
+Count = Annotated[Literal[-1] | Annotated[Int, Field(ge=1)], Field(description="-1 or a positive count")]
+section = dataclass(config=ConfigDict(extra="forbid"))
 
 # transformers 5.17's integrations (integrations.integration_utils.INTEGRATION_TO_CALLBACK), plus its "all" / "none"
 REPORT_INTEGRATIONS = ("azure_ml", "clearml", "codecarbon", "comet_ml", "dagshub", "dvclive", "flyte", "kubeflow",
@@ -66,7 +67,7 @@ class ModelConfig:
     use_lora: Bool = True
     lora_r: Annotated[Int, Field(ge=1)] = 16
     lora_alpha: Annotated[Int, Field(gt=0)] = 32
-    lora_dropout: Annotated[Float, Field(ge=0, lt=1)] = 0.0
+    lora_dropout: Annotated[Float, Field(ge=0, lt=1, description="must be in [0, 1)")] = 0.0
     lora_target_modules: Annotated[list[Str], Strict(), Field(min_length=1, description="at least one module name, "
                                                               "e.g. [q_proj, v_proj]")] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
@@ -79,18 +80,15 @@ class ModelConfig:
 class VllmConfig:
     """Whether and how generation goes through vLLM, for every stage (:func:`recipe.models.devices.uses_vllm`)."""
 
-    # unsloth backend: one in-process engine for GRPO, evaluation and stage-3 mining (and the weights repository
-    # follows it); hf backend: TRL's own engine for GRPO only (evaluation and mining generate with HF). Never on CPU.
+    # unsloth: one in-process engine for GRPO, evaluation and mining; hf: TRL's engine for GRPO only. Never on CPU.
     enabled: Bool = False
-    gpu_memory_utilization: Annotated[Float, Field(gt=0, le=1)] = 0.6  # the engine's share of GPU memory
-    # Where TRL's vLLM runs for GRPO on the hf backend: in each training process, or a `trl vllm-serve` server
-    # (docs: "Scaling out"). mode and server_* are in no entry's config fingerprint: switching never blocks a resume.
+    gpu_memory_utilization: Annotated[Float, Field(gt=0, le=1, description="must be in (0, 1]")] = 0.6
+    # hf backend: TRL's vLLM in each training process, or a `trl vllm-serve` server (docs: "Scaling out")
     mode: Literal["colocate", "server"] = "colocate"
     server_base_url: Str = ""  # e.g. http://10.0.0.5:8000; when set, host and port are ignored
     server_host: Str = "127.0.0.1"
     server_port: Annotated[Int, Field(ge=1, le=65535, description="must be a TCP port (1-65535)")] = 8000
-    server_timeout: Annotated[Float, Field(gt=0, description="seconds to wait for the server to come up: "
-                                                              "must be > 0")] = 240.0
+    server_timeout: Annotated[Float, Field(gt=0)] = 240.0  # seconds to wait for the server to come up
 
 
 @section
@@ -103,7 +101,6 @@ class DataConfig:
     mask_token: Text = "[MASK]"
     strict: Bool = False
     teacher_latex: Literal["keep", "math"] = "keep"  # stage 1 only: "math" replaces LaTeX spans by [math] (official)
-    # Disjoint by default (the `paper` preset overlaps stage 3 with stage 2, as the authors' mining did).
     stage1_rows: Rows = field(default_factory=lambda: [0, 2000])
     stage2_rows: Rows = field(default_factory=lambda: [2000, 4000])
     stage3_rows: Rows = field(default_factory=lambda: [4000, -1])
@@ -118,22 +115,20 @@ class RewardSpec:
 
 
 Rewards = Annotated[list[RewardSpec], Strict(), Field(min_length=1, description="at least one reward is needed")]
-Share = Annotated[Float, Field(ge=0, le=1)]
 
 
 @section
 class TrainConfig:
-    """A trainer section: ``enabled``; the fields of TRL's ``TRL_CLASS`` that the recipe records (config.yaml, the
-    entries' fingerprints), with the recipe's defaults; the recipe's own keys (subclasses). Any other field of the
-    TRL class may be set too: it is kept in ``trl_args``, read as an attribute (``cfg.stage2.top_k``) and passed to
-    TRL as it is (:mod:`recipe.train.sft`, :mod:`recipe.train.grpo`; TRL checks the values)."""
+    """A trainer section: ``enabled``, the fields of TRL's ``TRL_CLASS`` the recipe records with its defaults, the
+    recipe's own keys (subclasses); any other field of the TRL class is kept in ``trl_args``, read as an attribute
+    (``cfg.stage2.top_k``) and passed to TRL as it is (TRL checks the values)."""
 
     TRL_CLASS: ClassVar[str] = "SFTConfig"
 
     enabled: Bool = True
     learning_rate: Annotated[Float, Field(gt=0)] = 1e-5
     num_train_epochs: Annotated[Float, Field(gt=0)] = 1.0
-    max_steps: Int = -1  # a positive count overrides epochs
+    max_steps: Count = -1  # -1: train for num_train_epochs
     per_device_train_batch_size: Annotated[Int, Field(ge=1)] = 4
     gradient_accumulation_steps: Annotated[Int, Field(ge=1)] = 1
     warmup_steps: Float = 0.0  # >= 1: a step count; < 1: a fraction of the training steps
@@ -143,8 +138,7 @@ class TrainConfig:
     optim: Str = "adamw_torch"  # transformers' OptimizerNames
     logging_steps: Annotated[Int | Float, Field(ge=1)] = 1
     save_steps: Annotated[Int | Float, Field(ge=1)] = 50  # a checkpoint every N steps: the resume point after a crash
-    save_total_limit: Annotated[Int, Field(ge=1, description="must be >= 1 (the newest checkpoint is the resume "
-                                                              "point)")] = 2
+    save_total_limit: Annotated[Int, Field(ge=1)] = 2  # >= 1: the newest checkpoint is the resume point
     trl_args: Annotated[dict[str, Any], Strict()] = field(default_factory=dict)
 
     def __getattr__(self, name: str) -> Any:  # only for names that are not fields: TRL's other keys
@@ -185,26 +179,17 @@ class GRPOStageConfig(TrainConfig):
     TRL_CLASS: ClassVar[str] = "GRPOConfig"
 
     per_device_train_batch_size: Annotated[Int, Field(ge=1)] = 8  # a multiple of num_generations: whole groups
-    # the whole-groups batch rule (recipe.dist.generation_batch_error) divides by it, before TRL is imported
     num_generations: Annotated[Int, Field(ge=2, description="GRPO needs at least 2 generations per prompt")] = 8
     max_completion_length: Annotated[Int, Field(ge=1)] = 512
     temperature: Annotated[Float, Field(gt=0, description="must be > 0 for sampling")] = 1.0
-    top_p: Annotated[Float, Field(gt=0, le=1)] = 1.0
+    top_p: Annotated[Float, Field(gt=0, le=1, description="must be in (0, 1]")] = 1.0
     beta: Annotated[Float, Field(ge=0, description="must be >= 0 (0: no KL term)")] = 0.0  # 0: no reference model
     epsilon: Annotated[Float, Field(ge=0)] = 0.2  # PPO-style clip range (lower side: ratio >= 1 - epsilon)
-    # Upper clip (ratio <= 1 + epsilon_high). 0.2 = epsilon: the symmetric clip of the paper and of TRL alone. Passed
-    # to TRL explicitly on both backends: with loss_type=dapo Unsloth's GRPOConfig puts 0.28 in an unset one.
+    # upper clip (ratio <= 1 + it): 0.2 = epsilon, the paper's symmetric clip; passed explicitly (docs/gpu.md)
     epsilon_high: Annotated[Float, Field(ge=0, description="must be >= 0 (upper clip 1 + it)")] = 0.2
-    # True drops every completion that reaches max_completion_length from the loss. False (ours, and TRL's): those
-    # long completions stay in and take the brevity reward's penalty, which is what stages 2-3 train against.
-    # Passed explicitly on both backends: with loss_type=dapo Unsloth's GRPOConfig turns an unset one on.
+    # false: truncated completions stay in the loss and take the brevity penalty; passed explicitly (docs/gpu.md)
     mask_truncated_completions: Bool = False
-    # True: with vLLM generating (vllm.enabled on a GPU), the rollouts are sampled by vLLM's kernels (on a T4: fp16,
-    # 4-bit weights, its LoRA kernels) and scored by the trainer's, so they are slightly off-policy; TRL's importance
-    # sampling correction (its vllm_importance_sampling_mode sequence_mask, clip_max 3: a completion whose
-    # trainer/vLLM probability ratio leaves the bounds drops out of the loss) accounts for it. TRL 1.14.2 defaults it
-    # True, Unsloth 2026.10.x's GRPOConfig False (unsloth/models/rl.py), and both implement it: passed explicitly, so
-    # the two backends train one objective. Without vLLM (HF generate, the CPU path) it has no effect.
+    # true: TRL's correction of vLLM-sampled rollouts (slightly off-policy); Unsloth defaults it false (docs/gpu.md)
     vllm_importance_sampling_correction: Bool = True
     loss_type: Literal[GRPO_LOSS_TYPES] = "dapo"
     scale_rewards: Literal[GRPO_SCALE_REWARDS] = "group"
@@ -232,15 +217,15 @@ class Stage3Config(GRPOStageConfig):
     mining_temperature: Annotated[Float, Field(ge=0, description="must be >= 0 (0: greedy)")] = 0.0
     mining_max_new_tokens: Annotated[Int, Field(ge=1)] = 512
     mining_batch_size: Annotated[Int, Field(ge=1)] = 16
-    failure_threshold: Annotated[Float, Field(ge=0, lt=1)] = 0.0  # fails persistently when its correct share <= this
-    mining_limit: Int = -1  # -1 = mine the whole stage-3 slice, else a positive count
+    # a problem fails persistently when its correct share <= this
+    failure_threshold: Annotated[Float, Field(ge=0, lt=1, description="must be in [0, 1)")] = 0.0
+    mining_limit: Count = -1  # problems mined; -1: the whole stage-3 slice
 
 
 @section
 class WarmupConfig(TrainConfig):
     """Not in the paper: SFT of the base model on the teacher's full rationales (``data.warmup_rows``), merged into
-    its weights, which then stand for the base model of the whole run (base row, stages, baselines). On CPU it plays
-    the competent, verbose pretrained base the paper starts from (docs, "The proof run")."""
+    its weights, the base model of the whole run (docs, "The proof run")."""
 
     enabled: Bool = False
     learning_rate: Annotated[Float, Field(gt=0)] = 3e-4
@@ -254,13 +239,11 @@ TRAINER_SECTIONS = ("stage1", "stage2", "stage3", "warmup")  # the Config fields
 class EvalConfig:
     enabled: Bool = True
     split: Str = "test"
-    limit: Int = -1  # -1 = the whole split, else a positive count
+    limit: Count = -1  # rows evaluated; -1: the whole split
     batch_size: Annotated[Int, Field(ge=1)] = 16
     max_new_tokens: Annotated[Int, Field(ge=1)] = 512
     prompt: Literal["paper", "fewshot", "chat"] = "paper"
-    # when a row is done: "paper" = the authors' rule ((Final Answer|Answer): number, then a newline or > 20 more
-    # characters); "answer_line" = an answer_label line with a digit, ended; "auto" = paper for prompt=paper, else
-    # answer_line
+    # when a row is done: the authors' rule, an ended answer_label line with a digit, or auto (paper for prompt=paper)
     stop_rule: Literal["auto", "paper", "answer_line"] = "auto"
     stages: Annotated[list[Literal[EVAL_STAGES]], Strict()] = field(default_factory=lambda: list(EVAL_STAGES))
     figures: Bool = True  # draw report.png (the frontier) and report_curves.png; false: report.md alone
@@ -271,29 +254,24 @@ BASELINES = tuple(BASELINE_ENTRIES)  # `run.baselines` keys (sft, grpo, concise)
 
 @section
 class BaselineGRPOConfig:
-    """Plain GRPO from the base model (entry ``baseline-grpo``). Everything else is borrowed from ``stage2`` (LoRA,
-    optimizer, lr schedule, generation settings); the step count is matched to stages 2+3's sampled completions."""
+    """Plain GRPO from the base model (``baseline-grpo``): stage 2's settings, stages 2+3's sampled completions."""
 
     reward: Literal["correctness", "correctness+brevity"] = "correctness"  # +brevity: stage 2's own rewards
 
 
 @section
 class BaselineSFTConfig:
-    """The SFT baseline's budget (entry ``baseline-sft``): ``stage1`` = stage 1's steps; ``tokens`` = as many steps as
-    it takes to process as many tokens as the curriculum's finished stages did (TRL's ``num_tokens``; it waits for
-    them); a number = that many steps, chosen ahead (it starts at once beside the stages; the report's cost section
-    puts its tokens beside the curriculum's, so a mismatch shows)."""
+    """The SFT baseline's budget (``baseline-sft``): stage 1's steps; the tokens the curriculum's stages processed
+    (it waits for them); or a step count (it starts at once)."""
 
-    budget: Literal["stage1", "tokens"] | Annotated[Int, Field(ge=1)] = "stage1"
+    budget: Annotated[Literal["stage1", "tokens"] | Annotated[Int, Field(ge=1)],
+                      Field(description="'stage1', 'tokens' or a step count >= 1")] = "stage1"
 
 
 @section
 class BaselineConciseConfig:
-    """The concise-RL baseline (entry ``baseline-concise``): SFT on the full teacher rationales at stage 1's budget
-    (the ``baseline-sft`` trainer with ``budget: stage1``), then GRPO on the questions alone at stages 2+3's sampled
-    completions (the ``baseline-grpo`` budget and stage 2's section), rewarded by ``all_correct_length``: 1 right /
-    0 wrong, plus ``length_weight`` x (1 - tokens / stage2.max_completion_length) in a group whose completions are
-    all right (ConciseR's L-GRPO gating, arXiv 2505.21178)."""
+    """The concise-RL baseline (``baseline-concise``): SFT at stage 1's budget, then GRPO at ``baseline-grpo``'s,
+    rewarded by ``all_correct_length`` (a length bonus in all-correct groups: ConciseR's L-GRPO, arXiv 2505.21178)."""
 
     length_weight: Annotated[Float, Field(ge=0)] = 1.0
 
@@ -301,16 +279,14 @@ class BaselineConciseConfig:
 @section
 class RunConfig:
     output_dir: Text = "runs/cotrecipe"
-    seed: Annotated[Int, Field(ge=0, le=2**32 - 1)] = 42  # numpy's seed range (transformers.set_seed seeds numpy)
+    seed: Annotated[Int, Field(ge=0, le=2**32 - 1, description="must be in [0, 4294967295]")] = 42  # numpy's seeds
     report_to: Annotated[list[Str], Strict()] = field(default_factory=lambda: ["none"])  # REPORT_INTEGRATIONS
     device: Literal["auto", "cpu", "cuda"] = "auto"
     baselines: Annotated[list[Literal[BASELINES]], Strict()] = field(default_factory=list)  # trained after the stages
     report_note: Str = ""  # shown first in report.md: what this run does and does not show
-    # run-all (and `baseline`) train each entry and evaluate in child processes (a fresh GPU context: a vLLM engine
-    # is not reliably freed inside one process). auto: on with CUDA, off on the CPU and under a multi-process launch.
+    # each entry trained and evaluated in a child process (a fresh GPU context); auto: on with CUDA, off on the CPU
     process_per_entry: Literal["auto"] | Bool = "auto"
-    # run-all: up to this many entries (and evaluations) at once, each in a child process with OMP_NUM_THREADS =
-    # usable cores // N (unless set). For CPU runs, where a GRPO step scales poorly with threads. 1: one at a time.
+    # run-all on the CPU: up to this many entries at once, each in a child process with cores // N threads
     parallel_entries: Annotated[Int, Field(ge=1, description="must be >= 1 (1: one entry at a time)")] = 1
 
 

@@ -41,29 +41,17 @@ def _plain(node: ast.expr) -> tuple[Any, ...]:
     """An annotation as the plain alternatives a YAML value can take: bool, int, float, str, ``dict[str, Any]``,
     NoneType, ``list[...]``, ``Any`` (a class YAML cannot spell). Beside ``str`` such a class is left out:
     transformers annotates its string enums as ``SchedulerType | str``, and checks the text itself."""
-    if isinstance(node, ast.BinOp):
-        arms = [alt for side in (node.left, node.right) for alt in _plain(side)]
+    if isinstance(node, ast.BinOp | ast.Tuple):  # X | Y; the values of Literal["a", "b"]
+        parts = (node.left, node.right) if isinstance(node, ast.BinOp) else node.elts
+        arms = [alt for part in parts for alt in _plain(part)]
         return tuple(dict.fromkeys(alt for alt in arms if alt is not Any or str not in arms))
     if isinstance(node, ast.Constant):
         return (type(node.value),)
-    if isinstance(node, ast.Subscript):
-        outer = ast.unparse(node.value)
-        if outer == "Literal":
-            return _plain(node.slice)
-        if outer == "list":
-            items = _plain(node.slice)
-            return (list[functools.reduce(operator.or_, items)],)
-        return (dict[str, Any],) if outer == "dict" else (Any,)
-    if isinstance(node, ast.Tuple):  # Literal["a", "b"]
-        return tuple(dict.fromkeys(alt for item in node.elts for alt in _plain(item)))
-    name = ast.unparse(node)
+    name = ast.unparse(node.value if isinstance(node, ast.Subscript) else node)
+    if isinstance(node, ast.Subscript) and name in ("Literal", "list"):
+        items = _plain(node.slice)
+        return items if name == "Literal" else (list[functools.reduce(operator.or_, items)],)
     return (dict[str, Any],) if name == "dict" else (getattr(builtins, name),) if name in _PLAIN else (Any,)
-
-
-def _init_field(statement: ast.AnnAssign) -> bool:
-    value = statement.value
-    return not (isinstance(value, ast.Call) and any(k.arg == "init" and isinstance(k.value, ast.Constant)
-                                                    and k.value.value is False for k in value.keywords))
 
 
 @functools.cache
@@ -73,8 +61,10 @@ def fields_of(trl_class: str) -> dict[str, tuple[Any, ...]]:
     for package, file, name in _CHAIN["TrainingArguments"] + _CHAIN[trl_class]:
         for statement in _class(package, file, name).body:
             if isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name):
-                if _init_field(statement):
-                    out[statement.target.id] = _plain(statement.annotation)
+                value = statement.value
+                if isinstance(value, ast.Call) and any(k.arg == "init" and ast.unparse(k.value) == "False"
+                                                       for k in value.keywords):
+                    out.pop(statement.target.id, None)  # field(init=False): not a constructor argument
                 else:
-                    out.pop(statement.target.id, None)
+                    out[statement.target.id] = _plain(statement.annotation)
     return out
