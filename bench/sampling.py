@@ -19,9 +19,11 @@ build_rows`, the proof preset's ``question_only_share``) of GSM8K train problems
 (greedy, the paper prompt and stop rule, batched, finished rows pruned), the model in eval mode, on GSM8K test
 problems.
 
-Arms (each timed ``--repeats`` times, interleaved, median): as shipped; LoRA merged into the weights for the call
+Arms (each timed ``--repeats`` times, interleaved, median): as shipped (transformers' ``sdpa`` attention, which copies
+the grouped key/value heads at every step); LoRA merged into the weights for the call
 (:func:`merged_lora`); + the duplicated prompts prefilled once (GRPO); + finished rows dropped from the batch
-(GRPO, :func:`generate_pruned`); + a static KV cache, eager and compiled
+(GRPO, :func:`generate_pruned`); + the grouped key/value heads read in place (:mod:`recipe.models.speedups`, what
+``model.load`` now sets on the CPU); + a static KV cache, eager and compiled
 (``torch.compile`` through transformers' ``CompileConfig``; compile time counted apart); eager attention instead of
 SDPA and other batch sizes (evaluation); bfloat16 weights (a short call: bfloat16 matmuls are slow on a CPU without
 native bfloat16, see the matmul table). Identity: evaluation arms must write the same tokens; GRPO arms are compared
@@ -55,8 +57,9 @@ from recipe.config import core as config_mod  # noqa: E402
 from recipe.data.gsm8k import load_gsm8k  # noqa: E402
 from recipe.eval.evaluate import build_prompt  # noqa: E402
 from recipe.models import model as model_mod  # noqa: E402
-from recipe.models.fast_sampling import generate_pruned, generate_shared_prefill, merged_lora  # noqa: E402
+from recipe.models import speedups as gqa  # noqa: E402
 from recipe.models.generation import STOP_TEXTS, generate  # noqa: E402
+from recipe.models.speedups import generate_pruned, generate_shared_prefill, merged_lora  # noqa: E402
 from recipe.train import stage2  # noqa: E402
 from recipe.train.grpo import grpo_args  # noqa: E402
 
@@ -184,7 +187,7 @@ def grpo_inputs(cfg, tokenizer, groups: int, num_generations: int, seed: int) ->
 
 
 def shared_prefill_generate(model, input_ids, attention_mask, generation_config):
-    """The recipe's GRPO sampling path (:func:`recipe.models.fast_sampling.share_prefill`): ``model.generate`` with
+    """The recipe's GRPO sampling path (:func:`recipe.models.speedups.share_prefill`): ``model.generate`` with
     each distinct prompt prefilled once, through the module generate's steps run."""
     return generate_shared_prefill(model.generate, model.get_base_model(), input_ids=input_ids,
                                    attention_mask=attention_mask, generation_config=generation_config)
@@ -234,10 +237,11 @@ def grpo_section(cfg, model, tokenizer, args) -> None:
           f"top_k {trl_args.top_k}; PeftModel in train mode, float32")
     model.train()
 
-    def call(config, merged=False, shared=False, pruned=False):
+    def call(config, merged=False, shared=False, pruned=False, attention="sdpa"):
         def run():
             torch.manual_seed(args.seed)
-            with torch.no_grad(), merged_lora(model) if merged else contextlib.nullcontext():
+            with torch.no_grad(), merged_lora(model) if merged else contextlib.nullcontext(), \
+                    attention_as(model, attention):
                 if pruned:
                     return generate_pruned(model.get_base_model(), **inputs, generation_config=config)
                 if shared:
@@ -249,6 +253,7 @@ def grpo_section(cfg, model, tokenizer, args) -> None:
             "LoRA merged for the call": call(shipped, merged=True),
             "merged + prompts prefilled once": call(shipped, merged=True, shared=True),
             "merged + prefilled once + pruned": call(shipped, merged=True, pruned=True),
+            "+ grouped KV heads read in place": call(shipped, merged=True, pruned=True, attention=gqa.NAME),
             "merged + static cache (eager)": call(static, merged=True)}
     compile_s = None
     if args.compile:
@@ -342,13 +347,12 @@ def eval_section(cfg, model, tokenizer, args) -> None:
     model.eval()
     max_new = args.eval_max_new_tokens or cfg.eval.max_new_tokens
 
-    def call(batch: int, merged: bool = False, attention: str | None = None):
+    def call(batch: int, merged: bool = False, attention: str = "sdpa"):
         def run():
             with contextlib.ExitStack() as stack:
                 if merged:
                     stack.enter_context(merged_lora(model))
-                if attention:
-                    stack.enter_context(attention_as(model, attention))
+                stack.enter_context(attention_as(model, attention))
                 out = generate(model, tokenizer, texts, max_new_tokens=max_new, batch_size=batch, temperature=0.0,
                                seed=args.seed, stop_texts=STOP_TEXTS, answer_label=cfg.data.answer_label,
                                stop_rule="paper")
@@ -358,7 +362,8 @@ def eval_section(cfg, model, tokenizer, args) -> None:
     batch = cfg.eval.batch_size
     arms = {f"as shipped (batch {batch})": call(batch),
             "LoRA merged for the call": call(batch, merged=True),
-            "merged + eager attention": call(batch, merged=True, attention="eager")}
+            "merged + eager attention": call(batch, merged=True, attention="eager"),
+            "merged + grouped KV heads in place": call(batch, merged=True, attention=gqa.NAME)}
     for other in args.eval_batches:
         arms[f"merged, batch {other}"] = call(other, merged=True)
     print(f"\nEvaluation: {len(texts)} GSM8K test problems, greedy, pruned, max_new_tokens {max_new}, "

@@ -94,10 +94,11 @@ def _concise_section_added(old: dict) -> dict:
 
 def _preset_changes(old: dict, preset: str) -> dict:
     """The presets' own changes since: ``proof`` trains its GRPO stages (``demo`` its stage 2) in micro-batches of 4
-    (4 x 4 = 16 per step);
+    (4 x 4 = 16 per step) and autocasts only on a CPU with native bf16;
     ``smoke`` writes its report without figures."""
     out = dict(old)
     if preset == "proof":
+        out["model"] = {**old["model"], "cpu_autocast": "auto"}
         for section in ("stage2", "stage3"):
             out[section] = {**old[section], "per_device_train_batch_size": 4, "gradient_accumulation_steps": 4}
     if preset.startswith("smoke"):

@@ -250,6 +250,8 @@ def _load_hf(cfg: Any, base: str, init_from: str | None, trainable: bool) -> tup
     import torch
     from transformers import AutoModelForCausalLM
 
+    from recipe.models import speedups  # lazy: transformers and peft (after unsloth, as every import of them here)
+
     cuda = torch.cuda.is_available()
     dtype = model_precision(cfg).torch_dtype()
     adapter = init_from is not None and is_adapter_dir(init_from)
@@ -259,6 +261,7 @@ def _load_hf(cfg: Any, base: str, init_from: str | None, trainable: bool) -> tup
     if quant is not None:
         kwargs.update(quantization_config=quant, device_map={"": torch.cuda.current_device()})
     model = _from_pretrained(AutoModelForCausalLM, source, **kwargs)
+    speedups.use_on_cpu(model)  # grouped key/value heads read in place, not copied at every step
     has_tokenizer = init_from is not None and (Path(init_from) / "tokenizer_config.json").is_file()
     tokenizer = load_tokenizer(init_from if has_tokenizer else base, cfg.trust_remote_code)
     if adapter:
@@ -282,8 +285,8 @@ def load(cfg: Any, init_from: str | os.PathLike | None = None, trainable: bool =
     vLLM engine, and only with ``vllm.enabled`` on the unsloth backend. ``vllm_cfg``: the run's ``vllm`` section
     (``cfg.vllm``), passed by every load of a run (the unsloth weights repository follows it); None: off.
     ``fast_sampling``: a ``for_grpo`` load on hf samples with each distinct prompt prefilled once and finished rows
-    dropped from the batch (:func:`recipe.models.fast_sampling.fast_generate`) and the LoRA merged for the call
-    (:func:`recipe.models.fast_sampling.merge_for_generate`): the same sampled tokens, faster (``bench/sampling.py``)."""
+    dropped from the batch (:func:`recipe.models.speedups.fast_generate`) and the LoRA merged for the call
+    (:func:`recipe.models.speedups.merge_for_generate`): the same sampled tokens, faster (``bench/sampling.py``)."""
     import torch
 
     base = resolve_model_path(cfg)
@@ -303,7 +306,7 @@ def load(cfg: Any, init_from: str | os.PathLike | None = None, trainable: bool =
     else:
         model, tokenizer = _load_hf(cfg, base, init, trainable)
         if for_grpo and fast_sampling:  # TRL samples num_generations rows of each prompt in one generate call
-            from recipe.models.fast_sampling import fast_generate, merge_for_generate  # lazy: peft (after unsloth)
+            from recipe.models.speedups import fast_generate, merge_for_generate  # lazy: peft (after unsloth)
 
             merge_for_generate(fast_generate(model))
         torch.manual_seed(seed)  # the TRL trainer draws its LoRA from torch's generator right after this

@@ -1,5 +1,5 @@
 """Sampling speed-ups that must not change what is sampled (``bench/sampling.py`` measures them): LoRA merged into the
-weights for a generation call and the duplicated GRPO prompts prefilled once (:mod:`recipe.models.fast_sampling`)."""
+weights for a generation call and the duplicated GRPO prompts prefilled once (:mod:`recipe.models.speedups`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from transformers import GenerationConfig
 from recipe.config import core as C
 from recipe.models import generation
 from recipe.models import model as model_mod
-from recipe.models.fast_sampling import fast_generate, merged_lora
+from recipe.models.speedups import fast_generate, merged_lora
 
 PROMPTS = ["Question: Tom has 3 apples and buys 4 more. How many?\nReasoning:",
            "Question: A box holds 12 pens; 5 are taken.\nReasoning:"]
