@@ -3,7 +3,8 @@ answer line, and the rows both decoders return (:class:`Generation`, :func:`make
 
 The answer line is ``data.answer_label`` followed by something with a digit
 (:func:`recipe.data.stopping.answer_line_pattern`); ``STOP_TEXTS`` end a row that starts a new problem. Pruned greedy
-decoding drops finished rows from the batch as it goes (:func:`_greedy_pruned`); the rest runs HF ``generate`` (on
+decoding drops finished rows from the batch as it goes (:func:`_greedy_pruned`; on the CPU with a LoRA merged into the
+weights for the call, :func:`recipe.models.speedups.merged_lora`); the rest runs HF ``generate`` (on
 unsloth that is Unsloth's patched fast decoding). Which one runs, or vLLM (:mod:`recipe.models.vllm_generation`), is
 decided by :func:`recipe.models.generation.choose_decoder`, not here. The pruned loop is our own code kept over HF
 ``generate`` because it measured faster with the same tokens (``bench/prune.py``: 1.40x on 100 dev problems, docs/benchmarks.md).
@@ -11,6 +12,7 @@ decided by :func:`recipe.models.generation.choose_decoder`, not here. The pruned
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -20,6 +22,7 @@ from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList
 
 from recipe.data.prompts import ANSWER_LABEL
 from recipe.data.stopping import cut_finished, is_finished
+from recipe.models.speedups import merged_lora
 
 TAIL_TOKENS = 48  # how many trailing tokens are decoded to look for the answer line; far longer than the line
 
@@ -164,8 +167,9 @@ def generate_hf(model, tokenizer, prompts: list[str], *, pruned: bool, max_new_t
         chunk = prompts[start:start + batch_size]
         enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
         prompt_len = enc["input_ids"].shape[1]
-        if pruned:
-            new = _greedy_pruned(model, tokenizer, enc, max_new_tokens, eos_ids, done)
+        if pruned:  # on the CPU with the LoRA merged for the call: the same tokens, 1.06x (bench/sampling.py)
+            with merged_lora(model) if device.type == "cpu" else contextlib.nullcontext():
+                new = _greedy_pruned(model, tokenizer, enc, max_new_tokens, eos_ids, done)
         else:
             if stop_at_answer:
                 kwargs["stopping_criteria"] = StoppingCriteriaList([StopAfterAnswerLine(tokenizer, prompt_len, stop_texts,
