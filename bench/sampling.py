@@ -187,8 +187,9 @@ def grpo_inputs(cfg, tokenizer, groups: int, num_generations: int, seed: int) ->
 
 
 def shared_prefill_generate(model, input_ids, attention_mask, generation_config):
-    """The recipe's GRPO sampling path (:func:`recipe.models.speedups.share_prefill`): ``model.generate`` with
-    each distinct prompt prefilled once, through the module generate's steps run."""
+    """``model.generate`` with each distinct prompt prefilled once, through the module generate's steps run
+    (:func:`recipe.models.speedups.generate_shared_prefill`: the fallback of :func:`recipe.models.speedups.fast_generate`
+    for a call the pruned loop does not cover)."""
     return generate_shared_prefill(model.generate, model.get_base_model(), input_ids=input_ids,
                                    attention_mask=attention_mask, generation_config=generation_config)
 
