@@ -22,7 +22,7 @@ from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList
 
 from recipe.data.prompts import ANSWER_LABEL
 from recipe.data.stopping import cut_finished, is_finished
-from recipe.models.speedups import merged_lora
+from recipe.models.speedups import decode_step, merged_lora, positions_of
 
 TAIL_TOKENS = 48  # how many trailing tokens are decoded to look for the answer line; far longer than the line
 
@@ -92,7 +92,7 @@ def _greedy_pruned(model, tokenizer, enc, max_new_tokens: int, eos_ids: list[int
     until the last one ends, so one rambling row made the whole batch run to ``max_new_tokens``. Same prefill, same
     positions, same argmax: the same tokens as ``generate`` (tested against it)."""
     ids, mask = enc["input_ids"], enc["attention_mask"]
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    positions = positions_of(mask)
     cache = DynamicCache(config=getattr(model, "config", None))
     written: list[list[int]] = [[] for _ in range(ids.shape[0])]
     active = torch.arange(ids.shape[0], device=ids.device)
@@ -112,14 +112,10 @@ def _greedy_pruned(model, tokenizer, enc, max_new_tokens: int, eos_ids: list[int
             keep.append(k)
         if not keep or step == max_new_tokens - 1:
             break
-        if len(keep) < len(rows):
-            index = torch.tensor(keep, device=ids.device)
-            cache.batch_select_indices(index)
-            active, nxt, mask, last = active[index], nxt[index], mask[index], last[index]
-        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-        last = last + 1
-        logits = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=last[:, None],
-                       past_key_values=cache, use_cache=True).logits[:, -1, :]
+        index = torch.tensor(keep, device=ids.device) if len(keep) < len(rows) else None
+        if index is not None:
+            active, nxt = active[index], nxt[index]
+        logits, mask, last = decode_step(model, cache, nxt, mask, last, index)
     return written
 
 

@@ -168,6 +168,27 @@ def _distinct_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tup
     return first_rows, inverse
 
 
+def positions_of(mask: torch.Tensor) -> torch.Tensor:
+    """Each token's position in its left-padded row (padding at 0): what the prefill of a pruned loop passes."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def decode_step(model, cache, token: torch.Tensor, mask: torch.Tensor, last: torch.Tensor,
+                keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One step of a loop that drops finished rows: the rows ``keep`` selects (all when None) stay in the cache, mask
+    and positions, and ``token`` (one per remaining row) is fed at the next position. Returns the next logits, mask and
+    last positions. Both pruned loops run it: :func:`generate_pruned` here and greedy evaluation's
+    :func:`recipe.models.hf_generation._greedy_pruned`."""
+    if keep is not None:
+        cache.batch_select_indices(keep)
+        mask, last = mask[keep], last[keep]
+    mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+    last = last + 1
+    logits = model(input_ids=token[:, None], attention_mask=mask, position_ids=last[:, None], past_key_values=cache,
+                   use_cache=True).logits[:, -1, :]
+    return logits, mask, last
+
+
 @torch.no_grad()
 def generate_shared_prefill(generate, model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                             **kwargs):
@@ -183,7 +204,7 @@ def generate_shared_prefill(generate, model, input_ids: torch.Tensor, attention_
         return generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
     ids, mask = input_ids[first_rows, :-1], attention_mask[first_rows, :-1]
     cache = DynamicCache(config=getattr(model, "config", None))
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    positions = positions_of(mask)
     model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
           logits_to_keep=1)
     cache.batch_select_indices(inverse.to(input_ids.device))
@@ -216,7 +237,7 @@ def generate_pruned(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
         prefix_allowed_tokens_fn=None, logits_processor=LogitsProcessorList(), device=input_ids.device, model_kwargs={})
     eos, pad = config._eos_token_tensor.reshape(-1), config._pad_token_tensor
     first_rows, inverse = _distinct_rows(input_ids, attention_mask)
-    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    positions = positions_of(attention_mask)
     cache = DynamicCache(config=getattr(model, "config", None))
     logits = model(input_ids=input_ids[first_rows], attention_mask=attention_mask[first_rows],
                    position_ids=positions[first_rows], past_key_values=cache, use_cache=True,
@@ -238,14 +259,10 @@ def generate_pruned(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
         going = ~torch.isin(token, eos)
         if not going.any() or step == config.max_new_tokens - 1:
             break
-        if not going.all():
-            keep = going.nonzero().squeeze(1)
-            cache.batch_select_indices(keep)
-            active, token, mask, last = active[keep], token[keep], mask[keep], last[keep]
-        mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
-        last = last + 1
-        logits = model(input_ids=token[:, None], attention_mask=mask, position_ids=last[:, None],
-                       past_key_values=cache, use_cache=True).logits[:, -1]
+        keep = None if going.all() else going.nonzero().squeeze(1)
+        if keep is not None:
+            active, token = active[keep], token[keep]
+        logits, mask, last = decode_step(model, cache, token, mask, last, keep)
     return ids
 
 
