@@ -16,6 +16,7 @@ bfloat16 can be emulated there; we ask for native support (``including_emulation
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +49,7 @@ def native_bf16() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
 
 
+@functools.cache  # the CPU does not change under a process; decide() runs at every load and trainer build
 def cpu_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     """True when this CPU multiplies bfloat16 natively (the ``avx512_bf16`` or ``amx_bf16`` flag). Without it,
     bfloat16 autocast is slower than float32: on an AVX2-only AMD EPYC core a bfloat16 ``F.linear`` through
