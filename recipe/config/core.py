@@ -171,8 +171,8 @@ def checked(tp: Any, value: Any, key: str) -> Any:
         return _adapter(tp).validate_python(value)
     except pydantic.ValidationError as exc:
         errors = exc.errors(include_url=False)
-        error = next((e for e in errors if e["type"] in _LIMITS), errors[0])  # a union's: the limit it missed
-        raise ConfigError(f"bad value for '{key}': {short_repr(value)} ({_allowed(tp, error)})") from None
+    error = next((e for e in errors if e["type"] in _LIMITS), errors[0])  # a union's: the limit it missed
+    check(False, key, value, _allowed(tp, error))
 
 
 @functools.cache
