@@ -23,7 +23,9 @@ Arms (each timed ``--repeats`` times, interleaved, median): as shipped (transfor
 the grouped key/value heads at every step); LoRA merged into the weights for the call
 (:func:`merged_lora`); + the duplicated prompts prefilled once (GRPO); + finished rows dropped from the batch
 (GRPO, :func:`generate_pruned`); + the grouped key/value heads read in place (:mod:`recipe.models.speedups`, what
-``model.load`` now sets on the CPU); + a static KV cache, eager and compiled
+``model.load`` now sets on the CPU); + a KV cache with room for the call's new tokens, written in place
+(:func:`recipe.models.speedups.cache_with_room`; the arms before it run transformers' ``DynamicCache``, which copies
+the whole cache at every step); a static KV cache, eager and compiled
 (``torch.compile`` through transformers' ``CompileConfig``; compile time counted apart); eager attention instead of
 SDPA and other batch sizes (evaluation); bfloat16 weights (a short call: bfloat16 matmuls are slow on a CPU without
 native bfloat16, see the matmul table). Identity: evaluation arms must write the same tokens; GRPO arms are compared
@@ -49,13 +51,14 @@ from pathlib import Path
 
 import torch
 from peft import PeftModel, get_peft_model
-from transformers import CompileConfig, GenerationConfig
+from transformers import CompileConfig, DynamicCache, GenerationConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recipe.config import core as config_mod  # noqa: E402
 from recipe.data.gsm8k import load_gsm8k  # noqa: E402
 from recipe.eval.evaluate import build_prompt  # noqa: E402
+from recipe.models import hf_generation  # noqa: E402
 from recipe.models import model as model_mod  # noqa: E402
 from recipe.models import speedups as gqa  # noqa: E402
 from recipe.models.generation import STOP_TEXTS, generate  # noqa: E402
@@ -238,11 +241,11 @@ def grpo_section(cfg, model, tokenizer, args) -> None:
           f"top_k {trl_args.top_k}; PeftModel in train mode, float32")
     model.train()
 
-    def call(config, merged=False, shared=False, pruned=False, attention="sdpa"):
+    def call(config, merged=False, shared=False, pruned=False, attention="sdpa", room=False):
         def run():
             torch.manual_seed(args.seed)
             with torch.no_grad(), merged_lora(model) if merged else contextlib.nullcontext(), \
-                    attention_as(model, attention):
+                    attention_as(model, attention), contextlib.nullcontext() if room else dynamic_cache():
                 if pruned:
                     return generate_pruned(model.get_base_model(), **inputs, generation_config=config)
                 if shared:
@@ -255,6 +258,7 @@ def grpo_section(cfg, model, tokenizer, args) -> None:
             "merged + prompts prefilled once": call(shipped, merged=True, shared=True),
             "merged + prefilled once + pruned": call(shipped, merged=True, pruned=True),
             "+ grouped KV heads read in place": call(shipped, merged=True, pruned=True, attention=gqa.NAME),
+            "+ KV cache with room": call(shipped, merged=True, pruned=True, attention=gqa.NAME, room=True),
             "merged + static cache (eager)": call(static, merged=True)}
     compile_s = None
     if args.compile:
@@ -348,12 +352,14 @@ def eval_section(cfg, model, tokenizer, args) -> None:
     model.eval()
     max_new = args.eval_max_new_tokens or cfg.eval.max_new_tokens
 
-    def call(batch: int, merged: bool = False, attention: str = "sdpa"):
+    def call(batch: int, merged: bool = False, attention: str = "sdpa", room: bool = False):
         def run():
             with contextlib.ExitStack() as stack:
                 if merged:
                     stack.enter_context(merged_lora(model))
                 stack.enter_context(attention_as(model, attention))
+                if not room:
+                    stack.enter_context(dynamic_cache())
                 out = generate(model, tokenizer, texts, max_new_tokens=max_new, batch_size=batch, temperature=0.0,
                                seed=args.seed, stop_texts=STOP_TEXTS, answer_label=cfg.data.answer_label,
                                stop_rule="paper")
@@ -364,7 +370,8 @@ def eval_section(cfg, model, tokenizer, args) -> None:
     arms = {f"as shipped (batch {batch})": call(batch),
             "LoRA merged for the call": call(batch, merged=True),
             "merged + eager attention": call(batch, merged=True, attention="eager"),
-            "merged + grouped KV heads in place": call(batch, merged=True, attention=gqa.NAME)}
+            "merged + grouped KV heads in place": call(batch, merged=True, attention=gqa.NAME),
+            "+ KV cache with room": call(batch, merged=True, attention=gqa.NAME, room=True)}
     for other in args.eval_batches:
         arms[f"merged, batch {other}"] = call(other, merged=True)
     print(f"\nEvaluation: {len(texts)} GSM8K test problems, greedy, pruned, max_new_tokens {max_new}, "
@@ -380,6 +387,19 @@ def eval_section(cfg, model, tokenizer, args) -> None:
         same = [(a.raw, a.n_tokens, a.truncated) == (b.raw, b.n_tokens, b.truncated) for a, b in zip(reference, out)]
         print(f"    {name:<34} {median(seconds[name]):9.1f} {baseline / median(seconds[name]):8.2f}x "
               f"{sum(same):>9}/{len(same):<5}" + ("" if all(same) else f"  differ: rows {[i for i, s in enumerate(same) if not s][:8]}"))
+
+
+@contextlib.contextmanager
+def dynamic_cache():
+    """The decoding loops of :mod:`recipe.models.speedups` and :mod:`recipe.models.hf_generation` on transformers' own
+    ``DynamicCache`` (``torch.cat`` of the whole cache at every step), as before :func:`cache_with_room`."""
+    saved = gqa.cache_with_room, hf_generation.cache_with_room
+    plain = lambda model, room: DynamicCache(config=getattr(model, "config", None))  # noqa: E731
+    gqa.cache_with_room = hf_generation.cache_with_room = plain
+    try:
+        yield
+    finally:
+        gqa.cache_with_room, hf_generation.cache_with_room = saved
 
 
 @contextlib.contextmanager

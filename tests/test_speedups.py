@@ -1,5 +1,6 @@
 """Sampling speed-ups that must not change what is sampled (``bench/sampling.py`` measures them): LoRA merged into the
-weights for a generation call and the duplicated GRPO prompts prefilled once (:mod:`recipe.models.speedups`)."""
+weights for a generation call, the duplicated GRPO prompts prefilled once, finished rows dropped and a KV cache with
+room for the coming tokens (:mod:`recipe.models.speedups`)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import pytest
 import torch
 from peft import get_peft_model
 from transformers import GenerationConfig
+from transformers.cache_utils import DynamicLayer
 
 from recipe.config import core as C
 from recipe.models import generation
 from recipe.models import model as model_mod
-from recipe.models.speedups import fast_generate, merged_lora
+from recipe.models.speedups import RoomyLayer, cache_with_room, fast_generate, merged_lora
 
 PROMPTS = ["Question: Tom has 3 apples and buys 4 more. How many?\nReasoning:",
            "Question: A box holds 12 pens; 5 are taken.\nReasoning:"]
@@ -167,3 +169,44 @@ def test_a_grpo_load_samples_the_same_tokens_faster_under_the_lora_trl_adds(cach
         assert all(torch.equal(p, before[n]) for n, p in peft_model.named_parameters())
     assert prefill_rows == [len(PROMPTS), 4 * len(PROMPTS)]  # the first forward: 2 distinct prompts, not 8 rows
     assert torch.equal(sampled[0], sampled[1])
+
+
+def test_a_roomy_layer_holds_what_a_dynamic_layer_holds_and_writes_each_step_in_place():
+    gen = torch.Generator().manual_seed(0)
+    roomy, plain = RoomyLayer(room=3), DynamicLayer()
+
+    def both(op, *args):
+        results = [getattr(layer, op)(*args) for layer in (roomy, plain)]
+        assert torch.equal(roomy.keys, plain.keys) and torch.equal(roomy.values, plain.values), op
+        return results
+
+    def step(tokens: int):
+        k, v = torch.randn(4, 2, tokens, 8, generator=gen), torch.randn(4, 2, tokens, 8, generator=gen)
+        (rk, rv), (pk, pv) = both("update", k, v)
+        assert torch.equal(rk, pk) and torch.equal(rv, pv)
+
+    step(5)  # the prefill
+    start = roomy.keys.data_ptr()
+    for _ in range(3):  # within its room: written in place, the cache never copied
+        step(1)
+        assert roomy.keys.data_ptr() == start
+    step(1)  # past its room: copied once into a larger buffer, the same values
+    assert roomy.keys.shape[-2] == 9 and roomy.get_seq_length() == plain.get_seq_length() == 9
+    both("batch_select_indices", torch.tensor([3, 1]))  # finished rows leave the batch
+    step_rows = roomy.keys.shape[0]
+    k, v = torch.randn(step_rows, 2, 1, 8, generator=gen), torch.randn(step_rows, 2, 1, 8, generator=gen)
+    both("update", k, v)
+    both("crop", -2)  # cropped from outside, then written again
+    both("update", k, v)
+    both("reorder_cache", torch.tensor([1, 0]))  # keys replaced from outside: the next update starts a new buffer
+    both("update", k, v)
+    assert roomy.get_seq_length() == 10
+
+
+def test_a_cache_with_room_makes_roomy_layers_for_a_model_and_without_one(policy):
+    model, _ = policy
+    layers = cache_with_room(model.get_base_model(), 7).layers
+    assert len(layers) == model.config.num_hidden_layers and all(type(x) is RoomyLayer for x in layers)
+    lazy = cache_with_room(None, 7)  # no config: layers made as the model first writes them, with room too
+    lazy.update(torch.zeros(1, 2, 3, 4), torch.zeros(1, 2, 3, 4), 0)
+    assert type(lazy.layers[0]) is RoomyLayer and lazy.layers[0].room == 7

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from functools import partial
 
 import torch
-from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from recipe.data.prompts import ANSWER_LABEL
 from recipe.data.stopping import cut_finished, is_finished
-from recipe.models.speedups import decode_step, merged_lora, positions_of
+from recipe.models.speedups import cache_with_room, decode_step, merged_lora, positions_of
 
 TAIL_TOKENS = 48  # how many trailing tokens are decoded to look for the answer line; far longer than the line
 
@@ -93,7 +93,7 @@ def _greedy_pruned(model, tokenizer, enc, max_new_tokens: int, eos_ids: list[int
     positions, same argmax: the same tokens as ``generate`` (tested against it)."""
     ids, mask = enc["input_ids"], enc["attention_mask"]
     positions = positions_of(mask)
-    cache = DynamicCache(config=getattr(model, "config", None))
+    cache = cache_with_room(model, max_new_tokens)
     written: list[list[int]] = [[] for _ in range(ids.shape[0])]
     active = torch.arange(ids.shape[0], device=ids.device)
     logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
