@@ -63,7 +63,8 @@ def task_rows(run_dir: Path) -> list[dict]:
         record = records.get(name)
         if not isinstance(record, dict) or record.get("status") != "done":
             continue
-        rows.append({"task": name, "wall_s": record.get("wall_s"), "peak_rss_mb": record.get("peak_rss_mb"),
+        task = f"{name} (copied from the cache)" if record.get("cached_from") else name  # recipe.train.warm_cache
+        rows.append({"task": task, "wall_s": record.get("wall_s"), "peak_rss_mb": record.get("peak_rss_mb"),
                      "tokens": _tokens(run_dir, name),
                      "completions": sampled_completions(record)})
         if "sft_phase" in record:  # an SFT phase first, in <entry>/sft (baseline-concise): both phases' tokens
