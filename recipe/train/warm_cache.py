@@ -5,7 +5,7 @@ Why: the warm-up is the same computation in every run that shares its inputs, an
 demo's: ~11 s a step on one AVX2 core). The key is a hash of everything the warm-up's weights depend on: the config the
 run's manifest fingerprints for the entry (:func:`recipe.store.fingerprint.entry_config`: model, data and warmup
 sections, seed), the content hash of its training rows (a local data file that changed gives a new key), the files
-of a local model folder (name, size, modification time) and the library versions. An entry is written to a
+of a local model folder (name, size, modification time), whether it trains on a GPU and the library versions. An entry is written to a
 temporary folder and moved into place whole, its ``record.json`` last inside it, so a folder without one is never
 read; the cache only adds folders of its own and never touches one it did not write.
 """
@@ -18,6 +18,8 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
+
+import torch
 
 from recipe.config.core import Config
 from recipe.config.entries import ENTRIES
@@ -40,7 +42,8 @@ def key(cfg: Config, data: dict) -> str:
     """The cache key of a warm-up of ``cfg`` on rows whose :func:`recipe.train.trainer.fingerprint_rows` is ``data``."""
     config = entry_config(cfg, ENTRIES["warmup"])
     config["data"] = {k: v for k, v in config["data"].items() if k not in _OTHER_SLICES}  # the rows' hash is ``data``
-    payload = {"config": config, "data": data, "model_files": _model_files(cfg),
+    on_gpu = cfg.run.device == "cuda" or (cfg.run.device == "auto" and torch.cuda.is_available())
+    payload = {"config": config, "data": data, "model_files": _model_files(cfg), "gpu": on_gpu,  # dtype auto differs
                "versions": {k: v for k, v in versions().items() if k != "python"}}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
