@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 from safetensors.torch import load_file
 
@@ -11,6 +13,7 @@ from recipe.eval.costs import cost_section
 from recipe.run import orchestrator as run
 from recipe.store import rundir
 from recipe.store.rundir import TRAINER_DIR
+from recipe.train import warm_cache
 
 WARM = ("warmup.enabled=true", "data.warmup_rows=[160, 200]", "warmup.max_steps=2", "warmup.save_steps=1",
         "warmup.per_device_train_batch_size=4", "warmup.max_length=384", "warmup.learning_rate=1e-3",
@@ -52,3 +55,16 @@ def test_a_second_run_copies_the_cached_warmup_and_a_changed_one_trains(tmp_path
     assert (third / "warmup" / TRAINER_DIR).is_dir()
     c = weights(third)
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_prune_keeps_the_entries_used_last_and_leaves_other_folders(tmp_path):
+    for age, name in enumerate(["newest", "second", "third", "oldest"]):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / warm_cache.RECORD).write_text("{}")
+        os.utime(tmp_path / name / warm_cache.RECORD, (1e9 - age * 100, 1e9 - age * 100))
+    (tmp_path / "not-ours").mkdir()  # no record.json: not an entry the cache wrote (or one still being written)
+    (tmp_path / "not-ours" / "weights.bin").write_bytes(b"x")
+    removed = warm_cache.prune(tmp_path, keep=2)
+    assert sorted(p.name for p in removed) == ["oldest", "third"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["newest", "not-ours", "second"]
+    assert (tmp_path / "not-ours" / "weights.bin").is_file()
