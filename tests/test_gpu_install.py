@@ -186,7 +186,7 @@ def colab_install():
 def test_a_cuda_13_capable_driver_gets_the_pinned_set():
     ci = colab_install()
     got = ci.choose("580.82.07\n", "/content/cotrecipe", "2.8.0+cu126")
-    assert got.mode == "gpu" and got.pip_args == ("-e", "/content/cotrecipe[gpu]")
+    assert got.mode == "gpu" and got.pip_args == ("-e", "/content/cotrecipe[gpu]", "--only-binary", "xformers")
     assert got.line.startswith("NVIDIA driver 580.82.07 (R580+, CUDA 13): installing the pinned gpu set")
     assert ci.choose("595.10", "/r", None).mode == "gpu"
 
@@ -195,7 +195,7 @@ def test_a_cuda_13_capable_driver_gets_the_pinned_set():
 def test_an_older_driver_keeps_its_torch_and_installs_unsloth_without_vllm(driver):
     got = colab_install().choose(driver, "/content/cotrecipe", "2.8.0+cu126")
     assert got.mode == "gpu-novllm"
-    assert got.pip_args == ("-e", "/content/cotrecipe[gpu-novllm]", "torch==2.8.0+cu126")
+    assert got.pip_args == ("-e", "/content/cotrecipe[gpu-novllm]", "torch==2.8.0+cu126", "--only-binary", "xformers")
     assert "older than R580, which torch 2.13.0 (CUDA 13) needs: keeping torch 2.8.0+cu126" in got.line
     assert "without vLLM (vllm.enabled=false" in got.line and "\n" not in got.line
 
@@ -234,7 +234,7 @@ def test_the_script_reads_the_driver_prints_one_line_then_runs_pip(tmp_path, mon
     assert ci.main([str(tmp_path / "repo")]) == 0
     assert capsys.readouterr().out.startswith("NVIDIA driver 550.54.15 is older than R580")
     assert calls == [[sys.executable, "-m", "pip", "install", "-e", f"{tmp_path / 'repo'}[gpu-novllm]",
-                      "torch==2.8.0+cu126"]]
+                      "torch==2.8.0+cu126", "--only-binary", "xformers"]]
 
 
 def test_no_notebook_clones_a_placeholder_and_each_installs_from_its_checkout():

@@ -30,6 +30,9 @@ from pathlib import Path
 
 MIN_DRIVER_MAJOR = 580  # CUDA 13.x needs the R580 driver branch or newer
 TORCH_PIN = "2.13.0"  # the `gpu` extra's torch (tests/test_gpu_install.py checks they agree)
+# xformers (the gpu extra's, and unsloth's own dependency) from wheels only: where no wheel fits the machine's torch,
+# pip fails in seconds instead of compiling CUDA kernels for an hour (uv resolved wheels for torch 2.6, 2.8, 2.9, 2.13)
+WHEELS_ONLY = ("--only-binary", "xformers")
 
 
 @dataclass(frozen=True)
@@ -71,13 +74,14 @@ def choose(driver: str | None, repo: str | Path, torch_version: str | None) -> I
                        "(the CPU presets smoke and demo run here; qwen2.5-3b-t4 needs a GPU)")
     version = (driver or "").split()[0]
     if major >= MIN_DRIVER_MAJOR:
-        return Install("gpu", ("-e", f"{repo}[gpu]"), f"NVIDIA driver {version} (R{MIN_DRIVER_MAJOR}+, CUDA 13): "
-                       f"installing the pinned gpu set (torch {TORCH_PIN}, vllm, unsloth)")
+        return Install("gpu", ("-e", f"{repo}[gpu]", *WHEELS_ONLY),
+                       f"NVIDIA driver {version} (R{MIN_DRIVER_MAJOR}+, CUDA 13): installing the pinned gpu set "
+                       f"(torch {TORCH_PIN}, vllm, unsloth)")
     if torch_version is None:
         return Install("stop", (), f"NVIDIA driver {version} is older than R{MIN_DRIVER_MAJOR}, which torch "
                        f"{TORCH_PIN} (CUDA 13) needs, and no torch is installed: install a torch built for this "
                        "driver's CUDA first, then run this cell again")
-    return Install("gpu-novllm", ("-e", f"{repo}[gpu-novllm]", f"torch=={torch_version}"),
+    return Install("gpu-novllm", ("-e", f"{repo}[gpu-novllm]", f"torch=={torch_version}", *WHEELS_ONLY),
                    f"NVIDIA driver {version} is older than R{MIN_DRIVER_MAJOR}, which torch {TORCH_PIN} (CUDA 13) "
                    f"needs: keeping torch {torch_version} and installing Unsloth without vLLM "
                    "(vllm.enabled=false: GRPO generates with HF generate, slower)")
