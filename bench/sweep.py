@@ -8,7 +8,8 @@ Run from the repository root, one core per sweep (each point trains and evaluate
 ``OMP_NUM_THREADS=1 taskset -c 0 python bench/sweep.py --out /tmp/sweep --point ship --point nos1 stage1.enabled=false
 --point s1e1 stage1.max_steps=30``. A point whose run folder already has a report is read, not run again
 (``--read`` only reads). Every point gets ``eval.split=dev`` (settings are tuned there, never on the held-out
-problems), ``baseline_sft.budget=tokens``, ``run.baselines=[sft]`` and ``run.parallel_entries=1`` after ``--set``.
+problems), ``baseline_sft.budget=tokens``, ``run.parallel_entries=1`` and ``run.baselines=[sft]`` (``--concise``: also
+the concise-RL baseline) after ``--set``.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from recipe.eval.report import collect_results, load_generations  # noqa: E402
 from recipe.store.rundir import REPORT_MD  # noqa: E402
 
 STAGES = ("base", "stage1", "stage2", "stage3")
-SFT = "baseline-sft"
-FIXED = ("eval.split=dev", "baseline_sft.budget=tokens", "run.baselines=[sft]", "run.parallel_entries=1")
+SFT, CONCISE = "baseline-sft", "baseline-concise"
+FIXED = ("eval.split=dev", "baseline_sft.budget=tokens", "run.parallel_entries=1")
 
 
 def run_point(preset: str, folder: Path, overrides: list[str]) -> None:
@@ -57,12 +58,16 @@ def summarise(name: str, folder: Path, settings: str) -> str:
     versus = "-"
     if last and SFT in found and generations.get(last) and generations.get(SFT):
         paired = pairstats.compare(last, generations[last], SFT, generations[SFT])
-        share = (f", {100 * found[last].tokens / found[SFT].tokens:.0f} % of its tokens"
+        share = (f", {100 * found[last].tokens / found[SFT].tokens:.1f} % of its tokens"
                  if found[last].tokens and found[SFT].tokens else "")
         versus = f"{paired.acc_diff:+.1f} pts ({paired.won} won, {paired.lost} lost, p = {paired.p_value:.2g}){share}"
     s1, s2 = found.get("stage1"), found.get("stage2")
-    shorter = (f"{100 * (1 - s2.tokens / s1.tokens):+.0f} %" if s1 and s2 and s1.tokens and s2.tokens else "-")
-    cells = [cell(found.get(s)) for s in STAGES] + [cell(found.get(SFT))]
+    shorter = (f"{100 * (s2.tokens / s1.tokens - 1):+.1f} %" if s1 and s2 and s1.tokens and s2.tokens else "-")
+    concise = found.get(CONCISE)
+    if last and concise and generations.get(last) and generations.get(CONCISE):
+        paired = pairstats.compare(last, generations[last], CONCISE, generations[CONCISE])
+        versus += f"; vs concise RL {paired.acc_diff:+.1f} pts (p = {paired.p_value:.2g})"
+    cells = [cell(found.get(s)) for s in (*STAGES, SFT, CONCISE)]
     return f"| {name} | {settings or 'as the preset'} | " + " | ".join(cells) + f" | {versus} | {shorter} |"
 
 
@@ -74,15 +79,17 @@ def main() -> None:
                         help="a point: its name, then its overrides (repeat for each point)")
     parser.add_argument("--set", dest="common", action="append", default=[], metavar="KEY=VALUE",
                         help="an override for every point (e.g. eval.limit=100)")
+    parser.add_argument("--concise", action="store_true", help="also train and evaluate the concise-RL baseline")
     parser.add_argument("--read", action="store_true", help="only tabulate the points already run")
     args = parser.parse_args()
-    lines = ["| point | settings | base | stage 1 | stage 2 | stage 3 | SFT (same tokens) | last stage vs SFT | "
-             "stage 2 vs stage 1 tokens |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| point | settings | base | stage 1 | stage 2 | stage 3 | SFT (same tokens) | concise RL | last stage vs "
+             "SFT | stage 2 vs stage 1 tokens |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, *overrides in args.point:
         folder = args.out / name
         if not args.read and not (folder / REPORT_MD).is_file():
             print(f"{name}: running ({', '.join(overrides) or 'the preset as it is'})", flush=True)
-            run_point(args.preset, folder, [*args.common, *overrides, *FIXED])
+            baselines = "run.baselines=[sft, concise]" if args.concise else "run.baselines=[sft]"
+            run_point(args.preset, folder, [*args.common, *overrides, *FIXED, baselines])
         if (folder / REPORT_MD).is_file():
             lines.append(summarise(name, folder, ", ".join(overrides)))
     print("\n".join(lines))
