@@ -82,7 +82,8 @@ def test_warmup_slice_must_not_overlap_and_must_be_valid():
 
 def test_sft_baseline_token_budget_matches_the_curriculums_tokens(cache_dir, tmp_path):
     cfg = smoke(cache_dir, tmp_path / "run", "stage1.max_steps=2", "stage2.max_steps=1", "stage3.enabled=false",
-                "run.baselines=[sft]", "baseline_sft.budget=tokens", "eval.enabled=false")
+                "run.baselines=[sft]", "baseline_sft.budget=tokens", "eval.enabled=false",
+                "stage1.per_device_train_batch_size=2", "stage1.gradient_accumulation_steps=2")  # 4 rows a step
     run_dir = run.run_all(cfg)
     record = rundir.load_manifest(run_dir)["entries"]["baseline-sft"]
     spent = record["budget"]["curriculum_tokens"]
@@ -91,7 +92,8 @@ def test_sft_baseline_token_budget_matches_the_curriculums_tokens(cache_dir, tmp
     steps = record["budget"]["max_steps"]
     assert record["metrics"]["steps"] == steps and steps > 2  # more than stage 1's 2 steps: GRPO's tokens count too
     done = [r["num_tokens"] for r in read_json(run_dir / "baseline-sft" / "trainer_log.json") if "num_tokens" in r]
-    assert 0.5 * sum(spent.values()) <= float(done[-1]) <= 2.0 * sum(spent.values())  # same order of tokens
+    # as many tokens as the curriculum, up to the rows' lengths around their mean and the last step's rounding up
+    assert 0.8 * sum(spent.values()) <= float(done[-1]) <= 1.25 * sum(spent.values()), (done[-1], spent)
 
 
 def test_a_run_recorded_before_the_baseline_budget_key_resumes(cache_dir, tmp_path):

@@ -18,6 +18,7 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from recipe import dist
 from recipe.config.core import Config
 from recipe.data import prompts
 from recipe.data.gsm8k import Problem
@@ -43,7 +44,8 @@ def build_rows(problems: Sequence[Problem], answer_label: str = prompts.ANSWER_L
 
 
 def token_matched_steps(target_tokens: int, row_tokens: Sequence[int], batch: int) -> int:
-    """Optimizer steps of ``batch`` rows whose mean length is that of ``row_tokens`` to process ``target_tokens``.
+    """Optimizer steps of ``batch`` rows (all the rows of one step: micro-batches x accumulation x processes) whose
+    mean length is that of ``row_tokens`` to process ``target_tokens``.
 
     >>> token_matched_steps(10_000, [100, 150], batch=4)
     20
@@ -69,7 +71,9 @@ def run(cfg: Config, entry_dir: Path, init_from: str | None = None,
                            f"{entry_dir.parent} has a trainer log yet; train the stages first (run-all does)")
         lengths = [len(ids) for ids in tokenizer([r["prompt"] + r["completion"] for r in rows],
                                                  add_special_tokens=False)["input_ids"]]
-        steps = token_matched_steps(sum(curriculum_tokens.values()), lengths, cfg.stage1.per_device_train_batch_size)
+        st = cfg.stage1  # the rows of one optimizer step: every process's micro-batches (TRL's num_tokens sums them)
+        rows_per_step = st.per_device_train_batch_size * st.gradient_accumulation_steps * dist.world_size()
+        steps = token_matched_steps(sum(curriculum_tokens.values()), lengths, rows_per_step)
         budget = {"mode": "tokens", "curriculum_tokens": dict(curriculum_tokens), "max_steps": steps}
     max_steps = budget["max_steps"] if budget else None
     log.info("baseline: SFT on %d full teacher rationales (max_steps=%d, epochs=%g; budget: %s)", len(rows),
