@@ -3,7 +3,7 @@
 Run from the repository root on runs whose stages 2 and 3 finished and were evaluated (``eval.stages`` holding both),
 e.g. the arms of docs/proof/README.md, "Stage 3, diagnosed"::
 
-    python bench/stage3_diagnosis.py /work/runs38/rw1 /work/runs38/rw_hi /work/runs38/q1 [--out runs/s3diag]
+    python bench/stage3_diagnosis.py /work/runs38/rw1 /work/runs38/rw_hi /work/runs38/q_lo /work/runs38/q_hi [--out DIR]
 
 For each run it prints:
 
