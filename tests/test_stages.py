@@ -10,6 +10,7 @@ import pytest
 
 from recipe.config import core as C
 from recipe.data.gsm8k import Problem, load_gsm8k
+from recipe.data.prompts import eval_prompt
 from recipe.store import rundir
 from recipe.train import stage1, stage2, stage3, trainer
 from recipe.train.grpo import make_rewards
@@ -106,6 +107,25 @@ def test_stage3_rows_show_the_teacher_solution():
         assert row["teacher_solution"] in row["prompt"] and problem.question in row["prompt"]
         assert "shorter" in row["prompt"] and row["prompt"].endswith("Reasoning:")
         assert set(row) == {"id", "prompt", "answer", "teacher_steps", "teacher_words", "teacher_solution"}
+
+
+def test_stage3_question_prompt_rows_are_the_eval_prompt_with_the_same_reward():
+    problems = make_problems(20)
+    cfg = C.resolve(preset="smoke", overrides=["stage3.prompt=question", "data.answer_label='Answer:'"])
+    assert cfg.stage3.prompt == "question"
+    rewrite = build_stage3(problems, answer_label="Answer:")
+    question = build_stage3(problems, answer_label="Answer:", prompt=cfg.stage3.prompt)
+    for problem, paper, alone in zip(problems, rewrite, question, strict=True):
+        assert alone["prompt"] == eval_prompt(problem.question, "Answer:")
+        assert alone["teacher_solution"] not in alone["prompt"]
+        assert {k: v for k, v in alone.items() if k != "prompt"} == {k: v for k, v in paper.items() if k != "prompt"}
+    [reward] = make_rewards(cfg.stage3, cfg.data.answer_label)
+    completions = [f"Step 1: {p.steps[-1]}\nAnswer: {p.answer}" for p in problems[:4]] + ["Step 1: no.\nAnswer: -1"]
+    scores = [reward(completions=completions, **{k: [r[k] for r in rows[:5]] for k in rows[0] if k != "prompt"})
+              for rows in (add_token_lengths(rewrite, FakeTokenizer()), add_token_lengths(question, FakeTokenizer()))]
+    assert scores[0] == scores[1] and scores[0][-1] < 0 < min(scores[0][:4])  # the teacher's length still divides
+    line = one_error_line(cli("config", "--preset", "smoke", "--set", "stage3.prompt=solve"))
+    assert "stage3.prompt" in line, line
 
 
 def test_builders_are_seeded_and_deterministic_across_processes(tmp_path):

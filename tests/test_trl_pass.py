@@ -129,6 +129,11 @@ DEMO_CHANGES = {
 }
 
 
+def _stage3_prompt_key_added(old: dict) -> dict:
+    """The old code's dict with ``stage3.prompt`` (added since, default the paper's rewrite prompt) last in stage 3."""
+    return {**old, "stage3": {**old["stage3"], "prompt": "rewrite"}}
+
+
 def _figures_key_added(old: dict) -> dict:
     """The old code's dict with ``eval.figures`` (added since, default true: reports drew their figures) last."""
     return {**old, "eval": {**old["eval"], "figures": old["eval"].get("figures", True)}}
@@ -142,8 +147,8 @@ def test_plain_data_is_what_the_code_before_the_pass_through_wrote(preset):
         cfg = C.resolve(preset=preset or None)
     # same keys, values and order: config.yaml comes out byte for byte as before, the vLLM keys in their new section
     # and the GRPO sections' importance-sampling switch and the concise baseline's section added
-    expected = _figures_key_added(_concise_section_added(_correction_key_added(_vllm_keys_moved(
-        _preset_changes(BEFORE[preset], preset)))))
+    expected = _stage3_prompt_key_added(_figures_key_added(_concise_section_added(_correction_key_added(
+        _vllm_keys_moved(_preset_changes(BEFORE[preset], preset))))))
     assert C.dump_yaml(cfg) == yaml.safe_dump(expected, sort_keys=False, default_flow_style=None, width=120)
     # and a config.yaml written by the old code (its old vLLM keys too) reads back, as a record, to the same config
     assert C.from_dict(yaml.safe_load(C.dump_yaml(cfg))) == cfg

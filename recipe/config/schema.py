@@ -220,6 +220,7 @@ class Stage3Config(GRPOStageConfig):
     # a problem fails persistently when its correct share <= this
     failure_threshold: Annotated[Float, Field(ge=0, lt=1, description="must be in [0, 1)")] = 0.0
     mining_limit: Count = -1  # problems mined; -1: the whole stage-3 slice
+    prompt: Literal["rewrite", "question"] = "rewrite"  # rewrite: the teacher solution shown (paper); or the question
 
 
 @section

@@ -23,6 +23,7 @@ LEGACY_KEYS = {
     **{(section, "mask_truncated_completions"): lambda sec: False for section in ("stage2", "stage3")},
     # recorded runs predate it: they trained with TRL alone (hf backend), whose default is True
     **{(section, "vllm_importance_sampling_correction"): lambda sec: True for section in ("stage2", "stage3")},
+    ("stage3", "prompt"): lambda sec: "rewrite",  # the paper's rewrite prompt, the only one before the key
 }
 # Keys a record may hold in an older spelling -> today's (the vLLM settings before the one ``vllm`` section)
 RENAMED = {"model.fast_inference": "vllm.enabled", "model.hf_use_vllm": "vllm.enabled",

@@ -9,7 +9,10 @@
    request) and then serves GRPO's rollouts, so the process builds one engine, as a GPU with room for one needs.
 2. Rewriting: the prompt shows the problem and the teacher's solution (its thinking part included, as theirs) and
    asks for a much shorter rewrite ending in the answer label; GRPO with correctness + compression-ratio reward
-   (response length / teacher length).
+   (response length / teacher length). With ``stage3.prompt: question`` (not in the paper) the prompt is the
+   evaluation prompt, the question alone, with the same reward (the ratio is still taken against the teacher's
+   solution): the student practises the mined problems where it is measured instead of rewriting a solution it is
+   shown (docs/proof/README.md, "Stage 3, diagnosed").
 No failures: the stage records that and hands the stage-2 weights on unchanged.
 """
 
@@ -98,21 +101,26 @@ def read_failures(path: Path) -> list[dict] | None:
     return failures
 
 
-def build_rows(problems: Sequence[Problem], answer_label: str = prompts.ANSWER_LABEL) -> list[dict[str, Any]]:
-    """Internalisation (GRPO): the teacher solution is shown and a much shorter rewrite is asked for.
+def build_rows(problems: Sequence[Problem], answer_label: str = prompts.ANSWER_LABEL,
+               prompt: str = "rewrite") -> list[dict[str, Any]]:
+    """Internalisation (GRPO). ``prompt="rewrite"`` (the paper): the teacher solution is shown and a much shorter
+    rewrite is asked for; ``"question"``: the evaluation prompt, the question alone. Either way the row carries the
+    teacher's solution and lengths, which the compression-ratio reward divides by.
 
     >>> row = build_rows([Problem("t-0", "Q?", ("a = 1.",), "1")])[0]
     >>> row["teacher_solution"], row["teacher_steps"]
     ('Step 1: a = 1.\\nFinal Answer: 1', 1)
+    >>> build_rows([Problem("t-0", "Q?", ("a = 1.",), "1")], prompt="question")[0]["prompt"] == prompts.eval_prompt("Q?")
+    True
     """
     rows = []
     for problem in problems:
         solution, fields = teacher_fields(problem, answer_label)
-        rows.append({
-            **fields,
-            "prompt": prompts.stage3_prompt(problem.question, solution, answer_label),
-            "teacher_solution": solution,
-        })
+        if prompt == "question":
+            text = prompts.eval_prompt(problem.question, answer_label)
+        else:
+            text = prompts.stage3_prompt(problem.question, solution, answer_label)
+        rows.append({**fields, "prompt": text, "teacher_solution": solution})
     return rows
 
 
@@ -136,7 +144,8 @@ def run(cfg: Config, entry_dir: Path, init_from: str | None = None) -> dict:
         return {"output": init_from, "data": {"n_rows": 0}, "metrics": {**mined, "skipped": "no failures"},
                 "trainer_config": {}}
 
-    rows = build_rows([Problem.from_dict(f) for f in failures], answer_label=cfg.data.answer_label)
+    rows = build_rows([Problem.from_dict(f) for f in failures], answer_label=cfg.data.answer_label,
+                      prompt=cfg.stage3.prompt)
     model, tokenizer = policy or load_policy(cfg, init_from)
     del policy
     result = train_grpo(cfg, "stage3", model, tokenizer, add_token_lengths(rows, tokenizer), entry_dir,
