@@ -201,3 +201,30 @@ def test_report_skips_a_hand_edited_results_file_with_a_warning(tmp_path, caplog
     build_report(tmp_path, figures=False)
     result = CliRunner().invoke(main, ["report", "--run", str(tmp_path)])
     assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+
+
+def test_report_says_which_row_to_pick_from_paired_tests(tmp_path):
+    # 60 problems: stage 2 right on 40 at 90 tokens; the SFT baseline right on the same 40 and 8 more at 150 tokens
+    # (8 won, 0 lost: p = 0.0078); stage 3 right on 46 (6 of those 8) at 100 tokens (2 lost against SFT: p = 0.5)
+    put_generations(tmp_path, "stage2", [i < 40 for i in range(60)], [90] * 60)
+    put_generations(tmp_path, "baseline-sft", [i < 48 for i in range(60)], [150] * 60)
+    put_generations(tmp_path, "stage3", [i < 46 for i in range(60)], [100] * 60)
+    put(tmp_path, "stage1", 0.9, 80.0)  # no per-problem rows: cannot be paired, so it is not offered
+    md = build_report(tmp_path, figures=False)[0].read_text(encoding="utf-8")
+    section = md.split("## Which row to pick\n\n")[1].split("\n\n")[0].splitlines()
+    assert section == [
+        "- For accuracy: **baseline-sft** (80.0 %, 150.0 tokens); not detectably less accurate on the same 60 "
+        "problems: stage3 (76.7 %, p = 0.5); detectably less: stage2 (66.7 %, p = 0.0078).",
+        "- For short answers at that accuracy: **stage3** (100.0 tokens, 33.3 % fewer than baseline-sft).",
+        "- Shortest of all: stage2 (90.0 tokens), 13.3 points less accurate than baseline-sft (p = 0.0078)."]
+
+
+def test_report_pick_when_the_most_accurate_row_is_also_the_shortest(tmp_path):
+    put_generations(tmp_path, "stage2", [i < 30 for i in range(40)], [80] * 40)
+    put_generations(tmp_path, "baseline-sft", [i < 29 for i in range(40)], [120] * 40)
+    md = build_report(tmp_path, figures=False)[0].read_text(encoding="utf-8")
+    section = md.split("## Which row to pick\n\n")[1].split("\n\n")[0].splitlines()
+    assert section == [
+        "- For accuracy: **stage2** (75.0 %, 80.0 tokens); not detectably less accurate on the same 40 problems: "
+        "baseline-sft (72.5 %, p = 1).",
+        "- For short answers at that accuracy: stage2 itself (none of the rows above is shorter)."]

@@ -3,7 +3,8 @@
 Rows: ``base``, ``stage1``, ``stage2``, ``stage3`` (those present, in curriculum order), then any other evaluated
 model (baselines such as ``baseline-sft`` and ``baseline-grpo``) by name; rows, labels and what each row starts from
 are the registry's (:mod:`recipe.config.entries`). Deltas are against ``base``; without a base
-row they read "-". Below the table one sentence names the best row on accuracy and on tokens; the accuracy–length
+row they read "-". Below the table one sentence names the best row on accuracy and on tokens, then which row
+to pick for what (:func:`pick_section`: paired tests against the most accurate row); the accuracy–length
 frontier with each row's 95 % intervals (``report.png``, :mod:`recipe.eval.frontier`), the paired comparisons and the
 training curves (``report_curves.png``, :mod:`recipe.eval.curves`) follow.
 
@@ -229,9 +230,11 @@ def _setting(config: dict, section: str, key: str, default):
 def render_markdown(results: Sequence[tuple[str, dict]], png_name: str | None = REPORT_PNG,
                     histories: dict[str, list[dict]] | None = None,
                     paired: Sequence[pairstats.Paired] = (), note: str = "", cost: Sequence[str] = (),
-                    points: Sequence[frontier.Point] = (), curves_png: str | None = curves.REPORT_CURVES_PNG) -> str:
+                    points: Sequence[frontier.Point] = (), curves_png: str | None = curves.REPORT_CURVES_PNG,
+                    picks: Sequence[str] = ()) -> str:
     """The whole report.md; ``png_name`` / ``curves_png`` None: those figures were not drawn, so nothing links them.
-    ``points`` default to the rows' own metrics (no token intervals without their generations)."""
+    ``points`` default to the rows' own metrics (no token intervals without their generations); ``picks``: the lines
+    of :func:`pick_section`."""
     _, ref = results[0]
     proto, data = ref.get("protocol", {}), ref.get("data", {})
     notes = _mismatches(results)
@@ -244,6 +247,7 @@ def render_markdown(results: Sequence[tuple[str, dict]], png_name: str | None = 
         "",
         *([f"Point estimates (not tests; see the paired comparisons): {verdict(results)}", ""]
           if verdict(results) else []),
+        *picks,
         f"Protocol: prompt `{proto.get('prompt')}`, greedy, max {proto.get('max_new_tokens')} new tokens, answer "
         f"read from `{proto.get('answer_label')}`, a row stops {_stop_words(proto)} or at "
         f"{', '.join(f'`{t}`' for t in proto.get('stop_texts', [])) or '-'}; data `{data.get('source')}` split `{data.get('split')}`, "
@@ -285,6 +289,52 @@ def verdict(results: Sequence[tuple[str, dict]]) -> str:
     return text
 
 
+def pick_section(found: Sequence[frontier.Point], generations: Mapping[str, list[dict] | None]) -> list[str]:
+    """report.md lines telling a user which row to pick for what, from paired tests on the same problems: the most
+    accurate row, the rows not detectably less accurate than it (exact McNemar p >= 0.05), the shortest of those, and
+    what the shortest row of all costs in accuracy. Rows without per-problem generations or tokens are left out.
+
+    >>> gen = lambda right, tok: [{"id": i, "correct": i < right, "n_tokens": tok} for i in range(40)]
+    >>> found = [frontier.Point(n, 40, 2.5 * r, (0, 0), t, None) for n, r, t in
+    ...          [("stage2", 20, 90.0), ("baseline-sft", 30, 140.0), ("stage3", 28, 100.0)]]
+    >>> print("\\n".join(pick_section(found, {"stage2": gen(20, 90), "baseline-sft": gen(30, 140),
+    ...                                        "stage3": gen(28, 100)})[2:5]))
+    - For accuracy: **baseline-sft** (75.0 %, 140.0 tokens); not detectably less accurate on the same 40 problems: stage3 (70.0 %, p = 0.5); detectably less: stage2 (50.0 %, p = 0.002).
+    - For short answers at that accuracy: **stage3** (100.0 tokens, 28.6 % fewer than baseline-sft).
+    - Shortest of all: stage2 (90.0 tokens), 25.0 points less accurate than baseline-sft (p = 0.002).
+    """
+    rows = [p for p in found if p.tokens is not None and generations.get(p.name)]
+    if len(rows) < 2:
+        return []
+    best = max(rows, key=lambda p: (p.accuracy, -p.tokens))
+    tests = {p.name: pairstats.compare(p.name, generations[p.name], best.name, generations[best.name])
+             for p in rows if p is not best}
+    rows = [p for p in rows if p is best or tests[p.name] is not None]  # a row on other problems cannot be paired
+    if len(rows) < 2:
+        return []
+    level = [best] + [p for p in rows if p is not best and not tests[p.name].acc_significant]
+    below = [p for p in rows if p not in level]
+    short, shortest = min(level, key=lambda p: p.tokens), min(rows, key=lambda p: p.tokens)
+
+    def row(p: frontier.Point) -> str:
+        return f"{p.name} ({p.accuracy:.1f} %, p = {tests[p.name].p_value:.2g})"
+
+    n = min(tests[p.name].n for p in rows if p is not best)
+    same = f"not detectably less accurate on the same {n} problems: {', '.join(row(p) for p in level[1:]) or 'none'}"
+    less = f"; detectably less: {', '.join(row(p) for p in below)}" if below else ""
+    text = [f"- For accuracy: **{best.name}** ({best.accuracy:.1f} %, {best.tokens:.1f} tokens); {same}{less}."]
+    if short is best:
+        text.append(f"- For short answers at that accuracy: {best.name} itself (none of the rows above is shorter).")
+    else:
+        text.append(f"- For short answers at that accuracy: **{short.name}** ({short.tokens:.1f} tokens, "
+                    f"{100 * (1 - short.tokens / best.tokens):.1f} % fewer than {best.name}).")
+    if shortest is not short:
+        test = tests[shortest.name]
+        text.append(f"- Shortest of all: {shortest.name} ({shortest.tokens:.1f} tokens), {-test.acc_diff:.1f} points "
+                    f"less accurate than {best.name} (p = {test.p_value:.2g}).")
+    return ["## Which row to pick", "", *text, ""]
+
+
 def curves_section(histories: dict[str, list[dict]], png_name: str | None) -> list[str]:
     """report.md lines for the training curves: a warning per GRPO entry without signal and the image link (none when
     ``png_name`` is None: the figure was not drawn)."""
@@ -323,7 +373,8 @@ def build_report(run_dir: str | Path, figures: bool | None = None) -> list[Path]
                                    paired_comparisons(generations, names),
                                    _setting(config, "run", "report_note", "").strip(),
                                    costs.cost_section(run_dir), points,
-                                   curves_png.name if figures and histories else None))
+                                   curves_png.name if figures and histories else None,
+                                   pick_section(points, generations)))
     if not figures:
         return [md]
     write_bytes(png, frontier.render_png(points))
