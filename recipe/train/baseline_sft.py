@@ -18,14 +18,13 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from recipe import dist
 from recipe.config.core import Config
 from recipe.data import prompts
 from recipe.data.gsm8k import Problem
 from recipe.errors import RunError
 from recipe.models import model as model_mod
 from recipe.train.rows import train_problems
-from recipe.train.sft import train_sft
+from recipe.train.sft import rows_per_step, train_sft
 
 log = logging.getLogger("recipe")
 
@@ -71,9 +70,8 @@ def run(cfg: Config, entry_dir: Path, init_from: str | None = None,
                            f"{entry_dir.parent} has a trainer log yet; train the stages first (run-all does)")
         lengths = [len(ids) for ids in tokenizer([r["prompt"] + r["completion"] for r in rows],
                                                  add_special_tokens=False)["input_ids"]]
-        st = cfg.stage1  # the rows of one optimizer step: every process's micro-batches (TRL's num_tokens sums them)
-        rows_per_step = st.per_device_train_batch_size * st.gradient_accumulation_steps * dist.world_size()
-        steps = token_matched_steps(sum(curriculum_tokens.values()), lengths, rows_per_step)
+        # every process's micro-batches of stage 1's section, which it trains with (TRL's num_tokens sums them)
+        steps = token_matched_steps(sum(curriculum_tokens.values()), lengths, rows_per_step(cfg, "stage1"))
         budget = {"mode": "tokens", "curriculum_tokens": dict(curriculum_tokens), "max_steps": steps}
     max_steps = budget["max_steps"] if budget else None
     log.info("baseline: SFT on %d full teacher rationales (max_steps=%d, epochs=%g; budget: %s)", len(rows),
