@@ -27,7 +27,6 @@ from recipe.train.baseline_sft import build_rows
 from recipe.train.rows import train_problems
 from recipe.train.sft import train_sft
 from recipe.train.trainer import fingerprint_rows
-from recipe.train.warm_cache import MERGED_DIR
 
 log = logging.getLogger("recipe")
 
@@ -49,7 +48,7 @@ def run(cfg: Config, entry_dir: Path, init_from: str | None = None) -> dict:
     if cfg.model.use_lora and not isinstance(model, PeftModel):  # wrap here (as the trainer would) to keep a handle for the merge
         model = get_peft_model(model, model_mod.lora_config(cfg.model))
     result = train_sft(cfg, model, tokenizer, rows, entry_dir, section="warmup")
-    merged = entry_dir / MERGED_DIR
+    merged = entry_dir / warm_cache.MERGED_DIR
     if dist.is_main():
         # the trained PeftModel is still in memory: fold the LoRA into the weights (exact in float32)
         model_mod.save(model.merge_and_unload() if isinstance(model, PeftModel) else model, tokenizer, merged)
