@@ -9,8 +9,9 @@ Both arms keep float32 master weights; the bf16 arm sets ``model.cpu_autocast=bf
 :func:`recipe.models.generation.generate` in the same autocast. Loading the weights themselves in bfloat16 was measured to
 break the GRPO policy (docs/benchmarks.md), so it is not an arm here.
 
-1. **GRPO**: stage 2 of the ``proof`` preset (4 groups of 4 completions per step) from ``--init`` for ``--steps``
-   steps, same seed, each arm in its own folder; seconds per step from TRL's ``train_runtime``, and the logged
+1. **GRPO**: stage 2 of the ``proof`` preset (2 groups of 4 completions per step; the figures in
+   docs/benchmarks.md were measured with its shapes at commit 9eb87fc, 4 groups of 4) from ``--init`` for
+   ``--steps`` steps, same seed, each arm in its own folder; seconds per step from TRL's ``train_runtime``, and the logged
    reward and loss (sampling makes these differ between arms; the fixed batch below is the like-for-like check).
 2. **Fixed batch**: the teacher solutions of 16 stage-2 prompts scored by the same LoRA model in both precisions:
    mean token NLL (target: relative difference <= 1 %), cosine of the LoRA gradients (target >= 0.99).

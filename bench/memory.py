@@ -10,7 +10,8 @@ With ``--keep DIR`` every finished arm's result stays in DIR and a later run wit
 takes minutes on one core), so an interrupted comparison goes on where it stopped.
 
 Each arm is one ``cotrecipe stage2 --preset proof --set warmup.enabled=false --set stage2.max_steps=N`` (the way the
-proof's GRPO memory was first measured, from the plain base model; ``--preset demo`` for the demo's) in a process of
+proof's GRPO memory was first measured, from the plain base model; the figures in docs/benchmarks.md with the
+preset as it stood at commit 9eb87fc, 4 groups of 4 completions per step; ``--preset demo`` for the demo's) in a process of
 its own with the arm's ``--set`` overrides; its peak RSS is the kernel's high-water mark of that process
 (``os.wait4``), so arms never see each other's memory. Inside the child, :func:`callbacks` (installed with ``recipe.train.trainer.install_callbacks``) adds a phase tracer: RSS at
 the start and end of every phase of a GRPO step (generation, old/reference log-probs, the loss's forward, backward,

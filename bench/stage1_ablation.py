@@ -2,7 +2,8 @@
 
 Run from the repository root, alone on the machine: ``python bench/stage1_ablation.py [--steps 60] [--n 100]
 [--out runs/ablation] [--only NAME ...]``. Each variant is its own run directory under ``--out`` (resumable: a
-finished variant is kept), trained from the base model of the ``proof`` preset on the same stage-1 problems for the
+finished variant is kept), trained from the base model of the ``proof`` preset (the figures in docs/proof/README.md:
+as it stood at commit 9eb87fc: a 150-step warm-up, 600 stage-1 rows) on the same stage-1 problems for the
 same number of optimizer steps and batch size, then evaluated greedily on ``--n`` problems of the synthetic ``dev``
 split (its own seed; never the held-out ``test`` problems). Printed: a Markdown table (accuracy, tokens, format,
 truncation) and each variant against the SFT baseline paired on the same problems (won/lost, exact McNemar p).

@@ -34,8 +34,14 @@ def _whole_manifest_writer():
     rundir.write_only(set())
 
 
+# the plans below read the proof preset with the budgets of its first version: the SFT baseline at a step count and
+# the two step-budget baselines, so every entry can start beside the stages (the shipped one waits for stage 3's
+# tokens: test_what_a_task_waits_for_follows_the_config)
+STEP_BUDGETS = ["baseline_sft.budget=400", "run.baselines=[sft, grpo]"]
+
+
 def proof(*sets: str) -> C.Config:
-    return C.resolve(preset="proof", overrides=list(sets))
+    return C.resolve(preset="proof", overrides=[*STEP_BUDGETS, *sets])
 
 
 def done(*names: str) -> dict:
@@ -57,7 +63,7 @@ def test_the_proof_plan_puts_the_curriculum_first_and_each_task_after_what_it_re
     assert waits(tasks) == {
         w: (),
         "train:stage1": (w,), "train:stage2": (w, "train:stage1"), "train:stage3": (w, "train:stage2"),
-        # both baselines' budgets are step counts (baseline_sft.budget: 400; stage 3's max_steps: 20): no waiting
+        # both baselines' budgets are step counts (baseline_sft.budget: 400; stage 3's max_steps): no waiting
         "train:baseline-sft": (w,), "train:baseline-grpo": (w,),
         "eval:base": (w,), "eval:stage1": (w, "train:stage1"), "eval:stage2": (w, "train:stage2"),
         "eval:stage3": (w, "train:stage3"), "eval:baseline-sft": (w, "train:baseline-sft"),

@@ -93,22 +93,27 @@ def _concise_section_added(old: dict) -> dict:
 
 
 def _preset_changes(old: dict, preset: str) -> dict:
-    """The presets' own changes since: ``proof`` trains its GRPO stages in micro-batches of 2 (2 x 8 = 16 per step;
-    ``demo`` its stage 2 in 4 x 4) and autocasts only on a CPU with native bf16;
-    ``smoke`` writes its report without figures."""
+    """The presets' own changes since: ``demo`` starts from a cached warm student and trains a few steps per stage,
+    ``proof`` is the demo with the budget sweep's allocation and every baseline on 250 problems; ``smoke`` writes
+    its report without figures."""
+    if preset == "proof":  # re-chosen from the budget sweep: the demo's settings, stage 2 longer, every baseline
+        return _with(_preset_changes(BEFORE["demo"], "demo"), PROOF_CHANGES, C.resolve(preset="proof"))
     out = dict(old)
-    if preset == "proof":
-        out["model"] = {**old["model"], "cpu_autocast": "auto"}
-        for section in ("stage2", "stage3"):
-            out[section] = {**old[section], "per_device_train_batch_size": 2, "gradient_accumulation_steps": 8}
     if preset.startswith("smoke"):
         out["eval"] = {**old["eval"], "figures": False}
     if preset == "demo":  # a cached warm student on the mixed teacher, fewer steps, 50 problems, two entries at once
-        for key, value in DEMO_CHANGES.items():
-            section, name = key.split(".")
-            out[section] = {**out[section], name: value}
-        prose = C.resolve(preset="demo")  # its description and report note say what it shows: prose, not plain data
-        out["description"], out["run"] = prose.description, {**out["run"], "report_note": prose.run.report_note}
+        out = _with(out, DEMO_CHANGES, C.resolve(preset="demo"))
+    return out
+
+
+def _with(old: dict, changes: dict, prose: C.Config) -> dict:
+    """``old`` with ``changes`` ("section.key": value) and ``prose``'s description and report note (what a preset
+    says it shows: prose, not plain data)."""
+    out = dict(old)
+    for key, value in changes.items():
+        section, name = key.split(".")
+        out[section] = {**out[section], name: value}
+    out["description"], out["run"] = prose.description, {**out["run"], "report_note": prose.run.report_note}
     return out
 
 
@@ -126,6 +131,12 @@ DEMO_CHANGES = {
     "stage3.max_completion_length": 160, "stage3.mining_max_new_tokens": 192, "stage3.mining_limit": 12,
     "stage3.mining_batch_size": 12, "stage3.save_steps": 1,
     "eval.limit": 50, "eval.batch_size": 50, "eval.max_new_tokens": 192, "run.parallel_entries": 2,
+}
+
+
+PROOF_CHANGES = {  # against the demo's
+    "data.eval_source": "synthetic:400:2", "stage2.max_steps": 6, "baseline_sft.budget": "tokens", "eval.limit": 250,
+    "run.output_dir": "runs/proof", "run.baselines": ["sft", "grpo", "concise"],
 }
 
 
