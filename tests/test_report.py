@@ -228,3 +228,32 @@ def test_report_pick_when_the_most_accurate_row_is_also_the_shortest(tmp_path):
         "- For accuracy: **stage2** (75.0 %, 80.0 tokens); not detectably less accurate on the same 40 problems: "
         "baseline-sft (72.5 %, p = 1).",
         "- For short answers at that accuracy: stage2 itself (none of the rows above is shorter)."]
+
+
+def test_report_checks_the_curriculums_targets_met_or_missed(tmp_path):
+    # 100 problems. Stage 1 right on 50 at 140 tokens, stage 2 on 52 at 112 (-20 %), stage 3 on 50 at 100; the SFT
+    # baseline on 54 at 150 (stage 3 -4 points but 0 won / 4 lost, p = 0.125: not significant, yet more than 1 point
+    # below), concise RL on 45 at 120
+    for name, right, tokens in [("stage1", 50, 140), ("stage2", 52, 112), ("stage3", 50, 100),
+                                ("baseline-sft", 54, 150), ("baseline-concise", 45, 120)]:
+        put_generations(tmp_path, name, [i < right for i in range(100)], [tokens] * 100)
+    md = build_report(tmp_path, figures=False)[0].read_text(encoding="utf-8")
+    section = md.split("## The curriculum's targets\n\n")[1].split("\n\n")[0].splitlines()
+    assert section == [
+        "- **missed**: stage3 vs baseline-sft (same tokens) in accuracy: 50.0 % vs 54.0 % (-4.0 points, p = 0.12; "
+        "target: at least -1.0 and not significantly below).",
+        "- **met**: stage3's tokens as a share of baseline-sft's: 66.7 % (100.0 vs 150.0; target: at most 75 %).",
+        "- **met**: stage3 vs baseline-concise in accuracy: 50.0 % vs 45.0 % (+5.0 points, p = 0.062; target: not "
+        "below).",
+        "- **met**: stage2 vs stage1 in tokens: -20.0 % (112.0 vs 140.0; target: at least 15 % fewer).",
+        "- **missed**: stage3 vs stage2 in accuracy: -2.0 points (50.0 % vs 52.0 %; target: at least -1.0)."]
+    # a run without the rows for a target states none of it
+    for name in ("stage3", "baseline-concise"):
+        for f in (tmp_path / "eval" / name).iterdir():
+            f.unlink()
+        (tmp_path / "eval" / name).rmdir()
+    md = build_report(tmp_path, figures=False)[0].read_text(encoding="utf-8")
+    lines = md.split("## The curriculum's targets\n\n")[1].split("\n\n")[0].splitlines()
+    # the last stage is now stage 2: against SFT (accuracy, tokens) and stage 1; nothing on concise RL or stage 3
+    assert len(lines) == 3 and all(line.split(": ", 1)[1].startswith("stage2") for line in lines)
+    assert not any("concise" in line or "stage3" in line for line in lines)

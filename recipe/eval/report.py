@@ -24,7 +24,7 @@ from recipe.config import safe_yaml
 from recipe.config.entries import BASE, eval_name_of, row_of, starts_from_row
 from recipe.config.entries import CURRICULUM_ROWS as CURRICULUM
 from recipe.errors import EvalError
-from recipe.eval import costs, curves, frontier, pairstats
+from recipe.eval import costs, curves, frontier, pairstats, targets
 from recipe.fsio import read_json, read_jsonl, write_bytes, write_text
 from recipe.store.rundir import CONFIG_FILE, EVAL_DIR, GENERATIONS, REPORT_MD, REPORT_PNG, RESULTS
 
@@ -231,10 +231,10 @@ def render_markdown(results: Sequence[tuple[str, dict]], png_name: str | None = 
                     histories: dict[str, list[dict]] | None = None,
                     paired: Sequence[pairstats.Paired] = (), note: str = "", cost: Sequence[str] = (),
                     points: Sequence[frontier.Point] = (), curves_png: str | None = curves.REPORT_CURVES_PNG,
-                    picks: Sequence[str] = ()) -> str:
+                    picks: Sequence[str] = (), checked: Sequence[str] = ()) -> str:
     """The whole report.md; ``png_name`` / ``curves_png`` None: those figures were not drawn, so nothing links them.
     ``points`` default to the rows' own metrics (no token intervals without their generations); ``picks``: the lines
-    of :func:`pick_section`."""
+    of :func:`pick_section`; ``checked``: those of :func:`recipe.eval.targets.section`."""
     _, ref = results[0]
     proto, data = ref.get("protocol", {}), ref.get("data", {})
     notes = _mismatches(results)
@@ -248,6 +248,7 @@ def render_markdown(results: Sequence[tuple[str, dict]], png_name: str | None = 
         *([f"Point estimates (not tests; see the paired comparisons): {verdict(results)}", ""]
           if verdict(results) else []),
         *picks,
+        *checked,
         f"Protocol: prompt `{proto.get('prompt')}`, greedy, max {proto.get('max_new_tokens')} new tokens, answer "
         f"read from `{proto.get('answer_label')}`, a row stops {_stop_words(proto)} or at "
         f"{', '.join(f'`{t}`' for t in proto.get('stop_texts', [])) or '-'}; data `{data.get('source')}` split `{data.get('split')}`, "
@@ -374,7 +375,7 @@ def build_report(run_dir: str | Path, figures: bool | None = None) -> list[Path]
                                    _setting(config, "run", "report_note", "").strip(),
                                    costs.cost_section(run_dir), points,
                                    curves_png.name if figures and histories else None,
-                                   pick_section(points, generations)))
+                                   pick_section(points, generations), targets.section(points, generations)))
     if not figures:
         return [md]
     write_bytes(png, frontier.render_png(points))
