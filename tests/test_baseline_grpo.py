@@ -172,3 +172,19 @@ def test_learning_signal_paper_stage2_reward_follows_its_sign(cache_dir, tmp_pat
     assert r1 > r0 - 0.5 and r1 > f1 + 1.0, f"right sign: reward should hold, flipped: fall ({curves})"
     assert l1 < l0 - 5, f"right sign: completions should get shorter: {curves[1][1]}"
     assert f1 < f0 - 1.0, f"flipped sign: the paper's reward should fall: {curves[-1][0]}"
+
+
+@pytest.mark.parametrize("section", ["baseline_grpo", "baseline_concise"])
+def test_an_rl_baselines_learning_rate_is_stage_2s_or_its_own_and_reaches_trl(cache_dir, tmp_path, section):
+    from recipe.train import baseline_concise, baseline_grpo
+
+    derive = baseline_grpo.baseline_config if section == "baseline_grpo" else baseline_concise.concise_config
+    cfg = smoke(cache_dir, tmp_path / "run", "stage2.learning_rate=3e-4")
+    assert getattr(cfg, section).learning_rate == "stage2"
+    assert grpo.grpo_args(derive(cfg, 5), "stage2", str(tmp_path)).learning_rate == 3e-4
+    own = smoke(cache_dir, tmp_path / "run", "stage2.learning_rate=3e-4", f"{section}.learning_rate=2e-5")
+    args = grpo.grpo_args(derive(own, 5), "stage2", str(tmp_path))
+    assert (args.learning_rate, args.max_steps) == (2e-5, 5)
+    assert own.stage2.learning_rate == 3e-4  # the curriculum's stage 2 keeps its own
+    with pytest.raises(C.ConfigError, match=rf"{section}.learning_rate"):
+        smoke(cache_dir, tmp_path / "run", f"{section}.learning_rate=0")

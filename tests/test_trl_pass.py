@@ -86,9 +86,10 @@ def _concise_section_added(old: dict) -> dict:
     """The old code's dict with the ``baseline_concise`` section (added since, its defaults) after ``baseline_sft``."""
     out = {}
     for key, value in old.items():
-        out[key] = value
+        if key != "baseline_concise":  # a preset's change to it (below) keeps its place after baseline_sft
+            out[key] = value
         if key == "baseline_sft":
-            out["baseline_concise"] = {"length_weight": 1.0}
+            out["baseline_concise"] = {"length_weight": 1.0, **old.get("baseline_concise", {})}
     return out
 
 
@@ -112,7 +113,7 @@ def _with(old: dict, changes: dict, prose: C.Config) -> dict:
     out = dict(old)
     for key, value in changes.items():
         section, name = key.split(".")
-        out[section] = {**out[section], name: value}
+        out[section] = {**out.get(section, {}), name: value}
     out["description"], out["run"] = prose.description, {**out["run"], "report_note": prose.run.report_note}
     return out
 
@@ -137,12 +138,22 @@ DEMO_CHANGES = {
 PROOF_CHANGES = {  # against the demo's
     "data.eval_source": "synthetic:400:2", "stage2.max_steps": 6, "baseline_sft.budget": "tokens", "eval.limit": 250,
     "run.output_dir": "runs/proof", "run.baselines": ["sft", "grpo", "concise"],
+    "baseline_grpo.learning_rate": 1e-4, "baseline_concise.learning_rate": 1e-4,
 }
 
 
 def _stage3_prompt_key_added(old: dict) -> dict:
     """The old code's dict with ``stage3.prompt`` (added since, default the paper's rewrite prompt) last in stage 3."""
     return {**old, "stage3": {**old["stage3"], "prompt": "rewrite"}}
+
+
+def _baseline_rates_added(old: dict) -> dict:
+    """The old code's dict with the RL baselines' ``learning_rate`` (added since, default "stage2": what they trained
+    with) last in their sections."""
+    out = dict(old)
+    for section in ("baseline_grpo", "baseline_concise"):
+        out[section] = {**old[section], "learning_rate": old[section].get("learning_rate", "stage2")}
+    return out
 
 
 def _figures_key_added(old: dict) -> dict:
@@ -157,9 +168,10 @@ def test_plain_data_is_what_the_code_before_the_pass_through_wrote(preset):
     else:
         cfg = C.resolve(preset=preset or None)
     # same keys, values and order: config.yaml comes out byte for byte as before, the vLLM keys in their new section
-    # and the GRPO sections' importance-sampling switch and the concise baseline's section added
-    expected = _stage3_prompt_key_added(_figures_key_added(_concise_section_added(_correction_key_added(
-        _vllm_keys_moved(_preset_changes(BEFORE[preset], preset))))))
+    # and the GRPO sections' importance-sampling switch, the concise baseline's section and the RL baselines'
+    # learning rates added
+    expected = _baseline_rates_added(_stage3_prompt_key_added(_figures_key_added(_concise_section_added(
+        _correction_key_added(_vllm_keys_moved(_preset_changes(BEFORE[preset], preset)))))))
     assert C.dump_yaml(cfg) == yaml.safe_dump(expected, sort_keys=False, default_flow_style=None, width=120)
     # and a config.yaml written by the old code (its old vLLM keys too) reads back, as a record, to the same config
     assert C.from_dict(yaml.safe_load(C.dump_yaml(cfg))) == cfg

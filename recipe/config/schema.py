@@ -30,6 +30,7 @@ Share = Annotated[Float, Field(ge=0, le=1, description="must be in [0, 1]")]
 Text = Annotated[Str, Field(pattern=r"\S", description="must not be empty")]
 Rows = Annotated[list[Int], Strict()]  # [start, end) of the train split; end -1 means "to the end"
 Count = Annotated[Literal[-1] | Annotated[Int, Field(ge=1)], Field(description="-1 or a positive count")]
+RLRate = Annotated[Literal["stage2"] | Annotated[Float, Field(gt=0)], Field(description="'stage2' or a rate > 0")]
 section = dataclass(config=ConfigDict(extra="forbid"))
 
 # transformers 5.17's integrations (integrations.integration_utils.INTEGRATION_TO_CALLBACK), plus its "all" / "none"
@@ -258,6 +259,7 @@ class BaselineGRPOConfig:
     """Plain GRPO from the base model (``baseline-grpo``): stage 2's settings, stages 2+3's sampled completions."""
 
     reward: Literal["correctness", "correctness+brevity"] = "correctness"  # +brevity: stage 2's own rewards
+    learning_rate: RLRate = "stage2"  # its GRPO's rate: stage 2's, or its own (tuned for it, not for the curriculum)
 
 
 @section
@@ -275,6 +277,7 @@ class BaselineConciseConfig:
     rewarded by ``all_correct_length`` (a length bonus in all-correct groups: ConciseR's L-GRPO, arXiv 2505.21178)."""
 
     length_weight: Annotated[Float, Field(ge=0)] = 1.0
+    learning_rate: RLRate = "stage2"  # its GRPO phase's rate (its SFT phase takes stage 1's)
 
 
 @section

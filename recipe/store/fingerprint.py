@@ -24,6 +24,7 @@ LEGACY_KEYS = {
     # recorded runs predate it: they trained with TRL alone (hf backend), whose default is True
     **{(section, "vllm_importance_sampling_correction"): lambda sec: True for section in ("stage2", "stage3")},
     ("stage3", "prompt"): lambda sec: "rewrite",  # the paper's rewrite prompt, the only one before the key
+    **{(section, "learning_rate"): lambda sec: "stage2" for section in ("baseline_grpo", "baseline_concise")},
 }
 # Keys a record may hold in an older spelling -> today's (the vLLM settings before the one ``vllm`` section)
 RENAMED = {"model.fast_inference": "vllm.enabled", "model.hf_use_vllm": "vllm.enabled",

@@ -38,12 +38,13 @@ REWARD = "all_correct_length"
 
 
 def concise_config(cfg: Config, max_steps: int) -> Config:
-    """Stage 2's section with the matched ``max_steps`` and the one reward: ``all_correct_length`` over TRL's groups
-    of ``stage2.num_generations``, lengths in tokens against ``stage2.max_completion_length``."""
+    """Stage 2's section with the matched ``max_steps``, ``baseline_concise.learning_rate`` and the one reward:
+    ``all_correct_length`` over TRL's groups of ``stage2.num_generations``, lengths in tokens against
+    ``stage2.max_completion_length``."""
     st = cfg.stage2
     reward = RewardSpec(REWARD, params={"num_generations": st.num_generations, "max_length": st.max_completion_length,
                                         "length_weight": cfg.baseline_concise.length_weight, "unit": "tokens"})
-    return baseline_grpo.with_stage2(cfg, max_steps, [reward])
+    return baseline_grpo.with_stage2(cfg, max_steps, [reward], cfg.baseline_concise.learning_rate)
 
 
 def sft_phase(cfg: Config, entry_dir: Path, init_from: str | None) -> dict:

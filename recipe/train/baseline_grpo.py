@@ -109,16 +109,18 @@ def stage3_rows(cfg: Config, run_dir: Path) -> tuple[int, str]:
     return n, "configured (stage 3 not mined yet: its whole mining slice)"
 
 
-def with_stage2(cfg: Config, max_steps: int, rewards: Sequence[RewardSpec]) -> Config:
-    """Stage 2's trainer settings with ``max_steps`` and ``rewards`` replaced (and enabled)."""
-    return dataclasses.replace(cfg, stage2=cfg.stage2.replace(max_steps=max_steps, rewards=list(rewards), enabled=True))
+def with_stage2(cfg: Config, max_steps: int, rewards: Sequence[RewardSpec], learning_rate: float | str) -> Config:
+    """Stage 2's trainer settings with ``max_steps``, ``rewards`` and ``learning_rate`` ("stage2": its own) replaced
+    (and enabled)."""
+    rate = cfg.stage2.learning_rate if learning_rate == "stage2" else learning_rate
+    return dataclasses.replace(cfg, stage2=cfg.stage2.replace(max_steps=max_steps, rewards=list(rewards), enabled=True,
+                                                              learning_rate=rate))
 
 
 def baseline_config(cfg: Config, max_steps: int) -> Config:
-    """Stage 2's trainer settings with the matched ``max_steps`` and the baseline's reward."""
-    if cfg.baseline_grpo.reward == "correctness":
-        return with_stage2(cfg, max_steps, [RewardSpec("correctness")])
-    return with_stage2(cfg, max_steps, cfg.stage2.rewards)
+    """Stage 2's trainer settings with the matched ``max_steps``, the baseline's reward and its learning rate."""
+    rewards = [RewardSpec("correctness")] if cfg.baseline_grpo.reward == "correctness" else cfg.stage2.rewards
+    return with_stage2(cfg, max_steps, rewards, cfg.baseline_grpo.learning_rate)
 
 
 def train_matched(cfg: Config, entry_dir: Path, init_from: str | None,
