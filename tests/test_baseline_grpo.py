@@ -17,7 +17,7 @@ from recipe.eval import evaluate
 from recipe.models import model as model_mod
 from recipe.run import orchestrator as run
 from recipe.store import rundir
-from recipe.train import grpo
+from recipe.train import baseline_concise, baseline_grpo, grpo
 from recipe.train.rows import train_problems
 from recipe.train.sft import train_sft
 from tests.conftest import run_killed_after_save
@@ -78,8 +78,6 @@ def test_no_teacher_text_in_prompts_and_budget_equals_stages_2_and_3(cache_dir, 
 
 
 def test_budget_uses_configured_stage3_before_mining_and_brevity_adds_stage2_reward(cache_dir, tmp_path):
-    from recipe.train import baseline_grpo
-
     cfg = smoke(cache_dir, tmp_path / "run", "baseline_grpo.reward=correctness+brevity")
     n3, source = baseline_grpo.stage3_rows(cfg, tmp_path / "run")
     assert (n3, source.split()[0]) == (8, "configured")  # mining_limit=8 of the 32-row slice
@@ -176,8 +174,6 @@ def test_learning_signal_paper_stage2_reward_follows_its_sign(cache_dir, tmp_pat
 
 @pytest.mark.parametrize("section", ["baseline_grpo", "baseline_concise"])
 def test_an_rl_baselines_learning_rate_is_stage_2s_or_its_own_and_reaches_trl(cache_dir, tmp_path, section):
-    from recipe.train import baseline_concise, baseline_grpo
-
     derive = baseline_grpo.baseline_config if section == "baseline_grpo" else baseline_concise.concise_config
     cfg = smoke(cache_dir, tmp_path / "run", "stage2.learning_rate=3e-4")
     assert getattr(cfg, section).learning_rate == "stage2"

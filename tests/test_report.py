@@ -90,6 +90,12 @@ def put_generations(run_dir: Path, name: str, correct: list[bool], tokens: list[
                 [{"id": i, "correct": c, "n_tokens": t} for i, (c, t) in enumerate(zip(correct, tokens))])
 
 
+def section_lines(run_dir: Path, title: str) -> list[str]:
+    """The lines of report.md's section ``title`` up to its first blank line, the report built without figures."""
+    md = build_report(run_dir, figures=False)[0].read_text(encoding="utf-8")
+    return md.split(f"## {title}\n\n")[1].split("\n\n")[0].splitlines()
+
+
 def frontier_table(md: str) -> dict[str, list[str]]:
     """The frontier section's table -> {row name: [n, accuracy [CI], tokens [CI]]}."""
     section = md.split("## Accuracy–length frontier", 1)[1].split("\n## ", 1)[0]
@@ -210,8 +216,7 @@ def test_report_says_which_row_to_pick_from_paired_tests(tmp_path):
     put_generations(tmp_path, "baseline-sft", [i < 48 for i in range(60)], [150] * 60)
     put_generations(tmp_path, "stage3", [i < 46 for i in range(60)], [100] * 60)
     put(tmp_path, "stage1", 0.9, 80.0)  # no per-problem rows: cannot be paired, so it is not offered
-    md = build_report(tmp_path, figures=False)[0].read_text(encoding="utf-8")
-    section = md.split("## Which row to pick\n\n")[1].split("\n\n")[0].splitlines()
+    section = section_lines(tmp_path, "Which row to pick")
     assert section == [
         "- For accuracy: **baseline-sft** (80.0 %, 150.0 tokens); not detectably less accurate on the same 60 "
         "problems: stage3 (76.7 %, p = 0.5); detectably less: stage2 (66.7 %, p = 0.0078).",
@@ -222,8 +227,7 @@ def test_report_says_which_row_to_pick_from_paired_tests(tmp_path):
 def test_report_pick_when_the_most_accurate_row_is_also_the_shortest(tmp_path):
     put_generations(tmp_path, "stage2", [i < 30 for i in range(40)], [80] * 40)
     put_generations(tmp_path, "baseline-sft", [i < 29 for i in range(40)], [120] * 40)
-    md = build_report(tmp_path, figures=False)[0].read_text(encoding="utf-8")
-    section = md.split("## Which row to pick\n\n")[1].split("\n\n")[0].splitlines()
+    section = section_lines(tmp_path, "Which row to pick")
     assert section == [
         "- For accuracy: **stage2** (75.0 %, 80.0 tokens); not detectably less accurate on the same 40 problems: "
         "baseline-sft (72.5 %, p = 1).",
@@ -237,8 +241,7 @@ def test_report_checks_the_curriculums_targets_met_or_missed(tmp_path):
     for name, right, tokens in [("stage1", 50, 140), ("stage2", 52, 112), ("stage3", 50, 100),
                                 ("baseline-sft", 54, 150), ("baseline-concise", 45, 120)]:
         put_generations(tmp_path, name, [i < right for i in range(100)], [tokens] * 100)
-    md = build_report(tmp_path, figures=False)[0].read_text(encoding="utf-8")
-    section = md.split("## The curriculum's targets\n\n")[1].split("\n\n")[0].splitlines()
+    section = section_lines(tmp_path, "The curriculum's targets")
     assert section == [
         "- **missed**: stage3 vs baseline-sft (same tokens) in accuracy: 50.0 % vs 54.0 % (-4.0 points, p = 0.12; "
         "target: at least -1.0 and not significantly below).",
@@ -252,8 +255,7 @@ def test_report_checks_the_curriculums_targets_met_or_missed(tmp_path):
         for f in (tmp_path / "eval" / name).iterdir():
             f.unlink()
         (tmp_path / "eval" / name).rmdir()
-    md = build_report(tmp_path, figures=False)[0].read_text(encoding="utf-8")
-    lines = md.split("## The curriculum's targets\n\n")[1].split("\n\n")[0].splitlines()
+    lines = section_lines(tmp_path, "The curriculum's targets")
     # the last stage is now stage 2: against SFT (accuracy, tokens) and stage 1; nothing on concise RL or stage 3
     assert len(lines) == 3 and all(line.split(": ", 1)[1].startswith("stage2") for line in lines)
     assert not any("concise" in line or "stage3" in line for line in lines)
