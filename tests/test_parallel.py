@@ -34,7 +34,7 @@ def _whole_manifest_writer():
     rundir.write_only(set())
 
 
-# the plans below read the proof preset with the budgets of its first version: the SFT baseline at a step count and
+# the plans below read the proof preset with the budgets of its previous version: the SFT baseline at a step count and
 # the two step-budget baselines, so every entry can start beside the stages (the shipped one waits for stage 3's
 # tokens: test_what_a_task_waits_for_follows_the_config)
 STEP_BUDGETS = ["baseline_sft.budget=400", "run.baselines=[sft, grpo]"]

@@ -369,13 +369,12 @@ def build_report(run_dir: str | Path, figures: bool | None = None) -> list[Path]
     names = [name for name, _ in results]
     histories = curves.collect_histories(run_dir)
     generations = load_generations(run_dir, names)
-    points = frontier.points(results, generations)
-    write_text(md, render_markdown(results, png.name if figures else None, histories,
-                                   paired_comparisons(generations, names),
+    points, paired = frontier.points(results, generations), paired_comparisons(generations, names)
+    write_text(md, render_markdown(results, png.name if figures else None, histories, paired,
                                    _setting(config, "run", "report_note", "").strip(),
                                    costs.cost_section(run_dir), points,
                                    curves_png.name if figures and histories else None,
-                                   pick_section(points, generations), targets.section(points, generations)))
+                                   pick_section(points, generations), targets.section(points, paired)))
     if not figures:
         return [md]
     write_bytes(png, frontier.render_png(points))

@@ -10,12 +10,13 @@ run that has the rows for it is held to these targets (the project's frontier ta
 - the last stage at most 1 point below stage 2 (stage 3 does not undo stage 2).
 
 A target whose rows the run lacks is left out; a row without per-problem generations cannot be paired, so the targets
-that pair it are left out too. Pure functions over :class:`recipe.eval.frontier.Point` and the stored generations.
+that pair it are left out too. Pure functions over :class:`recipe.eval.frontier.Point` and the report's paired
+comparisons (each curriculum stage against each baseline is among them: :func:`recipe.eval.report.comparison_pairs`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from recipe.config.entries import ENTRIES, STAGES
 from recipe.eval import frontier, pairstats
@@ -27,13 +28,15 @@ STAGE2_CUT = 0.15  # stage 2's tokens at least this share below stage 1's
 STAGE3_SLACK = 1.0  # points stage 3 may sit below stage 2
 
 
-def section(found: Sequence[frontier.Point], generations: Mapping[str, Sequence[dict] | None]) -> list[str]:
-    """report.md lines: "## The curriculum's targets" and one line per target the run's rows allow.
+def section(found: Sequence[frontier.Point], paired: Sequence[pairstats.Paired]) -> list[str]:
+    """report.md lines: "## The curriculum's targets" and one line per target the run's rows allow; ``paired``: the
+    report's comparisons on the same problems.
 
     >>> gen = lambda right, tok: [{"id": i, "correct": i < right, "n_tokens": tok} for i in range(40)]
     >>> rows = {"stage1": (24, 140.0), "stage2": (26, 100.0), "stage3": (26, 100.0), "baseline-sft": (27, 125.0)}
     >>> found = [frontier.Point(n, 40, 2.5 * r, (0, 0), t, None) for n, (r, t) in rows.items()]
-    >>> print("\\n".join(section(found, {n: gen(r, t) for n, (r, t) in rows.items()})[2:]))
+    >>> paired = [pairstats.compare("stage3", gen(26, 100), "baseline-sft", gen(27, 125))]
+    >>> print("\\n".join(section(found, paired)[2:]))
     - **missed**: stage3 vs baseline-sft (same tokens) in accuracy: 65.0 % vs 67.5 % (-2.5 points, p = 1; target: at least -1.0 and not significantly below).
     - **missed**: stage3's tokens as a share of baseline-sft's: 80.0 % (100.0 vs 125.0; target: at most 75 %).
     - **met**: stage2 vs stage1 in tokens: -28.6 % (100.0 vs 140.0; target: at least 15 % fewer).
@@ -41,10 +44,11 @@ def section(found: Sequence[frontier.Point], generations: Mapping[str, Sequence[
     <BLANKLINE>
     """
     by = {p.name: p for p in found}
+    tests = {(p.a, p.b): p for p in paired}
     last = next((s for s in reversed(STAGES) if s in by), None)
     lines = []
     if last and SFT in by:
-        test = _paired(last, SFT, generations)
+        test = tests.get((last, SFT))
         if test is not None:
             below = test.acc_diff < 0 and test.acc_significant
             lines.append(_line(test.acc_diff >= -SFT_SLACK and not below,
@@ -57,7 +61,7 @@ def section(found: Sequence[frontier.Point], generations: Mapping[str, Sequence[
                                f"{last}'s tokens as a share of {SFT}'s: {100 * share:.1f} % ({by[last].tokens:.1f} vs "
                                f"{by[SFT].tokens:.1f}; target: at most {100 * SFT_TOKEN_SHARE:.0f} %)"))
     if last and CONCISE in by:
-        test = _paired(last, CONCISE, generations)
+        test = tests.get((last, CONCISE))
         if test is not None:
             lines.append(_line(test.acc_diff >= 0,
                                f"{last} vs {CONCISE} in accuracy: {by[last].accuracy:.1f} % vs "
@@ -76,12 +80,6 @@ def section(found: Sequence[frontier.Point], generations: Mapping[str, Sequence[
     if not lines:
         return []
     return ["## The curriculum's targets", "", *lines, ""]
-
-
-def _paired(a: str, b: str, generations: Mapping[str, Sequence[dict] | None]) -> pairstats.Paired | None:
-    if not generations.get(a) or not generations.get(b):
-        return None
-    return pairstats.compare(a, generations[a], b, generations[b])
 
 
 def _line(met: bool, text: str) -> str:
