@@ -32,7 +32,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from test_layout import group_of  # noqa: E402
 
 from recipe.config import core as config_mod  # noqa: E402
-from recipe.config.entries import ENTRIES  # noqa: E402
+from recipe.entries import ENTRIES  # noqa: E402
 from recipe.run import child  # noqa: E402
 from recipe.store import rundir  # noqa: E402
 

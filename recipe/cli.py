@@ -21,7 +21,7 @@ from click.core import ParameterSource
 
 from recipe.cli_common import config_options, echo_official, eval_overrides, setup_logging
 from recipe.config import core as config_mod
-from recipe.config.entries import BASE, ENTRIES, STAGES
+from recipe.entries import BASE, ENTRIES, STAGES
 from recipe.errors import KNOWN_ERRORS, ConfigError, EvalError, ExportError
 from recipe.eval.report import build_report, collect_results, format_table
 from recipe.eval.scoring import format_summary, score_file

@@ -2,10 +2,14 @@
 the layer that does the work. The CLI (and a run's child process) turns each of :data:`KNOWN_ERRORS` into one
 ``error: ...`` line and exit status 2; anything else is a bug and keeps its traceback.
 
-Import an error from here (``from recipe.errors import DataError``), not from a module that raises it.
+Import an error from here (``from recipe.errors import DataError``), not from a module that raises it. Beside them,
+:func:`short_repr`: how a message shows a user's value, bounded whatever its size.
 """
 
 from __future__ import annotations
+
+import reprlib
+from typing import Any
 
 
 class ConfigError(ValueError):
@@ -85,3 +89,19 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, where: str = ""):
         self.where = where
         super().__init__(where)
+
+
+_repr = reprlib.Repr()
+_repr.maxstring = _repr.maxother = _repr.maxlong = 80
+_repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 6
+_repr.maxlevel = 3
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to about ``limit`` characters, in time bounded whatever the value's size.
+
+    >>> short_repr("x" * 1000)[:12], len(short_repr("x" * 1000)) <= 83, short_repr([1, [2, [3, [4]]]])
+    ("'xxxxxxxxxxx", True, '[1, [2, [3, [...]]]]')
+    """
+    text = _repr.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

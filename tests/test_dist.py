@@ -16,6 +16,7 @@ import pytest
 
 from recipe import dist
 from recipe.config import core as C
+from recipe.config import schema
 from recipe.models import model as model_mod
 from recipe.run.orchestrator import ENTRIES
 from recipe.store import rundir
@@ -170,7 +171,7 @@ def test_auto_backend_is_hf_under_a_launcher(launcher_env, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "unsloth"
                         else real_find_spec(name, *a))
-    auto = C.ModelConfig(backend="auto")
+    auto = schema.ModelConfig(backend="auto")
     assert model_mod.pick_backend(auto) == "unsloth"  # one process, CUDA and unsloth: the fast path
     launcher_env(WORLD_SIZE=2)
     assert model_mod.pick_backend(auto) == "hf"

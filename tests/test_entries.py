@@ -1,4 +1,4 @@
-"""The registry of run entries (recipe/config/entries.py) is the one table the orchestrator, the run directory, the report,
+"""The registry of run entries (recipe/entries.py) is the one table the orchestrator, the run directory, the report,
 the CLI and the config check read; and a run directory written before the manifest key was ``entries`` resumes
 without retraining (stand-in trainers, no model)."""
 
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from recipe import fsio
+from recipe import entries, fsio
 from recipe.cli import main
 from recipe.config import core as C
-from recipe.config import entries
+from recipe.config import schema
 from recipe.eval.report import build_report, collect_results, comparison_pairs
 from recipe.run import orchestrator as run
 from recipe.store import rundir
@@ -38,7 +38,7 @@ def test_the_cli_and_the_config_offer_what_the_registry_holds():
     assert entries.STAGES == ("stage1", "stage2", "stage3")
     assert set(entries.STAGES) <= set(main.commands)  # one command per stage, help text from the registry
     assert main.commands["stage2"].help == entries.ENTRIES["stage2"].cli_help
-    assert set(main.commands["baseline"].commands) == set(entries.BASELINES) == set(C.BASELINES)
+    assert set(main.commands["baseline"].commands) == set(entries.BASELINES) == set(schema.BASELINES)
     assert C.Config().eval.stages == ["base", *entries.STAGES]
     with pytest.raises(C.ConfigError, match=r"eval.stages.*'base' \| 'stage1' \| 'stage2' \| 'stage3'"):
         C.resolve(preset="smoke", overrides=["eval.stages=[warmup]"])

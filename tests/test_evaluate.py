@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from recipe import fsio
 from recipe.cli import main
 from recipe.config import core as C
+from recipe.config import schema
 from recipe.data import prompts
 from recipe.data.answers import answers_match, extract_answer
 from recipe.data.gsm8k import load_gsm8k, load_raw_rows
@@ -331,7 +332,7 @@ def test_pruned_greedy_generation_writes_what_hf_generate_writes(cache_dir):
     row: same text, token count and truncation flag, with rows ending at different lengths (a stop text that random
     weights write at different times) and one prompt per batch much longer than the rest (padding differs)."""
     path = build_tiny_qwen2(cache_dir / "tiny-qwen2")
-    model, tokenizer = load_model(C.ModelConfig(name_or_path=str(path), backend="hf", load_in_4bit=False,
+    model, tokenizer = load_model(schema.ModelConfig(name_or_path=str(path), backend="hf", load_in_4bit=False,
                                               dtype="float32"), trainable=False)
     torch.manual_seed(0)
     with torch.no_grad():  # the built weights repeat one token; these write varied text

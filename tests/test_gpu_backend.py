@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from recipe.config.core import ModelConfig, VllmConfig
+from recipe.config.schema import ModelConfig, VllmConfig
 from recipe.errors import EngineError, PrecisionError
 from recipe.models import model as M
 from recipe.models import precision, unsloth_backend

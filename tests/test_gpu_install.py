@@ -16,7 +16,7 @@ import pytest
 import tomllib
 from packaging.requirements import Requirement
 
-from recipe.config.core import ModelConfig
+from recipe.config.schema import ModelConfig
 from recipe.models import model as M
 
 ROOT = Path(__file__).resolve().parents[1]

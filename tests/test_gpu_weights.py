@@ -9,7 +9,7 @@ import types
 
 import pytest
 
-from recipe.config.core import VllmConfig
+from recipe.config.schema import VllmConfig
 from recipe.errors import WeightsError
 from recipe.models import model as M
 from recipe.models import unsloth_backend

@@ -26,7 +26,7 @@ LAYERS: list[list[tuple[str, ...]]] = [
     [("recipe.models",)],
     [("recipe.data",)],
     [("recipe.cli_common",)],
-    [("recipe.errors", "recipe.fsio", "recipe.dist", "recipe")],
+    [("recipe.errors", "recipe.fsio", "recipe.dist", "recipe.entries", "recipe")],
 ]
 
 
@@ -104,10 +104,10 @@ def test_readme_map_names_every_package():
 
 
 def test_the_public_import_paths_a_user_would_write_still_work():
-    from recipe.config import ConfigError, ModelConfig, core, resolve
+    from recipe.config import ConfigError, ModelConfig, core, resolve, schema
     from recipe.data import DataError, Problem, gsm8k, load_gsm8k
     from recipe.errors import ConfigError as config_error
     from recipe.errors import DataError as data_error
 
-    assert (resolve, ModelConfig) == (core.resolve, core.ModelConfig) and ConfigError is config_error
+    assert (resolve, ModelConfig) == (core.resolve, schema.ModelConfig) and ConfigError is config_error
     assert (load_gsm8k, Problem) == (gsm8k.load_gsm8k, gsm8k.Problem) and DataError is data_error

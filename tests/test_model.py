@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from recipe.config.core import ModelConfig
+from recipe.config.schema import ModelConfig
 from recipe.errors import ModelError
 from recipe.models import model as M
 from recipe.models import tiny

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from recipe.config import core as C
-from recipe.config.entries import ENTRIES
+from recipe.entries import ENTRIES
 from recipe.errors import RunError
 from recipe.run import orchestrator as run
 from recipe.run import parallel, subrun

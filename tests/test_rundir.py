@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from recipe.cli import main
 from recipe.config import core as C
+from recipe.config import schema
 from recipe.errors import RunError
 from recipe.fsio import write_json
 from recipe.run import orchestrator as run
@@ -38,7 +39,7 @@ def fake_run(run_dir: Path) -> C.Config:
 
 
 def test_every_run_baselines_key_is_an_entry():
-    assert set(run.BASELINES) == set(C.BASELINES)
+    assert set(run.BASELINES) == set(schema.BASELINES)
     assert all(name in run.ENTRIES for name in run.BASELINES.values())
     with pytest.raises(C.ConfigError, match="run.baselines"):
         C.resolve(preset="smoke", overrides=["run.baselines=[grpo_typo]"])

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from recipe.config.core import ConfigError, parse_override, resolve
-from recipe.config.safe_yaml import MAX_BYTES, short_repr
+from recipe.config.safe_yaml import MAX_BYTES
+from recipe.errors import short_repr
 
 BOMB = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
     f"{b}: &{b} [{', '.join(['*' + a] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi")

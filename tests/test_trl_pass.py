@@ -15,7 +15,7 @@ from trl import GRPOConfig, SFTConfig
 
 from recipe.config import core as C
 from recipe.config import trl_source
-from recipe.config.schema import RECIPE_SETS, TRAINER_SECTIONS
+from recipe.config.schema import RECIPE_SETS, TrainConfig
 from recipe.store.fingerprint import migrate_recorded
 from recipe.train.grpo import grpo_args
 from recipe.train.sft import sft_args
@@ -39,7 +39,8 @@ def test_the_fields_read_from_source_are_the_installed_trls(trl_class):
         ((float,), (dict[str, typing.Any], str, type(None)), (type(None), str, list[str]))
     assert read["lr_scheduler_type"] == (str,) and read["parallelism_config"] == (typing.Any, type(None))
 
-@pytest.mark.parametrize("name", TRAINER_SECTIONS)
+@pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(C.Config) if isinstance(getattr(C.Config(), f.name),
+                                                                                          TrainConfig)])
 def test_a_sections_fields_are_trls_recorded_keys_or_the_recipes_own(name):
     """A field named like a TRL field goes to TRL as it is (recorded); the recipe's own keys (max_length aside, which
     the recipe caps and sets itself) never shadow one, and no recorded key is one the recipe decides."""

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from recipe.cli import main
 from recipe.config import core as C
-from recipe.config.entries import ENTRIES
+from recipe.entries import ENTRIES
 from recipe.errors import RunError
 from recipe.models.devices import EVAL, GRPO, MINING, TEACH, USES, uses_vllm
 from recipe.store import rundir

@@ -2,13 +2,6 @@
 ``--config`` file, then ``key=value`` overrides; every error is one line naming the key, the value and what is allowed.
 Nothing here imports TRL: a trainer section's TRL keys are named and typed from TRL's source
 (:mod:`recipe.config.trl_source`) and their values checked by TRL where it is imported (:func:`recipe.train.trainer.built`).
-
->>> resolve(preset="smoke", overrides=["stage2.learning_rate=1e-4"]).stage2.learning_rate
-0.0001
->>> resolve(preset="smoke", overrides=["stage2.lerning_rate=1"])
-Traceback (most recent call last):
-...
-recipe.errors.ConfigError: unknown key 'stage2.lerning_rate' (did you mean 'stage2.learning_rate'?)
 """
 
 from __future__ import annotations
@@ -29,33 +22,13 @@ import yaml
 from pydantic.fields import FieldInfo
 
 from recipe import dist
-from recipe.config.safe_yaml import MAX_BYTES, load_mapping, short_repr
+from recipe.config.safe_yaml import MAX_BYTES, load_mapping
 from recipe.config.safe_yaml import load as load_yaml
-from recipe.config.schema import (
-    BASELINES,
-    RECIPE_SETS,
-    REPORT_INTEGRATIONS,
-    BaselineSFTConfig,
-    Bool,
-    Config,
-    EvalConfig,
-    Float,
-    GRPOStageConfig,
-    Int,
-    ModelConfig,
-    RewardSpec,
-    Str,
-    TrainConfig,
-    VllmConfig,
-)
+from recipe.config.schema import RECIPE_SETS, REPORT_INTEGRATIONS, Bool, Config, Float, Int, Str, TrainConfig
 from recipe.config.trl_source import fields_of
 from recipe.data.synthetic import SOURCE_FORMS, parse_source
-from recipe.errors import ConfigError
+from recipe.errors import ConfigError, short_repr
 from recipe.rewards import REWARDS
-
-__all__ = ["BASELINES", "BaselineSFTConfig", "Config", "ConfigError", "EvalConfig", "GRPOStageConfig", "ModelConfig",
-           "RewardSpec", "TrainConfig", "VllmConfig", "build", "diff_keys", "dump_yaml", "from_dict",
-           "parse_override", "preset_names", "preset_summary", "preset_text", "resolve", "to_dict", "validate"]
 
 
 def preset_names() -> list[str]:
@@ -77,11 +50,7 @@ def preset_summary(name: str) -> str:
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
-    """``a.b=value`` -> (["a", "b"], value) with the value read as YAML (text that is not YAML stays text).
-
-    >>> parse_override("stage2.temperature=0.7"), parse_override("run.report_to=[tensorboard]")
-    ((['stage2', 'temperature'], 0.7), (['run', 'report_to'], ['tensorboard']))
-    """
+    """``a.b=value`` -> (["a", "b"], value) with the value read as YAML (text that is not YAML stays text)."""
     key, eq, raw = item.partition("=")
     if not eq or not key.strip():
         raise ConfigError(f"override '{item}' must look like key.path=value")
@@ -317,19 +286,3 @@ def to_dict(value: Any) -> Any:
 
 def dump_yaml(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None, width=120)
-
-
-def diff_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two config dicts.
-
-    >>> diff_keys({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "c": 3}})
-    ['a.c']
-    """
-    keys = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            keys += diff_keys(a, b, f"{prefix}{key}.")
-        elif a != b:
-            keys.append(f"{prefix}{key}")
-    return keys

@@ -2,42 +2,20 @@
 one line naming the file or flag. A key given twice is refused (YAML keeps the last value silently); a key must be a
 line of text; the bytes must be UTF-8 and at most a megabyte; nesting and aliases are bounded (a few hundred bytes of
 nested aliases expand to billions of values once a reader walks them).
-
->>> load("a: &x [1, 2]\\nb: *x", "x.yaml")
-{'a': [1, 2], 'b': [1, 2]}
->>> load("a: 1\\na: 2", "x.yaml")
-Traceback (most recent call last):
-...
-ValueError: x.yaml gives the key 'a' twice (lines 1 and 2); keep one
 """
 
 from __future__ import annotations
 
-import reprlib
 from typing import Any
 
 import yaml
+
+from recipe.errors import short_repr
 
 MAX_BYTES = 1_000_000  # a config is a few kB
 MAX_DEPTH = 32  # the schema nests 3 levels; reward params a few more
 MAX_NODES = 100_000  # values after alias expansion
 _TEXT_TAGS = ("tag:yaml.org,2002:str", "tag:yaml.org,2002:merge")
-_repr = reprlib.Repr()
-_repr.maxstring = _repr.maxother = _repr.maxlong = 80
-_repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 6
-_repr.maxlevel = 3
-
-
-def short_repr(value: Any, limit: int = 80) -> str:
-    """``repr(value)`` cut to about ``limit`` characters, in time bounded whatever the value's size.
-
-    >>> short_repr("x" * 1000)[:12], len(short_repr("x" * 1000)) <= 83, short_repr([1, [2, [3, [4]]]])
-    ("'xxxxxxxxxxx", True, '[1, [2, [3, [...]]]]')
-    """
-    text = _repr.repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 class _Refused(Exception):
     """A guard's refusal, raised as the caller's error type with the origin in front."""
 

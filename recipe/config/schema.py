@@ -12,9 +12,9 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import AllowInfNan, BeforeValidator, ConfigDict, Field, Strict, StrictBool, StrictInt, StrictStr
 from pydantic.dataclasses import dataclass
 
-from recipe.config.entries import BASELINES as BASELINE_ENTRIES
-from recipe.config.entries import EVAL_STAGES
 from recipe.config.trl_source import fields_of
+from recipe.entries import BASELINES as BASELINE_ENTRIES
+from recipe.entries import EVAL_STAGES
 
 
 def _float_from_text(value: Any) -> Any:  # "1e-5", " 2.5E-1 "; what float() cannot read the strict check refuses
@@ -234,9 +234,6 @@ class WarmupConfig(TrainConfig):
     max_length: Annotated[Int, Field(ge=1)] = 1024  # TRL's max_length, capped at model.max_seq_length
 
 
-TRAINER_SECTIONS = ("stage1", "stage2", "stage3", "warmup")  # the Config fields that are TrainConfig sections
-
-
 @section
 class EvalConfig:
     enabled: Bool = True
@@ -251,7 +248,7 @@ class EvalConfig:
     figures: Bool = True  # draw report.png (the frontier) and report_curves.png; false: report.md alone
 
 
-BASELINES = tuple(BASELINE_ENTRIES)  # `run.baselines` keys (sft, grpo, concise): the baselines of recipe.config.entries
+BASELINES = tuple(BASELINE_ENTRIES)  # `run.baselines` keys (sft, grpo, concise): the baselines of recipe.entries
 
 
 @section

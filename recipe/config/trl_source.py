@@ -3,9 +3,6 @@
 take: a config names and type-checks TRL's keys without importing TRL (tens of seconds on two loaded cores, and
 transformers must load after unsloth on the GPU backend). The values are checked by TRL itself where it is imported
 (:func:`recipe.train.trainer.built`).
-
->>> fields_of("GRPOConfig")["top_k"], fields_of("SFTConfig")["lr_scheduler_kwargs"]
-((<class 'int'>,), (dict[str, typing.Any], <class 'str'>, <class 'NoneType'>))
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from recipe.config.entries import BASELINES, ENTRIES, STAGES
+from recipe.entries import BASELINES, ENTRIES, STAGES
 from recipe.fsio import iter_jsonl, read_json
 from recipe.store.rundir import ENTRIES_KEY, EVAL_DIR, INVOCATIONS, MANIFEST_FILE, RESULTS, trained_tokens
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from recipe.config.core import Config, EvalConfig
+from recipe.config.schema import Config, EvalConfig
 from recipe.data import prompts
 from recipe.data.answers import answers_match, extract_answer
 from recipe.data.gsm8k import load_gsm8k, load_raw_rows
@@ -187,7 +187,7 @@ def dataset_hash(problems: Sequence[Any]) -> str:
 def protocol(ecfg: EvalConfig, answer_label: str) -> dict:
     """What makes two evaluations comparable (stored in results.json, checked on resume), the stop rule included.
 
-    >>> from recipe.config.core import EvalConfig
+    >>> from recipe.config.schema import EvalConfig
     >>> protocol(EvalConfig(), "Final Answer:")["stop_rule"]["rule"]
     'paper'
     """

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
-from recipe.config.entries import CURRICULUM_ROWS as CURRICULUM
+from recipe.entries import CURRICULUM_ROWS as CURRICULUM
 from recipe.eval import pairstats
 
 Z = NormalDist().inv_cdf(1 - pairstats.ALPHA / 2)  # 1.95996...: two-sided 95 %

@@ -2,7 +2,7 @@
 
 Rows: ``base``, ``stage1``, ``stage2``, ``stage3`` (those present, in curriculum order), then any other evaluated
 model (baselines such as ``baseline-sft`` and ``baseline-grpo``) by name; rows, labels and what each row starts from
-are the registry's (:mod:`recipe.config.entries`). Deltas are against ``base``; without a base
+are the registry's (:mod:`recipe.entries`). Deltas are against ``base``; without a base
 row they read "-". Below the table one sentence names the best row on accuracy and on tokens, then which row
 to pick for what (:func:`pick_section`: paired tests against the most accurate row); the accuracy–length
 frontier with each row's 95 % intervals (``report.png``, :mod:`recipe.eval.frontier`), the paired comparisons and the
@@ -21,8 +21,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from recipe.config import safe_yaml
-from recipe.config.entries import BASE, eval_name_of, row_of, starts_from_row
-from recipe.config.entries import CURRICULUM_ROWS as CURRICULUM
+from recipe.entries import BASE, eval_name_of, row_of, starts_from_row
+from recipe.entries import CURRICULUM_ROWS as CURRICULUM
 from recipe.errors import EvalError
 from recipe.eval import costs, curves, frontier, pairstats, targets
 from recipe.fsio import read_json, read_jsonl, write_bytes, write_text

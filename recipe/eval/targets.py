@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from recipe.config.entries import ENTRIES, STAGES
+from recipe.entries import ENTRIES, STAGES
 from recipe.eval import frontier, pairstats
 
 SFT, CONCISE = ENTRIES["baseline-sft"].eval_name, ENTRIES["baseline-concise"].eval_name  # report row names

@@ -1,7 +1,7 @@
 """The model seam: resolve a model name, pick a backend, load, save and describe models.
 
 Every stage goes through :func:`load` and :func:`save`, so the rest of the recipe never touches
-``from_pretrained`` itself. ``cfg`` is a ``recipe.config.core.ModelConfig`` or any object with the same attributes.
+``from_pretrained`` itself. ``cfg`` is a ``recipe.config.schema.ModelConfig`` or any object with the same attributes.
 
 Names (:func:`resolve_model_path`)
     ``builtin:tiny-qwen2``    a random 2-layer Qwen2 with its own tokenizer, built once under ``cfg.cache_dir``.

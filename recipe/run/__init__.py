@@ -3,5 +3,6 @@ child processes for one entry each (:mod:`.subrun`, :mod:`.child`), several of t
 and Ctrl-C in all of them (:mod:`.interrupt`).
 
 May import: every package but ``recipe.cli``; nothing below imports this package. The run directory these modules
-write lives below the entries, in ``recipe.store``; the registry of entries is configuration (``recipe.config.entries``).
+write lives below the entries, in ``recipe.store``; the registry of entries is plain data at the ground
+(``recipe.entries``).
 """

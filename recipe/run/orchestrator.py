@@ -1,5 +1,5 @@
 """The run orchestrator: ``run-all``, one stage, a baseline, and evaluating a run — all through the registry of
-trainable entries (:mod:`recipe.config.entries`) and one run directory (:mod:`recipe.store.rundir`).
+trainable entries (:mod:`recipe.entries`) and one run directory (:mod:`recipe.store.rundir`).
 
 ``run-all`` trains stage 1 -> 2 -> 3, then the baselines listed in ``run.baselines``, then evaluates and writes the
 report. Resume: the same command again skips entries whose status is ``done`` and continues an unfinished one from
@@ -9,7 +9,7 @@ run in their own child process (:mod:`recipe.run.subrun`; evaluation: one child 
 card through ``nvidia-smi``, :func:`recipe.tools.gpu_memory.gpu_total_gib`). With
 ``run.parallel_entries`` >= 2 (CPU runs) up to that many of those children run at once (:mod:`recipe.run.parallel`). A baseline is one more
 entry: same manifest record, resume, config check, evaluation and report row. Adding one = a ``train/<name>.py``
-with ``run(cfg, entry_dir, init_from)`` and a line in :data:`recipe.config.entries.ENTRIES` (its train function is
+with ``run(cfg, entry_dir, init_from)`` and a line in :data:`recipe.entries.ENTRIES` (its train function is
 looked up here, :data:`TRAINERS`).
 """
 
@@ -24,8 +24,8 @@ from pathlib import Path
 
 from recipe import dist
 from recipe.config.core import Config
-from recipe.config.entries import BASE, BASELINES, ENTRIES, STAGES
 from recipe.data.gsm8k import check_disjoint_slices, check_source
+from recipe.entries import BASE, BASELINES, ENTRIES, STAGES
 from recipe.errors import EvalError, RunError
 from recipe.eval import curves, engine, evaluate
 from recipe.eval.report import build_report

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from recipe.config.core import Config
-from recipe.config.entries import BASE, BASELINES, ENTRIES, STAGES
+from recipe.entries import BASE, BASELINES, ENTRIES, STAGES
 from recipe.errors import ConfigError, Interrupted, RunError
 from recipe.eval.report import build_report
 from recipe.run import interrupt, subrun

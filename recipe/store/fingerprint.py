@@ -2,14 +2,15 @@
 compared when a run reopens), and how a record written by older code reads today: keys added since hold the value
 that code trained with (:data:`LEGACY_KEYS`, :data:`LEGACY_SECTIONS`), keys that moved are read in their new places
 (:func:`migrate_recorded`; a run's ``config.yaml`` too). Only records are read in an old spelling: a preset, a
-``--config`` file or a ``--set`` override uses today's keys. :mod:`recipe.store.rundir` does the comparison.
+``--config`` file or a ``--set`` override uses today's keys. :mod:`recipe.store.rundir` does the comparison
+(:func:`diff_keys` names the keys that changed).
 """
 
 from __future__ import annotations
 
 from recipe.config import core as config_mod
 from recipe.config.core import Config
-from recipe.config.entries import Entry
+from recipe.entries import Entry
 
 # Config that shapes every entry's weights; an entry also depends on its own sections. The vllm section's switch and
 # memory share count (the unsloth weights repository follows the switch), not where a server is.
@@ -91,3 +92,19 @@ def migrate_recorded(recorded: dict) -> dict:
         if isinstance(target, dict):
             target[RENAMED[old].split(".")[1]] = value
     return out
+
+
+def diff_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dicts.
+
+    >>> diff_keys({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "c": 3}})
+    ['a.c']
+    """
+    keys = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += diff_keys(a, b, f"{prefix}{key}.")
+        elif a != b:
+            keys.append(f"{prefix}{key}")
+    return keys

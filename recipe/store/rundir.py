@@ -18,7 +18,7 @@ and a corrupt ``manifest.json`` is an error saying how to recover. A manifest th
 (:func:`migrate_manifest`).
 
 The entries themselves (name, what they start from, the sections their weights depend on) are the table of
-:mod:`recipe.config.entries`.
+:mod:`recipe.entries`.
 
 >>> import tempfile, pathlib
 >>> run = pathlib.Path(tempfile.mkdtemp())
@@ -44,11 +44,11 @@ from filelock import FileLock
 from recipe import dist
 from recipe.config import core as config_mod
 from recipe.config.core import Config
-from recipe.config.entries import STAGES, Entry
+from recipe.entries import STAGES, Entry
 from recipe.errors import RunError
 from recipe.fsio import read_json, write_json, write_text
 from recipe.models.integrity import weights_dir_problem
-from recipe.store.fingerprint import entry_config, with_legacy_keys
+from recipe.store.fingerprint import diff_keys, entry_config, with_legacy_keys
 
 log = logging.getLogger("recipe")
 
@@ -253,7 +253,7 @@ def output_of(run_dir: str | Path, name: str, manifest: dict | None = None) -> s
 def downstream(entries: Mapping[str, Entry], name: str) -> list[str]:
     """``name`` and every entry that (transitively) starts from its weights, in table order.
 
-    >>> from recipe.config.entries import ENTRIES
+    >>> from recipe.entries import ENTRIES
     >>> downstream(ENTRIES, "stage1"), downstream(ENTRIES, "baseline-sft")
     (['stage1', 'stage2', 'stage3'], ['baseline-sft'])
     """
@@ -292,7 +292,7 @@ def refuse_or_invalidate_changed(run_dir: Path, manifest: dict, cfg: Config, ent
         if not record or "config" not in record:
             continue
         now_cfg = entry_config(cfg, entry)
-        changed = config_mod.diff_keys(with_legacy_keys(record["config"], now_cfg), now_cfg)
+        changed = diff_keys(with_legacy_keys(record["config"], now_cfg), now_cfg)
         if not changed:
             continue
         if record.get("status") != "done":  # failed, interrupted, stale: no result to protect

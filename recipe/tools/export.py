@@ -31,9 +31,9 @@ import tempfile
 from pathlib import Path
 
 from recipe.config import core as config_mod
-from recipe.config.entries import STAGES  # the curriculum stages, in training order
 from recipe.data import prompts
 from recipe.data.stopping import STOP_TEXTS
+from recipe.entries import STAGES  # the curriculum stages, in training order
 from recipe.errors import ExportError, RunError
 from recipe.fsio import read_json, write_json, write_text
 from recipe.models import model as model_mod

@@ -24,7 +24,7 @@ import logging
 from pathlib import Path
 
 from recipe import dist
-from recipe.config.core import BaselineSFTConfig, Config, RewardSpec
+from recipe.config.schema import BaselineSFTConfig, Config, RewardSpec
 from recipe.fsio import read_json, write_json
 from recipe.models.integrity import weights_dir_problem
 from recipe.store.rundir import MODEL_DIR

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from recipe.config.core import Config, GRPOStageConfig, RewardSpec
+from recipe.config.schema import Config, GRPOStageConfig, RewardSpec
 from recipe.data import prompts
 from recipe.data.gsm8k import Problem
 from recipe.errors import RunError

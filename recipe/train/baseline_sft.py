@@ -7,7 +7,7 @@ stages did (:func:`token_matched_steps`; TRL's ``num_tokens``, prompts and compl
 reads from their trainer logs and passes in), or a number of steps chosen ahead (it then need not wait for the stages).
 The prompt is the evaluation prompt itself, the completion the ordered teacher solution, so the baseline is trained
 directly for the evaluation format.
-It is an entry of the run like a stage (:data:`recipe.config.entries.ENTRIES`): manifest record, resume, config check,
+It is an entry of the run like a stage (:data:`recipe.entries.ENTRIES`): manifest record, resume, config check,
 ``eval/baseline-sft`` and a report row.
 """
 

@@ -44,7 +44,7 @@ from typing import Any, Literal
 from trl import GRPOConfig, GRPOTrainer
 
 from recipe import dist
-from recipe.config.core import Config, GRPOStageConfig
+from recipe.config.schema import Config, GRPOStageConfig
 from recipe.data import gsm8k as data_mod
 from recipe.errors import ConfigError
 from recipe.models import model as model_mod

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from recipe.config.core import Config, TrainConfig
+from recipe.config.schema import Config, TrainConfig
 from recipe.data import gsm8k as data_mod
 from recipe.teacher.format import render_target
 from recipe.teacher.rationales import apply_teacher

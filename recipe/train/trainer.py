@@ -16,9 +16,8 @@ from typing import Any
 import torch
 
 from recipe import dist
-from recipe.config.core import Config, TrainConfig
-from recipe.config.safe_yaml import short_repr
-from recipe.errors import ConfigError, Interrupted
+from recipe.config.schema import Config, TrainConfig
+from recipe.errors import ConfigError, Interrupted, short_repr
 from recipe.fsio import write_json
 from recipe.models import model as model_mod
 from recipe.models.devices import check_device

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from recipe.config.core import Config
-from recipe.config.entries import ENTRIES
+from recipe.entries import ENTRIES
 from recipe.fsio import read_json, replace_dir, write_json
 from recipe.models.names import cache_root
 from recipe.store.fingerprint import entry_config
