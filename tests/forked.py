@@ -10,27 +10,25 @@ string differs from this process's; and it never runs a torch op: it has no thre
 where a fork of this process is not (a child forked after torch's OpenMP pool ran hangs at its first parallel op).
 Each child runs with exactly the environment, working directory and arguments it is given, its output in a file; it
 is a process of its own, so a SIGKILL, an exit status, a file lock and the files it leaves are those of a real run.
+The server is :mod:`recipe.run.forkserver`'s (what run-all's CPU children are forked from), with the tests' modules
+preloaded too.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import runpy
 import subprocess
 import sys
 from dataclasses import dataclass
-from multiprocessing import forkserver
-from multiprocessing.connection import Connection
 from pathlib import Path
+
+from recipe.run import forkserver
 
 HASH_SEED = "12345"
 OTHER_HASH_SEED = "54321"
 # What the children use: imported once in the server (a module that fails to import there is left to the child)
-PRELOAD = ["torch", "transformers", "trl", "peft", "accelerate", "recipe.cli", "recipe.run.orchestrator",
-           "tests.fault_injection"]
-
-_context = multiprocessing.get_context("forkserver")
+PRELOAD = [*forkserver.PRELOAD, "recipe.cli", "tests.fault_injection"]
 
 
 @dataclass
@@ -43,31 +41,12 @@ class Finished:
 
 def _start_server() -> None:
     """Start the fork server (once per test session) under :data:`HASH_SEED`."""
-    _context.set_forkserver_preload(PRELOAD)
-    saved = os.environ.get("PYTHONHASHSEED")
-    # read by the server's interpreter at its start; every child inherits it
-    os.environ["PYTHONHASHSEED"] = OTHER_HASH_SEED if saved == HASH_SEED else HASH_SEED
-    try:
-        forkserver.ensure_running()
-    finally:
-        if saved is None:
-            del os.environ["PYTHONHASHSEED"]
-        else:
-            os.environ["PYTHONHASHSEED"] = saved
+    seed = OTHER_HASH_SEED if os.environ.get("PYTHONHASHSEED") == HASH_SEED else HASH_SEED
+    forkserver.start_server(PRELOAD, {"PYTHONHASHSEED": seed})  # every child inherits the server's
 
 
-def _child(argv: list[str], env: dict[str, str], cwd: str, output: str | Connection) -> None:
-    """In the child: take the environment, folder and output (a file to append to, or a pipe's writing end) given,
-    then run ``argv`` as the interpreter would (``-c CODE ARGS`` or ``-m MODULE ARGS``); an exit status it asks for
-    ends the process with that status."""
-    os.environ.clear()
-    os.environ.update(env)
-    os.chdir(cwd)
-    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600) if isinstance(output, str) else output.fileno()
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    if isinstance(output, str):
-        os.close(fd)
+def _interpreter(argv: list[str]) -> None:
+    """In the child: run ``argv`` as the interpreter would (``-c CODE ARGS`` or ``-m MODULE ARGS``)."""
     flag, target, *args = argv
     if flag == "-c":
         sys.argv = ["-c", *args]
@@ -79,28 +58,31 @@ def _child(argv: list[str], env: dict[str, str], cwd: str, output: str | Connect
         raise ValueError(f"argv must start with -c or -m, got {flag!r}")
 
 
-def _fork(argv: list[str], output: str | Connection, env: dict[str, str] | None, cwd: str | Path | None):
-    _start_server()
-    proc = _context.Process(target=_child, args=(list(argv), dict(os.environ if env is None else env),
-                                                 str(cwd or os.getcwd()), output))
-    proc.start()
-    return proc
+class Popen(forkserver.Popen):
+    """``subprocess.Popen([python, *argv], stdout=PIPE, stderr=STDOUT)`` as a fork of the server (``output``: the
+    file its output goes to instead)."""
+
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None, cwd: str | Path | None = None,
+                 output: Path | None = None):
+        _start_server()
+        super().__init__(_interpreter, (list(argv),), env=env, cwd=cwd, output=output, preload=PRELOAD)
 
 
-def start(argv: list[str], output: Path, env: dict[str, str] | None = None, cwd: str | Path | None = None):
+def start(argv: list[str], output: Path, env: dict[str, str] | None = None, cwd: str | Path | None = None) -> Popen:
     """Start ``python ARGV`` (``["-c", code, ...]`` or ``["-m", module, ...]``) as a fork of the server, its output
-    appended to ``output``; returns the running ``multiprocessing`` process (``join``, ``exitcode``, ``pid``)."""
-    return _fork(argv, str(output), env, cwd)
+    appended to ``output``."""
+    return Popen(argv, env, cwd, output)
 
 
-def wait(proc, output: Path, timeout: float) -> Finished:
+def wait(proc: Popen, output: Path, timeout: float) -> Finished:
     """Wait up to ``timeout`` seconds for a process from :func:`start` (killed after that) and say how it ended."""
-    proc.join(timeout)
-    if proc.exitcode is None:
+    try:
+        code = proc.wait(timeout)
+    except subprocess.TimeoutExpired:
         proc.kill()
-        proc.join()
-        raise TimeoutError(f"a forked child ran past {timeout:.0f} s; its output: {output.read_text(errors='replace')}")
-    return Finished(proc.exitcode, output.read_text(errors="replace") if output.exists() else "")
+        proc.wait()
+        raise TimeoutError(f"a forked child ran past {timeout:.0f} s; its output: {output.read_text(errors='replace')}") from None
+    return Finished(code, output.read_text(errors="replace") if output.exists() else "")
 
 
 def run(argv: list[str], output: Path, env: dict[str, str] | None = None, cwd: str | Path | None = None,
@@ -109,45 +91,6 @@ def run(argv: list[str], output: Path, env: dict[str, str] | None = None, cwd: s
     return wait(start(argv, output, env, cwd), output, timeout)
 
 
-class Popen:
-    """``subprocess.Popen([python, *argv], stdout=PIPE, stderr=STDOUT)`` as a fork of the server: ``pid``,
-    ``stdout`` (stdout and stderr together; None when they go to the file ``output``), ``poll``, ``wait``, ``kill``,
-    ``send_signal``, ``returncode``."""
-
-    def __init__(self, argv: list[str], env: dict[str, str] | None = None, cwd: str | Path | None = None,
-                 output: Path | None = None):
-        if output is not None:
-            self._proc, self.stdout = _fork(argv, str(output), env, cwd), None
-        else:
-            reader, writer = _context.Pipe(duplex=False)
-            self._proc = _fork(argv, writer, env, cwd)
-            writer.close()  # the child holds the only writing end: the reader sees the end of output when it exits
-            self.stdout = os.fdopen(os.dup(reader.fileno()), "rb")
-            reader.close()
-        self.pid = self._proc.pid
-        self.returncode: int | None = None
-
-    def poll(self) -> int | None:
-        self.returncode = self._proc.exitcode
-        return self.returncode
-
-    def wait(self, timeout: float | None = None) -> int:
-        self._proc.join(timeout)
-        if self.poll() is None:
-            raise subprocess.TimeoutExpired(["python", "(forked)"], timeout)
-        return self.returncode
-
-    def kill(self) -> None:
-        self._proc.kill()
-
-    def send_signal(self, signum: int) -> None:
-        if self.poll() is None:
-            os.kill(self.pid, signum)
-
-
 def stop() -> None:
-    """Stop the server, if it was started, and wait for it (tests/conftest.py, at the session's end): its exit is then
-    collected by this process, so the CPU time it and its children used counts among this process's children's, as a
-    subprocess's would (``/usr/bin/time``, ``resource.RUSAGE_CHILDREN``). ``_stop`` is the method CPython's own tests
-    stop the server with (Python 3.8+); multiprocessing has no public one."""
-    forkserver._forkserver._stop()
+    """Stop the server (tests/conftest.py, at the session's end): :func:`recipe.run.forkserver.stop_server`."""
+    forkserver.stop_server()

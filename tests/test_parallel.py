@@ -315,8 +315,9 @@ STAND_IN = textwrap.dedent("""
 def stand_in_children(monkeypatch):
     started: list[tuple[list[str], dict]] = []
 
-    def start_child(run_dir, args, env=None):
+    def start_child(run_dir, args, env=None, fork=False):
         started.append((args, env))
+        assert fork  # CPU children: forks of the server that imported the training libraries
         return forked.Popen(["-c", STAND_IN, *args], env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
 
     monkeypatch.setattr(subrun, "start_child", start_child)

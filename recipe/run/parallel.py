@@ -48,7 +48,8 @@ from recipe.config.core import Config
 from recipe.entries import BASE, BASELINES, ENTRIES, STAGES
 from recipe.errors import ConfigError, Interrupted, RunError
 from recipe.eval.report import build_report
-from recipe.run import interrupt, subrun
+from recipe.models.model import pick_backend
+from recipe.run import forkserver, interrupt, subrun
 from recipe.store import rundir
 
 log = logging.getLogger("recipe")
@@ -223,7 +224,7 @@ def _start(cfg: Config, run_dir: Path, task: Task, threads: str | None) -> Child
     else:
         args = ["eval", "--run", str(run_dir), "--entry", task.name, "--no-report"]
     env = {"OMP_NUM_THREADS": threads} if threads and task.name != "warmup" else {}
-    proc = subrun.start_child(run_dir, args, env)
+    proc = subrun.start_child(run_dir, args, env, fork=forkserver.usable(pick_backend(cfg.model)))
     log.info("%s runs in its own process (pid %d)", task.label, proc.pid)
     return Child(proc, task)
 

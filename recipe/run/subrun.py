@@ -21,6 +21,7 @@ passes the interrupt on to a child that did not get it (a SIGINT sent to the par
 from __future__ import annotations
 
 import codecs
+import functools
 import logging
 import os
 import signal
@@ -34,13 +35,13 @@ import recipe
 from recipe import dist
 from recipe.config.core import Config
 from recipe.errors import Interrupted, RunError
-from recipe.run import interrupt
+from recipe.run import child, forkserver, interrupt
+from recipe.run.child import PARENT_ENV
 from recipe.store import rundir, runlock
 
 log = logging.getLogger("recipe")
 
 CHILD_MODULE = "recipe.run.child"  # `python -m recipe.run.child train|eval ...`
-PARENT_ENV = "COTRECIPE_PARENT_PID"  # the child dies with this process (recipe.run.child)
 TAIL_LINES = 20  # a failed child's last output lines, shown with the error
 STOP_GRACE_S = 30.0  # the parent was interrupted: time the child gets to record its state before SIGKILL
 
@@ -86,12 +87,24 @@ def _child_env(run_dir: Path) -> tuple[dict[str, str], int]:
     return {**os.environ, **lock_env, PARENT_ENV: str(os.getpid()), "PYTHONPATH": path}, fd
 
 
-def start_child(run_dir: Path, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+def start_child(run_dir: Path, args: list[str], env: dict[str, str] | None = None,
+                fork: bool = False) -> subprocess.Popen | forkserver.Popen:
     """Start ``python -m recipe.run.child ARGS`` under this process's lock of ``run_dir`` (``env``: extra variables)
-    without waiting for it; its stdout and stderr come together through ``proc.stdout``."""
+    without waiting for it; its stdout and stderr come together through ``proc.stdout``. ``fork``: as a fork of
+    :mod:`recipe.run.forkserver`'s server, which imported the training libraries once (CPU children only)."""
     child_env, fd = _child_env(run_dir)
+    if fork:
+        key = str(Path(run_dir).resolve())
+        return forkserver.Popen(child.main, (args,), env={**child_env, **(env or {})}, sigint_held=True,
+                                pass_fd=(fd, functools.partial(_forked_env, key)))
     return subprocess.Popen([sys.executable, "-m", CHILD_MODULE, *args], env={**child_env, **(env or {})},
                             pass_fds=(fd,), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _forked_env(key: str, fd: int) -> dict[str, str]:
+    """In a forked child: the entry naming its copy of the lock descriptor, and its parent (the server: the child
+    dies with it, and the server exits with this process)."""
+    return {**runlock.naming(key, fd), PARENT_ENV: str(os.getppid())}
 
 
 def _run_child(run_dir: Path, label: str, args: list[str]) -> None:

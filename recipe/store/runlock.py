@@ -128,7 +128,13 @@ def child_env(run_dir: str | os.PathLike) -> tuple[dict[str, str], int]:
     if key not in _held:
         raise RunError(f"internal: a child process for {run_dir} needs its lock held by this process")
     fd = _held[key].fd
-    return {INHERITED_ENV: f"{fd}:{key}"}, fd
+    return naming(str(key), fd), fd
+
+
+def naming(key: str, fd: int) -> dict[str, str]:
+    """The environment entry that names ``fd`` as the lock of the (resolved) run directory ``key``: what a child
+    given a copy of the descriptor under another number reads (:mod:`recipe.run.forkserver`)."""
+    return {INHERITED_ENV: f"{fd}:{key}"}
 
 
 def _inherited_fd(key: Path, path: Path) -> int | None:
