@@ -28,7 +28,7 @@ from recipe.eval.scoring import format_summary, score_file
 from recipe.fsio import os_error_line
 from recipe.models.devices import check_device
 from recipe.models.model import pick_backend, prepare_backend
-from recipe.run import interrupt, subrun
+from recipe.run import forkserver, interrupt, subrun
 from recipe.store.fingerprint import migrate_recorded
 from recipe.store.rundir import CONFIG_FILE, GENERATIONS, RESULTS
 from recipe.teacher.teach import TeachOptions, incomplete_line, teach_command
@@ -133,7 +133,10 @@ def score(input_path, completion_field, answer_field, output_path, checker):
 @friendly
 def run_all(preset, config_file, overrides, strict, output_dir, force):
     """Run stage 1 -> 2 -> 3 (and run.baselines) -> eval + report in one run directory; rerun to resume."""
-    cfg = _prepare_orchestrator(_resolve(preset, config_file, overrides, output_dir, strict=strict))
+    cfg = _resolve(preset, config_file, overrides, output_dir, strict=strict)
+    if cfg.run.parallel_entries > 1 and cfg.model.backend != "unsloth" and forkserver.usable("hf"):
+        forkserver.start_server()  # now: its imports run beside this process's (entries side by side are its forks)
+    _prepare_orchestrator(cfg)
     from recipe.run.orchestrator import run_all as run  # lazy: torch/transformers/trl, after prepare_backend
 
     run(cfg, force=force)

@@ -28,7 +28,7 @@ from recipe.run import forkserver
 HASH_SEED = "12345"
 OTHER_HASH_SEED = "54321"
 # What the children use: imported once in the server (a module that fails to import there is left to the child)
-PRELOAD = [*forkserver.PRELOAD, "recipe.cli", "tests.fault_injection"]
+PRELOAD = [*forkserver.PRELOAD, "tests.fault_injection"]
 
 
 @dataclass

@@ -24,11 +24,11 @@ from recipe.config import core as config_mod
 from recipe.errors import KNOWN_ERRORS, Interrupted
 from recipe.models.model import prepare_backend
 from recipe.run import interrupt
+from recipe.run.subrun import PARENT_ENV
 from recipe.store import rundir
 from recipe.store.rundir import CONFIG_FILE
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
-PARENT_ENV = "COTRECIPE_PARENT_PID"  # the pid this process dies with (its parent: run-all, or the fork server)
 
 
 def die_with_parent() -> None:

@@ -15,6 +15,7 @@ must be imported before transformers, and a GPU context wants a process of its o
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import os
 import signal
@@ -26,8 +27,10 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-# what a run-all child imports: loaded once in the server (a module that fails to import there is left to the child)
-PRELOAD = ["torch", "transformers", "trl", "peft", "accelerate", "recipe.run.child", "recipe.run.orchestrator"]
+# what a run-all child imports, loaded once in the server (a module that fails to import there is left to the child);
+# recipe.cli: multiprocessing runs the parent's main script in each child (as __mp_main__), and `cotrecipe` imports it
+PRELOAD = ["torch", "transformers", "trl", "peft", "accelerate", "recipe.cli", "recipe.run.child",
+           "recipe.run.orchestrator"]
 
 _context = multiprocessing.get_context("forkserver")
 
@@ -71,13 +74,20 @@ def _received(dup: Any, env_for: Callable[[int], dict[str, str]]) -> dict[str, s
     return env_for(fd)
 
 
-def _child(target: Callable[..., Any], args: tuple, env: dict[str, str], cwd: str, output: str | Connection,
+def _child(target: str | Callable[..., Any], args: tuple, env: dict[str, str], cwd: str, output: str | Connection,
            passed: dict[str, str], sigint_held: bool) -> None:
     """In the child: SIGINT held back (as for a process started under :func:`recipe.run.interrupt.held`) when asked,
     the environment, folder, output (a file to append to, or a pipe's writing end) and thread count given; then
-    ``target(*args)``, whose integer result is the exit status."""
+    ``target(*args)`` (a function, or ``"module:function"``), whose integer result is the exit status."""
     if sigint_held:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    # multiprocessing hands every fork the client's end of the pipe whose closing tells the server that the client is
+    # gone (``_forkserver_alive_fd``, private; for a child that forks in turn): held here, it would keep the server
+    # alive after the client died, and so this child, which dies with the server
+    alive, forkserver._forkserver._forkserver_alive_fd = forkserver._forkserver._forkserver_alive_fd, None
+    forkserver._forkserver._forkserver_address = None
+    if alive is not None:
+        os.close(alive)
     os.environ.clear()
     os.environ.update({**env, **passed})
     os.chdir(cwd)
@@ -89,17 +99,20 @@ def _child(target: Callable[..., Any], args: tuple, env: dict[str, str], cwd: st
     threads = env.get("OMP_NUM_THREADS", "")
     if threads.isdigit() and int(threads) > 0 and "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(int(threads))
+    if isinstance(target, str):
+        module, _, name = target.partition(":")
+        target = getattr(importlib.import_module(module), name)
     code = target(*args)
     sys.exit(code if isinstance(code, int) else 0)
 
 
 class Popen:
-    """``target(*args)`` in a fork of the server, as :class:`subprocess.Popen` shows a process: ``pid``, ``stdout``
+    """``target(*args)`` (a function, or ``"module:function"``) in a fork of the server, as :class:`subprocess.Popen` shows a process: ``pid``, ``stdout``
     (its stdout and stderr together, unless they go to the file ``output``), ``poll``, ``wait``, ``kill``,
     ``send_signal``, ``returncode``. ``env``: its whole environment (default: this process's); ``pass_fd``: a descriptor
     and the function (picklable, run in the child) giving the environment entries that name the child's copy."""
 
-    def __init__(self, target: Callable[..., Any], args: tuple = (), env: dict[str, str] | None = None,
+    def __init__(self, target: str | Callable[..., Any], args: tuple = (), env: dict[str, str] | None = None,
                  cwd: str | Path | None = None, output: Path | None = None,
                  pass_fd: tuple[int, Callable[[int], dict[str, str]]] | None = None, sigint_held: bool = False,
                  preload: list[str] = PRELOAD):

@@ -35,13 +35,13 @@ import recipe
 from recipe import dist
 from recipe.config.core import Config
 from recipe.errors import Interrupted, RunError
-from recipe.run import child, forkserver, interrupt
-from recipe.run.child import PARENT_ENV
+from recipe.run import forkserver, interrupt
 from recipe.store import rundir, runlock
 
 log = logging.getLogger("recipe")
 
 CHILD_MODULE = "recipe.run.child"  # `python -m recipe.run.child train|eval ...`
+PARENT_ENV = "COTRECIPE_PARENT_PID"  # the pid a child dies with: this process, or the server it is a fork of
 TAIL_LINES = 20  # a failed child's last output lines, shown with the error
 STOP_GRACE_S = 30.0  # the parent was interrupted: time the child gets to record its state before SIGKILL
 
@@ -95,7 +95,7 @@ def start_child(run_dir: Path, args: list[str], env: dict[str, str] | None = Non
     child_env, fd = _child_env(run_dir)
     if fork:
         key = str(Path(run_dir).resolve())
-        return forkserver.Popen(child.main, (args,), env={**child_env, **(env or {})}, sigint_held=True,
+        return forkserver.Popen(f"{CHILD_MODULE}:main", (args,), env={**child_env, **(env or {})}, sigint_held=True,
                                 pass_fd=(fd, functools.partial(_forked_env, key)))
     return subprocess.Popen([sys.executable, "-m", CHILD_MODULE, *args], env={**child_env, **(env or {})},
                             pass_fds=(fd,), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
