@@ -301,6 +301,36 @@ def grpo_section(cfg, model, tokenizer, args) -> None:
               f"core's measured float32 rate: {work:.1f} s; as shipped is {baseline / work:.1f}x that")
 
 
+def grpo_profile(cfg, model, tokenizer, args) -> None:
+    """Where the call as shipped (merged, prefilled once, pruned, grouped heads, cache with room) spends its CPU time:
+    one call under torch.profiler, each op's self time and share."""
+    from torch.profiler import ProfilerActivity, profile
+
+    trl_args = grpo_args(cfg, "stage2", "/tmp/sampling-bench-unused")
+    trl_args.max_completion_length = args.max_new_tokens or trl_args.max_completion_length
+    inputs = grpo_inputs(cfg, tokenizer, args.groups, trl_args.num_generations, cfg.run.seed)
+    config = trl_generation_config(trl_args, tokenizer, [tokenizer.eos_token_id])
+    model.train()
+
+    def run():
+        torch.manual_seed(args.seed)
+        with torch.no_grad(), merged_lora(model), attention_as(model, gqa.NAME):
+            return generate_pruned(model.get_base_model(), **inputs, generation_config=config)
+
+    run()  # warm
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        run()
+        wall = time.perf_counter() - start
+    ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in ops) / 1e6
+    print(f"\nGRPO call as shipped, profiled ({inputs['input_ids'].shape[0]} rows, "
+          f"{trl_args.max_completion_length} new tokens): {wall:.1f} s wall, {total:.1f} s of op self time")
+    for e in ops[:12]:
+        print(f"    {e.key[:48]:<48} {e.self_cpu_time_total / 1e6:7.2f} s {100 * e.self_cpu_time_total / 1e6 / total:5.1f} % "
+              f"{e.count:7d} calls")
+
+
 def grpo_logits_identity(model, tokenizer, inputs, trl_args, eos, args) -> None:
     """Per-step logits of each GRPO arm on the same prefixes (a short call, every step's logits kept)."""
     config = trl_generation_config(trl_args, tokenizer, eos, max_new_tokens=args.identity_tokens,
@@ -429,6 +459,7 @@ def main() -> None:
     parser.add_argument("--skip-eval", action="store_true")
     parser.add_argument("--skip-grpo", action="store_true")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--profile", action="store_true", help="only profile the GRPO call as shipped (torch.profiler)")
     args = parser.parse_args()
     if args.quick:
         args.max_new_tokens = args.max_new_tokens or 64
@@ -440,6 +471,9 @@ def main() -> None:
     model, tokenizer = load_policy(cfg, args.adapter, cfg.run.seed)
     rows = args.groups * cfg.stage2.num_generations
     args.limit_info = compute_limit(model, [rows, cfg.eval.batch_size], 2048)
+    if args.profile:
+        grpo_profile(cfg, model, tokenizer, args)
+        return
     if not args.skip_grpo:
         grpo_section(cfg, model, tokenizer, args)
     if not args.skip_eval:

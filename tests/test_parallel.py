@@ -377,7 +377,8 @@ def test_a_failed_child_stops_new_starts_and_only_its_record_is_marked(tmp_path,
 @pytest.mark.slow
 def test_smoke_run_all_with_two_lanes_end_to_end(tmp_path, cache_dir):
     """`run-all --preset smoke --set run.parallel_entries=2` with both baselines: every entry trains and is evaluated
-    in a child of its own, two at a time, and the report has every row."""
+    in a child of its own (a fork of the server), two at a time, and the report has every row."""
+    forked._start_server()  # the tests' server (its hash seed), should this be this process's first fork
     cfg = C.resolve(preset="smoke", overrides=[
         f"run.output_dir={tmp_path / 'run'}", f"model.cache_dir={cache_dir}", "run.parallel_entries=2",
         "run.baselines=[sft, grpo]", "baseline_sft.budget=tokens", "stage2.log_completions=false",
