@@ -139,7 +139,10 @@ def run_all(preset, config_file, overrides, strict, output_dir, force):
     _prepare_orchestrator(cfg)
     from recipe.run.orchestrator import run_all as run  # lazy: torch/transformers/trl, after prepare_backend
 
-    run(cfg, force=force)
+    try:
+        run(cfg, force=force)
+    finally:  # its children are done or stopped: collect the server, so their CPU time counts as this process's
+        forkserver.stop_server()
 
 
 def _prepare_orchestrator(cfg):
