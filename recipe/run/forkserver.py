@@ -1,10 +1,10 @@
 """Child processes without a fresh interpreter each: forks of one server process (multiprocessing's ``forkserver``)
 that imported torch, transformers, TRL, peft and the recipe once, at its start. A run-all on the CPU starts a child
-per entry and per evaluation (``run.parallel_entries``); each spent ~12 s of two cores importing those libraries
-before its first step, ~10 times in the demo. A fork of the server starts in ~0.1 s.
+per entry and per evaluation (``run.parallel_entries``); each spent ~12 s of a core importing those libraries before
+its first step, ~10 times in the demo. A fork of the server starts in ~0.1 s.
 
-The server is a fresh interpreter started (from this process's environment) the first time a child is, and it never
-runs a torch op: it has no thread pools, so a fork of it is safe where a fork of a process that ran torch is not (a
+The server is a fresh interpreter started from this process's environment (by ``cotrecipe run-all`` at its start, so
+that its imports run beside the command's own; else the first time a child is), and it never runs a torch op: it has no thread pools, so a fork of it is safe where a fork of a process that ran torch is not (a
 child forked after torch's OpenMP pool ran hangs at its first parallel op). It exits when this process does; a child
 that asks to die with its parent (:func:`recipe.run.child.die_with_parent`) names the server, so the chain still
 holds. Each child gets exactly the environment, folder and output it is given, and ``OMP_NUM_THREADS`` from it as
@@ -107,9 +107,9 @@ def _child(target: str | Callable[..., Any], args: tuple, env: dict[str, str], c
 
 
 class Popen:
-    """``target(*args)`` (a function, or ``"module:function"``) in a fork of the server, as :class:`subprocess.Popen` shows a process: ``pid``, ``stdout``
-    (its stdout and stderr together, unless they go to the file ``output``), ``poll``, ``wait``, ``kill``,
-    ``send_signal``, ``returncode``. ``env``: its whole environment (default: this process's); ``pass_fd``: a descriptor
+    """``target(*args)`` (a function, or ``"module:function"``) in a fork of the server, shown as
+    :class:`subprocess.Popen` shows a process: ``pid``, ``stdout`` (its stdout and stderr together, unless they go to
+    the file ``output``), ``poll``, ``wait``, ``kill``, ``send_signal``, ``returncode``. ``env``: its whole environment (default: this process's); ``pass_fd``: a descriptor
     and the function (picklable, run in the child) giving the environment entries that name the child's copy."""
 
     def __init__(self, target: str | Callable[..., Any], args: tuple = (), env: dict[str, str] | None = None,
