@@ -4,6 +4,7 @@ several processes at once, the config check, the relayed output, and run-all its
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -393,5 +394,7 @@ def test_smoke_run_all_with_two_lanes_end_to_end(tmp_path, cache_dir):
         assert (run_dir / "eval" / name / rundir.RESULTS).is_file(), name
     report = (run_dir / rundir.REPORT_MD).read_text()
     assert all(row in report for row in ("baseline-sft", "baseline-grpo", "stage3"))
+    call = json.loads((run_dir / rundir.INVOCATIONS).read_text().splitlines()[0])
+    assert call["peak_rss_mb_child"] > 200  # the forks' peak (the server collected): a trainer's, not 0
     run.run_all(cfg)  # everything done: nothing trains again, the report is rebuilt
     assert rundir.load_manifest(run_dir)["entries"] == records

@@ -31,7 +31,7 @@ from recipe.eval import curves, engine, evaluate
 from recipe.eval.report import build_report
 from recipe.models import model as model_mod
 from recipe.models.integrity import weights_dir_problem
-from recipe.run import parallel, subrun
+from recipe.run import forkserver, parallel, subrun
 from recipe.store import rundir
 from recipe.store.runlock import locked
 from recipe.tools import plan
@@ -191,6 +191,7 @@ def run_all(cfg: Config, force: bool = False) -> Path:
         # second, too coarse to tell an entry started in this invocation's first second from an earlier one)
         before = rundir.load_manifest(rundir.run_path(cfg))[rundir.ENTRIES_KEY]
         run_dir = _run_all(cfg, force)
+        forkserver.stop_server()  # collected: its forks' peak memory counts among this process's children's
         if dist.is_main():  # the report's cost section reads this (recipe/eval/costs.py): rebuilt with it
             records = rundir.load_manifest(run_dir)[rundir.ENTRIES_KEY]
             done_before = [n for n, r in records.items() if r.get("status") == "done"
