@@ -139,10 +139,7 @@ def run_all(preset, config_file, overrides, strict, output_dir, force):
     _prepare_orchestrator(cfg)
     from recipe.run.orchestrator import run_all as run  # lazy: torch/transformers/trl, after prepare_backend
 
-    try:
-        run(cfg, force=force)
-    finally:  # its children are done or stopped: collect the server, so their CPU time counts as this process's
-        forkserver.stop_server()
+    run(cfg, force=force)  # it collects the server at its end
 
 
 def _prepare_orchestrator(cfg):

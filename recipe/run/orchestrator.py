@@ -190,8 +190,10 @@ def run_all(cfg: Config, force: bool = False) -> Path:
         # entries finished before this invocation: done now with the record they had then (timestamps are to the
         # second, too coarse to tell an entry started in this invocation's first second from an earlier one)
         before = rundir.load_manifest(rundir.run_path(cfg))[rundir.ENTRIES_KEY]
-        run_dir = _run_all(cfg, force)
-        forkserver.stop_server()  # collected: its forks' peak memory counts among this process's children's
+        try:
+            run_dir = _run_all(cfg, force)
+        finally:  # its forks are done or stopped: collected, their CPU time and peak memory count as this process's
+            forkserver.stop_server()  # children's (the cost record below reads the peak)
         if dist.is_main():  # the report's cost section reads this (recipe/eval/costs.py): rebuilt with it
             records = rundir.load_manifest(run_dir)[rundir.ENTRIES_KEY]
             done_before = [n for n, r in records.items() if r.get("status") == "done"

@@ -188,7 +188,7 @@ def run_all(cfg: Config, run_dir: Path, manifest: dict, n: int) -> None:
     """Train what ``run-all`` still has to train and evaluate (``eval.enabled``) with up to ``n`` child processes at
     once, then rebuild the report."""
     tasks = plan(cfg, manifest)
-    threads = _threads(n)
+    threads, fork = _threads(n), forkserver.usable(pick_backend(cfg.model))
     log.info("run.parallel_entries=%d: up to %d tasks at once, each in its own process with %s", n, n,
              f"OMP_NUM_THREADS={threads} (usable cores // {n}; the warm-up: all)" if threads else
              f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')} (yours)")
@@ -211,20 +211,20 @@ def run_all(cfg: Config, run_dir: Path, manifest: dict, n: int) -> None:
         ended.append(subrun.stopped(child.label, _stop(run_dir, child)))
 
     try:
-        schedule(tasks, n, lambda task: _start(cfg, run_dir, task, threads), finish, stop=stop, poll_s=POLL_S)
+        schedule(tasks, n, lambda task: _start(cfg, run_dir, task, threads, fork), finish, stop=stop, poll_s=POLL_S)
     except KeyboardInterrupt:
         raise Interrupted("; ".join(ended) or "no task was running") from None
     if cfg.eval.enabled:
         build_report(run_dir)
 
 
-def _start(cfg: Config, run_dir: Path, task: Task, threads: str | None) -> Child:
+def _start(cfg: Config, run_dir: Path, task: Task, threads: str | None, fork: bool) -> Child:
     if task.kind == "train":
         args = [*subrun.train_args(run_dir, task.name, _init_from(cfg, run_dir, task.name)), "--beside-others"]
     else:
         args = ["eval", "--run", str(run_dir), "--entry", task.name, "--no-report"]
     env = {"OMP_NUM_THREADS": threads} if threads and task.name != "warmup" else {}
-    proc = subrun.start_child(run_dir, args, env, fork=forkserver.usable(pick_backend(cfg.model)))
+    proc = subrun.start_child(run_dir, args, env, fork=fork)
     log.info("%s runs in its own process (pid %d)", task.label, proc.pid)
     return Child(proc, task)
 
