@@ -219,6 +219,7 @@ YAML_TEXT = st.one_of(
     st.binary(max_size=200),
     st.lists(st.sampled_from(["run:", " seed:", " 7", "&a", "*a", "[", "]", "{", "}", ":", "-", "\n", "  ", "x",
                               "stage2:", " temperature: ", "nan", ".inf", "1e999", "!!python/object", "<<: *a",
+                              "!!int ", "!!timestamp 2020-13-01", "1" * 4400,
                               "model:", "\t", "'", '"', "#", "\xff", "\ud800"]), max_size=40)
     .map(lambda parts: "".join(parts).encode("utf-8", "surrogatepass")),
     JSON_VALUE.map(json_line),

@@ -44,6 +44,14 @@ def test_alias_bomb_is_refused_before_expanding(tmp_path: Path) -> None:
     assert "expands to over" in config_error(tmp_path, BOMB.encode())
 
 
+@pytest.mark.parametrize("value", ["!!int abc", "!!float x", "!!timestamp 2020-13-01", "1" * 5_000])
+def test_a_scalar_yaml_cannot_read_is_one_line(tmp_path: Path, value: str) -> None:
+    """PyYAML raises a bare ValueError for these (a tag's constructor; Python's 4,300-digit limit on int())."""
+    assert "not valid YAML" in config_error(tmp_path, f"run:\n  seed: {value}\n".encode())
+    with pytest.raises(ConfigError, match="'run.seed'"):  # --set reads text that is not YAML as text
+        resolve(preset="smoke", overrides=[f"run.seed={value}"])
+
+
 def test_oversized_file(tmp_path: Path) -> None:
     assert "more than a config may hold" in config_error(tmp_path, b"# " + b"x" * MAX_BYTES + b"\n")
 

@@ -16,6 +16,8 @@ MAX_BYTES = 1_000_000  # a config is a few kB
 MAX_DEPTH = 32  # the schema nests 3 levels; reward params a few more
 MAX_NODES = 100_000  # values after alias expansion
 _TEXT_TAGS = ("tag:yaml.org,2002:str", "tag:yaml.org,2002:merge")
+
+
 class _Refused(Exception):
     """A guard's refusal, raised as the caller's error type with the origin in front."""
 
@@ -75,7 +77,7 @@ def load(text: str | bytes, origin: str, error: type[Exception] = ValueError, le
         raise error(f"{origin} is not UTF-8 text (byte 0x{text[exc.start]:02x} at offset {exc.start})") from None
     except _Refused as exc:
         raise error(f"{origin} {exc}") from None
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: a scalar its tag cannot read (`!!int x`, 5,000 digits)
         if lenient:
             return text
         raise error(f"{origin} is not valid YAML: {' '.join(str(exc).split())[:300]}") from None
