@@ -1,4 +1,4 @@
-"""The config's type checks (``recipe.config.core.build``: the schema's pydantic dataclasses, a trainer section's
+"""The config's type checks (``recipe.config.core.checked``: the schema's pydantic dataclasses, a trainer section's
 other TRL keys typed from TRL's source): what is accepted and coerced, what is refused, and the exact one-line error
 for it."""
 
@@ -80,12 +80,12 @@ REFUSED = [
 @pytest.mark.parametrize(("data", "message"), REFUSED, ids=[str(i) for i in range(len(REFUSED))])
 def test_refused_values_get_one_exact_line(data, message):
     with pytest.raises(ConfigError) as info:
-        C.build(data)
+        C.checked(Config, data)
     assert str(info.value) == message
 
 
 def test_accepted_values_and_their_coercions():
-    cfg = C.build({
+    cfg = C.checked(Config, {
         "stage2": {"learning_rate": "1e-5", "temperature": " 2.5E-1 ", "top_p": 1, "max_steps": 10**30,
                    "rewards": [{"name": "correctness", "weight": 2, "params": OrderedDict(wrong=-1)}]},
         "stage1": {"learning_rate": "1_000"},
@@ -99,13 +99,13 @@ def test_accepted_values_and_their_coercions():
     assert type(cfg.stage2.rewards[0].weight) is float and type(cfg.stage2.rewards[0].params) is dict
     assert cfg.run.process_per_entry is True and cfg.data.stage1_rows == [0, -1]
     assert cfg.model == Config().model and cfg.stage3 == Config().stage3  # untouched sections keep their defaults
-    assert C.build({}) == Config()
-    assert C.build({"run": {"process_per_entry": "auto"}}).run.process_per_entry == "auto"
+    assert C.checked(Config, {}) == Config()
+    assert C.checked(Config, {"run": {"process_per_entry": "auto"}}).run.process_per_entry == "auto"
 
 
 def test_given_lists_and_dicts_are_copied():
     modules, params = ["q_proj"], {"wrong": -1.0}
-    cfg = C.build({"model": {"lora_target_modules": modules}, "stage2": {"rewards": [{"name": "x", "params": params}]}})
+    cfg = C.checked(Config, {"model": {"lora_target_modules": modules}, "stage2": {"rewards": [{"name": "x", "params": params}]}})
     assert cfg.model.lora_target_modules == modules and cfg.model.lora_target_modules is not modules
     assert cfg.stage2.rewards[0].params == params and cfg.stage2.rewards[0].params is not params
 
@@ -113,8 +113,8 @@ def test_given_lists_and_dicts_are_copied():
 def test_a_nested_key_is_named_with_its_section():
     with pytest.raises(ConfigError, match=r"^unknown key 'stage2\.rewards\[0\]\.nam' \(did you mean "
                                           r"'stage2\.rewards\[0\]\.name'\?\)$"):
-        C.build({"stage2": {"rewards": [{"nam": 1}]}})
-    assert C.build({"stage2": {"beta": 1}}).stage2 == Stage2Config().replace(beta=1.0)
+        C.checked(Config, {"stage2": {"rewards": [{"nam": 1}]}})
+    assert C.checked(Config, {"stage2": {"beta": 1}}).stage2 == Stage2Config().replace(beta=1.0)
 
 
 def test_resolve_names_the_override_key_in_one_line():

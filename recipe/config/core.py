@@ -101,20 +101,17 @@ def _did_you_mean(name: Any, known: typing.Iterable[str], prefix: str = "") -> s
 
 _BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
 _LIMITS = (*_BOUNDS, "too_short", "string_pattern_mismatch", "value_error")  # pydantic's errors of a value's limits
+_adapter = functools.cache(pydantic.TypeAdapter)  # one per type: building one costs ~1 ms
 
 
 def from_dict(data: dict) -> Config:
-    cfg = build(data)
+    """Plain data -> :class:`Config`: each key checked on its own type and limits, then across keys."""
+    cfg = checked(Config, data)
     validate(cfg)
     return cfg
 
 
-def build(data: dict) -> Config:
-    """Plain data -> :class:`Config`, each key checked on its own type and limits (:func:`validate` does the rest)."""
-    return checked(Config, data, "")
-
-
-def checked(tp: Any, value: Any, key: str) -> Any:
+def checked(tp: Any, value: Any, key: str = "") -> Any:
     """``value`` validated as ``tp`` (a section: a dataclass, built from a mapping), or the one-line error for its
     first bad key. A trainer section keeps the other fields of its TRL class in ``trl_args``."""
     cls = _bare(tp)
@@ -162,11 +159,6 @@ def _strict(tp: Any) -> Any:
     if origin in (list, dict):
         return Annotated[origin[tuple(_strict(a) for a in args)], pydantic.Strict()]
     return {bool: Bool, int: Int, float: Float, str: Str}.get(tp, tp)
-
-
-@functools.cache
-def _adapter(tp: Any) -> pydantic.TypeAdapter:
-    return pydantic.TypeAdapter(tp)
 
 
 def _bare(tp: Any) -> Any:

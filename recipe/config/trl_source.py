@@ -15,12 +15,8 @@ import operator
 from pathlib import Path
 from typing import Any
 
-# class -> (package, file in it, class name), base first: the dataclass inheritance chain, fields in that order
-_CHAIN = {
-    "TrainingArguments": [("transformers", "training_args.py", "TrainingArguments")],
-    "SFTConfig": [("trl", "trainer/base_config.py", "_BaseConfig"), ("trl", "trainer/sft_config.py", "SFTConfig")],
-    "GRPOConfig": [("trl", "trainer/base_config.py", "_BaseConfig"), ("trl", "trainer/grpo_config.py", "GRPOConfig")],
-}
+# (package, file in it, class name) of a TRL config's bases, base first: the dataclass chain, fields in that order
+_BASES = [("transformers", "training_args.py", "TrainingArguments"), ("trl", "trainer/base_config.py", "_BaseConfig")]
 _PLAIN = {"bool", "int", "float", "str"}
 
 
@@ -55,7 +51,8 @@ def _plain(node: ast.expr) -> tuple[Any, ...]:
 def fields_of(trl_class: str) -> dict[str, tuple[Any, ...]]:
     """``name -> the plain types it takes`` for the installed TRL class's constructor fields, in dataclass order."""
     out: dict[str, tuple[Any, ...]] = {}
-    for package, file, name in _CHAIN["TrainingArguments"] + _CHAIN[trl_class]:
+    own = ("trl", f"trainer/{trl_class.removesuffix('Config').lower()}_config.py", trl_class)  # SFTConfig, GRPOConfig
+    for package, file, name in [*_BASES, own]:
         for statement in _class(package, file, name).body:
             if isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name):
                 value = statement.value
