@@ -89,6 +89,8 @@ TRL_CHECKED = [
     ("stage3.optim=bogus", "stage3.optim", "adamw_torch"),
     ("stage1.warmup_steps=-1", "stage1.warmup_steps", "warmup_steps must be"),
     ("stage2.generation_batch_size=3", "stage2.generation_batch_size", "divisible"),
+    ("stage2.log_level=bogus", "stage2.log_level", "passive"),  # transformers reads it only when a trainer is built
+    ("stage1.truncation_mode=middle", "stage1.truncation_mode", "keep_end"),
 ]
 
 
@@ -161,6 +163,9 @@ def test_the_default_config_and_every_preset_validate_through_the_cli(preset, tm
     ("run.output_dir=", "run.output_dir", "must not be empty"),
     ("data.source=synthetic:0", "data.source", "N rows > 0"),
     ("data.source=synthetic:abc", "data.source", "synthetic:N"),
+    ("data.source=synthetic:1000001", "data.source", "at most 1,000,000"),  # drawn before anything trains
+    ("stage1.eval_strategy=steps", "stage1.eval_strategy", "use 'eval'"),  # TRL's needs an eval set; eval.* is ours
+    ("stage2.eval_on_start=true", "stage2.eval_on_start", "use 'eval'"),
     ("data.eval_source=synthetic:5:1", "data.eval_source", "S >= 2"),
     ("run.report_to=[bogus_tracker]", "run.report_to", "tensorboard, trackio, wandb"),
     ("run.report_to=[none, wandb]", "run.report_to", "alone"),

@@ -49,7 +49,7 @@ RECIPE_SETS: dict[str, str | None] = {
     "max_length": None, "reward_weights": "rewards[].weight", "resume_from_checkpoint": None,
     "save_strategy": None, "remove_unused_columns": None, "completion_only_loss": None, "packing": None,
     "dataset_num_proc": None, "dataloader_num_workers": None, "disable_tqdm": None,
-    "ddp_find_unused_parameters": None, "accelerator_config": None,
+    "ddp_find_unused_parameters": None, "accelerator_config": None, "eval_strategy": "eval", "eval_on_start": "eval",
     "use_vllm": "vllm.enabled", "vllm_mode": "vllm.mode", "vllm_gpu_memory_utilization": "vllm.gpu_memory_utilization",
     **{f"vllm_server_{k}": f"vllm.server_{k}" for k in ("base_url", "host", "port", "timeout")},
 }

@@ -268,8 +268,9 @@ def synthetic_rows(n: int, seed: int, max_steps: int | None = None, style: str =
     return rows
 
 
-SOURCE_FORMS = ("'synthetic', 'synthetic:N' or 'synthetic:N:S', optionally ':verbose' or ':mixed' (N rows > 0, at most "
-                "S >= 2 steps)")
+MAX_ROWS = 1_000_000  # ~11 s and ~1 GB to draw; a count beyond would fill the memory before anything trains
+SOURCE_FORMS = ("'synthetic', 'synthetic:N' or 'synthetic:N:S', optionally ':verbose' or ':mixed' (N rows > 0 and at "
+                f"most {MAX_ROWS:,}, at most S >= 2 steps)")
 
 
 def parse_source(source: str, default_rows: int) -> tuple[int, int | None, str]:
@@ -280,12 +281,13 @@ def parse_source(source: str, default_rows: int) -> tuple[int, int | None, str]:
     >>> parse_source("synthetic:0", 1000)
     Traceback (most recent call last):
     ...
-    ValueError: bad synthetic source 'synthetic:0': expected 'synthetic', 'synthetic:N' or 'synthetic:N:S', optionally ':verbose' or ':mixed' (N rows > 0, at most S >= 2 steps)
+    ValueError: bad synthetic source 'synthetic:0': expected 'synthetic', 'synthetic:N' or 'synthetic:N:S', optionally ':verbose' or ':mixed' (N rows > 0 and at most 1,000,000, at most S >= 2 steps)
     """
     parts = source.split(":")
     style = parts.pop() if len(parts) > 1 and parts[-1] in STYLES else "terse"
     counts = parts[1:]
     ok = parts[0] == "synthetic" and len(counts) <= 2 and all(p.isascii() and p.isdigit() and int(p) > 0 for p in counts)
+    ok = ok and (not counts or int(counts[0]) <= MAX_ROWS)
     if not ok or (len(counts) == 2 and int(counts[1]) < 2):
         raise ValueError(f"bad synthetic source {source!r}: expected {SOURCE_FORMS}")
     return (int(counts[0]) if counts else default_rows), (int(counts[1]) if len(counts) == 2 else None), style

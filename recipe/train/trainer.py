@@ -76,12 +76,19 @@ def common_args(cfg: Config, st: TrainConfig, output_dir: str, for_check: bool =
 def built(trl_class: Any, section: str, st: TrainConfig, kwargs: dict) -> Any:
     """``trl_class(**kwargs)``; when TRL refuses, one :class:`~recipe.errors.ConfigError` line naming the section's key
     it refuses: the first whose value, left to TRL's default, makes TRL accept the rest (else the section, with TRL's
-    words)."""
+    words). First a key whose field lists its ``choices`` (for TRL's command line) is checked against them: transformers
+    reads some only once a trainer runs (``log_level``: a KeyError when the trainer is built)."""
+    name = getattr(trl_class, "__name__", "TRL")
+    fields = getattr(trl_class, "__dataclass_fields__", {})
+    for key, value in st.trl_keys().items():
+        choices = list(fields[key].metadata.get("choices") or ()) if key in fields else []
+        if choices and value is not None and value not in choices:
+            raise ConfigError(f"bad value for '{section}.{key}': {short_repr(value)} (TRL's {name}: one of "
+                              f"{', '.join(map(str, choices))})")
     try:
         return trl_class(**kwargs)
     except (ValueError, TypeError) as exc:
         refusal = exc
-    name = getattr(trl_class, "__name__", "TRL")
     for key in st.trl_keys():
         try:
             trl_class(**{k: v for k, v in kwargs.items() if k != key})
