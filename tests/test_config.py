@@ -113,3 +113,13 @@ def test_trl_configs_are_built_from_the_schema(tmp_path):
     assert grpo.num_generations == cfg.stage2.num_generations
     assert grpo.reward_weights == [2.0]
     assert grpo.use_vllm is False  # never on CPU
+
+
+def test_sampling_keys_are_checked_as_transformers_generate_builds_them_but_left_to_vllm(tmp_path):
+    good = ["stage2.top_k=50", "stage2.min_p=0.05", "stage2.repetition_penalty=1.1"]
+    assert grpo_args(C.resolve(preset="smoke", overrides=good), "stage2", str(tmp_path), for_check=True).top_k == 50
+    with pytest.raises(C.ConfigError, match=r"'stage2.top_k': -1 \(transformers' TopKLogitsWarper"):
+        grpo_args(C.resolve(preset="smoke", overrides=["stage2.top_k=-1"]), "stage2", str(tmp_path), for_check=True)
+    # vLLM reads top_k -1 as "no top-k" and checks its own sampling parameters
+    on_vllm = C.resolve(preset="smoke", overrides=["stage2.top_k=-1", "vllm.enabled=true"])
+    assert grpo_args(on_vllm, "stage2", str(tmp_path), for_check=True).top_k == -1

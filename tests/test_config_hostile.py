@@ -91,6 +91,9 @@ TRL_CHECKED = [
     ("stage2.generation_batch_size=3", "stage2.generation_batch_size", "divisible"),
     ("stage2.log_level=bogus", "stage2.log_level", "passive"),  # transformers reads it only when a trainer is built
     ("stage1.truncation_mode=middle", "stage1.truncation_mode", "keep_end"),
+    ("stage2.top_k=-1", "stage2.top_k", "strictly positive"),  # transformers refused it at the first generation
+    ("stage3.min_p=2.0", "stage3.min_p", "[0, 1]"),
+    ("stage2.repetition_penalty=0", "stage2.repetition_penalty", "strictly positive"),
 ]
 
 

@@ -41,12 +41,13 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
+from transformers import MinPLogitsWarper, RepetitionPenaltyLogitsProcessor, TopKLogitsWarper
 from trl import GRPOConfig, GRPOTrainer
 
 from recipe import dist
 from recipe.config.schema import Config, GRPOStageConfig
 from recipe.data import gsm8k as data_mod
-from recipe.errors import ConfigError
+from recipe.errors import ConfigError, short_repr
 from recipe.models import model as model_mod
 from recipe.models.devices import GRPO, uses_vllm
 from recipe.rewards import CutAfterAnswer, build_reward, reward_params
@@ -85,13 +86,34 @@ def grpo_args(cfg: Config, stage: Stage, output_dir: str, for_check: bool = Fals
     :func:`recipe.train.trainer.common_args`."""
     st: GRPOStageConfig = getattr(cfg, stage)
     args = common_args(cfg, st, output_dir, for_check)
-    return built(GRPOConfig, stage, st, {
+    config = built(GRPOConfig, stage, st, {
         **args,  # epsilon_high and mask_truncated_completions among them: see recipe.config.schema
         "reward_weights": [spec.weight for spec in st.rewards],
         **vllm_args(cfg, args["use_cpu"]),
         "remove_unused_columns": False,
         **decided,
     })
+    if not cfg.vllm.enabled:  # vLLM checks its own sampling parameters (its top_k -1 means "off")
+        _check_sampling(stage, config)
+    return config
+
+
+# TRL hands these to transformers' generation unchecked; transformers' processors refuse a bad one at the first
+# generation, after the stages before it trained: built once here, as generate() builds them, to refuse it first
+_SAMPLERS = (("top_k", TopKLogitsWarper, (None, 0)), ("min_p", MinPLogitsWarper, (None,)),
+             ("repetition_penalty", RepetitionPenaltyLogitsProcessor, (None, 1.0)))
+
+
+def _check_sampling(stage: str, config: GRPOConfig) -> None:
+    for key, processor, off in _SAMPLERS:
+        value = getattr(config, key, None)
+        if value in off:
+            continue
+        try:
+            processor(value)
+        except ValueError as exc:
+            raise ConfigError(f"bad value for '{stage}.{key}': {short_repr(value)} (transformers' "
+                              f"{processor.__name__}: {exc})") from None
 
 
 def completions_per_step(st: GRPOStageConfig) -> float:
