@@ -19,6 +19,9 @@ from recipe.cli import main
 from recipe.config import core as C
 from recipe.config import schema
 from recipe.config.core import ConfigError, parse_override, resolve
+from recipe.config.trl_source import fields_of
+from recipe.train.grpo import grpo_args
+from recipe.train.sft import sft_args
 from tests.fuzz_strategies import FUZZ, JSON_VALUE, json_line, temp_file
 from tests.helpers import cli, one_error_line
 
@@ -110,6 +113,37 @@ def test_a_value_trl_refuses_is_one_line_naming_the_key_before_the_run_directory
         assert not out.exists()
 
 
+WRONG = ["-1", "0", "bogus", "1000000000", "true", "[]", "{}", "-0.5", "[bogus]", "{a: 1}"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("section, trl_class", [("stage1", "SFTConfig"), ("stage2", "GRPOConfig")])
+def test_every_trl_key_given_a_wrong_value_is_refused_in_one_line_or_built(section, trl_class, tmp_path):
+    """Each field of the section's TRL class, set to each of a few wrong values, passes the config and TRL's own
+    checks or is refused by them in one ConfigError line; nothing else escapes (``parallelism_config`` once raised
+    an AttributeError in GRPOConfig, ``deepspeed`` without the package a PackageNotFoundError)."""
+    def build(cfg):
+        return sft_args(cfg, str(tmp_path), section, True) if section == "stage1" else \
+            grpo_args(cfg, section, str(tmp_path), True)
+
+    outcomes = {"config": 0, "trl": 0, "built": 0}
+    for key in fields_of(trl_class):
+        for value in [] if key in schema.RECIPE_SETS else WRONG:
+            try:
+                cfg = C.resolve(preset="smoke", overrides=[f"{section}.{key}={value}"])
+            except ConfigError as exc:
+                outcomes["config"] += 1
+                assert "\n" not in str(exc), (key, value)
+                continue
+            try:
+                build(cfg)
+                outcomes["built"] += 1
+            except ConfigError as exc:
+                outcomes["trl"] += 1
+                assert "\n" not in str(exc) and f"'{section}" in str(exc), (key, value, str(exc))
+    assert all(outcomes.values()), outcomes  # each way is taken: the loop reached TRL
+
+
 def test_every_preset_still_validates():
     for name in C.preset_names():
         C.resolve(preset=name)
@@ -167,6 +201,7 @@ def test_the_default_config_and_every_preset_validate_through_the_cli(preset, tm
     ("data.source=synthetic:0", "data.source", "N rows > 0"),
     ("data.source=synthetic:abc", "data.source", "synthetic:N"),
     ("data.source=synthetic:1000001", "data.source", "at most 1,000,000"),  # drawn before anything trains
+    ("stage2.parallelism_config={a: 1}", "stage2.parallelism_config", "NoneType"),  # a class YAML cannot spell
     ("stage1.eval_strategy=steps", "stage1.eval_strategy", "use 'eval'"),  # TRL's needs an eval set; eval.* is ours
     ("stage2.eval_on_start=true", "stage2.eval_on_start", "use 'eval'"),
     ("data.eval_source=synthetic:5:1", "data.eval_source", "S >= 2"),

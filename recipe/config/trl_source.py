@@ -32,12 +32,12 @@ def _class(package: str, file: str, name: str) -> ast.ClassDef:
 
 def _plain(node: ast.expr) -> tuple[Any, ...]:
     """An annotation as the plain alternatives a YAML value can take: bool, int, float, str, ``dict[str, Any]``,
-    NoneType, ``list[...]``, ``Any`` (a class YAML cannot spell). Beside ``str`` such a class is left out:
-    transformers annotates its string enums as ``SchedulerType | str``, and checks the text itself."""
+    NoneType, ``list[...]``; a class YAML cannot spell is left out of a union (transformers annotates its string enums
+    ``SchedulerType | str`` and checks the text; ``ParallelismConfig | None`` takes null alone), ``Any`` on its own."""
     if isinstance(node, ast.BinOp | ast.Tuple):  # X | Y; the values of Literal["a", "b"]
         parts = (node.left, node.right) if isinstance(node, ast.BinOp) else node.elts
         arms = [alt for part in parts for alt in _plain(part)]
-        return tuple(dict.fromkeys(alt for alt in arms if alt is not Any or str not in arms))
+        return tuple(dict.fromkeys(alt for alt in arms if alt is not Any)) or (Any,)
     if isinstance(node, ast.Constant):
         return (type(node.value),)
     name = ast.unparse(node.value if isinstance(node, ast.Subscript) else node)

@@ -87,12 +87,12 @@ def built(trl_class: Any, section: str, st: TrainConfig, kwargs: dict) -> Any:
                               f"{', '.join(map(str, choices))})")
     try:
         return trl_class(**kwargs)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, ImportError) as exc:  # ImportError: deepspeed named, not installed
         refusal = exc
     for key in st.trl_keys():
         try:
             trl_class(**{k: v for k, v in kwargs.items() if k != key})
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, ImportError):
             continue
         raise ConfigError(f"bad value for '{section}.{key}': {short_repr(kwargs[key])} (TRL's {name}: "
                           f"{_one_line(refusal)})")
