@@ -79,6 +79,17 @@ def test_max_steps_draws_the_epochs_it_needs(cache_dir, tmp_path):
     assert sorted(prompts[2 * N_ROWS:]) == sorted(r["prompt"] for r in build(2))
 
 
+@pytest.mark.parametrize("override, keys", [("stage1.per_device_train_batch_size=1000000000", "max_steps x"),
+                                            ("stage1.num_train_epochs=100000", "num_train_epochs")])
+def test_a_pass_over_the_drawn_rows_limit_is_refused_before_any_row_is_drawn(cache_dir, tmp_path, override, keys):
+    cfg = config(cache_dir, override, *(["stage1.max_steps=-1"] if "epochs" in keys else []))
+    drawn = []
+    with pytest.raises(C.ConfigError, match=rf"^'stage1': {keys}.* asks for [\d,]+ epochs of its {N_ROWS} rows, "
+                                            r"over the 1,000,000 rows"):
+        build_sft_trainer(cfg, None, None, rows_for(cfg)(0), tmp_path, rows_for_epoch=lambda e: drawn.append(e))
+    assert drawn == []
+
+
 def test_rows_dropped_for_length_are_counted_as_trl_drops_them(cache_dir, tmp_path, caplog):
     cfg = config(cache_dir, f"stage1.max_length={MAX_LENGTH}")
     rows = rows_for(cfg)(0)

@@ -149,7 +149,7 @@ def train_grpo(cfg: Config, stage: Stage, model, tokenizer, rows: list[dict], en
     if rows_for_epoch is not None:
         st = getattr(cfg, stage)
         prompts_per_step = completions_per_step(st) * dist.world_size() / st.num_generations
-        epochs, share = epochs_to_draw(st, len(rows), prompts_per_step)
+        epochs, share = epochs_to_draw(st, len(rows), prompts_per_step, stage)
         data = seeded_epochs(lambda e: rows if e == 0 else rows_for_epoch(e), epochs, cfg.run.seed)
         decided = {"shuffle_dataset": False, "num_train_epochs": share}
         log.info("%s: %d epochs of %d rows drawn anew, read in one pass", stage, epochs, len(rows))

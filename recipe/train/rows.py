@@ -19,6 +19,7 @@ from typing import Any
 
 from recipe.config.schema import Config, TrainConfig
 from recipe.data import gsm8k as data_mod
+from recipe.errors import ConfigError
 from recipe.teacher.format import render_target
 from recipe.teacher.rationales import apply_teacher
 
@@ -92,10 +93,15 @@ def add_token_lengths(rows: Sequence[Mapping[str, Any]], tokenizer: Any) -> list
     return [{**row, "teacher_tokens": len(tok)} for row, tok in zip(rows, ids, strict=True)]
 
 
-def epochs_to_draw(st: TrainConfig, n_rows: int, rows_per_step: float) -> tuple[int, float]:
+MAX_DRAWN_ROWS = 1_000_000  # rows one pass holds at once: ~2 GB of stage-1 text; the paper's stage 1 draws 10,000
+
+
+def epochs_to_draw(st: TrainConfig, n_rows: int, rows_per_step: float, section: str = "stage1") -> tuple[int, float]:
     """How many epochs of ``n_rows`` rows one pass must hold, and the trainer's ``num_train_epochs`` for that pass.
     With ``max_steps`` > 0: enough epochs for ``max_steps`` steps of ``rows_per_step`` rows, and 1 (``max_steps``
     ends the pass); else ``ceil(num_train_epochs)`` epochs, and the share of them to train (1 for whole epochs).
+    More than :data:`MAX_DRAWN_ROWS` rows is a :class:`~recipe.errors.ConfigError` naming ``section``'s keys (a
+    batch of 10^9 drew rows until the memory ran out).
 
     >>> from types import SimpleNamespace as NS
     >>> epochs_to_draw(NS(max_steps=10, num_train_epochs=1.0), 16, 4), epochs_to_draw(NS(max_steps=3, num_train_epochs=1.0), 16, 4)
@@ -104,9 +110,15 @@ def epochs_to_draw(st: TrainConfig, n_rows: int, rows_per_step: float) -> tuple[
     ((2, 1.0), (2, 0.75))
     """
     if st.max_steps > 0:
-        return max(1, math.ceil(st.max_steps * rows_per_step / max(1, n_rows))), 1.0
-    epochs = max(1, math.ceil(st.num_train_epochs))
-    return epochs, st.num_train_epochs / epochs
+        epochs, share = max(1, math.ceil(st.max_steps * rows_per_step / max(1, n_rows))), 1.0
+        keys = "max_steps x per_device_train_batch_size x gradient_accumulation_steps"
+    else:
+        epochs = max(1, math.ceil(st.num_train_epochs))
+        share, keys = st.num_train_epochs / epochs, "num_train_epochs"
+    if epochs * n_rows > MAX_DRAWN_ROWS:
+        raise ConfigError(f"'{section}': {keys} asks for {epochs:,} epochs of its {n_rows:,} rows, over the "
+                          f"{MAX_DRAWN_ROWS:,} rows one training pass may hold; lower them")
+    return epochs, share
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:

@@ -87,7 +87,7 @@ def build_sft_trainer(cfg: Config, model, tokenizer, rows: list[dict], entry_dir
     decided: dict[str, Any] = {}
     if rows_for_epoch is not None:
         st = getattr(cfg, section)
-        epochs, share = epochs_to_draw(st, len(rows), rows_per_step(cfg, section))
+        epochs, share = epochs_to_draw(st, len(rows), rows_per_step(cfg, section), section)
         rows = seeded_epochs(lambda e: rows if e == 0 else rows_for_epoch(e), epochs, cfg.run.seed)
         decided = {**IN_ORDER, "num_train_epochs": share}
         log.info("%s: %d epochs of %d rows drawn anew, read in one pass", section, epochs, len(rows) // epochs)
