@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import Trainer, get_scheduler
 
 from recipe import dist
 from recipe.config.schema import Config, TrainConfig
@@ -86,17 +87,37 @@ def built(trl_class: Any, section: str, st: TrainConfig, kwargs: dict) -> Any:
             raise ConfigError(f"bad value for '{section}.{key}': {short_repr(value)} (TRL's {name}: one of "
                               f"{', '.join(map(str, choices))})")
     try:
-        return trl_class(**kwargs)
+        return _made(trl_class, kwargs)
     except (ValueError, TypeError, ImportError) as exc:  # ImportError: deepspeed named, not installed
         refusal = exc
     for key in st.trl_keys():
         try:
-            trl_class(**{k: v for k, v in kwargs.items() if k != key})
+            _made(trl_class, {k: v for k, v in kwargs.items() if k != key})
         except (ValueError, TypeError, ImportError):
             continue
         raise ConfigError(f"bad value for '{section}.{key}': {short_repr(kwargs[key])} (TRL's {name}: "
                           f"{_one_line(refusal)})")
     raise ConfigError(f"'{section}': TRL's {name} refuses it: {_one_line(refusal)}")
+
+
+# torch's own optimizers, which a trainer makes from its arguments alone (others need the model or another package)
+_TORCH_OPTIMS = ("adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adagrad", "rmsprop")
+
+
+def _made(trl_class: Any, kwargs: dict) -> Any:
+    """``trl_class(**kwargs)``, and for torch's own optimizers the optimizer and learning-rate schedule a trainer
+    makes from it, made once on a stand-in weight: torch and transformers check the betas, ``adam_epsilon``,
+    ``optim_args`` and ``lr_scheduler_kwargs`` only there, when training starts."""
+    args = trl_class(**kwargs)
+    if getattr(args, "optim", None) in _TORCH_OPTIMS:
+        try:
+            optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(args)
+            optimizer = optimizer_cls([torch.nn.Parameter(torch.zeros(1))], **optimizer_kwargs)
+            get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=args.get_warmup_steps(10),
+                          num_training_steps=10, scheduler_specific_kwargs=args.lr_scheduler_kwargs)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"its optimizer or learning-rate schedule: {exc}") from exc
+    return args
 
 
 def _one_line(exc: Exception) -> str:
