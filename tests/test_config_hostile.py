@@ -207,6 +207,8 @@ def test_the_default_config_and_every_preset_validate_through_the_cli(preset, tm
     ("stage2.parallelism_config={a: 1}", "stage2.parallelism_config", "NoneType"),  # a class YAML cannot spell
     ("stage1.eval_strategy=steps", "stage1.eval_strategy", "use 'eval'"),  # TRL's needs an eval set; eval.* is ours
     ("stage2.eval_on_start=true", "stage2.eval_on_start", "use 'eval'"),
+    ("stage1.dataloader_persistent_workers=true", "stage1.dataloader_persistent_workers", "the recipe sets it"),
+    ("stage1.assistant_only_loss=true", "stage1.assistant_only_loss", "the recipe sets it"),
     ("data.eval_source=synthetic:5:1", "data.eval_source", "S >= 2"),
     ("run.report_to=[bogus_tracker]", "run.report_to", "tensorboard, trackio, wandb"),
     ("run.report_to=[none, wandb]", "run.report_to", "alone"),

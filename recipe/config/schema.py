@@ -48,7 +48,9 @@ RECIPE_SETS: dict[str, str | None] = {
     "gradient_checkpointing": "model.gradient_checkpointing", "model_init_kwargs": "model",
     "max_length": None, "reward_weights": "rewards[].weight", "resume_from_checkpoint": None,
     "save_strategy": None, "remove_unused_columns": None, "completion_only_loss": None, "packing": None,
-    "dataset_num_proc": None, "dataloader_num_workers": None, "disable_tqdm": None,
+    "dataset_num_proc": None, "dataloader_num_workers": None, "disable_tqdm": None, "padding_free": None,
+    "dataloader_persistent_workers": None, "dataloader_prefetch_factor": None,  # the recipe loads in-process
+    "assistant_only_loss": None, "dataset_kwargs": None,  # the recipe's rows are prompt/completion text
     "ddp_find_unused_parameters": None, "accelerator_config": None, "eval_strategy": "eval", "eval_on_start": "eval",
     "use_vllm": "vllm.enabled", "vllm_mode": "vllm.mode", "vllm_gpu_memory_utilization": "vllm.gpu_memory_utilization",
     **{f"vllm_server_{k}": f"vllm.server_{k}" for k in ("base_url", "host", "port", "timeout")},
