@@ -93,7 +93,7 @@ def grpo_args(cfg: Config, stage: Stage, output_dir: str, for_check: bool = Fals
         "remove_unused_columns": False,
         **decided,
     })
-    if not cfg.vllm.enabled:  # vLLM checks its own sampling parameters (its top_k -1 means "off")
+    if not (config.use_vllm or for_check and cfg.vllm.enabled):  # vLLM checks its own (its top_k -1 means "off")
         _check_sampling(stage, config)
     return config
 

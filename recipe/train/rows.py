@@ -100,8 +100,8 @@ def epochs_to_draw(st: TrainConfig, n_rows: int, rows_per_step: float, section: 
     """How many epochs of ``n_rows`` rows one pass must hold, and the trainer's ``num_train_epochs`` for that pass.
     With ``max_steps`` > 0: enough epochs for ``max_steps`` steps of ``rows_per_step`` rows, and 1 (``max_steps``
     ends the pass); else ``ceil(num_train_epochs)`` epochs, and the share of them to train (1 for whole epochs).
-    More than :data:`MAX_DRAWN_ROWS` rows is a :class:`~recipe.errors.ConfigError` naming ``section``'s keys (a
-    batch of 10^9 drew rows until the memory ran out).
+    More than :data:`MAX_DRAWN_ROWS` rows is a :class:`~recipe.errors.ConfigError` naming ``section``'s keys: the
+    pass is held in memory, and a batch of 10^9 rows would fill it before training starts.
 
     >>> from types import SimpleNamespace as NS
     >>> epochs_to_draw(NS(max_steps=10, num_train_epochs=1.0), 16, 4), epochs_to_draw(NS(max_steps=3, num_train_epochs=1.0), 16, 4)
