@@ -86,14 +86,15 @@ def grpo_args(cfg: Config, stage: Stage, output_dir: str, for_check: bool = Fals
     :func:`recipe.train.trainer.common_args`."""
     st: GRPOStageConfig = getattr(cfg, stage)
     args = common_args(cfg, st, output_dir, for_check)
+    vllm = vllm_args(cfg, args["use_cpu"])
     config = built(GRPOConfig, stage, st, {
         **args,  # epsilon_high and mask_truncated_completions among them: see recipe.config.schema
         "reward_weights": [spec.weight for spec in st.rewards],
-        **vllm_args(cfg, args["use_cpu"]),
+        **vllm,
         "remove_unused_columns": False,
         **decided,
     })
-    if not (config.use_vllm or for_check and cfg.vllm.enabled):  # vLLM checks its own (its top_k -1 means "off")
+    if not (vllm["use_vllm"] or for_check and cfg.vllm.enabled):  # vLLM checks its own (its top_k -1 means "off")
         _check_sampling(stage, config)
     return config
 
