@@ -123,3 +123,9 @@ def test_sampling_keys_are_checked_as_transformers_generate_builds_them_but_left
     # vLLM reads top_k -1 as "no top-k" and checks its own sampling parameters
     on_vllm = C.resolve(preset="smoke", overrides=["stage2.top_k=-1", "vllm.enabled=true"])
     assert grpo_args(on_vllm, "stage2", str(tmp_path), for_check=True).top_k == -1
+
+
+def test_label_smoothing_is_passed_with_the_plain_loss_that_trl_can_smooth(tmp_path):
+    smoothed = C.resolve(preset="smoke", overrides=["stage1.label_smoothing_factor=0.1", "stage1.loss_type=nll"])
+    args = sft_args(smoothed, str(tmp_path), for_check=True)
+    assert (args.label_smoothing_factor, args.loss_type) == (0.1, "nll")

@@ -97,6 +97,7 @@ TRL_CHECKED = [
     ("stage1.adam_beta1=-0.5", "stage1.adam_beta1", "optimizer or learning-rate schedule: Invalid beta"),
     ("stage2.lr_scheduler_kwargs={a: 1}", "stage2.lr_scheduler_kwargs", "unexpected keyword argument 'a'"),
     ("stage1.optim_args=bogus", "stage1.optim_args", "optimizer"),
+    ("stage1.label_smoothing_factor=0.1", "stage1.label_smoothing_factor", "stage1.loss_type=nll"),
     ("stage2.top_k=-1", "stage2.top_k", "strictly positive"),  # transformers refused it at the first generation
     ("stage3.min_p=2.0", "stage3.min_p", "[0, 1]"),
     ("stage2.repetition_penalty=0", "stage2.repetition_penalty", "strictly positive"),

@@ -20,6 +20,7 @@ from trl import SFTConfig, SFTTrainer
 from recipe import dist
 from recipe.config.core import Config
 from recipe.data import gsm8k as data_mod
+from recipe.errors import ConfigError, short_repr
 from recipe.models import model as model_mod
 from recipe.store.rundir import TRAINER_DIR
 from recipe.train.rows import RowsForEpoch, epochs_to_draw, seeded_epochs
@@ -37,7 +38,7 @@ def sft_args(cfg: Config, output_dir: str, section: Section = "stage1", for_chec
     prompt-completion data, loss on the completion only. ``decided``: keys the recipe sets for this training
     (the epoch layout), over the section's; ``for_check``: as :func:`recipe.train.trainer.common_args`."""
     st = getattr(cfg, section)
-    return built(SFTConfig, section, st, {
+    config = built(SFTConfig, section, st, {
         **common_args(cfg, st, output_dir, for_check),
         "max_length": min(st.max_length, cfg.model.max_seq_length),
         "completion_only_loss": True,
@@ -45,6 +46,12 @@ def sft_args(cfg: Config, output_dir: str, section: Section = "stage1", for_chec
         "dataset_num_proc": None,
         **decided,
     })
+    smoothing = getattr(config, "label_smoothing_factor", 0)
+    if smoothing and getattr(config, "loss_type", None) == "chunked_nll":  # TRL's default when loss_type is unset
+        raise ConfigError(f"bad value for '{section}.label_smoothing_factor': {short_repr(smoothing)} (TRL 1.14.2's "
+                          "SFTTrainer fails on its first step with label smoothing under its chunked loss, the "
+                          f"default: set {section}.loss_type=nll with it)")
+    return config
 
 
 def rows_per_step(cfg: Config, section: Section) -> int:
