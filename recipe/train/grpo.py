@@ -45,9 +45,10 @@ from transformers import MinPLogitsWarper, RepetitionPenaltyLogitsProcessor, Top
 from trl import GRPOConfig, GRPOTrainer
 
 from recipe import dist
+from recipe.config.core import check
 from recipe.config.schema import Config, GRPOStageConfig
 from recipe.data import gsm8k as data_mod
-from recipe.errors import ConfigError, short_repr
+from recipe.errors import ConfigError
 from recipe.models import model as model_mod
 from recipe.models.devices import GRPO, uses_vllm
 from recipe.rewards import CutAfterAnswer, build_reward, reward_params
@@ -113,8 +114,7 @@ def _check_sampling(stage: str, config: GRPOConfig) -> None:
         try:
             processor(value)
         except ValueError as exc:
-            raise ConfigError(f"bad value for '{stage}.{key}': {short_repr(value)} (transformers' "
-                              f"{processor.__name__}: {exc})") from None
+            check(False, f"{stage}.{key}", value, f"transformers' {processor.__name__}: {exc}")
 
 
 def completions_per_step(st: GRPOStageConfig) -> float:

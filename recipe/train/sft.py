@@ -18,9 +18,8 @@ from typing import Any, Literal
 from trl import SFTConfig, SFTTrainer
 
 from recipe import dist
-from recipe.config.core import Config
+from recipe.config.core import Config, check
 from recipe.data import gsm8k as data_mod
-from recipe.errors import ConfigError, short_repr
 from recipe.models import model as model_mod
 from recipe.store.rundir import TRAINER_DIR
 from recipe.train.rows import RowsForEpoch, epochs_to_draw, seeded_epochs
@@ -47,10 +46,10 @@ def sft_args(cfg: Config, output_dir: str, section: Section = "stage1", for_chec
         **decided,
     })
     smoothing = getattr(config, "label_smoothing_factor", 0)
-    if smoothing and getattr(config, "loss_type", None) == "chunked_nll":  # TRL's default when loss_type is unset
-        raise ConfigError(f"bad value for '{section}.label_smoothing_factor': {short_repr(smoothing)} (TRL 1.14.2's "
-                          "SFTTrainer fails on its first step with label smoothing under its chunked loss, the "
-                          f"default: set {section}.loss_type=nll with it)")
+    chunked = getattr(config, "loss_type", None) == "chunked_nll"  # TRL's default when loss_type is unset
+    check(not (smoothing and chunked), f"{section}.label_smoothing_factor", smoothing, "TRL 1.14.2's SFTTrainer fails "
+          f"on its first step with label smoothing under its chunked loss, the default: set {section}.loss_type=nll "
+          "with it")
     return config
 
 

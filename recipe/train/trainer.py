@@ -17,8 +17,9 @@ import torch
 from transformers import Trainer, get_scheduler
 
 from recipe import dist
+from recipe.config.core import check
 from recipe.config.schema import Config, TrainConfig
-from recipe.errors import ConfigError, Interrupted, short_repr
+from recipe.errors import ConfigError, Interrupted
 from recipe.fsio import write_json
 from recipe.models import model as model_mod
 from recipe.models.devices import check_device
@@ -83,9 +84,8 @@ def built(trl_class: Any, section: str, st: TrainConfig, kwargs: dict) -> Any:
     fields = getattr(trl_class, "__dataclass_fields__", {})
     for key, value in st.trl_keys().items():
         choices = list(fields[key].metadata.get("choices") or ()) if key in fields else []
-        if choices and value is not None and value not in choices:
-            raise ConfigError(f"bad value for '{section}.{key}': {short_repr(value)} (TRL's {name}: one of "
-                              f"{', '.join(map(str, choices))})")
+        check(not choices or value is None or value in choices, f"{section}.{key}", value,
+              f"TRL's {name}: one of {', '.join(map(str, choices))}")
     try:
         return _made(trl_class, kwargs)
     except (ValueError, TypeError, ImportError) as exc:  # ImportError: deepspeed named, not installed
@@ -95,8 +95,7 @@ def built(trl_class: Any, section: str, st: TrainConfig, kwargs: dict) -> Any:
             _made(trl_class, {k: v for k, v in kwargs.items() if k != key})
         except (ValueError, TypeError, ImportError):
             continue
-        raise ConfigError(f"bad value for '{section}.{key}': {short_repr(kwargs[key])} (TRL's {name}: "
-                          f"{_one_line(refusal)})")
+        check(False, f"{section}.{key}", kwargs[key], f"TRL's {name}: {_one_line(refusal)}")
     raise ConfigError(f"'{section}': TRL's {name} refuses it: {_one_line(refusal)}")
 
 
